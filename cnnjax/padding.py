@@ -1,0 +1,296 @@
+"""Canonicalisation of convolution geometry, and padding by mode.
+
+This is the one place where cnnjax turns user-facing configuration (``stride``,
+``padding``, ``dilation``, ``tile``) into canonical tuples, validates it, and pads
+arrays by mode. Every op (convolution, locally connected, tiled, pooling) and
+:mod:`cnnjax.arithmetic` go through :func:`conv_geometry`, so the rules and the
+error messages are the same everywhere.
+
+Conventions: arrays are batched and channels-last, ``[N, *spatial, C]``; an int
+hyperparameter applies to every spatial dim, a tuple gives one value per dim.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Union
+
+import jax
+import jax.numpy as jnp
+
+PaddingLike = Union[str, int, Sequence[int], Sequence[tuple[int, int]]]
+
+PADDING_STRINGS = ("VALID", "SAME", "FULL")
+PADDING_MODES = ("zeros", "circular", "reflect", "edge")
+_NUMPY_PAD_MODE = {"circular": "wrap", "reflect": "reflect", "edge": "edge"}
+
+__all__ = [
+    "Geometry",
+    "PADDING_MODES",
+    "PaddingLike",
+    "check_padding_mode",
+    "check_spatial_rank",
+    "conv_geometry",
+    "effective_kernel_size",
+    "normalize_ints",
+    "pad_spatial",
+    "resolve_padding",
+]
+
+
+def _is_int(value) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+def normalize_ints(
+    value, num_dims: int, *, name: str, op: str, minimum: int = 1
+) -> tuple[int, ...]:
+  """Returns ``value`` as a tuple of ``num_dims`` ints, each ``>= minimum``.
+
+  Args:
+    value: an int (applied to every spatial dim) or a sequence of ``num_dims`` ints.
+    num_dims: the number of spatial dims.
+    name: the argument's name, used in error messages.
+    op: the calling function's name, used in error messages.
+    minimum: the smallest value allowed.
+
+  Raises:
+    TypeError: ``value`` is neither an int nor a sequence of ints.
+    ValueError: wrong length, or an entry below ``minimum``.
+  """
+  allowed = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+  expected = f"{allowed} or a tuple of {num_dims} such ints"
+  if _is_int(value):
+    values = (value,) * num_dims
+  elif isinstance(value, Sequence) and not isinstance(value, str):
+    values = tuple(value)
+    if not all(_is_int(v) for v in values):
+      raise TypeError(f"{op}: {name} got {value!r}; expected {expected}.")
+    if len(values) != num_dims:
+      raise ValueError(
+          f"{op}: {name} got {value!r} ({len(values)} values) for {num_dims} "
+          f"spatial dim(s); expected {expected}."
+      )
+  else:
+    raise TypeError(f"{op}: {name} got {value!r}; expected {expected}.")
+  if any(v < minimum for v in values):
+    raise ValueError(f"{op}: {name} got {value!r}; expected {expected}.")
+  return values
+
+
+def effective_kernel_size(kernel_size: int, dilation: int = 1) -> int:
+  """The dilated ("à trous") kernel size r̂ = r + (r − 1)(t − 1).
+
+  Args:
+    kernel_size: the kernel size r along one dim.
+    dilation: the dilation t along that dim.
+
+  Returns:
+    The number of input positions one kernel application spans.
+
+  Example:
+    >>> effective_kernel_size(3, 2)
+    5
+  """
+  if not _is_int(kernel_size) or kernel_size < 1:
+    raise ValueError(
+        f"effective_kernel_size: kernel_size got {kernel_size!r}; expected a positive int."
+    )
+  if not _is_int(dilation) or dilation < 1:
+    raise ValueError(
+        f"effective_kernel_size: dilation got {dilation!r}; expected a positive int."
+    )
+  return kernel_size + (kernel_size - 1) * (dilation - 1)
+
+
+def resolve_padding(
+    padding: PaddingLike,
+    in_spatial: Sequence[int],
+    kernel_eff: Sequence[int],
+    stride: Sequence[int],
+    *,
+    op: str,
+) -> tuple[tuple[int, int], ...]:
+  """Turns a padding spec into one ``(low, high)`` pair per spatial dim.
+
+  Args:
+    padding: ``"VALID"`` (none), ``"SAME"`` (as lax: output ``ceil(n / stride)``, the
+      extra pixel on the high side), ``"FULL"`` (``r̂ − 1`` on each side), an int, a
+      tuple of ints (one per dim), or a tuple of ``(low, high)`` pairs.
+    in_spatial: the unpadded spatial shape.
+    kernel_eff: the effective (dilated) kernel size per dim.
+    stride: the stride per dim.
+    op: the calling function's name, for error messages.
+
+  Returns:
+    A tuple of ``(low, high)`` pairs of non-negative ints.
+  """
+  n = len(in_spatial)
+  expected = (
+      f"one of {PADDING_STRINGS}, a non-negative int, a tuple of {n} non-negative "
+      f"ints or a tuple of {n} (low, high) pairs"
+  )
+  if isinstance(padding, str):
+    mode = padding.upper()
+    if mode == "VALID":
+      return ((0, 0),) * n
+    if mode == "FULL":
+      return tuple((r - 1, r - 1) for r in kernel_eff)
+    if mode == "SAME":
+      pads = []
+      for size, r, s in zip(in_spatial, kernel_eff, stride):
+        out = -(-size // s)
+        total = max((out - 1) * s + r - size, 0)
+        pads.append((total // 2, total - total // 2))
+      return tuple(pads)
+    raise ValueError(f"{op}: padding got {padding!r}; expected {expected}.")
+  if _is_int(padding):
+    pads = ((padding, padding),) * n
+  elif isinstance(padding, Sequence):
+    items = tuple(padding)
+    if len(items) != n:
+      raise ValueError(
+          f"{op}: padding got {padding!r} ({len(items)} entries) for {n} spatial "
+          f"dim(s); expected {expected}."
+      )
+    if all(_is_int(p) for p in items):
+      pads = tuple((p, p) for p in items)
+    elif all(
+        isinstance(p, Sequence) and len(p) == 2 and all(_is_int(q) for q in p)
+        for p in items
+    ):
+      pads = tuple((p[0], p[1]) for p in items)
+    else:
+      raise TypeError(f"{op}: padding got {padding!r}; expected {expected}.")
+  else:
+    raise TypeError(f"{op}: padding got {padding!r}; expected {expected}.")
+  if any(lo < 0 or hi < 0 for lo, hi in pads):
+    raise ValueError(f"{op}: padding got {padding!r}; expected {expected}.")
+  return pads
+
+
+@dataclasses.dataclass(frozen=True)
+class Geometry:
+  """Canonical geometry of one sliding-window op over ``len(in_spatial)`` dims.
+
+  Attributes:
+    in_spatial: the unpadded input spatial shape.
+    kernel: the kernel (window) size per dim.
+    stride: the stride per dim.
+    dilation: the dilation per dim.
+    kernel_eff: the effective kernel size r̂ per dim.
+    pads: one ``(low, high)`` padding pair per dim.
+    out_spatial: the output spatial shape ``⌊(n + lo + hi − r̂) / s⌋ + 1``.
+  """
+
+  in_spatial: tuple[int, ...]
+  kernel: tuple[int, ...]
+  stride: tuple[int, ...]
+  dilation: tuple[int, ...]
+  kernel_eff: tuple[int, ...]
+  pads: tuple[tuple[int, int], ...]
+  out_spatial: tuple[int, ...]
+
+  @property
+  def padded_spatial(self) -> tuple[int, ...]:
+    return tuple(n + lo + hi for n, (lo, hi) in zip(self.in_spatial, self.pads))
+
+
+def conv_geometry(
+    in_spatial: Sequence[int],
+    kernel: Sequence[int],
+    *,
+    stride=1,
+    padding: PaddingLike = "VALID",
+    dilation=1,
+    strict: bool = False,
+    op: str,
+) -> Geometry:
+  """Validates and canonicalises the geometry of a sliding-window op.
+
+  Args:
+    in_spatial: the input's spatial shape (no batch, no channels).
+    kernel: the kernel's spatial shape.
+    stride: an int or one int per dim, each positive.
+    padding: see :func:`resolve_padding`.
+    dilation: an int or one int per dim, each positive.
+    strict: if True, refuse settings that "do not click": where
+      ``(n + lo + hi − r̂)`` is not divisible by the stride, so trailing input pixels
+      would be dropped silently.
+    op: the calling function's name, for error messages.
+
+  Returns:
+    A :class:`Geometry`.
+
+  Raises:
+    ValueError: bad hyperparameters, a kernel larger than the padded input, or (with
+      ``strict``) a stride that does not click.
+  """
+  in_spatial = tuple(int(n) for n in in_spatial)
+  kernel = tuple(int(k) for k in kernel)
+  nd = len(in_spatial)
+  stride = normalize_ints(stride, nd, name="stride", op=op)
+  dilation = normalize_ints(dilation, nd, name="dilation", op=op)
+  kernel_eff = tuple(effective_kernel_size(k, t) for k, t in zip(kernel, dilation))
+  pads = resolve_padding(padding, in_spatial, kernel_eff, stride, op=op)
+  out = []
+  for d, (n, r, s, (lo, hi)) in enumerate(zip(in_spatial, kernel_eff, stride, pads)):
+    span = n + lo + hi - r
+    if span < 0:
+      raise ValueError(
+          f"{op}: the effective kernel size {r} (kernel {kernel[d]}, dilation "
+          f"{dilation[d]}) is larger than the padded input size {n + lo + hi} "
+          f"(input {n}, padding {(lo, hi)}) in spatial dim {d}; expected a kernel "
+          "no larger than the padded input."
+      )
+    if strict and span % s:
+      raise ValueError(
+          f"{op}: stride {s} does not click in spatial dim {d}: input {n} + padding "
+          f"{lo + hi} − effective kernel {r} = {span} is not divisible by the stride, "
+          f"so {span % s} trailing input position(s) would be dropped (strict=True). "
+          "Change the padding or stride, or pass strict=False."
+      )
+    out.append(span // s + 1)
+  return Geometry(in_spatial, kernel, stride, dilation, kernel_eff, pads, tuple(out))
+
+
+def check_spatial_rank(x: jax.Array, num_spatial: int, *, name: str, op: str) -> None:
+  """Checks that ``x`` is ``[N, *spatial, C]`` with ``num_spatial`` spatial dims."""
+  if x.ndim != num_spatial + 2:
+    hint = " (an unbatched input? add a leading batch axis)" if x.ndim == num_spatial + 1 else ""
+    raise ValueError(
+        f"{op}: {name} has shape {tuple(x.shape)} (rank {x.ndim}){hint}; expected rank "
+        f"{num_spatial + 2}, [batch, *spatial({num_spatial}), channels], to match the "
+        "kernel."
+    )
+
+
+def check_padding_mode(padding_mode: str, *, op: str) -> str:
+  if padding_mode not in PADDING_MODES:
+    raise ValueError(
+        f"{op}: padding_mode got {padding_mode!r}; expected one of {PADDING_MODES}."
+    )
+  return padding_mode
+
+
+def pad_spatial(
+    x: jax.Array, pads: Sequence[tuple[int, int]], padding_mode: str = "zeros"
+) -> jax.Array:
+  """Pads the spatial axes of ``x`` (``[N, *spatial, C]``) by ``pads`` and mode.
+
+  Args:
+    x: the input, ``[N, *spatial, C]``.
+    pads: one ``(low, high)`` pair per spatial dim.
+    padding_mode: ``"zeros"``, ``"circular"`` (wrap around), ``"reflect"`` (mirror
+      without repeating the edge) or ``"edge"`` (repeat the edge).
+
+  Returns:
+    The padded array, ``[N, *(spatial + low + high), C]``.
+  """
+  if not any(lo or hi for lo, hi in pads):
+    return x
+  widths = [(0, 0), *pads, (0, 0)]
+  if padding_mode == "zeros":
+    return jnp.pad(x, widths)
+  return jnp.pad(x, widths, mode=_NUMPY_PAD_MODE[padding_mode])

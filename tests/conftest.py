@@ -1,0 +1,8 @@
+"""Test configuration: loud failures for silent broadcasting, float64 references."""
+
+import jax
+
+# Silent rank promotion hides shape bugs; make it an error in the whole suite.
+jax.config.update("jax_numpy_rank_promotion", "raise")
+# References are computed in float64; tests that check float32/bfloat16 say so explicitly.
+jax.config.update("jax_enable_x64", True)
