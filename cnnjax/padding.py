@@ -79,7 +79,7 @@ def normalize_ints(
   return values
 
 
-def effective_kernel_size(kernel_size: int, dilation: int = 1) -> int:
+def effective_kernel_size(kernel_size: int, *, dilation: int = 1) -> int:
   """The dilated ("à trous") kernel size r̂ = r + (r − 1)(t − 1).
 
   Args:
@@ -90,7 +90,7 @@ def effective_kernel_size(kernel_size: int, dilation: int = 1) -> int:
     The number of input positions one kernel application spans.
 
   Example:
-    >>> effective_kernel_size(3, 2)
+    >>> effective_kernel_size(3, dilation=2)
     5
   """
   if not _is_int(kernel_size) or kernel_size < 1:
@@ -232,7 +232,9 @@ def conv_geometry(
   nd = len(in_spatial)
   stride = normalize_ints(stride, nd, name="stride", op=op)
   dilation = normalize_ints(dilation, nd, name="dilation", op=op)
-  kernel_eff = tuple(effective_kernel_size(k, t) for k, t in zip(kernel, dilation))
+  kernel_eff = tuple(
+      effective_kernel_size(k, dilation=t) for k, t in zip(kernel, dilation)
+  )
   pads = resolve_padding(padding, in_spatial, kernel_eff, stride, op=op)
   out = []
   for d, (n, r, s, (lo, hi)) in enumerate(zip(in_spatial, kernel_eff, stride, pads)):

@@ -1,0 +1,327 @@
+"""Tests for cnnjax.padding: geometry canonicalisation, strict mode and padding by mode."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jax import lax
+
+from cnnjax.padding import (
+    PADDING_MODES,
+    Geometry,
+    check_padding_mode,
+    check_spatial_rank,
+    conv_geometry,
+    effective_kernel_size,
+    normalize_ints,
+    pad_spatial,
+    resolve_padding,
+)
+
+_NUMPY_MODE = {"zeros": "constant", "circular": "wrap", "reflect": "reflect", "edge": "edge"}
+
+
+# ---------------------------------------------------------------- normalize_ints
+
+
+def test_normalize_ints():
+  assert normalize_ints(2, 3, name="stride", op="f") == (2, 2, 2)
+  assert normalize_ints((1, 2), 2, name="stride", op="f") == (1, 2)
+  assert normalize_ints([3], 1, name="stride", op="f") == (3,)
+  assert normalize_ints(0, 2, name="pad", op="f", minimum=0) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    "value, minimum, error, match",
+    [
+        (0, 1, ValueError, r"f: stride got 0; expected a positive int"),
+        (-2, 1, ValueError, r"f: stride got -2"),
+        ((1, 0), 1, ValueError, r"f: stride got \(1, 0\)"),
+        ((1, 2, 3), 1, ValueError, r"f: stride got \(1, 2, 3\) \(3 values\) for 2 spatial"),
+        (1.5, 1, TypeError, r"f: stride got 1.5"),
+        ("2", 1, TypeError, r"f: stride got '2'"),
+        (True, 1, TypeError, r"f: stride got True"),
+        ((1, 2.0), 1, TypeError, r"f: stride got \(1, 2.0\)"),
+        (-1, 0, ValueError, r"f: stride got -1; expected an int >= 0"),
+    ],
+)
+def test_normalize_ints_errors(value, minimum, error, match):
+  with pytest.raises(error, match=match):
+    normalize_ints(value, 2, name="stride", op="f", minimum=minimum)
+
+
+# ---------------------------------------------------------- effective_kernel_size
+
+
+@pytest.mark.parametrize(
+    "r, t, expected", [(1, 1, 1), (3, 1, 3), (3, 2, 5), (3, 4, 9), (1, 5, 1), (2, 3, 4)]
+)
+def test_effective_kernel_size(r, t, expected):
+  assert effective_kernel_size(r, dilation=t) == expected
+  # The positions a dilated kernel touches: 0, t, ..., (r - 1) t.
+  assert len(range(0, (r - 1) * t + 1)) == expected
+
+
+@pytest.mark.parametrize(
+    "r, t, match",
+    [(0, 1, "kernel_size got 0"), (2.0, 1, "kernel_size got 2.0"), (3, 0, "dilation got 0")],
+)
+def test_effective_kernel_size_errors(r, t, match):
+  with pytest.raises(ValueError, match=match):
+    effective_kernel_size(r, dilation=t)
+
+
+# ---------------------------------------------------------------- resolve_padding
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    sizes=st.lists(
+        st.tuples(st.integers(1, 12), st.integers(1, 7), st.integers(1, 4)),
+        min_size=1,
+        max_size=3,
+    )
+)
+def test_same_padding_matches_lax(sizes):
+  n, r, s = (tuple(v) for v in zip(*sizes))
+  pads = resolve_padding("SAME", n, r, s, op="f")
+  assert pads == tuple(tuple(p) for p in lax.padtype_to_pads(n, r, s, "SAME"))
+  for (lo, hi), size, k, stride in zip(pads, n, r, s):
+    assert 0 <= hi - lo <= 1  # the extra pixel goes on the high side
+    assert (size + lo + hi - k) // stride + 1 == -(-size // stride)  # ceil(n / s)
+  assert resolve_padding("same", n, r, s, op="f") == pads
+
+
+def test_resolve_padding_forms():
+  n, r, s = (5, 6), (3, 4), (1, 2)
+  assert resolve_padding("VALID", n, r, s, op="f") == ((0, 0), (0, 0))
+  assert resolve_padding("valid", n, r, s, op="f") == ((0, 0), (0, 0))
+  assert resolve_padding("FULL", n, r, s, op="f") == ((2, 2), (3, 3))
+  assert resolve_padding("Full", n, r, s, op="f") == ((2, 2), (3, 3))
+  assert resolve_padding("SAME", n, r, s, op="f") == ((1, 1), (1, 1))
+  assert resolve_padding(2, n, r, s, op="f") == ((2, 2), (2, 2))
+  assert resolve_padding(0, n, r, s, op="f") == ((0, 0), (0, 0))
+  assert resolve_padding((1, 2), n, r, s, op="f") == ((1, 1), (2, 2))
+  assert resolve_padding([1, 2], n, r, s, op="f") == ((1, 1), (2, 2))
+  assert resolve_padding(((0, 1), (2, 3)), n, r, s, op="f") == ((0, 1), (2, 3))
+  assert resolve_padding([[0, 1], [2, 3]], n, r, s, op="f") == ((0, 1), (2, 3))
+  # 1-D: a tuple with one pair.
+  assert resolve_padding(((1, 0),), (5,), (3,), (1,), op="f") == ((1, 0),)
+  # SAME with an even kernel: the extra pixel goes high, as in lax.
+  assert resolve_padding("SAME", (5,), (2,), (1,), op="f") == ((0, 1),)
+  # SAME with a stride larger than the kernel needs no padding.
+  assert resolve_padding("SAME", (6,), (1,), (3,), op="f") == ((0, 0),)
+
+
+@pytest.mark.parametrize(
+    "padding, error, match",
+    [
+        ("HALF", ValueError, r"f: padding got 'HALF'; expected one of \('VALID', 'SAME', 'FULL'\)"),
+        ("", ValueError, r"f: padding got ''"),
+        (-1, ValueError, r"f: padding got -1"),
+        ((1, -1), ValueError, r"f: padding got \(1, -1\)"),
+        (((0, 1), (-1, 0)), ValueError, r"f: padding got \(\(0, 1\), \(-1, 0\)\)"),
+        ((1, 2, 3), ValueError, r"f: padding got \(1, 2, 3\) \(3 entries\) for 2 spatial"),
+        (((1, 1),), ValueError, r"f: padding got \(\(1, 1\),\) \(1 entries\)"),
+        ((1, (1, 2)), TypeError, r"f: padding got \(1, \(1, 2\)\)"),
+        (((1, 2, 3), (1, 2)), TypeError, r"f: padding got"),
+        ((1.0, 2), TypeError, r"f: padding got \(1.0, 2\)"),
+        (1.5, TypeError, r"f: padding got 1.5"),
+        (None, TypeError, r"f: padding got None"),
+        (True, TypeError, r"f: padding got True"),
+    ],
+)
+def test_resolve_padding_errors(padding, error, match):
+  with pytest.raises(error, match=match):
+    resolve_padding(padding, (5, 5), (3, 3), (1, 1), op="f")
+
+
+# ----------------------------------------------------------------- conv_geometry
+
+
+def test_conv_geometry_fields():
+  geo = conv_geometry(
+      (7, 8), (3, 2), stride=(2, 1), padding=((1, 0), (0, 2)), dilation=(1, 3), op="f"
+  )
+  assert isinstance(geo, Geometry)
+  assert geo.in_spatial == (7, 8)
+  assert geo.kernel == (3, 2)
+  assert geo.stride == (2, 1)
+  assert geo.dilation == (1, 3)
+  assert geo.kernel_eff == (3, 4)
+  assert geo.pads == ((1, 0), (0, 2))
+  assert geo.padded_spatial == (8, 10)
+  assert geo.out_spatial == ((8 - 3) // 2 + 1, (10 - 4) // 1 + 1)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    dims=st.lists(
+        st.tuples(
+            st.integers(1, 10),  # n
+            st.integers(1, 4),  # kernel
+            st.integers(1, 3),  # stride
+            st.integers(1, 3),  # dilation
+            st.integers(0, 3),  # pad low
+            st.integers(0, 3),  # pad high
+        ),
+        min_size=1,
+        max_size=3,
+    )
+)
+def test_conv_geometry_output_matches_lax_shape(dims):
+  n, k, s, t, lo, hi = (tuple(v) for v in zip(*dims))
+  pads = tuple(zip(lo, hi))
+  spans = [a + p + q - (b + (b - 1) * (d - 1)) for a, b, d, p, q in zip(n, k, t, lo, hi)]
+  if min(spans) < 0:
+    with pytest.raises(ValueError, match="larger than the padded input"):
+      conv_geometry(n, k, stride=s, padding=pads, dilation=t, op="f")
+    return
+  geo = conv_geometry(n, k, stride=s, padding=pads, dilation=t, op="f")
+  shape = jax.eval_shape(
+      lambda x, w: lax.conv_general_dilated(x, w, s, pads, rhs_dilation=t),  # NC* layout
+      jax.ShapeDtypeStruct((1, 1, *n), jnp.float32),
+      jax.ShapeDtypeStruct((1, 1, *k), jnp.float32),
+  ).shape
+  assert geo.out_spatial == tuple(shape[2:])
+  if all(span % stride == 0 for span, stride in zip(spans, s)):
+    assert conv_geometry(n, k, stride=s, padding=pads, dilation=t, strict=True, op="f") == geo
+  else:
+    with pytest.raises(ValueError, match="stride .* does not click"):
+      conv_geometry(n, k, stride=s, padding=pads, dilation=t, strict=True, op="f")
+
+
+def test_strict_mode():
+  # A 7-wide input, 3-wide kernel and stride 3: (7 - 3) / 3 does not divide.
+  assert conv_geometry((7,), (3,), stride=3, op="f").out_spatial == (2,)
+  with pytest.raises(
+      ValueError,
+      match=r"f: stride 3 does not click in spatial dim 0: .* 1 trailing input position\(s\)"
+      r" would be dropped \(strict=True\)",
+  ):
+    conv_geometry((7,), (3,), stride=3, strict=True, op="f")
+  # Settings that click are accepted, and give the same geometry.
+  clicks = [(7, 3, 2, 0), (7, 3, 1, 0), (7, 3, 3, 1), (8, 3, 3, ((0, 1),)), (32, 5, 1, 0)]
+  for n, k, s, padding in clicks:
+    loose = conv_geometry((n,), (k,), stride=s, padding=padding, op="f")
+    strict = conv_geometry((n,), (k,), stride=s, padding=padding, strict=True, op="f")
+    assert strict == loose
+  # The check is per dim: the second dim does not click.
+  with pytest.raises(ValueError, match="spatial dim 1"):
+    conv_geometry((7, 7), (3, 3), stride=(2, 3), strict=True, op="f")
+  # SAME drops inputs too when the kernel is smaller than the stride (8 → 0, 3, 6).
+  with pytest.raises(ValueError, match="does not click"):
+    conv_geometry((8,), (1,), stride=3, padding="SAME", strict=True, op="f")
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"stride": 0}, ValueError, r"g: stride got 0"),
+        ({"stride": (1, -1)}, ValueError, r"g: stride got \(1, -1\)"),
+        ({"stride": (1, 1, 1)}, ValueError, r"g: stride got \(1, 1, 1\)"),
+        ({"dilation": 0}, ValueError, r"g: dilation got 0"),
+        ({"dilation": "2"}, TypeError, r"g: dilation got '2'"),
+        ({"padding": "half"}, ValueError, r"g: padding got 'half'"),
+        ({"padding": -2}, ValueError, r"g: padding got -2"),
+    ],
+)
+def test_conv_geometry_errors(kwargs, error, match):
+  with pytest.raises(error, match=match):
+    conv_geometry((5, 5), (3, 3), op="g", **kwargs)
+
+
+def test_kernel_larger_than_padded_input():
+  with pytest.raises(
+      ValueError,
+      match=r"g: the effective kernel size 5 \(kernel 3, dilation 2\) is larger than the "
+      r"padded input size 4 \(input 4, padding \(0, 0\)\) in spatial dim 1",
+  ):
+    conv_geometry((9, 4), (3, 3), dilation=2, op="g")
+  with pytest.raises(ValueError, match="kernel size 4 .* padded input size 3"):
+    conv_geometry((2,), (4,), padding=((1, 0),), op="g")
+  # Exactly as large is fine: one output.
+  assert conv_geometry((2,), (4,), padding=1, op="g").out_spatial == (1,)
+  assert conv_geometry((4,), (3,), dilation=2, padding=(1,), op="g").out_spatial == (2,)
+
+
+# ---------------------------------------------- check_spatial_rank, padding mode
+
+
+def test_check_spatial_rank():
+  check_spatial_rank(jnp.zeros((1, 4, 4, 2)), 2, name="x", op="h")
+  with pytest.raises(
+      ValueError, match=r"h: x has shape \(4, 4, 2\) \(rank 3\) \(an unbatched input"
+  ):
+    check_spatial_rank(jnp.zeros((4, 4, 2)), 2, name="x", op="h")
+  with pytest.raises(ValueError, match=r"h: y has shape \(1, 4, 2\) \(rank 3\); expected rank 5"):
+    check_spatial_rank(jnp.zeros((1, 4, 2)), 3, name="y", op="h")
+
+
+def test_check_padding_mode():
+  for mode in ("zeros", "circular", "reflect", "edge"):
+    assert check_padding_mode(mode, op="h") == mode
+  assert PADDING_MODES == ("zeros", "circular", "reflect", "edge")
+  for bad in ("zero", "wrap", "constant", "Reflect", None):
+    with pytest.raises(ValueError, match=f"h: padding_mode got {bad!r}; expected one of"):
+      check_padding_mode(bad, op="h")
+
+
+# ----------------------------------------------------------------- pad_spatial
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    data=st.data(),
+    num_spatial=st.integers(1, 3),
+    mode=st.sampled_from(PADDING_MODES),
+)
+def test_pad_spatial_matches_numpy_pad(data, num_spatial, mode):
+  spatial = data.draw(st.lists(st.integers(1, 5), min_size=num_spatial, max_size=num_spatial))
+  pads = data.draw(
+      st.lists(
+          st.tuples(st.integers(0, 6), st.integers(0, 6)),
+          min_size=num_spatial,
+          max_size=num_spatial,
+      )
+  )
+  x = np.random.default_rng(0).normal(size=(2, *spatial, 3))
+  expected = np.pad(x, [(0, 0), *pads, (0, 0)], mode=_NUMPY_MODE[mode])
+  got = pad_spatial(jnp.asarray(x), tuple(map(tuple, pads)), mode)
+  np.testing.assert_array_equal(np.asarray(got), expected)
+
+
+@pytest.mark.parametrize("mode", PADDING_MODES)
+def test_pad_spatial_each_mode_by_hand(mode):
+  x = jnp.arange(1.0, 4.0).reshape(1, 3, 1)  # [1, 2, 3]
+  got = np.asarray(pad_spatial(x, ((2, 1),), mode))[0, :, 0]
+  expected = {
+      "zeros": [0, 0, 1, 2, 3, 0],
+      "circular": [2, 3, 1, 2, 3, 1],
+      "reflect": [3, 2, 1, 2, 3, 2],
+      "edge": [1, 1, 1, 2, 3, 3],
+  }[mode]
+  np.testing.assert_array_equal(got, expected)
+
+
+def test_pad_spatial_no_padding_and_dtype():
+  x = jnp.ones((2, 3, 3, 1), jnp.bfloat16)
+  assert pad_spatial(x, ((0, 0), (0, 0)), "reflect") is x
+  for mode in PADDING_MODES:
+    y = pad_spatial(x, ((1, 0), (0, 2)), mode)
+    assert y.shape == (2, 4, 5, 1)
+    assert y.dtype == jnp.bfloat16
+
+
+def test_pad_spatial_jit_and_grad():
+  x = jnp.arange(6.0).reshape(1, 3, 2, 1)
+  pads = ((1, 1), (2, 0))
+  for mode in PADDING_MODES:
+    f = jax.jit(lambda x, mode=mode: pad_spatial(x, pads, mode))
+    np.testing.assert_array_equal(f(x), pad_spatial(x, pads, mode))
+    # Each input pixel's gradient counts its copies in the padded output.
+    grad = jax.grad(lambda x, mode=mode: pad_spatial(x, pads, mode).sum())(x)
+    assert float(grad.sum()) == (5 * 4 if mode != "zeros" else 6)
+    assert float(grad.min()) >= 1.0
