@@ -1,0 +1,146 @@
+"""The :class:`Dataset` every source returns, and the seeded validation split.
+
+Arrays are NumPy on the host: images ``uint8 [N, H, W, C]``, labels ``int32 [N]``.
+Moving them to the device, normalising and augmenting is :mod:`cnnjax.data.pipeline`'s
+job.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+__all__ = ["Dataset", "RawSplits", "split_validation"]
+
+
+@dataclasses.dataclass(frozen=True)
+class RawSplits:
+  """What a source decodes, before the validation split: train and (maybe) test.
+
+  Attributes:
+    train_images: ``uint8 [N, H, W, C]``.
+    train_labels: ``int32 [N]``, in ``[0, len(class_names))``.
+    test_images: ``uint8 [M, H, W, C]``, or None when the source has no test split.
+    test_labels: ``int32 [M]``, or None.
+    class_names: one name per label, in label order.
+  """
+
+  train_images: np.ndarray = dataclasses.field(repr=False)
+  train_labels: np.ndarray = dataclasses.field(repr=False)
+  test_images: np.ndarray | None = dataclasses.field(repr=False)
+  test_labels: np.ndarray | None = dataclasses.field(repr=False)
+  class_names: tuple[str, ...]
+
+  def to_arrays(self) -> dict[str, np.ndarray]:
+    """A flat dict of arrays (no pickled objects) for :mod:`cnnjax.data.cache`."""
+    arrays = {
+        "train_images": self.train_images,
+        "train_labels": self.train_labels,
+        "class_names": np.asarray(self.class_names, dtype=np.str_),
+    }
+    if self.test_images is not None:
+      arrays["test_images"] = self.test_images
+      arrays["test_labels"] = self.test_labels
+    return arrays
+
+  @classmethod
+  def from_arrays(cls, arrays) -> RawSplits:
+    """The inverse of :meth:`to_arrays`."""
+    return cls(
+        train_images=arrays["train_images"],
+        train_labels=arrays["train_labels"],
+        test_images=arrays.get("test_images"),
+        test_labels=arrays.get("test_labels"),
+        class_names=tuple(str(c) for c in arrays["class_names"]),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  """A classification dataset as NumPy arrays: train, validation and (maybe) test.
+
+  Attributes:
+    name: the dataset's name (``"shapes"``, ``"cifar10"``, …).
+    train_images: ``uint8 [N_train, H, W, C]``.
+    train_labels: ``int32 [N_train]``.
+    val_images: ``uint8 [N_val, H, W, C]``, held out from the source's training split.
+    val_labels: ``int32 [N_val]``.
+    test_images: ``uint8 [N_test, H, W, C]``, or None when the source has no test split.
+    test_labels: ``int32 [N_test]``, or None.
+    class_names: one name per label, in label order.
+    source: where the arrays came from (a path, ``"tfds:cifar10"``, ``"generated"``).
+
+  Example:
+    >>> ds = cnnjax.data.load("shapes", num_train=600, num_test=100, val_size=100)
+    >>> ds.train_images.shape, ds.num_classes
+    ((500, 32, 32, 3), 6)
+  """
+
+  name: str
+  train_images: np.ndarray = dataclasses.field(repr=False)
+  train_labels: np.ndarray = dataclasses.field(repr=False)
+  val_images: np.ndarray = dataclasses.field(repr=False)
+  val_labels: np.ndarray = dataclasses.field(repr=False)
+  test_images: np.ndarray | None = dataclasses.field(default=None, repr=False)
+  test_labels: np.ndarray | None = dataclasses.field(default=None, repr=False)
+  class_names: tuple[str, ...] = ()
+  source: str = ""
+
+  @property
+  def num_classes(self) -> int:
+    return len(self.class_names)
+
+  @property
+  def image_shape(self) -> tuple[int, int, int]:
+    """``(H, W, C)``."""
+    return tuple(self.train_images.shape[1:])
+
+  @property
+  def has_test(self) -> bool:
+    return self.test_images is not None
+
+  def __repr__(self) -> str:
+    test = "none" if self.test_images is None else len(self.test_images)
+    return (
+        f"Dataset({self.name!r}, train={len(self.train_images)}, val={len(self.val_images)}, "
+        f"test={test}, image_shape={self.image_shape}, num_classes={self.num_classes}, "
+        f"source={self.source!r})"
+    )
+
+
+def split_validation(
+    images: np.ndarray, labels: np.ndarray, *, val_size: int, seed: int, op: str = "load"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+  """Holds out a seeded random ``val_size`` examples of a training split.
+
+  The held-out indices are the first ``val_size`` of
+  ``np.random.default_rng(seed).permutation(N)``; both parts keep the source's order
+  (indices sorted), so the split depends only on ``(N, val_size, seed)``.
+
+  Args:
+    images: ``[N, H, W, C]``.
+    labels: ``[N]``.
+    val_size: how many to hold out, ``0 <= val_size < N``.
+    seed: the split's seed.
+    op: the calling function's name, for error messages.
+
+  Returns:
+    ``(train_images, train_labels, val_images, val_labels)``.
+
+  Example:
+    >>> x, y = np.zeros((10, 2, 2, 1), np.uint8), np.arange(10, dtype=np.int32)
+    >>> [a.shape[0] for a in split_validation(x, y, val_size=3, seed=0)]
+    [7, 7, 3, 3]
+  """
+  n = len(labels)
+  if isinstance(val_size, bool) or not isinstance(val_size, (int, np.integer)) or not (
+      0 <= val_size < n
+  ):
+    raise ValueError(
+        f"{op}: val_size got {val_size!r}; expected an int in [0, {n}) for a training "
+        f"split of {n} examples."
+    )
+  held = np.zeros(n, bool)
+  held[np.random.default_rng(seed).permutation(n)[:val_size]] = True
+  return images[~held], labels[~held], images[held], labels[held]
