@@ -1,0 +1,594 @@
+"""Tests for cnnjax.pooling against NumPy-loop references written here."""
+
+import doctest
+import functools
+import inspect
+import itertools
+import math
+
+import chex
+import hypothesis
+import hypothesis.strategies as st
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from absl.testing import parameterized
+
+import cnnjax.pooling as pooling
+from cnnjax.conv import cross_correlate
+from cnnjax.pooling import (
+    avg_pool,
+    blur_pool,
+    global_avg_pool,
+    global_max_pool,
+    lp_pool,
+    max_pool,
+    maxout,
+    polyphase_downsample,
+)
+
+LECTURE = np.array([[1, 4, 3, 6], [2, 1, 0, 9], [2, 2, 7, 7], [5, 3, 3, 6]], np.float64)
+
+
+# ------------------------------------------------------------------ NumPy references
+
+
+def _pads(padding, spatial, window, stride):
+  """(low, high) per dim, by the textbook rules (independent of cnnjax.padding)."""
+  if padding == "VALID":
+    return [(0, 0)] * len(spatial)
+  if padding == "SAME":
+    pads = []
+    for n, k, s in zip(spatial, window, stride):
+      total = max((-(-n // s) - 1) * s + k - n, 0)
+      pads.append((total // 2, total - total // 2))
+    return pads
+  if padding == "FULL":
+    return [(k - 1, k - 1) for k in window]
+  if isinstance(padding, int):
+    return [(padding, padding)] * len(spatial)
+  return [p if isinstance(p, tuple) else (p, p) for p in padding]
+
+
+def _windows(x, window, stride, padding):
+  """Yields (output index, clipped input slices, window size) for every window."""
+  spatial = x.shape[1:-1]
+  pads = _pads(padding, spatial, window, stride)
+  out = [(n + lo + hi - k) // s + 1 for n, k, s, (lo, hi) in zip(spatial, window, stride, pads)]
+  for o in np.ndindex(*out):
+    starts = [oi * s - lo for oi, s, (lo, _) in zip(o, stride, pads)]
+    slices = tuple(
+        slice(max(a, 0), min(a + k, n)) for a, k, n in zip(starts, window, spatial)
+    )
+    yield o, slices, out
+
+
+def _per_dim(value, nd, default=None):
+  if value is None:
+    return default
+  return (value,) * nd if isinstance(value, int) else tuple(value)
+
+
+def ref_pool(x, window, stride, padding, kind, *, count_include_pad=False, p=2):
+  x = np.asarray(x, np.float64)
+  nd = x.ndim - 2
+  window = _per_dim(window, nd)
+  stride = _per_dim(stride, nd, window)
+  out = None
+  for o, slices, out_shape in _windows(x, window, stride, padding):
+    if out is None:
+      out = np.zeros((x.shape[0], *out_shape, x.shape[-1]))
+    win = x[(slice(None), *slices, slice(None))]
+    axes = tuple(range(1, nd + 1))
+    if kind == "max":
+      v = win.max(axis=axes)
+    elif kind == "avg":
+      count = math.prod(window) if count_include_pad else math.prod(win.shape[1:-1])
+      v = win.sum(axis=axes) / count
+    else:
+      v = (np.abs(win) ** p).sum(axis=axes) ** (1 / p)
+    out[(slice(None), *o, slice(None))] = v
+  return out
+
+
+def ref_max_grad(x, g, window, stride, padding):
+  """Each window sends its gradient to its first maximum in row-major order."""
+  x, g = np.asarray(x, np.float64), np.asarray(g, np.float64)
+  nd = x.ndim - 2
+  window = _per_dim(window, nd)
+  stride = _per_dim(stride, nd, window)
+  dx = np.zeros_like(x)
+  for o, slices, _ in _windows(x, window, stride, padding):
+    win = x[(slice(None), *slices, slice(None))]
+    shape = win.shape[1:-1]
+    for b in range(x.shape[0]):
+      for c in range(x.shape[-1]):
+        flat = win[(b, *(slice(None),) * nd, c)].ravel()
+        local = np.unravel_index(np.argmax(flat), shape)  # argmax: the first maximum / NaN
+        pos = tuple(sl.start + i for sl, i in zip(slices, local))
+        dx[(b, *pos, c)] += g[(b, *o, c)]
+  return dx
+
+
+def ref_binomial_blur(x, stride, k, mode="reflect"):
+  """Binomial low-pass (numpy pad + loops), then subsampling."""
+  x = np.asarray(x, np.float64)
+  nd = x.ndim - 2
+  row = np.array([math.comb(k - 1, i) for i in range(k)], np.float64)
+  row /= row.sum()
+  pad = [(0, 0)] + [((k - 1) // 2, k // 2)] * nd + [(0, 0)]
+  xp = np.pad(x, pad, mode={"reflect": "reflect", "zeros": "constant"}[mode])
+  out_shape = [-(-n // stride) for n in x.shape[1:-1]]
+  y = np.zeros((x.shape[0], *out_shape, x.shape[-1]))
+  for o in np.ndindex(*out_shape):
+    acc = 0.0
+    for off in np.ndindex(*(k,) * nd):
+      w = np.prod([row[i] for i in off])
+      acc = acc + w * xp[(slice(None), *(oi * stride + i for oi, i in zip(o, off)), slice(None))]
+    y[(slice(None), *o, slice(None))] = acc
+  return y
+
+
+def _tied(rng, shape, levels=3):
+  """Small-integer floats: ties in almost every window."""
+  return rng.integers(0, levels, size=shape).astype(np.float64)
+
+
+# --------------------------------------------------------------- cases and variants
+
+CASES = [
+    # name, x shape, window, stride, padding
+    ("1d_valid", (2, 7, 3), 3, 2, "VALID"),
+    ("1d_same_overlap", (2, 6, 2), 3, 1, "SAME"),
+    ("2d_drop_trailing", (1, 5, 7, 2), 2, None, "VALID"),
+    ("2d_same_nonoverlap", (1, 5, 5, 2), 2, None, "SAME"),
+    ("2d_overlap_pad", (2, 6, 5, 2), 3, 2, 1),
+    ("2d_pairs", (1, 5, 6, 2), (2, 3), (1, 2), ((1, 0), (0, 2))),
+    ("2d_stride_gt_window", (1, 7, 7, 2), 2, 3, "VALID"),
+    ("2d_full", (1, 3, 4, 1), 2, 1, "FULL"),
+    ("3d_valid", (1, 4, 5, 3, 2), 2, None, "VALID"),
+    ("3d_overlap_same", (1, 4, 3, 5, 1), (3, 2, 3), (2, 1, 2), "SAME"),
+]
+
+
+class PoolReferenceTest(parameterized.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.named_parameters(*CASES)
+  def test_max_pool(self, shape, window, stride, padding):
+    x = np.random.default_rng(0).normal(size=shape)
+    y = self.variant(functools.partial(max_pool, window=window, stride=stride, padding=padding))(x)
+    np.testing.assert_array_equal(y, ref_pool(x, window, stride, padding, "max"))
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.named_parameters(*CASES)
+  def test_avg_pool(self, shape, window, stride, padding):
+    x = np.random.default_rng(1).normal(size=shape)
+    for include in (False, True):
+      y = self.variant(functools.partial(
+          avg_pool, window=window, stride=stride, padding=padding, count_include_pad=include))(x)
+      np.testing.assert_allclose(
+          y, ref_pool(x, window, stride, padding, "avg", count_include_pad=include),
+          rtol=1e-12, atol=1e-12)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.named_parameters(*CASES)
+  def test_lp_pool(self, shape, window, stride, padding):
+    x = np.random.default_rng(2).normal(size=shape)
+    for p in (1, 3, 0.5):
+      f = functools.partial(lp_pool, window=window, p=p, stride=stride, padding=padding)
+      y = self.variant(f)(x)
+      np.testing.assert_allclose(y, ref_pool(x, window, stride, padding, "lp", p=p), rtol=1e-10)
+    f = functools.partial(lp_pool, window=window, p=np.inf, stride=stride, padding=padding)
+    y = self.variant(f)(x)
+    np.testing.assert_array_equal(y, ref_pool(np.abs(x), window, stride, padding, "max"))
+
+  @chex.variants(with_jit=True)
+  @parameterized.named_parameters(*CASES)
+  def test_max_grad_goes_to_first_maximum(self, shape, window, stride, padding):
+    rng = np.random.default_rng(3)
+    x = _tied(rng, shape)
+    f = functools.partial(max_pool, window=window, stride=stride, padding=padding)
+    g = rng.normal(size=jax.eval_shape(f, jnp.asarray(x)).shape)
+    dx = self.variant(jax.grad(lambda x, g: jnp.vdot(f(x), g)))(x, g)
+    np.testing.assert_allclose(dx, ref_max_grad(x, g, window, stride, padding), rtol=1e-12)
+    # Forward mode gives the same linear map: <jvp(t), g> == <t, vjp(g)>.
+    t = rng.normal(size=shape)
+    _, y_dot = self.variant(lambda x, t: jax.jvp(f, (x,), (t,)))(x, t)
+    np.testing.assert_allclose(np.vdot(y_dot, g), np.vdot(t, dx), rtol=1e-10)
+
+  @chex.variants(with_jit=True)
+  @parameterized.named_parameters(*CASES)
+  def test_avg_grad(self, shape, window, stride, padding):
+    x = np.random.default_rng(4).normal(size=shape)
+    for include in (False, True):
+      f = functools.partial(
+          avg_pool, window=window, stride=stride, padding=padding, count_include_pad=include)
+      dx = self.variant(jax.grad(lambda x: jnp.sum(f(x))))(x)
+      # Reference: every window adds 1 / divisor to each input it covers.
+      win = _per_dim(window, len(shape) - 2)
+      strd = _per_dim(stride, len(shape) - 2, win)
+      ref = np.zeros(shape)
+      for _, slices, _ in _windows(x, win, strd, padding):
+        count = math.prod(win) if include else math.prod(s.stop - s.start for s in slices)
+        ref[(slice(None), *slices, slice(None))] += 1 / count
+      np.testing.assert_allclose(dx, ref, rtol=1e-12)
+
+
+# ------------------------------------------------------------------ specific values
+
+
+def test_lecture_example():
+  x = LECTURE[None, :, :, None]
+  np.testing.assert_array_equal(max_pool(x, 2, stride=2)[0, :, :, 0], [[4, 9], [5, 7]])
+  np.testing.assert_array_equal(max_pool(x, (2, 2))[0, :, :, 0], [[4, 9], [5, 7]])
+  np.testing.assert_allclose(avg_pool(x, 2)[0, :, :, 0], [[2, 4.5], [3, 5.75]])
+
+
+def test_max_grad_all_tied_goes_to_window_top_left():
+  dx = jax.grad(lambda x: jnp.sum(max_pool(x, 2)))(jnp.ones((1, 4, 4, 1)))
+  np.testing.assert_array_equal(
+      dx[0, :, :, 0], [[1, 0, 1, 0], [0, 0, 0, 0], [1, 0, 1, 0], [0, 0, 0, 0]])
+  # jnp.max would split each tie four ways instead.
+  x = jnp.array([[0.0, 5.0], [5.0, 5.0]]).reshape(1, 2, 2, 1)
+  np.testing.assert_array_equal(
+      jax.grad(lambda x: max_pool(x, 2).sum())(x)[0, :, :, 0], [[0, 1], [0, 0]])
+  np.testing.assert_allclose(
+      jax.grad(lambda x: jnp.max(x))(x)[0, :, :, 0], [[0, 1 / 3], [1 / 3, 1 / 3]])
+
+
+def test_max_grad_overlapping_ties_accumulate():
+  # 3×3 windows, stride 1, SAME: every window of a constant image picks its top-left
+  # real pixel, so corner (0, 0) receives from four windows.
+  dx = jax.grad(lambda x: max_pool(x, 3, stride=1, padding="SAME").sum())(jnp.ones((1, 4, 4, 1)))
+  np.testing.assert_array_equal(
+      dx[0, :, :, 0], [[4, 2, 2, 0], [2, 1, 1, 0], [2, 1, 1, 0], [0, 0, 0, 0]])
+
+
+@pytest.mark.parametrize("window,stride", [((9, 9), 1), (12, None)])
+def test_max_grad_large_windows(window, stride):
+  # Beyond the unrolled limit: overlapping windows use reduce_window's gradient and
+  # non-overlapping ones a reduction; both keep the first maximum.
+  rng = np.random.default_rng(5)
+  x = _tied(rng, (2, 12, 12, 2), levels=2)
+  f = functools.partial(max_pool, window=window, stride=stride)
+  g = rng.normal(size=f(x).shape)
+  dx = jax.jit(jax.grad(lambda x, g: jnp.vdot(f(x), g)))(x, g)
+  np.testing.assert_allclose(dx, ref_max_grad(x, g, window, stride, "VALID"), rtol=1e-12)
+
+
+def test_max_pool_nan_propagates_and_takes_the_gradient():
+  x = np.array([1.0, np.nan, np.nan, 0.0, 2.0, 1.0]).reshape(1, 6, 1)
+  y = max_pool(x, 3)
+  assert np.isnan(y[0, 0, 0]) and y[0, 1, 0] == 2.0
+  dx = jax.grad(lambda x: max_pool(x, 3).sum())(x)
+  np.testing.assert_array_equal(dx[0, :, 0], [0, 1, 0, 0, 1, 0])
+  dx = jax.grad(lambda x: max_pool(x, 2, stride=1).sum())(x)  # overlapping path
+  np.testing.assert_array_equal(dx[0, :, 0], [0, 2, 1, 0, 2, 0])
+
+
+def test_max_pool_integers_and_padding_never_wins():
+  x = -np.arange(1, 10, dtype=np.int32).reshape(1, 3, 3, 1) * 100
+  y = max_pool(x, 2, stride=2, padding="SAME")
+  assert y.dtype == jnp.int32
+  np.testing.assert_array_equal(y[0, :, :, 0], [[-100, -300], [-700, -900]])
+  yf = max_pool(-np.ones((1, 3, 1)), 3, stride=1, padding=1)
+  np.testing.assert_array_equal(yf[0, :, 0], [-1, -1, -1])
+
+
+def test_lp_pool_gradient_is_finite_on_zero_windows():
+  x = jnp.zeros((1, 4, 1)).at[0, 0, 0].set(3.0)
+  dx = jax.grad(lambda x: lp_pool(x, 2, p=2).sum())(x)
+  np.testing.assert_array_equal(dx[0, :, 0], [1, 0, 0, 0])
+
+
+# ------------------------------------------------------------------------ hypothesis
+
+
+@st.composite
+def pool_settings(draw):
+  nd = draw(st.integers(1, 3))
+  window = tuple(draw(st.integers(1, 3)) for _ in range(nd))
+  stride = tuple(draw(st.integers(1, 3)) for _ in range(nd))
+  kind = draw(st.sampled_from(["VALID", "SAME", "pairs"]))
+  if kind == "pairs":
+    padding = tuple((draw(st.integers(0, k - 1)), draw(st.integers(0, k - 1))) for k in window)
+  else:
+    padding = kind
+  pads = _pads(padding, (0,) * nd, window, stride) if kind != "SAME" else [(0, 0)] * nd
+  spatial = tuple(
+      draw(st.integers(max(k - lo - hi, 1), 6)) for k, (lo, hi) in zip(window, pads)
+  )
+  real = _pads(padding, spatial, window, stride)
+  for n, k, s, (lo, hi) in zip(spatial, window, stride, real):
+    m = (n + lo + hi - k) // s + 1
+    hypothesis.assume((m - 1) * s - lo < n)  # no window entirely in the padding
+  return (2, *spatial, 2), window, stride, padding
+
+
+@hypothesis.settings(max_examples=12, deadline=None)
+@hypothesis.given(settings=pool_settings(), seed=st.integers(0, 2**16))
+def test_pools_match_references_hypothesis(settings, seed):
+  shape, window, stride, padding = settings
+  rng = np.random.default_rng(seed)
+  x = _tied(rng, shape, levels=4)  # ties everywhere: the gradient rule is exercised
+  kw = dict(stride=stride, padding=padding)
+  g = rng.normal(size=ref_pool(x, window, stride, padding, "max").shape)
+
+  @jax.jit  # one compilation per example
+  def run(x, g):
+    y, vjp = jax.vjp(lambda x: max_pool(x, window, **kw), x)
+    return (y, vjp(g)[0], avg_pool(x, window, **kw),
+            avg_pool(x, window, count_include_pad=True, **kw), lp_pool(x + 1, window, p=3, **kw))
+
+  y, dx, avg, avg_incl, lp = run(x, g)
+  np.testing.assert_array_equal(y, ref_pool(x, window, stride, padding, "max"))
+  np.testing.assert_allclose(dx, ref_max_grad(x, g, window, stride, padding), rtol=1e-12)
+  np.testing.assert_allclose(avg, ref_pool(x, window, stride, padding, "avg"), rtol=1e-12)
+  np.testing.assert_allclose(
+      avg_incl, ref_pool(x, window, stride, padding, "avg", count_include_pad=True), rtol=1e-12)
+  np.testing.assert_allclose(
+      lp, ref_pool(x + 1, window, stride, padding, "lp", p=3), rtol=1e-10)
+
+
+# --------------------------------------------------------------------- global pools
+
+
+class GlobalPoolTest(parameterized.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.parameters((2, 5, 3), (2, 4, 3, 2), (1, 3, 2, 4, 2))
+  def test_global_pools(self, *shape):
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=shape)
+    axes = tuple(range(1, len(shape) - 1))
+    gmax = self.variant(global_max_pool)(x)
+    gavg = self.variant(global_avg_pool)(x)
+    chex.assert_shape([gmax, gavg], (shape[0], shape[-1]))
+    np.testing.assert_array_equal(gmax, x.max(axis=axes))
+    np.testing.assert_allclose(gavg, x.mean(axis=axes), rtol=1e-12)
+    keep = (shape[0], *(1,) * len(axes), shape[-1])
+    chex.assert_shape(self.variant(functools.partial(global_max_pool, keepdims=True))(x), keep)
+    chex.assert_shape(self.variant(functools.partial(global_avg_pool, keepdims=True))(x), keep)
+    # The gradient goes to the first maximum in row-major spatial order.
+    xt = _tied(rng, shape, levels=2)
+    g = rng.normal(size=(shape[0], shape[-1]))
+    dx = jax.jit(jax.grad(lambda x, g: jnp.vdot(global_max_pool(x), g)))(xt, g)
+    ref = ref_max_grad(xt, g.reshape(keep), shape[1:-1], None, "VALID")
+    np.testing.assert_allclose(dx, ref, rtol=1e-12)
+    da = jax.jit(jax.grad(lambda x: global_avg_pool(x).sum()))(x)
+    np.testing.assert_allclose(da, np.full(shape, 1 / math.prod(shape[1:-1])), rtol=1e-12)
+
+  def test_global_max_large_image_tie(self):
+    x = jnp.ones((1, 16, 16, 1))  # 256 positions: the reduction path
+    dx = jax.grad(lambda x: global_max_pool(x).sum())(x)
+    assert dx[0, 0, 0, 0] == 1 and float(dx.sum()) == 1
+
+
+# ---------------------------------------------------------------------------- maxout
+
+
+class MaxoutTest(parameterized.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.parameters(((3, 6), 2, -1), ((3, 6), 3, 1), ((2, 4, 5), 2, 1), ((6, 2, 3), 3, 0))
+  def test_maxout_reference(self, shape, pieces, axis):
+    rng = np.random.default_rng(7)
+    x = _tied(rng, shape)
+    y = self.variant(functools.partial(maxout, pieces=pieces, axis=axis))(x)
+    xm = np.moveaxis(x, axis, -1)
+    ref = np.zeros((*xm.shape[:-1], xm.shape[-1] // pieces))
+    for c in range(xm.shape[-1]):  # channel c belongs to group c // pieces
+      grp = c // pieces
+      ref[..., grp] = np.maximum(ref[..., grp], xm[..., c]) if c % pieces else xm[..., c]
+    np.testing.assert_array_equal(y, np.moveaxis(ref, -1, axis))
+    g = rng.normal(size=y.shape)
+    dx = jax.jit(jax.grad(lambda x, g: jnp.vdot(maxout(x, pieces, axis=axis), g)))(x, g)
+    gm = np.moveaxis(g, axis, -1)
+    ref_dx = np.zeros_like(xm)
+    for idx in np.ndindex(*xm.shape[:-1]):
+      for grp in range(xm.shape[-1] // pieces):
+        first = np.argmax(xm[idx][grp * pieces:(grp + 1) * pieces])
+        ref_dx[(*idx, grp * pieces + first)] = gm[(*idx, grp)]
+    np.testing.assert_allclose(dx, np.moveaxis(ref_dx, -1, axis), rtol=1e-12)
+
+  def test_maxout_int_dtype(self):
+    y = maxout(np.array([[1, 5, 3, 2]], np.int32), 2)
+    assert y.dtype == jnp.int32
+    np.testing.assert_array_equal(y, [[5, 3]])
+
+
+# ------------------------------------------------------------------------- blur_pool
+
+
+class BlurPoolTest(parameterized.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.parameters(((1, 7, 2), 2, 3), ((2, 6, 5, 2), 2, 3), ((1, 8, 8, 1), 2, 5),
+                            ((1, 9, 9, 1), 3, 4), ((1, 5, 4, 6, 1), 2, 3))
+  def test_matches_binomial_reference(self, shape, stride, k):
+    x = np.random.default_rng(8).normal(size=shape)
+    y = self.variant(functools.partial(blur_pool, stride=stride, kernel_size=k))(x)
+    chex.assert_shape(y, (shape[0], *(-(-n // stride) for n in shape[1:-1]), shape[-1]))
+    np.testing.assert_allclose(y, ref_binomial_blur(x, stride, k), rtol=1e-12, atol=1e-12)
+    f = functools.partial(blur_pool, stride=stride, kernel_size=k, padding_mode="zeros")
+    yz = self.variant(f)(x)
+    np.testing.assert_allclose(yz, ref_binomial_blur(x, stride, k, "zeros"), rtol=1e-12, atol=1e-12)
+
+  def test_constant_image_stays_constant(self):
+    x = np.full((1, 9, 8, 2), 3.5)
+    np.testing.assert_allclose(blur_pool(x), 3.5, rtol=1e-12)  # reflect: everywhere
+    np.testing.assert_allclose(blur_pool(x, kernel_size=5, stride=3), 3.5, rtol=1e-12)
+    yz = blur_pool(x, kernel_size=3, padding_mode="zeros")
+    np.testing.assert_allclose(yz[:, 1:4, 1:], 3.5, rtol=1e-12)  # away from the border
+    assert not np.allclose(yz[:, 0, 0], 3.5)
+
+  def test_kernel_size_one_is_subsampling(self):
+    x = np.random.default_rng(9).normal(size=(2, 7, 6, 3))
+    np.testing.assert_array_equal(blur_pool(x, kernel_size=1), x[:, ::2, ::2])
+
+  def test_depthwise_conv_equivalence(self):
+    x = np.random.default_rng(10).normal(size=(1, 6, 6, 3))
+    w = np.broadcast_to((np.outer([1, 2, 1], [1, 2, 1]) / 16.0)[:, :, None, None], (3, 3, 1, 3))
+    ref = cross_correlate(x, w, stride=2, padding=1, groups=3, padding_mode="reflect")
+    np.testing.assert_allclose(blur_pool(x), ref, rtol=1e-12)
+
+
+# --------------------------------------------------------------------------- APS
+
+
+def _ref_aps_phase(x, stride, p=2):
+  """The chosen phase per example (first max of the l_p norms), NumPy."""
+  phases = list(itertools.product(*(range(s) for s in stride)))
+  norms = []
+  for r in phases:
+    comp = x[(slice(None), *(slice(ri, None, s) for ri, s in zip(r, stride)), slice(None))]
+    a = np.abs(comp).reshape(x.shape[0], -1)
+    norms.append(a.max(axis=1) if np.isinf(p) else (a ** p).sum(axis=1))
+  return [phases[i] for i in np.argmax(np.stack(norms, axis=1), axis=1)]
+
+
+class PolyphaseTest(parameterized.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.parameters(((3, 8, 2), 2, 2), ((3, 6, 4, 2), 2, 1), ((2, 6, 6, 1), 3, np.inf),
+                            ((2, 4, 6, 2), (2, 3), 2), ((2, 4, 2, 4, 1), 2, 2))
+  def test_keeps_the_largest_norm_component(self, shape, stride, p):
+    nd = len(shape) - 2
+    stride_t = (stride,) * nd if isinstance(stride, int) else stride
+    x = np.random.default_rng(11).normal(size=shape)
+    y = self.variant(functools.partial(polyphase_downsample, stride=stride, p=p))(x)
+    for b, r in enumerate(_ref_aps_phase(x, stride_t, p)):
+      comp = x[(b, *(slice(ri, None, s) for ri, s in zip(r, stride_t)), slice(None))]
+      np.testing.assert_array_equal(y[b], comp)
+
+  def test_circular_shift_equivariance_every_shift(self):
+    s = 2
+    x = np.random.default_rng(12).normal(size=(2, 6, 6, 3))
+    y = np.asarray(polyphase_downsample(x, stride=s))
+    phases = _ref_aps_phase(x, (s, s))
+    for t in itertools.product(range(6), range(6)):
+      ys = np.asarray(polyphase_downsample(np.roll(x, t, axis=(1, 2)), stride=s))
+      for b, r in enumerate(phases):
+        shift = tuple((ri + ti) // s for ri, ti in zip(r, t))
+        np.testing.assert_array_equal(ys[b], np.roll(y[b], shift, axis=(0, 1)))
+
+  def test_network_with_aps_is_exactly_shift_invariant(self):
+    rng = np.random.default_rng(13)
+    x = rng.normal(size=(2, 8, 8, 3))
+    w1, w2 = rng.normal(size=(3, 3, 3, 4)), rng.normal(size=(3, 3, 4, 5))
+
+    def net(x, down):
+      h = jax.nn.relu(cross_correlate(x, w1, padding="SAME", padding_mode="circular"))
+      h = jax.nn.relu(cross_correlate(down(h), w2, padding="SAME", padding_mode="circular"))
+      return global_max_pool(down(h)), global_avg_pool(down(h))
+
+    aps = functools.partial(polyphase_downsample, stride=2)
+    pool = functools.partial(max_pool, window=2)
+    net_aps, net_pool = jax.jit(lambda x: net(x, aps)), jax.jit(lambda x: net(x, pool))
+    ref_max, ref_avg = net_aps(x)
+    for t in itertools.product(range(8), range(8)):
+      got_max, got_avg = net_aps(np.roll(x, t, axis=(1, 2)))
+      # float64: 1e-12 is exact up to the convolution's summation order.
+      np.testing.assert_allclose(got_max, ref_max, rtol=1e-12)
+      np.testing.assert_allclose(got_avg, ref_avg, rtol=1e-12)
+    # The same network with 2×2 max pooling is not invariant to a one-pixel shift.
+    assert not np.allclose(net_pool(np.roll(x, 1, axis=1))[1], net_pool(x)[1])
+
+  def test_ties_choose_the_first_phase_and_gradient_flows_to_it(self):
+    x = np.array([1.0, 2.0, 2.0, 1.0]).reshape(1, 4, 1)  # phases [1, 2] and [2, 1] tie
+    np.testing.assert_array_equal(polyphase_downsample(x)[0, :, 0], [1, 2])
+    x = np.array([0.0, 1.0, 0.0, 3.0]).reshape(1, 4, 1)
+    g = jnp.array([10.0, 20.0]).reshape(1, 2, 1)
+    dx = jax.grad(lambda x: jnp.vdot(polyphase_downsample(x), g))(x)
+    np.testing.assert_array_equal(dx[0, :, 0], [0, 10, 0, 20])
+
+
+# ------------------------------------------------------------- dtypes, vmap, API
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16, jnp.float32])
+def test_dtype_kept(dtype):
+  x = jnp.asarray(np.random.default_rng(14).normal(size=(1, 4, 4, 4)), dtype)
+  outs = jax.jit(lambda x: [
+      max_pool(x, 2), avg_pool(x, 3, stride=1, padding="SAME"), lp_pool(x, 2),
+      global_max_pool(x), global_avg_pool(x), maxout(x, 2), blur_pool(x),
+      polyphase_downsample(x), jax.grad(lambda x: max_pool(x, 2).astype(jnp.float32).sum())(x),
+      avg_pool(x, 2),
+  ])(x)
+  for y in outs:
+    assert y.dtype == dtype
+  np.testing.assert_allclose(
+      np.asarray(outs[-1], np.float32),
+      ref_pool(np.asarray(x, np.float64), 2, None, "VALID", "avg"), rtol=1e-2)
+
+
+def test_vmap():
+  rng = np.random.default_rng(15)
+  xs = rng.normal(size=(3, 2, 6, 6, 2))
+  for f in (
+      lambda x: max_pool(x, 3, stride=2, padding=1),
+      lambda x: avg_pool(x, 2),
+      lambda x: lp_pool(x, 2, p=3),
+      lambda x: polyphase_downsample(x),
+      lambda x: blur_pool(x),
+      jax.grad(lambda x: max_pool(x, 2).sum()),
+  ):
+    f = jax.jit(f)
+    np.testing.assert_allclose(jax.jit(jax.vmap(f))(xs), np.stack([f(x) for x in xs]), rtol=1e-12)
+
+
+def test_optional_arguments_are_keyword_only():
+  for name in pooling.__all__:
+    for param in inspect.signature(getattr(pooling, name)).parameters.values():
+      if param.default is not inspect.Parameter.empty:
+        assert param.kind is inspect.Parameter.KEYWORD_ONLY, (name, param.name)
+
+
+def test_docstring_examples():
+  with jax.enable_x64(False):
+    result = doctest.testmod(
+        pooling, extraglobs={"jnp": jnp}, optionflags=doctest.NORMALIZE_WHITESPACE)
+  assert result.attempted >= 8 and result.failed == 0
+
+
+# --------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(
+    "call,error,match",
+    [
+        (lambda: max_pool(np.ones((1, 4, 4, 1)), (2, 2, 2)), ValueError, "window"),
+        (lambda: max_pool(np.ones((1, 4, 4, 1)), 0), ValueError, "window"),
+        (lambda: max_pool(np.ones((1, 4, 4, 1)), 2, stride=0), ValueError, "stride"),
+        (lambda: avg_pool(np.ones((1, 4, 4, 1)), 2, padding="HALF"), ValueError, "padding"),
+        (lambda: max_pool(np.ones((1, 4, 4, 1)), 2, padding=2), ValueError, "padding"),
+        (lambda: avg_pool(np.ones((1, 2, 1)), 2, padding=((0, 2),)), ValueError, "padding"),
+        (lambda: max_pool(np.ones((1, 4, 4, 1)), 5), ValueError, "kernel size"),
+        (lambda: max_pool(np.ones((4, 4)), 2), ValueError, "x has shape"),
+        (lambda: global_max_pool(np.ones((1, 2, 2, 2, 2, 1))), ValueError, "x has shape"),
+        (lambda: avg_pool(np.ones((1, 4, 1), np.int32), 2), TypeError, "x has dtype"),
+        (lambda: max_pool(np.ones((1, 4, 1), bool), 2), TypeError, "x has dtype"),
+        (lambda: avg_pool(np.ones((1, 4, 1)), 2, count_include_pad="yes"), TypeError,
+         "count_include_pad"),
+        (lambda: lp_pool(np.ones((1, 4, 1)), 2, p=0), ValueError, "p got"),
+        (lambda: lp_pool(np.ones((1, 4, 1)), 2, p="2"), ValueError, "p got"),
+        (lambda: global_avg_pool(np.ones((1, 4, 1)), keepdims=1), TypeError, "keepdims"),
+        (lambda: maxout(np.ones((2, 6)), 4), ValueError, "pieces"),
+        (lambda: maxout(np.ones((2, 6)), 0), ValueError, "pieces"),
+        (lambda: maxout(np.ones((2, 6)), 2, axis=2), ValueError, "axis"),
+        (lambda: blur_pool(np.ones((1, 4, 4, 1)), stride=0), ValueError, "stride"),
+        (lambda: blur_pool(np.ones((1, 4, 4, 1)), kernel_size=(3,)), ValueError, "kernel_size"),
+        (lambda: blur_pool(np.ones((1, 4, 4, 1)), padding_mode="mirror"), ValueError,
+         "padding_mode"),
+        (lambda: blur_pool(np.ones((1, 2, 2, 1)), kernel_size=5), ValueError, "kernel_size"),
+        (lambda: polyphase_downsample(np.ones((1, 5, 4, 1))), ValueError, "stride"),
+        (lambda: polyphase_downsample(np.ones((1, 4, 4, 1)), p=-1), ValueError, "p got"),
+        (lambda: polyphase_downsample(np.ones((1, 4, 4, 1)), stride=(2, 2, 2)), ValueError,
+         "stride"),
+    ],
+)
+def test_errors_name_the_argument(call, error, match):
+  with pytest.raises(error, match=match):
+    call()
