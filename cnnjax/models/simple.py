@@ -1,0 +1,124 @@
+"""The lecture's baselines and its CIFAR-10 seed network.
+
+``"linear"`` (a linear classifier on the raw pixels), ``"mlp"`` (one hidden layer of
+100 ReLU units) and ``"seed-cnn"``: conv(5, 32) → ReLU → max-pool(2) → conv(5, 64) →
+ReLU → max-pool(2) → fc(100) → ReLU → fc(10), valid padding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+from flax import nnx
+
+from cnnjax.models.builder import LayerBuilder, check_input, flatten
+from cnnjax.models.registry import register
+
+__all__ = ["Linear", "MLP", "SeedCNN"]
+
+
+@register("linear")
+class Linear(nnx.Module):
+  """A linear classifier on the flattened pixels, ``W x + b`` (the lecture's baseline).
+
+  Args:
+    num_classes: the number of outputs.
+    input_shape: ``(H, W, C)``, default CIFAR-10's ``(32, 32, 3)``.
+    rngs: the ``nnx.Rngs`` for the parameters.
+  """
+
+  default_input_shape = (32, 32, 3)
+  default_num_classes = 10
+
+  def __init__(
+      self, *, num_classes: int = 10, input_shape: Sequence[int] = (32, 32, 3), rngs: nnx.Rngs
+  ):
+    b = LayerBuilder(input_shape, rngs=rngs, op="linear")
+    self.input_shape = b.shape
+    self.fc = b.fc(num_classes)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """``[N, H, W, C]`` → logits ``[N, num_classes]``."""
+    check_input(x, self.input_shape, op="linear")
+    return self.fc(flatten(x))
+
+
+@register("mlp")
+class MLP(nnx.Module):
+  """A multilayer perceptron with one hidden ReLU layer (the lecture's baseline).
+
+  Args:
+    num_classes: the number of outputs.
+    input_shape: ``(H, W, C)``, default ``(32, 32, 3)``.
+    hidden: the hidden layer's width (default 100).
+    rngs: the ``nnx.Rngs`` for the parameters.
+  """
+
+  default_input_shape = (32, 32, 3)
+  default_num_classes = 10
+
+  def __init__(
+      self,
+      *,
+      num_classes: int = 10,
+      input_shape: Sequence[int] = (32, 32, 3),
+      hidden: int = 100,
+      rngs: nnx.Rngs,
+  ):
+    b = LayerBuilder(input_shape, rngs=rngs, op="mlp")
+    self.input_shape = b.shape
+    self.fc1 = b.fc(hidden)
+    self.fc2 = b.fc(num_classes)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """``[N, H, W, C]`` → logits ``[N, num_classes]``."""
+    check_input(x, self.input_shape, op="mlp")
+    return self.fc2(jax.nn.relu(self.fc1(flatten(x))))
+
+
+@register("seed-cnn")
+class SeedCNN(nnx.Module):
+  """The lecture's CIFAR-10 seed CNN.
+
+  conv(5, 32) → ReLU → max-pool(2) → conv(5, 64) → ReLU → max-pool(2) → fc(100) →
+  ReLU → fc(num_classes), valid padding; 214,806 parameters on 32×32×3 with 10
+  classes (the lecture's layer table: :func:`cnnjax.summary.summary`).
+
+  Args:
+    num_classes: the number of outputs.
+    input_shape: ``(H, W, C)``, default ``(32, 32, 3)``.
+    hidden: the width of the hidden fully connected layer (default 100).
+    conv: ``"shared"``, ``"tiled"`` or ``"local"`` convolutions.
+    tile: the tile of ``conv="tiled"``.
+    rngs: the ``nnx.Rngs`` for the parameters.
+  """
+
+  default_input_shape = (32, 32, 3)
+  default_num_classes = 10
+
+  def __init__(
+      self,
+      *,
+      num_classes: int = 10,
+      input_shape: Sequence[int] = (32, 32, 3),
+      hidden: int = 100,
+      conv: str = "shared",
+      tile: int | Sequence[int] = 2,
+      rngs: nnx.Rngs,
+  ):
+    b = LayerBuilder(input_shape, rngs=rngs, conv=conv, tile=tile, op="seed-cnn")
+    self.input_shape = b.shape
+    self.conv1 = b.conv(32, 5)
+    self.pool1 = b.max_pool(2)
+    self.conv2 = b.conv(64, 5)
+    self.pool2 = b.max_pool(2)
+    self.fc1 = b.fc(hidden)
+    self.fc2 = b.fc(num_classes)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """``[N, H, W, C]`` → logits ``[N, num_classes]``."""
+    check_input(x, self.input_shape, op="seed-cnn")
+    x = self.pool1(jax.nn.relu(self.conv1(x)))
+    x = self.pool2(jax.nn.relu(self.conv2(x)))
+    return self.fc2(jax.nn.relu(self.fc1(flatten(x))))

@@ -1,0 +1,36 @@
+"""Flax NNX modules for every cnnjax op — thin wrappers, no maths of their own.
+
+Parameterised layers follow ``nnx.Conv``: ``Layer(in_features, out_features,
+kernel_size, *, ..., kernel_init, bias_init, use_bias, dtype, param_dtype, rngs)``
+with weights as ``nnx.Param``; parameter-free layers (pooling, normalisation) take
+only their configuration. Every ``__call__`` is one call into the cnnjax function.
+"""
+
+from cnnjax.nn.conv import Conv, ConvTranspose, LocallyConnected, TiledConv
+from cnnjax.nn.normalization import LocalResponseNorm
+from cnnjax.nn.pooling import (
+    AvgPool,
+    BlurPool,
+    GlobalAvgPool,
+    GlobalMaxPool,
+    LpPool,
+    MaxPool,
+    Maxout,
+    PolyphaseDownsample,
+)
+
+__all__ = [
+    "AvgPool",
+    "BlurPool",
+    "Conv",
+    "ConvTranspose",
+    "GlobalAvgPool",
+    "GlobalMaxPool",
+    "LocalResponseNorm",
+    "LocallyConnected",
+    "LpPool",
+    "MaxPool",
+    "Maxout",
+    "PolyphaseDownsample",
+    "TiledConv",
+]

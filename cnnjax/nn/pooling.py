@@ -1,0 +1,251 @@
+"""Pooling modules: thin Flax NNX wrappers of :mod:`cnnjax.pooling`.
+
+Flax NNX has pooling functions but no pooling modules; these hold the configuration
+so that pooling layers sit in a model like any other layer (and describe themselves in
+:func:`cnnjax.summary.summary` tables). They have no parameters and take no ``rngs``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+from flax import nnx
+from jax.typing import ArrayLike
+
+from cnnjax.padding import PaddingLike
+from cnnjax.pooling import (
+    avg_pool,
+    blur_pool,
+    global_avg_pool,
+    global_max_pool,
+    lp_pool,
+    max_pool,
+    maxout,
+    polyphase_downsample,
+)
+
+__all__ = [
+    "AvgPool",
+    "BlurPool",
+    "GlobalAvgPool",
+    "GlobalMaxPool",
+    "LpPool",
+    "MaxPool",
+    "Maxout",
+    "PolyphaseDownsample",
+]
+
+
+class MaxPool(nnx.Module):
+  """Max pooling, :func:`cnnjax.pooling.max_pool`.
+
+  Args:
+    window: the window size, an int (every spatial dim) or one int per dim.
+    stride: the stride; default the window (non-overlapping windows).
+    padding: as :func:`cnnjax.pooling.max_pool`.
+
+  Example:
+    >>> MaxPool(2)(jnp.ones((1, 28, 28, 32))).shape
+    (1, 14, 14, 32)
+  """
+
+  def __init__(
+      self,
+      window: int | Sequence[int],
+      *,
+      stride: int | Sequence[int] | None = None,
+      padding: PaddingLike = "VALID",
+  ):
+    self.window = window
+    self.stride = stride
+    self.padding = padding
+
+  def __call__(self, x: ArrayLike) -> jax.Array:
+    """``[N, *spatial, C]`` → ``[N, *out_spatial, C]``."""
+    return max_pool(x, self.window, stride=self.stride, padding=self.padding)
+
+
+class AvgPool(nnx.Module):
+  """Average pooling, :func:`cnnjax.pooling.avg_pool`.
+
+  Args:
+    window: the window size, an int or one int per spatial dim.
+    stride: the stride; default the window.
+    padding: as :func:`cnnjax.pooling.avg_pool`.
+    count_include_pad: whether padded positions count in the average's divisor.
+
+  Example:
+    >>> AvgPool(2)(jnp.ones((1, 28, 28, 6))).shape
+    (1, 14, 14, 6)
+  """
+
+  def __init__(
+      self,
+      window: int | Sequence[int],
+      *,
+      stride: int | Sequence[int] | None = None,
+      padding: PaddingLike = "VALID",
+      count_include_pad: bool = False,
+  ):
+    self.window = window
+    self.stride = stride
+    self.padding = padding
+    self.count_include_pad = count_include_pad
+
+  def __call__(self, x: ArrayLike) -> jax.Array:
+    """``[N, *spatial, C]`` → ``[N, *out_spatial, C]``."""
+    return avg_pool(
+        x, self.window, stride=self.stride, padding=self.padding,
+        count_include_pad=self.count_include_pad,
+    )
+
+
+class LpPool(nnx.Module):
+  """L^p pooling ``(Σ |x|^p)^(1/p)`` over each window, :func:`cnnjax.pooling.lp_pool`.
+
+  Args:
+    window: the window size, an int or one int per spatial dim.
+    p: the exponent (``p=2`` is L2 pooling).
+    stride: the stride; default the window.
+    padding: as :func:`cnnjax.pooling.lp_pool`.
+
+  Example:
+    >>> LpPool(2, p=2)(jnp.ones((1, 4, 4, 1)))[0, :, :, 0]
+    Array([[2., 2.],
+           [2., 2.]], dtype=float32)
+  """
+
+  def __init__(
+      self,
+      window: int | Sequence[int],
+      *,
+      p: float = 2,
+      stride: int | Sequence[int] | None = None,
+      padding: PaddingLike = "VALID",
+  ):
+    self.window = window
+    self.p = p
+    self.stride = stride
+    self.padding = padding
+
+  def __call__(self, x: ArrayLike) -> jax.Array:
+    """``[N, *spatial, C]`` → ``[N, *out_spatial, C]``."""
+    return lp_pool(x, self.window, p=self.p, stride=self.stride, padding=self.padding)
+
+
+class GlobalAvgPool(nnx.Module):
+  """The mean over all spatial dims, :func:`cnnjax.pooling.global_avg_pool`.
+
+  Args:
+    keepdims: keep the spatial dims as size 1 (``[N, 1, 1, C]``) instead of ``[N, C]``.
+
+  Example:
+    >>> GlobalAvgPool()(jnp.ones((2, 8, 8, 64))).shape
+    (2, 64)
+  """
+
+  def __init__(self, *, keepdims: bool = False):
+    self.keepdims = keepdims
+
+  def __call__(self, x: ArrayLike) -> jax.Array:
+    """``[N, *spatial, C]`` → ``[N, C]``."""
+    return global_avg_pool(x, keepdims=self.keepdims)
+
+
+class GlobalMaxPool(nnx.Module):
+  """The maximum over all spatial dims, :func:`cnnjax.pooling.global_max_pool`.
+
+  Args:
+    keepdims: keep the spatial dims as size 1 instead of returning ``[N, C]``.
+
+  Example:
+    >>> GlobalMaxPool()(jnp.ones((2, 8, 8, 64))).shape
+    (2, 64)
+  """
+
+  def __init__(self, *, keepdims: bool = False):
+    self.keepdims = keepdims
+
+  def __call__(self, x: ArrayLike) -> jax.Array:
+    """``[N, *spatial, C]`` → ``[N, C]``."""
+    return global_max_pool(x, keepdims=self.keepdims)
+
+
+class Maxout(nnx.Module):
+  """Maxout feature pooling (Goodfellow et al. 2013), :func:`cnnjax.pooling.maxout`.
+
+  Channel ``c`` belongs to group ``c // pieces``; each group gives its maximum.
+
+  Args:
+    pieces: the number of channels per group.
+    axis: the channel axis.
+
+  Example:
+    >>> Maxout(4)(jnp.ones((1, 8, 8, 32))).shape
+    (1, 8, 8, 8)
+  """
+
+  def __init__(self, pieces: int, *, axis: int = -1):
+    self.pieces = pieces
+    self.axis = axis
+
+  def __call__(self, x: ArrayLike) -> jax.Array:
+    """``[..., C, ...]`` → ``[..., C // pieces, ...]``."""
+    return maxout(x, self.pieces, axis=self.axis)
+
+
+class BlurPool(nnx.Module):
+  """Anti-aliased downsampling (Zhang 2019), :func:`cnnjax.pooling.blur_pool`.
+
+  Args:
+    stride: the subsampling factor, an int or one per spatial dim.
+    kernel_size: the number of binomial taps, an int or one per spatial dim.
+    padding_mode: ``"reflect"`` (default), ``"zeros"``, ``"circular"`` or ``"edge"``.
+
+  Example:
+    >>> BlurPool(stride=2)(jnp.ones((1, 8, 8, 3))).shape
+    (1, 4, 4, 3)
+  """
+
+  def __init__(
+      self,
+      *,
+      stride: int | Sequence[int] = 2,
+      kernel_size: int | Sequence[int] = 3,
+      padding_mode: str = "reflect",
+  ):
+    self.stride = stride
+    self.kernel_size = kernel_size
+    self.padding_mode = padding_mode
+
+  def __call__(self, x: ArrayLike) -> jax.Array:
+    """``[N, *spatial, C]`` → ``[N, *ceil(spatial / stride), C]``."""
+    return blur_pool(
+        x, stride=self.stride, kernel_size=self.kernel_size, padding_mode=self.padding_mode
+    )
+
+
+class PolyphaseDownsample(nnx.Module):
+  """Adaptive polyphase sampling (Chaman & Dokmanić 2021),
+  :func:`cnnjax.pooling.polyphase_downsample`.
+
+  Keeps the polyphase component with the largest l_p norm, so downsampling is
+  equivariant to circular shifts.
+
+  Args:
+    stride: the subsampling factor.
+    p: the norm that picks the component.
+
+  Example:
+    >>> PolyphaseDownsample(stride=2)(jnp.ones((1, 8, 8, 3))).shape
+    (1, 4, 4, 3)
+  """
+
+  def __init__(self, *, stride: int | Sequence[int] = 2, p: float = 2):
+    self.stride = stride
+    self.p = p
+
+  def __call__(self, x: ArrayLike) -> jax.Array:
+    """``[N, *spatial, C]`` → ``[N, *spatial / stride, C]``."""
+    return polyphase_downsample(x, stride=self.stride, p=self.p)
