@@ -39,12 +39,52 @@ def _demo(args: argparse.Namespace) -> int:
   return 0
 
 
+def _summary(args: argparse.Namespace) -> int:
+  from cnnjax.summary import summary
+
+  shape = None
+  if args.input is not None:
+    try:
+      shape = tuple(int(v) for v in args.input.replace("x", ",").split(","))
+    except ValueError:
+      print(f"cnnjax summary: --input got {args.input!r}; expected H,W,C such as 32,32,3.",
+            file=sys.stderr)
+      return 2
+  options = {"conv": args.conv, "tile": args.tile} if args.conv != "shared" else {}
+  try:
+    table = summary(args.model, shape, num_classes=args.num_classes, **options)
+  except (ValueError, TypeError) as e:
+    print(f"cnnjax summary: {e}", file=sys.stderr)
+    return 2
+  if args.format == "markdown":
+    print(table.to_markdown(), end="")
+  elif args.format == "csv":
+    print(table.to_csv(), end="")
+  else:
+    print(table)
+  return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="cnnjax", description=__doc__)
   sub = parser.add_subparsers(dest="command", required=True)
   demo = sub.add_parser("demo", help="a short demo of the functional ops (no download)")
   demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
   demo.set_defaults(func=_demo)
+  summ = sub.add_parser("summary", help="a model's layer table: params, ops, output shapes")
+  summ.add_argument("--model", required=True, help="a zoo name, e.g. seed-cnn, vgg16, resnet20")
+  summ.add_argument("--input", default=None, metavar="H,W,C",
+                    help="input shape without the batch (default: the model's)")
+  summ.add_argument("--num-classes", type=int, default=None,
+                    help="number of classes (default: the model's)")
+  summ.add_argument("--conv", choices=("shared", "tiled", "local"), default="shared",
+                    help="convolution kind (default: shared)")
+  summ.add_argument("--tile", type=int, default=2, help="tile of --conv tiled (default: 2)")
+  summ.add_argument("--format", choices=("table", "markdown", "csv"), default="table")
+  summ.set_defaults(func=_summary)
+  from cnnjax.train.cli import add_subcommands as add_train_subcommands
+
+  add_train_subcommands(sub)  # train, eval, search
   return parser
 
 

@@ -1,0 +1,277 @@
+"""The ``cnnjax train``, ``cnnjax eval`` and ``cnnjax search`` subcommands.
+
+Every ``TrainConfig`` field is a flag (``--batch-size`` for ``batch_size``); its help ends
+with the default. With ``--resume`` the run's saved ``config.json`` is the starting point
+and only the flags given on the command line change it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from cnnjax.train.config import OPTIMIZERS, SCHEDULES, TrainConfig
+
+__all__ = ["add_subcommands", "config_from_args"]
+
+_DEFAULTS = {f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING
+                      else f.default) for f in dataclasses.fields(TrainConfig)}
+
+
+def _kv(text: str) -> tuple[str, Any]:
+  if "=" not in text:
+    raise argparse.ArgumentTypeError(f"got {text!r}; expected KEY=VALUE")
+  key, value = text.split("=", 1)
+  try:
+    return key, ast.literal_eval(value)
+  except (ValueError, SyntaxError):
+    return key, value
+
+
+def _range(text: str) -> tuple[str, tuple[float, float]]:
+  try:
+    key, value = text.split("=", 1)
+    lo, hi = (float(v) for v in value.split(":"))
+  except ValueError:
+    raise argparse.ArgumentTypeError(
+        f"got {text!r}; expected FIELD=LO:HI such as lr=1e-3:0.3") from None
+  return key, (lo, hi)
+
+
+def _none_or(kind):
+  def parse(text: str):
+    return None if text.lower() == "none" else kind(text)
+
+  parse.__name__ = kind.__name__
+  return parse
+
+
+# (field, flag kwargs, help); the default is appended from TrainConfig.
+_FLAGS: list[tuple[str, dict[str, Any], str]] = [
+    ("model", {"metavar": "NAME"}, "zoo model (cnnjax.models.names(): linear, mlp, seed-cnn, "
+     "lenet5, vgg11, resnet20, ...)"),
+    ("model_options", {"type": _kv, "action": "append", "metavar": "KEY=VALUE",
+                       "flag": "--model-option"},
+     "extra model constructor option, repeatable (e.g. conv=tiled, hidden=200)"),
+    ("data", {"metavar": "NAME"}, "dataset: shapes (built in, no download), cifar10, "
+     "cifar100, mnist, fashion_mnist, or folder (with --data-dir)"),
+    ("data_dir", {"metavar": "PATH"}, "offline copy: CIFAR binary/python release directory, "
+     "or an image folder directory or .zip of <split>/<class>/<image>"),
+    ("data_options", {"type": _kv, "action": "append", "metavar": "KEY=VALUE",
+                      "flag": "--data-option"},
+     "extra cnnjax.data.load option, repeatable (e.g. num_train=600 for shapes)"),
+    ("cache_dir", {"metavar": "PATH"}, "cache of decoded arrays (None: $CNNJAX_CACHE or "
+     "~/.cache/cnnjax)"),
+    ("val_size", {"type": _none_or(int), "metavar": "N"},
+     "training images held out for validation (None: the dataset's default, 5000 for "
+     "CIFAR-10, 1000 for shapes)"),
+    ("epochs", {"type": int, "metavar": "N"}, "passes over the training split"),
+    ("batch_size", {"type": int, "metavar": "B"}, "global batch size (split over devices)"),
+    ("eval_batch_size", {"type": int, "metavar": "B"}, "evaluation batch size"),
+    ("optimizer", {"choices": OPTIMIZERS}, "optimizer"),
+    ("lr", {"type": float}, "peak learning rate (None: 0.05 for sgd, 1e-3 for adam/adamw)"),
+    ("momentum", {"type": float}, "SGD momentum (0: plain SGD)"),
+    ("nesterov", {"action": argparse.BooleanOptionalAction}, "Nesterov momentum (SGD)"),
+    ("b1", {"type": float}, "Adam/AdamW beta1"),
+    ("b2", {"type": float}, "Adam/AdamW beta2"),
+    ("eps", {"type": float}, "Adam/AdamW epsilon"),
+    ("weight_decay", {"type": float}, "weight decay: L2 added to the gradient for sgd/adam, "
+     "decoupled for adamw"),
+    ("decay_all", {"action": argparse.BooleanOptionalAction},
+     "also decay biases and normalisation parameters, not only kernels"),
+    ("label_smoothing", {"type": float}, "label smoothing of the training targets"),
+    ("clip_grad_norm", {"type": _none_or(float)}, "clip gradients to this global norm "
+     "(None: no clipping)"),
+    ("schedule", {"choices": SCHEDULES}, "learning-rate schedule (after --warmup-epochs of "
+     "linear warm-up; onecycle has its own warm-up)"),
+    ("warmup_epochs", {"type": float, "metavar": "E"}, "linear warm-up length in epochs"),
+    ("final_lr_fraction", {"type": float}, "final learning rate of cosine/linear decay, as a "
+     "fraction of --lr"),
+    ("piecewise_boundaries", {"type": float, "nargs": "+", "metavar": "E"},
+     "epochs at which the piecewise schedule multiplies the rate by --piecewise-factor"),
+    ("piecewise_factor", {"type": float}, "factor at each piecewise boundary"),
+    ("augment", {"action": argparse.BooleanOptionalAction}, "random crop (4-pixel reflect "
+     "padding) and horizontal flip on the device"),
+    ("seed", {"type": int}, "seed of initialisation, validation split, shuffling, "
+     "augmentation and dropout"),
+    ("steps_per_call", {"type": int, "metavar": "K"}, "training steps per compiled call "
+     "(lax.scan over K steps; 1: a Python loop over a jitted step)"),
+    ("unroll", {"type": int}, "lax.scan unroll factor when --steps-per-call > 1 (0: full)"),
+    ("num_devices", {"type": _none_or(int), "metavar": "N"}, "use the first N local devices "
+     "(None: all), data parallel"),
+    ("distributed", {"action": argparse.BooleanOptionalAction}, "call "
+     "jax.distributed.initialize() for a multi-host run (None: only if "
+     "JAX_COORDINATOR_ADDRESS is set)"),
+    ("checkpoint_every", {"type": int, "metavar": "E"}, "checkpoint every E epochs (and at "
+     "the end)"),
+    ("keep_checkpoints", {"type": int, "metavar": "N"}, "recent checkpoints to keep"),
+]
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+  group = parser.add_argument_group("run configuration (TrainConfig fields)")
+  for name, kwargs, text in _FLAGS:
+    kwargs = dict(kwargs)
+    flag = kwargs.pop("flag", "--" + name.replace("_", "-"))
+    default = _DEFAULTS[name]
+    shown = "none" if default in ({}, ()) else default
+    group.add_argument(flag, dest=name, default=argparse.SUPPRESS,
+                       help=f"{text} (default: {shown})", **kwargs)
+
+
+def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
+  """``base`` (default ``TrainConfig()``) with the config flags given on the command line."""
+  given = {}
+  for name, _, _ in _FLAGS:
+    if hasattr(args, name):
+      value = getattr(args, name)
+      if name in ("model_options", "data_options"):
+        value = {**getattr(base or TrainConfig(), name), **dict(value)}
+      given[name] = value
+  if base is None:
+    return TrainConfig(**given)
+  if "optimizer" in given and "lr" not in given and given["optimizer"] != base.optimizer:
+    given["lr"] = None  # the new optimizer's default learning rate
+  return base.replace(**given)
+
+
+def _fail(command: str, error: Exception) -> int:
+  print(f"cnnjax {command}: {error}", file=sys.stderr)
+  return 2
+
+
+def _default_out(config: TrainConfig) -> str:
+  return os.path.join("runs", f"{config.model}-{config.data}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def _train(args: argparse.Namespace) -> int:
+  from cnnjax.train.loop import NonFiniteLossError, train
+
+  out = args.out
+  try:
+    base = None
+    if args.resume:
+      if args.out is None:
+        raise ValueError("--resume got no --out; expected the run directory to continue.")
+      saved = os.path.join(args.out, "config.json")
+      if os.path.exists(saved):
+        base = TrainConfig.load(saved)
+    config = config_from_args(args, base)
+    out = args.out or _default_out(config)
+    train(config, out_dir=out, resume=args.resume, quiet=args.quiet, plots=not args.no_plots)
+  except KeyboardInterrupt:
+    print(f"\ncnnjax train: interrupted; continue with: cnnjax train --out {out} --resume",
+          file=sys.stderr)
+    return 130
+  except NonFiniteLossError as e:
+    print(f"cnnjax train: {e}", file=sys.stderr)
+    return 1
+  except (ValueError, FileNotFoundError) as e:
+    return _fail("train", e)
+  return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+  from cnnjax.train.loop import evaluate
+
+  try:
+    dataset = None
+    if args.data_dir is not None:
+      from cnnjax.train.loop import load_dataset
+
+      config = TrainConfig.load(os.path.join(args.run, "config.json"))
+      dataset = load_dataset(config.replace(data_dir=args.data_dir))
+    result = evaluate(args.run, epoch=args.epoch, splits=args.split, dataset=dataset)
+  except (ValueError, FileNotFoundError) as e:
+    return _fail("eval", e)
+  for key, value in result.items():
+    print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
+  with open(os.path.join(args.run, "eval.json"), "w") as f:
+    json.dump(result, f, indent=2)
+    f.write("\n")
+  return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+  from cnnjax.train.search import DEFAULT_SPACE, search
+
+  try:
+    config = config_from_args(args)
+    space = dict(args.space) if args.space else dict(DEFAULT_SPACE)
+    out = args.out or os.path.join(
+        "runs", f"search-{config.model}-{config.data}-{time.strftime('%Y%m%d-%H%M%S')}")
+    search(config, out_dir=out, trials=args.trials, epochs=args.trial_epochs, space=space,
+           seed=args.search_seed, quiet=args.quiet)
+  except (ValueError, FileNotFoundError) as e:
+    return _fail("search", e)
+  return 0
+
+
+def add_subcommands(sub: argparse._SubParsersAction) -> None:
+  """Adds ``train``, ``eval`` and ``search`` to the ``cnnjax`` subparsers ``sub``."""
+  fmt = argparse.RawDescriptionHelpFormatter
+  p = sub.add_parser(
+      "train", formatter_class=fmt,
+      help="train a model (default: seed-cnn on the built-in shapes data, about a minute)",
+      description="Train a zoo model with Optax; writes config.json, metrics.jsonl, "
+      "checkpoints/, curves.png and filters.png to --out.\n\nExamples:\n"
+      "  cnnjax train\n"
+      "  cnnjax train --model seed-cnn --data cifar10 --data-dir cifar10-train-jpeg.zip \\\n"
+      "      --epochs 10 --augment --out runs/seed-cnn\n"
+      "  cnnjax train --out runs/seed-cnn --resume --epochs 20",
+  )
+  _add_config_flags(p)
+  p.add_argument("--out", metavar="DIR", default=None,
+                 help="run directory (default: runs/<model>-<data>-<date>-<time>)")
+  p.add_argument("--resume", action="store_true",
+                 help="continue the run in --out from its latest complete checkpoint, with "
+                 "its config.json updated by the flags given; with no flag changed it ends "
+                 "exactly as an uninterrupted run (default: off)")
+  p.add_argument("--quiet", action="store_true",
+                 help="no progress bar or per-epoch lines (default: off)")
+  p.add_argument("--no-plots", action="store_true",
+                 help="skip curves.png and filters.png (default: plots on)")
+  p.set_defaults(func=_train)
+
+  e = sub.add_parser("eval", help="evaluate a run's checkpoint on its validation/test data",
+                     description="Rebuild a run from its config.json and latest (or --epoch) "
+                     "checkpoint and report loss and accuracy; also writes DIR/eval.json.")
+  e.add_argument("--run", metavar="DIR", required=True, help="a directory written by "
+                 "`cnnjax train --out DIR` (required)")
+  e.add_argument("--epoch", type=int, default=None,
+                 help="checkpoint epoch (default: the latest complete one)")
+  e.add_argument("--split", nargs="+", choices=("train", "val", "test"),
+                 default=["val", "test"], help="splits to evaluate (default: val test)")
+  e.add_argument("--data-dir", metavar="PATH", default=None,
+                 help="read the data from here instead of the run's --data-dir (default: "
+                 "the run's)")
+  e.set_defaults(func=_eval)
+
+  s = sub.add_parser(
+      "search", formatter_class=fmt,
+      help="random hyperparameter search in log space on the validation split",
+      description="Random search: --trials short runs (--trial-epochs each) with "
+      "hyperparameters drawn log-uniformly (uniformly when LO is 0), ranked by validation "
+      "accuracy; writes results.md, results.jsonl and best_config.json to --out.\n\n"
+      "Example:\n  cnnjax search --model seed-cnn --trials 8 --trial-epochs 2 \\\n"
+      "      --space lr=1e-3:0.3 --space weight_decay=1e-5:1e-2",
+  )
+  _add_config_flags(s)
+  s.add_argument("--trials", type=int, default=8, help="number of trials (default: 8)")
+  s.add_argument("--trial-epochs", type=int, default=2, help="epochs per trial (default: 2)")
+  s.add_argument("--space", type=_range, action="append", metavar="FIELD=LO:HI",
+                 help="a searched float field and its range, repeatable (default: "
+                 "lr=1e-3:0.3 and weight_decay=1e-5:1e-2)")
+  s.add_argument("--search-seed", type=int, default=0,
+                 help="seed of the hyperparameter sampling (default: 0)")
+  s.add_argument("--out", metavar="DIR", default=None,
+                 help="search directory (default: runs/search-<model>-<data>-<date>-<time>)")
+  s.add_argument("--quiet", action="store_true",
+                 help="print nothing but errors (default: off)")
+  s.set_defaults(func=_search)

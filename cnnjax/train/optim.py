@@ -1,0 +1,101 @@
+"""Optax optimizers and learning-rate schedules built from a ``TrainConfig``.
+
+Schedules are functions of the optimizer step; epoch-valued settings (warm-up, piecewise
+boundaries) are converted with ``steps_per_epoch``.
+"""
+
+from __future__ import annotations
+
+import jax
+import optax
+
+from cnnjax.train.config import TrainConfig
+
+__all__ = ["make_optimizer", "make_schedule", "weight_decay_mask"]
+
+
+def make_schedule(config: TrainConfig, *, steps_per_epoch: int) -> optax.Schedule:
+  """The learning-rate schedule of ``config`` as a function of the step.
+
+  Args:
+    config: the run's configuration (``lr``, ``schedule``, ``warmup_epochs``, ...).
+    steps_per_epoch: optimizer steps per epoch.
+
+  Returns:
+    An ``optax.Schedule`` mapping the step (0-based) to a learning rate.
+
+  Example:
+    >>> sched = make_schedule(TrainConfig(lr=0.1, epochs=10), steps_per_epoch=100)
+    >>> round(float(sched(0)), 4), round(float(sched(500)), 4)
+    (0.1, 0.05)
+  """
+  if steps_per_epoch < 1:
+    raise ValueError(
+        f"make_schedule: steps_per_epoch got {steps_per_epoch!r}; expected a positive int."
+    )
+  total = config.epochs * steps_per_epoch
+  warmup = min(int(round(config.warmup_epochs * steps_per_epoch)), total)
+  lr, end = config.lr, config.lr * config.final_lr_fraction
+  if config.schedule == "onecycle":
+    pct = warmup / total if warmup else 0.3
+    return optax.cosine_onecycle_schedule(total, lr, pct_start=pct)
+  rest = max(total - warmup, 1)
+  if config.schedule == "constant":
+    main = optax.constant_schedule(lr)
+  elif config.schedule == "cosine":
+    main = optax.cosine_decay_schedule(lr, rest, alpha=config.final_lr_fraction)
+  elif config.schedule == "linear":
+    main = optax.linear_schedule(lr, end, rest)
+  else:  # piecewise
+    boundaries = {
+        int(round(b * steps_per_epoch)) - warmup: config.piecewise_factor
+        for b in config.piecewise_boundaries
+    }
+    main = optax.piecewise_constant_schedule(
+        lr, {b: f for b, f in boundaries.items() if b > 0}
+    )
+  if not warmup:
+    return main
+  return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])
+
+
+def weight_decay_mask(params, *, decay_all: bool = False):
+  """True for the parameters to decay: kernels (``ndim >= 2``), or all with ``decay_all``."""
+  return jax.tree.map(lambda p: decay_all or p.ndim >= 2, params)
+
+
+def make_optimizer(config: TrainConfig, *, steps_per_epoch: int) -> optax.GradientTransformation:
+  """The Optax optimizer of ``config``: clipping, weight decay, SGD/Adam/AdamW, schedule.
+
+  Args:
+    config: the run's configuration.
+    steps_per_epoch: optimizer steps per epoch (for the schedule).
+
+  Returns:
+    An ``optax.GradientTransformation``; its ``update`` needs ``params``.
+
+  Example:
+    >>> tx = make_optimizer(TrainConfig(optimizer="adamw", lr=3e-4), steps_per_epoch=10)
+  """
+  sched = make_schedule(config, steps_per_epoch=steps_per_epoch)
+  mask = lambda params: weight_decay_mask(params, decay_all=config.decay_all)  # noqa: E731
+  parts = []
+  if config.clip_grad_norm is not None:
+    parts.append(optax.clip_by_global_norm(config.clip_grad_norm))
+  if config.optimizer == "adamw":
+    parts.append(
+        optax.adamw(
+            sched, b1=config.b1, b2=config.b2, eps=config.eps,
+            weight_decay=config.weight_decay, mask=mask,
+        )
+    )
+  else:
+    if config.weight_decay:
+      parts.append(optax.add_decayed_weights(config.weight_decay, mask=mask))
+    if config.optimizer == "sgd":
+      parts.append(
+          optax.sgd(sched, momentum=config.momentum or None, nesterov=config.nesterov)
+      )
+    else:
+      parts.append(optax.adam(sched, b1=config.b1, b2=config.b2, eps=config.eps))
+  return optax.chain(*parts)
