@@ -2,26 +2,103 @@
 
 Pure functions on ``jax.lax`` primitives (batched, channels-last arrays; keyword-only
 configuration), re-exported here so that ``from cnnjax import cross_correlate`` works.
+The Flax-based parts (``cnnjax.nn``, ``cnnjax.models``, ``cnnjax.train``,
+``cnnjax.summary``) are imported on first use, so importing the ops stays light.
 """
 
-from cnnjax import arithmetic, data, padding
+import importlib
+
+from cnnjax import arithmetic, equivariance, padding
 from cnnjax.arithmetic import op_count, output_size, param_count, receptive_field
 from cnnjax.conv import conv_transpose, convolve, cross_correlate
+from cnnjax.equivariance import (
+    assert_equivariant,
+    assert_invariant,
+    equivariance_error,
+    interior_region,
+    invariance_error,
+    output_shift,
+    shift_consistency,
+)
+from cnnjax.local import locally_connected
+from cnnjax.normalization import local_response_norm
 from cnnjax.padding import PADDING_MODES, effective_kernel_size
+from cnnjax.pooling import (
+    avg_pool,
+    blur_pool,
+    global_avg_pool,
+    global_max_pool,
+    lp_pool,
+    max_pool,
+    maxout,
+    polyphase_downsample,
+)
+from cnnjax.tiled import tiled_conv
 
 __version__ = "0.1.0"
 
+# name -> (module, attribute or None for the module itself), imported on first access.
+_LAZY = {
+    "data": ("cnnjax.data", None),
+    "models": ("cnnjax.models", None),
+    "nn": ("cnnjax.nn", None),
+    "train": ("cnnjax.train", None),
+    "TrainConfig": ("cnnjax.train", "TrainConfig"),
+    "summary": ("cnnjax.summary", "summary"),
+    "Summary": ("cnnjax.summary", "Summary"),
+}
+
+
+def __getattr__(name):
+  if name not in _LAZY:
+    raise AttributeError(f"module 'cnnjax' has no attribute {name!r}")
+  module_name, attr = _LAZY[name]
+  module = importlib.import_module(module_name)
+  value = module if attr is None else getattr(module, attr)
+  globals()[name] = value  # also shadows the `summary` submodule with its function
+  return value
+
+
+def __dir__():
+  return sorted(set(globals()) | set(_LAZY))
+
+
 __all__ = [
     "PADDING_MODES",
+    "Summary",
+    "TrainConfig",
     "arithmetic",
-    "data",
-    "op_count",
-    "output_size",
-    "param_count",
-    "receptive_field",
+    "assert_equivariant",
+    "assert_invariant",
+    "avg_pool",
+    "blur_pool",
     "conv_transpose",
     "convolve",
     "cross_correlate",
+    "data",
     "effective_kernel_size",
+    "equivariance",
+    "equivariance_error",
+    "global_avg_pool",
+    "global_max_pool",
+    "interior_region",
+    "invariance_error",
+    "local_response_norm",
+    "locally_connected",
+    "lp_pool",
+    "max_pool",
+    "maxout",
+    "models",
+    "nn",
+    "op_count",
+    "output_shift",
+    "output_size",
     "padding",
+    "param_count",
+    "polyphase_downsample",
+    "receptive_field",
+    "shift_consistency",
+    "summary",
+    "tiled_conv",
+    "train",
 ]
