@@ -4,11 +4,18 @@ All functions take batched, channels-last inputs ``[N, *spatial, C]`` with 1, 2 
 3 spatial dims and kernels ``[*kernel_spatial, C_in // groups, C_out]`` (Flax's
 HWIO layout); the kernel's rank sets the number of spatial dims. Arrays are
 positional, configuration is keyword-only.
+
+Lowering: on GPU and TPU each op is one ``lax.conv_general_dilated``; on CPU
+``lax.platform_dependent`` picks forms XLA:CPU runs faster (batch chunks, depthwise as
+shifted-slice multiply-adds, 1×1 as a matmul); see the "lowerings" section below.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +24,7 @@ from jax.typing import ArrayLike
 
 from cnnjax import padding as _padding
 from cnnjax.padding import PaddingLike
+from cnnjax.patches import shifted_slices
 
 __all__ = ["conv_transpose", "convolve", "cross_correlate"]
 
@@ -32,9 +40,9 @@ def dimension_numbers(num_spatial: int) -> lax.ConvDimensionNumbers:
   )
 
 
-def compute_dtype(x: jax.Array, w: jax.Array, *, op: str):
+def compute_dtype(x: jax.Array, w: jax.Array, *, op: str, names=("x", "w")):
   """The dtype an op computes and returns in: the input's, if it is floating."""
-  for name, a in (("x", x), ("w", w)):
+  for name, a in zip(names, (x, w)):
     if not (jnp.issubdtype(a.dtype, jnp.floating) or jnp.issubdtype(a.dtype, jnp.integer)):
       raise TypeError(
           f"{op}: {name} has dtype {a.dtype}; expected a floating or integer dtype."
@@ -127,13 +135,8 @@ def cross_correlate(
   if padding_mode != "zeros":
     x = _padding.pad_spatial(x, pads, padding_mode)
     pads = ((0, 0),) * num_spatial
-  return lax.conv_general_dilated(
-      x, w,
-      window_strides=geo.stride,
-      padding=pads,
-      rhs_dilation=geo.dilation,
-      dimension_numbers=dimension_numbers(num_spatial),
-      feature_group_count=groups,
+  return _conv(
+      x, w, stride=geo.stride, pads=pads, dilation=geo.dilation, groups=groups,
       precision=precision,
   )
 
@@ -241,8 +244,10 @@ def conv_transpose(
   stride_t = _padding.normalize_ints(stride, num_spatial, name="stride", op=op)
   dilation_t = _padding.normalize_ints(dilation, num_spatial, name="dilation", op=op)
   kernel_eff = tuple(
-      _padding.effective_kernel_size(k, t) for k, t in zip(w.shape[:-2], dilation_t)
+      _padding.effective_kernel_size(k, dilation=t)
+      for k, t in zip(w.shape[:-2], dilation_t)
   )
+  user_input_shape = input_shape is not None
   if input_shape is None:
     if isinstance(padding, str) and padding.upper() == "SAME":
       input_shape = tuple(m * s for m, s in zip(out_spatial, stride_t))
@@ -261,13 +266,20 @@ def conv_transpose(
       input_shape, w.shape[:-2], stride=stride_t, padding=padding,
       dilation=dilation_t, op=op,
   )
+  if geo.out_spatial != out_spatial and not user_input_shape:
+    raise ValueError(
+        f"{op}: no forward input size gives y's spatial shape {out_spatial} with "
+        f"padding={padding!r}, stride={stride!r}, dilation={dilation!r} and kernel "
+        f"{tuple(w.shape[:-2])}; expected y shaped like a forward output (or pass "
+        "input_shape)."
+    )
   if geo.out_spatial != out_spatial:
     raise ValueError(
         f"{op}: input_shape {input_shape} gives a forward output of spatial shape "
         f"{geo.out_spatial} with these settings, but y has spatial shape "
         f"{out_spatial}; expected an input_shape whose forward output matches y."
     )
-  dtype = compute_dtype(y, w, op=op)
+  dtype = compute_dtype(y, w, op=op, names=("y", "w"))
   y, w = y.astype(dtype), w.astype(dtype)
   # The adjoint pads the dilated y by r̂ − 1 − lo below and r̂ − 1 − hi plus the
   # positions the forward stride dropped above (negative padding crops).
@@ -275,13 +287,264 @@ def conv_transpose(
   for n, r, s, m, (lo, hi) in zip(input_shape, kernel_eff, stride_t, out_spatial, geo.pads):
     dropped = n + lo + hi - r - (m - 1) * s
     pads.append((r - 1 - lo, r - 1 - hi + dropped))
+  spec = _AdjointSpec(
+      stride=stride_t, dilation=dilation_t, groups=groups, precision=precision,
+      forward_pads=geo.pads, adjoint_pads=tuple(pads), input_shape=input_shape,
+  )
+  return _adjoint_conv(y, w, spec)
+
+
+# ------------------------------------------------------------------- lowerings
+#
+# The public ops validate and canonicalise; `_conv` computes. On GPU and TPU (every
+# platform but CPU) it is one `lax.conv_general_dilated`. On XLA:CPU (jax 0.10.2,
+# 2-core AVX-512 machine; benchmarks/ops.py, numbers in benchmarks/README.md) that one
+# call leaves a lot on the table, and `lax.platform_dependent` picks `_cpu_conv`:
+#   - the weight gradient slows down 2–4× per example once the batch passes ~16–32
+#     images (3×3, 32×32×64: 51 ms CPU at batch 32, 437 ms at 128), so the batch is cut
+#     into chunks of a few MB (`_batch_split_conv`): fwd+bwd 0.5–0.6× of one call;
+#   - depthwise convolutions (groups == in_channels) run 8–25× faster forward as
+#     shifted-slice multiply-adds (`_depthwise_conv`), and faster backward too;
+#   - a 1×1 kernel is a matmul (`_im2col_conv` without a patch copy): 0.35× forward.
+# A patch-matrix (im2col) lowering for k > 1 was measured and loses: XLA:CPU's
+# concatenate writes ~1 GB/s and fresh buffers page-fault, so building the patches costs
+# 2.5–4× the convolution it replaces, even though the matmul itself runs on both cores
+# where the convolution runs on one. `_im2col_conv` stays exact for every setting
+# (tested) and is used where no patch is copied.
+# A jit for CPU compiles only the CPU branch; other platforms never see it. Every
+# branch is made of differentiable primitives, so forward and reverse mode, higher
+# orders and vmap work as for lax.
+
+# Batch chunking of the CPU lowering: chunks of at most this many bytes of input (or
+# output) per chunk, at most _CPU_MAX_CHUNK examples, and at most _CPU_MAX_CHUNKS
+# chunks (the chunks are unrolled in the program; a while loop would hide the
+# convolutions from XLA:CPU's fast kernels, measured ~100× slower backward).
+_CPU_CHUNK_BYTES = 4 * 2**20
+_CPU_MAX_CHUNK = 32
+_CPU_MAX_CHUNKS = 16
+
+
+def _conv(
+    x: jax.Array,
+    w: jax.Array,
+    *,
+    stride: tuple[int, ...],
+    pads: tuple[tuple[int, int], ...],
+    dilation: tuple[int, ...],
+    groups: int,
+    precision: lax.PrecisionLike,
+    lhs_dilation: tuple[int, ...] | None = None,
+) -> jax.Array:
+  """``lax.conv_general_dilated`` (channels-last, HWIO) with a faster lowering on CPU.
+
+  ``x`` and ``w`` are already validated and share a dtype; ``pads`` may be negative
+  (cropping) and ``lhs_dilation`` (the transposed convolution's stride) may be set.
+  """
+  num_spatial = w.ndim - 2
+  config = dict(
+      stride=tuple(stride), pads=tuple(tuple(p) for p in pads), dilation=tuple(dilation),
+      groups=groups, precision=precision,
+      lhs_dilation=tuple(lhs_dilation or (1,) * num_spatial),
+  )
+  return lax.platform_dependent(
+      x, w,
+      cpu=lambda x, w: _cpu_conv(x, w, **config),
+      default=lambda x, w: _lax_conv(x, w, **config),
+  )
+
+
+def _lax_conv(x, w, *, stride, pads, dilation, groups, precision, lhs_dilation):
+  """The one-call lowering: ``lax.conv_general_dilated``."""
   return lax.conv_general_dilated(
-      y, _transpose_kernel(w, groups),
-      window_strides=(1,) * num_spatial,
+      x, w,
+      window_strides=stride,
       padding=pads,
-      lhs_dilation=stride_t,
-      rhs_dilation=dilation_t,
-      dimension_numbers=dimension_numbers(num_spatial),
+      lhs_dilation=lhs_dilation,
+      rhs_dilation=dilation,
+      dimension_numbers=dimension_numbers(w.ndim - 2),
       feature_group_count=groups,
       precision=precision,
   )
+
+
+def _cpu_conv(x, w, *, stride, pads, dilation, groups, precision, lhs_dilation):
+  """The XLA:CPU lowering: picks the fastest measured form for the configuration."""
+  config = dict(
+      stride=stride, pads=pads, dilation=dilation, groups=groups, precision=precision,
+      lhs_dilation=lhs_dilation,
+  )
+  if any(d != 1 for d in lhs_dilation):
+    # conv_transpose's forward: one call measured fastest; its weight gradient is
+    # taken care of by _adjoint_conv's custom JVP.
+    return _lax_conv(x, w, **config)
+  plain = all(lo >= 0 and hi >= 0 for lo, hi in pads)
+  kernel_volume = math.prod(w.shape[:-2])
+  if plain and groups == 1 and kernel_volume == 1:
+    return _im2col_conv(
+        x, w, stride=stride, pads=pads, dilation=dilation, groups=groups,
+        precision=precision,
+    )
+  if plain and groups > 1 and groups == x.shape[-1] and w.shape[-2] == 1:
+    return _depthwise_conv(x, w, stride=stride, pads=pads, dilation=dilation)
+  return _batch_split_conv(x, w, **config)
+
+
+def _accumulation_dtype(dtype):
+  """Accumulate half-precision floats in float32 (as XLA:CPU's convolution does)."""
+  if jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).bits < 32:
+    return jnp.float32
+  return dtype
+
+
+def _geometry(x, w, *, stride, pads, dilation) -> _padding.Geometry:
+  return _padding.conv_geometry(
+      x.shape[1:-1], w.shape[:-2], stride=stride, padding=pads, dilation=dilation,
+      op="cross_correlate",
+  )
+
+
+def _im2col_conv(x, w, *, stride, pads, dilation, groups=1, precision=None):
+  """Patch-matmul lowering: the shifted slices side by side on the channel axis, one matmul.
+
+  ``y = concat_k(x̃[n·s + k·t]) @ w.reshape(K·C_in, C_out)`` (per group a batched
+  matmul). Exact for any stride, dilation, non-negative padding and groups; on
+  XLA:CPU it is the fastest form only for 1×1 kernels, where there is no concatenate.
+  """
+  nd = w.ndim - 2
+  geo = _geometry(x, w, stride=stride, pads=pads, dilation=dilation)
+  acc = _accumulation_dtype(x.dtype)
+  slices = shifted_slices(_padding.pad_spatial(x, geo.pads), geo)
+  patches = slices[0] if len(slices) == 1 else jnp.concatenate(slices, axis=-1)
+  kernel_volume, c_out = len(slices), w.shape[-1]
+  if groups == 1:
+    y = lax.dot_general(
+        patches, w.reshape(-1, c_out), (((nd + 1,), (0,)), ((), ())),
+        precision=precision, preferred_element_type=acc,
+    )
+    return y.astype(x.dtype)
+  cg, og = w.shape[-2], c_out // groups
+  patches = patches.reshape(*patches.shape[:-1], kernel_volume, groups, cg)
+  wg = w.reshape(kernel_volume, cg, groups, og)
+  # Contract (kernel offset, channel in group), batch over groups: [G, N, *out, O_g].
+  y = lax.dot_general(
+      patches, wg, (((nd + 1, nd + 3), (0, 1)), ((nd + 2,), (2,))),
+      precision=precision, preferred_element_type=acc,
+  )
+  y = jnp.moveaxis(y, 0, -2)
+  return y.reshape(*y.shape[:-2], c_out).astype(x.dtype)
+
+
+def _depthwise_conv(x, w, *, stride, pads, dilation):
+  """Depthwise lowering (groups == C_in): ``Σ_k x̃[n·s + k·t] · w[k]``, elementwise.
+
+  ``w`` is ``[*k, 1, C_in·m]``; output channel ``c·m + j`` reads input channel ``c``
+  (lax's group order). XLA fuses the whole sum into one loop.
+  """
+  nd = w.ndim - 2
+  geo = _geometry(x, w, stride=stride, pads=pads, dilation=dilation)
+  acc = _accumulation_dtype(x.dtype)
+  c_in, c_out = x.shape[-1], w.shape[-1]
+  mult = c_out // c_in
+  wk = w.reshape(-1, c_in, mult).astype(acc)
+  y = None
+  for s, wi in zip(shifted_slices(_padding.pad_spatial(x, geo.pads), geo), wk):
+    term = s.astype(acc)[..., None] * wi.reshape((1,) * (nd + 1) + (c_in, mult))
+    y = term if y is None else y + term
+  return y.reshape(*y.shape[:-2], c_out).astype(x.dtype)
+
+
+def _batch_split_conv(x, w, *, stride, pads, dilation, groups, precision, lhs_dilation):
+  """``lax.conv_general_dilated`` on batch chunks, concatenated.
+
+  XLA:CPU's weight gradient is several times faster per example on chunks of a few MB
+  than on the whole batch; the forward pass is unchanged within noise.
+  """
+  n = x.shape[0]
+  out_spatial = [
+      ((size - 1) * ld + 1 + lo + hi - _padding.effective_kernel_size(k, dilation=t)) // s + 1
+      for size, ld, (lo, hi), k, t, s in zip(
+          x.shape[1:-1], lhs_dilation, pads, w.shape[:-2], dilation, stride
+      )
+  ]
+  per_example = x.dtype.itemsize * max(
+      math.prod(x.shape[1:]), math.prod(out_spatial) * w.shape[-1]
+  )
+  chunk = max(1, min(_CPU_MAX_CHUNK, _CPU_CHUNK_BYTES // max(per_example, 1)))
+  num_chunks = min(-(-n // chunk), _CPU_MAX_CHUNKS)
+  config = dict(
+      stride=stride, pads=pads, dilation=dilation, groups=groups, precision=precision,
+      lhs_dilation=lhs_dilation,
+  )
+  if num_chunks <= 1:
+    return _lax_conv(x, w, **config)
+  bounds = [round(i * n / num_chunks) for i in range(num_chunks + 1)]
+  return jnp.concatenate(
+      [
+          _lax_conv(lax.slice_in_dim(x, lo, hi, axis=0), w, **config)
+          for lo, hi in zip(bounds[:-1], bounds[1:])
+      ],
+      axis=0,
+  )
+
+
+# ---------------------------------------------------- the transposed convolution
+#
+# conv_transpose is one lhs-dilated convolution. Differentiated by JAX's own rules, its
+# weight gradient is an lhs-dilated "window" convolution that XLA:CPU runs ~20–60×
+# slower than the forward (measured: 406 ms vs 20 ms CPU, stride 2, 16×16×64 → 32×32,
+# batch 32). The custom JVP below gives the same derivative, written so that reverse
+# mode transposes it into the weight gradient of the *forward* strided convolution
+# (<conv_transpose(y, ẇ), g> = <y, cross_correlate(g, ẇ)>), which XLA runs fast on
+# every platform. Forward mode, reverse mode and higher orders all work.
+
+
+class _AdjointSpec(NamedTuple):
+  stride: tuple[int, ...]
+  dilation: tuple[int, ...]
+  groups: int
+  precision: Any
+  forward_pads: tuple[tuple[int, int], ...]
+  adjoint_pads: tuple[tuple[int, int], ...]
+  input_shape: tuple[int, ...]
+
+
+def _adjoint_conv_impl(y, w, spec: _AdjointSpec):
+  """vjp of ``x ↦ cross_correlate(x, w)`` at ``y``: one lhs-dilated convolution."""
+  return _conv(
+      y, _transpose_kernel(w, spec.groups), stride=(1,) * len(spec.stride),
+      pads=spec.adjoint_pads, lhs_dilation=spec.stride, dilation=spec.dilation,
+      groups=spec.groups, precision=spec.precision,
+  )
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def _adjoint_conv(y, w, spec: _AdjointSpec):
+  return _adjoint_conv_impl(y, w, spec)
+
+
+def _adjoint_conv_jvp(spec: _AdjointSpec, primals, tangents):
+  y, w = primals
+  y_dot, w_dot = tangents
+  out = _adjoint_conv_impl(y, w, spec)
+  terms = []
+  if not isinstance(y_dot, jax.custom_derivatives.SymbolicZero):
+    terms.append(_adjoint_conv_impl(y_dot, w, spec))
+  if not isinstance(w_dot, jax.custom_derivatives.SymbolicZero):
+    x_shape = (y.shape[0], *spec.input_shape, w.shape[-2] * spec.groups)
+    x_struct = jax.ShapeDtypeStruct(x_shape, y.dtype)
+
+    def forward_weight_grad(g):  # g ↦ ∂_w <y, cross_correlate(g, w)>, linear in g
+      forward = lambda w_: _conv(
+          g, w_, stride=spec.stride, pads=spec.forward_pads, dilation=spec.dilation,
+          groups=spec.groups, precision=spec.precision,
+      )
+      return jax.vjp(forward, w)[1](y)[0]
+
+    (term,) = jax.linear_transpose(forward_weight_grad, x_struct)(w_dot)
+    terms.append(term)
+  if not terms:
+    return out, jnp.zeros_like(out)
+  return out, functools.reduce(jnp.add, terms)
+
+
+_adjoint_conv.defjvp(_adjoint_conv_jvp, symbolic_zeros=True)

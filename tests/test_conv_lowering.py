@@ -1,0 +1,447 @@
+"""Tests for the platform-dependent lowering of cnnjax.conv.
+
+On CPU, ``cross_correlate``/``convolve``/``conv_transpose`` run through
+``cnnjax.conv._cpu_conv`` (batch chunks of lax convolutions, depthwise as shifted-slice
+multiply-adds, 1×1 as a matmul); elsewhere through one ``lax.conv_general_dilated``.
+Each lowering, called directly and through the public ops, is checked against a
+``lax.conv_general_dilated`` call written here, over a hypothesis grid of dims,
+kernels, strides, dilations, paddings (including negative, cropping pads and
+``lhs_dilation`` for the transposed convolution), groups and channel multipliers;
+plus gradients (forward and reverse mode, second order), vmap, dtypes, and the
+structure of the programs lowered for CPU and for GPU/TPU.
+"""
+
+import contextlib
+import functools
+import re
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from absl.testing import parameterized
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from jax import lax
+from jax.test_util import check_grads
+
+from cnnjax import conv as conv_lib
+from cnnjax.conv import conv_transpose, convolve, cross_correlate
+
+_SETTINGS = dict(
+    deadline=None,
+    max_examples=8,
+    suppress_health_check=[HealthCheck.differing_executors, HealthCheck.too_slow],
+)
+_LETTERS = {1: "W", 2: "HW", 3: "DHW"}
+
+
+def lax_reference(x, w, *, stride, pads, dilation=None, groups=1, lhs_dilation=None):
+  """The anchor: one lax.conv_general_dilated, channels-last and HWIO, spelled out."""
+  nd = w.ndim - 2
+  letters = _LETTERS[nd]
+  return lax.conv_general_dilated(
+      x, w,
+      window_strides=stride,
+      padding=pads,
+      lhs_dilation=lhs_dilation or (1,) * nd,
+      rhs_dilation=dilation or (1,) * nd,
+      dimension_numbers=(f"N{letters}C", f"{letters}IO", f"N{letters}C"),
+      feature_group_count=groups,
+      precision=lax.Precision.HIGHEST,
+  )
+
+
+def _random(shape, seed=0, dtype=np.float64):
+  return np.random.default_rng(seed).normal(size=shape).astype(dtype)
+
+
+@contextlib.contextmanager
+def tiny_chunks(max_chunks=conv_lib._CPU_MAX_CHUNKS):
+  """Makes the CPU lowering split even tiny batches (one example per chunk)."""
+  saved = conv_lib._CPU_CHUNK_BYTES, conv_lib._CPU_MAX_CHUNKS
+  conv_lib._CPU_CHUNK_BYTES, conv_lib._CPU_MAX_CHUNKS = 1, max_chunks
+  try:
+    yield
+  finally:
+    conv_lib._CPU_CHUNK_BYTES, conv_lib._CPU_MAX_CHUNKS = saved
+
+
+def _jit(f, **config):
+  """jit with static configuration: one compile per example, not one per primitive."""
+  return jax.jit(functools.partial(f, **config))
+
+
+def _count(text, op):
+  return len(re.findall(rf"stablehlo\.{op}\b", text))
+
+
+def _lowered_text(f, *args, platform=None):
+  traced = jax.jit(f).trace(*args)
+  if platform is None:
+    return traced.lower().as_text()
+  return traced.lower(lowering_platforms=(platform,)).as_text()
+
+
+# ------------------------------------------------------------- hypothesis cases
+
+
+@st.composite
+def lowering_cases(draw, *, groups=(1, 2, 3), negative_pads=False, lhs_dilation=False):
+  """Tiny settings in lax's own terms: explicit (low, high) pads, groups, multipliers."""
+  nd = draw(st.integers(1, 3))
+  kernel = [draw(st.integers(1, 3)) for _ in range(nd)]
+  stride = [draw(st.integers(1, 3)) for _ in range(nd)]
+  dilation = [draw(st.integers(1, 2)) for _ in range(nd)]
+  lhs = [draw(st.integers(1, 2)) if lhs_dilation else 1 for _ in range(nd)]
+  low = -1 if negative_pads else 0
+  pads = [(draw(st.integers(low, 2)), draw(st.integers(low, 2))) for _ in range(nd)]
+  max_extra = {1: 5, 2: 3, 3: 1}[nd]
+  sizes = [draw(st.integers(1, 2 + max_extra)) for _ in range(nd)]
+  r_eff = [(r - 1) * t + 1 for r, t in zip(kernel, dilation)]
+  assume(all(
+      (n - 1) * ld + 1 + lo + hi >= r
+      for n, ld, (lo, hi), r in zip(sizes, lhs, pads, r_eff)
+  ))
+  g = draw(st.sampled_from(groups))
+  c_in_per_group = draw(st.integers(1, 2))
+  c_out = g * draw(st.integers(1, 2))
+  return dict(
+      x_shape=(draw(st.integers(1, 3)), *sizes, g * c_in_per_group),
+      w_shape=(*kernel, c_in_per_group, c_out),
+      config=dict(
+          stride=tuple(stride), pads=tuple(pads), dilation=tuple(dilation), groups=g,
+          lhs_dilation=tuple(lhs),
+      ),
+  )
+
+
+def _arrays(case, dtype=np.float64):
+  return _random(case["x_shape"], 0, dtype), _random(case["w_shape"], 1, dtype)
+
+
+# ------------------------------------------------------- each lowering vs lax
+
+
+class LoweringMatchesLaxTest(chex.TestCase):
+
+  @settings(**_SETTINGS)
+  @given(lowering_cases(negative_pads=True, lhs_dilation=True))
+  def test_cpu_lowering(self, case):
+    x, w = _arrays(case)
+    want = lax_reference(x, w, **case["config"])
+    got = _jit(conv_lib._cpu_conv, precision=None, **case["config"])(x, w)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+
+  @settings(**_SETTINGS)
+  @given(lowering_cases(negative_pads=True, lhs_dilation=True))
+  def test_batch_split_lowering(self, case):
+    x, w = _arrays(case)
+    want = lax_reference(x, w, **case["config"])
+    with tiny_chunks():
+      got = _jit(conv_lib._batch_split_conv, precision=None, **case["config"])(x, w)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+
+  @settings(**_SETTINGS)
+  @given(lowering_cases())
+  def test_im2col_lowering(self, case):
+    x, w = _arrays(case)
+    config = dict(case["config"])
+    config.pop("lhs_dilation")
+    want = lax_reference(x, w, **config)
+    got = _jit(conv_lib._im2col_conv, **config)(x, w)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+
+  @settings(**_SETTINGS)
+  @given(lowering_cases(groups=(1, 2, 3)), st.integers(1, 3))
+  def test_depthwise_lowering(self, case, multiplier):
+    # Depthwise: groups == C_in, one input channel per group, any channel multiplier.
+    c_in = case["x_shape"][-1]
+    x = _random(case["x_shape"], 0)
+    w = _random((*case["w_shape"][:-2], 1, c_in * multiplier), 1)
+    config = dict(case["config"], groups=c_in)
+    config.pop("lhs_dilation")
+    want = lax_reference(x, w, **config)
+    got = _jit(
+        conv_lib._depthwise_conv,
+        stride=config["stride"], pads=config["pads"], dilation=config["dilation"],
+    )(x, w)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+    got = _jit(conv_lib._cpu_conv, precision=None, lhs_dilation=(1,) * (x.ndim - 2), **config)(x, w)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+
+  def test_uneven_chunks_cover_the_batch(self):
+    # 7 examples in 3 chunks (2, 3, 2): every example computed once, in order.
+    x, w = _random((7, 6, 6, 3)), _random((3, 3, 3, 4), 1)
+    config = dict(stride=(1, 2), pads=((1, 0), (2, 1)), dilation=(2, 1), groups=1)
+    want = lax_reference(x, w, **config)
+    with tiny_chunks(max_chunks=3):
+      got = conv_lib._batch_split_conv(
+          x, w, precision=None, lhs_dilation=(1, 1), **config
+      )
+      text = _lowered_text(
+          functools.partial(
+              conv_lib._batch_split_conv, precision=None, lhs_dilation=(1, 1), **config
+          ),
+          x, w,
+      )
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+    self.assertEqual(_count(text, "convolution"), 3)
+
+
+# --------------------------------------------------- the public ops on CPU vs lax
+
+
+_PUBLIC_CASES = (
+    dict(testcase_name="3x3_same", x=(4, 9, 9, 4), w=(3, 3, 4, 5), kw=dict(padding="SAME")),
+    dict(testcase_name="strided_dilated", x=(3, 11, 10, 2), w=(3, 2, 2, 3),
+         kw=dict(stride=(2, 3), dilation=(2, 1), padding=((1, 2), (0, 1)))),
+    dict(testcase_name="grouped", x=(2, 8, 8, 4), w=(3, 3, 2, 6),
+         kw=dict(groups=2, padding=1)),
+    dict(testcase_name="depthwise", x=(2, 8, 7, 3), w=(3, 3, 1, 6),
+         kw=dict(groups=3, padding="SAME", stride=2)),
+    dict(testcase_name="one_by_one", x=(3, 7, 7, 4), w=(1, 1, 4, 5),
+         kw=dict(stride=2, padding=1)),
+    dict(testcase_name="conv1d", x=(3, 17, 3), w=(4, 3, 2),
+         kw=dict(dilation=3, padding="FULL")),
+    dict(testcase_name="conv3d", x=(2, 5, 6, 4, 2), w=(2, 3, 2, 2, 3),
+         kw=dict(stride=(1, 2, 1), padding="SAME")),
+)
+
+
+def _lax_padding(x_shape, w_shape, kw):
+  """Resolves the public padding spec into lax's (low, high) pairs, independently."""
+  nd = len(w_shape) - 2
+  tup = lambda v: (v,) * nd if isinstance(v, int) else tuple(v)
+  stride, dilation = tup(kw.get("stride", 1)), tup(kw.get("dilation", 1))
+  r_eff = [(r - 1) * t + 1 for r, t in zip(w_shape[:nd], dilation)]
+  padding = kw.get("padding", "VALID")
+  if padding == "FULL":
+    pads = [(r - 1, r - 1) for r in r_eff]
+  elif isinstance(padding, str):
+    pads = lax.padtype_to_pads(x_shape[1:-1], r_eff, stride, padding)
+  elif isinstance(padding, int):
+    pads = [(padding, padding)] * nd
+  else:
+    pads = [tuple(p) for p in padding]
+  return dict(stride=stride, dilation=dilation, pads=tuple(pads), groups=kw.get("groups", 1))
+
+
+class PublicOpsOnCpuTest(chex.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.named_parameters(*_PUBLIC_CASES)
+  def test_cross_correlate_matches_lax(self, x, w, kw):
+    xs, ws = _random(x), _random(w, 1)
+    want = lax_reference(xs, ws, **_lax_padding(x, w, kw))
+    for chunks in (contextlib.nullcontext(), tiny_chunks()):
+      with chunks:
+        got = self.variant(functools.partial(cross_correlate, **kw))(xs, ws)
+      np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.named_parameters(*_PUBLIC_CASES)
+  def test_convolve_matches_lax_of_the_flipped_kernel(self, x, w, kw):
+    xs, ws = _random(x), _random(w, 1)
+    flipped = np.flip(ws, axis=tuple(range(len(w) - 2)))
+    want = lax_reference(xs, flipped, **_lax_padding(x, w, kw))
+    got = self.variant(functools.partial(convolve, **kw))(xs, ws)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.named_parameters(*_PUBLIC_CASES)
+  def test_conv_transpose_is_the_vjp_of_lax(self, x, w, kw):
+    xs, ws = _random(x), _random(w, 1)
+    cfg = _lax_padding(x, w, kw)
+    y, vjp = jax.vjp(lambda x: lax_reference(x, ws, **cfg), xs)
+    ct = _random(y.shape, 2)
+    (want,) = vjp(ct)
+    config = {k: v for k, v in kw.items() if k in ("stride", "padding", "dilation", "groups")}
+    for chunks in (contextlib.nullcontext(), tiny_chunks()):
+      with chunks:
+        got = self.variant(
+            functools.partial(conv_transpose, input_shape=x[1:-1], **config)
+        )(ct, ws)
+      np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+
+  def test_float32_matches_lax_within_tolerance(self):
+    # The main benchmark shape at a tiny batch; float32, as users run it.
+    x, w = _random((2, 16, 16, 32), 0, np.float32), _random((3, 3, 32, 16), 1, np.float32)
+    want = lax_reference(x.astype(np.float64), w.astype(np.float64),
+                         stride=(1, 1), pads=((1, 1), (1, 1)))
+    with tiny_chunks():
+      got = jax.jit(functools.partial(cross_correlate, padding="SAME"))(x, w)
+    self.assertEqual(got.dtype, jnp.float32)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+# ------------------------------------------------------------ transformations
+
+
+class TransformTest(chex.TestCase):
+
+  @parameterized.named_parameters(
+      dict(testcase_name="split", x=(3, 5, 5, 2), w=(3, 3, 2, 2), kw=dict(padding=1)),
+      dict(testcase_name="depthwise", x=(2, 5, 5, 2), w=(3, 3, 1, 4),
+           kw=dict(groups=2, stride=2, padding="SAME")),
+      dict(testcase_name="one_by_one", x=(2, 5, 5, 2), w=(1, 1, 2, 3), kw=dict(stride=2)),
+  )
+  def test_grads_fwd_and_rev(self, x, w, kw):
+    args = (_random(x), _random(w, 1))
+    f = jax.jit(functools.partial(cross_correlate, **kw))
+    with tiny_chunks():
+      check_grads(f, args, order=1, modes=("fwd", "rev"))
+      if w[0] > 1 and kw.get("groups", 1) == 1:  # second order through the batch split
+        check_grads(f, args, order=2, modes=("rev",))
+
+  @parameterized.named_parameters(*_PUBLIC_CASES)
+  def test_grad_matches_grad_of_lax(self, x, w, kw):
+    xs, ws = _random(x), _random(w, 1)
+    cfg = _lax_padding(x, w, kw)
+    loss = lambda f: (lambda x, w: jnp.sum(jnp.sin(f(x, w))))
+    want = jax.grad(loss(lambda x, w: lax_reference(x, w, **cfg)), (0, 1))(xs, ws)
+    with tiny_chunks():
+      got = jax.jit(jax.grad(loss(functools.partial(cross_correlate, **kw)), (0, 1)))(xs, ws)
+    for g, r in zip(got, want):
+      np.testing.assert_allclose(g, r, rtol=1e-10, atol=1e-10)
+
+  @parameterized.named_parameters(
+      dict(testcase_name="stride2_same", kw=dict(stride=2, padding="SAME"), y=(2, 3, 3, 2),
+           w=(3, 3, 2, 2), x=(6, 6)),
+      dict(testcase_name="dilated_grouped", kw=dict(stride=(2, 3), dilation=(1, 2),
+           groups=2, padding=((1, 0), (2, 1))), y=(1, 3, 2, 4), w=(2, 3, 2, 4), x=(6, 6)),
+      dict(testcase_name="conv1d_dropped", kw=dict(stride=3, padding="VALID"),
+           y=(2, 3, 2), w=(2, 3, 2), x=(8,)),
+  )
+  def test_conv_transpose_grads_match_lax(self, kw, y, w, x):
+    # conv_transpose has a custom JVP (fast weight gradient on XLA:CPU); its derivatives
+    # must equal those of the vjp of lax's forward convolution.
+    ys, ws = _random(y, 3), _random(w, 4)
+    cfg = _lax_padding((1, *x, 1), w, kw)
+    xs = np.zeros((y[0], *x, w[-2] * cfg["groups"]))
+    g = _random(xs.shape, 5)
+
+    def lax_adjoint(y, w):
+      return jax.vjp(lambda x: lax_reference(x, w, **cfg), xs)[1](y)[0]
+
+    ours = functools.partial(conv_transpose, input_shape=x, **kw)
+    loss = lambda f: (lambda y, w: jnp.sum(jnp.sin(f(y, w)) * g))
+    want = jax.grad(loss(lax_adjoint), (0, 1))(ys, ws)
+    got = jax.jit(jax.grad(loss(ours), (0, 1)))(ys, ws)
+    for a, b in zip(got, want):
+      np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
+    # Forward mode, one tangent at a time and both (symbolic zeros in the custom JVP).
+    jvp = lambda f, t: jax.jvp(f, (ys, ws), t)[1]
+    for t in ((ys, np.zeros_like(ws)), (np.zeros_like(ys), ws), (ys, ws)):
+      np.testing.assert_allclose(jax.jit(jvp, static_argnums=0)(ours, t), jvp(lax_adjoint, t),
+                                 rtol=1e-10, atol=1e-10)
+    # vmap over the batch, one kernel per example: the weight gradient per example.
+    w_stack = np.stack([ws * (i + 1) for i in range(y[0])])
+    vloss = lambda w: jnp.sum(jnp.sin(jax.vmap(ours)(ys[:, None], w)))
+    grad_v = jax.jit(jax.grad(vloss))(w_stack)
+    grad_0 = jax.grad(lambda w: jnp.sum(jnp.sin(ours(ys[:1], w))))(w_stack[0])
+    np.testing.assert_allclose(grad_v[0], grad_0, rtol=1e-10, atol=1e-10)
+
+  def test_conv_transpose_second_order(self):
+    # Forward over reverse through the custom JVP: the Hessian in w equals lax's.
+    ys, ws, g = _random((1, 3, 2), 3), _random((2, 3, 2), 4), _random((1, 7, 3), 5)
+
+    def lax_adjoint(y, w):
+      x = np.zeros((1, 7, 3))
+      fwd = lambda x: lax_reference(x, w, stride=(3,), pads=((1, 0),))
+      return jax.vjp(fwd, x)[1](y)[0]
+
+    ours = functools.partial(conv_transpose, stride=3, padding=((1, 0),), input_shape=(7,))
+    hess = lambda f: jax.hessian(lambda w: jnp.sum(jnp.sin(f(ys, w)) * g))(ws)
+    np.testing.assert_allclose(jax.jit(hess, static_argnums=0)(ours), hess(lax_adjoint),
+                               rtol=1e-10, atol=1e-10)
+    check_grads(jax.jit(ours), (ys, ws), order=1, modes=("fwd", "rev"))
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.named_parameters(
+      dict(testcase_name="split", w=(3, 3, 2, 2), kw=dict(padding="SAME")),
+      dict(testcase_name="depthwise", w=(3, 3, 1, 2), kw=dict(groups=2)),
+      dict(testcase_name="one_by_one", w=(1, 1, 2, 3), kw=dict(stride=2)),
+  )
+  def test_vmap(self, w, kw):
+    xs, ws = _random((3, 2, 6, 6, 2)), _random((3, *w), 1)
+    f = functools.partial(cross_correlate, **kw)
+    with tiny_chunks():
+      got = self.variant(jax.vmap(f))(xs, ws)
+    for i in range(3):
+      np.testing.assert_allclose(got[i], f(xs[i], ws[i]), rtol=1e-10, atol=1e-10)
+
+  @parameterized.product(
+      dtype=(jnp.float32, jnp.bfloat16, jnp.float64, jnp.int32),
+      case=("split", "depthwise", "one_by_one"),
+  )
+  def test_dtype_is_kept_and_close_to_lax(self, dtype, case):
+    w_shape, kw = {
+        "split": ((3, 3, 2, 4), dict(padding="SAME")),
+        "depthwise": ((3, 3, 1, 4), dict(groups=2, padding="SAME")),
+        "one_by_one": ((1, 1, 2, 4), {}),
+    }[case]
+    x = jnp.asarray(np.round(_random((2, 6, 6, 2)) * 3)).astype(dtype)
+    w = jnp.asarray(np.round(_random(w_shape, 1) * 3)).astype(dtype)
+    with tiny_chunks():
+      got = jax.jit(functools.partial(cross_correlate, **kw))(x, w)
+    self.assertEqual(got.dtype, dtype)
+    cfg = _lax_padding(x.shape, w_shape, kw)
+    want = lax_reference(np.asarray(x, np.float64), np.asarray(w, np.float64), **cfg)
+    # Integer-valued inputs: exact in every dtype but bfloat16 (8-bit mantissa).
+    tol = 0.1 if dtype == jnp.bfloat16 else 0
+    np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=tol, atol=tol)
+
+
+# ----------------------------------------------------- which program is lowered
+
+
+class LoweredProgramTest(chex.TestCase):
+
+  @parameterized.parameters("cuda", "rocm", "tpu")
+  def test_other_platforms_get_one_lax_convolution(self, platform):
+    x, w = jnp.ones((64, 8, 8, 4)), jnp.ones((3, 3, 4, 4))
+    for f in (
+        functools.partial(cross_correlate, padding="SAME", stride=2, dilation=1),
+        functools.partial(convolve, padding="SAME"),
+        functools.partial(cross_correlate, padding=1, padding_mode="circular"),
+    ):
+      text = _lowered_text(f, x, w, platform=platform)
+      self.assertEqual(_count(text, "convolution"), 1)
+      self.assertEqual(_count(text, "dot_general"), 0)
+      if "padding_mode" not in f.keywords:  # circular padding concatenates; zeros don't
+        self.assertEqual(_count(text, "concatenate"), 0)
+    dw = jnp.ones((3, 3, 1, 4))
+    text = _lowered_text(functools.partial(cross_correlate, groups=4), x, dw, platform=platform)
+    self.assertEqual(_count(text, "convolution"), 1)
+    text = _lowered_text(
+        functools.partial(conv_transpose, stride=2, padding="SAME"), x, w, platform=platform
+    )
+    self.assertEqual(_count(text, "convolution"), 1)
+
+  def test_cpu_splits_a_large_batch(self):
+    # 64 examples of 8×8×16 float32 (4 KiB each): one chunk of 32 examples each.
+    x, w = jnp.ones((64, 8, 8, 16)), jnp.ones((3, 3, 16, 16))
+    text = _lowered_text(functools.partial(cross_correlate, padding="SAME"), x, w)
+    self.assertEqual(_count(text, "convolution"), 2)
+    text = _lowered_text(functools.partial(cross_correlate, padding="SAME"), x[:8], w)
+    self.assertEqual(_count(text, "convolution"), 1)
+
+  def test_cpu_depthwise_and_one_by_one_have_no_convolution(self):
+    x = jnp.ones((2, 8, 8, 4))
+    text = _lowered_text(functools.partial(cross_correlate, groups=4), x, jnp.ones((3, 3, 1, 8)))
+    self.assertEqual(_count(text, "convolution"), 0)
+    text = _lowered_text(cross_correlate, x, jnp.ones((1, 1, 4, 8)))
+    self.assertEqual(_count(text, "convolution"), 0)
+    self.assertEqual(_count(text, "dot_general"), 1)
+
+  def test_chunk_count_is_capped(self):
+    x, w = jnp.ones((40, 4, 4, 2)), jnp.ones((3, 3, 2, 2))
+    with tiny_chunks(max_chunks=5):
+      text = _lowered_text(functools.partial(cross_correlate, padding="SAME"), x, w)
+    self.assertEqual(_count(text, "convolution"), 5)
+
+
+if __name__ == "__main__":
+  pytest.main([__file__, "-q"])
