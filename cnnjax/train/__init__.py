@@ -5,36 +5,57 @@ Example:
   >>> result = train(TrainConfig(epochs=1), out_dir="/tmp/run")  # doctest: +SKIP
 """
 
+from cnnjax.train.augment import alternating_flip, tta_logits
 from cnnjax.train.checkpoint import Checkpointer
-from cnnjax.train.config import OPTIMIZERS, SCHEDULES, TrainConfig
+from cnnjax.train.config import (
+    FLIP_MODES,
+    OPTIMIZERS,
+    RECIPES,
+    SCHEDULES,
+    TTA_MODES,
+    TrainConfig,
+)
 from cnnjax.train.loop import NonFiniteLossError, TrainResult, evaluate, load_run, train
 from cnnjax.train.metrics import read_metrics
-from cnnjax.train.optim import make_optimizer, make_schedule
+from cnnjax.train.optim import (
+    lookahead_schedule,
+    make_optimizer,
+    make_schedule,
+    norm_param_mask,
+)
 from cnnjax.train.search import SearchSpace, search
 from cnnjax.train.sharding import initialize_distributed, make_mesh
-from cnnjax.train.state import TrainState, create_train_state
+from cnnjax.train.state import TrainState, create_train_state, eval_params
 from cnnjax.train.steps import cross_entropy, make_steps, make_train_step
 
 __all__ = [
+    "FLIP_MODES",
     "OPTIMIZERS",
+    "RECIPES",
     "SCHEDULES",
+    "TTA_MODES",
     "Checkpointer",
     "NonFiniteLossError",
     "SearchSpace",
     "TrainConfig",
     "TrainResult",
     "TrainState",
+    "alternating_flip",
     "create_train_state",
     "cross_entropy",
+    "eval_params",
     "evaluate",
     "initialize_distributed",
     "load_run",
+    "lookahead_schedule",
     "make_mesh",
     "make_optimizer",
     "make_schedule",
     "make_steps",
     "make_train_step",
+    "norm_param_mask",
     "read_metrics",
     "search",
     "train",
+    "tta_logits",
 ]

@@ -16,7 +16,14 @@ import sys
 import time
 from typing import Any
 
-from cnnjax.train.config import OPTIMIZERS, SCHEDULES, TrainConfig
+from cnnjax.train.config import (
+    FLIP_MODES,
+    OPTIMIZERS,
+    RECIPES,
+    SCHEDULES,
+    TTA_MODES,
+    TrainConfig,
+)
 
 __all__ = ["add_subcommands", "config_from_args"]
 
@@ -55,7 +62,7 @@ def _none_or(kind):
 # (field, flag kwargs, help); the default is appended from TrainConfig.
 _FLAGS: list[tuple[str, dict[str, Any], str]] = [
     ("model", {"metavar": "NAME"}, "zoo model (cnnjax.models.names(): linear, mlp, seed-cnn, "
-     "lenet5, vgg11, resnet20, ...)"),
+     "lenet5, vgg11, resnet20, fastnet, ...)"),
     ("model_options", {"type": _kv, "action": "append", "metavar": "KEY=VALUE",
                        "flag": "--model-option"},
      "extra model constructor option, repeatable (e.g. conv=tiled, hidden=200)"),
@@ -85,19 +92,42 @@ _FLAGS: list[tuple[str, dict[str, Any], str]] = [
      "decoupled for adamw"),
     ("decay_all", {"action": argparse.BooleanOptionalAction},
      "also decay biases and normalisation parameters, not only kernels"),
+    ("norm_lr_scale", {"type": float, "metavar": "S"}, "learning-rate multiplier of "
+     "normalisation-layer parameters (layers named *norm* or bn*), not of their weight decay; "
+     "sgd only (airbench: 64)"),
     ("label_smoothing", {"type": float}, "label smoothing of the training targets"),
     ("clip_grad_norm", {"type": _none_or(float)}, "clip gradients to this global norm "
      "(None: no clipping)"),
     ("schedule", {"choices": SCHEDULES}, "learning-rate schedule (after --warmup-epochs of "
      "linear warm-up; onecycle has its own warm-up)"),
     ("warmup_epochs", {"type": float, "metavar": "E"}, "linear warm-up length in epochs"),
+    ("warmup_start_fraction", {"type": float, "metavar": "F"}, "learning rate at the start "
+     "of the warm-up, as a fraction of --lr (0: from zero)"),
     ("final_lr_fraction", {"type": float}, "final learning rate of cosine/linear decay, as a "
      "fraction of --lr"),
     ("piecewise_boundaries", {"type": float, "nargs": "+", "metavar": "E"},
      "epochs at which the piecewise schedule multiplies the rate by --piecewise-factor"),
     ("piecewise_factor", {"type": float}, "factor at each piecewise boundary"),
-    ("augment", {"action": argparse.BooleanOptionalAction}, "random crop (4-pixel reflect "
-     "padding) and horizontal flip on the device"),
+    ("lookahead", {"action": argparse.BooleanOptionalAction}, "Lookahead (optax.lookahead): "
+     "slow parameters, evaluated, pulled towards the fast ones every --lookahead-sync-period "
+     "steps by alpha = 1 - decay^period * (t/T)^3"),
+    ("lookahead_sync_period", {"type": int, "metavar": "K"}, "Lookahead: fast steps between "
+     "synchronisations"),
+    ("lookahead_decay", {"type": float}, "Lookahead: per-step decay of the slow average at "
+     "the end of the run, in [0, 1)"),
+    ("augment", {"action": argparse.BooleanOptionalAction}, "random crop (--crop-padding "
+     "pixels of reflect padding) and horizontal flip (--flip) on the device"),
+    ("crop_padding", {"type": int, "metavar": "P"}, "--augment: padding of the random crop "
+     "(a translation by up to P pixels; 0: no crop)"),
+    ("flip", {"choices": FLIP_MODES}, "--augment: horizontal flips, random (p=1/2 per "
+     "image and step), alternating (a fixed coin per image, flipped the other way in odd "
+     "epochs; airbench) or none"),
+    ("tta", {"choices": TTA_MODES}, "test-time augmentation of every evaluation: none, "
+     "flip (mean logits of image and mirror: 2x eval cost) or flip_translate (also 1-pixel "
+     "translations: 6x)"),
+    ("data_init_images", {"type": int, "metavar": "N"}, "training images given to the "
+     "model's data-dependent initialisation, if it has one (fastnet's patch-whitening "
+     "layer); 0: skip it"),
     ("seed", {"type": int}, "seed of initialisation, validation split, shuffling, "
      "augmentation and dropout"),
     ("steps_per_call", {"type": int, "metavar": "K"}, "training steps per compiled call "
@@ -115,6 +145,14 @@ _FLAGS: list[tuple[str, dict[str, Any], str]] = [
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+  recipes = "; ".join(f"{name}: {r.description}" for name, r in RECIPES.items())
+  recipes = recipes.replace("%", "%%")  # argparse %-formats help strings
+  parser.add_argument(
+      "--recipe", choices=sorted(RECIPES), default=None,
+      help=f"start from a recipe's settings instead of the defaults; flags given explicitly "
+      f"override it, and its derived values (fast: --lr and --weight-decay from --batch-size "
+      f"and --momentum, --warmup-epochs = 0.23 x --epochs) follow the overrides. {recipes} "
+      "(default: none)")
   group = parser.add_argument_group("run configuration (TrainConfig fields)")
   for name, kwargs, text in _FLAGS:
     kwargs = dict(kwargs)
@@ -126,7 +164,14 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
-  """``base`` (default ``TrainConfig()``) with the config flags given on the command line."""
+  """``base`` (default ``TrainConfig()``, or ``--recipe``'s config) with the config flags
+  given on the command line."""
+  recipe = getattr(args, "recipe", None)
+  if recipe is not None and base is not None:
+    raise ValueError(
+        f"--recipe got {recipe!r} with --resume; expected no --recipe: the run's config.json "
+        "already holds its recipe's values (change single flags instead)."
+    )
   given = {}
   for name, _, _ in _FLAGS:
     if hasattr(args, name):
@@ -134,6 +179,8 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) 
       if name in ("model_options", "data_options"):
         value = {**getattr(base or TrainConfig(), name), **dict(value)}
       given[name] = value
+  if recipe is not None:
+    return TrainConfig.from_recipe(recipe, **given)
   if base is None:
     return TrainConfig(**given)
   if "optimizer" in given and "lr" not in given and given["optimizer"] != base.optimizer:
@@ -187,7 +234,8 @@ def _eval(args: argparse.Namespace) -> int:
 
       config = TrainConfig.load(os.path.join(args.run, "config.json"))
       dataset = load_dataset(config.replace(data_dir=args.data_dir))
-    result = evaluate(args.run, epoch=args.epoch, splits=args.split, dataset=dataset)
+    result = evaluate(args.run, epoch=args.epoch, splits=args.split, dataset=dataset,
+                      tta=args.tta)
   except (ValueError, FileNotFoundError) as e:
     return _fail("eval", e)
   for key, value in result.items():
@@ -224,6 +272,8 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
       "  cnnjax train\n"
       "  cnnjax train --model seed-cnn --data cifar10 --data-dir cifar10-train-jpeg.zip \\\n"
       "      --epochs 10 --augment --out runs/seed-cnn\n"
+      "  cnnjax train --recipe fast --data cifar10 --data-dir cifar10-train-jpeg.zip \\\n"
+      "      --out runs/fastnet        # airbench94: fastnet, 10 epochs of batch 1024\n"
       "  cnnjax train --out runs/seed-cnn --resume --epochs 20",
   )
   _add_config_flags(p)
@@ -248,6 +298,9 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
                  help="checkpoint epoch (default: the latest complete one)")
   e.add_argument("--split", nargs="+", choices=("train", "val", "test"),
                  default=["val", "test"], help="splits to evaluate (default: val test)")
+  e.add_argument("--tta", choices=TTA_MODES, default=None,
+                 help="test-time augmentation: none, flip or flip_translate (default: the "
+                 "run's --tta)")
   e.add_argument("--data-dir", metavar="PATH", default=None,
                  help="read the data from here instead of the run's --data-dir (default: "
                  "the run's)")

@@ -24,10 +24,10 @@ from flax import nnx
 
 from cnnjax.train import sharding as _sh
 from cnnjax.train.checkpoint import Checkpointer
-from cnnjax.train.config import TrainConfig
+from cnnjax.train.config import TTA_MODES, TrainConfig
 from cnnjax.train.metrics import MetricsLog
 from cnnjax.train.optim import make_optimizer, make_schedule
-from cnnjax.train.state import ModelDef, TrainState, create_train_state
+from cnnjax.train.state import ModelDef, TrainState, create_train_state, eval_params
 from cnnjax.train.steps import Steps, make_steps
 
 __all__ = [
@@ -75,8 +75,8 @@ class TrainResult:
 
   @property
   def model(self) -> nnx.Module:
-    """The trained model, in evaluation mode."""
-    return nnx.merge(self.model_def.eval, self.state.params, self.state.model_state)
+    """The trained model, in evaluation mode (with the slow parameters under Lookahead)."""
+    return nnx.merge(self.model_def.eval, eval_params(self.state.params), self.state.model_state)
 
 
 def build_model(config: TrainConfig, *, num_classes: int, input_shape: Sequence[int],
@@ -100,23 +100,38 @@ def build_model(config: TrainConfig, *, num_classes: int, input_shape: Sequence[
 
 
 def init_state(config: TrainConfig, tx, *, num_classes: int, input_shape: Sequence[int],
-               mesh, model_fn: ModelFn | None = None) -> tuple[ModelDef, TrainState]:
+               mesh, model_fn: ModelFn | None = None, train_images=None,
+               preprocess=None) -> tuple[ModelDef, TrainState]:
   """Builds the model and the optimizer state in one compiled call, placed on ``mesh``.
 
   Initialising inside ``jax.jit`` compiles one program instead of one per initialiser
   and parameter shape (eagerly, a ResNet's dozens of small compilations dominate start-up
   on CPU), and puts the state straight into its replicated sharding.
+
+  If the model has a data-dependent initialisation (a ``data_init(images)`` method, e.g.
+  fastnet's whitening layer) and ``train_images`` (uint8, on the devices) and
+  ``preprocess`` are given, it runs in the same call on ``config.data_init_images``
+  training images evenly spaced over the training part (every ``N // n``-th: a
+  class-sorted source gives every class), preprocessed without augmentation.
   """
   defs = []
 
-  def init():
+  def init(images):
     model = build_model(config, num_classes=num_classes, input_shape=input_shape,
                         model_fn=model_fn)
-    model_def, state = create_train_state(model, tx, seed=config.seed)
+    if images is not None and hasattr(model, "data_init"):
+      # Evenly spaced over the training part: the first N of a class-sorted source (an
+      # image folder) would all be one class.
+      n = min(config.data_init_images, images.shape[0])
+      chosen = images[::images.shape[0] // n][:n]
+      model.data_init(preprocess(None, chosen, train=False))
+    model_def, state = create_train_state(model, tx, seed=config.seed,
+                                          lookahead=config.lookahead)
     defs.append(model_def)
     return state
 
-  state = jax.jit(init, out_shardings=_sh.replicated(mesh))()
+  use = train_images is not None and preprocess is not None and config.data_init_images > 0
+  state = jax.jit(init, out_shardings=_sh.replicated(mesh))(train_images if use else None)
   return defs[0], state
 
 
@@ -128,10 +143,13 @@ def load_dataset(config: TrainConfig):
                    seed=config.seed, val_size=config.val_size, **config.data_options)
 
 
-def _make_preprocess(train_images: jax.Array, *, augment: bool):
+def _make_preprocess(train_images: jax.Array, *, augment: bool, crop_padding: int = 4,
+                     flip: str = "random"):
   """Per-channel normalisation (+ crop/flip) as ``preprocess(key, uint8 batch, *, train)``.
 
   The mean and standard deviation are those of the training part, computed on the device.
+  The crop pads by ``crop_padding`` (reflect); only ``flip="random"`` flips here (the
+  alternating flip needs the examples' indices and happens in the train step).
   """
   from cnnjax.data import pipeline
 
@@ -141,7 +159,7 @@ def _make_preprocess(train_images: jax.Array, *, augment: bool):
   def preprocess(key, images, *, train: bool):
     x = pipeline.normalize(images, mean, std)
     if train and augment:
-      x = pipeline.augment(key, x)
+      x = pipeline.augment(key, x, padding=crop_padding, flip=flip == "random")
     return x
 
   return preprocess
@@ -280,9 +298,13 @@ def train(
 
   tx = make_optimizer(config, steps_per_epoch=steps_per_epoch)
   schedule = make_schedule(config, steps_per_epoch=steps_per_epoch)
+  arrays = _device_arrays(dataset, mesh)
+  images, labels = arrays["train"]
+  preprocess = _make_preprocess(images, augment=config.augment,
+                                crop_padding=config.crop_padding, flip=config.flip)
   model_def, state = init_state(config, tx, num_classes=len(dataset.class_names),
                                 input_shape=dataset.train_images.shape[1:], mesh=mesh,
-                                model_fn=model_fn)
+                                model_fn=model_fn, train_images=images, preprocess=preprocess)
 
   os.makedirs(out_dir, exist_ok=True)
   log = MetricsLog(os.path.join(out_dir, "metrics.jsonl"))
@@ -311,14 +333,12 @@ def train(
     if not resume:
       log.truncate(0)
 
-  arrays = _device_arrays(dataset, mesh)
-  images, labels = arrays["train"]
-  preprocess = _make_preprocess(images, augment=config.augment)
   steps = make_steps(
       model_def, tx, preprocess=preprocess, mesh=mesh, num_train=num_train,
       steps_per_epoch=steps_per_epoch, batch_size=config.batch_size,
       eval_batch_size=eval_batch_size, label_smoothing=config.label_smoothing,
       steps_per_call=min(config.steps_per_call, steps_per_epoch), unroll=config.unroll,
+      alternating_flip=config.augment and config.flip == "alternating", tta=config.tta,
   )
 
   compile_seconds = None
@@ -377,7 +397,7 @@ def train(
   progress.close()
   ckpt.close()
   if plots and _is_main():
-    _write_plots(out_dir, history, state.params, dataset)
+    _write_plots(out_dir, history, state, dataset)
   say(f"Run written to {out_dir}")
   return TrainResult(config=config, out_dir=out_dir, history=history, state=state,
                      model_def=model_def, steps=steps if ran else None)
@@ -458,12 +478,16 @@ def _epoch_line(r: dict[str, Any], epochs: int) -> str:
   return " | ".join(parts)
 
 
-def _write_plots(out_dir: str, history, params, dataset) -> None:
+def _write_plots(out_dir: str, history, state, dataset) -> None:
   from cnnjax.train import plots
 
   plots.plot_curves(history, os.path.join(out_dir, "curves.png"))
-  if params is not None:
-    filters = plots.first_layer_filters(_sh.to_host(params),
+  if state is not None:
+    # Trained parameters first; then frozen weights kept in the model state (fastnet's
+    # whitening filters), floating arrays only (not RNG keys).
+    frozen = [x for x in jax.tree.leaves(state.model_state)
+              if jnp.issubdtype(x.dtype, jnp.floating)]
+    filters = plots.first_layer_filters(_sh.to_host([eval_params(state.params), frozen]),
                                         image_shape=dataset.train_images.shape[1:])
     if filters is not None:
       plots.plot_filters(filters, os.path.join(out_dir, "filters.png"),
@@ -521,7 +545,7 @@ def load_run(run_dir: str | os.PathLike, *, epoch: int | None = None, dataset=No
 
 def evaluate(run_dir: str | os.PathLike, *, epoch: int | None = None,
              splits: Sequence[str] = ("val", "test"), dataset=None,
-             model_fn: ModelFn | None = None) -> dict[str, Any]:
+             model_fn: ModelFn | None = None, tta: str | None = None) -> dict[str, Any]:
   """Evaluates a run's checkpoint on the validation (and test, if present) splits.
 
   Args:
@@ -530,9 +554,11 @@ def evaluate(run_dir: str | os.PathLike, *, epoch: int | None = None,
     splits: any of ``"train"``, ``"val"``, ``"test"`` (absent splits are skipped).
     dataset: the run's dataset, if already loaded.
     model_fn: the model factory the run used, if it did not use the zoo.
+    tta: test-time augmentation (``"none"``, ``"flip"``, ``"flip_translate"``); None: the
+      run's ``config.tta``.
 
   Returns:
-    ``{"epoch": e, "<split>_loss": ..., "<split>_accuracy": ...}``.
+    ``{"epoch": e, "tta": mode, "<split>_loss": ..., "<split>_accuracy": ...}``.
 
   Example:
     >>> evaluate("/tmp/run")["val_accuracy"]  # doctest: +SKIP
@@ -543,6 +569,8 @@ def evaluate(run_dir: str | os.PathLike, *, epoch: int | None = None,
           f"evaluate: splits got {tuple(splits)!r}; expected names from ('train', 'val', "
           "'test')."
       )
+  if tta is not None and tta not in TTA_MODES:
+    raise ValueError(f"evaluate: tta got {tta!r}; expected None or one of {TTA_MODES}.")
   config, dataset, model_def, state, epoch = load_run(
       run_dir, epoch=epoch, dataset=dataset, model_fn=model_fn
   )
@@ -554,8 +582,9 @@ def evaluate(run_dir: str | os.PathLike, *, epoch: int | None = None,
       model_def, tx, preprocess=_make_preprocess(train_images, augment=False), mesh=mesh,
       num_train=len(dataset.train_labels), steps_per_epoch=1,
       batch_size=config.batch_size, eval_batch_size=eval_batch_size,
+      tta=config.tta if tta is None else tta,
   )
-  result: dict[str, Any] = {"epoch": epoch}
+  result: dict[str, Any] = {"epoch": epoch, "tta": config.tta if tta is None else tta}
   sources = {
       "train": (dataset.train_images, dataset.train_labels),
       "val": (dataset.val_images, dataset.val_labels),

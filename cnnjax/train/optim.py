@@ -7,11 +7,18 @@ boundaries) are converted with ``steps_per_epoch``.
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from cnnjax.train.config import TrainConfig
 
-__all__ = ["make_optimizer", "make_schedule", "weight_decay_mask"]
+__all__ = [
+    "lookahead_schedule",
+    "make_optimizer",
+    "make_schedule",
+    "norm_param_mask",
+    "weight_decay_mask",
+]
 
 
 def make_schedule(config: TrainConfig, *, steps_per_epoch: int) -> optax.Schedule:
@@ -56,7 +63,8 @@ def make_schedule(config: TrainConfig, *, steps_per_epoch: int) -> optax.Schedul
     )
   if not warmup:
     return main
-  return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])
+  start = lr * config.warmup_start_fraction
+  return optax.join_schedules([optax.linear_schedule(start, lr, warmup), main], [warmup])
 
 
 def weight_decay_mask(params, *, decay_all: bool = False):
@@ -64,8 +72,68 @@ def weight_decay_mask(params, *, decay_all: bool = False):
   return jax.tree.map(lambda p: decay_all or p.ndim >= 2, params)
 
 
+def _is_norm_layer(name) -> bool:
+  name = str(name).lower()
+  return "norm" in name or name.startswith("bn")
+
+
+def norm_param_mask(params):
+  """True for the parameters of normalisation layers, by the owning layer's name.
+
+  A parameter is a normalisation layer's when the attribute holding its layer contains
+  ``"norm"`` (airbench's rule: ``norm1``, ``batch_norm``, ``layernorm``) or starts with
+  ``"bn"`` (the zoo's ``bn``, ``bn1``): the path key just before the parameter's own name.
+
+  Example:
+    >>> norm_param_mask({"bn1": {"bias": jnp.zeros(2)}, "conv": {"bias": jnp.zeros(2)}})
+    {'bn1': {'bias': True}, 'conv': {'bias': False}}
+  """
+
+  def name(key):
+    for attr in ("key", "name", "idx"):
+      if hasattr(key, attr):
+        return getattr(key, attr)
+    return key
+
+  def owner_is_norm(path, _):
+    names = [name(k) for k in path]
+    if names and names[-1] == "value":  # an nnx.Variable's own leaf
+      names = names[:-1]
+    return len(names) >= 2 and _is_norm_layer(names[-2])
+
+  return jax.tree_util.tree_map_with_path(owner_is_norm, params)
+
+
+def lookahead_schedule(config: TrainConfig, *, steps_per_epoch: int) -> optax.Schedule:
+  """Lookahead's slow step size ``α(t) = 1 − decay^k · (t / T)³`` (airbench's ramp).
+
+  ``k`` is ``config.lookahead_sync_period``, ``decay`` ``config.lookahead_decay`` and ``T``
+  the run's steps: ``α`` starts at 1 (the slow parameters follow the fast ones) and ends
+  at ``1 − decay^k`` (about 0.23: an average over the last few dozen steps).
+
+  Example:
+    >>> s = lookahead_schedule(TrainConfig(epochs=1), steps_per_epoch=100)
+    >>> float(s(0)), round(float(s(100)), 3)
+    (1.0, 0.226)
+  """
+  total = config.epochs * steps_per_epoch
+  rho = config.lookahead_decay ** config.lookahead_sync_period
+
+  def schedule(count):
+    return 1.0 - rho * (jnp.minimum(count, total) / total) ** 3
+
+  return schedule
+
+
 def make_optimizer(config: TrainConfig, *, steps_per_epoch: int) -> optax.GradientTransformation:
-  """The Optax optimizer of ``config``: clipping, weight decay, SGD/Adam/AdamW, schedule.
+  """The Optax optimizer of ``config``: clipping, weight decay, SGD/Adam/AdamW, schedule,
+  and optionally Lookahead around them all.
+
+  With ``config.lookahead`` the optimizer is ``optax.lookahead`` (its slow step size
+  injected as a hyperparameter following :func:`lookahead_schedule`): ``init`` and
+  ``update`` then take ``optax.LookaheadParams`` (see
+  :func:`cnnjax.train.state.create_train_state`), gradients are those of the fast
+  parameters.
 
   Args:
     config: the run's configuration.
@@ -82,6 +150,8 @@ def make_optimizer(config: TrainConfig, *, steps_per_epoch: int) -> optax.Gradie
   parts = []
   if config.clip_grad_norm is not None:
     parts.append(optax.clip_by_global_norm(config.clip_grad_norm))
+  if config.norm_lr_scale != 1:  # SGD only (checked by TrainConfig): scales before decay
+    parts.append(optax.masked(optax.scale(config.norm_lr_scale), norm_param_mask))
   if config.optimizer == "adamw":
     parts.append(
         optax.adamw(
@@ -98,4 +168,10 @@ def make_optimizer(config: TrainConfig, *, steps_per_epoch: int) -> optax.Gradie
       )
     else:
       parts.append(optax.adam(sched, b1=config.b1, b2=config.b2, eps=config.eps))
-  return optax.chain(*parts)
+  tx = optax.chain(*parts)
+  if config.lookahead:
+    tx = optax.inject_hyperparams(optax.lookahead, static_args=("sync_period", "reset_state"))(
+        fast_optimizer=tx, sync_period=config.lookahead_sync_period,
+        slow_step_size=lookahead_schedule(config, steps_per_epoch=steps_per_epoch),
+    )
+  return tx

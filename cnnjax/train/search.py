@@ -27,7 +27,8 @@ SearchSpace = Mapping[str, tuple[float, float]]
 DEFAULT_SPACE: SearchSpace = {"lr": (1e-3, 0.3), "weight_decay": (1e-5, 1e-2)}
 
 _SEARCHABLE_FLOATS = ("lr", "weight_decay", "label_smoothing", "momentum", "warmup_epochs",
-                      "final_lr_fraction", "b1", "b2", "eps", "clip_grad_norm")
+                      "final_lr_fraction", "b1", "b2", "eps", "clip_grad_norm",
+                      "warmup_start_fraction", "norm_lr_scale", "lookahead_decay")
 
 
 def _check_space(space: SearchSpace) -> None:

@@ -17,7 +17,15 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-__all__ = ["ModelDef", "TrainState", "create_train_state", "merge_model", "split_model"]
+__all__ = [
+    "ModelDef",
+    "TrainState",
+    "create_train_state",
+    "eval_params",
+    "fast_params",
+    "merge_model",
+    "split_model",
+]
 
 
 class ModelDef(NamedTuple):
@@ -32,7 +40,9 @@ class TrainState(NamedTuple):
 
   Attributes:
     step: optimizer steps taken, an ``int32`` scalar.
-    params: the model's ``nnx.Param`` variables (an ``nnx.State``).
+    params: the model's ``nnx.Param`` variables (an ``nnx.State``); with Lookahead an
+      ``optax.LookaheadParams`` pair of them (``fast``: trained by the gradient steps,
+      ``slow``: evaluated, see :func:`eval_params`).
     model_state: all other model variables: BatchNorm statistics, RNG streams, ...
     opt_state: the Optax optimizer state.
     rng: the run's base PRNG key as raw ``uint32`` key data (``jax.random.key_data``);
@@ -64,13 +74,25 @@ def split_model(model: nnx.Module) -> tuple[ModelDef, Any, Any]:
   return ModelDef(train_def, eval_def), params, rest
 
 
+def fast_params(params):
+  """The parameters gradients are taken at: ``params.fast`` under Lookahead, else ``params``."""
+  return params.fast if isinstance(params, optax.LookaheadParams) else params
+
+
+def eval_params(params):
+  """The parameters a model is evaluated with: ``params.slow`` under Lookahead, else
+  ``params``."""
+  return params.slow if isinstance(params, optax.LookaheadParams) else params
+
+
 def merge_model(graphdef, params, model_state) -> nnx.Module:
-  """Rebuilds a module from a graph definition (train or eval) and its state."""
-  return nnx.merge(graphdef, params, model_state)
+  """Rebuilds a module from a graph definition (train or eval) and its state (with
+  :func:`eval_params` under Lookahead)."""
+  return nnx.merge(graphdef, eval_params(params), model_state)
 
 
 def create_train_state(
-    model: nnx.Module, tx: optax.GradientTransformation, *, seed: int
+    model: nnx.Module, tx: optax.GradientTransformation, *, seed: int, lookahead: bool = False
 ) -> tuple[ModelDef, TrainState]:
   """Splits ``model`` and initialises the optimizer: the starting ``TrainState``.
 
@@ -79,6 +101,8 @@ def create_train_state(
     tx: the Optax optimizer.
     seed: the run's seed; the base key is ``jax.random.key(seed)``, folded with a constant
       so that it is independent of the parameter-initialisation key.
+    lookahead: ``tx`` is an ``optax.lookahead``: keep the parameters as a synchronised
+      ``optax.LookaheadParams(fast, slow)`` pair.
 
   Returns:
     ``(model_def, state)``.
@@ -90,6 +114,9 @@ def create_train_state(
     0
   """
   model_def, params, rest = split_model(model)
+  if lookahead:
+    # Distinct buffers for the two copies: a donated state must not alias itself.
+    params = optax.LookaheadParams(fast=params, slow=jax.tree.map(jnp.copy, params))
   rng = jax.random.key_data(jax.random.fold_in(jax.random.key(seed), 0x7AE1))
   state = TrainState(
       step=jnp.zeros((), jnp.int32),

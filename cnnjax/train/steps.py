@@ -27,14 +27,15 @@ from flax import nnx
 from jax import lax
 
 from cnnjax.train import sharding as _sh
-from cnnjax.train.state import ModelDef, TrainState
+from cnnjax.train import augment as _aug
+from cnnjax.train.state import ModelDef, TrainState, eval_params, fast_params
 
 __all__ = ["Preprocess", "Steps", "cross_entropy", "make_steps", "make_train_step"]
 
 # (key, uint8 images [B, H, W, C], *, train) -> float32 images [B, H, W, C]
 Preprocess = Callable[..., jax.Array]
 
-_PERM_STREAM, _AUG_STREAM = 1, 2  # independent random streams from the base key
+_PERM_STREAM, _AUG_STREAM, _FLIP_STREAM = 1, 2, 3  # independent streams from the base key
 
 
 def cross_entropy(
@@ -68,27 +69,41 @@ def make_train_step(
     preprocess: Preprocess,
     label_smoothing: float = 0.0,
     batch_sharding: jax.sharding.Sharding | None = None,
-) -> Callable[[TrainState, jax.Array, jax.Array], tuple[TrainState, dict[str, jax.Array]]]:
+    alternating_flip_every: int | None = None,
+) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
   """One optimizer step on one batch, as a pure (unjitted) function.
 
   Args:
     model_def: the split model's graph definitions.
-    tx: the Optax optimizer.
+    tx: the Optax optimizer (an ``optax.lookahead`` when ``state.params`` is an
+      ``optax.LookaheadParams``: the gradients are then those of the fast parameters).
     preprocess: ``preprocess(key, images, train=True)`` maps the uint8 batch to float inputs.
     label_smoothing: of the cross-entropy targets.
     batch_sharding: if given, the batch is constrained to it (data parallelism).
+    alternating_flip_every: if given, flip the airbench way after ``preprocess``
+      (:func:`cnnjax.train.augment.alternating_flip`), alternating every this many steps
+      (an epoch's; the epoch is ``state.step // alternating_flip_every``); the step then
+      needs ``indices``.
 
   Returns:
-    ``step(state, images, labels) -> (state, {"loss", "correct"})`` with ``images`` uint8
-    ``[B, H, W, C]`` and ``labels`` ``[B]``; ``loss`` is the batch mean, ``correct`` the
-    number of correct predictions (both computed in training mode, before the update).
+    ``step(state, images, labels, indices=None) -> (state, {"loss", "correct"})`` with
+    ``images`` uint8 ``[B, H, W, C]``, ``labels`` ``[B]`` and ``indices`` ``[B]`` the
+    examples' training-set indices; ``loss`` is the batch mean, ``correct`` the number of
+    correct predictions (both computed in training mode, before the update).
   """
 
-  def step(state: TrainState, images: jax.Array, labels: jax.Array):
-    key = jax.random.fold_in(
-        jax.random.fold_in(jax.random.wrap_key_data(state.rng), _AUG_STREAM), state.step
-    )
+  def step(state: TrainState, images: jax.Array, labels: jax.Array, indices=None):
+    base = jax.random.wrap_key_data(state.rng)
+    key = jax.random.fold_in(jax.random.fold_in(base, _AUG_STREAM), state.step)
     x = preprocess(key, images, train=True)
+    if alternating_flip_every is not None:
+      if indices is None:
+        raise ValueError(
+            "make_train_step: indices got None; expected the batch's training-set indices "
+            "with alternating_flip_every."
+        )
+      x = _aug.alternating_flip(jax.random.fold_in(base, _FLIP_STREAM), x, indices,
+                               state.step // alternating_flip_every)
     if batch_sharding is not None:
       x = lax.with_sharding_constraint(x, batch_sharding)
       labels = lax.with_sharding_constraint(labels, batch_sharding)
@@ -101,7 +116,7 @@ def make_train_step(
       return loss, (logits, model_state)
 
     (loss, (logits, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params, state.model_state
+        fast_params(state.params), state.model_state
     )
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -144,7 +159,8 @@ class Steps:
     train_one: the same for a single step (the remainder of an epoch when
       ``steps_per_call`` does not divide it; also the whole loop when it is 1).
     evaluate: ``(params, model_state, images, labels, start) -> [loss_sum, correct, count]``
-      on the ``eval_batch_size`` examples from ``start`` (masked past the end).
+      on the ``eval_batch_size`` examples from ``start`` (masked past the end), with the
+      slow parameters under Lookahead and the run's test-time augmentation.
     traces: how many times each function was traced.
   """
 
@@ -169,6 +185,8 @@ def make_steps(
     label_smoothing: float = 0.0,
     steps_per_call: int = 1,
     unroll: int = 0,
+    alternating_flip: bool = False,
+    tta: str = "none",
 ) -> Steps:
   """Builds the epoch permutation and the jitted train and eval functions of a run.
 
@@ -184,6 +202,9 @@ def make_steps(
     label_smoothing: of the training loss (evaluation uses plain cross-entropy).
     steps_per_call: training steps per compiled call (``lax.scan`` when > 1).
     unroll: the scan's unroll factor (0: fully unrolled).
+    alternating_flip: flip training images the airbench way (after ``preprocess``, which
+      should then not flip at random): see :func:`cnnjax.train.augment.alternating_flip`.
+    tta: test-time augmentation of ``evaluate`` (:func:`cnnjax.train.augment.tta_logits`).
 
   Returns:
     A ``Steps``.
@@ -192,7 +213,8 @@ def make_steps(
   repl = _sh.replicated(mesh)
   traces: collections.Counter = collections.Counter()
   step = make_train_step(model_def, tx, preprocess=preprocess,
-                         label_smoothing=label_smoothing, batch_sharding=batch)
+                         label_smoothing=label_smoothing, batch_sharding=batch,
+                         alternating_flip_every=steps_per_epoch if alternating_flip else None)
 
   def permutation(rng, epoch):
     perm = epoch_permutation(_sh.to_host(rng), epoch, num_examples=num_train,
@@ -202,7 +224,7 @@ def make_steps(
   def gather_step(state, images, labels, perm, i):
     idx = lax.dynamic_index_in_dim(perm, i, keepdims=False)
     idx = lax.with_sharding_constraint(idx, batch)
-    return step(state, jnp.take(images, idx, axis=0), jnp.take(labels, idx, axis=0))
+    return step(state, jnp.take(images, idx, axis=0), jnp.take(labels, idx, axis=0), idx)
 
   def train_many(state, images, labels, perm, start):
     traces["train"] += 1
@@ -228,8 +250,8 @@ def make_steps(
     x = preprocess(None, jnp.take(images, idx, axis=0), train=False)
     x = lax.with_sharding_constraint(x, batch)
     y = jnp.take(labels, idx, axis=0)
-    model = nnx.merge(model_def.eval, params, model_state)
-    logits = model(x)
+    model = nnx.merge(model_def.eval, eval_params(params), model_state)
+    logits = _aug.tta_logits(model, x, mode=tta)
     losses = cross_entropy(logits, y).astype(jnp.float32)
     correct = (jnp.argmax(logits, -1) == y) & mask
     return jnp.stack([

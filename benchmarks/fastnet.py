@@ -1,0 +1,189 @@
+"""fastnet training speed against the machine's matmul ceiling (run by hand, not in CI).
+
+Builds the exact train step of ``cnnjax train --recipe fast`` (fastnet, Nesterov SGD with
+Lookahead and the BatchNorm learning-rate scale, translate + alternating flip on the
+device, label smoothing) on random uint8 CIFAR-sized data, compiles it ahead of time, and
+times it round-robin with a large float32 ``jnp.dot`` (the physical ceiling: XLA runs a
+big matmul at close to the machine's peak), so that a shared machine's noise hits both
+alike. It prints:
+
+- compile time of the train step;
+- images/s and seconds per epoch (``num_train // batch`` steps) from the median step;
+- FLOPs per training image, from the compiled step's ``cost_analysis()`` and, as a check,
+  3 × 2 × the multiply-adds of :func:`cnnjax.summary.summary` (forward + backward ≈ 3 ×
+  forward); FLOPs per run (``epochs`` × the training set, plus the TTA evaluations of
+  the validation set, from the compiled eval step);
+- achieved FLOP/s of the step and its ratio to the measured matmul FLOP/s.
+
+    python benchmarks/fastnet.py                        # the recipe's batch 1024
+    python benchmarks/fastnet.py --batch-size 256 --steps 5 --json out.json
+
+airbench94 for reference (Jordan 2024): 0.36 PFLOP per run, 3.83 s on an A100 (uncompiled
+PyTorch; 3.29 s compiled), i.e. about 95 TFLOP/s of fp16 work (the A100's dense fp16
+peak is 312 TFLOP/s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cnnjax.summary import summary
+from cnnjax.train import loop
+from cnnjax.train import sharding as _sh
+from cnnjax.train.config import TrainConfig
+from cnnjax.train.optim import make_optimizer
+from cnnjax.train.steps import make_steps
+
+
+def _flops(compiled) -> float | None:
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):  # older JAX: one dict per program
+    cost = cost[0] if cost else None
+  return None if not cost or "flops" not in cost else float(cost["flops"])
+
+
+def _matmul(n: int):
+  k1, k2 = jax.random.split(jax.random.key(0))
+  a = jax.random.normal(k1, (n, n), jnp.float32)
+  b = jax.random.normal(k2, (n, n), jnp.float32)
+  f = jax.jit(lambda a, b: a @ b).lower(a, b).compile()
+  f(a, b).block_until_ready()
+  return lambda: f(a, b).block_until_ready(), 2.0 * n**3
+
+
+def _row(name: str, value: str, note: str = "") -> str:
+  return f"  {name:<34} {value:>16}  {note}"
+
+
+def main(argv=None) -> dict:
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  p.add_argument("--batch-size", type=int, default=None, help="default: the recipe's (1024)")
+  p.add_argument("--epochs", type=int, default=None, help="default: the recipe's (10)")
+  p.add_argument("--num-train", type=int, default=45_000,
+                 help="training images (45,000: CIFAR-10 less 5,000 validation)")
+  p.add_argument("--num-val", type=int, default=5_000, help="validation images")
+  p.add_argument("--steps", type=int, default=None,
+                 help="timed steps (default: 20 on an accelerator, 3 on CPU)")
+  p.add_argument("--matmul-size", type=int, default=None,
+                 help="n of the n×n float32 ceiling matmul (default: 8192 accelerator, 4096 CPU)")
+  p.add_argument("--tta", default=None, help="evaluation TTA (default: the recipe's)")
+  p.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
+                 help="fastnet option, e.g. dtype=bfloat16 (repeatable)")
+  p.add_argument("--json", default=None, help="also write the figures to this JSON file")
+  args = p.parse_args(argv)
+
+  cpu = jax.default_backend() == "cpu"
+  overrides = {k: v for k, v in (("batch_size", args.batch_size), ("epochs", args.epochs),
+                                 ("tta", args.tta)) if v is not None}
+  options = dict(o.split("=", 1) for o in args.model_option)
+  config = TrainConfig.from_recipe("fast", model_options=options, **overrides)
+  steps_timed = args.steps or (3 if cpu else 20)
+  n_mm = args.matmul_size or (4096 if cpu else 8192)
+  device = jax.devices()[0]
+  print(f"fastnet --recipe fast on {device.device_kind} ({jax.default_backend()}, "
+        f"{jax.device_count()} device(s)), {platform.machine()}, jax {jax.__version__}")
+  print(f"  batch {config.batch_size}, {args.num_train} training images, "
+        f"{config.epochs} epochs, tta {config.tta}")
+
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (args.num_train, 32, 32, 3), dtype=np.uint8)
+  labels = rng.integers(0, 10, args.num_train).astype(np.int32)
+  mesh = _sh.make_mesh(config.num_devices)
+  steps_per_epoch = args.num_train // config.batch_size
+  tx = make_optimizer(config, steps_per_epoch=steps_per_epoch)
+  x_dev, y_dev = _sh.put_global((images, labels), _sh.replicated(mesh))
+  preprocess = loop._make_preprocess(x_dev, augment=config.augment,  # noqa: SLF001
+                                     crop_padding=config.crop_padding, flip=config.flip)
+  t0 = time.perf_counter()
+  model_def, state = loop.init_state(config, tx, num_classes=10, input_shape=(32, 32, 3),
+                                     mesh=mesh, train_images=x_dev, preprocess=preprocess)
+  jax.block_until_ready(state)
+  init_seconds = time.perf_counter() - t0
+  eval_batch = min(config.eval_batch_size, args.num_val)
+  steps = make_steps(
+      model_def, tx, preprocess=preprocess, mesh=mesh, num_train=args.num_train,
+      steps_per_epoch=steps_per_epoch, batch_size=config.batch_size,
+      eval_batch_size=eval_batch, label_smoothing=config.label_smoothing,
+      alternating_flip=config.augment and config.flip == "alternating", tta=config.tta,
+  )
+  perm = steps.permutation(state.rng, 0)
+  t0 = time.perf_counter()
+  train = steps.train_one.lower(state, x_dev, y_dev, perm, np.int32(0)).compile()
+  compile_seconds = time.perf_counter() - t0
+  step_flops = _flops(train)
+  evaluate = steps.evaluate.lower(state.params, state.model_state, x_dev[:eval_batch],
+                                  y_dev[:eval_batch], np.int32(0)).compile()
+  eval_flops = _flops(evaluate)
+
+  mm, mm_flops = _matmul(n_mm)
+  state, m = train(state, x_dev, y_dev, perm, np.int32(0))  # warm-up
+  jax.block_until_ready(m)
+  step_times, mm_times = [], []
+  for i in range(steps_timed):
+    t0 = time.perf_counter()
+    state, m = train(state, x_dev, y_dev, perm, np.int32((i + 1) % steps_per_epoch))
+    jax.block_until_ready((state, m))
+    step_times.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    mm()
+    mm_times.append(time.perf_counter() - t0)
+  loss = float(np.asarray(m["loss"])[0])
+
+  step_s = statistics.median(step_times)
+  ceiling = mm_flops / statistics.median(mm_times)
+  img_s = config.batch_size / step_s
+  epoch_s = steps_per_epoch * step_s
+  macs = summary("fastnet", (32, 32, 3), **options).total_ops
+  model_flops_img = 3 * 2 * macs
+  flops_img = step_flops / config.batch_size if step_flops else None
+  per_img = flops_img or model_flops_img
+  val_views = {"none": 1, "flip": 2, "flip_translate": 6}[config.tta]
+  eval_run = (eval_flops / eval_batch if eval_flops else 2 * macs * val_views) * args.num_val
+  run_flops = per_img * steps_per_epoch * config.batch_size * config.epochs + (
+      eval_run * config.epochs)
+  achieved = per_img * img_s
+  result = {
+      "device": device.device_kind, "backend": jax.default_backend(),
+      "batch_size": config.batch_size, "num_train": args.num_train, "epochs": config.epochs,
+      "init_seconds": init_seconds, "compile_seconds": compile_seconds,
+      "step_seconds_median": step_s, "step_seconds": step_times,
+      "images_per_second": img_s, "seconds_per_epoch": epoch_s,
+      "flops_per_image_compiled": flops_img, "flops_per_image_model": model_flops_img,
+      "flops_per_run": run_flops, "eval_flops_per_run": eval_run * config.epochs,
+      "achieved_flops_per_second": achieved, "matmul_size": n_mm,
+      "matmul_flops_per_second": ceiling, "fraction_of_matmul": achieved / ceiling,
+      "loss_after_warmup_and_timed_steps": loss,
+  }
+  print(_row("init (build + whitening), s", f"{init_seconds:.2f}"))
+  print(_row("train step compile, s", f"{compile_seconds:.2f}"))
+  print(_row("train step (median), s", f"{step_s:.4f}",
+             f"over {steps_timed} steps: {', '.join(f'{t:.3f}' for t in step_times)}"))
+  print(_row("images/s", f"{img_s:,.0f}"))
+  print(_row("seconds per epoch", f"{epoch_s:.2f}", f"{steps_per_epoch} steps"))
+  print(_row("FLOP/image, compiled step", f"{flops_img / 1e9:.3f} G" if flops_img else "n/a",
+             "cost_analysis() / batch"))
+  print(_row("FLOP/image, 3 x 2 x summary MACs", f"{model_flops_img / 1e9:.3f} G"))
+  print(_row("FLOP/run (train + eval)", f"{run_flops / 1e15:.3f} P",
+             f"eval {eval_run * config.epochs / 1e12:.1f} T"))
+  print(_row("achieved FLOP/s", f"{achieved / 1e12:.3f} T"))
+  print(_row(f"float32 matmul {n_mm}^2 FLOP/s", f"{ceiling / 1e12:.3f} T", "the ceiling"))
+  print(_row("achieved / matmul ceiling", f"{achieved / ceiling:.1%}"))
+  print(_row("train time of a run at this speed, s", f"{epoch_s * config.epochs:.1f}",
+             "(without evaluation)"))
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump(result, f, indent=2)
+      f.write("\n")
+  return result
+
+
+if __name__ == "__main__":
+  main()
