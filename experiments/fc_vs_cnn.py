@@ -11,7 +11,7 @@ The two nets here are zoo models resized to the lecture's parameter counts:
   5×5×64, pool, fc 1,208, fc 10, 2.0M parameters (54k of them in the convolutions).
 
 Both are trained the same way: Adam (lr 1e-3, cosine decay), no augmentation, no weight
-decay, 15 epochs, and measured on the 5,000 held-out validation images.
+decay, 10 epochs, and measured on the 5,000 held-out validation images.
 
     python experiments/fc_vs_cnn.py --data-dir ../shared/data/cifar10-train-jpeg.zip
 """
@@ -41,7 +41,7 @@ def main(argv=None) -> str:
     print(tables[label], flush=True)
 
   # 2. Train both with one recipe.
-  epochs = common.pick(args, 15, 1)
+  epochs = common.pick(args, 10, 1)
   runs = {
       label: common.train_model(net["model"], ds, args, epochs=epochs,
                                 label=f"{label}: {net['model']} {net['options']}",

@@ -102,7 +102,7 @@ def main(argv=None) -> str:
 
   # 1. Train seed-cnn (the baselines recipe) and read its first-layer filters.
   run = common.train_model(
-      "seed-cnn", ds, args, epochs=common.pick(args, 15, 1), optimizer="sgd", lr=0.05,
+      "seed-cnn", ds, args, epochs=common.pick(args, 10, 1), optimizer="sgd", lr=0.05,
       momentum=0.9, weight_decay=5e-4, augment=common.pick(args, True, False),
   )
   filters = np.moveaxis(np.asarray(run.model.conv1.kernel[...]), -1, 0)  # [32, 5, 5, 3]

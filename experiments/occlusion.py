@@ -58,7 +58,7 @@ def main(argv=None) -> str:
 
   # 1. Train seed-cnn.
   run = common.train_model(
-      "seed-cnn", ds, args, epochs=common.pick(args, 15, 1), optimizer="sgd", lr=0.05,
+      "seed-cnn", ds, args, epochs=common.pick(args, 10, 1), optimizer="sgd", lr=0.05,
       momentum=0.9, weight_decay=5e-4, augment=common.pick(args, True, False),
   )
 

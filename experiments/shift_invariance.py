@@ -22,7 +22,7 @@ only layer that can break circular shift equivariance:
 * strided: no pooling; the convolution before it has stride 2.
 
 All five are trained the same way (Adam 1e-3, cosine, random crop + flip augmentation,
-10 epochs) and measured on the validation images:
+8 epochs) and measured on the validation images:
 
 * circular consistency: `cnnjax.shift_consistency` (Zhang's metric: two random circular
   shifts of up to 4 pixels per axis; how often the two predicted classes agree);
@@ -56,7 +56,7 @@ MAX_SHIFT = 4  # shifts in [-4, 4] per axis (crops: offsets 0..8 in the image pa
 ONE_PIXEL = ((1, 0), (-1, 0), (0, 1), (0, -1))
 # The convolutions' channels. Forward + backward at batch 128, measured on the shared 2-core
 # machine: about 30 s per CIFAR-10 epoch with max or avg pooling, 95 s blur, 55 s APS, 15 s
-# strided: about 40 minutes for the five 10-epoch runs.
+# strided: about 32 minutes for the five 8-epoch runs.
 WIDTHS = (16, 32, 64)
 
 # What the papers lead one to expect (Zhang 2019; Chaman & Dokmanić 2021). No paper measured
@@ -189,7 +189,7 @@ def main(argv=None) -> str:
 
     runs[kind] = common.train_model(
         f"downsample-{kind}", ds, args, label=kind, model_fn=model_fn,
-        epochs=common.pick(args, 10, 1), optimizer="adam", lr=1e-3, weight_decay=0.0,
+        epochs=common.pick(args, 8, 1), optimizer="adam", lr=1e-3, weight_decay=0.0,
         augment=common.pick(args, True, False),  # --quick: one compile less
     )
 

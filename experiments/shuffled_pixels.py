@@ -52,7 +52,7 @@ def main(argv=None) -> str:
 
   # 2. Train the MLP (several seeds) and the CNN on both versions.
   mlp_seeds = [args.seed + i for i in range(common.pick(args, 3, 1))]
-  mlp_epochs, cnn_epochs = common.pick(args, 20, 1), common.pick(args, 15, 1)
+  mlp_epochs, cnn_epochs = common.pick(args, 20, 1), common.pick(args, 10, 1)
   results = {}  # (model, version) -> list of Trained
   for version, data in (("original", ds), ("shuffled", shuffled)):
     results["mlp", version] = [
