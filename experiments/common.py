@@ -35,11 +35,12 @@ import os
 
 # XLA:CPU compiles the "partitionable" threefry random-bit generator (jax's default) very
 # slowly: measured here, a jitted jax.random.normal of a 3×3×8×9 kernel took 5-7 s of CPU
-# to compile vs 0.4 s with the classic generator, and model initialisation inside
-# cnnjax.train is one such jit. The experiments run on one device, where partitioning buys
-# nothing, so they use the classic generator unless the environment says otherwise (the
-# variable is read when jax is first imported: a process that imported jax already keeps
-# its setting). Initial weights therefore differ from `cnnjax train`'s for the same seed.
+# to compile vs 0.4 s with the classic generator. cnnjax.train draws initial weights with
+# the classic generator itself; the experiments run on one device, where partitioning buys
+# nothing, so they use it for every other draw too (shuffling, augmentation, their own
+# probes) unless the environment says otherwise (the variable is read when jax is first
+# imported: a process that imported jax already keeps its setting). Those draws therefore
+# differ from `cnnjax train`'s for the same seed; initial weights do not.
 os.environ.setdefault("JAX_THREEFRY_PARTITIONABLE", "0")
 
 import argparse  # noqa: E402
