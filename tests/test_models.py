@@ -23,7 +23,7 @@ from cnnjax.models.builder import LayerBuilder
 NAMES = (
     "linear", "mlp", "seed-cnn", "lenet5", "alexnet", "zfnet", "vgg11", "vgg11-lrn", "vgg13",
     "vgg16", "vgg19", "nin", "googlenet", "resnet20", "resnet32", "resnet44", "resnet56",
-    "resnet110",
+    "resnet110", "fastnet",
 )
 CONV_KINDS = (cnn.Conv, cnn.TiledConv, cnn.LocallyConnected)
 
