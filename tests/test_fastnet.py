@@ -462,6 +462,12 @@ def test_fast_recipe_trains_end_to_end_with_whitening_and_lookahead(tmp_path):
   records = read_metrics(tmp_path / "run" / "metrics.jsonl")
   assert [r["epoch"] for r in records] == [1, 2]
   assert all(0 <= r["val_accuracy"] <= 1 and math.isfinite(r["train_loss"]) for r in records)
+  # The recipe applies its TTA to the final evaluation only (tta_final_only).
+  assert [r["tta"] for r in records] == ["none", "flip"]
+  assert (result.steps.traces["evaluate_plain"], result.steps.traces["evaluate"]) == (1, 1)
+  final = evaluate(tmp_path / "run", tta="flip", splits=("val",), dataset=data)
+  assert final["val_accuracy"] == records[-1]["val_accuracy"]
+  np.testing.assert_allclose(final["val_loss"], records[-1]["val_loss"], rtol=1e-6)
   assert isinstance(result.state.params, optax.LookaheadParams)
   assert int(result.state.step) == 6
   ckpt = Checkpointer(tmp_path / "run" / "checkpoints")  # slow params and all come back

@@ -25,6 +25,7 @@ from cnnjax.train.search import sample
         ("lr", -0.1), ("weight_decay", -1.0), ("label_smoothing", 1.0),
         ("clip_grad_norm", 0.0), ("piecewise_boundaries", (5.0, 2.0)), ("val_size", -1),
         ("steps_per_call", 0), ("unroll", -1), ("num_devices", 0), ("checkpoint_every", 0),
+        ("nesterov", "yes"), ("augment", 1), ("tta_final_only", None),
     ],
 )
 def test_config_rejects_bad_values_naming_the_field(field, value):

@@ -125,6 +125,8 @@ _FLAGS: list[tuple[str, dict[str, Any], str]] = [
     ("tta", {"choices": TTA_MODES}, "test-time augmentation of every evaluation: none, "
      "flip (mean logits of image and mirror: 2x eval cost) or flip_translate (also 1-pixel "
      "translations: 6x)"),
+    ("tta_final_only", {"action": argparse.BooleanOptionalAction}, "apply --tta to the "
+     "last epoch's evaluation only; earlier epochs evaluate without it"),
     ("data_init_images", {"type": int, "metavar": "N"}, "training images given to the "
      "model's data-dependent initialisation, if it has one (fastnet's patch-whitening "
      "layer); 0: skip it"),

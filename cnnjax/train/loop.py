@@ -182,11 +182,13 @@ def _device_arrays(dataset, mesh):
   return out
 
 
-def _eval_split(steps: Steps, state: TrainState, arrays, eval_batch_size: int) -> dict[str, float]:
+def _eval_split(steps: Steps, state: TrainState, arrays, eval_batch_size: int, *,
+                tta: bool = True) -> dict[str, float]:
   images, labels = arrays
+  evaluate = steps.evaluate if tta else steps.evaluate_plain
   total = None
   for start in range(0, images.shape[0], eval_batch_size):
-    sums = steps.evaluate(state.params, state.model_state, images, labels, np.int32(start))
+    sums = evaluate(state.params, state.model_state, images, labels, np.int32(start))
     total = sums if total is None else total + sums
   loss_sum, correct, count = (float(v) for v in _sh.to_host(total))
   return {"loss": loss_sum / count, "accuracy": correct / count}
@@ -371,9 +373,12 @@ def train(
           "train_loss": float(np.mean(losses)),
           "train_accuracy": correct / (steps_per_epoch * config.batch_size),
       }
+      tta = not config.tta_final_only or epoch == config.epochs
+      if config.tta != "none":
+        record["tta"] = config.tta if tta else "none"
       for split in ("val", "test"):
         if arrays.get(split) is not None:
-          r = _eval_split(steps, state, arrays[split], eval_batch_size)
+          r = _eval_split(steps, state, arrays[split], eval_batch_size, tta=tta)
           record[f"{split}_loss"], record[f"{split}_accuracy"] = r["loss"], r["accuracy"]
       record["seconds"] = time.perf_counter() - t0
       record["train_seconds"] = train_seconds

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -161,6 +162,9 @@ class Steps:
     evaluate: ``(params, model_state, images, labels, start) -> [loss_sum, correct, count]``
       on the ``eval_batch_size`` examples from ``start`` (masked past the end), with the
       slow parameters under Lookahead and the run's test-time augmentation.
+    evaluate_plain: the same without test-time augmentation (``evaluate`` itself when the
+      run has none): the cheaper evaluation of the epochs before the last with
+      ``TrainConfig.tta_final_only``.
     traces: how many times each function was traced.
   """
 
@@ -168,6 +172,7 @@ class Steps:
   train: Callable[..., Any]
   train_one: Callable[..., Any]
   evaluate: Callable[..., Any]
+  evaluate_plain: Callable[..., Any]
   steps_per_call: int
   traces: collections.Counter
 
@@ -241,8 +246,8 @@ def make_steps(
     state, m = gather_step(state, images, labels, perm, start)
     return state, jax.tree.map(lambda a: a[None], m)
 
-  def evaluate(params, model_state, images, labels, start):
-    traces["evaluate"] += 1
+  def evaluate(params, model_state, images, labels, start, *, mode, name):
+    traces[name] += 1
     n = images.shape[0]
     pos = start + jnp.arange(eval_batch_size, dtype=jnp.int32)
     mask = pos < n
@@ -251,7 +256,7 @@ def make_steps(
     x = lax.with_sharding_constraint(x, batch)
     y = jnp.take(labels, idx, axis=0)
     model = nnx.merge(model_def.eval, eval_params(params), model_state)
-    logits = _aug.tta_logits(model, x, mode=tta)
+    logits = _aug.tta_logits(model, x, mode=mode)
     losses = cross_entropy(logits, y).astype(jnp.float32)
     correct = (jnp.argmax(logits, -1) == y) & mask
     return jnp.stack([
@@ -261,11 +266,16 @@ def make_steps(
     ])
 
   train_out = (repl, repl)
+  evaluate_tta = jax.jit(functools.partial(evaluate, mode=tta, name="evaluate"),
+                         out_shardings=repl)
+  evaluate_plain = evaluate_tta if tta == "none" else jax.jit(
+      functools.partial(evaluate, mode="none", name="evaluate_plain"), out_shardings=repl)
   return Steps(
       permutation=permutation,
       train=jax.jit(train_many, donate_argnums=0, out_shardings=train_out),
       train_one=jax.jit(train_one, donate_argnums=0, out_shardings=train_out),
-      evaluate=jax.jit(evaluate, out_shardings=repl),
+      evaluate=evaluate_tta,
+      evaluate_plain=evaluate_plain,
       steps_per_call=steps_per_call,
       traces=traces,
   )
