@@ -122,7 +122,8 @@ _FLAGS: list[tuple[str, dict[str, Any], str]] = [
     ("flip", {"choices": FLIP_MODES}, "--augment: horizontal flips, random (p=1/2 per "
      "image and step), alternating (a fixed coin per image, flipped the other way in odd "
      "epochs; airbench) or none"),
-    ("tta", {"choices": TTA_MODES}, "test-time augmentation of every evaluation: none, "
+    ("tta", {"choices": TTA_MODES}, "test-time augmentation of every evaluation (of the "
+     "last only with --tta-final-only): none, "
      "flip (mean logits of image and mirror: 2x eval cost) or flip_translate (also 1-pixel "
      "translations: 6x)"),
     ("tta_final_only", {"action": argparse.BooleanOptionalAction}, "apply --tta to the "

@@ -88,7 +88,8 @@ class TrainConfig:
     flip: horizontal flips with ``augment``: ``"random"`` (each image with probability ½,
       every step), ``"alternating"`` (airbench: a fixed coin per image in epoch 0, every
       image flipped the other way in odd epochs) or ``"none"``.
-    tta: test-time augmentation of every evaluation: ``"none"``, ``"flip"`` (the mean of
+    tta: test-time augmentation of every evaluation (of the last only with
+      ``tta_final_only``): ``"none"``, ``"flip"`` (the mean of
       the logits of the image and its mirror: 2 forward passes) or ``"flip_translate"``
       (also one-pixel translations: 6 passes, airbench's level 2).
     tta_final_only: apply ``tta`` to the last epoch's evaluation only; earlier epochs
