@@ -144,17 +144,23 @@ def _torch_conv(x_np, w_np, g_np, *, stride=1, padding=1, dilation=1, groups=1,
 
 
 def _conv_case(name, description, batch, hw, c_in, c_out, k, *, op=cross_correlate,
-               stride=1, dilation=1, groups=1, torch_ok=True):
+               stride=1, dilation=1, groups=1, torch_ok=True, dtype=None):
+  """A convolution case; with ``dtype`` (e.g. bfloat16) both contenders cast the float32
+  inputs to it first, and lax in float32 joins as a third row."""
   x = _random((batch, hw, hw, c_in), 0)
   w = _random((k, k, c_in // groups, c_out), 1) * 0.05
   pad = dilation * (k - 1) // 2
+  anchor = _lax_conv(stride, "SAME", dilation, groups, flip=op is convolve)
+  cast = (lambda f: f) if dtype is None else (
+      lambda f: lambda x, w: f(x.astype(dtype), w.astype(dtype)))
   contenders = [
-      Contender(op.__name__, "cnnjax", lambda x, w: op(
-          x, w, stride=stride, padding="SAME", dilation=dilation, groups=groups)),
-      Contender("lax.conv_general_dilated", "anchor", _lax_conv(
-          stride, "SAME", dilation, groups, flip=op is convolve)),
+      Contender(op.__name__, "cnnjax", cast(lambda x, w: op(
+          x, w, stride=stride, padding="SAME", dilation=dilation, groups=groups))),
+      Contender("lax.conv_general_dilated", "anchor", cast(anchor)),
   ]
-  if torch is not None and torch_ok:
+  if dtype is not None:
+    contenders.append(Contender("lax.conv_general_dilated, float32", "jax", anchor))
+  if torch is not None and torch_ok and dtype is None:
     contenders.append(Contender("torch conv2d (channels-last)", "torch", torch_kwargs=dict(
         stride=stride, padding=pad, dilation=dilation, groups=groups)))
   return Case(name, description, x, w, contenders)
@@ -256,6 +262,11 @@ def build_cases(quick: bool) -> list[Case]:
       _conv_case("conv1x1", f"1×1, {hw}×{hw}×64 → 64, batch {b}", b, hw, 64, 64, 1),
       _conv_case("depthwise", f"3×3 depthwise (groups 64), {hw}×{hw}×64 → 64, batch {b}",
                  b, hw, 64, 64, 3, groups=64),
+      _conv_case("conv3x3_bf16", f"bfloat16, 3×3 SAME, {hw}×{hw}×64 → 64, batch {b}",
+                 b, hw, 64, 64, 3, dtype=jnp.bfloat16),
+      _conv_case("conv3x3_bf16_wide",
+                 f"bfloat16, 3×3 SAME, {hw // 2}×{hw // 2}×256 → 256, batch {b}",
+                 b, hw // 2, 256, 256, 3, dtype=jnp.bfloat16),
       _conv_transpose_case(b // 4 if quick else 32, hw // 2, 64),
       _locally_connected_case(8 if quick else 32, 8 if quick else 16, 32 if quick else 64,
                               32 if quick else 64, 3),
@@ -311,7 +322,8 @@ def run_case(case: Case, rounds: int) -> list[dict]:
       elif c.role == "anchor" or case.name == "locally_connected":
         # Same maths (tiled vs shared is the one case that computes something else).
         err = float(jnp.max(jnp.abs(y - ref)) / (jnp.max(jnp.abs(ref)) + 1e-30))
-        if err > 1e-3 and case.name != "tiled_conv" and case.name != "conv_transpose":
+        tol = 1e-3 if case.x.dtype == y.dtype else 2e-2  # bf16 rows: rounding differs
+        if err > tol and case.name != "tiled_conv" and case.name != "conv_transpose":
           print(f"warning: {case.name}: {c.name} differs from cnnjax by {err:.2e} (relative)")
     for thunk in row["thunks"]:  # warm up (allocations, thread pools)
       _time_once(thunk, c.role == "torch")

@@ -7,12 +7,15 @@ positional, configuration is keyword-only.
 
 Lowering: on GPU and TPU each op is one ``lax.conv_general_dilated``; on CPU
 ``lax.platform_dependent`` picks forms XLA:CPU runs faster (batch chunks, depthwise as
-shifted-slice multiply-adds, 1×1 as a matmul); see the "lowerings" section below.
+shifted-slice multiply-adds, 1×1 as a matmul, bfloat16 stride-1 convolutions as patch
+matmuls); see the "lowerings" section below. Forward-mode differentiation (``jax.jvp``)
+of a bfloat16 stride-1 convolution on CPU is not supported (reverse mode is, to any order).
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -305,15 +308,18 @@ def conv_transpose(
 #     into chunks of a few MB (`_batch_split_conv`): fwd+bwd 0.5–0.6× of one call;
 #   - depthwise convolutions (groups == in_channels) run 8–25× faster forward as
 #     shifted-slice multiply-adds (`_depthwise_conv`), and faster backward too;
-#   - a 1×1 kernel is a matmul (`_im2col_conv` without a patch copy): 0.35× forward.
-# A patch-matrix (im2col) lowering for k > 1 was measured and loses: XLA:CPU's
+#   - a 1×1 kernel is a matmul (`_im2col_conv` without a patch copy): 0.35× forward;
+#   - bfloat16 with stride 1, no dilation and groups 1 is patch matmuls with custom VJPs
+#     (`_bf16_patch_conv`, below): bf16 dots run on AMX / AVX512-BF16.
+# In float32, a patch-matrix (im2col) lowering for k > 1 was measured and loses: XLA:CPU's
 # concatenate writes ~1 GB/s and fresh buffers page-fault, so building the patches costs
 # 2.5–4× the convolution it replaces, even though the matmul itself runs on both cores
 # where the convolution runs on one. `_im2col_conv` stays exact for every setting
 # (tested) and is used where no patch is copied.
 # A jit for CPU compiles only the CPU branch; other platforms never see it. Every
-# branch is made of differentiable primitives, so forward and reverse mode, higher
-# orders and vmap work as for lax.
+# float32 branch is made of differentiable primitives, so forward and reverse mode,
+# higher orders and vmap work as for lax; the bf16 patch path supports reverse mode (any
+# order) and vmap.
 
 # Batch chunking of the CPU lowering: chunks of at most this many bytes of input (or
 # output) per chunk, at most _CPU_MAX_CHUNK examples, and at most _CPU_MAX_CHUNKS
@@ -386,6 +392,8 @@ def _cpu_conv(x, w, *, stride, pads, dilation, groups, precision, lhs_dilation):
     )
   if plain and groups > 1 and groups == x.shape[-1] and w.shape[-2] == 1:
     return _depthwise_conv(x, w, stride=stride, pads=pads, dilation=dilation)
+  if _bf16_patch_path(x, w, stride=stride, pads=pads, dilation=dilation, groups=groups):
+    return _bf16_patch_conv(x, w, tuple(tuple(p) for p in pads))
   return _batch_split_conv(x, w, **config)
 
 
@@ -432,6 +440,154 @@ def _im2col_conv(x, w, *, stride, pads, dilation, groups=1, precision=None):
   )
   y = jnp.moveaxis(y, 0, -2)
   return y.reshape(*y.shape[:-2], c_out).astype(x.dtype)
+
+
+# bfloat16 on XLA:CPU: patch matmuls. XLA:CPU runs a bf16 dot with float32 accumulation
+# (AMX / AVX512-BF16) several times faster than its bf16 or float32 convolution, but it
+# carries out bf16 data movement (pad, slice, concatenate) through float32 copies: the
+# patch matrix is therefore built from the bits as uint16, at integer-copy speed. The
+# forward pass and both gradients are such patch matmuls:
+#   y  = P(x) @ w                       (P: the kernel offsets' shifted slices, side by side)
+#   dx = P'(g) @ flip(w)ᵀ               (stride 1: a correlation of g, padded k − 1 − pad;
+#                                        lax's convolution where C_in < C_out)
+#   dw = P(x)ᵀ @ g                      (contracting batch and space; Pᵀ built channel-major)
+# Each is a custom-VJP function whose backward pass is made of the same functions (and
+# lax's convolution), so reverse mode works to any order; forward mode (jvp) is not
+# defined for this path.
+# Batch chunks bound the patch matrix (and let XLA reuse its buffer).
+_BF16_CHUNK_BYTES = 16 * 2**20  # patch-matrix bytes per batch chunk
+
+
+def _bf16_patch_path(x, w, *, stride, pads, dilation, groups) -> bool:
+  """Whether ``_cpu_conv`` uses the bf16 patch-matmul lowering for this configuration."""
+  kernel = w.shape[:-2]
+  return (
+      x.dtype == jnp.bfloat16 and groups == 1 and math.prod(kernel) > 1
+      and all(s == 1 for s in stride) and all(d == 1 for d in dilation)
+      and all(0 <= lo < k and 0 <= hi < k for (lo, hi), k in zip(pads, kernel))
+  )
+
+
+def _bf16_chunk_bounds(x_shape, kernel) -> list[tuple[int, int]]:
+  n = x_shape[0]
+  per_example = 2 * math.prod(x_shape[1:]) * math.prod(kernel)
+  chunk = max(1, _BF16_CHUNK_BYTES // max(per_example, 1))
+  num = min(-(-n // chunk), _CPU_MAX_CHUNKS)
+  bounds = [round(i * n / num) for i in range(num + 1)]
+  return list(zip(bounds[:-1], bounds[1:]))
+
+
+def _bf16_patch_chunks(x, kernel, pads):
+  """``(lo, hi, patches)`` per batch chunk: bf16 ``[hi − lo, *out, K·C]``."""
+  nd = len(kernel)
+  geo = _padding.conv_geometry(
+      x.shape[1:-1], kernel, stride=(1,) * nd, padding=pads, dilation=(1,) * nd,
+      op="cross_correlate",
+  )
+  bits = lax.bitcast_convert_type(x, jnp.uint16)
+  for lo, hi in _bf16_chunk_bounds(x.shape, kernel):
+    chunk = _padding.pad_spatial(lax.slice_in_dim(bits, lo, hi, axis=0), geo.pads)
+    slices = shifted_slices(chunk, geo)
+    patches = slices[0] if len(slices) == 1 else jnp.concatenate(slices, axis=-1)
+    yield lo, hi, lax.bitcast_convert_type(patches, jnp.bfloat16)
+
+
+def _back_pads(kernel, pads):
+  return tuple((k - 1 - lo, k - 1 - hi) for (lo, hi), k in zip(pads, kernel))
+
+
+def _back_kernel(w):
+  """The kernel of the input gradient: flipped in space, in/out channels swapped."""
+  return jnp.swapaxes(jnp.flip(w, tuple(range(w.ndim - 2))), -1, -2)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _bf16_patch_conv(x, w, pads):
+  """Stride-1 ``cross_correlate`` of bf16 ``x [N, *S, C]`` and ``w [*K, C, O]``, zero pads
+  ``0 <= pad < K``, as chunked patch matmuls with float32 accumulation."""
+  nd = w.ndim - 2
+  wm = w.reshape(-1, w.shape[-1])
+  ys = [
+      lax.dot_general(p, wm, (((nd + 1,), (0,)), ((), ())),
+                      preferred_element_type=jnp.float32).astype(x.dtype)
+      for _, _, p in _bf16_patch_chunks(x, w.shape[:-2], pads)
+  ]
+  return ys[0] if len(ys) == 1 else jnp.concatenate(ys, axis=0)
+
+
+def _bf16_transposed_patches(x_bits, kernel, pads):
+  """uint16 ``[n, *S, C]`` → the patch matrix transposed, ``[K·C, n·prod(S')]``.
+
+  Built channel-major (one transpose of ``x``, then slices stacked along the major
+  axis), so that ``P(x)ᵀ @ g`` is a plain row-major matmul: XLA:CPU runs the same
+  contraction written against ``P(x)`` (contracting its major axis) 2–5× slower.
+  """
+  nd = len(kernel)
+  xt = jnp.moveaxis(x_bits, -1, 0)  # [C, n, *S]
+  xt = jnp.pad(xt, ((0, 0), (0, 0), *pads))
+  out = [size - k + 1 for size, k in zip(xt.shape[2:], kernel)]
+  slices = [
+      lax.slice(xt, (0, 0, *offset), (*xt.shape[:2], *(o + m for o, m in zip(offset, out))))
+      for offset in itertools.product(*(range(k) for k in kernel))
+  ]
+  return jnp.concatenate(slices, axis=0).reshape(len(slices) * x_bits.shape[-1], -1)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _bf16_weight_grad(x, g, pads, kernel):
+  """``∂⟨_bf16_patch_conv(x, w, pads), g⟩ / ∂w = P(x)ᵀ g``: ``[*kernel, C, O]`` in bf16."""
+  bits = lax.bitcast_convert_type(x, jnp.uint16)
+  dw = None
+  for lo, hi in _bf16_chunk_bounds(x.shape, kernel):
+    pt = _bf16_transposed_patches(lax.slice_in_dim(bits, lo, hi, axis=0), kernel, pads)
+    part = lax.dot(
+        lax.bitcast_convert_type(pt, jnp.bfloat16),
+        lax.slice_in_dim(g, lo, hi, axis=0).reshape(-1, g.shape[-1]),
+        preferred_element_type=jnp.float32,
+    )
+    dw = part if dw is None else dw + part
+  return dw.reshape(*kernel, x.shape[-1], g.shape[-1]).astype(x.dtype)
+
+
+def _bf16_patch_conv_fwd(x, w, pads):
+  return _bf16_patch_conv(x, w, pads), (x, w)
+
+
+def _bf16_input_grad(g, w, pads):
+  """``∂⟨_bf16_patch_conv(x, w, pads), g⟩ / ∂x``: ``g`` correlated with the back kernel.
+
+  As patch matmuls when ``C_in >= C_out``; else the patch matrix of ``g`` (``K·C_out``
+  wide) is large for a narrow result, and lax's convolution was measured faster (3×3,
+  31×31, 24 ← 64 channels, batch 1024: 334 vs 703 ms).
+  """
+  nd = w.ndim - 2
+  back_w, back_pads = _back_kernel(w), _back_pads(w.shape[:-2], pads)
+  if w.shape[-2] >= w.shape[-1]:
+    return _bf16_patch_conv(g, back_w, back_pads)
+  ones = (1,) * nd
+  return _batch_split_conv(g, back_w, stride=ones, pads=back_pads, dilation=ones, groups=1,
+                           precision=None, lhs_dilation=ones)
+
+
+def _bf16_patch_conv_bwd(pads, res, g):
+  x, w = res
+  g = g.astype(x.dtype)
+  return _bf16_input_grad(g, w, pads), _bf16_weight_grad(x, g, pads, w.shape[:-2])
+
+
+def _bf16_weight_grad_fwd(x, g, pads, kernel):
+  return _bf16_weight_grad(x, g, pads, kernel), (x, g)
+
+
+def _bf16_weight_grad_bwd(pads, kernel, res, v):
+  # ⟨P(x)ᵀ g, v⟩ = ⟨g, conv(x, v)⟩ = ⟨x, conv(g, flip(v)ᵀ, back pads)⟩.
+  x, g = res
+  v = v.astype(x.dtype)
+  return _bf16_input_grad(g, v, pads), _bf16_patch_conv(x, v, pads)
+
+
+_bf16_patch_conv.defvjp(_bf16_patch_conv_fwd, _bf16_patch_conv_bwd)
+_bf16_weight_grad.defvjp(_bf16_weight_grad_fwd, _bf16_weight_grad_bwd)
 
 
 def _depthwise_conv(x, w, *, stride, pads, dilation):

@@ -2,7 +2,8 @@
 
 On CPU, ``cross_correlate``/``convolve``/``conv_transpose`` run through
 ``cnnjax.conv._cpu_conv`` (batch chunks of lax convolutions, depthwise as shifted-slice
-multiply-adds, 1×1 as a matmul); elsewhere through one ``lax.conv_general_dilated``.
+multiply-adds, 1×1 as a matmul, bfloat16 stride-1 convolutions as patch matmuls with
+custom VJPs); elsewhere through one ``lax.conv_general_dilated``.
 Each lowering, called directly and through the public ops, is checked against a
 ``lax.conv_general_dilated`` call written here, over a hypothesis grid of dims,
 kernels, strides, dilations, paddings (including negative, cropping pads and
@@ -392,6 +393,142 @@ class TransformTest(chex.TestCase):
     # Integer-valued inputs: exact in every dtype but bfloat16 (8-bit mantissa).
     tol = 0.1 if dtype == jnp.bfloat16 else 0
     np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=tol, atol=tol)
+
+
+# ------------------------------------------- bfloat16 patch matmuls on XLA:CPU
+
+
+@contextlib.contextmanager
+def tiny_bf16_chunks():
+  """Makes the bf16 patch-matmul lowering take one example per chunk."""
+  saved = conv_lib._BF16_CHUNK_BYTES
+  conv_lib._BF16_CHUNK_BYTES = 1
+  try:
+    yield
+  finally:
+    conv_lib._BF16_CHUNK_BYTES = saved
+
+
+@st.composite
+def bf16_patch_cases(draw):
+  """Configurations the bf16 lowering takes: stride 1, no dilation, 0 <= pad < kernel."""
+  nd = draw(st.integers(1, 3))
+  kernel = [draw(st.integers(1, 3)) for _ in range(nd)]
+  assume(np.prod(kernel) > 1)
+  pads = tuple((draw(st.integers(0, k - 1)), draw(st.integers(0, k - 1))) for k in kernel)
+  sizes = [draw(st.integers(max(1, k - lo - hi), k + 3)) for k, (lo, hi) in zip(kernel, pads)]
+  c_in, c_out = draw(st.integers(1, 5)), draw(st.integers(1, 4))
+  return dict(
+      x_shape=(draw(st.integers(1, 3)), *sizes, c_in),
+      w_shape=(*kernel, c_in, c_out),
+      config=dict(stride=(1,) * nd, pads=pads, dilation=(1,) * nd, groups=1),
+  )
+
+
+def _bf16_arrays(case):
+  """bf16 inputs and the same values in float32 (the reference computes on those)."""
+  x, w = _arrays(case, np.float32)
+  x, w = jnp.asarray(x, jnp.bfloat16), jnp.asarray(w, jnp.bfloat16)
+  return x, w, x.astype(jnp.float32), w.astype(jnp.float32)
+
+
+def _assert_bf16_close(got, want, *, rtol=2 ** -7):
+  """bf16 result vs a float32 reference: within bf16 rounding of the largest entry."""
+  assert got.dtype == jnp.bfloat16, got.dtype
+  want = np.asarray(want, np.float32)
+  scale = max(float(np.max(np.abs(want))), 1e-6)
+  np.testing.assert_allclose(np.asarray(got, np.float32), want, rtol=rtol, atol=rtol * scale)
+
+
+class Bf16PatchLoweringTest(chex.TestCase):
+
+  @settings(**_SETTINGS)
+  @given(bf16_patch_cases(), st.booleans())
+  def test_forward_matches_lax(self, case, chunked):
+    x, w, x32, w32 = _bf16_arrays(case)
+    self.assertTrue(conv_lib._bf16_patch_path(x, w, **case["config"]))
+    want = lax_reference(x32, w32, **case["config"])
+    with tiny_bf16_chunks() if chunked else contextlib.nullcontext():
+      got = _jit(conv_lib._cpu_conv, precision=None, lhs_dilation=(1,) * (x.ndim - 2),
+                 **case["config"])(x, w)
+    _assert_bf16_close(got, want)
+
+  @settings(**_SETTINGS)
+  @given(bf16_patch_cases(), st.booleans())
+  def test_gradients_match_lax(self, case, chunked):
+    x, w, x32, w32 = _bf16_arrays(case)
+    y, vjp_ref = jax.vjp(lambda x, w: lax_reference(x, w, **case["config"]), x32, w32)
+    ct = jnp.asarray(_random(y.shape, 2, np.float32), jnp.bfloat16)
+    want_x, want_w = vjp_ref(ct.astype(jnp.float32))
+    conv = functools.partial(
+        conv_lib._cpu_conv, precision=None, lhs_dilation=(1,) * (x.ndim - 2), **case["config"]
+    )
+    with tiny_bf16_chunks() if chunked else contextlib.nullcontext():
+      got_x, got_w = jax.jit(lambda x, w, ct: jax.vjp(conv, x, w)[1](ct))(x, w, ct)
+    _assert_bf16_close(got_x, want_x)
+    _assert_bf16_close(got_w, want_w)
+
+  def test_public_ops_and_second_order(self):
+    # cross_correlate and convolve in bf16 (3×3 SAME, 2×2 VALID) take the patch path and
+    # agree with lax; so do second derivatives, which reverse mode takes through the
+    # custom VJPs' own backward passes.
+    x, w, x32, w32 = _bf16_arrays(dict(x_shape=(5, 7, 6, 3), w_shape=(3, 3, 3, 4)))
+    for padding in ("SAME", "VALID", ((0, 2), (1, 0))):
+      f = functools.partial(cross_correlate, padding=padding)
+      cfg = _lax_padding(x.shape, w.shape, dict(padding=padding))
+      _assert_bf16_close(jax.jit(f)(x, w), lax_reference(x32, w32, **cfg))
+      text = _lowered_text(f, x, w)
+      self.assertEqual(_count(text, "convolution"), 0)
+      self.assertGreaterEqual(_count(text, "bitcast_convert"), 2)
+    flipped = jnp.flip(w32, (0, 1))
+    _assert_bf16_close(
+        jax.jit(functools.partial(convolve, padding="SAME"))(x, w),
+        lax_reference(x32, flipped, **_lax_padding(x.shape, w.shape, dict(padding="SAME"))),
+    )
+
+    def second_order(conv):
+      def h(x, w):
+        gx, gw = jax.grad(lambda x, w: jnp.sum(jnp.sin(conv(x, w).astype(jnp.float32))),
+                          argnums=(0, 1))(x, w)
+        return jnp.sum(gx.astype(jnp.float32) ** 2) + jnp.sum(gw.astype(jnp.float32) ** 2)
+      return jax.jit(jax.grad(h, argnums=(0, 1)))
+
+    # C_in < C_out takes lax's convolution for the input gradient, C_in >= C_out patches.
+    for x_shape, w_shape in (((5, 7, 6, 3), (3, 3, 3, 4)), ((3, 6, 5, 4), (2, 3, 4, 2))):
+      x, w, x32, w32 = _bf16_arrays(dict(x_shape=x_shape, w_shape=w_shape))
+      cfg = _lax_padding(x.shape, w.shape, dict(padding="SAME"))
+      got = second_order(functools.partial(cross_correlate, padding="SAME"))(x, w)
+      want = second_order(lambda x, w: lax_reference(x, w, **cfg))(x32, w32)
+      for g, r in zip(got, want):
+        _assert_bf16_close(g, r, rtol=2 ** -5)  # three bf16 roundings deep
+
+  def test_configurations_it_leaves_to_lax(self):
+    # float32, strides, dilations, groups and pads of a whole kernel or more keep their
+    # lowerings; a 1×1 kernel stays a plain matmul.
+    x = jnp.ones((2, 8, 8, 4), jnp.bfloat16)
+    w = jnp.ones((3, 3, 4, 4), jnp.bfloat16)
+    base = dict(stride=(1, 1), pads=((1, 1), (1, 1)), dilation=(1, 1), groups=1)
+    self.assertTrue(conv_lib._bf16_patch_path(x, w, **base))
+    self.assertFalse(conv_lib._bf16_patch_path(x.astype(jnp.float32), w, **base))
+    for change in (dict(stride=(2, 1)), dict(dilation=(1, 2)), dict(groups=2),
+                   dict(pads=((3, 0), (1, 1)))):
+      self.assertFalse(conv_lib._bf16_patch_path(x, w, **{**base, **change}))
+    self.assertFalse(conv_lib._bf16_patch_path(x, w[:1, :1], **base))
+    text = _lowered_text(functools.partial(cross_correlate, stride=2, padding="SAME"), x, w)
+    self.assertGreaterEqual(_count(text, "convolution"), 1)
+
+  def test_chunks_cover_the_batch(self):
+    x, w, x32, w32 = _bf16_arrays(dict(x_shape=(7, 5, 5, 2), w_shape=(3, 3, 2, 3)))
+    cfg = dict(stride=(1, 1), pads=((1, 1), (1, 1)), dilation=(1, 1), groups=1)
+    # A new partial per call: jit caches traces by function, and the chunk size is global.
+    conv = lambda: functools.partial(conv_lib._cpu_conv, precision=None, lhs_dilation=(1, 1), **cfg)
+    whole = jax.jit(conv())(x, w)
+    with tiny_bf16_chunks():
+      chunked = jax.jit(conv())(x, w)
+      text = _lowered_text(conv(), x, w)
+    self.assertEqual(_count(text, "dot_general"), 7)
+    np.testing.assert_array_equal(np.asarray(chunked, np.float32), np.asarray(whole, np.float32))
+    _assert_bf16_close(chunked, lax_reference(x32, w32, **cfg))
 
 
 # ----------------------------------------------------- which program is lowered

@@ -151,9 +151,10 @@ class FastNet(nnx.Module):
     bn_momentum: BatchNorm running-average momentum, Flax convention (airbench's 0.6).
     bn_epsilon: BatchNorm epsilon.
     scale: the factor applied to the logits (airbench's 1/9).
-    dtype: the computation dtype of the convolutions and the head, e.g. ``"bfloat16"`` on
-      a GPU (None: the inputs' dtype); BatchNorm computes in float32 and the logits are
-      float32.
+    dtype: the computation dtype of the convolutions and the head, e.g. ``"bfloat16"``
+      (None: the inputs' dtype); BatchNorm computes in float32 and the logits are
+      float32. On a GPU, and on a CPU with bf16 matmul units (AMX, AVX512-BF16), where
+      cnnjax lowers bf16 convolutions to patch matmuls, bfloat16 trains faster.
     rngs: the ``nnx.Rngs`` for the parameters.
 
   Example:

@@ -375,7 +375,8 @@ def _derive_fast(values: dict[str, Any], given: set[str]) -> dict[str, Any]:
 
 # Where "fast" differs from airbench94.py: it trains on the 45,000 images left after the
 # validation split (airbench: all 50,000) for 10 whole epochs (airbench: 9.9), in float32
-# (airbench: fp16 with fp32 BatchNorm; pass --model-option dtype=bfloat16 on a GPU);
+# (airbench: fp16 with fp32 BatchNorm; pass --model-option dtype=bfloat16 on a GPU, or on
+# a CPU with AMX / AVX512-BF16);
 # BatchNorm offsets are not decayed (airbench decays them at the same per-step strength:
 # add --decay-all, which then also decays the whitening bias, as airbench does); the
 # whitening bias is never frozen (airbench freezes it after 3 epochs: a speed measure);
