@@ -8,7 +8,7 @@ positional, configuration is keyword-only.
 Lowering: on GPU and TPU each op is one ``lax.conv_general_dilated``; on CPU
 ``lax.platform_dependent`` picks forms XLA:CPU runs faster (batch chunks, depthwise as
 shifted-slice multiply-adds, 1×1 as a matmul, bfloat16 stride-1 convolutions as patch
-matmuls); see the "lowerings" section below. Forward-mode differentiation (``jax.jvp``)
+matmuls where the CPU has AMX / AVX512-BF16); see the "lowerings" section below. Forward-mode differentiation (``jax.jvp``)
 of a bfloat16 stride-1 convolution on CPU is not supported (reverse mode is, to any order).
 """
 
@@ -310,7 +310,7 @@ def conv_transpose(
 #     shifted-slice multiply-adds (`_depthwise_conv`), and faster backward too;
 #   - a 1×1 kernel is a matmul (`_im2col_conv` without a patch copy): 0.35× forward;
 #   - bfloat16 with stride 1, no dilation and groups 1 is patch matmuls with custom VJPs
-#     (`_bf16_patch_conv`, below): bf16 dots run on AMX / AVX512-BF16.
+#     (`_bf16_patch_conv`, below) where the CPU has AMX / AVX512-BF16 for the bf16 dots.
 # In float32, a patch-matrix (im2col) lowering for k > 1 was measured and loses: XLA:CPU's
 # concatenate writes ~1 GB/s and fresh buffers page-fault, so building the patches costs
 # 2.5–4× the convolution it replaces, even though the matmul itself runs on both cores
@@ -458,11 +458,25 @@ def _im2col_conv(x, w, *, stride, pads, dilation, groups=1, precision=None):
 _BF16_CHUNK_BYTES = 16 * 2**20  # patch-matrix bytes per batch chunk
 
 
+@functools.lru_cache(maxsize=None)
+def _cpu_has_bf16_matmul() -> bool:
+  """Whether this host's CPU has bf16 matmul units (AMX-BF16 or AVX512-BF16; read from
+  Linux's ``/proc/cpuinfo``, False elsewhere). Without them XLA:CPU emulates bf16 dots
+  and the patch matrix costs more than it saves (see the float32 measurements above)."""
+  try:
+    with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+      words = set(f.read().split())
+  except OSError:
+    return False
+  return bool(words & {"amx_bf16", "avx512_bf16"})
+
+
 def _bf16_patch_path(x, w, *, stride, pads, dilation, groups) -> bool:
   """Whether ``_cpu_conv`` uses the bf16 patch-matmul lowering for this configuration."""
   kernel = w.shape[:-2]
   return (
-      x.dtype == jnp.bfloat16 and groups == 1 and math.prod(kernel) > 1
+      x.dtype == jnp.bfloat16 and _cpu_has_bf16_matmul()
+      and groups == 1 and math.prod(kernel) > 1
       and all(s == 1 for s in stride) and all(d == 1 for d in dilation)
       and all(0 <= lo < k and 0 <= hi < k for (lo, hi), k in zip(pads, kernel))
   )

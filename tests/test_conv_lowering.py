@@ -15,6 +15,7 @@ structure of the programs lowered for CPU and for GPU/TPU.
 import contextlib
 import functools
 import re
+import unittest.mock
 
 import chex
 import jax
@@ -398,6 +399,13 @@ class TransformTest(chex.TestCase):
 # ------------------------------------------- bfloat16 patch matmuls on XLA:CPU
 
 
+@pytest.fixture(autouse=True)
+def _bf16_matmul_units(request, monkeypatch):
+  """The bf16 tests run the patch path whatever this CPU has (it only sets the speed)."""
+  if request.cls is not None and request.cls.__name__ == "Bf16PatchLoweringTest":
+    monkeypatch.setattr(conv_lib, "_cpu_has_bf16_matmul", lambda: True)
+
+
 @contextlib.contextmanager
 def tiny_bf16_chunks():
   """Makes the bf16 patch-matmul lowering take one example per chunk."""
@@ -514,6 +522,8 @@ class Bf16PatchLoweringTest(chex.TestCase):
                    dict(pads=((3, 0), (1, 1)))):
       self.assertFalse(conv_lib._bf16_patch_path(x, w, **{**base, **change}))
     self.assertFalse(conv_lib._bf16_patch_path(x, w[:1, :1], **base))
+    with unittest.mock.patch.object(conv_lib, "_cpu_has_bf16_matmul", lambda: False):
+      self.assertFalse(conv_lib._bf16_patch_path(x, w, **base))  # no AMX / AVX512-BF16
     text = _lowered_text(functools.partial(cross_correlate, stride=2, padding="SAME"), x, w)
     self.assertGreaterEqual(_count(text, "convolution"), 1)
 
