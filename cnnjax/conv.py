@@ -486,7 +486,7 @@ def _bf16_chunk_bounds(x_shape, kernel) -> list[tuple[int, int]]:
   n = x_shape[0]
   per_example = 2 * math.prod(x_shape[1:]) * math.prod(kernel)
   chunk = max(1, _BF16_CHUNK_BYTES // max(per_example, 1))
-  num = min(-(-n // chunk), _CPU_MAX_CHUNKS)
+  num = max(1, min(-(-n // chunk), _CPU_MAX_CHUNKS))  # one (empty) chunk for n == 0
   bounds = [round(i * n / num) for i in range(num + 1)]
   return list(zip(bounds[:-1], bounds[1:]))
 

@@ -539,6 +539,12 @@ class Bf16PatchLoweringTest(chex.TestCase):
     self.assertEqual(_count(text, "dot_general"), 7)
     np.testing.assert_array_equal(np.asarray(chunked, np.float32), np.asarray(whole, np.float32))
     _assert_bf16_close(chunked, lax_reference(x32, w32, **cfg))
+    # An empty batch gives an empty result, and empty gradients.
+    y, vjp = jax.vjp(conv(), x[:0], w)
+    self.assertEqual(y.shape, (0, 5, 5, 3))
+    gx, gw = vjp(y)
+    self.assertEqual(gx.shape, (0, 5, 5, 2))
+    np.testing.assert_array_equal(np.asarray(gw, np.float32), 0)
 
 
 # ----------------------------------------------------- which program is lowered
