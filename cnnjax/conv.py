@@ -8,8 +8,9 @@ positional, configuration is keyword-only.
 Lowering: on GPU and TPU each op is one ``lax.conv_general_dilated``; on CPU
 ``lax.platform_dependent`` picks forms XLA:CPU runs faster (batch chunks, depthwise as
 shifted-slice multiply-adds, 1×1 as a matmul, bfloat16 stride-1 convolutions as patch
-matmuls where the CPU has AMX / AVX512-BF16); see the "lowerings" section below. Forward-mode differentiation (``jax.jvp``)
-of a bfloat16 stride-1 convolution on CPU is not supported (reverse mode is, to any order).
+matmuls where the CPU has AMX / AVX512-BF16); see the "lowerings" section below.
+Forward-mode differentiation (``jax.jvp``) of a bfloat16 stride-1 convolution on such a
+CPU is not supported (reverse mode is, to any order).
 """
 
 from __future__ import annotations

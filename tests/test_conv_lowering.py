@@ -477,9 +477,9 @@ class Bf16PatchLoweringTest(chex.TestCase):
     _assert_bf16_close(got_w, want_w)
 
   def test_public_ops_and_second_order(self):
-    # cross_correlate and convolve in bf16 (3×3 SAME, 2×2 VALID) take the patch path and
-    # agree with lax; so do second derivatives, which reverse mode takes through the
-    # custom VJPs' own backward passes.
+    # cross_correlate (3×3: SAME, VALID, asymmetric pads) and convolve in bf16 take the
+    # patch path and agree with lax; so do second derivatives, which reverse mode takes
+    # through the custom VJPs' own backward passes.
     x, w, x32, w32 = _bf16_arrays(dict(x_shape=(5, 7, 6, 3), w_shape=(3, 3, 3, 4)))
     for padding in ("SAME", "VALID", ((0, 2), (1, 0))):
       f = functools.partial(cross_correlate, padding=padding)
