@@ -8,6 +8,10 @@ The Flax-based parts (``cnnjax.nn``, ``cnnjax.models``, ``cnnjax.train``,
 
 import importlib
 
+from cnnjax import _xla_flags
+
+_xla_flags.apply()  # before JAX starts a backend: multi-threaded CPU convolutions
+
 from cnnjax import arithmetic, equivariance, padding
 from cnnjax.arithmetic import op_count, output_size, param_count, receptive_field
 from cnnjax.conv import conv_transpose, convolve, cross_correlate

@@ -2,6 +2,8 @@
 
 import jax
 
+import cnnjax  # noqa: F401  (first, so its XLA:CPU flag is set before JAX starts a backend)
+
 # Silent rank promotion hides shape bugs; make it an error in the whole suite.
 jax.config.update("jax_numpy_rank_promotion", "raise")
 # References are computed in float64; tests that check float32/bfloat16 say so explicitly.
