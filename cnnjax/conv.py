@@ -383,6 +383,16 @@ def _cpu_conv(x, w, *, stride, pads, dilation, groups, precision, lhs_dilation):
   if any(d != 1 for d in lhs_dilation):
     # conv_transpose's forward: one call measured fastest; its weight gradient is
     # taken care of by _adjoint_conv's custom JVP.
+    dilated = [(size - 1) * ld + 1 for size, ld in zip(x.shape[1:-1], lhs_dilation)]
+    kernel = [_padding.effective_kernel_size(k, dilation=t) for k, t in zip(w.shape[:-2], dilation)]
+    if any(k > size for k, size in zip(kernel, dilated)):
+      # XLA:CPU (jaxlib 0.10.2) aborts the process compiling an lhs-dilated convolution
+      # whose window is larger than the dilated input in some dimension ("Window
+      # dimensions do not match RHS shape", algebraic simplifier). Dilating and padding
+      # with lax.pad first leaves it a plain convolution, which compiles.
+      x = lax.optimization_barrier(lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), *(
+          (lo, hi, ld - 1) for (lo, hi), ld in zip(pads, lhs_dilation)), (0, 0, 0)]))
+      config.update(pads=tuple((0, 0) for _ in pads), lhs_dilation=(1,) * len(pads))
     return _lax_conv(x, w, **config)
   plain = all(lo >= 0 and hi >= 0 for lo, hi in pads)
   kernel_volume = math.prod(w.shape[:-2])
