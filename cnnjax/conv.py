@@ -9,6 +9,8 @@ Lowering: on GPU and TPU each op is one ``lax.conv_general_dilated``; on CPU
 ``lax.platform_dependent`` picks forms XLA:CPU runs faster (batch chunks, depthwise as
 shifted-slice multiply-adds, 1×1 as a matmul, bfloat16 stride-1 convolutions as patch
 matmuls where the CPU has AMX / AVX512-BF16); see the "lowerings" section below.
+``import cnnjax`` also sets an XLA:CPU flag that runs convolutions multi-threaded
+(``cnnjax._xla_flags``).
 Forward-mode differentiation (``jax.jvp``) of a bfloat16 stride-1 convolution on such a
 CPU is not supported (reverse mode is, to any order).
 """
@@ -314,9 +316,14 @@ def conv_transpose(
 #     (`_bf16_patch_conv`, below) where the CPU has AMX / AVX512-BF16 for the bf16 dots.
 # In float32, a patch-matrix (im2col) lowering for k > 1 was measured and loses: XLA:CPU's
 # concatenate writes ~1 GB/s and fresh buffers page-fault, so building the patches costs
-# 2.5–4× the convolution it replaces, even though the matmul itself runs on both cores
-# where the convolution runs on one. `_im2col_conv` stays exact for every setting
+# 2.5–4× the convolution it replaces. `_im2col_conv` stays exact for every setting
 # (tested) and is used where no patch is copied.
+# These choices were measured with XLA:CPU's default YNNPACK convolutions, which run on
+# one thread. cnnjax now turns those off at import (`_xla_flags`: Eigen's convolution, on
+# all cores, 2–4× faster). Re-measured with Eigen (2026-11-26, batch 128; seed-cnn's and
+# resnet20's layers, 3×3 32×32×64), the chunks take 1.1–1.5× one call's time forward and
+# 0.87–1.07× forward+backward, and the seed-cnn train step is the same within noise
+# either way, so the chunks stay.
 # A jit for CPU compiles only the CPU branch; other platforms never see it. Every
 # float32 branch is made of differentiable primitives, so forward and reverse mode,
 # higher orders and vmap work as for lax; the bf16 patch path supports reverse mode (any
