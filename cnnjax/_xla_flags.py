@@ -6,7 +6,7 @@ thread. With YNNPACK's convolutions turned off
 fusions stay), XLA:CPU uses Eigen's multi-threaded convolution. Measured on the 2-core
 development machine (``benchmarks/README.md``): a 3×3, 32×32×64 → 64 convolution at batch
 128 took 41 instead of 195 ms forward and 201 instead of 717 ms forward+backward, and the
-``seed-cnn`` train step ran 1.7× faster (2,354 vs 1,396 images/s).
+``seed-cnn`` train step ran 1.7–2.0× faster (2,211 vs 1,105 images/s).
 
 XLA reads ``XLA_FLAGS`` once, when the first backend starts, so the flag is appended to
 the environment variable when ``cnnjax`` is imported, and only then:

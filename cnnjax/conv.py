@@ -391,7 +391,8 @@ def _cpu_conv(x, w, *, stride, pads, dilation, groups, precision, lhs_dilation):
     # conv_transpose's forward: one call measured fastest; its weight gradient is
     # taken care of by _adjoint_conv's custom JVP.
     dilated = [(size - 1) * ld + 1 for size, ld in zip(x.shape[1:-1], lhs_dilation)]
-    kernel = [_padding.effective_kernel_size(k, dilation=t) for k, t in zip(w.shape[:-2], dilation)]
+    kernel = [_padding.effective_kernel_size(k, dilation=t)
+              for k, t in zip(w.shape[:-2], dilation)]
     if any(k > size for k, size in zip(kernel, dilated)):
       # XLA:CPU (jaxlib 0.10.2) aborts the process compiling an lhs-dilated convolution
       # whose window is larger than the dilated input in some dimension ("Window

@@ -1,5 +1,6 @@
 """cnnjax's XLA:CPU flag: appended at import where it can act, never over a user's choice."""
 
+import json
 import os
 import subprocess
 import sys
@@ -82,8 +83,6 @@ def test_import_takes_convolutions_off_ynnpack():
                           env=env, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs[opt_out] = proc.stdout.strip().splitlines()[-1]
-  import json
-
   on, off = json.loads(runs["1"]), json.loads(runs["0"])
   assert on["flags"] == _xla_flags.YNN_CONV_OFF and not on["ynn"]
   assert off["flags"] == "" and off["ynn"]
