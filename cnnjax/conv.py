@@ -320,7 +320,7 @@ def conv_transpose(
 # (tested) and is used where no patch is copied.
 # These choices were measured with XLA:CPU's default YNNPACK convolutions, which run on
 # one thread. cnnjax now turns those off at import (`_xla_flags`: Eigen's convolution, on
-# all cores, 2–4× faster). Re-measured with Eigen (2026-11-26, batch 128; seed-cnn's and
+# all cores, 3–5× faster). Re-measured with Eigen (2026-11-26, batch 128; seed-cnn's and
 # resnet20's layers, 3×3 32×32×64), the chunks take 1.1–1.5× one call's time forward and
 # 0.87–1.07× forward+backward, and the seed-cnn train step is the same within noise
 # either way, so the chunks stay.
