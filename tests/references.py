@@ -1,0 +1,221 @@
+"""Independent NumPy references, shared by every test file (never copied into one).
+
+Each reference is the textbook formula written as loops over output positions, in
+float64 (complex128 where an operand is complex), with NumPy's own padding; none of it
+imports cnnjax. Tolerances for comparing cnnjax against them live in :func:`tolerance`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import numpy as np
+
+MODES = ("zeros", "circular", "reflect", "edge")
+NUMPY_MODE = {"zeros": "constant", "circular": "wrap", "reflect": "reflect", "edge": "edge"}
+
+
+def per_dim(value, nd):
+  """An int (or NumPy integer) for every dim, or a sequence of one per dim."""
+  return (int(value),) * nd if np.ndim(value) == 0 else tuple(int(v) for v in value)
+
+
+def ref_pads(padding, sizes, kernel_eff, stride):
+  """(low, high) per dim, from the definitions (SAME: output ceil(n / s), as lax)."""
+  nd = len(sizes)
+  if isinstance(padding, str):
+    if padding.upper() == "VALID":
+      return [(0, 0)] * nd
+    if padding.upper() == "FULL":
+      return [(r - 1, r - 1) for r in kernel_eff]
+    pads = []
+    for n, r, s in zip(sizes, kernel_eff, stride):
+      total = max((-(-n // s) - 1) * s + r - n, 0)
+      pads.append((total // 2, total - total // 2))
+    return pads
+  if np.ndim(padding) == 0:
+    return [(int(padding), int(padding))] * nd
+  return [(int(p), int(p)) if np.ndim(p) == 0 else tuple(int(q) for q in p) for p in padding]
+
+
+def ref_geometry(x_spatial, kernel, *, stride=1, padding="VALID", dilation=1):
+  """(stride, dilation, pads, out_spatial) of a sliding-window op, by the definitions."""
+  nd = len(kernel)
+  s, t = per_dim(stride, nd), per_dim(dilation, nd)
+  r_eff = [(r - 1) * d + 1 for r, d in zip(kernel, t)]
+  pads = ref_pads(padding, x_spatial, r_eff, s)
+  out = [(n + lo + hi - r) // si + 1 for n, (lo, hi), r, si in zip(x_spatial, pads, r_eff, s)]
+  return s, t, pads, out
+
+
+def _wide(*arrays):
+  """The operands as float64, or complex128 if any is complex (exact for small ints)."""
+  dtype = np.complex128 if any(np.iscomplexobj(a) for a in arrays) else np.float64
+  return [np.asarray(a).astype(dtype) for a in arrays]
+
+
+def ref_correlate(x, w, *, stride=1, padding="VALID", dilation=1, groups=1,
+                  padding_mode="zeros", flip=False):
+  """y[b, n, o] = Σ_k Σ_c w[k, c, o] · x̃[b, n·s + k·t, c], one output at a time.
+
+  With ``flip``: true convolution, x̃[b, n·s + (r̂ − 1) − k·t, c].
+  """
+  x, w = _wide(x, w)
+  nd = w.ndim - 2
+  kernel = w.shape[:nd]
+  s, t, pads, out = ref_geometry(
+      x.shape[1:-1], kernel, stride=stride, padding=padding, dilation=dilation
+  )
+  r_eff = [(r - 1) * d + 1 for r, d in zip(kernel, t)]
+  xp = np.pad(x, [(0, 0), *pads, (0, 0)], mode=NUMPY_MODE[padding_mode])
+  cg, og = w.shape[-2], w.shape[-1] // groups
+  y = np.zeros((x.shape[0], *out, w.shape[-1]), x.dtype)
+  for n in np.ndindex(*out):
+    for k in np.ndindex(*kernel):
+      if flip:
+        idx = tuple(n[d] * s[d] + r_eff[d] - 1 - k[d] * t[d] for d in range(nd))
+      else:
+        idx = tuple(n[d] * s[d] + k[d] * t[d] for d in range(nd))
+      xv = xp[(slice(None), *idx)]  # [N, C]
+      for g in range(groups):
+        y[(slice(None), *n, slice(g * og, (g + 1) * og))] += (
+            xv[:, g * cg:(g + 1) * cg] @ w[k][:, g * og:(g + 1) * og]
+        )
+  return y
+
+
+def ref_correlate_adjoint(y, w, x_shape, *, stride=1, padding="VALID", dilation=1,
+                          groups=1):
+  """The adjoint of ``x ↦ ref_correlate(x, w)`` (zero padding) applied to ``y``.
+
+  The textbook scatter: each y[b, n, o] adds w[k, c, o] · y[b, n, o] back onto
+  x̃[b, n·s + k·t, c]; the padded border is then cropped. (Not ``jax.vjp`` of lax: XLA:CPU
+  aborts compiling the input gradient when the window is larger than the input in some
+  dimension, e.g. x [2, 1, 4, 6], w [2, 2, 2, 6], stride 2, FULL.)
+  """
+  y, w = _wide(y, w)
+  nd = w.ndim - 2
+  kernel = w.shape[:nd]
+  s, t = per_dim(stride, nd), per_dim(dilation, nd)
+  r_eff = [(r - 1) * d + 1 for r, d in zip(kernel, t)]
+  pads = ref_pads(padding, x_shape[1:-1], r_eff, s)
+  padded = [size + lo + hi for size, (lo, hi) in zip(x_shape[1:-1], pads)]
+  xp = np.zeros((x_shape[0], *padded, x_shape[-1]), y.dtype)
+  cg, og = w.shape[-2], w.shape[-1] // groups
+  for n in np.ndindex(*y.shape[1:-1]):
+    for k in np.ndindex(*kernel):
+      idx = tuple(n[d] * s[d] + k[d] * t[d] for d in range(nd))
+      for g in range(groups):
+        xp[(slice(None), *idx, slice(g * cg, (g + 1) * cg))] += (
+            y[(slice(None), *n, slice(g * og, (g + 1) * og))] @ w[k][:, g * og:(g + 1) * og].T
+        )
+  crop = tuple(slice(lo, lo + size) for size, (lo, _) in zip(x_shape[1:-1], pads))
+  return xp[(slice(None), *crop)]
+
+
+def _ref_unshared(x, w, kernel_at, *, stride, padding, dilation, padding_mode):
+  """Σ_k Σ_c kernel_at(n)[k, c, o] · x̃[b, n·s + k·t, c] for unshared weights."""
+  x, w = _wide(x, w)
+  nd = (w.ndim - 2) // 2
+  kernel = w.shape[nd:2 * nd]
+  s, t, pads, out = ref_geometry(
+      x.shape[1:-1], kernel, stride=stride, padding=padding, dilation=dilation
+  )
+  xp = np.pad(x, [(0, 0), *pads, (0, 0)], mode=NUMPY_MODE[padding_mode])
+  y = np.zeros((x.shape[0], *out, w.shape[-1]), x.dtype)
+  for n in np.ndindex(*out):
+    wn = w[kernel_at(n)]
+    for k in np.ndindex(*kernel):
+      idx = tuple(n[d] * s[d] + k[d] * t[d] for d in range(nd))
+      y[(slice(None), *n)] += xp[(slice(None), *idx)] @ wn[k]
+  return y
+
+
+def ref_local(x, w, *, stride=1, padding="VALID", dilation=1, padding_mode="zeros"):
+  """y[b, n, o] = Σ_k Σ_c w[n, k, c, o] · x̃[b, n·s + k·t, c], one output at a time."""
+  return _ref_unshared(x, w, lambda n: n, stride=stride, padding=padding,
+                       dilation=dilation, padding_mode=padding_mode)
+
+
+def ref_tiled(x, w, *, tile, stride=1, padding="VALID", dilation=1, padding_mode="zeros"):
+  """y[b, n, o] = Σ_k Σ_c w[n mod T, k, c, o] · x̃[b, n·s + k·t, c], one output at a time."""
+  nd = (np.ndim(w) - 2) // 2
+  tile = per_dim(tile, nd)
+  return _ref_unshared(x, w, lambda n: tuple(i % t for i, t in zip(n, tile)), stride=stride,
+                       padding=padding, dilation=dilation, padding_mode=padding_mode)
+
+
+# ---------------------------------------------------------------------- pooling
+
+
+def pool_windows(x, window, stride, padding):
+  """Yields (output index, clipped input slices, output shape) for every window."""
+  spatial = x.shape[1:-1]
+  pads = ref_pads(padding, spatial, window, stride)
+  out = [(n + lo + hi - k) // s + 1 for n, k, s, (lo, hi) in zip(spatial, window, stride, pads)]
+  for o in np.ndindex(*out):
+    starts = [oi * s - lo for oi, s, (lo, _) in zip(o, stride, pads)]
+    slices = tuple(
+        slice(max(a, 0), min(a + k, n)) for a, k, n in zip(starts, window, spatial)
+    )
+    yield o, slices, out
+
+
+def ref_pool(x, window, stride, padding, kind, *, count_include_pad=False, p=2):
+  """max / avg / lp pooling by windows (padding never enters a max or an average)."""
+  x = np.asarray(x, np.float64)
+  nd = x.ndim - 2
+  window = per_dim(window, nd)
+  stride = window if stride is None else per_dim(stride, nd)
+  out = None
+  for o, slices, out_shape in pool_windows(x, window, stride, padding):
+    if out is None:
+      out = np.zeros((x.shape[0], *out_shape, x.shape[-1]))
+    win = x[(slice(None), *slices, slice(None))]
+    axes = tuple(range(1, nd + 1))
+    if kind == "max":
+      v = win.max(axis=axes)
+    elif kind == "avg":
+      count = math.prod(window) if count_include_pad else math.prod(win.shape[1:-1])
+      v = win.sum(axis=axes) / count
+    else:
+      v = (np.abs(win) ** p).sum(axis=axes) ** (1 / p)
+    out[(slice(None), *o, slice(None))] = v
+  return out
+
+
+# ------------------------------------------------------------------- tolerances
+
+# Relative tolerance of a result computed in `dtype` against a float64 reference, for a
+# sum of up to a few hundred products. float32 contractions on GPU default to TF32
+# (10-bit mantissa) and on TPU to bfloat16 passes, so default-precision float32 is
+# held to the TF32/bf16 rounding there; precision="highest" to float32 rounding anywhere.
+_RTOL = {"bfloat16": 3e-2, "float16": 5e-3, "float32": 2e-5, "float64": 1e-10,
+         "complex64": 2e-5, "complex128": 1e-10}
+
+
+def on_cpu() -> bool:
+  return jax.default_backend() == "cpu"
+
+
+def tolerance(dtype, *, precision=None) -> float:
+  """rtol (also used as atol relative to the reference's scale) for ``dtype`` results."""
+  name = np.dtype(dtype).name
+  rtol = _RTOL[name]
+  if name in ("float32", "complex64") and precision is None and not on_cpu():
+    rtol = 1e-2 if jax.default_backend() == "tpu" else 2e-3
+  return rtol
+
+
+def assert_close(got, want, dtype=None, *, precision=None, scale=None):
+  """``got`` within ``tolerance(dtype)`` of ``want``, relative to the reference's scale."""
+  got = np.asarray(got)
+  want = np.asarray(want)
+  dtype = got.dtype if dtype is None else dtype
+  rtol = tolerance(dtype, precision=precision)
+  if scale is None:
+    scale = max(float(np.max(np.abs(want))) if want.size else 0.0, 1.0)
+  np.testing.assert_allclose(
+      got.astype(want.dtype), want, rtol=rtol, atol=rtol * scale
+  )
