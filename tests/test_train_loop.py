@@ -233,3 +233,157 @@ def test_checkpointer_quarantines_partial_and_restores_keys(tmp_path):
   with pytest.raises(ValueError, match="epoch"):
     ckpt.restore(3, target)
   ckpt.close()
+
+
+# ------------------------------------------------------------------ verified checkpoints
+
+
+def _largest_file(path):
+  files = [os.path.join(r, n) for r, _, names in os.walk(path) for n in names
+           if n != "cnnjax_sha256.json"]
+  return max(files, key=os.path.getsize)
+
+
+def _flip_byte(path):
+  with open(path, "r+b") as f:
+    f.seek(os.path.getsize(path) // 2)
+    b = f.read(1)
+    f.seek(-1, os.SEEK_CUR)
+    f.write(bytes([b[0] ^ 0x01]))
+
+
+def _truncate(path):
+  with open(path, "r+b") as f:
+    f.truncate(os.path.getsize(path) // 2)
+
+
+@pytest.mark.parametrize("damage", [_flip_byte, _truncate, os.remove])
+def test_damaged_checkpoint_is_quarantined_and_the_previous_one_used(tmp_path, damage):
+  state = {"w": jnp.arange(256.0, dtype=jnp.float32), "key": jax.random.key(7)}
+  ckpt = Checkpointer(tmp_path, keep=3)
+  ckpt.save(1, state)
+  ckpt.save(2, jax.tree.map(lambda x: x + 1 if not _is_key(x) else x, state))
+  assert ckpt.verify(1) is None and ckpt.verify(2) is None
+  damage(_largest_file(tmp_path / "2"))
+  assert ckpt.verify(2) is not None
+  target = {"w": jnp.zeros(256, jnp.float32), "key": jax.random.key(0)}
+  with pytest.raises(ValueError, match="failed verification"):
+    ckpt.restore(2, target)  # never read unverified, whatever Orbax would make of it
+  with pytest.warns(UserWarning, match=r"2 failed verification .*moved to .*2\.corrupt") as w:
+    assert ckpt.latest_verified() == 1
+  assert len(w) == 1 and "\n" not in str(w[0].message)
+  assert sorted(os.listdir(tmp_path)) == ["1", "2.corrupt"]
+  np.testing.assert_array_equal(ckpt.restore(1, target)["w"], state["w"])
+  ckpt.save(2, target)  # the quarantined directory does not block a new epoch 2
+  assert ckpt.epochs() == [1, 2] and ckpt.latest_verified() == 2
+  ckpt.close()
+
+
+def _is_key(x):
+  return jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def test_resume_skips_a_flipped_checkpoint_and_cleans_up_leftovers(full_run, tmp_path):
+  out = tmp_path / "run"
+  shutil.copytree(full_run.out_dir, out)
+  _flip_byte(_largest_file(out / "checkpoints" / "2"))
+  os.makedirs(out / "checkpoints" / "3.incomplete" / "default")  # left by older versions
+  os.makedirs(out / "checkpoints" / "3.orbax-checkpoint-tmp-17" / "default")  # a kill
+  with pytest.warns(UserWarning) as w:
+    resumed = train(CONFIG, out_dir=out, dataset=toy_data(), model_fn=TinyNet, quiet=True,
+                    resume=True)
+  messages = [str(m.message) for m in w]
+  assert any("2 failed verification" in m for m in messages), messages
+  assert sum("deleted" in m for m in messages) == 2, messages
+  assert sorted(os.listdir(out / "checkpoints")) == ["1", "2", "2.corrupt"]
+  # Epoch 2 was trained again from epoch 1's checkpoint: bit for bit the same run.
+  assert _strip(resumed.history) == _strip(full_run.history)
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(resumed.state.params),
+               jax.device_get(full_run.state.params))
+
+
+def test_nan_stop_names_the_last_verified_checkpoint(tmp_path):
+  def model_fn(**kw):
+    return Flat(nan_after=9, **kw)  # step 9: epoch 3, batch 2
+
+  def corrupt_after_epoch_2(record, state):
+    if record["epoch"] == 2:
+      _flip_byte(_largest_file(tmp_path / "checkpoints" / "2"))
+
+  config = CONFIG.replace(epochs=3, augment=False, keep_checkpoints=3)
+  with pytest.raises(NonFiniteLossError) as e:
+    train(config, out_dir=tmp_path, dataset=toy_data(), model_fn=model_fn, quiet=True,
+          callbacks=[corrupt_after_epoch_2])
+  assert "step 9 (epoch 3, batch 2 of 4)" in str(e.value)
+  assert f"checkpoint is epoch 1 ({tmp_path}/checkpoints/1, verified)" in str(e.value)
+
+
+# ------------------------------------------------------------------ one writer per run
+
+
+def test_a_second_writer_fails_and_a_stale_lock_is_taken_over(tmp_path, capsys):
+  import socket
+  import subprocess
+  import sys
+
+  from cnnjax.train.lock import RunInUseError, RunLock
+
+  config = CONFIG.replace(epochs=1)
+  holder = RunLock(tmp_path / "run").acquire()  # flock: as good as another process
+  with pytest.raises(RunInUseError, match=rf"being written by process {os.getpid()} on "):
+    train(config, out_dir=tmp_path / "run", dataset=toy_data(), model_fn=TinyNet,
+          quiet=True, plots=False)
+  assert not os.path.exists(tmp_path / "run" / "metrics.jsonl")
+  holder.release()
+  # A lock file naming a dead process (killed: its flock went with it) is stale.
+  dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                        capture_output=True, text=True, check=True).stdout.strip()
+  with open(tmp_path / "run" / ".lock", "w") as f:
+    f.write(f'{{"pid": {dead}, "host": "{socket.gethostname()}", "since": "then"}}')
+  train(config, out_dir=tmp_path / "run", dataset=toy_data(), model_fn=TinyNet,
+        plots=False)
+  assert f"stale lock {tmp_path}/run/.lock of process {dead}" in capsys.readouterr().out
+  assert open(tmp_path / "run" / ".lock").read() == ""  # released
+
+
+def test_resume_records_config_changes_only_after_an_epoch_and_refuses_a_new_seed(tmp_path):
+  import json
+
+  config = CONFIG.replace(epochs=1, augment=False, schedule="constant")
+  train(config, out_dir=tmp_path, dataset=toy_data(), model_fn=Flat, quiet=True, plots=False)
+  changed = config.replace(epochs=2, lr=0.5)
+  with pytest.raises(NonFiniteLossError):  # diverges (here: NaN at its 2nd step) in epoch 2
+    train(changed, out_dir=tmp_path, dataset=toy_data(), resume=True, quiet=True,
+          plots=False, model_fn=lambda **kw: Flat(nan_after=1, **kw))
+  assert TrainConfig.load(tmp_path / "config.json") == config  # not poisoned
+  with pytest.raises(ValueError, match=r"seed got 1 with resume=True.*expected seed=0"):
+    train(changed.replace(seed=1), out_dir=tmp_path, dataset=toy_data(), resume=True,
+          quiet=True, plots=False, model_fn=Flat)
+  train(changed, out_dir=tmp_path, dataset=toy_data(), resume=True, quiet=True,
+        plots=False, model_fn=Flat)
+  assert TrainConfig.load(tmp_path / "config.json") == changed
+  history = [json.loads(line) for line in open(tmp_path / "config_history.jsonl")]
+  assert [h["epoch"] for h in history] == [1, 2]
+  assert TrainConfig.from_dict(history[0]["config"]) == config
+  assert history[1]["changes"] == {"epochs": [1, 2], "lr": [0.1, 0.5]}
+
+
+def test_resume_repairs_a_torn_metrics_line(full_run, tmp_path):
+  out = tmp_path / "run"
+  shutil.copytree(full_run.out_dir, out)
+  shutil.rmtree(out / "checkpoints" / "2")  # killed while writing epoch 2's record
+  lines = open(out / "metrics.jsonl").read().splitlines()
+  with open(out / "metrics.jsonl", "w") as f:
+    f.write(lines[0] + "\n" + lines[1][:25])
+  with pytest.raises(ValueError, match=rf"{out}/metrics.jsonl line 2 is not a metrics record"):
+    read_metrics(out / "metrics.jsonl")
+  with pytest.warns(UserWarning, match="line 2 is torn"):
+    resumed = train(CONFIG, out_dir=out, dataset=toy_data(), model_fn=TinyNet, quiet=True,
+                    resume=True, plots=False)
+  assert _strip(read_metrics(out / "metrics.jsonl")) == _strip(full_run.history)
+  assert _strip(resumed.history) == _strip(full_run.history)
+  with open(out / "metrics.jsonl", "w") as f:  # damage that is not a torn tail
+    f.write(lines[0][:25] + "\n" + lines[1] + "\n")
+  with pytest.raises(ValueError, match=rf"{out}/metrics.jsonl line 1 is not"):
+    train(CONFIG, out_dir=out, dataset=toy_data(), model_fn=TinyNet, quiet=True,
+          resume=True, plots=False)

@@ -1,23 +1,49 @@
-"""Atomic Orbax checkpoints of a ``TrainState``, one per saved epoch.
+"""Verified, atomic Orbax checkpoints of a ``TrainState``, one per saved epoch.
 
 Orbax writes each checkpoint into ``<epoch>.orbax-checkpoint-tmp-*`` and renames it to
-``<epoch>`` only once everything (arrays, then ``_CHECKPOINT_METADATA``) is written, so a run
-killed mid-save leaves no directory that looks finished. On top of that, :class:`Checkpointer`
-treats an ``<epoch>`` directory without ``_CHECKPOINT_METADATA`` (e.g. a half-finished copy)
-as incomplete: such directories are moved aside to ``<epoch>.incomplete`` with a warning,
-never restored. PRNG keys (typed key arrays in NNX RNG streams) are stored as raw key data.
+``<epoch>`` only once everything (arrays, then ``_CHECKPOINT_METADATA``) is written, so a
+run killed mid-save leaves no directory that looks finished. On top of that:
+
+* **Checksums.** After each save, the SHA-256 and size of every file of the checkpoint
+  are written to ``<epoch>/cnnjax_sha256.json`` (atomically). A checkpoint is *verified*
+  when every listed file is there with its size and digest and no other file is.
+  :meth:`Checkpointer.latest_verified` (used by resume, ``cnnjax eval`` and the NaN
+  stop's "last good checkpoint") checks the newest first; one that fails is moved aside
+  to ``<epoch>.corrupt`` with a one-line warning, and the previous one is tried. A run
+  written before cnnjax kept checksums (no checkpoint of the directory has one) is
+  restored unverified, with a warning.
+* **Leftovers of a kill.** A writer (``cleanup=True``, which the training loop passes
+  while it holds the run's lock) deletes Orbax's ``*.orbax-checkpoint-tmp-*``
+  directories, numbered directories without ``_CHECKPOINT_METADATA`` (e.g. a
+  half-finished copy) and the ``<epoch>.incomplete`` directories earlier versions moved
+  such directories to, each with a one-line warning. Readers (``cleanup=False``) only
+  ignore them.
+
+PRNG keys (typed key arrays in NNX RNG streams) are stored as raw key data.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import re
+import shutil
 import warnings
 
 import jax
+import numpy as np
 
-__all__ = ["Checkpointer", "complete_epochs"]
+__all__ = ["CHECKSUM_FILE", "CheckpointError", "Checkpointer", "complete_epochs",
+           "verify_checkpoint"]
 
 _METADATA = "_CHECKPOINT_METADATA"
+CHECKSUM_FILE = "cnnjax_sha256.json"
+_UNFINISHED = re.compile(r"^\d+(\.orbax-checkpoint-tmp-.*|\.incomplete\d*)$")
+
+
+class CheckpointError(ValueError):
+  """A checkpoint cannot be used: it failed verification or does not fit the target."""
 
 
 def _is_key(x) -> bool:
@@ -36,7 +62,7 @@ def _from_savable(restored, target):
 
 
 def complete_epochs(directory: str | os.PathLike) -> list[int]:
-  """Epochs with a finished checkpoint in ``directory``, sorted (missing directory: [])."""
+  """Epochs with a finished (not necessarily verified) checkpoint, sorted (missing: [])."""
   if not os.path.isdir(directory):
     return []
   return sorted(
@@ -45,87 +71,253 @@ def complete_epochs(directory: str | os.PathLike) -> list[int]:
   )
 
 
-class Checkpointer:
-  """Saves and restores ``TrainState`` pytrees under ``directory/<epoch>``.
+def _digests(path: str) -> dict[str, list]:
+  """``{relative path: [size, sha256 hex]}`` of every file below ``path`` but the checksums."""
+  out = {}
+  for root, dirs, files in os.walk(path):
+    dirs.sort()
+    for name in sorted(files):
+      full = os.path.join(root, name)
+      rel = os.path.relpath(full, path).replace(os.sep, "/")
+      if rel in (CHECKSUM_FILE, CHECKSUM_FILE + ".tmp"):
+        continue
+      h = hashlib.sha256()
+      with open(full, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+          h.update(block)
+      out[rel] = [os.path.getsize(full), h.hexdigest()]
+  return out
+
+
+def _write_checksums(path: str) -> None:
+  tmp = os.path.join(path, CHECKSUM_FILE + ".tmp")
+  with open(tmp, "w") as f:
+    json.dump({"format": 1, "files": _digests(path)}, f, indent=1, sort_keys=True)
+    f.write("\n")
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, os.path.join(path, CHECKSUM_FILE))
+
+
+def verify_checkpoint(path: str | os.PathLike) -> str | None:
+  """Checks a checkpoint directory against its ``cnnjax_sha256.json``.
 
   Args:
-    directory: the checkpoint root (created if needed).
+    path: a checkpoint directory (``<run>/checkpoints/<epoch>``).
+
+  Returns:
+    None if every listed file has its size and SHA-256 and there is no other file; else
+    a short reason (the first difference found).
+
+  Example:
+    >>> verify_checkpoint("runs/seed-cnn/checkpoints/10")  # doctest: +SKIP
+  """
+  path = os.fspath(path)
+  try:
+    with open(os.path.join(path, CHECKSUM_FILE)) as f:
+      expected = json.load(f)["files"]
+  except FileNotFoundError:
+    return f"no {CHECKSUM_FILE}"
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    return f"unreadable {CHECKSUM_FILE} ({type(e).__name__}: {e})"
+  try:
+    got = _digests(path)
+  except OSError as e:
+    return f"unreadable file ({e})"
+  for rel, (size, digest) in sorted(expected.items()):
+    if rel not in got:
+      return f"{rel} is missing"
+    if got[rel][0] != size:
+      return f"{rel} has {got[rel][0]} bytes, expected {size}"
+    if got[rel][1] != digest:
+      return f"{rel} has SHA-256 {got[rel][1][:12]}..., expected {digest[:12]}..."
+  extra = sorted(set(got) - set(expected))
+  if extra:
+    return f"unexpected file {extra[0]}"
+  return None
+
+
+def _sync(name: str) -> None:
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+
+    multihost_utils.sync_global_devices(name)
+
+
+class Checkpointer:
+  """Saves, verifies and restores ``TrainState`` pytrees under ``directory/<epoch>``.
+
+  Args:
+    directory: the checkpoint root (created if needed when ``cleanup``).
     keep: how many of the most recent checkpoints to keep.
+    cleanup: this process writes the run (it holds the run's lock): delete what a
+      killed writer left (see the module docstring) and quarantine checkpoints that
+      fail verification. False: read only; failed checkpoints are skipped, not moved.
 
   Example:
     >>> ckpt = Checkpointer("/tmp/run/checkpoints", keep=2)  # doctest: +SKIP
-    >>> ckpt.save(3, state); ckpt.latest_epoch()  # doctest: +SKIP
+    >>> ckpt.save(3, state); ckpt.latest_verified()  # doctest: +SKIP
     3
   """
 
-  def __init__(self, directory: str | os.PathLike, *, keep: int = 2):
+  def __init__(self, directory: str | os.PathLike, *, keep: int = 2, cleanup: bool = True):
     import orbax.checkpoint as ocp
 
     self._ocp = ocp
     self.directory = os.path.abspath(directory)
-    os.makedirs(self.directory, exist_ok=True)
-    if jax.process_index() == 0:
-      self._quarantine_incomplete()
-    if jax.process_count() > 1:  # everyone sees the directory after the move
-      from jax.experimental import multihost_utils
+    self.cleanup = cleanup
+    if cleanup:
+      os.makedirs(self.directory, exist_ok=True)
+      if jax.process_index() == 0:
+        self._remove_unfinished()
+      _sync("cnnjax.train.Checkpointer")  # everyone sees the directory after the cleanup
+    self._keep = keep
+    self._manager = None
+    self._skipped: set[int] = set()  # failed verification (read only: not moved)
 
-      multihost_utils.sync_global_devices("cnnjax.train.Checkpointer")
-    options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, create=True, enable_async_checkpointing=False
-    )
-    self._manager = ocp.CheckpointManager(self.directory, options=options)
+  @property
+  def manager(self):
+    if self._manager is None:
+      options = self._ocp.CheckpointManagerOptions(
+          max_to_keep=self._keep, create=self.cleanup, enable_async_checkpointing=False,
+          read_only=not self.cleanup,
+      )
+      self._manager = self._ocp.CheckpointManager(self.directory, options=options)
+    return self._manager
 
-  def _quarantine_incomplete(self) -> None:
+  def _remove_unfinished(self) -> None:
     for name in sorted(os.listdir(self.directory)):
       path = os.path.join(self.directory, name)
-      if name.isdigit() and not os.path.isfile(os.path.join(path, _METADATA)):
-        aside = f"{path}.incomplete"
-        n = 1
-        while os.path.exists(aside):
-          aside, n = f"{path}.incomplete{n}", n + 1
+      unfinished = (name.isdigit() and not os.path.isfile(os.path.join(path, _METADATA))) or (
+          _UNFINISHED.match(name) is not None)
+      if unfinished and os.path.isdir(path):
         warnings.warn(
-            f"Checkpointer: {path} has no {_METADATA}, so it is an unfinished checkpoint; "
-            f"moved aside to {aside} and ignored.",
+            f"Checkpointer: deleted {path}, an unfinished checkpoint (no {_METADATA}) left "
+            "by a killed or failed save.",
             stacklevel=3,
         )
-        os.replace(path, aside)
+        shutil.rmtree(path)
+
+  def path(self, epoch: int) -> str:
+    return os.path.join(self.directory, str(epoch))
 
   def epochs(self) -> list[int]:
-    """The epochs with a complete checkpoint, ascending."""
-    return complete_epochs(self.directory)
+    """The epochs with a finished checkpoint (not yet verified), ascending."""
+    return [e for e in complete_epochs(self.directory) if e not in self._skipped]
 
   def latest_epoch(self) -> int | None:
-    """The most recent complete checkpoint's epoch, or None."""
+    """The most recent finished checkpoint's epoch (not verified; see latest_verified)."""
     epochs = self.epochs()
     return epochs[-1] if epochs else None
 
+  def _legacy(self) -> bool:
+    """No checkpoint here has checksums: a run written before cnnjax kept them."""
+    return not any(os.path.exists(os.path.join(self.path(e), CHECKSUM_FILE))
+                   for e in complete_epochs(self.directory))
+
+  def verify(self, epoch: int) -> str | None:
+    """None if the checkpoint of ``epoch`` is intact, else why not (see verify_checkpoint)."""
+    if self._legacy():
+      return None
+    return verify_checkpoint(self.path(epoch))
+
+  def quarantine(self, epoch: int, reason: str) -> None:
+    """Moves a failed checkpoint aside (``<epoch>.corrupt``; read only: skips it), warning."""
+    path = self.path(epoch)
+    if not self.cleanup:
+      self._skipped.add(epoch)
+      warnings.warn(f"Checkpointer: {path} failed verification ({reason}); skipped.",
+                    stacklevel=3)
+      return
+    aside, n = f"{path}.corrupt", 1
+    while os.path.exists(aside):
+      aside, n = f"{path}.corrupt{n}", n + 1
+    warnings.warn(f"Checkpointer: {path} failed verification ({reason}); moved to {aside}.",
+                  stacklevel=3)
+    os.replace(path, aside)
+    if self._manager is not None:
+      self._manager.reload()
+
+  def latest_verified(self, *, collective: bool = True) -> int | None:
+    """The newest checkpoint that passes verification; failed newer ones are quarantined.
+
+    Args:
+      collective: in a multi-process run, process 0 verifies and all processes get its
+        answer (every process must call this). False: verify locally, move nothing.
+
+    Returns:
+      The epoch, or None if no checkpoint is intact.
+    """
+    if collective and jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+
+      epoch = self._latest_verified(move=True) if jax.process_index() == 0 else None
+      epoch = int(multihost_utils.broadcast_one_to_all(np.int32(-1 if epoch is None else epoch)))
+      if self._manager is not None:
+        self._manager.reload()
+      return None if epoch < 0 else epoch
+    return self._latest_verified(move=collective)
+
+  def _latest_verified(self, *, move: bool) -> int | None:
+    legacy = self._legacy()
+    for epoch in reversed(self.epochs()):
+      reason = None if legacy else verify_checkpoint(self.path(epoch))
+      if reason is None:
+        if legacy:
+          warnings.warn(
+              f"Checkpointer: {self.path(epoch)} has no checksums (written before cnnjax "
+              "kept them); restoring it unverified.", stacklevel=4)
+        return epoch
+      if move:
+        self.quarantine(epoch, reason)
+    return None
+
   def save(self, epoch: int, state) -> None:
-    """Writes ``state`` as the checkpoint of ``epoch`` and waits until it is final."""
-    self._manager.save(epoch, args=self._ocp.args.StandardSave(_to_savable(state)), force=True)
-    self._manager.wait_until_finished()
+    """Writes ``state`` as the checkpoint of ``epoch``, then its checksums."""
+    self.manager.save(epoch, args=self._ocp.args.StandardSave(_to_savable(state)), force=True)
+    self.manager.wait_until_finished()
+    if jax.process_index() == 0:
+      _write_checksums(self.path(epoch))
+    _sync(f"cnnjax.train.Checkpointer.save.{epoch}")
 
   def restore(self, epoch: int, target):
     """Reads the checkpoint of ``epoch`` into the structure, dtypes and shardings of ``target``.
 
     Args:
-      epoch: a complete checkpoint's epoch (see :meth:`epochs`).
+      epoch: a finished checkpoint's epoch (see :meth:`epochs`).
       target: a pytree like the saved one (e.g. a freshly initialised, placed state).
 
     Returns:
       The restored pytree, placed like ``target``.
+
+    Raises:
+      CheckpointError: no such checkpoint, it fails verification, or Orbax cannot read it
+        into ``target`` (the message is one line).
     """
     if epoch not in self.epochs():
-      raise ValueError(
+      raise CheckpointError(
           f"Checkpointer.restore: epoch got {epoch!r}; expected one of the complete "
           f"checkpoints {self.epochs()} in {self.directory}."
       )
+    reason = self.verify(epoch)
+    if reason is not None:
+      raise CheckpointError(
+          f"Checkpointer.restore: {self.path(epoch)} failed verification ({reason}).")
     abstract = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
         _to_savable(target),
     )
-    restored = self._manager.restore(epoch, args=self._ocp.args.StandardRestore(abstract))
+    try:
+      restored = self.manager.restore(epoch, args=self._ocp.args.StandardRestore(abstract))
+    except Exception as e:  # Orbax/tensorstore: structure, shape, or unreadable files
+      first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+      raise CheckpointError(
+          f"Checkpointer.restore: {self.path(epoch)} does not fit the target state "
+          f"({type(e).__name__}: {first[:300]})."
+      ) from e
     return _from_savable(restored, target)
 
   def close(self) -> None:
-    self._manager.wait_until_finished()
-    self._manager.close()
+    if self._manager is not None:
+      self._manager.wait_until_finished()
+      self._manager.close()

@@ -9,10 +9,20 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["FLIP_MODES", "OPTIMIZERS", "RECIPES", "SCHEDULES", "TTA_MODES", "TrainConfig"]
+__all__ = [
+    "FLIP_MODES",
+    "OPTIMIZERS",
+    "RECIPES",
+    "SCHEDULES",
+    "TTA_MODES",
+    "TrainConfig",
+    "append_history",
+    "config_changes",
+]
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "onecycle", "piecewise", "linear")
@@ -323,6 +333,30 @@ class TrainConfig:
     """Reads a config written by :meth:`save`."""
     with open(path) as f:
       return cls.from_dict(json.load(f))
+
+
+def config_changes(old: TrainConfig, new: TrainConfig) -> dict[str, tuple[Any, Any]]:
+  """``{field: (old value, new value)}`` for the fields that differ, in field order."""
+  a, b = old.to_dict(), new.to_dict()
+  return {k: (a[k], b[k]) for k in a if a[k] != b[k]}
+
+
+def append_history(path: str | os.PathLike, *, epoch: int, config: TrainConfig,
+                   changes: Mapping[str, tuple[Any, Any]] | None = None) -> None:
+  """Appends one line to a run's ``config_history.jsonl``.
+
+  The run's ``config.json`` is the config its latest epochs ran under; the history says
+  from which epoch each config applied: a first line with the whole config, then one
+  line per resume that changed it, written once the first epoch under the change has
+  completed (``{"epoch": e, "changes": {field: [old, new]}, "time": ...}``).
+  """
+  entry: dict[str, Any] = {"epoch": epoch, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+  if changes is None:
+    entry["config"] = config.to_dict()
+  else:
+    entry["changes"] = {k: list(v) for k, v in changes.items()}
+  with open(path, "a") as f:
+    f.write(json.dumps(entry, sort_keys=True) + "\n")
 
 
 @dataclasses.dataclass(frozen=True)

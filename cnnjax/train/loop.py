@@ -1,10 +1,16 @@
 """The training loop: ``train`` a ``TrainConfig`` into an output directory, ``evaluate`` a run.
 
-A run directory holds ``config.json``, ``metrics.jsonl`` (one object per epoch),
-``checkpoints/<epoch>/`` (Orbax), ``curves.png`` and ``filters.png``. ``train(...,
-resume=True)`` restores the latest complete checkpoint and continues exactly where it
-stopped: the epoch's shuffling and augmentation keys are folded from the saved base key, the
-optimizer state, BatchNorm statistics and dropout RNG streams come back bit for bit.
+A run directory holds ``config.json``, ``config_history.jsonl``, ``metrics.jsonl`` (one
+object per epoch), ``checkpoints/<epoch>/`` (Orbax, with SHA-256 checksums), ``curves.png``,
+``filters.png`` and ``.lock``. ``train(..., resume=True)`` restores the latest verified
+checkpoint and continues exactly where it stopped: the epoch's shuffling and augmentation keys
+are folded from the saved base key, the optimizer state, BatchNorm statistics and dropout RNG
+streams come back bit for bit.
+
+One process writes a run at a time (:class:`~cnnjax.train.lock.RunLock`). A resume may
+change the config (``--epochs``, ``--lr``, ...) but not its ``seed``; ``config.json`` takes
+the changes only once an epoch under them has completed, and ``config_history.jsonl`` keeps
+every change with the epoch it applied from.
 """
 
 from __future__ import annotations
@@ -23,8 +29,9 @@ import numpy as np
 from flax import nnx
 
 from cnnjax.train import sharding as _sh
-from cnnjax.train.checkpoint import Checkpointer
-from cnnjax.train.config import TTA_MODES, TrainConfig
+from cnnjax.train.checkpoint import CheckpointError, Checkpointer
+from cnnjax.train.config import TTA_MODES, TrainConfig, append_history, config_changes
+from cnnjax.train.lock import RunLock
 from cnnjax.train.metrics import MetricsLog
 from cnnjax.train.optim import make_optimizer, make_schedule
 from cnnjax.train.state import ModelDef, TrainState, create_train_state, eval_params
@@ -240,9 +247,29 @@ def _check_out_dir(out_dir: str, resume: bool) -> None:
     )
 
 
-def _config_changes(old: TrainConfig, new: TrainConfig) -> list[str]:
-  a, b = old.to_dict(), new.to_dict()
-  return [f"{k}: {a[k]!r} -> {b[k]!r}" for k in sorted(a) if a[k] != b[k]]
+def _describe(changes) -> str:
+  return "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items())
+
+
+def _check_resume_config(saved: TrainConfig, config: TrainConfig, out_dir: str) -> None:
+  if saved.seed != config.seed:
+    raise ValueError(
+        f"train: seed got {config.seed!r} with resume=True, but the run in {out_dir!r} was "
+        f"started with seed {saved.seed!r} (the seed fixes the initialisation and the "
+        f"validation split); expected seed={saved.seed!r}, or a new out_dir."
+    )
+
+
+def _restore_error(saved: TrainConfig | None, config: TrainConfig, path: str,
+                   error: CheckpointError) -> ValueError:
+  changes = config_changes(saved, config) if saved is not None else {}
+  if changes:
+    return ValueError(
+        f"train: the checkpoint {path} does not fit the resumed config, which changes "
+        f"{_describe(changes)}; expected the run's model and optimizer settings (start a new "
+        "out_dir to change them)."
+    )
+  return ValueError(f"train: the checkpoint {path} cannot be restored: {error}")
 
 
 def train(
@@ -261,8 +288,10 @@ def train(
   Args:
     config: the run's configuration (saved as ``out_dir/config.json``).
     out_dir: the run directory; must not hold a run unless ``resume``.
-    resume: continue from the latest complete checkpoint in ``out_dir`` (a fresh start if
-      there is none). The run then ends exactly as an uninterrupted one would.
+    resume: continue from the latest verified checkpoint in ``out_dir`` (a fresh start if
+      there is none; one that fails verification is moved aside with a warning and the
+      one before it used). The run then ends exactly as an uninterrupted one would.
+      ``config`` may change the run's settings but not its seed.
     dataset: a ``cnnjax.data.Dataset`` to use instead of loading ``config.data``.
     model_fn: a model factory to use instead of the zoo (see :func:`build_model`).
     callbacks: called as ``callback(record, state)`` after each epoch's record is written
@@ -275,15 +304,38 @@ def train(
 
   Raises:
     NonFiniteLossError: the training loss became NaN/inf; the message names the step, and
-      the last good checkpoint is kept.
+      the last verified checkpoint is kept.
+    RunInUseError: another process is writing ``out_dir`` (a ``ValueError``).
+    ValueError: bad settings; on resume, a changed seed, or a checkpoint that does not fit
+      the changed model/optimizer (the message names the changed fields).
 
   Example:
     >>> result = train(TrainConfig(epochs=1), out_dir="/tmp/run")  # doctest: +SKIP
     >>> result.history[-1]["val_accuracy"]  # doctest: +SKIP
   """
   out_dir = os.path.abspath(os.fspath(out_dir))
-  _check_out_dir(out_dir, resume)
   _sh.initialize_distributed(config.distributed)
+  lock = RunLock(out_dir) if _is_main() else None
+  if lock is not None:
+    lock.acquire()
+  try:
+    if lock is not None and lock.stale and not quiet:
+      print(f"Took over the stale lock {lock.path} of process {lock.stale.get('pid')} "
+            f"(no longer running).", flush=True)
+    return _train(config, out_dir=out_dir, resume=resume, dataset=dataset,
+                  model_fn=model_fn, callbacks=callbacks, quiet=quiet, plots=plots)
+  finally:
+    if lock is not None:
+      lock.release()
+
+
+def _train(config: TrainConfig, *, out_dir: str, resume: bool, dataset, model_fn,
+           callbacks: Sequence[Callback], quiet: bool, plots: bool) -> TrainResult:
+  _check_out_dir(out_dir, resume)
+  config_path = os.path.join(out_dir, "config.json")
+  saved = TrainConfig.load(config_path) if resume and os.path.exists(config_path) else None
+  if saved is not None:
+    _check_resume_config(saved, config, out_dir)
   mesh = _sh.make_mesh(config.num_devices)
   n_dev = mesh.size
   if config.batch_size % n_dev:
@@ -315,30 +367,41 @@ def train(
 
   os.makedirs(out_dir, exist_ok=True)
   log = MetricsLog(os.path.join(out_dir, "metrics.jsonl"))
-  config_path = os.path.join(out_dir, "config.json")
+  history_path = os.path.join(out_dir, "config_history.jsonl")
   ckpt = Checkpointer(os.path.join(out_dir, "checkpoints"), keep=config.keep_checkpoints)
   start_epoch, history = 0, []
   say = (lambda s: None) if quiet or not _is_main() else (lambda s: print(s, flush=True))
   say(f"Run directory: {out_dir} ({config.model} on {getattr(dataset, 'name', config.data)}, "
       f"{num_train} training images, {steps_per_epoch} steps/epoch, {n_dev} "
       f"device{'s' * (n_dev > 1)})")
+  pending = None  # config changes to record once an epoch under them completes
   if resume:
-    if os.path.exists(config_path):
-      changes = _config_changes(TrainConfig.load(config_path), config)
-      if changes:
-        say("Resuming with a changed config: " + "; ".join(changes))
-    latest = ckpt.latest_epoch()
+    latest = ckpt.latest_verified()
     if latest is not None:
-      state = ckpt.restore(latest, state)
+      try:
+        state = ckpt.restore(latest, state)
+      except CheckpointError as e:
+        ckpt.close()
+        raise _restore_error(saved, config, ckpt.path(latest), e) from e
       start_epoch = latest
-      say(f"Resumed from {ckpt.directory}/{latest} (epoch {latest}).")
+      say(f"Resumed from {ckpt.path(latest)} (epoch {latest}, verified).")
     else:
-      say(f"No complete checkpoint in {ckpt.directory}; starting from scratch.")
+      say(f"No intact checkpoint in {ckpt.directory}; starting from scratch.")
+    changes = config_changes(saved, config) if saved is not None else {}
+    if changes and start_epoch > 0:
+      pending = changes
+      say(f"Resuming with a changed config: {_describe(changes)} (config.json takes it once "
+          f"epoch {start_epoch + 1} completes).")
     history = log.truncate(start_epoch) if _is_main() else []
-  if _is_main():
+  if _is_main() and pending is None and (saved is None or saved != config):
     config.save(config_path)
-    if not resume:
-      log.truncate(0)
+    if saved is None:
+      append_history(history_path, epoch=start_epoch + 1, config=config)
+    else:
+      append_history(history_path, epoch=start_epoch + 1, config=config,
+                     changes=config_changes(saved, config))
+  if _is_main() and not resume:
+    log.truncate(0)
 
   steps = make_steps(
       model_def, tx, preprocess=preprocess, mesh=mesh, num_train=num_train,
@@ -389,6 +452,10 @@ def train(
         log.append(record)
       if epoch % config.checkpoint_every == 0 or epoch == config.epochs:
         ckpt.save(epoch, state)
+      if pending is not None and _is_main():  # an epoch under the changes has completed
+        config.save(config_path)
+        append_history(history_path, epoch=epoch, config=config, changes=pending)
+      pending = None
       history.append(record)
       if not quiet and _is_main():
         progress.write(_epoch_line(record, config.epochs))
@@ -474,8 +541,8 @@ def _train_epoch(steps: Steps, state: TrainState, images, labels, *, epoch: int,
 
 
 def _last(ckpt: Checkpointer) -> str:
-  latest = ckpt.latest_epoch()
-  return "none" if latest is None else f"epoch {latest} ({ckpt.directory}/{latest})"
+  latest = ckpt.latest_verified(collective=False)
+  return "none" if latest is None else f"epoch {latest} ({ckpt.path(latest)}, verified)"
 
 
 def _epoch_line(r: dict[str, Any], epochs: int) -> str:
@@ -516,7 +583,7 @@ def load_run(run_dir: str | os.PathLike, *, epoch: int | None = None, dataset=No
 
   Args:
     run_dir: a directory written by :func:`train`.
-    epoch: which checkpoint (None: the latest complete one).
+    epoch: which checkpoint (None: the latest verified one).
     dataset: the run's dataset if already loaded (else loaded from the config).
     model_fn: the model factory the run used, if it did not use the zoo.
 
@@ -538,15 +605,16 @@ def load_run(run_dir: str | os.PathLike, *, epoch: int | None = None, dataset=No
   model_def, state = init_state(config, tx, num_classes=len(dataset.class_names),
                                 input_shape=dataset.train_images.shape[1:],
                                 mesh=_eval_mesh(config), model_fn=model_fn)
-  ckpt = Checkpointer(os.path.join(run_dir, "checkpoints"), keep=config.keep_checkpoints)
+  ckpt = Checkpointer(os.path.join(run_dir, "checkpoints"), keep=config.keep_checkpoints,
+                      cleanup=False)
   try:
-    epochs = ckpt.epochs()
-    if not epochs:
-      raise ValueError(
-          f"load_run: run_dir got {run_dir!r}, which has no complete checkpoint under "
-          "checkpoints/; expected a run that finished at least one checkpointed epoch."
-      )
-    epoch = epochs[-1] if epoch is None else epoch
+    if epoch is None:
+      epoch = ckpt.latest_verified()
+      if epoch is None:
+        raise ValueError(
+            f"load_run: run_dir got {run_dir!r}, which has no intact checkpoint under "
+            "checkpoints/; expected a run that finished at least one checkpointed epoch."
+        )
     state = ckpt.restore(epoch, state)
   finally:
     ckpt.close()
@@ -560,7 +628,7 @@ def evaluate(run_dir: str | os.PathLike, *, epoch: int | None = None,
 
   Args:
     run_dir: a directory written by :func:`train`.
-    epoch: which checkpoint (None: the latest complete one).
+    epoch: which checkpoint (None: the latest verified one).
     splits: any of ``"train"``, ``"val"``, ``"test"`` (absent splits are skipped).
     dataset: the run's dataset, if already loaded.
     model_fn: the model factory the run used, if it did not use the zoo.

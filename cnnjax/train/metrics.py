@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from typing import Any
 
 __all__ = ["MetricsLog", "read_metrics"]
@@ -13,12 +14,47 @@ __all__ = ["MetricsLog", "read_metrics"]
 TIMING_KEYS = ("seconds", "train_seconds", "images_per_second", "compile_seconds")
 
 
-def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
-  """The records of a ``metrics.jsonl`` file (missing file: [])."""
+def read_metrics(path: str | os.PathLike, *, drop_torn_tail: bool = False
+                 ) -> list[dict[str, Any]]:
+  """The records of a ``metrics.jsonl`` file (missing file: []).
+
+  Args:
+    path: the file.
+    drop_torn_tail: drop an unreadable *last* line with a warning (a kill mid-write cuts
+      the last record short; ``train(resume=True)`` then rewrites the records from its
+      checkpoint on) instead of raising.
+
+  Raises:
+    ValueError: a line is not a JSON object with an ``"epoch"``; the message names the
+      file and the line number.
+  """
+  path = os.fspath(path)
   if not os.path.exists(path):
     return []
   with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+    lines = f.read().split("\n")
+  records = []
+  for i, line in enumerate(lines):
+    if not line.strip():
+      continue
+    try:
+      record = json.loads(line)
+      if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
+        raise ValueError("not an object with an integer 'epoch'")
+    except ValueError as e:
+      last = not any(rest.strip() for rest in lines[i + 1:])
+      if last and drop_torn_tail:
+        warnings.warn(
+            f"read_metrics: {path} line {i + 1} is torn ({line[:40]!r}...: a kill while it "
+            "was written); dropped, and rewritten from the checkpoint on.", stacklevel=3)
+        break
+      raise ValueError(
+          f"read_metrics: {path} line {i + 1} is not a metrics record ({e}); expected one "
+          "JSON object with an 'epoch' per line (`cnnjax train --resume` repairs a torn last "
+          "line)."
+      ) from None
+    records.append(record)
+  return records
 
 
 def _clean(value):
@@ -42,8 +78,12 @@ class MetricsLog:
     return read_metrics(self.path)
 
   def truncate(self, last_epoch: int) -> list[dict[str, Any]]:
-    """Drops records after ``last_epoch`` (e.g. after resuming from its checkpoint)."""
-    records = [r for r in self.read() if r["epoch"] <= last_epoch]
+    """Keeps the records up to ``last_epoch`` (e.g. after resuming from its checkpoint).
+
+    A torn last line is dropped (with a warning); the file is rewritten atomically.
+    """
+    records = [r for r in read_metrics(self.path, drop_torn_tail=True)
+               if r["epoch"] <= last_epoch]
     tmp = f"{self.path}.tmp"
     with open(tmp, "w") as f:
       for r in records:
@@ -52,6 +92,7 @@ class MetricsLog:
     return records
 
   def append(self, record: dict[str, Any]) -> None:
+    line = json.dumps({k: _clean(v) for k, v in record.items()}) + "\n"
     with open(self.path, "a") as f:
-      f.write(json.dumps({k: _clean(v) for k, v in record.items()}) + "\n")
+      f.write(line)
       f.flush()
