@@ -83,21 +83,24 @@ def compute_dtype(x: jax.Array, w: jax.Array, *, op: str, names=("x", "w")):
   return jnp.promote_types(x.dtype, w.dtype)
 
 
-def accumulation_dtype(dtype):
-  """The dtype sums of ``dtype`` values accumulate in.
+def accumulation_dtype(*dtypes):
+  """The dtype sums of values of ``dtypes`` (inputs and result) accumulate in.
 
   Half-precision floats (bfloat16, float16) accumulate in float32, as XLA's
   convolutions do; integers narrower than 32 bits in int32 (their wrap-around, where a
   result is cast back, is the same as accumulating in the narrow type); everything else
-  in its own dtype.
+  in its own dtype. Of several dtypes, the widest such accumulator.
   """
-  dtype = jnp.dtype(dtype)
-  kind = _kind(dtype)
-  if kind == "float" and dtype.itemsize < 4:
-    return jnp.dtype(jnp.float32)
-  if kind == "int" and dtype.itemsize < 4:
-    return jnp.dtype(jnp.int32)
-  return dtype
+  accs = []
+  for dtype in dtypes:
+    dtype = jnp.dtype(dtype)
+    kind = _kind(dtype)
+    if kind == "float" and dtype.itemsize < 4:
+      dtype = jnp.dtype(jnp.float32)
+    elif kind == "int" and dtype.itemsize < 4:
+      dtype = jnp.dtype(jnp.int32)
+    accs.append(dtype)
+  return max(accs, key=lambda d: d.itemsize)
 
 
 def result_dtype(dtype, preferred_element_type, *, op: str):

@@ -4,17 +4,12 @@
 ``x̃`` — the sum of a cross-correlation, but the kernel ``w[n]`` changes with the
 output position ``n``. Inputs are batched and channels-last, ``[N, *spatial, C]``
 with 1, 2 or 3 spatial dims; weights are ``[*out_spatial, *kernel_spatial, C_in,
-C_out]``.
-
-The input is seen through the window by :func:`cnnjax.patches.shifted_slices`
-(one strided slice per kernel offset, no gather, no one-hot convolution), laid out
-position-major so that the contraction is one batched matmul over the output
-positions with no transpose of the patches.
+C_out]``. Computed by :func:`cnnjax._lowering.unshared.unshared_conv` (one batched
+matmul over the output positions).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import jax
@@ -22,10 +17,10 @@ import jax.numpy as jnp
 from jax import lax
 from jax.typing import ArrayLike
 
+from cnnjax import _checks
 from cnnjax import padding as _padding
-from cnnjax.conv import compute_dtype
+from cnnjax._lowering.unshared import unshared_conv
 from cnnjax.padding import PaddingLike
-from cnnjax.patches import shifted_slices
 
 __all__ = ["locally_connected"]
 
@@ -67,6 +62,7 @@ def locally_connected(
     dilation: int | Sequence[int] = 1,
     padding_mode: str = "zeros",
     precision: lax.PrecisionLike = None,
+    preferred_element_type: jax.typing.DTypeLike | None = None,
 ) -> jax.Array:
   """Unshared convolution: a separate kernel at every output position.
 
@@ -83,10 +79,13 @@ def locally_connected(
       of ``(low, high)`` pairs (as :func:`cnnjax.conv.cross_correlate`).
     dilation: kernel dilation, effective size ``r̂ = r + (r − 1)(t − 1)``.
     padding_mode: ``"zeros"``, ``"circular"``, ``"reflect"`` or ``"edge"``.
-    precision: passed to the contraction (``lax.dot_general``).
+    precision: the contraction's precision (``lax.dot_general``); ``None`` is JAX's
+      default (TF32 for float32 on recent NVIDIA GPUs), ``"highest"`` float32 rounding.
+    preferred_element_type: the result dtype, as in
+      :func:`cnnjax.conv.cross_correlate` (e.g. ``jnp.int32`` for int8 inputs).
 
   Returns:
-    ``[N, *out_spatial, C_out]`` in the input's dtype.
+    ``[N, *out_spatial, C_out]`` in ``preferred_element_type`` or the input's dtype.
 
   Example:
     >>> x = jnp.ones((2, 30, 30, 3)); w = jnp.ones((24, 24, 7, 7, 3, 5))
@@ -111,40 +110,8 @@ def locally_connected(
         f"{geo.stride}, padding {geo.pads}, dilation {geo.dilation}); expected one "
         "kernel per output position."
     )
-  dtype = compute_dtype(x, w, op=op)
+  dtype = _checks.compute_dtype(x, w, op=op)
+  out_dtype = _checks.result_dtype(dtype, preferred_element_type, op=op)
   x, w = x.astype(dtype), w.astype(dtype)
-  return _unshared(x, w, geo, padding_mode, precision)
-
-
-def _unshared(x, w, geo, padding_mode, precision) -> jax.Array:
-  """The contraction, for validated arguments of one dtype."""
-  num_spatial = len(geo.out_spatial)
-  batch, c_out = x.shape[0], w.shape[-1]
-  positions = math.prod(geo.out_spatial)
-  window = math.prod(geo.kernel) * x.shape[-1]
-  x = _padding.pad_spatial(x, geo.pads, padding_mode)
-  # Position-major layout [*spatial, N, C]: the stacked slices reshape to
-  # [P, N, K·C] without a transpose, and the matmul is batched over positions.
-  x = jnp.moveaxis(x, 0, -2)
-  patches = jnp.stack(_slices_position_major(x, geo), axis=-2)
-  patches = patches.reshape(positions, batch, window)
-  # Half-precision inputs accumulate in float32 (as XLA's convolutions do).
-  acc = x.dtype
-  if jnp.issubdtype(acc, jnp.floating) and jnp.finfo(acc).bits < 32:
-    acc = jnp.float32
-  y = lax.dot_general(
-      patches, w.reshape(positions, window, c_out),
-      dimension_numbers=(((2,), (1,)), ((0,), (0,))),
-      precision=precision, preferred_element_type=acc,
-  )  # [P, N, C_out]
-  y = y.reshape(*geo.out_spatial, batch, c_out).astype(x.dtype)
-  return jnp.moveaxis(y, num_spatial, 0)
-
-
-def _slices_position_major(x, geo):
-  """:func:`shifted_slices` for an input laid out ``[*spatial, N, C]``."""
-  # shifted_slices slices axes 1..d of an [N, *spatial, C] array; view the
-  # position-major array as [1, *spatial, N·C] (free reshape) and undo it after.
-  *spatial, batch, c = x.shape
-  flat = x.reshape(1, *spatial, batch * c)
-  return [s.reshape(*s.shape[1:-1], batch, c) for s in shifted_slices(flat, geo)]
+  return unshared_conv(x, w, geo, padding_mode, precision=precision,
+                       preferred_element_type=out_dtype)

@@ -19,6 +19,8 @@ from typing import Union
 import jax
 import jax.numpy as jnp
 
+from cnnjax._checks import is_int as _is_int
+
 PaddingLike = Union[str, int, Sequence[int], Sequence[tuple[int, int]]]
 
 PADDING_STRINGS = ("VALID", "SAME", "FULL")
@@ -37,10 +39,6 @@ __all__ = [
     "pad_spatial",
     "resolve_padding",
 ]
-
-
-def _is_int(value) -> bool:
-  return isinstance(value, int) and not isinstance(value, bool)
 
 
 def normalize_ints(
@@ -62,9 +60,9 @@ def normalize_ints(
   allowed = "a positive int" if minimum == 1 else f"an int >= {minimum}"
   expected = f"{allowed} or a tuple of {num_dims} such ints"
   if _is_int(value):
-    values = (value,) * num_dims
+    values = (int(value),) * num_dims
   elif isinstance(value, Sequence) and not isinstance(value, str):
-    values = tuple(value)
+    values = tuple(int(v) if _is_int(v) else v for v in value)
     if not all(_is_int(v) for v in values):
       raise TypeError(f"{op}: {name} got {value!r}; expected {expected}.")
     if len(values) != num_dims:
@@ -146,7 +144,7 @@ def resolve_padding(
       return tuple(pads)
     raise ValueError(f"{op}: padding got {padding!r}; expected {expected}.")
   if _is_int(padding):
-    pads = ((padding, padding),) * n
+    pads = ((int(padding), int(padding)),) * n
   elif isinstance(padding, Sequence):
     items = tuple(padding)
     if len(items) != n:
@@ -155,12 +153,12 @@ def resolve_padding(
           f"dim(s); expected {expected}."
       )
     if all(_is_int(p) for p in items):
-      pads = tuple((p, p) for p in items)
+      pads = tuple((int(p), int(p)) for p in items)
     elif all(
         isinstance(p, Sequence) and len(p) == 2 and all(_is_int(q) for q in p)
         for p in items
     ):
-      pads = tuple((p[0], p[1]) for p in items)
+      pads = tuple((int(p[0]), int(p[1])) for p in items)
     else:
       raise TypeError(f"{op}: padding got {padding!r}; expected {expected}.")
   else:

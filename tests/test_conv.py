@@ -559,7 +559,8 @@ _W2 = np.ones((3, 3, 2, 4))
          r"stride 3 does not click in spatial dim 0.*strict=True"),
         (np.ones((1, 7, 6, 2)), _W2, {"stride": (2, 2), "strict": True}, ValueError,
          "stride 2 does not click in spatial dim 1"),
-        (np.ones((1, 5, 5, 2), np.complex64), _W2, {}, TypeError, "x has dtype complex64"),
+        (_X2, _W2, {"preferred_element_type": np.int32}, TypeError,
+         "preferred_element_type got int32 for a computation in float"),
         (_X2, np.ones((3, 3, 2, 4), bool), {}, TypeError, "w has dtype bool"),
     ],
 )
@@ -598,7 +599,7 @@ _Y = np.ones((1, 3, 3, 4))
         (_Y, _W2, {"input_shape": (5,)}, ValueError, r"input_shape got \(5,\)"),
         (_Y, _W2, {"input_shape": (2, 2)}, ValueError,
          "effective kernel size 3 .* larger than the padded input size 2"),
-        (np.ones((1, 3, 3, 4), np.complex64), _W2, {}, TypeError, "y has dtype complex64"),
+        (np.ones((1, 3, 3, 4), bool), _W2, {}, TypeError, "y has dtype bool"),
     ],
 )
 def test_conv_transpose_errors_name_the_argument(y, w, kwargs, error, match):

@@ -1,0 +1,101 @@
+"""XLA:CPU forms of the convolution, chosen by measurement (jaxlib 0.10.2).
+
+The portable form (one ``lax.conv_general_dilated``) leaves speed on the table on
+XLA:CPU in a few configurations; :func:`conv` picks, per configuration:
+
+- **depthwise** (``groups == C_in``, one input channel per group): ``Σ_k x̃[n·s + k·t] ·
+  w[k]``, one fused elementwise loop (:func:`depthwise_conv`);
+- **1×1 kernels** (groups 1): a matmul (:func:`cnnjax._lowering.portable.patch_conv`
+  with a single slice, so no patch copy);
+- **bfloat16, stride 1, no dilation, groups 1** on CPUs with AMX-BF16 or AVX512-BF16:
+  patch matmuls with custom VJPs (:mod:`cnnjax._lowering.cpu_bf16`);
+- everything else: the portable form.
+
+Each choice is re-measured by ``benchmarks/lowering.py`` (each CPU form against the
+portable form it replaces, forward and forward+backward); ``benchmarks/README.md`` holds
+the figures and the forms removed when they stopped paying. ``CNNJAX_CPU_LOWERING=0``
+turns every CPU form off (the portable form everywhere), for comparison and as an
+opt-out.
+
+Two XLA:CPU defects are worked around here: it aborts the process compiling an
+lhs-dilated convolution whose window is larger than the dilated input ("Window
+dimensions do not match RHS shape"), so such an input is dilated by ``lax.pad`` first;
+and negative padding is never handed to it (:func:`cnnjax._lowering.portable.lax_conv`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+
+from cnnjax import _checks
+from cnnjax import padding as _padding
+from cnnjax._lowering import cpu_bf16
+from cnnjax._lowering.config import ConvConfig
+from cnnjax._lowering.portable import lax_conv, materialize, patch_conv, result_dtype
+from cnnjax.patches import shifted_slices
+
+__all__ = ["conv", "depthwise_conv", "enabled"]
+
+OPT_OUT = "CNNJAX_CPU_LOWERING"
+
+
+def enabled() -> bool:
+  """Whether the CPU forms are on (``CNNJAX_CPU_LOWERING=0`` turns them off)."""
+  return os.environ.get(OPT_OUT, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def conv(x: jax.Array, w: jax.Array, cfg: ConvConfig, *, transposable: bool = False
+         ) -> jax.Array:
+  """The XLA:CPU lowering: the fastest measured form for the configuration.
+
+  Args:
+    x, w: the operands, one floating or complex dtype.
+    cfg: the convolution.
+    transposable: the result will be linearly transposed (inside a custom JVP), so
+      forms with custom VJPs (the bf16 patch path) are not used.
+  """
+  if not enabled():
+    return lax_conv(x, w, cfg)
+  if not all(d == 1 for d in cfg.lhs_dilation):
+    dilated = [(n - 1) * d + 1 for n, d in zip(x.shape[1:-1], cfg.lhs_dilation)]
+    window = [_padding.effective_kernel_size(k, dilation=t)
+              for k, t in zip(w.shape[:-2], cfg.dilation)]
+    if any(k > n for k, n in zip(window, dilated)):
+      x, cfg = materialize(x, cfg)  # XLA:CPU would abort compiling this one
+    return lax_conv(x, w, cfg)
+  if not cfg.plain:
+    return lax_conv(x, w, cfg)
+  if cfg.groups == 1 and math.prod(w.shape[:-2]) == 1:
+    return patch_conv(x, w, cfg)
+  if cfg.groups > 1 and cfg.groups == x.shape[-1] and w.shape[-2] == 1:
+    return depthwise_conv(x, w, cfg)
+  if not transposable and cpu_bf16.applies(x, w, cfg):
+    return cpu_bf16.patch_conv(x, w, cfg.pads)
+  return lax_conv(x, w, cfg)
+
+
+def depthwise_conv(x: jax.Array, w: jax.Array, cfg: ConvConfig) -> jax.Array:
+  """Depthwise convolution (groups == C_in): ``Σ_k x̃[n·s + k·t] · w[k]``, elementwise.
+
+  ``w`` is ``[*k, 1, C_in·m]``; output channel ``c·m + j`` reads input channel ``c``
+  (lax's group order). XLA fuses the whole sum into one loop.
+  """
+  nd = w.ndim - 2
+  geo = _padding.conv_geometry(
+      x.shape[1:-1], w.shape[:-2], stride=cfg.stride, padding=cfg.pads,
+      dilation=cfg.dilation, op="depthwise_conv",
+  )
+  out_dtype = result_dtype(x, cfg)
+  acc = _checks.accumulation_dtype(out_dtype, x.dtype)
+  c_in, c_out = x.shape[-1], w.shape[-1]
+  mult = c_out // c_in
+  wk = w.reshape(-1, c_in, mult).astype(acc)
+  y = None
+  for s, wi in zip(shifted_slices(_padding.pad_spatial(x, geo.pads), geo), wk):
+    term = s.astype(acc)[..., None] * wi.reshape((1,) * (nd + 1) + (c_in, mult))
+    y = term if y is None else y + term
+  return y.reshape(*y.shape[:-2], c_out).astype(out_dtype)
