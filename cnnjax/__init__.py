@@ -25,6 +25,7 @@ from cnnjax.equivariance import (
     shift_consistency,
 )
 from cnnjax.local import locally_connected
+from cnnjax.matrix import conv_matrix
 from cnnjax.normalization import local_response_norm
 from cnnjax.padding import PADDING_MODES, effective_kernel_size
 from cnnjax.pooling import (
@@ -38,6 +39,8 @@ from cnnjax.pooling import (
     polyphase_downsample,
 )
 from cnnjax.tiled import tiled_conv
+from cnnjax.unfold import fold, unfold
+from cnnjax.weight_grad import conv_weight_grad
 
 __version__ = "0.1.0"
 
@@ -76,13 +79,16 @@ __all__ = [
     "assert_invariant",
     "avg_pool",
     "blur_pool",
+    "conv_matrix",
     "conv_transpose",
+    "conv_weight_grad",
     "convolve",
     "cross_correlate",
     "data",
     "effective_kernel_size",
     "equivariance",
     "equivariance_error",
+    "fold",
     "global_avg_pool",
     "global_max_pool",
     "interior_region",
@@ -105,4 +111,5 @@ __all__ = [
     "summary",
     "tiled_conv",
     "train",
+    "unfold",
 ]

@@ -219,3 +219,134 @@ def assert_close(got, want, dtype=None, *, precision=None, scale=None):
   np.testing.assert_allclose(
       got.astype(want.dtype), want, rtol=rtol, atol=rtol * scale
   )
+
+
+# ============================================================================
+# Issue 17: the matrix view, weight gradient, unfold/fold, adaptive pooling,
+# unpooling and group convolution. (Appended here; the sections above are shared.)
+# ============================================================================
+
+
+def lax_correlate(x, w, *, stride=1, padding="VALID", dilation=1, groups=1,
+                  padding_mode="zeros"):
+  """``lax.conv_general_dilated`` (channels-last, HWIO), other modes padded by ``jnp.pad``.
+
+  A JAX reference (differentiable, so ``jax.jacfwd`` / ``jax.grad`` can be taken) that
+  does not go through cnnjax.
+  """
+  import jax.numpy as jnp
+  from jax import lax
+
+  nd = w.ndim - 2
+  s, t, pads, _ = ref_geometry(
+      x.shape[1:-1], w.shape[:nd], stride=stride, padding=padding, dilation=dilation
+  )
+  if padding_mode != "zeros":
+    x = jnp.pad(x, [(0, 0), *pads, (0, 0)], mode=NUMPY_MODE[padding_mode])
+    pads = [(0, 0)] * nd
+  letters = "DHW"[-nd:] if nd < 3 else "DHW"
+  spec = (f"N{letters}C", f"{letters}IO", f"N{letters}C")
+  return lax.conv_general_dilated(
+      x, w, window_strides=s, padding=pads, rhs_dilation=t,
+      dimension_numbers=spec, feature_group_count=groups,
+      precision=lax.Precision.HIGHEST,
+  )
+
+
+def ref_conv_matrix(w, input_shape, **settings):
+  """``jax.jacfwd`` of :func:`lax_correlate` on one example: ``[P_out·C_out, P_in·C_in]``."""
+  import jax.numpy as jnp
+
+  w = jnp.asarray(w)
+  x0 = jnp.zeros(input_shape, w.dtype)
+  f = lambda x: lax_correlate(x[None], w, **settings)[0].reshape(-1)
+  return np.asarray(jax.jacfwd(f, holomorphic=np.iscomplexobj(w))(x0)).reshape(
+      -1, math.prod(input_shape)
+  )
+
+
+def ref_weight_grad(x, g, w_shape, **settings):
+  """``jax.grad`` of ``Σ g · lax_correlate(x, w)`` with respect to ``w``."""
+  import jax.numpy as jnp
+
+  w0 = jnp.zeros(w_shape, np.result_type(x, g))
+  return np.asarray(jax.grad(lambda w: jnp.sum(lax_correlate(x, w, **settings) * g))(w0))
+
+
+def ref_unfold(x, kernel, *, stride=1, padding="VALID", dilation=1, padding_mode="zeros"):
+  """p[b, n, (k, c)] = x̃[b, n·s + k·t, c], one window at a time."""
+  (x,) = _wide(x)
+  nd = x.ndim - 2
+  kernel = per_dim(kernel, nd)
+  s, t, pads, out = ref_geometry(x.shape[1:-1], kernel, stride=stride, padding=padding,
+                                 dilation=dilation)
+  xp = np.pad(x, [(0, 0), *pads, (0, 0)], mode=NUMPY_MODE[padding_mode])
+  p = np.zeros((x.shape[0], *out, math.prod(kernel), x.shape[-1]), x.dtype)
+  for n in np.ndindex(*out):
+    for i, k in enumerate(np.ndindex(*kernel)):
+      idx = tuple(n[d] * s[d] + k[d] * t[d] for d in range(nd))
+      p[(slice(None), *n, i)] = xp[(slice(None), *idx)]
+  return p.reshape(*p.shape[:-2], -1)
+
+
+def ref_fold(p, output_shape, kernel, *, stride=1, padding="VALID", dilation=1):
+  """The scatter: p[b, n, (k, c)] added onto x[b, n·s + k·t − lo, c] when inside."""
+  (p,) = _wide(p)
+  nd = len(output_shape) - 2
+  kernel = per_dim(kernel, nd)
+  s, t, pads, out = ref_geometry(output_shape[1:-1], kernel, stride=stride,
+                                 padding=padding, dilation=dilation)
+  c = output_shape[-1]
+  p = p.reshape(*p.shape[:-1], math.prod(kernel), c)
+  x = np.zeros(output_shape, p.dtype)
+  for n in np.ndindex(*out):
+    for i, k in enumerate(np.ndindex(*kernel)):
+      idx = tuple(n[d] * s[d] + k[d] * t[d] - pads[d][0] for d in range(nd))
+      if all(0 <= idx[d] < output_shape[1 + d] for d in range(nd)):
+        x[(slice(None), *idx)] += p[(slice(None), *n, i)]
+  return x
+
+
+def toeplitz_1d(w, n, *, lo=0, hi=0):
+  """The matrix of a 1-D, one-channel, stride-1 correlation with zero padding (lo, hi),
+  by ``scipy.linalg.toeplitz``: row i holds w at columns i − lo .. i − lo + k − 1."""
+  from scipy.linalg import toeplitz
+
+  w = np.asarray(w)
+  k = len(w)
+  m = n + lo + hi - k + 1
+  # The padded problem is Toeplitz with first column (w[0], 0, …) and first row
+  # (w, 0, …); the padding crops columns.
+  first_row = np.zeros(n + lo + hi, w.dtype)
+  first_row[:k] = w
+  first_col = np.zeros(m, w.dtype)
+  first_col[0] = w[0]
+  return toeplitz(first_col, first_row)[:, lo:lo + n]
+
+
+def circulant_1d(w, n, *, lo):
+  """The matrix of a 1-D, one-channel, stride-1 circular correlation whose window starts
+  ``lo`` positions before the output position, by ``scipy.linalg.circulant``:
+  M[i, j] = w[(j − i + lo) mod n] (w zero-extended to n)."""
+  from scipy.linalg import circulant
+
+  w = np.asarray(w)
+  wn = np.zeros(n, w.dtype)
+  wn[:len(w)] = w
+  # circulant(c)[i, j] = c[(i − j) mod n]; take c[m] = wn[(lo − m) mod n].
+  c = wn[(lo - np.arange(n)) % n]
+  return circulant(c)
+
+
+def doubly_block_toeplitz(w, h, wd):
+  """The matrix of a 2-D, one-channel, VALID, stride-1 correlation of an ``h × wd``
+  image: a block Toeplitz matrix whose block (i, i + a) is ``toeplitz_1d(w[a], wd)``."""
+  w = np.asarray(w)
+  kh = w.shape[0]
+  oh = h - kh + 1
+  blocks = [toeplitz_1d(w[a], wd) for a in range(kh)]
+  m = np.zeros((oh * blocks[0].shape[0], h * wd), w.dtype)
+  for a, block in enumerate(blocks):
+    shift = np.eye(oh, h, k=a, dtype=w.dtype)  # row i has its 1 at column i + a
+    m += np.kron(shift, block)
+  return m
