@@ -84,3 +84,104 @@ def test_search_writes_table_and_best_config(tmp_path, capsys):
     main(["search", *TINY, "--space", "lr=0.1", "--out", out])
   assert exit_info.value.code == 2
   assert "FIELD=LO:HI" in capsys.readouterr().err
+
+
+def _one_line(err: str) -> str:
+  lines = err.strip().splitlines()
+  assert len(lines) == 1, err
+  return lines[0]
+
+
+def test_resume_refuses_a_new_seed_and_names_model_or_optimizer_changes(tmp_path, capsys):
+  run = str(tmp_path / "run")
+  base = ["train", *TINY, "--cache-dir", str(tmp_path / "cache"), "--no-plots"]
+  assert main([*base, "--epochs", "1", "--out", run]) == 0
+  saved = open(os.path.join(run, "config.json")).read()
+  capsys.readouterr()
+  for flags, expected in [
+      (["--model", "mlp"], "changes model: 'linear' -> 'mlp'; expected the run's model"),
+      (["--optimizer", "adam"], "changes optimizer: 'sgd' -> 'adam'; expected"),
+      (["--seed", "3"], "seed got 3 with resume=True"),
+  ]:
+    assert main(["train", "--out", run, "--resume", "--epochs", "2", "--quiet", *flags]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert expected in line, line
+    assert "PyTreeDef" not in line and "Tree" not in line
+  assert open(os.path.join(run, "config.json")).read() == saved
+
+
+def _cifar_python_with_a_bad_pickle(root):
+  os.makedirs(root)
+  for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]:
+    with open(os.path.join(root, name), "wb") as f:
+      f.write(b"\x80\x02}q\x00(X\x04\x00\x00\x00datatruncated")
+
+
+def test_known_failures_are_one_line_with_exit_code_2(tmp_path, capsys, monkeypatch):
+  import errno
+
+  from cnnjax.train import metrics
+
+  base = ["train", *TINY, "--cache-dir", str(tmp_path / "cache"), "--epochs", "1",
+          "--no-plots"]
+  # An unreadable pickle (the CIFAR Python release).
+  bad = str(tmp_path / "cifar-10-batches-py")
+  _cifar_python_with_a_bad_pickle(bad)
+  args = ["train", "--data", "cifar10", "--data-dir", bad, "--out", str(tmp_path / "a")]
+  assert main(args) == 2
+  assert _one_line(capsys.readouterr().err).startswith("cnnjax train: UnpicklingError: ")
+  assert main([*args, "--debug"]) == 2  # the same, with the traceback before it
+  err = capsys.readouterr().err
+  assert err.startswith("Traceback") and "UnpicklingError" in err.splitlines()[-1]
+  # An --out that cannot be created (a file in the way; read-only directories look alike).
+  open(tmp_path / "file", "w").close()
+  assert main([*base, "--out", str(tmp_path / "file" / "run")]) == 2
+  assert "NotADirectoryError" in _one_line(capsys.readouterr().err)
+  # A full disk while the metrics are written.
+  def full(self, record):
+    raise OSError(errno.ENOSPC, "No space left on device", self.path)
+
+  monkeypatch.setattr(metrics.MetricsLog, "append", full)
+  assert main([*base, "--out", str(tmp_path / "b")]) == 2
+  assert "OSError: [Errno 28] No space left on device" in _one_line(capsys.readouterr().err)
+  monkeypatch.undo()
+  # Incomplete multi-process flags (--distributed alone: tests/test_train_multiprocess.py).
+  assert main([*base, "--num-processes", "2", "--out", str(tmp_path / "c")]) == 2
+  assert "without coordinator_address, process_id" in _one_line(capsys.readouterr().err)
+
+
+def test_a_second_writer_and_orbax_errors_are_one_line(tmp_path, capsys):
+  import subprocess
+  import sys
+
+  from cnnjax.train.checkpoint import CHECKSUM_FILE
+
+  run = str(tmp_path / "run")
+  assert main(["train", *TINY, "--cache-dir", str(tmp_path / "cache"), "--epochs", "1",
+               "--no-plots", "--out", run]) == 0
+  capsys.readouterr()
+  # Another process holds the run.
+  holder = subprocess.Popen(
+      [sys.executable, "-c", "import sys, time; from cnnjax.train.lock import RunLock; "
+       "RunLock(sys.argv[1]).acquire(); print('locked', flush=True); time.sleep(60)", run],
+      stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == "locked"
+    assert main(["train", "--out", run, "--resume", "--epochs", "2", "--quiet"]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert f"is being written by process {holder.pid} on " in line, line
+  finally:
+    holder.kill()
+    holder.wait()
+  assert main(["train", "--out", run, "--resume", "--epochs", "2", "--quiet"]) == 0
+  # Checkpoints written before checksums existed are read unverified: Orbax's own error.
+  for epoch in ("1", "2"):
+    os.remove(os.path.join(run, "checkpoints", epoch, CHECKSUM_FILE))
+  ckpt = os.path.join(run, "checkpoints", "2")
+  data = max((os.path.join(r, n) for r, _, names in os.walk(ckpt) for n in names
+              if "/d/" in os.path.join(r, n)), key=os.path.getsize)
+  os.remove(data)
+  with pytest.warns(UserWarning, match="restoring it unverified"):
+    assert main(["eval", "--run", run]) == 2
+  line = _one_line(capsys.readouterr().err)
+  assert "checkpoints/2 could not be read into the target state" in line, line

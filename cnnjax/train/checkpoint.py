@@ -312,7 +312,7 @@ class Checkpointer:
     except Exception as e:  # Orbax/tensorstore: structure, shape, or unreadable files
       first = str(e).strip().splitlines()[0] if str(e).strip() else ""
       raise CheckpointError(
-          f"Checkpointer.restore: {self.path(epoch)} does not fit the target state "
+          f"Checkpointer.restore: {self.path(epoch)} could not be read into the target state "
           f"({type(e).__name__}: {first[:300]})."
       ) from e
     return _from_savable(restored, target)

@@ -3,6 +3,10 @@
 Every ``TrainConfig`` field is a flag (``--batch-size`` for ``batch_size``); its help ends
 with the default. With ``--resume`` the run's saved ``config.json`` is the starting point
 and only the flags given on the command line change it.
+
+Known failures (bad settings or files, I/O errors such as a read-only ``--out`` or a full
+disk, unreadable pickles, checkpoint and Orbax errors, a lost peer process) are reported
+as one line on stderr with exit code 2; ``--debug`` prints the full traceback as well.
 """
 
 from __future__ import annotations
@@ -12,8 +16,11 @@ import ast
 import dataclasses
 import json
 import os
+import pickle
 import sys
 import time
+import traceback
+import zipfile
 from typing import Any
 
 from cnnjax.train.config import (
@@ -191,9 +198,46 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) 
   return base.replace(**given)
 
 
-def _fail(command: str, error: Exception) -> int:
-  print(f"cnnjax {command}: {error}", file=sys.stderr)
+# Failures the commands report in one line (exit code 2); anything else is a bug and
+# keeps its traceback.
+_KNOWN = (ValueError, OSError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile)
+
+
+def _known(error: BaseException) -> bool:
+  from cnnjax.train.sharding import PeerLostError
+
+  if isinstance(error, (*_KNOWN, PeerLostError)):
+    return True
+  # Orbax, TensorStore and XLA runtime errors (unreadable checkpoints, full disks, ...).
+  module = type(error).__module__ or ""
+  return module.split(".")[0] in ("orbax", "tensorstore", "jaxlib") or (
+      type(error).__name__ == "JaxRuntimeError")
+
+
+def _one_line(error: BaseException) -> str:
+  lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+  text = lines[0] if lines else ""
+  if not isinstance(error, ValueError) or type(error).__module__ != "builtins" and not (
+      type(error).__module__.startswith("cnnjax")):
+    text = f"{type(error).__name__}: {text}"  # OSError, UnpicklingError, Orbax's, ...
+  if len(lines) > 1:
+    text += " (...; --debug shows the whole message)"
+  return text
+
+
+def _fail(command: str, error: BaseException, args: argparse.Namespace | None = None) -> int:
+  if args is not None and getattr(args, "debug", False):
+    traceback.print_exception(error, file=sys.stderr)
+  print(f"cnnjax {command}: {_one_line(error)}", file=sys.stderr, flush=True)
   return 2
+
+
+def _exit_now(code: int) -> None:
+  """Leaves a multi-process run at once: after a lost peer, jax.distributed's shutdown at
+  exit would wait for it (minutes) and then abort."""
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(code)
 
 
 def _default_out(config: TrainConfig) -> str:
@@ -201,10 +245,14 @@ def _default_out(config: TrainConfig) -> str:
 
 
 def _train(args: argparse.Namespace) -> int:
+  from cnnjax.train import sharding
   from cnnjax.train.loop import NonFiniteLossError, train
 
   out = args.out
   try:
+    sharding.initialize_distributed(
+        getattr(args, "distributed", None), coordinator_address=args.coordinator_address,
+        num_processes=args.num_processes, process_id=args.process_id)
     base = None
     if args.resume:
       if args.out is None:
@@ -222,8 +270,13 @@ def _train(args: argparse.Namespace) -> int:
   except NonFiniteLossError as e:
     print(f"cnnjax train: {e}", file=sys.stderr)
     return 1
-  except (ValueError, FileNotFoundError) as e:
-    return _fail("train", e)
+  except Exception as e:
+    if not _known(e):
+      raise
+    code = _fail("train", e, args)
+    if isinstance(e, sharding.PeerLostError):
+      _exit_now(code)
+    return code
   return 0
 
 
@@ -239,8 +292,10 @@ def _eval(args: argparse.Namespace) -> int:
       dataset = load_dataset(config.replace(data_dir=args.data_dir))
     result = evaluate(args.run, epoch=args.epoch, splits=args.split, dataset=dataset,
                       tta=args.tta)
-  except (ValueError, FileNotFoundError) as e:
-    return _fail("eval", e)
+  except Exception as e:
+    if not _known(e):
+      raise
+    return _fail("eval", e, args)
   for key, value in result.items():
     print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
   with open(os.path.join(args.run, "eval.json"), "w") as f:
@@ -259,9 +314,17 @@ def _search(args: argparse.Namespace) -> int:
         "runs", f"search-{config.model}-{config.data}-{time.strftime('%Y%m%d-%H%M%S')}")
     search(config, out_dir=out, trials=args.trials, epochs=args.trial_epochs, space=space,
            seed=args.search_seed, quiet=args.quiet)
-  except (ValueError, FileNotFoundError) as e:
-    return _fail("search", e)
+  except Exception as e:
+    if not _known(e):
+      raise
+    return _fail("search", e, args)
   return 0
+
+
+def _add_debug(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--debug", action="store_true",
+                      help="on a failure, print the full traceback, not only the one-line "
+                      "message (default: off)")
 
 
 def add_subcommands(sub: argparse._SubParsersAction) -> None:
@@ -290,6 +353,17 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
                  help="no progress bar or per-epoch lines (default: off)")
   p.add_argument("--no-plots", action="store_true",
                  help="skip curves.png and filters.png (default: plots on)")
+  _add_debug(p)
+  m = p.add_argument_group(
+      "multi-process runs (one process per host or device group; all three flags, or none "
+      "for cluster detection with --distributed: SLURM, Open MPI, TPU pods)")
+  m.add_argument("--coordinator-address", metavar="HOST:PORT", default=None,
+                 help="process 0's address for jax.distributed, e.g. 10.0.0.1:12345 "
+                 "(default: none, a single process unless --distributed)")
+  m.add_argument("--num-processes", type=int, metavar="N", default=None,
+                 help="number of processes (default: none)")
+  m.add_argument("--process-id", type=int, metavar="I", default=None,
+                 help="this process's rank in [0, N) (default: none)")
   p.set_defaults(func=_train)
 
   e = sub.add_parser("eval", help="evaluate a run's checkpoint on its validation/test data",
@@ -307,6 +381,7 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
   e.add_argument("--data-dir", metavar="PATH", default=None,
                  help="read the data from here instead of the run's --data-dir (default: "
                  "the run's)")
+  _add_debug(e)
   e.set_defaults(func=_eval)
 
   s = sub.add_parser(
@@ -330,4 +405,5 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
                  help="search directory (default: runs/search-<model>-<data>-<date>-<time>)")
   s.add_argument("--quiet", action="store_true",
                  help="print nothing but errors (default: off)")
+  _add_debug(s)
   s.set_defaults(func=_search)

@@ -260,9 +260,16 @@ def _check_resume_config(saved: TrainConfig, config: TrainConfig, out_dir: str) 
     )
 
 
+# Config fields that shape the saved state (the model's and the optimizer's pytrees).
+_STATE_FIELDS = ("model", "model_options", "data", "data_dir", "data_options", "optimizer",
+                 "momentum", "nesterov", "weight_decay", "decay_all", "norm_lr_scale",
+                 "clip_grad_norm", "lookahead")
+
+
 def _restore_error(saved: TrainConfig | None, config: TrainConfig, path: str,
                    error: CheckpointError) -> ValueError:
   changes = config_changes(saved, config) if saved is not None else {}
+  changes = {k: v for k, v in changes.items() if k in _STATE_FIELDS}
   if changes:
     return ValueError(
         f"train: the checkpoint {path} does not fit the resumed config, which changes "
@@ -324,6 +331,15 @@ def train(
             f"(no longer running).", flush=True)
     return _train(config, out_dir=out_dir, resume=resume, dataset=dataset,
                   model_fn=model_fn, callbacks=callbacks, quiet=quiet, plots=plots)
+  except Exception as e:
+    if not _sh.is_peer_failure(e):
+      raise
+    first = (str(e).strip().splitlines() or [""])[0][:300]
+    raise _sh.PeerLostError(
+        f"train: process {jax.process_index()} of {jax.process_count()} lost contact with "
+        f"the others ({type(e).__name__}: {first}): another process died or was killed. "
+        f"Continue with: cnnjax train --out {out_dir} --resume (one process, or all of them)."
+    ) from e
   finally:
     if lock is not None:
       lock.release()

@@ -19,8 +19,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 __all__ = [
     "DATA_AXIS",
+    "PeerLostError",
     "batch_sharding",
     "initialize_distributed",
+    "is_peer_failure",
     "make_mesh",
     "put_global",
     "replicated",
@@ -31,28 +33,108 @@ DATA_AXIS = "data"
 _initialized = False
 
 
-def initialize_distributed(enabled: bool | None = None) -> bool:
-  """Joins a multi-process run with ``jax.distributed.initialize()`` when asked.
+def initialize_distributed(enabled: bool | None = None, *,
+                           coordinator_address: str | None = None,
+                           num_processes: int | None = None,
+                           process_id: int | None = None) -> bool:
+  """Joins a multi-process run with ``jax.distributed.initialize`` when asked.
 
   Args:
-    enabled: True: initialise (JAX reads the coordinator address, process count and id from
-      the environment or the cluster: SLURM, Open MPI, TPU pods, ...). False: never. None:
-      only when the ``JAX_COORDINATOR_ADDRESS`` environment variable is set.
+    enabled: True: initialise. False: never. None: when any of the three arguments below is
+      given or the ``JAX_COORDINATOR_ADDRESS`` environment variable is set.
+    coordinator_address: ``HOST:PORT`` of process 0's coordination service, with
+      ``num_processes`` and ``process_id``. All three None: JAX detects the cluster
+      (SLURM, Open MPI, TPU pods, ``JAX_COORDINATOR_ADDRESS``, ...).
+    num_processes: how many processes take part.
+    process_id: this process's rank, in ``[0, num_processes)``.
 
   Returns:
     Whether ``jax.distributed`` is (now) initialised by this module.
+
+  Raises:
+    ValueError: only some of the three given, a malformed address or rank, or none given
+      and no cluster detected.
 
   Example:
     >>> initialize_distributed(False)
     False
   """
   global _initialized
+  given = {"coordinator_address": coordinator_address, "num_processes": num_processes,
+           "process_id": process_id}
+  explicit = any(v is not None for v in given.values())
+  if explicit and enabled is False:
+    raise ValueError(
+        "initialize_distributed: enabled got False with a coordinator address, process "
+        "count or id; expected enabled=None or True with them."
+    )
   if enabled is None:
-    enabled = bool(os.environ.get("JAX_COORDINATOR_ADDRESS"))
-  if enabled and not _initialized:
-    jax.distributed.initialize()
-    _initialized = True
+    enabled = explicit or bool(os.environ.get("JAX_COORDINATOR_ADDRESS"))
+  if not enabled or _initialized:
+    return _initialized
+  if explicit:
+    missing = [k for k, v in given.items() if v is None]
+    if missing:
+      raise ValueError(
+          f"initialize_distributed: got {', '.join(k for k in given if k not in missing)} "
+          f"without {', '.join(missing)}; expected all three (--coordinator-address "
+          "HOST:PORT --num-processes N --process-id I), or none for cluster detection."
+      )
+    host, _, port = str(coordinator_address).rpartition(":")
+    if not host or not port.isdigit():
+      raise ValueError(
+          f"initialize_distributed: coordinator_address got {coordinator_address!r}; "
+          "expected HOST:PORT such as 127.0.0.1:12345."
+      )
+    if isinstance(num_processes, bool) or not isinstance(num_processes, int) or (
+        num_processes < 1):
+      raise ValueError(
+          f"initialize_distributed: num_processes got {num_processes!r}; expected a "
+          "positive int."
+      )
+    if isinstance(process_id, bool) or not isinstance(process_id, int) or not (
+        0 <= process_id < num_processes):
+      raise ValueError(
+          f"initialize_distributed: process_id got {process_id!r}; expected an int in "
+          f"[0, {num_processes})."
+      )
+  try:
+    jax.distributed.initialize(coordinator_address, num_processes, process_id)
+  except RuntimeError as e:
+    if "must be called before" not in str(e):
+      raise
+    raise ValueError(
+        "initialize_distributed: JAX already started its backend in this process; expected "
+        "the multi-process setup (--distributed, --coordinator-address) before any JAX "
+        "computation."
+    ) from None
+  except ValueError as e:
+    if "coordinator_address" in str(e) and not explicit:
+      raise ValueError(
+          "initialize_distributed: got no coordinator address and detected no cluster "
+          "(SLURM, Open MPI, TPU, JAX_COORDINATOR_ADDRESS); expected --coordinator-address "
+          "HOST:PORT --num-processes N --process-id I."
+      ) from None
+    raise
+  _initialized = True
   return _initialized
+
+
+class PeerLostError(RuntimeError):
+  """A multi-process run lost one of its processes (a collective or barrier failed)."""
+
+
+# What the CPU collectives (Gloo) and the coordination service say when a peer is gone.
+_PEER_SIGNS = ("Gloo", "Connection closed by peer", "Connection reset", "UNAVAILABLE",
+               "coordination service", "DEADLINE_EXCEEDED", "barrier")
+
+
+def is_peer_failure(error: BaseException) -> bool:
+  """Whether ``error``, raised in a multi-process run, says another process is gone."""
+  if jax.process_count() < 2:
+    return False
+  text = f"{type(error).__name__}: {error}"
+  return any(sign in text for sign in _PEER_SIGNS)
 
 
 def make_mesh(num_devices: int | None = None) -> Mesh:
