@@ -13,6 +13,7 @@ from cnnjax import _xla_flags
 _xla_flags.apply()  # before JAX starts a backend: multi-threaded CPU convolutions
 
 from cnnjax import arithmetic, equivariance, padding
+from cnnjax.adaptive_pool import adaptive_avg_pool, adaptive_max_pool
 from cnnjax.arithmetic import op_count, output_size, param_count, receptive_field
 from cnnjax.conv import conv_transpose, convolve, cross_correlate
 from cnnjax.equivariance import (
@@ -39,6 +40,7 @@ from cnnjax.pooling import (
     polyphase_downsample,
 )
 from cnnjax.tiled import tiled_conv
+from cnnjax.unpool import max_unpool
 from cnnjax.unfold import fold, unfold
 from cnnjax.weight_grad import conv_weight_grad
 
@@ -74,6 +76,8 @@ __all__ = [
     "PADDING_MODES",
     "Summary",
     "TrainConfig",
+    "adaptive_avg_pool",
+    "adaptive_max_pool",
     "arithmetic",
     "assert_equivariant",
     "assert_invariant",
@@ -97,6 +101,7 @@ __all__ = [
     "locally_connected",
     "lp_pool",
     "max_pool",
+    "max_unpool",
     "maxout",
     "models",
     "nn",

@@ -208,7 +208,7 @@ def _max_and_argmax(x: jax.Array, geo: Geometry) -> tuple[jax.Array, jax.Array]:
   size = math.prod(geo.kernel)
   idx_dtype = _index_dtype(size)
   is_float = jnp.issubdtype(x.dtype, jnp.floating)
-  if size <= _UNROLL_LIMIT:
+  if size <= _UNROLL_LIMIT or _overlaps(geo):  # the blocks below need disjoint windows
     terms = _window_terms(x, geo, _lowest(x.dtype))
     y, idx = terms[0], jnp.zeros(terms[0].shape, idx_dtype)
     for k, t in enumerate(terms[1:], 1):
@@ -262,6 +262,24 @@ def _max_pool_geo(x: jax.Array, geo: Geometry) -> jax.Array:
     # with a >= select, which also keeps the first maximum in row-major order).
     return _max_primal(x, geo)
   return _max_pool_float(x, geo)
+
+
+@functools.partial(jax.jit, static_argnames=("geo",))
+def _max_pool_indices(x: jax.Array, geo: Geometry) -> jax.Array:
+  """int32 index of each window's first maximum into the flattened input spatial axes."""
+  _, idx = _max_and_argmax(lax.stop_gradient(x), geo)
+  idx = idx.astype(jnp.int32)
+  flat = jnp.zeros(idx.shape, jnp.int32)
+  for d, (n, k, s, (lo, _)) in enumerate(
+      zip(geo.in_spatial, geo.kernel, geo.stride, geo.pads)
+  ):
+    offset = (idx // math.prod(geo.kernel[d + 1:])) % k
+    out = lax.broadcasted_iota(jnp.int32, idx.shape, d + 1)
+    # A window's first maximum is in the padding only when every input value it covers
+    # equals the padding value; clipping then picks one of those (equal) inputs.
+    pos = jnp.clip(out * s + offset - lo, 0, n - 1)
+    flat = flat * n + pos
+  return flat
 
 
 def _sum_pool_geo(x: jax.Array, geo: Geometry) -> jax.Array:
@@ -330,7 +348,8 @@ def max_pool(
     *,
     stride: int | Sequence[int] | None = None,
     padding: PaddingLike = "VALID",
-) -> jax.Array:
+    return_indices: bool = False,
+) -> jax.Array | tuple[jax.Array, jax.Array]:
   """Max pooling: the maximum of each window, per channel.
 
   ``y[b, o, c] = max_k x̃[b, o·s + k, c]`` over the input padded with ``-inf`` (the
@@ -347,9 +366,14 @@ def max_pool(
     padding: as for the convolutions: ``"VALID"``, ``"SAME"`` (output
       ``ceil(n / stride)``), ``"FULL"``, an int, a tuple of ints or of
       ``(low, high)`` pairs. Every window must overlap the input.
+    return_indices: also return where each maximum is, for
+      :func:`cnnjax.max_unpool`.
 
   Returns:
     ``[N, *out_spatial, C]`` in ``x``'s dtype, ``out = ⌊(n + lo + hi − k) / s⌋ + 1``.
+    With ``return_indices``, ``(y, indices)``: ``indices`` is int32, shaped like ``y``,
+    the position of each window's first maximum in the flattened spatial axes of
+    ``x`` (row-major, per example and channel: PyTorch's convention).
 
   Example:
     >>> x = jnp.array([[1., 4, 3, 6], [2, 1, 0, 9], [2, 2, 7, 7], [5, 3, 3, 6]])
@@ -360,7 +384,11 @@ def max_pool(
   op = "max_pool"
   x = jnp.asarray(x)
   _check_input(x, op=op)
-  return _window_pool(x, _pool_geometry(x, window, stride, padding, op=op), "max")
+  geo = _pool_geometry(x, window, stride, padding, op=op)
+  if not isinstance(return_indices, (bool, np.bool_)):
+    raise TypeError(f"{op}: return_indices got {return_indices!r}; expected a bool.")
+  y = _window_pool(x, geo, "max")
+  return (y, _max_pool_indices(x, geo)) if return_indices else y
 
 
 def avg_pool(

@@ -350,3 +350,53 @@ def doubly_block_toeplitz(w, h, wd):
     shift = np.eye(oh, h, k=a, dtype=w.dtype)  # row i has its 1 at column i + a
     m += np.kron(shift, block)
   return m
+
+
+def ref_adaptive_pool(x, output_size, kind):
+  """PyTorch's adaptive pooling: bin i of n → o covers [floor(i·n/o), ceil((i+1)·n/o)),
+  written out as a loop over output positions (``kind`` "avg" or "max")."""
+  x = np.asarray(x, np.float64)
+  spatial = x.shape[1:-1]
+  sizes = (output_size,) * len(spatial) if np.ndim(output_size) == 0 else output_size
+  out = tuple(n if o is None else int(o) for n, o in zip(spatial, sizes))
+  y = np.zeros((x.shape[0], *out, x.shape[-1]))
+  for o in np.ndindex(*out):
+    sl = tuple(
+        slice(math.floor(i * n / m), math.ceil((i + 1) * n / m))
+        for i, n, m in zip(o, spatial, out)
+    )
+    win = x[(slice(None), *sl, slice(None))]
+    axes = tuple(range(1, len(spatial) + 1))
+    y[(slice(None), *o, slice(None))] = win.mean(axes) if kind == "avg" else win.max(axes)
+  return y
+
+
+def ref_max_pool_indices(x, window, stride, padding):
+  """PyTorch's max-pool indices: each window's first maximum (row-major over the window,
+  padding never wins), as a row-major index into the input's flattened spatial axes."""
+  x = np.asarray(x)
+  nd = x.ndim - 2
+  window = per_dim(window, nd)
+  stride = window if stride is None else per_dim(stride, nd)
+  idx = None
+  for o, slices, out_shape in pool_windows(x, window, stride, padding):
+    if idx is None:
+      idx = np.zeros((x.shape[0], *out_shape, x.shape[-1]), np.int64)
+    for b in range(x.shape[0]):
+      for c in range(x.shape[-1]):
+        win = x[(b, *slices, c)]
+        local = np.unravel_index(np.argmax(win), win.shape)  # first max (first NaN)
+        pos = tuple(s.start + i for s, i in zip(slices, local))
+        idx[(b, *o, c)] = np.ravel_multi_index(pos, x.shape[1:-1])
+  return idx
+
+
+def ref_max_unpool(y, indices, output_shape):
+  """PyTorch's max-unpooling: out.view(N, C, -1)[b, c, indices[b, ..., c]] = y[b, ..., c]."""
+  y, indices = np.asarray(y, np.float64), np.asarray(indices)
+  n, c = output_shape[0], output_shape[-1]
+  out = np.zeros((n, math.prod(output_shape[1:-1]), c))
+  for b in range(n):
+    for ch in range(c):
+      out[b, indices[b, ..., ch].reshape(-1), ch] = y[b, ..., ch].reshape(-1)
+  return out.reshape(output_shape)
