@@ -25,6 +25,7 @@ from cnnjax.equivariance import (
     output_shift,
     shift_consistency,
 )
+from cnnjax.group import group_conv, group_pool, lift_conv
 from cnnjax.local import locally_connected
 from cnnjax.matrix import conv_matrix
 from cnnjax.normalization import local_response_norm
@@ -95,8 +96,11 @@ __all__ = [
     "fold",
     "global_avg_pool",
     "global_max_pool",
+    "group_conv",
+    "group_pool",
     "interior_region",
     "invariance_error",
+    "lift_conv",
     "local_response_norm",
     "locally_connected",
     "lp_pool",

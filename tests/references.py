@@ -7,6 +7,7 @@ imports cnnjax. Tolerances for comparing cnnjax against them live in :func:`tole
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import jax
@@ -182,6 +183,80 @@ def ref_pool(x, window, stride, padding, kind, *, count_include_pad=False, p=2):
     else:
       v = (np.abs(win) ** p).sum(axis=axes) ** (1 / p)
     out[(slice(None), *o, slice(None))] = v
+  return out
+
+
+def ref_max_grad(x, g, window, stride, padding):
+  """Each window sends its gradient to its first maximum in row-major order."""
+  x, g = np.asarray(x, np.float64), np.asarray(g, np.float64)
+  nd = x.ndim - 2
+  window = per_dim(window, nd)
+  stride = window if stride is None else per_dim(stride, nd)
+  dx = np.zeros_like(x)
+  for o, slices, _ in pool_windows(x, window, stride, padding):
+    win = x[(slice(None), *slices, slice(None))]
+    shape = win.shape[1:-1]
+    for b in range(x.shape[0]):
+      for c in range(x.shape[-1]):
+        flat = win[(b, *(slice(None),) * nd, c)].ravel()
+        local = np.unravel_index(np.argmax(flat), shape)  # argmax: the first maximum / NaN
+        pos = tuple(sl.start + i for sl, i in zip(slices, local))
+        dx[(b, *pos, c)] += g[(b, *o, c)]
+  return dx
+
+
+def ref_binomial_blur(x, stride, k, mode="reflect"):
+  """Binomial low-pass (numpy pad + loops), then subsampling."""
+  x = np.asarray(x, np.float64)
+  nd = x.ndim - 2
+  row = np.array([math.comb(k - 1, i) for i in range(k)], np.float64)
+  row /= row.sum()
+  pad = [(0, 0)] + [((k - 1) // 2, k // 2)] * nd + [(0, 0)]
+  xp = np.pad(x, pad, mode={"reflect": "reflect", "zeros": "constant"}[mode])
+  out_shape = [-(-n // stride) for n in x.shape[1:-1]]
+  y = np.zeros((x.shape[0], *out_shape, x.shape[-1]))
+  for o in np.ndindex(*out_shape):
+    acc = 0.0
+    for off in np.ndindex(*(k,) * nd):
+      w = np.prod([row[i] for i in off])
+      acc = acc + w * xp[(slice(None), *(oi * stride + i for oi, i in zip(o, off)), slice(None))]
+    y[(slice(None), *o, slice(None))] = acc
+  return y
+
+
+def ref_aps_phase(x, stride, p=2):
+  """The phase APS keeps per example: the first maximum of the polyphase l_p norms."""
+  x = np.asarray(x, np.float64)
+  phases = list(itertools.product(*(range(s) for s in stride)))
+  norms = []
+  for r in phases:
+    comp = x[(slice(None), *(slice(ri, None, s) for ri, s in zip(r, stride)), slice(None))]
+    a = np.abs(comp).reshape(x.shape[0], -1)
+    norms.append(a.max(axis=1) if np.isinf(p) else (a ** p).sum(axis=1))
+  if not x.shape[0]:
+    return []
+  return [phases[i] for i in np.argmax(np.stack(norms, axis=1), axis=1)]
+
+
+def ref_aps(x, stride, p=2):
+  """APS (polyphase downsampling): each example's chosen phase, ``[N, *(n // s), C]``."""
+  x = np.asarray(x, np.float64)
+  out = [n // s for n, s in zip(x.shape[1:-1], stride)]
+  y = np.zeros((x.shape[0], *out, x.shape[-1]))
+  for b, r in enumerate(ref_aps_phase(x, stride, p)):
+    y[b] = x[(b, *(slice(ri, ri + m * s, s) for ri, m, s in zip(r, out, stride)), slice(None))]
+  return y
+
+
+def ref_lrn(x, size, alpha, beta, k):
+  """Local response normalisation across channels, one channel at a time."""
+  x = np.asarray(x, np.float64)
+  out = np.empty_like(x)
+  channels = x.shape[-1]
+  for c in range(channels):
+    lo, hi = max(0, c - size // 2), min(channels - 1, c + (size - 1) // 2)
+    total = sum(x[..., j] ** 2 for j in range(lo, hi + 1))
+    out[..., c] = x[..., c] / (k + alpha * total) ** beta
   return out
 
 
@@ -400,3 +475,53 @@ def ref_max_unpool(y, indices, output_shape):
     for ch in range(c):
       out[b, indices[b, ..., ch].reshape(-1), ch] = y[b, ..., ch].reshape(-1)
   return out.reshape(output_shape)
+
+
+# --------------------------------------------------------- group convolution (p4, p4m)
+
+
+def ref_plane_transform(a, element, axes=(0, 1)):
+  """Element 4·m + r of p4m on the plane ``axes`` of ``a``: r quarter turns
+  (``np.rot90``), then m reversals of the second axis."""
+  m, r = divmod(int(element), 4)
+  a = np.rot90(np.asarray(a), r, axes=axes)
+  return np.flip(a, axis=axes[1]) if m else a
+
+
+def ref_group_table(group):
+  """The Cayley table by brute force: ``table[g, h]`` is the element k with
+  ``T_k = T_g ∘ T_h`` on a probe of distinct values (so not from a formula)."""
+  n = {"p4": 4, "p4m": 8}[group]
+  probe = np.arange(9.0).reshape(3, 3)
+  images = [ref_plane_transform(probe, k) for k in range(n)]
+  table = np.zeros((n, n), np.int64)
+  for g in range(n):
+    for h in range(n):
+      both = ref_plane_transform(ref_plane_transform(probe, h), g)
+      (matches,) = [k for k in range(n) if np.array_equal(images[k], both)]
+      table[g, h] = matches
+  return table
+
+
+def ref_lift_conv(x, w, group, **settings):
+  """y[..., g, :] = x ⋆ T_g w (Cohen & Welling's lifting correlation), by ref_correlate."""
+  n = {"p4": 4, "p4m": 8}[group]
+  return np.stack(
+      [ref_correlate(x, ref_plane_transform(w, g), **settings) for g in range(n)], axis=-2
+  )
+
+
+def ref_group_conv(x, w, group, **settings):
+  """y[..., g, :] = Σ_s x[..., s, :] ⋆ (T_g w)(·, g⁻¹s): the filter moved by g,
+  ψ_g(p, s) = ψ(g⁻¹p, g⁻¹s), by ref_correlate."""
+  table = ref_group_table(group)
+  n = table.shape[0]
+  inverse = [int(np.flatnonzero(table[g] == 0)[0]) for g in range(n)]
+  out = []
+  for g in range(n):
+    total = 0
+    for s in range(n):
+      kernel = ref_plane_transform(w[:, :, table[inverse[g], s]], g)
+      total = total + ref_correlate(x[..., s, :], kernel, **settings)
+    out.append(total)
+  return np.stack(out, axis=-2)
