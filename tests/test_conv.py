@@ -21,9 +21,8 @@ from jax import lax
 from jax.test_util import check_grads
 
 from cnnjax.conv import conv_transpose, convolve, cross_correlate
+from references import MODES, per_dim, ref_correlate, ref_correlate_adjoint, ref_pads
 
-MODES = ("zeros", "circular", "reflect", "edge")
-_NUMPY_MODE = {"zeros": "constant", "circular": "wrap", "reflect": "reflect", "edge": "edge"}
 # One @given test runs under several chex variants (several TestCase instances).
 _SETTINGS = dict(
     deadline=None, suppress_health_check=[HealthCheck.differing_executors, HealthCheck.too_slow]
@@ -41,58 +40,6 @@ LECTURE_OUTPUT = [[4, 3, 4], [2, 4, 3], [2, 3, 4]]
 
 
 # ------------------------------------------------------------------ references
-
-
-def _tuple(value, nd):
-  return (value,) * nd if isinstance(value, int) else tuple(value)
-
-
-def ref_pads(padding, sizes, kernel_eff, stride):
-  """(low, high) per dim, from the definitions (SAME: output ceil(n / s), as lax)."""
-  nd = len(sizes)
-  if isinstance(padding, str):
-    if padding.upper() == "VALID":
-      return [(0, 0)] * nd
-    if padding.upper() == "FULL":
-      return [(r - 1, r - 1) for r in kernel_eff]
-    pads = []
-    for n, r, s in zip(sizes, kernel_eff, stride):
-      total = max((-(-n // s) - 1) * s + r - n, 0)
-      pads.append((total // 2, total - total // 2))
-    return pads
-  if isinstance(padding, int):
-    return [(padding, padding)] * nd
-  return [(p, p) if isinstance(p, int) else tuple(p) for p in padding]
-
-
-def ref_correlate(x, w, *, stride=1, padding="VALID", dilation=1, groups=1,
-                  padding_mode="zeros", flip=False):
-  """y[b, n, o] = Σ_k Σ_c w[k, c, o] · x̃[b, n·s + k·t, c], one output at a time.
-
-  With ``flip``: true convolution, x̃[b, n·s + (r̂ − 1) − k·t, c].
-  """
-  x, w = np.asarray(x, np.float64), np.asarray(w, np.float64)
-  nd = w.ndim - 2
-  kernel = w.shape[:nd]
-  s, t = _tuple(stride, nd), _tuple(dilation, nd)
-  r_eff = [(r - 1) * d + 1 for r, d in zip(kernel, t)]
-  pads = ref_pads(padding, x.shape[1:-1], r_eff, s)
-  xp = np.pad(x, [(0, 0), *pads, (0, 0)], mode=_NUMPY_MODE[padding_mode])
-  out = [(xp.shape[1 + d] - r_eff[d]) // s[d] + 1 for d in range(nd)]
-  cg, og = w.shape[-2], w.shape[-1] // groups
-  y = np.zeros((x.shape[0], *out, w.shape[-1]))
-  for n in np.ndindex(*out):
-    for k in np.ndindex(*kernel):
-      if flip:
-        idx = tuple(n[d] * s[d] + r_eff[d] - 1 - k[d] * t[d] for d in range(nd))
-      else:
-        idx = tuple(n[d] * s[d] + k[d] * t[d] for d in range(nd))
-      xv = xp[(slice(None), *idx)]  # [N, C]
-      for g in range(groups):
-        y[(slice(None), *n, slice(g * og, (g + 1) * og))] += (
-            xv[:, g * cg:(g + 1) * cg] @ w[k][:, g * og:(g + 1) * og]
-        )
-  return y
 
 
 def _random(shape, seed=0, dtype=np.float64):
@@ -238,40 +185,11 @@ class ReferenceTest(chex.TestCase):
                                rtol=1e-10, atol=1e-10)
 
 
-def ref_correlate_adjoint(y, w, x_shape, *, stride=1, padding="VALID", dilation=1,
-                          groups=1):
-  """The adjoint of ``x ↦ ref_correlate(x, w)`` (zero padding) applied to ``y``.
-
-  The textbook scatter: each y[b, n, o] adds w[k, c, o] · y[b, n, o] back onto
-  x̃[b, n·s + k·t, c]; the padded border is then cropped. (Not ``jax.vjp`` of lax: XLA:CPU
-  aborts compiling the input gradient when the window is larger than the input in some
-  dimension, e.g. x [2, 1, 4, 6], w [2, 2, 2, 6], stride 2, FULL.)
-  """
-  y, w = np.asarray(y, np.float64), np.asarray(w, np.float64)
-  nd = w.ndim - 2
-  kernel = w.shape[:nd]
-  s, t = _tuple(stride, nd), _tuple(dilation, nd)
-  r_eff = [(r - 1) * d + 1 for r, d in zip(kernel, t)]
-  pads = ref_pads(padding, x_shape[1:-1], r_eff, s)
-  padded = [size + lo + hi for size, (lo, hi) in zip(x_shape[1:-1], pads)]
-  xp = np.zeros((x_shape[0], *padded, x_shape[-1]))
-  cg, og = w.shape[-2], w.shape[-1] // groups
-  for n in np.ndindex(*y.shape[1:-1]):
-    for k in np.ndindex(*kernel):
-      idx = tuple(n[d] * s[d] + k[d] * t[d] for d in range(nd))
-      for g in range(groups):
-        xp[(slice(None), *idx, slice(g * cg, (g + 1) * cg))] += (
-            y[(slice(None), *n, slice(g * og, (g + 1) * og))] @ w[k][:, g * og:(g + 1) * og].T
-        )
-  crop = tuple(slice(lo, lo + size) for size, (lo, _) in zip(x_shape[1:-1], pads))
-  return xp[(slice(None), *crop)]
-
-
 def _default_input_shape(out_spatial, kernel, *, stride, padding, dilation, groups):
   """conv_transpose's documented default: m·s for SAME, else (m − 1)·s + r̂ − lo − hi."""
   del groups
   nd = len(kernel)
-  s, t = _tuple(stride, nd), _tuple(dilation, nd)
+  s, t = per_dim(stride, nd), per_dim(dilation, nd)
   r_eff = [(r - 1) * d + 1 for r, d in zip(kernel, t)]
   if isinstance(padding, str) and padding.upper() == "SAME":
     return tuple(m * si for m, si in zip(out_spatial, s))

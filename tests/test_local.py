@@ -19,63 +19,14 @@ from jax.test_util import check_grads
 
 from cnnjax.conv import cross_correlate
 from cnnjax.local import locally_connected
+from references import MODES, per_dim, ref_geometry, ref_local, ref_pads
 
-MODES = ("zeros", "circular", "reflect", "edge")
-_NUMPY_MODE = {"zeros": "constant", "circular": "wrap", "reflect": "reflect", "edge": "edge"}
 _SETTINGS = dict(
     deadline=None, suppress_health_check=[HealthCheck.differing_executors, HealthCheck.too_slow]
 )
 
 
 # ------------------------------------------------------------------ references
-
-
-def _tuple(value, nd):
-  return (value,) * nd if isinstance(value, int) else tuple(value)
-
-
-def ref_pads(padding, sizes, kernel_eff, stride):
-  """(low, high) per dim, from the definitions (SAME: output ceil(n / s), as lax)."""
-  nd = len(sizes)
-  if isinstance(padding, str):
-    if padding == "VALID":
-      return [(0, 0)] * nd
-    if padding == "FULL":
-      return [(r - 1, r - 1) for r in kernel_eff]
-    pads = []
-    for n, r, s in zip(sizes, kernel_eff, stride):
-      total = max((-(-n // s) - 1) * s + r - n, 0)
-      pads.append((total // 2, total - total // 2))
-    return pads
-  if isinstance(padding, int):
-    return [(padding, padding)] * nd
-  return [(p, p) if isinstance(p, int) else tuple(p) for p in padding]
-
-
-def ref_geometry(x_spatial, kernel, *, stride=1, padding="VALID", dilation=1):
-  nd = len(kernel)
-  s, t = _tuple(stride, nd), _tuple(dilation, nd)
-  r_eff = [(r - 1) * d + 1 for r, d in zip(kernel, t)]
-  pads = ref_pads(padding, x_spatial, r_eff, s)
-  out = [(n + lo + hi - r) // si + 1 for n, (lo, hi), r, si in zip(x_spatial, pads, r_eff, s)]
-  return s, t, pads, out
-
-
-def ref_local(x, w, *, stride=1, padding="VALID", dilation=1, padding_mode="zeros"):
-  """y[b, n, o] = Σ_k Σ_c w[n, k, c, o] · x̃[b, n·s + k·t, c], one output at a time."""
-  x, w = np.asarray(x, np.float64), np.asarray(w, np.float64)
-  nd = (w.ndim - 2) // 2
-  kernel = w.shape[nd:2 * nd]
-  s, t, pads, out = ref_geometry(
-      x.shape[1:-1], kernel, stride=stride, padding=padding, dilation=dilation
-  )
-  xp = np.pad(x, [(0, 0), *pads, (0, 0)], mode=_NUMPY_MODE[padding_mode])
-  y = np.zeros((x.shape[0], *out, w.shape[-1]))
-  for n in np.ndindex(*out):
-    for k in np.ndindex(*kernel):
-      idx = tuple(n[d] * s[d] + k[d] * t[d] for d in range(nd))
-      y[(slice(None), *n)] += xp[(slice(None), *idx)] @ w[(*n, *k)]
-  return y
 
 
 def _random(shape, seed=0, dtype=np.float64):

@@ -28,6 +28,7 @@ from cnnjax.pooling import (
     polyphase_downsample,
 )
 from cnnjax.tiled import tiled_conv
+from references import ref_lrn
 
 
 def _x(shape, seed=0, dtype=jnp.float32):
@@ -294,17 +295,6 @@ class ParameterFreeModuleTest(parameterized.TestCase):
     np.testing.assert_array_equal(g.sum(), 4.0)
 
 
-def _lrn_reference(x, size, alpha, beta, k):
-  x = np.asarray(x, np.float64)
-  out = np.empty_like(x)
-  channels = x.shape[-1]
-  for c in range(channels):
-    lo, hi = max(0, c - size // 2), min(channels - 1, c + (size - 1) // 2)
-    total = sum(x[..., j] ** 2 for j in range(lo, hi + 1))
-    out[..., c] = x[..., c] / (k + alpha * total) ** beta
-  return out
-
-
 # One compilation per (shape, size); alpha, beta and k are traced.
 _LRN_JIT = jax.jit(local_response_norm, static_argnames="size")
 
@@ -323,14 +313,14 @@ class LocalResponseNormTest(chex.TestCase):
     x = _x((2, 3, 3, channels), seed=size, dtype=jnp.float64) * 3
     np.testing.assert_allclose(
         _LRN_JIT(x, size=size, alpha=alpha, beta=beta, k=k),
-        _lrn_reference(x, size, alpha, beta, k), rtol=1e-12,
+        ref_lrn(x, size, alpha, beta, k), rtol=1e-12,
     )
 
   @chex.variants(with_jit=True, without_jit=True)
   def test_alexnet_defaults_and_caffe_convention(self):
     x = _x((1, 4, 4, 16), dtype=jnp.float64) * 10
     np.testing.assert_allclose(
-        self.variant(local_response_norm)(x), _lrn_reference(x, 5, 1e-4, 0.75, 2.0), rtol=1e-12
+        self.variant(local_response_norm)(x), ref_lrn(x, 5, 1e-4, 0.75, 2.0), rtol=1e-12
     )
     # Caffe's LRN(local_size=5, alpha=1e-4, k=1): alpha divided by the size.
     caffe = x / (1 + 1e-4 / 5 * _window_sums(x ** 2, 5)) ** 0.75
@@ -341,7 +331,7 @@ class LocalResponseNormTest(chex.TestCase):
     y = _LRN_JIT(x, alpha=0.1)
     self.assertEqual(y.dtype, jnp.bfloat16)
     np.testing.assert_allclose(
-        np.asarray(y, np.float64), _lrn_reference(x, 5, 0.1, 0.75, 2.0), rtol=1e-2
+        np.asarray(y, np.float64), ref_lrn(x, 5, 0.1, 0.75, 2.0), rtol=1e-2
     )
     self.assertEqual(_LRN_JIT(_x((2, 4, 4, 4, 6))).shape, (2, 4, 4, 4, 6))
     g = jax.jit(jax.grad(lambda x: local_response_norm(x, alpha=1.0).sum()))(_x((1, 2, 2, 4)))

@@ -27,107 +27,20 @@ from cnnjax.pooling import (
     maxout,
     polyphase_downsample,
 )
+from references import (
+    per_dim,
+    pool_windows,
+    ref_aps_phase,
+    ref_binomial_blur,
+    ref_max_grad,
+    ref_pads,
+    ref_pool,
+)
 
 LECTURE = np.array([[1, 4, 3, 6], [2, 1, 0, 9], [2, 2, 7, 7], [5, 3, 3, 6]], np.float64)
 
 
 # ------------------------------------------------------------------ NumPy references
-
-
-def _pads(padding, spatial, window, stride):
-  """(low, high) per dim, by the textbook rules (independent of cnnjax.padding)."""
-  if padding == "VALID":
-    return [(0, 0)] * len(spatial)
-  if padding == "SAME":
-    pads = []
-    for n, k, s in zip(spatial, window, stride):
-      total = max((-(-n // s) - 1) * s + k - n, 0)
-      pads.append((total // 2, total - total // 2))
-    return pads
-  if padding == "FULL":
-    return [(k - 1, k - 1) for k in window]
-  if isinstance(padding, int):
-    return [(padding, padding)] * len(spatial)
-  return [p if isinstance(p, tuple) else (p, p) for p in padding]
-
-
-def _windows(x, window, stride, padding):
-  """Yields (output index, clipped input slices, window size) for every window."""
-  spatial = x.shape[1:-1]
-  pads = _pads(padding, spatial, window, stride)
-  out = [(n + lo + hi - k) // s + 1 for n, k, s, (lo, hi) in zip(spatial, window, stride, pads)]
-  for o in np.ndindex(*out):
-    starts = [oi * s - lo for oi, s, (lo, _) in zip(o, stride, pads)]
-    slices = tuple(
-        slice(max(a, 0), min(a + k, n)) for a, k, n in zip(starts, window, spatial)
-    )
-    yield o, slices, out
-
-
-def _per_dim(value, nd, default=None):
-  if value is None:
-    return default
-  return (value,) * nd if isinstance(value, int) else tuple(value)
-
-
-def ref_pool(x, window, stride, padding, kind, *, count_include_pad=False, p=2):
-  x = np.asarray(x, np.float64)
-  nd = x.ndim - 2
-  window = _per_dim(window, nd)
-  stride = _per_dim(stride, nd, window)
-  out = None
-  for o, slices, out_shape in _windows(x, window, stride, padding):
-    if out is None:
-      out = np.zeros((x.shape[0], *out_shape, x.shape[-1]))
-    win = x[(slice(None), *slices, slice(None))]
-    axes = tuple(range(1, nd + 1))
-    if kind == "max":
-      v = win.max(axis=axes)
-    elif kind == "avg":
-      count = math.prod(window) if count_include_pad else math.prod(win.shape[1:-1])
-      v = win.sum(axis=axes) / count
-    else:
-      v = (np.abs(win) ** p).sum(axis=axes) ** (1 / p)
-    out[(slice(None), *o, slice(None))] = v
-  return out
-
-
-def ref_max_grad(x, g, window, stride, padding):
-  """Each window sends its gradient to its first maximum in row-major order."""
-  x, g = np.asarray(x, np.float64), np.asarray(g, np.float64)
-  nd = x.ndim - 2
-  window = _per_dim(window, nd)
-  stride = _per_dim(stride, nd, window)
-  dx = np.zeros_like(x)
-  for o, slices, _ in _windows(x, window, stride, padding):
-    win = x[(slice(None), *slices, slice(None))]
-    shape = win.shape[1:-1]
-    for b in range(x.shape[0]):
-      for c in range(x.shape[-1]):
-        flat = win[(b, *(slice(None),) * nd, c)].ravel()
-        local = np.unravel_index(np.argmax(flat), shape)  # argmax: the first maximum / NaN
-        pos = tuple(sl.start + i for sl, i in zip(slices, local))
-        dx[(b, *pos, c)] += g[(b, *o, c)]
-  return dx
-
-
-def ref_binomial_blur(x, stride, k, mode="reflect"):
-  """Binomial low-pass (numpy pad + loops), then subsampling."""
-  x = np.asarray(x, np.float64)
-  nd = x.ndim - 2
-  row = np.array([math.comb(k - 1, i) for i in range(k)], np.float64)
-  row /= row.sum()
-  pad = [(0, 0)] + [((k - 1) // 2, k // 2)] * nd + [(0, 0)]
-  xp = np.pad(x, pad, mode={"reflect": "reflect", "zeros": "constant"}[mode])
-  out_shape = [-(-n // stride) for n in x.shape[1:-1]]
-  y = np.zeros((x.shape[0], *out_shape, x.shape[-1]))
-  for o in np.ndindex(*out_shape):
-    acc = 0.0
-    for off in np.ndindex(*(k,) * nd):
-      w = np.prod([row[i] for i in off])
-      acc = acc + w * xp[(slice(None), *(oi * stride + i for oi, i in zip(o, off)), slice(None))]
-    y[(slice(None), *o, slice(None))] = acc
-  return y
 
 
 def _tied(rng, shape, levels=3):
@@ -207,10 +120,10 @@ class PoolReferenceTest(parameterized.TestCase):
           avg_pool, window=window, stride=stride, padding=padding, count_include_pad=include)
       dx = self.variant(jax.grad(lambda x: jnp.sum(f(x))))(x)
       # Reference: every window adds 1 / divisor to each input it covers.
-      win = _per_dim(window, len(shape) - 2)
-      strd = _per_dim(stride, len(shape) - 2, win)
+      win = per_dim(window, len(shape) - 2)
+      strd = win if stride is None else per_dim(stride, len(shape) - 2)
       ref = np.zeros(shape)
-      for _, slices, _ in _windows(x, win, strd, padding):
+      for _, slices, _ in pool_windows(x, win, strd, padding):
         count = math.prod(win) if include else math.prod(s.stop - s.start for s in slices)
         ref[(slice(None), *slices, slice(None))] += 1 / count
       np.testing.assert_allclose(dx, ref, rtol=1e-12)
@@ -296,11 +209,11 @@ def pool_settings(draw):
     padding = tuple((draw(st.integers(0, k - 1)), draw(st.integers(0, k - 1))) for k in window)
   else:
     padding = kind
-  pads = _pads(padding, (0,) * nd, window, stride) if kind != "SAME" else [(0, 0)] * nd
+  pads = ref_pads(padding, (0,) * nd, window, stride) if kind != "SAME" else [(0, 0)] * nd
   spatial = tuple(
       draw(st.integers(max(k - lo - hi, 1), 6)) for k, (lo, hi) in zip(window, pads)
   )
-  real = _pads(padding, spatial, window, stride)
+  real = ref_pads(padding, spatial, window, stride)
   for n, k, s, (lo, hi) in zip(spatial, window, stride, real):
     m = (n + lo + hi - k) // s + 1
     hypothesis.assume((m - 1) * s - lo < n)  # no window entirely in the padding
@@ -438,17 +351,6 @@ class BlurPoolTest(parameterized.TestCase):
 # --------------------------------------------------------------------------- APS
 
 
-def _ref_aps_phase(x, stride, p=2):
-  """The chosen phase per example (first max of the l_p norms), NumPy."""
-  phases = list(itertools.product(*(range(s) for s in stride)))
-  norms = []
-  for r in phases:
-    comp = x[(slice(None), *(slice(ri, None, s) for ri, s in zip(r, stride)), slice(None))]
-    a = np.abs(comp).reshape(x.shape[0], -1)
-    norms.append(a.max(axis=1) if np.isinf(p) else (a ** p).sum(axis=1))
-  return [phases[i] for i in np.argmax(np.stack(norms, axis=1), axis=1)]
-
-
 class PolyphaseTest(parameterized.TestCase):
 
   @chex.variants(with_jit=True, without_jit=True)
@@ -459,7 +361,7 @@ class PolyphaseTest(parameterized.TestCase):
     stride_t = (stride,) * nd if isinstance(stride, int) else stride
     x = np.random.default_rng(11).normal(size=shape)
     y = self.variant(functools.partial(polyphase_downsample, stride=stride, p=p))(x)
-    for b, r in enumerate(_ref_aps_phase(x, stride_t, p)):
+    for b, r in enumerate(ref_aps_phase(x, stride_t, p)):
       comp = x[(b, *(slice(ri, None, s) for ri, s in zip(r, stride_t)), slice(None))]
       np.testing.assert_array_equal(y[b], comp)
 
@@ -467,7 +369,7 @@ class PolyphaseTest(parameterized.TestCase):
     s = 2
     x = np.random.default_rng(12).normal(size=(2, 6, 6, 3))
     y = np.asarray(polyphase_downsample(x, stride=s))
-    phases = _ref_aps_phase(x, (s, s))
+    phases = ref_aps_phase(x, (s, s))
     for t in itertools.product(range(6), range(6)):
       ys = np.asarray(polyphase_downsample(np.roll(x, t, axis=(1, 2)), stride=s))
       for b, r in enumerate(phases):

@@ -23,10 +23,8 @@ from jax.test_util import check_grads
 from cnnjax.conv import cross_correlate
 from cnnjax.local import locally_connected
 from cnnjax.tiled import tiled_conv
-from references import assert_close
+from references import MODES, NUMPY_MODE, assert_close, per_dim, ref_geometry, ref_pads, ref_tiled
 
-MODES = ("zeros", "circular", "reflect", "edge")
-_NUMPY_MODE = {"zeros": "constant", "circular": "wrap", "reflect": "reflect", "edge": "edge"}
 _SETTINGS = dict(
     deadline=None, suppress_health_check=[HealthCheck.differing_executors, HealthCheck.too_slow]
 )
@@ -35,63 +33,14 @@ _SETTINGS = dict(
 # ------------------------------------------------------------------ references
 
 
-def _tuple(value, nd):
-  return (value,) * nd if isinstance(value, int) else tuple(value)
-
-
-def ref_pads(padding, sizes, kernel_eff, stride):
-  """(low, high) per dim, from the definitions (SAME: output ceil(n / s), as lax)."""
-  nd = len(sizes)
-  if isinstance(padding, str):
-    if padding == "VALID":
-      return [(0, 0)] * nd
-    if padding == "FULL":
-      return [(r - 1, r - 1) for r in kernel_eff]
-    pads = []
-    for n, r, s in zip(sizes, kernel_eff, stride):
-      total = max((-(-n // s) - 1) * s + r - n, 0)
-      pads.append((total // 2, total - total // 2))
-    return pads
-  if isinstance(padding, int):
-    return [(padding, padding)] * nd
-  return [(p, p) if isinstance(p, int) else tuple(p) for p in padding]
-
-
-def ref_geometry(x_spatial, kernel, *, stride=1, padding="VALID", dilation=1):
-  nd = len(kernel)
-  s, t = _tuple(stride, nd), _tuple(dilation, nd)
-  r_eff = [(r - 1) * d + 1 for r, d in zip(kernel, t)]
-  pads = ref_pads(padding, x_spatial, r_eff, s)
-  out = [(n + lo + hi - r) // si + 1 for n, (lo, hi), r, si in zip(x_spatial, pads, r_eff, s)]
-  return s, t, pads, out
-
-
-def ref_tiled(x, w, *, tile, stride=1, padding="VALID", dilation=1, padding_mode="zeros"):
-  """y[b, n, o] = Σ_k Σ_c w[n mod T, k, c, o] · x̃[b, n·s + k·t, c], one output at a time."""
-  x, w = np.asarray(x, np.float64), np.asarray(w, np.float64)
-  nd = (w.ndim - 2) // 2
-  kernel, tile = w.shape[nd:2 * nd], _tuple(tile, nd)
-  s, t, pads, out = ref_geometry(
-      x.shape[1:-1], kernel, stride=stride, padding=padding, dilation=dilation
-  )
-  xp = np.pad(x, [(0, 0), *pads, (0, 0)], mode=_NUMPY_MODE[padding_mode])
-  y = np.zeros((x.shape[0], *out, w.shape[-1]))
-  for n in np.ndindex(*out):
-    which = tuple(n[d] % tile[d] for d in range(nd))
-    for k in np.ndindex(*kernel):
-      idx = tuple(n[d] * s[d] + k[d] * t[d] for d in range(nd))
-      y[(slice(None), *n)] += xp[(slice(None), *idx)] @ w[(*which, *k)]
-  return y
-
-
 def jnp_tiled(x, w, *, tile, stride=1, padding="VALID", dilation=1, padding_mode="zeros"):
   """The same formula in plain jax.numpy, differentiable by jax's own rules."""
   nd = (w.ndim - 2) // 2
-  kernel, tile = w.shape[nd:2 * nd], _tuple(tile, nd)
+  kernel, tile = w.shape[nd:2 * nd], per_dim(tile, nd)
   s, t, pads, out = ref_geometry(
       x.shape[1:-1], kernel, stride=stride, padding=padding, dilation=dilation
   )
-  xp = jnp.pad(x, [(0, 0), *pads, (0, 0)], mode=_NUMPY_MODE[padding_mode])
+  xp = jnp.pad(x, [(0, 0), *pads, (0, 0)], mode=NUMPY_MODE[padding_mode])
   # Per-position kernels w[n mod T] by integer indexing: [*out, *kernel, C_in, C_out].
   index = np.ix_(*[np.arange(m) % tt for m, tt in zip(out, tile)])
   w_pos = w[index]
@@ -137,7 +86,7 @@ def tiled_cases(draw, max_nd=3, modes=MODES):
     tile = tile[0]
   return dict(
       x_shape=(draw(st.integers(1, 2)), *sizes, draw(st.integers(1, 2))),
-      w_shape=(*_tuple(tile, nd), *kernel),
+      w_shape=(*per_dim(tile, nd), *kernel),
       c_out=draw(st.integers(1, 2)),
       config=dict(tile=tile if isinstance(tile, int) else tuple(tile), stride=tuple(stride),
                   padding=padding, dilation=tuple(dilation), padding_mode=mode),

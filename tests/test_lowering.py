@@ -1,15 +1,16 @@
-"""Tests for the platform-dependent lowering of cnnjax.conv.
+"""Tests for cnnjax._lowering: each form against lax, the selection, and the programs.
 
-On CPU, ``cross_correlate``/``convolve``/``conv_transpose`` run through
-``cnnjax.conv._cpu_conv`` (batch chunks of lax convolutions, depthwise as shifted-slice
-multiply-adds, 1×1 as a matmul, bfloat16 stride-1 convolutions as patch matmuls with
-custom VJPs); elsewhere through one ``lax.conv_general_dilated``.
-Each lowering, called directly and through the public ops, is checked against a
-``lax.conv_general_dilated`` call written here, over a hypothesis grid of dims,
+``cnnjax._lowering.conv`` computes ``lax.conv_general_dilated`` with the form each platform
+runs best: integer inputs as an exact patch matmul (every platform), XLA:CPU's forms
+(depthwise as shifted-slice multiply-adds, 1×1 as a matmul, bfloat16 stride-1 convolutions
+as patch matmuls with custom VJPs) on CPU, one ``lax.conv_general_dilated`` elsewhere.
+Each form, called directly and through the public ops, is checked against a
+``lax.conv_general_dilated`` call written here (float64) over a hypothesis grid of dims,
 kernels, strides, dilations, paddings (including negative, cropping pads and
-``lhs_dilation`` for the transposed convolution), groups and channel multipliers;
-plus gradients (forward and reverse mode, second order), vmap, dtypes, and the
-structure of the programs lowered for CPU and for GPU/TPU.
+``lhs_dilation`` for the transposed convolution), groups and channel multipliers; plus
+gradients (forward and reverse mode, second order), vmap, dtypes, and the structure of
+the programs lowered for CPU and for GPU/TPU (lowered explicitly for each platform, so
+these hold on any host).
 """
 
 import contextlib
@@ -28,8 +29,12 @@ from hypothesis import strategies as st
 from jax import lax
 from jax.test_util import check_grads
 
-from cnnjax import conv as conv_lib
+from cnnjax import _lowering
+from cnnjax._lowering import adjoint, cpu, cpu_bf16, portable
+from cnnjax._lowering.chunks import batch_chunks
+from cnnjax._lowering.config import ConvConfig
 from cnnjax.conv import conv_transpose, convolve, cross_correlate
+from references import assert_close
 
 _SETTINGS = dict(
     deadline=None,
@@ -59,15 +64,8 @@ def _random(shape, seed=0, dtype=np.float64):
   return np.random.default_rng(seed).normal(size=shape).astype(dtype)
 
 
-@contextlib.contextmanager
-def tiny_chunks(max_chunks=conv_lib._CPU_MAX_CHUNKS):
-  """Makes the CPU lowering split even tiny batches (one example per chunk)."""
-  saved = conv_lib._CPU_CHUNK_BYTES, conv_lib._CPU_MAX_CHUNKS
-  conv_lib._CPU_CHUNK_BYTES, conv_lib._CPU_MAX_CHUNKS = 1, max_chunks
-  try:
-    yield
-  finally:
-    conv_lib._CPU_CHUNK_BYTES, conv_lib._CPU_MAX_CHUNKS = saved
+def _cfg(nd, **config):
+  return ConvConfig.make(nd, **config)
 
 
 def _jit(f, **config):
@@ -79,11 +77,9 @@ def _count(text, op):
   return len(re.findall(rf"stablehlo\.{op}\b", text))
 
 
-def _lowered_text(f, *args, platform=None):
-  traced = jax.jit(f).trace(*args)
-  if platform is None:
-    return traced.lower().as_text()
-  return traced.lower(lowering_platforms=(platform,)).as_text()
+def _lowered_text(f, *args, platform="cpu"):
+  """The StableHLO of ``f`` lowered for ``platform`` (on any host)."""
+  return jax.jit(f).trace(*args).lower(lowering_platforms=(platform,)).as_text()
 
 
 # ------------------------------------------------------------- hypothesis cases
@@ -123,73 +119,85 @@ def _arrays(case, dtype=np.float64):
   return _random(case["x_shape"], 0, dtype), _random(case["w_shape"], 1, dtype)
 
 
-# ------------------------------------------------------- each lowering vs lax
+# ------------------------------------------------------- each form vs lax
 
 
-class LoweringMatchesLaxTest(chex.TestCase):
+class FormsMatchLaxTest(chex.TestCase):
 
   @settings(**_SETTINGS)
   @given(lowering_cases(negative_pads=True, lhs_dilation=True))
-  def test_cpu_lowering(self, case):
+  def test_portable_lax_form(self, case):
     x, w = _arrays(case)
     want = lax_reference(x, w, **case["config"])
-    got = _jit(conv_lib._cpu_conv, precision=None, **case["config"])(x, w)
+    cfg = _cfg(len(case["w_shape"]) - 2, **case["config"])
+    got = jax.jit(portable.lax_conv, static_argnums=2)(x, w, cfg)
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
 
   @settings(**_SETTINGS)
   @given(lowering_cases(negative_pads=True, lhs_dilation=True))
-  def test_batch_split_lowering(self, case):
+  def test_patch_form(self, case):
     x, w = _arrays(case)
     want = lax_reference(x, w, **case["config"])
-    with tiny_chunks():
-      got = _jit(conv_lib._batch_split_conv, precision=None, **case["config"])(x, w)
+    cfg = _cfg(len(case["w_shape"]) - 2, **case["config"])
+    got = jax.jit(portable.patch_conv, static_argnums=2)(x, w, cfg)
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
 
   @settings(**_SETTINGS)
-  @given(lowering_cases())
-  def test_im2col_lowering(self, case):
+  @given(lowering_cases(negative_pads=True, lhs_dilation=True))
+  def test_cpu_form(self, case):
     x, w = _arrays(case)
-    config = dict(case["config"])
-    config.pop("lhs_dilation")
-    want = lax_reference(x, w, **config)
-    got = _jit(conv_lib._im2col_conv, **config)(x, w)
+    want = lax_reference(x, w, **case["config"])
+    cfg = _cfg(len(case["w_shape"]) - 2, **case["config"])
+    got = jax.jit(cpu.conv, static_argnums=2)(x, w, cfg)
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
 
   @settings(**_SETTINGS)
   @given(lowering_cases(groups=(1, 2, 3)), st.integers(1, 3))
-  def test_depthwise_lowering(self, case, multiplier):
+  def test_depthwise_form(self, case, multiplier):
     # Depthwise: groups == C_in, one input channel per group, any channel multiplier.
     c_in = case["x_shape"][-1]
     x = _random(case["x_shape"], 0)
     w = _random((*case["w_shape"][:-2], 1, c_in * multiplier), 1)
     config = dict(case["config"], groups=c_in)
-    config.pop("lhs_dilation")
     want = lax_reference(x, w, **config)
-    got = _jit(
-        conv_lib._depthwise_conv,
-        stride=config["stride"], pads=config["pads"], dilation=config["dilation"],
-    )(x, w)
-    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
-    got = _jit(conv_lib._cpu_conv, precision=None, lhs_dilation=(1,) * (x.ndim - 2), **config)(x, w)
-    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+    cfg = _cfg(x.ndim - 2, **config)
+    for form in (cpu.depthwise_conv, cpu.conv):
+      got = jax.jit(form, static_argnums=2)(x, w, cfg)
+      np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
 
-  def test_uneven_chunks_cover_the_batch(self):
-    # 7 examples in 3 chunks (2, 3, 2): every example computed once, in order.
-    x, w = _random((7, 6, 6, 3)), _random((3, 3, 3, 4), 1)
-    config = dict(stride=(1, 2), pads=((1, 0), (2, 1)), dilation=(2, 1), groups=1)
-    want = lax_reference(x, w, **config)
-    with tiny_chunks(max_chunks=3):
-      got = conv_lib._batch_split_conv(
-          x, w, precision=None, lhs_dilation=(1, 1), **config
-      )
-      text = _lowered_text(
-          functools.partial(
-              conv_lib._batch_split_conv, precision=None, lhs_dilation=(1, 1), **config
-          ),
-          x, w,
-      )
-    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
-    self.assertEqual(_count(text, "convolution"), 3)
+  @settings(**_SETTINGS)
+  @given(lowering_cases(negative_pads=True, lhs_dilation=True),
+         st.sampled_from([np.int8, np.int16, np.int32, np.int64, np.uint8]))
+  def test_integer_inputs_are_exact(self, case, dtype):
+    # Integers take the patch form on every platform (XLA:GPU has no integer
+    # convolution); narrow types accumulate in int32 and wrap only when cast back.
+    rng = np.random.default_rng(3)
+    lo = 0 if np.issubdtype(dtype, np.unsignedinteger) else -4
+    x = rng.integers(lo, 5, case["x_shape"]).astype(dtype)
+    w = rng.integers(lo, 5, case["w_shape"]).astype(dtype)
+    cfg = _cfg(len(case["w_shape"]) - 2, **case["config"])
+    want = lax_reference(x.astype(np.float64), w.astype(np.float64), **case["config"])
+    got = jax.jit(_lowering.conv, static_argnums=2)(x, w, cfg)
+    self.assertEqual(got.dtype, dtype)
+    np.testing.assert_array_equal(got, np.round(want).astype(np.int64).astype(dtype))
+    wide = jax.jit(_lowering.conv, static_argnums=2)(
+        x, w, cfg._replace(preferred_element_type=jnp.dtype(np.int64)))
+    np.testing.assert_array_equal(wide, np.round(want).astype(np.int64))
+
+  def test_batch_chunks_cover_the_batch(self):
+    self.assertEqual(batch_chunks(7, 10, chunk_bytes=30, max_chunks=3), [(0, 2), (2, 5), (5, 7)])
+    self.assertEqual(batch_chunks(7, 10, chunk_bytes=10), [(i, i + 1) for i in range(7)])
+    self.assertEqual(batch_chunks(40, 10, chunk_bytes=1, max_chunks=5),
+                     [(0, 8), (8, 16), (16, 24), (24, 32), (32, 40)])
+    self.assertEqual(batch_chunks(0, 10, chunk_bytes=1), [(0, 0)])
+
+  def test_opt_out_gives_the_portable_form(self):
+    x, w = jnp.ones((2, 8, 8, 4)), jnp.ones((3, 3, 1, 8))
+    cfg = _cfg(2, stride=(1, 1), pads=((1, 1), (1, 1)), groups=4)
+    f = lambda: functools.partial(cpu.conv, cfg=cfg)  # a new function: no cached trace
+    self.assertEqual(_count(_lowered_text(f(), x, w), "convolution"), 0)
+    with unittest.mock.patch.dict("os.environ", {cpu.OPT_OUT: "0"}):
+      self.assertEqual(_count(_lowered_text(f(), x, w), "convolution"), 1)
 
 
 # --------------------------------------------------- the public ops on CPU vs lax
@@ -237,10 +245,8 @@ class PublicOpsOnCpuTest(chex.TestCase):
   def test_cross_correlate_matches_lax(self, x, w, kw):
     xs, ws = _random(x), _random(w, 1)
     want = lax_reference(xs, ws, **_lax_padding(x, w, kw))
-    for chunks in (contextlib.nullcontext(), tiny_chunks()):
-      with chunks:
-        got = self.variant(functools.partial(cross_correlate, **kw))(xs, ws)
-      np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+    got = self.variant(functools.partial(cross_correlate, **kw))(xs, ws)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
 
   @chex.variants(with_jit=True, without_jit=True)
   @parameterized.named_parameters(*_PUBLIC_CASES)
@@ -260,22 +266,24 @@ class PublicOpsOnCpuTest(chex.TestCase):
     ct = _random(y.shape, 2)
     (want,) = vjp(ct)
     config = {k: v for k, v in kw.items() if k in ("stride", "padding", "dilation", "groups")}
-    for chunks in (contextlib.nullcontext(), tiny_chunks()):
-      with chunks:
-        got = self.variant(
-            functools.partial(conv_transpose, input_shape=x[1:-1], **config)
-        )(ct, ws)
-      np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+    got = self.variant(
+        functools.partial(conv_transpose, input_shape=x[1:-1], **config)
+    )(ct, ws)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
 
   def test_float32_matches_lax_within_tolerance(self):
-    # The main benchmark shape at a tiny batch; float32, as users run it.
+    # The main benchmark shape at a tiny batch; float32, as users run it, with the
+    # precision pinned (the suite's default, conftest.py) and with the platform's default.
     x, w = _random((2, 16, 16, 32), 0, np.float32), _random((3, 3, 32, 16), 1, np.float32)
     want = lax_reference(x.astype(np.float64), w.astype(np.float64),
                          stride=(1, 1), pads=((1, 1), (1, 1)))
-    with tiny_chunks():
-      got = jax.jit(functools.partial(cross_correlate, padding="SAME"))(x, w)
+    f = jax.jit(functools.partial(cross_correlate, padding="SAME"))
+    got = f(x, w)
     self.assertEqual(got.dtype, jnp.float32)
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    assert_close(got, want, np.float32, precision="highest")
+    with jax.default_matmul_precision("default"):
+      got = jax.jit(functools.partial(cross_correlate, padding="SAME"))(x, w)
+    assert_close(got, want, np.float32)  # TF32 on NVIDIA GPUs, bf16 passes on TPU
 
 
 # ------------------------------------------------------------ transformations
@@ -292,10 +300,9 @@ class TransformTest(chex.TestCase):
   def test_grads_fwd_and_rev(self, x, w, kw):
     args = (_random(x), _random(w, 1))
     f = jax.jit(functools.partial(cross_correlate, **kw))
-    with tiny_chunks():
-      check_grads(f, args, order=1, modes=("fwd", "rev"))
-      if w[0] > 1 and kw.get("groups", 1) == 1:  # second order through the batch split
-        check_grads(f, args, order=2, modes=("rev",))
+    check_grads(f, args, order=1, modes=("fwd", "rev"))
+    if w[0] > 1 and kw.get("groups", 1) == 1:
+      check_grads(f, args, order=2, modes=("rev",))
 
   @parameterized.named_parameters(*_PUBLIC_CASES)
   def test_grad_matches_grad_of_lax(self, x, w, kw):
@@ -303,8 +310,7 @@ class TransformTest(chex.TestCase):
     cfg = _lax_padding(x, w, kw)
     loss = lambda f: (lambda x, w: jnp.sum(jnp.sin(f(x, w))))
     want = jax.grad(loss(lambda x, w: lax_reference(x, w, **cfg)), (0, 1))(xs, ws)
-    with tiny_chunks():
-      got = jax.jit(jax.grad(loss(functools.partial(cross_correlate, **kw)), (0, 1)))(xs, ws)
+    got = jax.jit(jax.grad(loss(functools.partial(cross_correlate, **kw)), (0, 1)))(xs, ws)
     for g, r in zip(got, want):
       np.testing.assert_allclose(g, r, rtol=1e-10, atol=1e-10)
 
@@ -369,8 +375,7 @@ class TransformTest(chex.TestCase):
   def test_vmap(self, w, kw):
     xs, ws = _random((3, 2, 6, 6, 2)), _random((3, *w), 1)
     f = functools.partial(cross_correlate, **kw)
-    with tiny_chunks():
-      got = self.variant(jax.vmap(f))(xs, ws)
+    got = self.variant(jax.vmap(f))(xs, ws)
     for i in range(3):
       np.testing.assert_allclose(got[i], f(xs[i], ws[i]), rtol=1e-10, atol=1e-10)
 
@@ -386,8 +391,7 @@ class TransformTest(chex.TestCase):
     }[case]
     x = jnp.asarray(np.round(_random((2, 6, 6, 2)) * 3)).astype(dtype)
     w = jnp.asarray(np.round(_random(w_shape, 1) * 3)).astype(dtype)
-    with tiny_chunks():
-      got = jax.jit(functools.partial(cross_correlate, **kw))(x, w)
+    got = jax.jit(functools.partial(cross_correlate, **kw))(x, w)
     self.assertEqual(got.dtype, dtype)
     cfg = _lax_padding(x.shape, w_shape, kw)
     want = lax_reference(np.asarray(x, np.float64), np.asarray(w, np.float64), **cfg)
@@ -403,18 +407,18 @@ class TransformTest(chex.TestCase):
 def _bf16_matmul_units(request, monkeypatch):
   """The bf16 tests run the patch path whatever this CPU has (it only sets the speed)."""
   if request.cls is not None and request.cls.__name__ == "Bf16PatchLoweringTest":
-    monkeypatch.setattr(conv_lib, "_cpu_has_bf16_matmul", lambda: True)
+    monkeypatch.setattr(cpu_bf16, "has_bf16_matmul", lambda: True)
 
 
 @contextlib.contextmanager
 def tiny_bf16_chunks():
   """Makes the bf16 patch-matmul lowering take one example per chunk."""
-  saved = conv_lib._BF16_CHUNK_BYTES
-  conv_lib._BF16_CHUNK_BYTES = 1
+  saved = cpu_bf16._CHUNK_BYTES
+  cpu_bf16._CHUNK_BYTES = 1
   try:
     yield
   finally:
-    conv_lib._BF16_CHUNK_BYTES = saved
+    cpu_bf16._CHUNK_BYTES = saved
 
 
 @st.composite
@@ -454,11 +458,11 @@ class Bf16PatchLoweringTest(chex.TestCase):
   @given(bf16_patch_cases(), st.booleans())
   def test_forward_matches_lax(self, case, chunked):
     x, w, x32, w32 = _bf16_arrays(case)
-    self.assertTrue(conv_lib._bf16_patch_path(x, w, **case["config"]))
+    cfg = _cfg(x.ndim - 2, **case["config"])
+    self.assertTrue(cpu_bf16.applies(x, w, cfg))
     want = lax_reference(x32, w32, **case["config"])
     with tiny_bf16_chunks() if chunked else contextlib.nullcontext():
-      got = _jit(conv_lib._cpu_conv, precision=None, lhs_dilation=(1,) * (x.ndim - 2),
-                 **case["config"])(x, w)
+      got = jax.jit(cpu.conv, static_argnums=2)(x, w, cfg)
     _assert_bf16_close(got, want)
 
   @settings(**_SETTINGS)
@@ -468,9 +472,7 @@ class Bf16PatchLoweringTest(chex.TestCase):
     y, vjp_ref = jax.vjp(lambda x, w: lax_reference(x, w, **case["config"]), x32, w32)
     ct = jnp.asarray(_random(y.shape, 2, np.float32), jnp.bfloat16)
     want_x, want_w = vjp_ref(ct.astype(jnp.float32))
-    conv = functools.partial(
-        conv_lib._cpu_conv, precision=None, lhs_dilation=(1,) * (x.ndim - 2), **case["config"]
-    )
+    conv = functools.partial(cpu.conv, cfg=_cfg(x.ndim - 2, **case["config"]))
     with tiny_bf16_chunks() if chunked else contextlib.nullcontext():
       got_x, got_w = jax.jit(lambda x, w, ct: jax.vjp(conv, x, w)[1](ct))(x, w, ct)
     _assert_bf16_close(got_x, want_x)
@@ -487,6 +489,17 @@ class Bf16PatchLoweringTest(chex.TestCase):
       _assert_bf16_close(jax.jit(f)(x, w), lax_reference(x32, w32, **cfg))
       text = _lowered_text(f, x, w)
       self.assertEqual(_count(text, "convolution"), 0)
+      # and its gradients (conv_transpose's custom JVP transposes the tangents, so
+      # those take lax's convolution): reverse mode works (it raised before).
+      ct = jnp.ones_like(jax.jit(f)(x, w))
+      gy, gw = jax.jit(jax.grad(lambda y, w: jnp.sum(
+          conv_transpose(y, w, padding=padding, input_shape=x.shape[1:-1]).astype(
+              jnp.float32) * x32), argnums=(0, 1)))(ct, w)
+      want_y, want_w = jax.grad(lambda y, w: jnp.sum(jax.vjp(
+          lambda x: lax_reference(x, w, **cfg), x32)[1](y)[0] * x32), argnums=(0, 1))(
+              ct.astype(jnp.float32), w32)
+      _assert_bf16_close(gy, want_y, rtol=2 ** -5)
+      _assert_bf16_close(gw, want_w, rtol=2 ** -5)
       self.assertGreaterEqual(_count(text, "bitcast_convert"), 2)
     flipped = jnp.flip(w32, (0, 1))
     _assert_bf16_close(
@@ -516,14 +529,16 @@ class Bf16PatchLoweringTest(chex.TestCase):
     x = jnp.ones((2, 8, 8, 4), jnp.bfloat16)
     w = jnp.ones((3, 3, 4, 4), jnp.bfloat16)
     base = dict(stride=(1, 1), pads=((1, 1), (1, 1)), dilation=(1, 1), groups=1)
-    self.assertTrue(conv_lib._bf16_patch_path(x, w, **base))
-    self.assertFalse(conv_lib._bf16_patch_path(x.astype(jnp.float32), w, **base))
+    applies = lambda x, w, **c: cpu_bf16.applies(x, w, _cfg(2, **c))
+    self.assertTrue(applies(x, w, **base))
+    self.assertFalse(applies(x.astype(jnp.float32), w, **base))
     for change in (dict(stride=(2, 1)), dict(dilation=(1, 2)), dict(groups=2),
-                   dict(pads=((3, 0), (1, 1)))):
-      self.assertFalse(conv_lib._bf16_patch_path(x, w, **{**base, **change}))
-    self.assertFalse(conv_lib._bf16_patch_path(x, w[:1, :1], **base))
-    with unittest.mock.patch.object(conv_lib, "_cpu_has_bf16_matmul", lambda: False):
-      self.assertFalse(conv_lib._bf16_patch_path(x, w, **base))  # no AMX / AVX512-BF16
+                   dict(pads=((3, 0), (1, 1))), dict(lhs_dilation=(2, 1)),
+                   dict(preferred_element_type=jnp.dtype(jnp.float32))):
+      self.assertFalse(applies(x, w, **{**base, **change}))
+    self.assertFalse(applies(x, w[:1, :1], **base))
+    with unittest.mock.patch.object(cpu_bf16, "has_bf16_matmul", lambda: False):
+      self.assertFalse(applies(x, w, **base))  # no AMX / AVX512-BF16
     text = _lowered_text(functools.partial(cross_correlate, stride=2, padding="SAME"), x, w)
     self.assertGreaterEqual(_count(text, "convolution"), 1)
 
@@ -531,7 +546,7 @@ class Bf16PatchLoweringTest(chex.TestCase):
     x, w, x32, w32 = _bf16_arrays(dict(x_shape=(7, 5, 5, 2), w_shape=(3, 3, 2, 3)))
     cfg = dict(stride=(1, 1), pads=((1, 1), (1, 1)), dilation=(1, 1), groups=1)
     # A new partial per call: jit caches traces by function, and the chunk size is global.
-    conv = lambda: functools.partial(conv_lib._cpu_conv, precision=None, lhs_dilation=(1, 1), **cfg)
+    conv = lambda: functools.partial(cpu.conv, cfg=_cfg(2, **cfg))
     whole = jax.jit(conv())(x, w)
     with tiny_bf16_chunks():
       chunked = jax.jit(conv())(x, w)
@@ -573,13 +588,21 @@ class LoweredProgramTest(chex.TestCase):
     )
     self.assertEqual(_count(text, "convolution"), 1)
 
-  def test_cpu_splits_a_large_batch(self):
-    # 64 examples of 8×8×16 float32 (4 KiB each): one chunk of 32 examples each.
-    x, w = jnp.ones((64, 8, 8, 16)), jnp.ones((3, 3, 16, 16))
-    text = _lowered_text(functools.partial(cross_correlate, padding="SAME"), x, w)
-    self.assertEqual(_count(text, "convolution"), 2)
-    text = _lowered_text(functools.partial(cross_correlate, padding="SAME"), x[:8], w)
-    self.assertEqual(_count(text, "convolution"), 1)
+  @parameterized.parameters("cpu", "cuda", "rocm", "tpu")
+  def test_integers_take_the_patch_form_everywhere(self, platform):
+    # XLA:GPU has no integer convolution (cuDNN: int8 only), so an integer convolution
+    # must never reach one; every conv-family op becomes patches and a dot_general.
+    x, w = jnp.ones((2, 8, 8, 4), jnp.int32), jnp.ones((3, 3, 4, 4), jnp.int32)
+    for f in (
+        functools.partial(cross_correlate, padding="SAME", stride=2),
+        functools.partial(convolve, padding="SAME", preferred_element_type=jnp.int64),
+        functools.partial(cross_correlate, groups=2, padding=1),
+        functools.partial(conv_transpose, stride=2, padding="SAME"),
+    ):
+      text = _lowered_text(f, x, w[..., :2, :] if "groups" in f.keywords else w,
+                           platform=platform)
+      self.assertEqual(_count(text, "convolution"), 0)
+      self.assertGreaterEqual(_count(text, "dot_general"), 1)
 
   def test_cpu_depthwise_and_one_by_one_have_no_convolution(self):
     x = jnp.ones((2, 8, 8, 4))
@@ -589,11 +612,11 @@ class LoweredProgramTest(chex.TestCase):
     self.assertEqual(_count(text, "convolution"), 0)
     self.assertEqual(_count(text, "dot_general"), 1)
 
-  def test_chunk_count_is_capped(self):
-    x, w = jnp.ones((40, 4, 4, 2)), jnp.ones((3, 3, 2, 2))
-    with tiny_chunks(max_chunks=5):
-      text = _lowered_text(functools.partial(cross_correlate, padding="SAME"), x, w)
-    self.assertEqual(_count(text, "convolution"), 5)
+  def test_cpu_general_case_is_one_convolution(self):
+    # No batch chunks any more (they stopped paying with Eigen's convolutions).
+    x, w = jnp.ones((64, 8, 8, 16)), jnp.ones((3, 3, 16, 16))
+    text = _lowered_text(functools.partial(cross_correlate, padding="SAME"), x, w)
+    self.assertEqual(_count(text, "convolution"), 1)
 
 
 if __name__ == "__main__":
