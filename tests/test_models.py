@@ -23,7 +23,7 @@ from cnnjax.models.builder import LayerBuilder
 NAMES = (
     "linear", "mlp", "seed-cnn", "lenet5", "alexnet", "zfnet", "vgg11", "vgg11-lrn", "vgg13",
     "vgg16", "vgg19", "nin", "googlenet", "resnet20", "resnet32", "resnet44", "resnet56",
-    "resnet110", "fastnet",
+    "resnet110", "fastnet", "p4-cnn",
 )
 CONV_KINDS = (cnn.Conv, cnn.TiledConv, cnn.LocallyConnected)
 
@@ -199,6 +199,7 @@ PUBLISHED = [
     ("resnet56", {}, _resnet_params(9)),  # 0.85M
     ("resnet110", {}, 1_727_962),  # 1.7M
     ("resnet20", {"shortcut": "B"}, 269_722 + 16 * 32 + 64 + 32 * 64 + 128),
+    ("p4-cnn", {}, 2_432 + 4 * 51_200 + 64 + 64 * 100 + 100 + 1_010),  # = seed-cnn's
 ]
 
 

@@ -35,6 +35,7 @@ from cnnjax.models import nin  # noqa: E402,F401  nin
 from cnnjax.models import googlenet  # noqa: E402,F401  googlenet
 from cnnjax.models import resnet  # noqa: E402,F401  resnet20, 32, 44, 56, 110
 from cnnjax.models import fastnet  # noqa: E402,F401  fastnet (airbench94)
+from cnnjax.models import gcnn  # noqa: E402,F401  p4-cnn
 
 __all__ = [
     "abstract",

@@ -7,6 +7,7 @@ only their configuration. Every ``__call__`` is one call into the cnnjax functio
 """
 
 from cnnjax.nn.conv import Conv, ConvTranspose, LocallyConnected, TiledConv
+from cnnjax.nn.group import GroupConv, GroupPool, LiftConv
 from cnnjax.nn.normalization import LocalResponseNorm
 from cnnjax.nn.pooling import (
     AvgPool,
@@ -26,6 +27,9 @@ __all__ = [
     "ConvTranspose",
     "GlobalAvgPool",
     "GlobalMaxPool",
+    "GroupConv",
+    "GroupPool",
+    "LiftConv",
     "LocalResponseNorm",
     "LocallyConnected",
     "LpPool",
