@@ -217,8 +217,7 @@ def _known(error: BaseException) -> bool:
 def _one_line(error: BaseException) -> str:
   lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
   text = lines[0] if lines else ""
-  if not isinstance(error, ValueError) or type(error).__module__ != "builtins" and not (
-      type(error).__module__.startswith("cnnjax")):
+  if type(error) is not ValueError and not type(error).__module__.startswith("cnnjax"):
     text = f"{type(error).__name__}: {text}"  # OSError, UnpicklingError, Orbax's, ...
   if len(lines) > 1:
     text += " (...; --debug shows the whole message)"
