@@ -112,6 +112,9 @@ class ReferenceTest(chex.TestCase):
         m, ref_conv_matrix(w, (5, 4, 2), padding="SAME", padding_mode="circular"),
         rtol=1e-6 if dtype == np.complex64 else 1e-12, atol=1e-6,
     )
+    # And against cnnjax's own complex cross_correlate.
+    y = cnnjax.cross_correlate(x, w, padding="SAME", padding_mode="circular")
+    assert_close(got, np.asarray(y).reshape(2, -1), dtype)
 
   def test_differentiable_in_w(self):
     w, v = _random((3, 1, 2), 8), _random((4 * 2, 6), 9)

@@ -99,6 +99,12 @@ class FoldTest(chex.TestCase):
     rows, cols = np.array([1, 2, 3, 2, 1]), np.array([1, 2, 2, 1])
     np.testing.assert_array_equal(counts, np.outer(rows, cols))
 
+  def test_complex(self):
+    p = _random((2, 4, 4, 9 * 3), 8) + 1j * _random((2, 4, 4, 9 * 3), 9)
+    got = fold(p, (2, 6, 6, 3), 3)
+    assert got.dtype == jnp.complex128
+    np.testing.assert_allclose(got, ref_fold(p, (2, 6, 6, 3), 3), atol=1e-12)
+
   @parameterized.parameters(np.float32, jnp.bfloat16)
   def test_low_precision_against_float64(self, dtype):
     p = _random((2, 4, 4, 9 * 3), 7)

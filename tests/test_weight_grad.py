@@ -10,7 +10,7 @@ import pytest
 from absl.testing import parameterized
 
 from cnnjax.weight_grad import conv_weight_grad
-from tests.references import assert_close, ref_geometry, ref_weight_grad
+from tests.references import assert_close, ref_geometry, ref_unfold, ref_weight_grad
 
 _CASES = (
     dict(testcase_name="1d", x=(2, 9, 3), w=(3, 3, 2), config={}),
@@ -66,6 +66,19 @@ class ReferenceTest(chex.TestCase):
     xr = np.asarray(jnp.asarray(xv, dtype), np.float64)
     gr = np.asarray(jnp.asarray(g, dtype), np.float64)
     assert_close(got, ref_weight_grad(xr, gr, w, **config), dtype)
+
+  @parameterized.parameters(np.complex64, np.complex128)
+  def test_complex_is_the_im2col_product(self, dtype):
+    # dw = P(x)ᵀ g with P the NumPy im2col of x: no conjugation (the bilinear ⟨g, y⟩).
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal((2, 6, 5, 2)) + 1j * rng.standard_normal((2, 6, 5, 2))).astype(dtype)
+    g = (rng.standard_normal((2, 3, 3, 4)) + 1j * rng.standard_normal((2, 3, 3, 4))).astype(dtype)
+    config = dict(stride=(2, 1), padding=((1, 0), (0, 0)), padding_mode="reflect")
+    got = conv_weight_grad(x, g, (3, 3, 2, 4), **config)
+    assert got.dtype == dtype
+    p = ref_unfold(x, (3, 3), **config).reshape(-1, 9 * 2)
+    want = (p.T @ g.reshape(-1, 4)).reshape(3, 3, 2, 4)
+    assert_close(got, want, dtype)
 
   def test_lecture_example(self):
     # dw[k] = Σ_n x[n + k] g[n]: x = 0..4, g = 1 everywhere → window sums 3, 6, 9.
