@@ -1,6 +1,7 @@
 """Image folders (directory and zip, PNG and JPEG) written in tmp_path with Pillow."""
 
 import io
+import re
 import zipfile
 
 import numpy as np
@@ -189,3 +190,23 @@ def test_parallel_decoding_matches_serial(tmp_path, monkeypatch):
   np.testing.assert_array_equal(raw.train_labels, truth["train"][1])
   with pytest.raises(ValueError, match="num_workers got 0"):
     read_image_folder(path, num_workers=0, progress=False)
+
+
+@pytest.mark.parametrize("as_zip", [False, True])
+def test_empty_class_folder_is_refused_unless_class_names_keep_it(tmp_path, as_zip):
+  files, truth = make_files({"train": {"a": 2, "c": 2}})
+  files["train/b/notes.txt"] = b"no images here"  # b: a class folder without images
+  if as_zip:
+    source = write_zip(tmp_path / "d.zip", files, prefix="wrap/")
+    with zipfile.ZipFile(source, "a") as z:
+      z.writestr("wrap/train/d/", b"")  # an explicit empty directory entry
+  else:
+    source = write_dir(tmp_path / "d", files)
+    (source / "train" / "d").mkdir()
+  with pytest.raises(ValueError, match=re.escape("train/ has class folders without images "
+                                                 "['b', 'd']")):
+    read_image_folder(source, progress=False)
+  raw = read_image_folder(source, class_names=["a", "b", "c", "d"], progress=False)
+  assert raw.class_names == ("a", "b", "c", "d")
+  np.testing.assert_array_equal(raw.train_labels, [0, 0, 2, 2])  # c keeps label 2
+  np.testing.assert_array_equal(raw.train_images, truth["train"][0])

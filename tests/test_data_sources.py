@@ -12,6 +12,7 @@ from PIL import Image
 
 import cnnjax.data as data
 from cnnjax.data import cache as cache_lib
+from cnnjax.data import dataset as dataset_lib
 from cnnjax.data import image_folder
 from cnnjax.data.dataset import split_validation
 from cnnjax.data.sources import detect_format, load
@@ -241,6 +242,50 @@ def test_corrupt_cache_entry_is_ignored(tmp_path):
     out = cache_lib.cached_arrays(lambda: arrays, cache_dir=tmp_path, label="lbl", key="k1")
   np.testing.assert_array_equal(out["x"], arrays["x"])
   np.testing.assert_array_equal(cache_lib.read_entry(tmp_path, "lbl", "k1")["x"], arrays["x"])
+
+
+def _wrong_label(a):
+  a["train_labels"] = a["train_labels"].copy()
+  a["train_labels"][-1] = 7  # 2 classes
+
+
+def _wrong_shape(a):
+  a["train_images"] = a["train_images"][:, :4]
+
+
+def _wrong_dtype(a):
+  a["test_images"] = a["test_images"].astype(np.float32)
+
+
+def _wrong_length(a):
+  a["train_labels"] = a["train_labels"][:-1]
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (_wrong_label, r"train_labels hold 7, outside \[0, 2\)"),
+    # (a "folder" has no expected shape: train sets it, test must match)
+    (_wrong_shape, r"test_images have shape \(6, 6, 3\), expected \(4, 6, 3\)"),
+    (_wrong_dtype, r"test_images are float32"),
+    (_wrong_length, r"5 train_labels for 6 train_images"),
+])
+def test_cache_entry_with_wrong_contents_is_rebuilt(tmp_path, damage, reason):
+  root = write_dir(tmp_path / "f", folder_files(["a", "b"], 3, shape=(6, 6, 3),
+                                                 splits=("train", "test")))
+  cache_dir = tmp_path / "cache"
+  first = load("folder", data_dir=root, cache_dir=cache_dir, val_size=1, progress=False)
+  (entry,) = cache_dir.glob("*.npz")
+  with np.load(entry) as f:
+    arrays = dict(f)
+  damage(arrays)
+  np.savez(entry, **arrays)  # a valid .npz with the wrong contents
+  with pytest.warns(UserWarning, match=rf"with wrong contents \({reason}"):
+    again = load("folder", data_dir=root, cache_dir=cache_dir, val_size=1, progress=False)
+  for split in ("train", "val", "test"):
+    for part in ("images", "labels"):
+      np.testing.assert_array_equal(getattr(again, f"{split}_{part}"),
+                                    getattr(first, f"{split}_{part}"))
+  with np.load(entry) as f:  # rewritten: the next load reads it without a warning
+    assert dataset_lib.check_raw_arrays(dict(f)) is None
 
 
 def test_default_cache_dir(monkeypatch, tmp_path):

@@ -5,7 +5,10 @@ uncompressed ``.npz`` takes a fraction of a second. Entries are keyed by what th
 were decoded from (the source's path, size and modification time, and the loader's
 options), so editing or replacing a source invalidates its entry, and they are written
 atomically (a temporary file in the same directory, then :func:`os.replace`), so a
-run killed mid-write never leaves a half-written entry that a later run would trust.
+run killed mid-write never leaves a half-written entry that a later run would trust. An
+entry that cannot be read, or whose contents fail the caller's check (labels out of
+range, wrong image shape or dtype, lengths that differ), is ignored with a warning and
+decoded again.
 
 The cache directory is ``$CNNJAX_CACHE`` if set, else ``$XDG_CACHE_HOME/cnnjax``, else
 ``~/.cache/cnnjax``. Deleting it is always safe.
@@ -60,14 +63,18 @@ def source_fingerprint(path: str | os.PathLike) -> list:
   if path.is_file():
     st = path.stat()
     return [str(path), st.st_size, st.st_mtime_ns]
-  entries = []
+  entries, empty = [], []
   for root, dirs, files in os.walk(path):
     dirs.sort()
+    if not dirs and not files:
+      empty.append(str(Path(root).relative_to(path)))
     for name in sorted(files):
       full = Path(root, name)
       st = full.stat()
       entries.append([str(full.relative_to(path)), st.st_size, st.st_mtime_ns])
-  return [str(path), entries]
+  # Empty directories count too (an empty class folder changes what a folder means);
+  # listed only when present, so that the keys of other sources stay as they were.
+  return [str(path), entries, empty] if empty else [str(path), entries]
 
 
 def cache_key(*parts) -> str:
@@ -81,10 +88,13 @@ def _entry_path(cache_dir: Path, label: str, key: str) -> Path:
   return Path(cache_dir) / f"{safe}-{key}.npz"
 
 
-def read_entry(cache_dir: str | os.PathLike, label: str, key: str) -> dict[str, np.ndarray] | None:
-  """The arrays stored under ``key``, or None if there is no (readable) entry.
+def read_entry(cache_dir: str | os.PathLike, label: str, key: str, *,
+               check: Callable[[dict[str, np.ndarray]], str | None] | None = None,
+               ) -> dict[str, np.ndarray] | None:
+  """The arrays stored under ``key``, or None if there is no (usable) entry.
 
-  An unreadable entry (truncated, not a zip) is reported with a warning and treated as
+  An unreadable entry (truncated, not a zip), or one whose arrays ``check`` rejects
+  (it returns a reason, None if fine), is reported with a warning and treated as
   missing; the caller then decodes again and overwrites it.
   """
   path = _entry_path(Path(cache_dir), label, key)
@@ -92,10 +102,16 @@ def read_entry(cache_dir: str | os.PathLike, label: str, key: str) -> dict[str, 
     return None
   try:
     with np.load(path, allow_pickle=False) as entry:
-      return {name: entry[name] for name in entry.files}
+      arrays = {name: entry[name] for name in entry.files}
   except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
     warnings.warn(f"cnnjax.data: ignoring the unreadable cache entry {path} ({e}).", stacklevel=2)
     return None
+  reason = check(arrays) if check is not None else None
+  if reason is not None:
+    warnings.warn(f"cnnjax.data: ignoring the cache entry {path} with wrong contents "
+                  f"({reason}); decoding again.", stacklevel=2)
+    return None
+  return arrays
 
 
 def write_entry(
@@ -132,6 +148,7 @@ def cached_arrays(
     cache_dir: str | os.PathLike | None,
     label: str,
     key: str,
+    check: Callable[[dict[str, np.ndarray]], str | None] | None = None,
 ) -> dict[str, np.ndarray]:
   """``compute()``, or its stored result from a previous call with the same ``key``.
 
@@ -141,13 +158,15 @@ def cached_arrays(
     cache_dir: where entries live; None disables the cache (always computes).
     label: a readable prefix for the entry's file name (e.g. ``"folder-cifar10"``).
     key: from :func:`cache_key`.
+    check: validates a stored entry's arrays: None if fine, else a reason (the entry is
+      then decoded again and overwritten), e.g. :func:`cnnjax.data.dataset.check_raw_arrays`.
 
   Returns:
     The arrays, as a dict.
   """
   if cache_dir is None:
     return dict(compute())
-  entry = read_entry(cache_dir, label, key)
+  entry = read_entry(cache_dir, label, key, check=check)
   if entry is not None:
     return entry
   arrays = dict(compute())

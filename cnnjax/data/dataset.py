@@ -11,7 +11,7 @@ import dataclasses
 
 import numpy as np
 
-__all__ = ["Dataset", "RawSplits", "split_validation"]
+__all__ = ["Dataset", "RawSplits", "check_raw_arrays", "split_validation"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +54,51 @@ class RawSplits:
         test_labels=arrays.get("test_labels"),
         class_names=tuple(str(c) for c in arrays["class_names"]),
     )
+
+
+def check_raw_arrays(arrays, *, image_shape=None) -> str | None:
+  """Why ``arrays`` (as :meth:`RawSplits.to_arrays` gives) are not a valid decoded source.
+
+  Checks what a file in the right format can still get wrong: the arrays present, uint8
+  ``[N, H, W, C]`` images (of ``image_shape`` if given; test like train), one integer
+  label per image, labels in ``[0, len(class_names))``.
+
+  Returns:
+    None if valid, else a short reason.
+
+  Example:
+    >>> check_raw_arrays({"train_images": np.zeros((2, 4, 4, 3), np.uint8),
+    ...                   "train_labels": np.array([0, 5], np.int32),
+    ...                   "class_names": np.array(["a", "b"])})
+    'train_labels hold 5, outside [0, 2) for 2 classes'
+  """
+  missing = [k for k in ("train_images", "train_labels", "class_names") if k not in arrays]
+  if ("test_images" in arrays) != ("test_labels" in arrays):
+    missing.append("test_labels" if "test_images" in arrays else "test_images")
+  if missing:
+    return f"no {', '.join(missing)}"
+  names = arrays["class_names"]
+  if names.ndim != 1 or names.dtype.kind not in "US" or not len(names):
+    return f"class_names are {names.dtype} of shape {names.shape}, not a list of names"
+  want = None if image_shape is None else tuple(image_shape)
+  for split in ("train", "test"):
+    if f"{split}_images" not in arrays:
+      continue
+    images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+    if images.dtype != np.uint8 or images.ndim != 4:
+      return f"{split}_images are {images.dtype} of shape {images.shape}, not uint8 [N, H, W, C]"
+    if want is not None and images.shape[1:] != want:
+      return f"{split}_images have shape {images.shape[1:]}, expected {want}"
+    want = images.shape[1:]
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+      return f"{split}_labels are {labels.dtype} of shape {labels.shape}, not integers [N]"
+    if len(labels) != len(images):
+      return f"{len(labels)} {split}_labels for {len(images)} {split}_images"
+    bad = labels[(labels < 0) | (labels >= len(names))]
+    if bad.size:
+      return (f"{split}_labels hold {int(bad[0])}, outside [0, {len(names)}) for "
+              f"{len(names)} classes")
+  return None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,7 +9,9 @@ The common "ImageFolder" layout::
 
 Splits are the top-level folders ``train`` (required) and ``test`` (optional); a single
 wrapping folder (``cifar10/train/...``, as zips often have) is looked through. Labels
-follow the class folders sorted by name, unless a class list is given. Images are
+follow the class folders sorted by name, unless a class list is given. A ``train`` class
+folder without images is refused (dropping it would shift the labels of the classes after
+it): remove it, or keep its label by listing it in ``class_names``. Images are
 decoded with Pillow in their own mode (``L`` gives one channel, ``RGB`` three; palette,
 CMYK and YCbCr images are converted to RGB) and must all have the same shape.
 Decoding shows a tqdm progress bar; it can run in threads (``num_workers``), which
@@ -47,6 +49,22 @@ def _list_files(path: Path, archive: zipfile.ZipFile | None) -> list[str]:
       for root, _, files in os.walk(path)
       for name in files
   ]
+
+
+def _list_dirs(path: Path, archive: zipfile.ZipFile | None) -> list[str]:
+  """Relative POSIX paths of every directory (a zip's explicit and implied ones)."""
+  if archive is not None:
+    dirs = set()
+    for info in archive.infolist():
+      parts = info.filename.rstrip("/").split("/")
+      stop = len(parts) if info.is_dir() else len(parts) - 1
+      dirs.update("/".join(parts[:k]) for k in range(1, stop + 1))
+    return sorted(dirs)
+  return sorted(
+      Path(root, name).relative_to(path).as_posix()
+      for root, names, _ in os.walk(path)
+      for name in names
+  )
 
 
 def _visible(parts: list[str]) -> bool:
@@ -106,6 +124,19 @@ def _index(path: Path, archive: zipfile.ZipFile | None, class_names: Sequence[st
         f"split in {SPLITS} (test optional); found top-level entries {tops}."
     )
   train_classes = sorted(by_split["train"])
+  empty = sorted(
+      d[skip + 1] for d in (d.split("/") for d in _list_dirs(path, archive))
+      if _visible(d) and len(d) == skip + 2 and "/".join(d[:skip]) + "/" * bool(skip) == root
+      and d[skip] == "train" and d[skip + 1] not in by_split["train"]
+  )
+  empty = [c for c in empty if class_names is None or c not in class_names]
+  if empty:
+    raise ValueError(
+        f"read_image_folder: {path}: {root}train/ has class folders without images {empty}; "
+        f"expected images in every class folder (labels follow the sorted folder names, so "
+        "dropping one would shift the labels after it): remove it, or list it in "
+        "class_names (--data-option class_names=[...]) to keep its label with no images."
+    )
   if class_names is None:
     class_names = tuple(train_classes)
   else:
@@ -277,7 +308,8 @@ def read_image_folder(
     FileNotFoundError: no ``train/<class>/<image>`` files (the message says where it
       looked and what it found).
     ValueError: a corrupt image (named), an image whose size or channel count differs,
-      a class folder outside ``class_names``.
+      a class folder outside ``class_names``, a ``train`` class folder without images
+      that ``class_names`` does not list.
 
   Example:
     >>> raw = read_image_folder("cifar10-train-jpeg.zip")  # doctest: +SKIP

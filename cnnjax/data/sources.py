@@ -19,6 +19,7 @@ records are cached (:mod:`cnnjax.data.cache`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,7 +29,7 @@ import numpy as np
 from cnnjax.data import cache as _cache
 from cnnjax.data import cifar as _cifar
 from cnnjax.data import image_folder as _folder
-from cnnjax.data.dataset import Dataset, RawSplits, split_validation
+from cnnjax.data.dataset import Dataset, RawSplits, check_raw_arrays, split_validation
 from cnnjax.data.shapes import SHAPE_NAMES, make_shapes
 
 __all__ = ["DATASETS", "DatasetSpec", "detect_format", "load"]
@@ -161,7 +162,9 @@ def _read_offline(name, spec, data_dir, *, class_names, cache_dir, num_workers, 
   key = _cache.cache_key(
       "image-folder", _cache.source_fingerprint(path), list(class_names or []), spec.image_shape
   )
-  arrays = _cache.cached_arrays(decode, cache_dir=cache_dir, label=f"folder-{path.stem}", key=key)
+  check = functools.partial(check_raw_arrays, image_shape=spec.image_shape)
+  arrays = _cache.cached_arrays(decode, cache_dir=cache_dir, label=f"folder-{path.stem}", key=key,
+                                check=check)
   return RawSplits.from_arrays(arrays), str(path)
 
 
@@ -180,14 +183,16 @@ def _read_tfds(name, spec, *, data_dir, cache_dir, download, progress) -> RawSpl
     key = _cache.cache_key("tfds", _tfds.tfds_fingerprint(spec.tfds_name, data_dir=data_dir))
   except Exception:  # not prepared yet, or TFDS unavailable: no cache entry to find
     return RawSplits.from_arrays(decode())
-  entry = _cache.read_entry(cache_dir, f"tfds-{name}", key)
+  check = functools.partial(check_raw_arrays, image_shape=spec.image_shape)
+  entry = _cache.read_entry(cache_dir, f"tfds-{name}", key, check=check)
   if entry is not None:
     return RawSplits.from_arrays(entry)
   arrays = decode()
   # Preparation may have created the directory: key on what is there now.
   key = _cache.cache_key("tfds", _tfds.tfds_fingerprint(spec.tfds_name, data_dir=data_dir))
   return RawSplits.from_arrays(
-      _cache.cached_arrays(lambda: arrays, cache_dir=cache_dir, label=f"tfds-{name}", key=key)
+      _cache.cached_arrays(lambda: arrays, cache_dir=cache_dir, label=f"tfds-{name}", key=key,
+                           check=check)
   )
 
 

@@ -76,7 +76,9 @@ _FLAGS: list[tuple[str, dict[str, Any], str]] = [
     ("data", {"metavar": "NAME"}, "dataset: shapes (built in, no download), cifar10, "
      "cifar100, mnist, fashion_mnist, or folder (with --data-dir)"),
     ("data_dir", {"metavar": "PATH"}, "offline copy: CIFAR binary/python release directory, "
-     "or an image folder directory or .zip of <split>/<class>/<image>"),
+     "or an image folder directory or .zip of <split>/<class>/<image> (a train class folder "
+     "without images is refused, as dropping it would shift the labels; keep its label with "
+     "--data-option class_names=[...])"),
     ("data_options", {"type": _kv, "action": "append", "metavar": "KEY=VALUE",
                       "flag": "--data-option"},
      "extra cnnjax.data.load option, repeatable (e.g. num_train=600 for shapes)"),
