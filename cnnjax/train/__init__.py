@@ -6,7 +6,7 @@ Example:
 """
 
 from cnnjax.train.augment import alternating_flip, tta_logits
-from cnnjax.train.checkpoint import Checkpointer
+from cnnjax.train.checkpoint import CheckpointError, Checkpointer, verify_checkpoint
 from cnnjax.train.config import (
     FLIP_MODES,
     OPTIMIZERS,
@@ -24,7 +24,8 @@ from cnnjax.train.optim import (
     norm_param_mask,
 )
 from cnnjax.train.search import SearchSpace, search
-from cnnjax.train.sharding import initialize_distributed, make_mesh
+from cnnjax.train.lock import RunInUseError, RunLock
+from cnnjax.train.sharding import PeerLostError, initialize_distributed, make_mesh
 from cnnjax.train.state import TrainState, create_train_state, eval_params
 from cnnjax.train.steps import cross_entropy, make_steps, make_train_step
 
@@ -34,8 +35,12 @@ __all__ = [
     "RECIPES",
     "SCHEDULES",
     "TTA_MODES",
+    "CheckpointError",
     "Checkpointer",
     "NonFiniteLossError",
+    "PeerLostError",
+    "RunInUseError",
+    "RunLock",
     "SearchSpace",
     "TrainConfig",
     "TrainResult",
@@ -58,4 +63,5 @@ __all__ = [
     "search",
     "train",
     "tta_logits",
+    "verify_checkpoint",
 ]
