@@ -180,8 +180,7 @@ class Checkpointer:
     if self._manager is None:
       options = self._ocp.CheckpointManagerOptions(
           max_to_keep=self._keep, create=self.cleanup, enable_async_checkpointing=False,
-          read_only=not self.cleanup,
-      )
+      )  # (Orbax's read_only=True would log three warnings; a reader never saves anyway)
       self._manager = self._ocp.CheckpointManager(self.directory, options=options)
     return self._manager
 
