@@ -281,6 +281,29 @@ def _pool_ops(in_shape) -> int:
   return arithmetic.op_count("pool", in_shape=in_shape)
 
 
+@register_describer(cnn.LiftConv)
+@register_describer(cnn.GroupConv)
+def _group_conv(m, in_shape, out_shape):
+  # Counted as the convolution it is: one weight per (offset, input channel, output
+  # channel), the group axis part of the input channels of a group convolution.
+  lifting = isinstance(m, cnn.LiftConv)
+  k = (m.kernel_size, m.kernel_size)
+  in_channels = m.in_features * (1 if lifting else in_shape[-2])
+  params = arithmetic.param_count("conv", kernel=k, in_channels=in_channels,
+                                  out_channels=m.out_features, use_bias=m.use_bias)
+  # The |G| output maps of each channel as output channels of one 2-D convolution.
+  ops = arithmetic.op_count("conv", in_shape=(*in_shape[:2], in_channels),
+                            out_shape=(*out_shape[:2], math.prod(out_shape[2:])), kernel=k)
+  kind = "lift" if lifting else "gconv"
+  return _name(f"{kind}-{m.group}", _size(k, 2), m.out_features, *_extras(
+      m, 2, stride=m.stride, padding=m.padding)), params, ops
+
+
+@register_describer(cnn.GroupPool)
+def _group_pool(m, in_shape, out_shape):
+  return _name("gpool", m.reduce), 0, _pool_ops(in_shape)
+
+
 @register_describer(cnn.MaxPool)
 def _max_pool(m, in_shape, out_shape):
   return _pool_name("pool", m.window, m.stride, m.padding, len(in_shape) - 1), 0, _pool_ops(in_shape)

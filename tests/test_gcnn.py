@@ -57,3 +57,17 @@ def test_errors():
   model = _model("p4-cnn", group="p4").model
   with pytest.raises(ValueError, match="p4-cnn: x has shape"):
     model(jnp.ones((1, 28, 28, 3)))
+
+
+def test_summary_counts_the_group_layers():
+  from cnnjax.summary import summary
+
+  s = summary("p4-cnn")
+  names = [row.name for row in s.rows]
+  assert names[:3] == ["lift-p4(5, 32)", "pool(2x2x1)", "gconv-p4(5, 64)"]
+  assert s.total_params == 214_806
+  rows = {row.name: row for row in s.rows}
+  # A conv's ops: output volume × (kernel volume × input channels + 1).
+  assert rows["lift-p4(5, 32)"].ops == 28 * 28 * 4 * 32 * (5 * 5 * 3 + 1)
+  assert rows["gconv-p4(5, 64)"].ops == 10 * 10 * 4 * 64 * (5 * 5 * 4 * 32 + 1)
+  assert rows["gpool(max)"].ops == 5 * 5 * 4 * 64
