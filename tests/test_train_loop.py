@@ -19,7 +19,7 @@ from cnnjax.data.dataset import Dataset
 from cnnjax.train.checkpoint import Checkpointer
 from cnnjax.train.config import TrainConfig
 from cnnjax.train.loop import NonFiniteLossError, evaluate, train
-from cnnjax.train.metrics import TIMING_KEYS, read_metrics
+from cnnjax.train.metrics import TIMING_KEYS, MetricsLog, read_metrics
 from cnnjax.train.sharding import make_mesh, put_global, replicated
 from cnnjax.train.state import create_train_state
 from cnnjax.train.steps import cross_entropy, make_steps
@@ -385,5 +385,4 @@ def test_resume_repairs_a_torn_metrics_line(full_run, tmp_path):
   with open(out / "metrics.jsonl", "w") as f:  # damage that is not a torn tail
     f.write(lines[0][:25] + "\n" + lines[1] + "\n")
   with pytest.raises(ValueError, match=rf"{out}/metrics.jsonl line 1 is not"):
-    train(CONFIG, out_dir=out, dataset=toy_data(), model_fn=TinyNet, quiet=True,
-          resume=True, plots=False)
+    MetricsLog(out / "metrics.jsonl").truncate(2)  # what a resume calls
