@@ -347,8 +347,10 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
   p.add_argument("--out", metavar="DIR", default=None,
                  help="run directory (default: runs/<model>-<data>-<date>-<time>)")
   p.add_argument("--resume", action="store_true",
-                 help="continue the run in --out from its latest complete checkpoint, with "
-                 "its config.json updated by the flags given; with no flag changed it ends "
+                 help="continue the run in --out from its latest verified checkpoint "
+                 "(SHA-256; a damaged one is moved aside and the one before used), with the "
+                 "flags given changing its config (not --seed); config.json records the "
+                 "change once an epoch under it completes. With no flag changed it ends "
                  "exactly as an uninterrupted run (default: off)")
   p.add_argument("--quiet", action="store_true",
                  help="no progress bar or per-epoch lines (default: off)")
