@@ -227,14 +227,14 @@ def ref_binomial_blur(x, stride, k, mode="reflect"):
 def ref_aps_phase(x, stride, p=2):
   """The phase APS keeps per example: the first maximum of the polyphase l_p norms."""
   x = np.asarray(x, np.float64)
+  if not x.shape[0]:
+    return []
   phases = list(itertools.product(*(range(s) for s in stride)))
   norms = []
   for r in phases:
     comp = x[(slice(None), *(slice(ri, None, s) for ri, s in zip(r, stride)), slice(None))]
     a = np.abs(comp).reshape(x.shape[0], -1)
     norms.append(a.max(axis=1) if np.isinf(p) else (a ** p).sum(axis=1))
-  if not x.shape[0]:
-    return []
   return [phases[i] for i in np.argmax(np.stack(norms, axis=1), axis=1)]
 
 

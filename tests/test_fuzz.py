@@ -1,0 +1,287 @@
+"""Differential fuzzing of every public op: float32 and bfloat16 against float64 and NumPy.
+
+For each public op (the convolution family, the pools, APS, LRN) hypothesis draws a
+setting (rank, sizes, kernel, stride, tile, dilation, every padding form and mode, groups,
+odd sizes, batch 0–3). One jitted program per dtype computes the op and its VJP (the
+gradients of every floating input); then
+
+- the float64 result equals the independent NumPy reference (``references.py``);
+- the float32 and bfloat16 results (and gradients) keep their dtype and are within that
+  dtype's rounding (``references.tolerance``) of the float64 op applied to the same,
+  rounded inputs.
+
+That is the check that would have caught ``tiled_conv`` returning ~1e15 in float32 on
+XLA:CPU while float64 was right (issue 18). The whole module runs twice: in this process
+(cnnjax's XLA:CPU flag on) and in a subprocess with ``CNNJAX_XLA_FLAGS=0`` (flag off),
+since XLA:CPU picks other kernels either way.
+
+Budget: ``CNNJAX_FUZZ_EXAMPLES`` examples per op (default 3, which keeps both runs under a
+minute on 2 cores); set it higher for a nightly-style run, e.g.
+``CNNJAX_FUZZ_EXAMPLES=200 python -m pytest -q tests/test_fuzz.py``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import strategies as st
+
+import cnnjax
+from references import (
+    MODES,
+    assert_close,
+    ref_aps,
+    ref_binomial_blur,
+    ref_correlate,
+    ref_correlate_adjoint,
+    ref_geometry,
+    ref_local,
+    ref_lrn,
+    ref_pool,
+    ref_tiled,
+)
+
+EXAMPLES = int(os.environ.get("CNNJAX_FUZZ_EXAMPLES", "3"))
+_SETTINGS = settings(
+    max_examples=EXAMPLES, deadline=None, derandomize=EXAMPLES <= 10,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+_LOW = (jnp.float32, jnp.bfloat16)
+
+
+# ----------------------------------------------------------------- the checker
+
+
+def _rounded(a, dtype):
+  """``a`` rounded to ``dtype`` and back to float64: what the low-precision op sees."""
+  return np.asarray(np.asarray(a).astype(dtype), np.float64)
+
+
+def check_op(f, inputs, reference=None, *, diff=None):
+  """Checks ``f(*inputs)`` in float64 against ``reference`` and in float32/bfloat16.
+
+  Args:
+    f: the op with its configuration bound; takes ``inputs`` positionally.
+    inputs: float64 NumPy arrays.
+    reference: NumPy ``reference(*inputs)`` for the float64 result, or None.
+    diff: the indices of the inputs to differentiate (default: all).
+  """
+  diff = tuple(range(len(inputs))) if diff is None else diff
+
+  @jax.jit
+  def run(args, ct):
+    y, vjp = jax.vjp(lambda *d: f(*[d[diff.index(i)] if i in diff else a
+                                     for i, a in enumerate(args)]),
+                     *[args[i] for i in diff])
+    return y, vjp(ct.astype(y.dtype))
+
+  shape = jax.eval_shape(f, *inputs).shape
+  ct = np.random.default_rng(7).normal(size=shape)
+  y64, _ = run(list(inputs), ct)  # the same program as the references below: one compile
+  if reference is not None:
+    want = reference(*inputs)
+    assert y64.shape == want.shape, (y64.shape, want.shape)
+    assert_close(y64, want, np.float64)
+  for dtype in _LOW:
+    low = [np.asarray(a).astype(dtype) for a in inputs]
+    high = [_rounded(a, dtype) for a in inputs]
+    ct_r = _rounded(ct, dtype)
+    y, grads = run(low, ct_r.astype(dtype))
+    y_ref, grads_ref = run(high, ct_r)
+    assert y.dtype == dtype, (y.dtype, dtype)
+    assert_close(y, y_ref, dtype)
+    for g, g_ref in zip(grads, grads_ref):
+      assert g.dtype == dtype, (g.dtype, dtype)
+      assert_close(g, g_ref, dtype)
+
+
+def _normal(shape, seed):
+  return np.random.default_rng(seed).normal(size=shape)
+
+
+# ---------------------------------------------------------------- strategies
+
+
+@st.composite
+def geometry(draw, *, max_kernel=3, dilation=True, modes=MODES, strings=("VALID", "SAME", "FULL")):
+  """Rank, input sizes (odd ones too), kernel, stride, dilation, padding and mode."""
+  nd = draw(st.sampled_from([1, 2, 2, 3]))  # 2-D, what most users run, twice as often
+  sizes = [draw(st.integers(1, {1: 9, 2: 8, 3: 4}[nd])) for _ in range(nd)]
+  kernel = [draw(st.integers(1, max_kernel)) for _ in range(nd)]
+  stride = [draw(st.integers(1, 3)) for _ in range(nd)]
+  dil = [draw(st.integers(1, 2)) if dilation else 1 for _ in range(nd)]
+  form = draw(st.sampled_from(["string", "int", "ints", "pairs"]))
+  if form == "string":
+    padding = draw(st.sampled_from(strings))
+  elif form == "int":
+    padding = draw(st.integers(0, 2))
+  elif form == "ints":
+    padding = tuple(draw(st.integers(0, 2)) for _ in range(nd))
+  else:
+    padding = tuple((draw(st.integers(0, 2)), draw(st.integers(0, 2))) for _ in range(nd))
+  mode = draw(st.sampled_from(modes))
+  _, _, pads, out = ref_geometry(sizes, kernel, stride=stride, padding=padding, dilation=dil)
+  assume(all(o >= 1 for o in out))
+  if mode == "reflect":
+    assume(all(lo < n and hi < n for n, (lo, hi) in zip(sizes, pads)))
+  batch = draw(st.sampled_from([0, 1, 2, 2, 3]))
+  return dict(nd=nd, batch=batch, sizes=sizes, kernel=kernel,
+              config=dict(stride=tuple(stride), padding=padding, dilation=tuple(dil)),
+              mode=mode)
+
+
+@st.composite
+def tiled_geometry(draw):
+  g = draw(geometry())
+  return dict(g, tile=tuple(draw(st.integers(1, 4)) for _ in range(g["nd"])))
+
+
+# ------------------------------------------------------------ the convolutions
+
+
+class TestConvolutionFamily:
+
+  @_SETTINGS
+  @given(geometry(), st.sampled_from([1, 2]), st.integers(1, 2), st.booleans())
+  def test_cross_correlate_and_convolve(self, g, groups, c_out_per_group, flip):
+    x = _normal((g["batch"], *g["sizes"], 2 * groups), 0)
+    w = _normal((*g["kernel"], 2, groups * c_out_per_group), 1)
+    op = cnnjax.convolve if flip else cnnjax.cross_correlate
+    config = dict(g["config"], groups=groups, padding_mode=g["mode"])
+    check_op(functools.partial(op, **config), [x, w],
+             functools.partial(ref_correlate, flip=flip, **config))
+
+  @_SETTINGS
+  @given(geometry(modes=("zeros",)), st.sampled_from([1, 2]))
+  def test_conv_transpose(self, g, groups):
+    x_shape = (g["batch"], *g["sizes"], 2 * groups)
+    w = _normal((*g["kernel"], 2, 2 * groups), 1)
+    _, _, _, out = ref_geometry(g["sizes"], g["kernel"], **g["config"])
+    y = _normal((g["batch"], *out, 2 * groups), 0)
+    config = dict(g["config"], groups=groups)
+    check_op(functools.partial(cnnjax.conv_transpose, input_shape=g["sizes"], **config),
+             [y, w], functools.partial(ref_correlate_adjoint, x_shape=x_shape, **config))
+
+  @_SETTINGS
+  @given(geometry())
+  def test_locally_connected(self, g):
+    _, _, _, out = ref_geometry(g["sizes"], g["kernel"], **g["config"])
+    x = _normal((g["batch"], *g["sizes"], 2), 0)
+    w = _normal((*out, *g["kernel"], 2, 3), 1)
+    config = dict(g["config"], padding_mode=g["mode"])
+    check_op(functools.partial(cnnjax.locally_connected, **config), [x, w],
+             functools.partial(ref_local, **config))
+
+  @_SETTINGS
+  @given(tiled_geometry())
+  @example(dict(nd=2, batch=2, sizes=[8, 8], kernel=[3, 3], tile=(4, 4), mode="zeros",
+                config=dict(stride=(1, 1), padding="SAME", dilation=(1, 1))))  # issue 18
+  def test_tiled_conv(self, g):
+    x = _normal((g["batch"], *g["sizes"], 2), 0)
+    w = _normal((*g["tile"], *g["kernel"], 2, 3), 1)
+    config = dict(g["config"], tile=g["tile"], padding_mode=g["mode"])
+    check_op(functools.partial(cnnjax.tiled_conv, **config), [x, w],
+             functools.partial(ref_tiled, **config))
+
+
+# ------------------------------------------------------------------- the pools
+
+
+@st.composite
+def pool_geometry(draw):
+  g = draw(geometry(dilation=False, modes=("zeros",), strings=("VALID", "SAME")))
+  stride = draw(st.sampled_from([None, g["config"]["stride"]]))
+  _, _, pads, out = ref_geometry(g["sizes"], g["kernel"], padding=g["config"]["padding"],
+                                 stride=g["kernel"] if stride is None else stride)
+  # Every window must overlap the input (the pools refuse all-padding windows).
+  s = g["kernel"] if stride is None else stride
+  assume(all(lo < k and (m - 1) * si - lo < n
+             for (lo, _), k, si, m, n in zip(pads, g["kernel"], s, out, g["sizes"])))
+  return dict(g, stride=stride)
+
+
+class TestPools:
+
+  @_SETTINGS
+  @given(pool_geometry(), st.sampled_from(["max", "avg", "lp"]))
+  def test_window_pools(self, g, kind):
+    x = _normal((g["batch"], *g["sizes"], 3), 0)
+    window, stride, padding = tuple(g["kernel"]), g["stride"], g["config"]["padding"]
+    op = {"max": cnnjax.max_pool, "avg": cnnjax.avg_pool,
+          "lp": functools.partial(cnnjax.lp_pool, p=2)}[kind]
+    check_op(lambda x: op(x, window, stride=stride, padding=padding), [x],
+             lambda x: ref_pool(x, window, stride, padding, kind))
+
+  @_SETTINGS
+  @given(geometry(), st.booleans())
+  def test_global_pools(self, g, use_max):
+    x = _normal((g["batch"], *g["sizes"], 3), 0)
+    axes = tuple(range(1, g["nd"] + 1))
+    op = cnnjax.global_max_pool if use_max else cnnjax.global_avg_pool
+    ref = (lambda x: x.max(axis=axes)) if use_max else (lambda x: x.mean(axis=axes))
+    check_op(op, [x], ref)
+
+  @_SETTINGS
+  @given(st.integers(0, 3), st.integers(1, 4), st.integers(1, 3))
+  def test_maxout(self, batch, groups, pieces):
+    x = _normal((batch, 3, groups * pieces), 0)
+    check_op(lambda x: cnnjax.maxout(x, pieces), [x],
+             lambda x: x.reshape(batch, 3, groups, pieces).max(axis=-1))
+
+  @_SETTINGS
+  @given(geometry(), st.integers(1, 3), st.sampled_from([2, 3, 4]))
+  def test_blur_pool(self, g, stride, taps):
+    assume(all(n >= taps for n in g["sizes"]))  # reflect padding needs the room
+    x = _normal((g["batch"], *g["sizes"], 2), 0)
+    check_op(lambda x: cnnjax.blur_pool(x, stride=stride, kernel_size=taps), [x],
+             lambda x: ref_binomial_blur(x, stride, taps))
+
+  @_SETTINGS
+  @given(geometry(), st.integers(1, 3))
+  def test_polyphase_downsample(self, g, s):
+    stride = (s,) * g["nd"]
+    g["sizes"] = [max(n // s, 1) * s for n in g["sizes"]]  # APS needs multiples of the stride
+    x = _normal((g["batch"], *g["sizes"], 2), 0)
+    check_op(lambda x: cnnjax.polyphase_downsample(x, stride=stride), [x],
+             lambda x: ref_aps(x, stride))
+
+  @_SETTINGS
+  @given(st.integers(0, 3), st.integers(1, 7), st.integers(1, 6),
+         st.floats(1e-3, 1.0), st.floats(0.25, 1.0))
+  def test_local_response_norm(self, batch, channels, size, alpha, beta):
+    x = _normal((batch, 3, 2, channels), 0) * 2
+    f = functools.partial(cnnjax.local_response_norm, size=size, alpha=alpha, beta=beta, k=1.0)
+    check_op(f, [x], lambda x: ref_lrn(x, size, alpha, beta, 1.0))
+
+
+# -------------------------------------------------------- the XLA:CPU flag off
+
+
+def test_the_flag_is_as_this_run_says():
+  off = os.environ.get("CNNJAX_XLA_FLAGS", "1") == "0"
+  on = "xla_cpu_experimental_ynn_fusion_type" in os.environ.get("XLA_FLAGS", "")
+  assert on != off or jax.default_backend() != "cpu", os.environ.get("XLA_FLAGS")
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu",
+                    reason="the XLA:CPU flag only changes XLA:CPU's kernels")
+@pytest.mark.skipif(os.environ.get("CNNJAX_XLA_FLAGS") == "0",
+                    reason="this is the flag-off run itself")
+def test_the_convolutions_again_with_the_xla_cpu_flag_off():
+  # The flag changes which kernels XLA:CPU runs convolutions with; nothing else.
+  env = dict(os.environ, CNNJAX_XLA_FLAGS="0", XLA_FLAGS="")
+  proc = subprocess.run(
+      [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
+       f"{__file__}::TestConvolutionFamily", f"{__file__}::test_the_flag_is_as_this_run_says"],
+      env=env, capture_output=True, text=True, timeout=600,
+      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+  )
+  assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
