@@ -42,6 +42,7 @@ from cnnjax.padding import PaddingLike
 
 __all__ = [
     "GROUPS",
+    "REDUCTIONS",
     "group_conv",
     "group_inverse",
     "group_order",
