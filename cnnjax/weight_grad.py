@@ -38,7 +38,7 @@ def conv_weight_grad(
     groups: int = 1,
     padding_mode: str = "zeros",
 ) -> jax.Array:
-  """``∂⟨g, cross_correlate(x, w, ...)⟩ / ∂w``, computed as a correlation of ``x`` with ``g``.
+  """``∂⟨g, cross_correlate(x, w, ...)⟩ / ∂w``, as a correlation of ``x`` with ``g``.
 
   ``dw[k, c, o] = Σ_b Σ_n x̃[b, n·s + k·t, c] · g[b, n, o]`` (within each feature group),
   the gradient backpropagation gives the kernel, without ``jax.grad``. The result does
