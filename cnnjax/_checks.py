@@ -28,6 +28,7 @@ __all__ = [
     "check_positive_int",
     "compute_dtype",
     "is_int",
+    "mean_dtype",
     "result_dtype",
 ]
 
@@ -101,6 +102,16 @@ def accumulation_dtype(*dtypes):
       dtype = jnp.dtype(jnp.int32)
     accs.append(dtype)
   return max(accs, key=lambda d: d.itemsize)
+
+
+def mean_dtype(dtype):
+  """The dtype of an average (or any non-integral function) of ``dtype`` values.
+
+  Inexact dtypes keep their own; integers give float32 (the sum is exact in
+  :func:`accumulation_dtype`; only the final division rounds).
+  """
+  dtype = jnp.dtype(dtype)
+  return jnp.dtype(jnp.float32) if _kind(dtype) == "int" else dtype
 
 
 def result_dtype(dtype, preferred_element_type, *, op: str):

@@ -17,6 +17,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from cnnjax._checks import check_positive_int
+from cnnjax._checks import is_int as _is_int
 from cnnjax.padding import (
     PADDING_STRINGS,
     conv_geometry,
@@ -48,14 +50,8 @@ KINDS = (
 _CONV_KINDS = ("conv", "conv_transpose", "locally_connected", "tiled")
 
 
-def _is_int(value) -> bool:
-  return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _positive_int(value, *, name: str, op: str) -> int:
-  if not _is_int(value) or value < 1:
-    raise ValueError(f"{op}: {name} got {value!r}; expected a positive int.")
-  return value
+  return check_positive_int(value, name=name, op=op)
 
 
 def _shape(value, *, name: str, op: str, what: str) -> tuple[int, ...]:

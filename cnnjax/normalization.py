@@ -14,11 +14,9 @@ import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
+from cnnjax._checks import is_int as _is_int
+
 __all__ = ["local_response_norm"]
-
-
-def _is_int(value) -> bool:
-  return isinstance(value, int) and not isinstance(value, bool)
 
 
 def local_response_norm(

@@ -42,6 +42,7 @@ import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
+from cnnjax import _checks
 from cnnjax import padding as _padding
 from cnnjax.conv import cross_correlate
 from cnnjax.padding import Geometry, PaddingLike
@@ -66,17 +67,14 @@ _UNROLL_LIMIT = 64
 # --------------------------------------------------------------------------- checks
 
 
-def _check_input(x: jax.Array, *, op: str, name: str = "x", floating: bool = False) -> int:
+def _check_input(x: jax.Array, *, op: str, name: str = "x") -> int:
   """Checks ``x`` is ``[N, *spatial, C]`` with 1–3 spatial dims; returns their number."""
   if x.ndim not in (3, 4, 5):
     raise ValueError(
         f"{op}: {name} has shape {tuple(x.shape)} (rank {x.ndim}); expected rank 3, 4 "
         "or 5: [batch, *spatial(d), channels] with d = 1, 2 or 3 spatial dims."
     )
-  if floating:
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-      raise TypeError(f"{op}: {name} has dtype {x.dtype}; expected a floating dtype.")
-  elif not (jnp.issubdtype(x.dtype, jnp.floating) or jnp.issubdtype(x.dtype, jnp.integer)):
+  if not (jnp.issubdtype(x.dtype, jnp.floating) or jnp.issubdtype(x.dtype, jnp.integer)):
     raise TypeError(
         f"{op}: {name} has dtype {x.dtype}; expected a floating or integer dtype."
     )
@@ -112,11 +110,6 @@ def _lowest(dtype) -> np.ndarray:
   if jnp.issubdtype(dtype, jnp.floating):
     return np.array(-np.inf, dtype)
   return np.array(jnp.iinfo(dtype).min, dtype)
-
-
-def _accumulation_dtype(dtype):
-  """Sums of half-precision inputs accumulate in float32."""
-  return jnp.float32 if jnp.dtype(dtype).itemsize < 4 else dtype
 
 
 # -------------------------------------------------------------- window decomposition
@@ -305,7 +298,9 @@ def _window_pool(x: jax.Array, geo: Geometry, kind: str) -> jax.Array:
 
 @functools.partial(jax.jit, static_argnames=("geo", "count_include_pad"))
 def _avg_pool_core(x: jax.Array, geo: Geometry, count_include_pad: bool) -> jax.Array:
-  total = _window_pool(x.astype(_accumulation_dtype(x.dtype)), geo, "sum")
+  out = _checks.mean_dtype(x.dtype)
+  total = _window_pool(x.astype(_checks.accumulation_dtype(x.dtype)), geo, "sum")
+  total = total.astype(_checks.accumulation_dtype(out))
   if count_include_pad:
     divisor = np.float64(math.prod(geo.kernel))
   else:
@@ -318,14 +313,15 @@ def _avg_pool_core(x: jax.Array, geo: Geometry, count_include_pad: bool) -> jax.
       shape = [1] * x.ndim
       shape[d + 1] = m
       divisor = divisor * count.reshape(shape)
-  return (total / divisor.astype(total.dtype)).astype(x.dtype)
+  return (total / divisor.astype(total.dtype)).astype(out)
 
 
 @functools.partial(jax.jit, static_argnames=("geo", "p"))
 def _lp_pool_core(x: jax.Array, geo: Geometry, p: float) -> jax.Array:
+  x = x.astype(_checks.mean_dtype(x.dtype))
   if math.isinf(p):
     return _window_pool(jnp.abs(x), geo, "max")
-  acc = x.astype(_accumulation_dtype(x.dtype))
+  acc = x.astype(_checks.accumulation_dtype(x.dtype))
   if float(p).is_integer():
     powered = lax.integer_pow(acc if int(p) % 2 == 0 else jnp.abs(acc), int(p))
   else:
@@ -406,14 +402,15 @@ def avg_pool(
   size. The gradient is ``1 / divisor`` to every input of a window.
 
   Args:
-    x: input, ``[N, *spatial, C]`` with 1, 2 or 3 spatial dims, floating.
+    x: input, ``[N, *spatial, C]`` with 1, 2 or 3 spatial dims, floating or integer.
     window: the window size, an int or one int per spatial dim.
     stride: an int or one int per spatial dim; defaults to ``window``.
     padding: as in :func:`max_pool`.
     count_include_pad: divide by the full window size, padding included.
 
   Returns:
-    ``[N, *out_spatial, C]`` in ``x``'s dtype (half precision sums in float32).
+    ``[N, *out_spatial, C]`` in ``x``'s dtype (half precision sums in float32); for
+    integer inputs float32 (the sums are exact in int32, only the division rounds).
 
   Example:
     >>> x = jnp.arange(4.).reshape(1, 4, 1)
@@ -422,7 +419,7 @@ def avg_pool(
   """
   op = "avg_pool"
   x = jnp.asarray(x)
-  _check_input(x, op=op, floating=True)
+  _check_input(x, op=op)
   geo = _pool_geometry(x, window, stride, padding, op=op)
   if not isinstance(count_include_pad, (bool, np.bool_)):
     raise TypeError(
@@ -445,14 +442,14 @@ def lp_pool(
   gradient at a window of zeros is taken to be zero (not NaN).
 
   Args:
-    x: input, ``[N, *spatial, C]`` with 1, 2 or 3 spatial dims, floating.
+    x: input, ``[N, *spatial, C]`` with 1, 2 or 3 spatial dims, floating or integer.
     window: the window size, an int or one int per spatial dim.
     p: the exponent, a positive number or ``inf``.
     stride: an int or one int per spatial dim; defaults to ``window``.
     padding: as in :func:`max_pool`.
 
   Returns:
-    ``[N, *out_spatial, C]`` in ``x``'s dtype.
+    ``[N, *out_spatial, C]`` in ``x``'s dtype (float32 for integer inputs).
 
   Example:
     >>> x = jnp.array([3., 4., 1., 0.]).reshape(1, 4, 1)
@@ -461,7 +458,7 @@ def lp_pool(
   """
   op = "lp_pool"
   x = jnp.asarray(x)
-  _check_input(x, op=op, floating=True)
+  _check_input(x, op=op)
   geo = _pool_geometry(x, window, stride, padding, op=op)
   if (
       isinstance(p, (bool, np.bool_))
@@ -506,11 +503,12 @@ def global_avg_pool(x: ArrayLike, *, keepdims: bool = False) -> jax.Array:
   """The mean over all spatial positions, per channel.
 
   Args:
-    x: input, ``[N, *spatial, C]`` with 1, 2 or 3 spatial dims, floating.
+    x: input, ``[N, *spatial, C]`` with 1, 2 or 3 spatial dims, floating or integer.
     keepdims: keep the spatial axes, with size 1.
 
   Returns:
-    ``[N, C]``, or ``[N, 1, …, 1, C]`` with ``keepdims``, in ``x``'s dtype.
+    ``[N, C]``, or ``[N, 1, …, 1, C]`` with ``keepdims``, in ``x``'s dtype (float32
+    for integer inputs, whose sum is exact).
 
   Example:
     >>> global_avg_pool(jnp.arange(8.).reshape(1, 2, 2, 2))
@@ -518,11 +516,13 @@ def global_avg_pool(x: ArrayLike, *, keepdims: bool = False) -> jax.Array:
   """
   op = "global_avg_pool"
   x = jnp.asarray(x)
-  _check_input(x, op=op, floating=True)
+  _check_input(x, op=op)
   _check_keepdims(keepdims, op=op)
   axes = tuple(range(1, x.ndim - 1))
-  mean = jnp.mean(x.astype(_accumulation_dtype(x.dtype)), axis=axes, keepdims=keepdims)
-  return mean.astype(x.dtype)
+  out = _checks.mean_dtype(x.dtype)
+  total = jnp.sum(x.astype(_checks.accumulation_dtype(x.dtype)), axis=axes, keepdims=keepdims)
+  count = math.prod(x.shape[1:-1])
+  return (total.astype(_checks.accumulation_dtype(out)) / count).astype(out)
 
 
 def maxout(x: ArrayLike, pieces: int, *, axis: int = -1) -> jax.Array:
@@ -598,14 +598,14 @@ def blur_pool(
   stride=1))`` for the paper's MaxBlurPool.
 
   Args:
-    x: input, ``[N, *spatial, C]`` with 1, 2 or 3 spatial dims, floating.
+    x: input, ``[N, *spatial, C]`` with 1, 2 or 3 spatial dims, floating or integer.
     stride: the subsampling factor, an int or one int per spatial dim.
     kernel_size: the number of binomial taps, an int or one per spatial dim
       (1 is plain subsampling).
     padding_mode: ``"reflect"``, ``"zeros"``, ``"circular"`` or ``"edge"``.
 
   Returns:
-    ``[N, *ceil(spatial / stride), C]`` in ``x``'s dtype.
+    ``[N, *ceil(spatial / stride), C]`` in ``x``'s dtype (float32 for integers).
 
   Example:
     >>> blur_pool(jnp.ones((1, 5, 5, 3))).shape
@@ -613,7 +613,7 @@ def blur_pool(
   """
   op = "blur_pool"
   x = jnp.asarray(x)
-  num_spatial = _check_input(x, op=op, floating=True)
+  num_spatial = _check_input(x, op=op)
   _padding.check_padding_mode(padding_mode, op=op)
   stride = _padding.normalize_ints(stride, num_spatial, name="stride", op=op)
   sizes = _padding.normalize_ints(kernel_size, num_spatial, name="kernel_size", op=op)
@@ -629,6 +629,7 @@ def blur_pool(
   for k in sizes:
     taps = np.multiply.outer(taps, _binomial(k))
   channels = x.shape[-1]
+  x = x.astype(_checks.mean_dtype(x.dtype))  # integers: the weights are fractions
   w = jnp.asarray(np.broadcast_to(taps[..., None, None], (*sizes, 1, channels)), x.dtype)
   return cross_correlate(
       x, w, stride=stride, padding=tuple(((k - 1) // 2, k // 2) for k in sizes),
@@ -656,7 +657,7 @@ def polyphase_downsample(
 
   Args:
     x: input, ``[N, *spatial, C]`` with 1, 2 or 3 spatial dims, each divisible by the
-      stride, floating.
+      stride, floating or integer (the phase is chosen on float32 norms).
     stride: an int or one int per spatial dim.
     p: the norm's exponent, a positive number or ``inf``.
 
@@ -670,7 +671,7 @@ def polyphase_downsample(
   """
   op = "polyphase_downsample"
   x = jnp.asarray(x)
-  num_spatial = _check_input(x, op=op, floating=True)
+  num_spatial = _check_input(x, op=op)
   stride = _padding.normalize_ints(stride, num_spatial, name="stride", op=op)
   if (
       isinstance(p, (bool, np.bool_))
@@ -700,7 +701,7 @@ def _polyphase_core(x: jax.Array, stride: tuple[int, ...], p: float) -> jax.Arra
   perm = [0, *range(2, 2 * num_spatial + 1, 2), *range(1, 2 * num_spatial, 2), len(view) - 1]
   out_spatial = tuple(size // s for size, s in zip(spatial, stride))
   phases = x.reshape(view).transpose(perm).reshape(n, math.prod(stride), *out_spatial, c)
-  mags = jnp.abs(phases.astype(_accumulation_dtype(x.dtype)))
+  mags = jnp.abs(phases.astype(_checks.accumulation_dtype(_checks.mean_dtype(x.dtype))))
   reduce_axes = tuple(range(2, phases.ndim))
   if math.isinf(p):
     norms = jnp.max(mags, axis=reduce_axes)

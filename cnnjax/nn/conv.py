@@ -22,6 +22,7 @@ from flax.nnx.nn.dtypes import promote_dtype
 from jax import lax
 from jax.typing import ArrayLike
 
+from cnnjax import _checks
 from cnnjax import padding as _padding
 from cnnjax.conv import conv_transpose, convolve, cross_correlate
 from cnnjax.local import locally_connected
@@ -37,14 +38,12 @@ default_bias_init = nnx.initializers.zeros_init()
 
 
 def _positive(value, *, name: str, op: str) -> int:
-  if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-    raise ValueError(f"{op}: {name} got {value!r}; expected a positive int.")
-  return value
+  return _checks.check_positive_int(value, name=name, op=op)
 
 
 def kernel_shape(kernel_size, *, op: str) -> tuple[int, ...]:
   """``kernel_size`` as a tuple: an int is a square 2-D kernel."""
-  if isinstance(kernel_size, int) and not isinstance(kernel_size, bool):
+  if _checks.is_int(kernel_size):
     kernel_size = (kernel_size, kernel_size)
   if isinstance(kernel_size, Sequence) and not isinstance(kernel_size, str):
     num_spatial = len(kernel_size)

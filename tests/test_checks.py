@@ -1,0 +1,201 @@
+"""Tests for cnnjax._checks: the shared argument checks and dtype rules, through every op.
+
+- NumPy integer scalars are accepted wherever a Python int is (one ``is_int``);
+- integer inputs give exact results in every conv-family op and every pool (the
+  integer lowering is a patch matmul, which every platform supports);
+- ``preferred_element_type`` sets the result dtype of every conv-family op: int8 inputs
+  accumulate without wrapping, bfloat16 inputs can return float32;
+- complex inputs work in every conv-family op.
+References are the NumPy loops of ``references.py``.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import cnnjax
+from cnnjax import _checks
+from cnnjax import equivariance as eq
+from references import (
+    assert_close,
+    ref_aps,
+    ref_binomial_blur,
+    ref_correlate,
+    ref_correlate_adjoint,
+    ref_local,
+    ref_pool,
+    ref_tiled,
+)
+
+
+def _ints(shape, seed, dtype=np.int32, lo=-4, hi=5):
+  return np.random.default_rng(seed).integers(lo, hi, shape).astype(dtype)
+
+
+# ------------------------------------------------------------ integer scalars
+
+
+def test_is_int():
+  for v in (2, np.int64(2), np.int8(-1), np.uint16(3)):
+    assert _checks.is_int(v)
+  for v in (True, np.bool_(True), 2.0, np.float32(2), "2", None):
+    assert not _checks.is_int(v)
+
+
+def test_numpy_integer_scalars_are_accepted_everywhere():
+  x, w = np.ones((1, 8, 8, 2)), np.ones((3, 3, 2, 2))
+  i = np.int64
+  assert cnnjax.cross_correlate(x, w, stride=i(2), dilation=(i(1), 1), padding=i(1),
+                                groups=i(1)).shape == (1, 4, 4, 2)
+  assert cnnjax.convolve(x, w, padding=((i(1), i(0)), (0, 1))).shape == (1, 7, 7, 2)
+  assert cnnjax.conv_transpose(np.ones((1, 3, 3, 2)), w, stride=i(2)).shape == (1, 7, 7, 2)
+  assert cnnjax.tiled_conv(x, np.ones((2, 2, 3, 3, 2, 2)), tile=i(2)).shape == (1, 6, 6, 2)
+  assert cnnjax.max_pool(x, i(2), stride=i(2)).shape == (1, 4, 4, 2)
+  assert cnnjax.avg_pool(x, (i(2), 2)).shape == (1, 4, 4, 2)
+  assert cnnjax.output_size(i(32), i(3), stride=i(2)) == 15
+  assert cnnjax.effective_kernel_size(i(3), dilation=i(2)) == 5
+  assert cnnjax.local_response_norm(x, size=i(3)).shape == x.shape
+  assert eq.output_shift(i(4), [(3, 2)]) == eq.output_shift(4, [(3, 2)])
+  assert cnnjax.nn.Conv(2, 3, i(3), stride=i(2), rngs=nnx.Rngs(0))(x).shape == (1, 3, 3, 3)
+  with pytest.raises(TypeError, match="stride got True"):
+    cnnjax.cross_correlate(x, w, stride=True)
+
+
+# --------------------------------------------------------------- integer inputs
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int32, np.int64, np.uint8])
+def test_integer_conv_family_is_exact(dtype):
+  lo = 0 if np.issubdtype(dtype, np.unsignedinteger) else -3
+  x = _ints((2, 7, 6, 4), 0, dtype, lo, 4)
+  w = _ints((3, 2, 2, 4), 1, dtype, lo, 4)
+  cfg = dict(stride=(2, 1), padding="SAME", dilation=(1, 2), groups=2)
+  cases = [
+      (cnnjax.cross_correlate(x, w, **cfg), ref_correlate(x, w, **cfg)),
+      (cnnjax.convolve(x, w, padding_mode="circular", padding=1, groups=2),
+       ref_correlate(x, w, padding_mode="circular", padding=1, groups=2, flip=True)),
+  ]
+  y = cnnjax.cross_correlate(x, w, **cfg)
+  cases.append((cnnjax.conv_transpose(y, w, input_shape=(7, 6), **cfg),
+                ref_correlate_adjoint(y, w, x.shape, **cfg)))
+  wl = _ints((5, 5, 3, 2, 4, 3), 2, dtype, lo, 4)
+  cases.append((cnnjax.locally_connected(x, wl), ref_local(x, wl)))
+  wt = _ints((2, 3, 3, 2, 4, 3), 3, dtype, lo, 4)
+  cases.append((cnnjax.tiled_conv(x, wt, tile=(2, 3), padding="SAME"),
+                ref_tiled(x, wt, tile=(2, 3), padding="SAME")))
+  for got, want in cases:
+    assert got.dtype == dtype
+    # The exact integer result, wrapped to the dtype as two's complement arithmetic does.
+    np.testing.assert_array_equal(got, np.round(want).astype(np.int64).astype(dtype))
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int32, np.uint8])
+def test_integer_pools(dtype):
+  x = _ints((2, 6, 6, 3), 4, dtype, 0, 50)
+  xf = x.astype(np.float64)
+  np.testing.assert_array_equal(cnnjax.max_pool(x, 2, padding="SAME"),
+                                ref_pool(xf, 2, None, "SAME", "max").astype(dtype))
+  for got, want in (
+      (cnnjax.avg_pool(x, 3, stride=2, padding="SAME"), ref_pool(xf, 3, 2, "SAME", "avg")),
+      (cnnjax.lp_pool(x, 2), ref_pool(xf, 2, None, "VALID", "lp")),
+      (cnnjax.global_avg_pool(x), xf.mean(axis=(1, 2))),
+      (cnnjax.blur_pool(x), ref_binomial_blur(xf, 2, 3)),
+  ):
+    assert got.dtype == jnp.float32
+    assert_close(got, want, np.float32)
+  assert cnnjax.global_max_pool(x).dtype == dtype
+  np.testing.assert_array_equal(cnnjax.global_max_pool(x), x.max(axis=(1, 2)))
+  np.testing.assert_array_equal(cnnjax.maxout(x, 3), x.max(axis=-1, keepdims=True))
+  aps = cnnjax.polyphase_downsample(x, stride=2)
+  assert aps.dtype == dtype
+  np.testing.assert_array_equal(aps, ref_aps(xf, (2, 2)).astype(dtype))
+
+
+# ------------------------------------------------------- preferred_element_type
+
+
+def test_int8_accumulates_without_wrapping():
+  x = np.full((1, 3, 3, 1), 127, np.int8)
+  w = np.full((3, 3, 1, 1), 127, np.int8)
+  assert int(cnnjax.cross_correlate(x, w)[0, 0, 0, 0]) == 9  # 127·127·9 mod 256, as lax
+  y = cnnjax.cross_correlate(x, w, preferred_element_type=jnp.int32)
+  assert y.dtype == jnp.int32 and int(y[0, 0, 0, 0]) == 127 * 127 * 9
+
+
+_OPS = {
+    "cross_correlate": (cnnjax.cross_correlate, (2, 6, 6, 3), (3, 3, 3, 4), {}),
+    "convolve": (cnnjax.convolve, (2, 6, 6, 3), (3, 3, 3, 4), dict(padding="SAME")),
+    "conv_transpose": (cnnjax.conv_transpose, (2, 3, 3, 4), (3, 3, 3, 4), dict(stride=2)),
+    "locally_connected": (cnnjax.locally_connected, (2, 6, 6, 3), (4, 4, 3, 3, 3, 4), {}),
+    "tiled_conv": (cnnjax.tiled_conv, (2, 6, 6, 3), (2, 2, 3, 3, 3, 4), dict(tile=2)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_OPS))
+def test_preferred_element_type(name):
+  op, xs, ws, kw = _OPS[name]
+  x, w = _ints(xs, 5, np.int8, -128, 128), _ints(ws, 6, np.int8, -128, 128)
+  wide = op(x, w, preferred_element_type=jnp.int32, **kw)
+  exact = np.asarray(op(x.astype(np.int64), w.astype(np.int64), **kw))
+  assert wide.dtype == jnp.int32
+  np.testing.assert_array_equal(wide, exact)
+  assert np.abs(exact).max() > 127  # the int8 result would have wrapped
+  xb = jnp.asarray(np.random.default_rng(7).normal(size=xs), jnp.bfloat16)
+  wb = jnp.asarray(np.random.default_rng(8).normal(size=ws), jnp.bfloat16)
+  y = op(xb, wb, preferred_element_type=jnp.float32, **kw)
+  assert y.dtype == jnp.float32
+  want = op(np.asarray(xb, np.float64), np.asarray(wb, np.float64), **kw)
+  assert_close(y, want, np.float32, scale=float(np.abs(want).max()) * 8)
+  # Gradients flow through the wider result.
+  g = jax.grad(lambda w: jnp.sum(op(xb, w, preferred_element_type=jnp.float32, **kw)))(wb)
+  assert g.dtype == jnp.bfloat16
+  with pytest.raises(TypeError, match=f"{name}: preferred_element_type got float32"):
+    op(x, w, preferred_element_type=jnp.float32, **kw)
+
+
+# --------------------------------------------------------------------- complex
+
+
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
+def test_complex_conv_family(dtype):
+  rng = np.random.default_rng(9)
+  c = lambda shape: (rng.normal(size=shape) + 1j * rng.normal(size=shape)).astype(dtype)
+  x, w = c((2, 6, 5, 2)), c((3, 2, 2, 3))
+  cfg = dict(stride=(2, 1), padding="SAME")
+  cases = [
+      (cnnjax.cross_correlate(x, w, **cfg), ref_correlate(x, w, **cfg)),
+      (cnnjax.convolve(x, w, padding="FULL"), ref_correlate(x, w, padding="FULL", flip=True)),
+  ]
+  y = c((2, 3, 5, 3))
+  cases.append((cnnjax.conv_transpose(y, w, input_shape=(6, 5), **cfg),
+                ref_correlate_adjoint(y, w, x.shape, **cfg)))
+  wl = c((4, 4, 3, 2, 2, 3))
+  cases.append((cnnjax.locally_connected(x, wl), ref_local(x, wl)))
+  wt = c((2, 2, 3, 2, 2, 3))
+  cases.append((cnnjax.tiled_conv(x, wt, tile=2, padding="SAME"),
+                ref_tiled(x, wt, tile=2, padding="SAME")))
+  for got, want in cases:
+    assert got.dtype == dtype
+    assert_close(got, want, dtype)
+  # A real input with a complex kernel computes in complex.
+  assert cnnjax.cross_correlate(x.real, w).dtype == dtype
+
+
+def test_dtype_rules():
+  f32, i8 = jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int8)
+  assert _checks.compute_dtype(f32, i8, op="t") == jnp.float32
+  assert _checks.compute_dtype(i8, f32, op="t") == jnp.float32
+  assert _checks.compute_dtype(i8, jnp.zeros((), jnp.int16), op="t") == jnp.int16
+  assert _checks.accumulation_dtype(jnp.bfloat16) == jnp.float32
+  assert _checks.accumulation_dtype(jnp.int8) == jnp.int32
+  assert _checks.accumulation_dtype(jnp.int8, jnp.int64) == jnp.int64
+  assert _checks.mean_dtype(jnp.int16) == jnp.float32
+  assert _checks.mean_dtype(jnp.bfloat16) == jnp.bfloat16
+  with pytest.raises(TypeError, match="op: x has dtype bool"):
+    _checks.compute_dtype(jnp.zeros((), bool), f32, op="op")
+  with pytest.raises(TypeError, match="preferred_element_type got 'nope'"):
+    _checks.result_dtype(jnp.float32, "nope", op="op")
