@@ -19,15 +19,41 @@ the environment variable when ``cnnjax`` is imported, and only then:
 
 The flag only concerns XLA:CPU; GPU and TPU compilations ignore it. Child processes
 inherit the amended ``XLA_FLAGS``.
+
+XLA aborts the process at its first operation when ``XLA_FLAGS`` names a flag it does not
+know, and older jaxlib releases do not know this one (seen with jax 0.5, 0.6 and 0.8). So
+the flag is set only where the installed jaxlib is at least :data:`MIN_JAXLIB`, the oldest
+release it was tested with (0.10.2 on CPU; 0.11.2 with CUDA also accepts it); an older
+jaxlib runs XLA:CPU's default, single-threaded convolutions.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
+import re
 import warnings
 
 YNN_CONV_OFF = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
 OPT_OUT = "CNNJAX_XLA_FLAGS"
+MIN_JAXLIB = (0, 10, 2)
+
+
+def jaxlib_version() -> tuple[int, ...] | None:
+  """The installed jaxlib's version as ints (``None`` if it cannot be read), without
+  importing jax."""
+  try:
+    text = importlib.metadata.version("jaxlib")
+  except importlib.metadata.PackageNotFoundError:
+    return None
+  numbers = re.match(r"(\d+)\.(\d+)\.(\d+)", text)
+  return tuple(int(n) for n in numbers.groups()) if numbers else None
+
+
+def knows_the_flag(version: tuple[int, ...] | None = None) -> bool:
+  """Whether jaxlib ``version`` (default: the installed one) is known to accept the flag."""
+  version = jaxlib_version() if version is None else version
+  return version is not None and version >= MIN_JAXLIB
 
 
 def apply(environ=os.environ) -> bool:
@@ -35,9 +61,12 @@ def apply(environ=os.environ) -> bool:
 
   Returns:
     ``True`` when the flag was appended, ``False`` when it was left out (the user set the
-    option or opted out, or a backend had already started).
+    option or opted out, the installed jaxlib predates it, or a backend had already
+    started).
   """
   if environ.get(OPT_OUT, "1").strip().lower() in ("0", "false", "no", "off"):
+    return False
+  if not knows_the_flag():
     return False
   flags = environ.get("XLA_FLAGS", "")
   if "xla_cpu_experimental_ynn_fusion_type" in flags:

@@ -7,6 +7,7 @@ import sys
 import textwrap
 import warnings
 
+import jax
 import pytest
 
 from cnnjax import _xla_flags
@@ -52,6 +53,8 @@ def test_opt_out(backends_started, value):
   assert "XLA_FLAGS" not in environ
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu",
+                    reason="the warning concerns XLA:CPU only; other backends ignore the flag")
 def test_warns_when_the_cpu_backend_already_started(backends_started):
   backends_started(True)  # true in this process anyway once a test has run JAX
   environ = {}
@@ -61,6 +64,23 @@ def test_warns_when_the_cpu_backend_already_started(backends_started):
   with warnings.catch_warnings():
     warnings.simplefilter("error")
     assert not _xla_flags.apply({_xla_flags.OPT_OUT: "0"})  # opted out: silent
+
+
+@pytest.mark.parametrize("version, knows", [
+    ((0, 5, 0), False), ((0, 8, 1), False), ((0, 10, 1), False), ((0, 10, 2), True),
+    ((0, 11, 2), True), ((1, 0, 0), True), (None, False)])
+def test_older_jaxlib_never_gets_the_flag(backends_started, monkeypatch, version, knows):
+  # XLA aborts the process at the first operation on a flag it does not know.
+  backends_started(False)
+  monkeypatch.setattr(_xla_flags, "jaxlib_version", lambda: version)
+  environ = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+  assert _xla_flags.apply(environ) == knows
+  assert (_xla_flags.YNN_CONV_OFF in environ["XLA_FLAGS"]) == knows
+
+
+def test_installed_jaxlib_version_is_read():
+  assert _xla_flags.jaxlib_version() == tuple(
+      int(n) for n in jax.lib.__version__.split(".")[:3])
 
 
 def test_import_takes_convolutions_off_ynnpack():
