@@ -1,6 +1,6 @@
 """How cnnjax's ops are computed: the one place a platform-specific form is selected.
 
-The public op files (``conv.py``, ``local.py``, ``tiled.py``) validate their arguments,
+The public op files (``conv.py``, ``local.py``, ``tiled.py``, ``pooling.py``) validate their arguments,
 state what they compute, and make one call in here. The forms:
 
 - :mod:`~cnnjax._lowering.portable`: one ``lax.conv_general_dilated`` (never with
@@ -13,7 +13,9 @@ state what they compute, and make one call in here. The forms:
 - :mod:`~cnnjax._lowering.adjoint`, :mod:`~cnnjax._lowering.tiled`,
   :mod:`~cnnjax._lowering.unshared`: the transposed, tiled and locally connected
   convolutions, built on :func:`conv` (with derivative rules that keep reverse mode on
-  fast forward convolutions).
+  fast forward convolutions);
+- :mod:`~cnnjax._lowering.pooling`: the pools' one generic window pool and max pooling's
+  first-maximum gradient (the same on every backend).
 """
 
 from __future__ import annotations
