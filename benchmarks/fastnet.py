@@ -35,12 +35,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cnnjax.data.dataset import Dataset
 from cnnjax.summary import summary
-from cnnjax.train import loop
-from cnnjax.train import sharding as _sh
-from cnnjax.train.config import TrainConfig
-from cnnjax.train.optim import make_optimizer
-from cnnjax.train.steps import make_steps
+from cnnjax.train import TrainConfig, build_run
 
 
 def _flops(compiled) -> float | None:
@@ -96,24 +93,17 @@ def main(argv=None) -> dict:
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, (args.num_train, 32, 32, 3), dtype=np.uint8)
   labels = rng.integers(0, 10, args.num_train).astype(np.int32)
-  mesh = _sh.make_mesh(config.num_devices)
-  steps_per_epoch = args.num_train // config.batch_size
-  tx = make_optimizer(config, steps_per_epoch=steps_per_epoch)
-  x_dev, y_dev = _sh.put_global((images, labels), _sh.replicated(mesh))
-  preprocess = loop._make_preprocess(x_dev, augment=config.augment,  # noqa: SLF001
-                                     crop_padding=config.crop_padding, flip=config.flip)
-  t0 = time.perf_counter()
-  model_def, state = loop.init_state(config, tx, num_classes=10, input_shape=(32, 32, 3),
-                                     mesh=mesh, train_images=x_dev, preprocess=preprocess)
-  jax.block_until_ready(state)
-  init_seconds = time.perf_counter() - t0
   eval_batch = min(config.eval_batch_size, args.num_val)
-  steps = make_steps(
-      model_def, tx, preprocess=preprocess, mesh=mesh, num_train=args.num_train,
-      steps_per_epoch=steps_per_epoch, batch_size=config.batch_size,
-      eval_batch_size=eval_batch, label_smoothing=config.label_smoothing,
-      alternating_flip=config.augment and config.flip == "alternating", tta=config.tta,
-  )
+  config = config.replace(eval_batch_size=eval_batch)
+  val = rng.integers(0, 256, (args.num_val, 32, 32, 3), dtype=np.uint8), labels[:args.num_val]
+  dataset = Dataset("random", images, labels, *val, None, None,
+                    tuple(str(i) for i in range(10)), "generated")
+  t0 = time.perf_counter()
+  run = build_run(config, dataset)  # with the whitening layer's data init
+  jax.block_until_ready(run.state)
+  init_seconds = time.perf_counter() - t0
+  state, steps, steps_per_epoch = run.state, run.steps, run.steps_per_epoch
+  x_dev, y_dev = run.arrays["train"]
   perm = steps.permutation(state.rng, 0)
   t0 = time.perf_counter()
   train = steps.train_one.lower(state, x_dev, y_dev, perm, np.int32(0)).compile()

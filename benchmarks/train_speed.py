@@ -5,7 +5,7 @@ Both sides train the lecture's seed CNN (conv(5, 32) → ReLU → max-pool(2) �
 CIFAR-sized data, with the same batch size, loss (mean cross-entropy) and optimizer (SGD,
 momentum 0.9, weight decay 5e-4 on the kernels, constant learning rate):
 
-- cnnjax: the compiled step ``cnnjax train`` runs (``cnnjax.train.make_steps``:
+- cnnjax: the compiled step ``cnnjax train`` runs (``cnnjax.train.build_run``:
   on-device batch gather by a permutation, per-channel normalisation, forward, backward,
   optax update), compiled ahead of time; its compile time is reported.
 - PyTorch (``pip install torch==2.13.0``): eager, channels-last, ``torch.optim.SGD``, on a
@@ -31,11 +31,8 @@ import time
 import jax
 import numpy as np
 
-from cnnjax.train import loop
-from cnnjax.train import sharding as _sh
-from cnnjax.train.config import TrainConfig
-from cnnjax.train.optim import make_optimizer
-from cnnjax.train.steps import make_steps
+from cnnjax.data.dataset import Dataset
+from cnnjax.train import TrainConfig, build_run
 
 try:
   import torch
@@ -46,20 +43,14 @@ except ImportError:  # optional: the cnnjax side still runs
 
 def _cnnjax_step(images, labels, *, batch_size: int, lr: float):
   """Returns ``(run(k) -> seconds for k steps, compile seconds, train-step FLOPs)``."""
-  config = TrainConfig(model="seed-cnn", batch_size=batch_size, optimizer="sgd", lr=lr,
-                       momentum=0.9, weight_decay=5e-4, schedule="constant",
-                       warmup_epochs=0.0, epochs=1)
-  n = images.shape[0]
-  mesh = _sh.make_mesh(config.num_devices)
-  steps_per_epoch = n // batch_size
-  tx = make_optimizer(config, steps_per_epoch=steps_per_epoch)
-  x, y = _sh.put_global((images, labels), _sh.replicated(mesh))
-  preprocess = loop._make_preprocess(x, augment=False)  # noqa: SLF001
-  model_def, state = loop.init_state(config, tx, num_classes=10, input_shape=(32, 32, 3),
-                                     mesh=mesh)
-  steps = make_steps(model_def, tx, preprocess=preprocess, mesh=mesh, num_train=n,
-                     steps_per_epoch=steps_per_epoch, batch_size=batch_size,
-                     eval_batch_size=batch_size)
+  config = TrainConfig(model="seed-cnn", batch_size=batch_size, eval_batch_size=batch_size,
+                       optimizer="sgd", lr=lr, momentum=0.9, weight_decay=5e-4,
+                       schedule="constant", warmup_epochs=0.0, epochs=1)
+  empty = images[:0], labels[:0]
+  run = build_run(config, Dataset("random", images, labels, *empty, None, None,
+                                  tuple(str(i) for i in range(10)), "generated"))
+  x, y = run.arrays["train"]
+  state, steps, steps_per_epoch = run.state, run.steps, run.steps_per_epoch
   perm = steps.permutation(state.rng, 0)
   t0 = time.perf_counter()
   step = steps.train_one.lower(state, x, y, perm, np.int32(0)).compile()

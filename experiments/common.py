@@ -334,7 +334,7 @@ def train_model(
     result = cnn_train.train(cfg, out_dir=out_dir, dataset=dataset, model_fn=model_fn,
                              quiet=args.quick, plots=False)
     seconds = time.perf_counter() - t0
-  mean, std = data.channel_stats(jnp.asarray(dataset.train_images))
+  mean, std = jnp.asarray(result.spec.mean), jnp.asarray(result.spec.std)
   run = Trained(
       label=label, val_accuracy=float(result.history[-1]["val_accuracy"]),
       params=count_params(result.state.params), seconds=seconds, epochs=cfg.epochs,

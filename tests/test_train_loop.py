@@ -18,7 +18,8 @@ from flax import nnx
 from cnnjax.data.dataset import Dataset
 from cnnjax.train.checkpoint import Checkpointer
 from cnnjax.train.config import TrainConfig
-from cnnjax.train.loop import NonFiniteLossError, evaluate, train
+from cnnjax.train.evaluation import evaluate
+from cnnjax.train.loop import NonFiniteLossError, train
 from cnnjax.train.metrics import TIMING_KEYS, MetricsLog, read_metrics
 from cnnjax.train.sharding import make_mesh, put_global, replicated
 from cnnjax.train.state import create_train_state

@@ -15,7 +15,8 @@ from cnnjax.train.config import (
     TTA_MODES,
     TrainConfig,
 )
-from cnnjax.train.loop import NonFiniteLossError, TrainResult, evaluate, load_run, train
+from cnnjax.train.evaluation import evaluate, load_run
+from cnnjax.train.loop import NonFiniteLossError, TrainResult, train
 from cnnjax.train.metrics import read_metrics
 from cnnjax.train.optim import (
     lookahead_schedule,
@@ -23,6 +24,7 @@ from cnnjax.train.optim import (
     make_schedule,
     norm_param_mask,
 )
+from cnnjax.train.run import InputSpec, Run, build_run, load_dataset
 from cnnjax.train.search import SearchSpace, search
 from cnnjax.train.lock import RunInUseError, RunLock
 from cnnjax.train.sharding import PeerLostError, initialize_distributed, make_mesh
@@ -37,20 +39,24 @@ __all__ = [
     "TTA_MODES",
     "CheckpointError",
     "Checkpointer",
+    "InputSpec",
     "NonFiniteLossError",
     "PeerLostError",
     "RunInUseError",
+    "Run",
     "RunLock",
     "SearchSpace",
     "TrainConfig",
     "TrainResult",
     "TrainState",
     "alternating_flip",
+    "build_run",
     "create_train_state",
     "cross_entropy",
     "eval_params",
     "evaluate",
     "initialize_distributed",
+    "load_dataset",
     "load_run",
     "lookahead_schedule",
     "make_mesh",

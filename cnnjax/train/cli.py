@@ -282,12 +282,12 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-  from cnnjax.train.loop import evaluate
+  from cnnjax.train.evaluation import evaluate
 
   try:
     dataset = None
     if args.data_dir is not None:
-      from cnnjax.train.loop import load_dataset
+      from cnnjax.train.run import load_dataset
 
       config = TrainConfig.load(os.path.join(args.run, "config.json"))
       dataset = load_dataset(config.replace(data_dir=args.data_dir))

@@ -1,11 +1,10 @@
-"""The training loop: ``train`` a ``TrainConfig`` into an output directory, ``evaluate`` a run.
+"""The training loop: ``train`` a ``TrainConfig`` into a run directory.
 
-A run directory holds ``config.json``, ``config_history.jsonl``, ``metrics.jsonl`` (one
-object per epoch), ``checkpoints/<epoch>/`` (Orbax, with SHA-256 checksums), ``curves.png``,
-``filters.png`` and ``.lock``. ``train(..., resume=True)`` restores the latest verified
-checkpoint and continues exactly where it stopped: the epoch's shuffling and augmentation keys
-are folded from the saved base key, the optimizer state, BatchNorm statistics and dropout RNG
-streams come back bit for bit.
+The run is built by :func:`~cnnjax.train.run.build_run`; the directory's files are
+described in :mod:`cnnjax.train.rundir`. ``train(..., resume=True)`` restores the latest
+verified checkpoint and continues exactly where it stopped: the epoch's shuffling and
+augmentation keys are folded from the saved base key, the optimizer state, BatchNorm
+statistics and dropout RNG streams come back bit for bit.
 
 One process writes a run at a time (:class:`~cnnjax.train.lock.RunLock`). A resume may
 change the config (``--epochs``, ``--lr``, ...) but not its ``seed``; ``config.json`` takes
@@ -18,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -28,28 +26,20 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from cnnjax.train import rundir as _rd
 from cnnjax.train import sharding as _sh
 from cnnjax.train.checkpoint import CheckpointError, Checkpointer
-from cnnjax.train.config import TTA_MODES, TrainConfig, append_history, config_changes
+from cnnjax.train.config import TrainConfig, append_history, config_changes
+from cnnjax.train.evaluation import eval_split
 from cnnjax.train.lock import RunLock
 from cnnjax.train.metrics import MetricsLog
-from cnnjax.train.optim import make_optimizer, make_schedule
-from cnnjax.train.state import ModelDef, TrainState, create_train_state, eval_params
-from cnnjax.train.steps import Steps, make_steps
+from cnnjax.train.progress import Progress, show_progress
+from cnnjax.train.run import InputSpec, ModelFn, build_run
+from cnnjax.train.state import ModelDef, TrainState, eval_params
+from cnnjax.train.steps import Steps
 
-__all__ = [
-    "NonFiniteLossError",
-    "TrainResult",
-    "build_model",
-    "evaluate",
-    "init_state",
-    "load_dataset",
-    "load_run",
-    "train",
-]
+__all__ = ["NonFiniteLossError", "TrainResult", "train"]
 
-# Model factory: (num_classes=..., rngs=..., input_shape=...) -> nnx.Module.
-ModelFn = Callable[..., nnx.Module]
 Callback = Callable[[dict[str, Any], TrainState], None]
 
 _SYNC_EVERY = 20  # steps between host syncs (NaN check, progress-bar loss)
@@ -71,6 +61,7 @@ class TrainResult:
     model_def: the model's graph definitions.
     steps: the run's compiled functions (``steps.train_one.as_text()`` is the optimised
       HLO of a step, ``.cost_analysis()`` its FLOPs), or None if no epoch was left to run.
+    spec: the data the run trained on: class names, input shape, normalisation statistics.
   """
 
   config: TrainConfig
@@ -79,6 +70,7 @@ class TrainResult:
   state: TrainState
   model_def: ModelDef
   steps: Steps | None = None
+  spec: InputSpec | None = None
 
   @property
   def model(self) -> nnx.Module:
@@ -86,197 +78,8 @@ class TrainResult:
     return nnx.merge(self.model_def.eval, eval_params(self.state.params), self.state.model_state)
 
 
-def build_model(config: TrainConfig, *, num_classes: int, input_shape: Sequence[int],
-                model_fn: ModelFn | None = None) -> nnx.Module:
-  """Initialises the run's model with ``nnx.Rngs(config.seed)``.
-
-  Args:
-    config: names the model (``config.model``, ``config.model_options``).
-    num_classes: output classes.
-    input_shape: ``(H, W, C)`` of the images.
-    model_fn: overrides the zoo: called as ``model_fn(num_classes=, rngs=, input_shape=)``.
-  """
-  rngs = nnx.Rngs(config.seed)
-  if model_fn is not None:
-    return model_fn(num_classes=num_classes, rngs=rngs, input_shape=tuple(input_shape))
-  from cnnjax import models
-
-  options = dict(config.model_options)
-  options.setdefault("input_shape", tuple(input_shape))
-  return models.get(config.model, num_classes=num_classes, rngs=rngs, **options)
-
-
-def init_state(config: TrainConfig, tx, *, num_classes: int, input_shape: Sequence[int],
-               mesh, model_fn: ModelFn | None = None, train_images=None,
-               preprocess=None) -> tuple[ModelDef, TrainState]:
-  """Builds the model and the optimizer state in one compiled call, placed on ``mesh``.
-
-  Initialising inside ``jax.jit`` compiles one program instead of one per initialiser
-  and parameter shape (eagerly, a ResNet's dozens of small compilations dominate start-up
-  on CPU), and puts the state straight into its replicated sharding. The weights are drawn
-  with jax's classic (non-partitionable) threefry generator whatever the global setting:
-  the state is replicated, so partitioning the draws buys nothing, and XLA:CPU compiles
-  the partitionable generator's draws of 4-D kernels about 3× slower (measured: init of
-  ``seed-cnn`` 4.3 s vs 1.5 s, ``resnet20`` 11.0 s vs 3.7 s on 2 loaded cores).
-
-  If the model has a data-dependent initialisation (a ``data_init(images)`` method, e.g.
-  fastnet's whitening layer) and ``train_images`` (uint8, on the devices) and
-  ``preprocess`` are given, it runs in the same call on ``config.data_init_images``
-  training images evenly spaced over the training part (every ``N // n``-th: a
-  class-sorted source gives every class), preprocessed without augmentation.
-  """
-  defs = []
-
-  def init(images):
-    model = build_model(config, num_classes=num_classes, input_shape=input_shape,
-                        model_fn=model_fn)
-    if images is not None and hasattr(model, "data_init"):
-      # Evenly spaced over the training part: the first N of a class-sorted source (an
-      # image folder) would all be one class.
-      n = min(config.data_init_images, images.shape[0])
-      chosen = images[::images.shape[0] // n][:n]
-      model.data_init(preprocess(None, chosen, train=False))
-    model_def, state = create_train_state(model, tx, seed=config.seed,
-                                          lookahead=config.lookahead)
-    defs.append(model_def)
-    return state
-
-  use = train_images is not None and preprocess is not None and config.data_init_images > 0
-  with jax.threefry_partitionable(False):
-    state = jax.jit(init, out_shardings=_sh.replicated(mesh))(train_images if use else None)
-  return defs[0], state
-
-
-def load_dataset(config: TrainConfig):
-  """``cnnjax.data.load`` with the config's data settings."""
-  from cnnjax import data
-
-  return data.load(config.data, data_dir=config.data_dir, cache_dir=config.cache_dir,
-                   seed=config.seed, val_size=config.val_size, **config.data_options)
-
-
-def _make_preprocess(train_images: jax.Array, *, augment: bool, crop_padding: int = 4,
-                     flip: str = "random"):
-  """Per-channel normalisation (+ crop/flip) as ``preprocess(key, uint8 batch, *, train)``.
-
-  The mean and standard deviation are those of the training part, computed on the device.
-  The crop pads by ``crop_padding`` (reflect); only ``flip="random"`` flips here (the
-  alternating flip needs the examples' indices and happens in the train step).
-  """
-  from cnnjax.data import pipeline
-
-  mean, std = jax.jit(pipeline.channel_stats)(train_images)
-  mean, std = mean.astype(jnp.float32), std.astype(jnp.float32)
-
-  def preprocess(key, images, *, train: bool):
-    x = pipeline.normalize(images, mean, std)
-    if train and augment:
-      x = pipeline.augment(key, x, padding=crop_padding, flip=flip == "random")
-    return x
-
-  return preprocess
-
-
-def _device_arrays(dataset, mesh):
-  repl = _sh.replicated(mesh)
-  out = {
-      "train": _sh.put_global((dataset.train_images, dataset.train_labels), repl),
-      "val": _sh.put_global((dataset.val_images, dataset.val_labels), repl)
-      if len(dataset.val_images) else None,
-  }
-  if getattr(dataset, "test_images", None) is not None and len(dataset.test_images):
-    out["test"] = _sh.put_global((dataset.test_images, dataset.test_labels), repl)
-  return out
-
-
-def _eval_split(steps: Steps, state: TrainState, arrays, eval_batch_size: int, *,
-                tta: bool = True) -> dict[str, float]:
-  images, labels = arrays
-  evaluate = steps.evaluate if tta else steps.evaluate_plain
-  total = None
-  for start in range(0, images.shape[0], eval_batch_size):
-    sums = evaluate(state.params, state.model_state, images, labels, np.int32(start))
-    total = sums if total is None else total + sums
-  loss_sum, correct, count = (float(v) for v in _sh.to_host(total))
-  return {"loss": loss_sum / count, "accuracy": correct / count}
-
-
-class _Progress:
-  """A tqdm bar over the run's remaining steps (ETA), or nothing when quiet/not a TTY."""
-
-  def __init__(self, total: int, *, enabled: bool):
-    self.bar = None
-    if enabled:
-      from tqdm.auto import tqdm
-
-      self.bar = tqdm(total=total, unit="step", dynamic_ncols=True, leave=False)
-
-  def update(self, n: int, **postfix) -> None:
-    if self.bar is not None:
-      if postfix:
-        self.bar.set_postfix(postfix, refresh=False)
-      self.bar.update(n)
-
-  def describe(self, text: str) -> None:
-    if self.bar is not None:
-      self.bar.set_description(text, refresh=False)
-
-  def write(self, text: str) -> None:
-    if self.bar is not None:
-      self.bar.write(text)
-    else:
-      print(text, flush=True)
-
-  def close(self) -> None:
-    if self.bar is not None:
-      self.bar.close()
-
-
 def _is_main() -> bool:
   return jax.process_index() == 0
-
-
-def _check_out_dir(out_dir: str, resume: bool) -> None:
-  has_run = os.path.exists(os.path.join(out_dir, "metrics.jsonl")) or os.path.isdir(
-      os.path.join(out_dir, "checkpoints")
-  )
-  if has_run and not resume:
-    raise ValueError(
-        f"train: out_dir got {out_dir!r}, which already holds a run (metrics.jsonl or "
-        "checkpoints/); expected a new directory, or resume=True (--resume) to continue it."
-    )
-
-
-def _describe(changes) -> str:
-  return "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items())
-
-
-def _check_resume_config(saved: TrainConfig, config: TrainConfig, out_dir: str) -> None:
-  if saved.seed != config.seed:
-    raise ValueError(
-        f"train: seed got {config.seed!r} with resume=True, but the run in {out_dir!r} was "
-        f"started with seed {saved.seed!r} (the seed fixes the initialisation and the "
-        f"validation split); expected seed={saved.seed!r}, or a new out_dir."
-    )
-
-
-# Config fields that shape the saved state (the model's and the optimizer's pytrees).
-_STATE_FIELDS = ("model", "model_options", "data", "data_dir", "data_options", "optimizer",
-                 "momentum", "nesterov", "weight_decay", "decay_all", "norm_lr_scale",
-                 "clip_grad_norm", "lookahead")
-
-
-def _restore_error(saved: TrainConfig | None, config: TrainConfig, path: str,
-                   error: CheckpointError) -> ValueError:
-  changes = config_changes(saved, config) if saved is not None else {}
-  changes = {k: v for k, v in changes.items() if k in _STATE_FIELDS}
-  if changes:
-    return ValueError(
-        f"train: the checkpoint {path} does not fit the resumed config, which changes "
-        f"{_describe(changes)}; expected the run's model and optimizer settings (start a new "
-        "out_dir to change them)."
-    )
-  return ValueError(f"train: the checkpoint {path} cannot be restored: {error}")
 
 
 def train(
@@ -300,7 +103,8 @@ def train(
       one before it used). The run then ends exactly as an uninterrupted one would.
       ``config`` may change the run's settings but not its seed.
     dataset: a ``cnnjax.data.Dataset`` to use instead of loading ``config.data``.
-    model_fn: a model factory to use instead of the zoo (see :func:`build_model`).
+    model_fn: a model factory to use instead of the zoo (see
+      :func:`~cnnjax.train.run.build_model`).
     callbacks: called as ``callback(record, state)`` after each epoch's record is written
       (and its checkpoint saved); an exception from a callback stops the run.
     quiet: no progress bar and no per-epoch lines.
@@ -321,6 +125,7 @@ def train(
     >>> result.history[-1]["val_accuracy"]  # doctest: +SKIP
   """
   out_dir = os.path.abspath(os.fspath(out_dir))
+  config = _rd.absolute_paths(config)
   _sh.initialize_distributed(config.distributed)
   lock = RunLock(out_dir) if _is_main() else None
   if lock is not None:
@@ -347,39 +152,15 @@ def train(
 
 def _train(config: TrainConfig, *, out_dir: str, resume: bool, dataset, model_fn,
            callbacks: Sequence[Callback], quiet: bool, plots: bool) -> TrainResult:
-  _check_out_dir(out_dir, resume)
-  config_path = os.path.join(out_dir, "config.json")
+  _rd.check_out_dir(out_dir, resume)
+  config_path = os.path.join(out_dir, _rd.CONFIG_FILE)
   saved = TrainConfig.load(config_path) if resume and os.path.exists(config_path) else None
   if saved is not None:
-    _check_resume_config(saved, config, out_dir)
-  mesh = _sh.make_mesh(config.num_devices)
-  n_dev = mesh.size
-  if config.batch_size % n_dev:
-    raise ValueError(
-        f"train: batch_size got {config.batch_size!r}; expected a multiple of the number of "
-        f"devices ({n_dev})."
-    )
-  eval_batch_size = -(-config.eval_batch_size // n_dev) * n_dev
-
-  if dataset is None:
-    dataset = load_dataset(config)
-  num_train = len(dataset.train_labels)
-  steps_per_epoch = num_train // config.batch_size
-  if steps_per_epoch < 1:
-    raise ValueError(
-        f"train: batch_size got {config.batch_size!r}; expected at most the {num_train} "
-        "training examples."
-    )
-
-  tx = make_optimizer(config, steps_per_epoch=steps_per_epoch)
-  schedule = make_schedule(config, steps_per_epoch=steps_per_epoch)
-  arrays = _device_arrays(dataset, mesh)
-  images, labels = arrays["train"]
-  preprocess = _make_preprocess(images, augment=config.augment,
-                                crop_padding=config.crop_padding, flip=config.flip)
-  model_def, state = init_state(config, tx, num_classes=len(dataset.class_names),
-                                input_shape=dataset.train_images.shape[1:], mesh=mesh,
-                                model_fn=model_fn, train_images=images, preprocess=preprocess)
+    _rd.check_resume_config(saved, config, out_dir)
+  run = build_run(config, dataset, model_fn=model_fn)
+  state, steps, spec = run.state, run.steps, run.spec
+  images, labels = run.arrays["train"]
+  steps_per_epoch, n_dev = run.steps_per_epoch, run.mesh.size
 
   os.makedirs(out_dir, exist_ok=True)
   log = MetricsLog(os.path.join(out_dir, "metrics.jsonl"))
@@ -387,9 +168,11 @@ def _train(config: TrainConfig, *, out_dir: str, resume: bool, dataset, model_fn
   ckpt = Checkpointer(os.path.join(out_dir, "checkpoints"), keep=config.keep_checkpoints)
   start_epoch, history = 0, []
   say = (lambda s: None) if quiet or not _is_main() else (lambda s: print(s, flush=True))
-  say(f"Run directory: {out_dir} ({config.model} on {getattr(dataset, 'name', config.data)}, "
-      f"{num_train} training images, {steps_per_epoch} steps/epoch, {n_dev} "
-      f"device{'s' * (n_dev > 1)})")
+  device = run.mesh.devices.flat[0]
+  say(f"Run directory: {out_dir} ({config.model} on "
+      f"{getattr(run.dataset, 'name', config.data)}, {spec.num_train} training images, "
+      f"{steps_per_epoch} steps/epoch, {n_dev} {device.platform} device{'s' * (n_dev > 1)}: "
+      f"{device.device_kind})")
   pending = None  # config changes to record once an epoch under them completes
   if resume:
     latest = ckpt.latest_verified()
@@ -398,7 +181,7 @@ def _train(config: TrainConfig, *, out_dir: str, resume: bool, dataset, model_fn
         state = ckpt.restore(latest, state)
       except CheckpointError as e:
         ckpt.close()
-        raise _restore_error(saved, config, ckpt.path(latest), e) from e
+        raise _rd.restore_error(saved, config, ckpt.path(latest), e) from e
       start_epoch = latest
       say(f"Resumed from {ckpt.path(latest)} (epoch {latest}, verified).")
     else:
@@ -406,8 +189,8 @@ def _train(config: TrainConfig, *, out_dir: str, resume: bool, dataset, model_fn
     changes = config_changes(saved, config) if saved is not None else {}
     if changes and start_epoch > 0:
       pending = changes
-      say(f"Resuming with a changed config: {_describe(changes)} (config.json takes it once "
-          f"epoch {start_epoch + 1} completes).")
+      say(f"Resuming with a changed config: {_rd.describe_changes(changes)} (config.json "
+          f"takes it once epoch {start_epoch + 1} completes).")
     history = log.truncate(start_epoch) if _is_main() else []
   if _is_main() and pending is None and (saved is None or saved != config):
     config.save(config_path)
@@ -416,16 +199,12 @@ def _train(config: TrainConfig, *, out_dir: str, resume: bool, dataset, model_fn
     else:
       append_history(history_path, epoch=start_epoch + 1, config=config,
                      changes=config_changes(saved, config))
+  if _is_main():
+    _rd.write_run_info(out_dir, run, platform={
+        "platform": device.platform, "device_kind": device.device_kind,
+        "devices": n_dev, "processes": jax.process_count()})
   if _is_main() and not resume:
     log.truncate(0)
-
-  steps = make_steps(
-      model_def, tx, preprocess=preprocess, mesh=mesh, num_train=num_train,
-      steps_per_epoch=steps_per_epoch, batch_size=config.batch_size,
-      eval_batch_size=eval_batch_size, label_smoothing=config.label_smoothing,
-      steps_per_call=min(config.steps_per_call, steps_per_epoch), unroll=config.unroll,
-      alternating_flip=config.augment and config.flip == "alternating", tta=config.tta,
-  )
 
   compile_seconds = None
   ran = start_epoch < config.epochs
@@ -433,7 +212,7 @@ def _train(config: TrainConfig, *, out_dir: str, resume: bool, dataset, model_fn
     steps, compile_seconds = _compile(steps, state, images, labels, steps_per_epoch)
     say(f"Compiled the train step in {compile_seconds:.1f} s.")
   remaining = (config.epochs - start_epoch) * steps_per_epoch
-  progress = _Progress(remaining, enabled=not quiet and _is_main() and sys.stderr.isatty())
+  progress = Progress(remaining, enabled=not quiet and _is_main() and show_progress())
   try:
     for epoch in range(start_epoch + 1, config.epochs + 1):
       progress.describe(f"epoch {epoch}/{config.epochs}")
@@ -448,7 +227,7 @@ def _train(config: TrainConfig, *, out_dir: str, resume: bool, dataset, model_fn
       record: dict[str, Any] = {
           "epoch": epoch,
           "step": step,
-          "lr": float(schedule(step - 1)),
+          "lr": float(run.schedule(step - 1)),
           "train_loss": float(np.mean(losses)),
           "train_accuracy": correct / (steps_per_epoch * config.batch_size),
       }
@@ -456,8 +235,8 @@ def _train(config: TrainConfig, *, out_dir: str, resume: bool, dataset, model_fn
       if config.tta != "none":
         record["tta"] = config.tta if tta else "none"
       for split in ("val", "test"):
-        if arrays.get(split) is not None:
-          r = _eval_split(steps, state, arrays[split], eval_batch_size, tta=tta)
+        if run.arrays.get(split) is not None:
+          r = eval_split(steps, state, run.arrays[split], run.eval_batch_size, tta=tta)
           record[f"{split}_loss"], record[f"{split}_accuracy"] = r["loss"], r["accuracy"]
       record["seconds"] = time.perf_counter() - t0
       record["train_seconds"] = train_seconds
@@ -480,7 +259,7 @@ def _train(config: TrainConfig, *, out_dir: str, resume: bool, dataset, model_fn
   except NonFiniteLossError:
     progress.close()
     if plots and _is_main() and history:
-      _write_plots(out_dir, history, None, dataset)
+      _write_plots(out_dir, history, None, spec)
     ckpt.close()
     raise
   except BaseException:
@@ -490,10 +269,10 @@ def _train(config: TrainConfig, *, out_dir: str, resume: bool, dataset, model_fn
   progress.close()
   ckpt.close()
   if plots and _is_main():
-    _write_plots(out_dir, history, state, dataset)
+    _write_plots(out_dir, history, state, spec)
   say(f"Run written to {out_dir}")
   return TrainResult(config=config, out_dir=out_dir, history=history, state=state,
-                     model_def=model_def, steps=steps if ran else None)
+                     model_def=run.model_def, steps=steps if ran else None, spec=spec)
 
 
 def _compile(steps: Steps, state, images, labels, steps_per_epoch: int):
@@ -513,7 +292,7 @@ def _compile(steps: Steps, state, images, labels, steps_per_epoch: int):
 
 
 def _train_epoch(steps: Steps, state: TrainState, images, labels, *, epoch: int,
-                 steps_per_epoch: int, progress: _Progress, last_good: Callable[[], str]):
+                 steps_per_epoch: int, progress: Progress, last_good: Callable[[], str]):
   """Runs one epoch; returns ``(state, per-step losses, correct count)``.
 
   The host syncs every ``_SYNC_EVERY`` steps (not every step, so dispatch runs ahead) to
@@ -571,7 +350,7 @@ def _epoch_line(r: dict[str, Any], epochs: int) -> str:
   return " | ".join(parts)
 
 
-def _write_plots(out_dir: str, history, state, dataset) -> None:
+def _write_plots(out_dir: str, history, state, spec: InputSpec) -> None:
   from cnnjax.train import plots
 
   plots.plot_curves(history, os.path.join(out_dir, "curves.png"))
@@ -581,115 +360,7 @@ def _write_plots(out_dir: str, history, state, dataset) -> None:
     frozen = [x for x in jax.tree.leaves(state.model_state)
               if jnp.issubdtype(x.dtype, jnp.floating)]
     filters = plots.first_layer_filters(_sh.to_host([eval_params(state.params), frozen]),
-                                        image_shape=dataset.train_images.shape[1:])
+                                        image_shape=spec.input_shape)
     if filters is not None:
       plots.plot_filters(filters, os.path.join(out_dir, "filters.png"),
                          title="first-layer filters")
-
-
-def _eval_mesh(config: TrainConfig):
-  # A run may be evaluated on another machine: use the devices it asked for, if present.
-  n = config.num_devices
-  return _sh.make_mesh(n if n is not None and n <= len(jax.devices()) else None)
-
-
-def load_run(run_dir: str | os.PathLike, *, epoch: int | None = None, dataset=None,
-             model_fn: ModelFn | None = None):
-  """Rebuilds a run's model from ``config.json`` and a checkpoint.
-
-  Args:
-    run_dir: a directory written by :func:`train`.
-    epoch: which checkpoint (None: the latest verified one).
-    dataset: the run's dataset if already loaded (else loaded from the config).
-    model_fn: the model factory the run used, if it did not use the zoo.
-
-  Returns:
-    ``(config, dataset, model_def, state, epoch)`` with ``state`` replicated on the devices.
-  """
-  run_dir = os.fspath(run_dir)
-  config_path = os.path.join(run_dir, "config.json")
-  if not os.path.exists(config_path):
-    raise ValueError(
-        f"load_run: run_dir got {run_dir!r}, which has no config.json; expected a directory "
-        "written by `cnnjax train --out`."
-    )
-  config = TrainConfig.load(config_path)
-  if dataset is None:
-    dataset = load_dataset(config)
-  steps_per_epoch = max(len(dataset.train_labels) // config.batch_size, 1)
-  tx = make_optimizer(config, steps_per_epoch=steps_per_epoch)
-  model_def, state = init_state(config, tx, num_classes=len(dataset.class_names),
-                                input_shape=dataset.train_images.shape[1:],
-                                mesh=_eval_mesh(config), model_fn=model_fn)
-  ckpt = Checkpointer(os.path.join(run_dir, "checkpoints"), keep=config.keep_checkpoints,
-                      cleanup=False)
-  try:
-    if epoch is None:
-      epoch = ckpt.latest_verified()
-      if epoch is None:
-        raise ValueError(
-            f"load_run: run_dir got {run_dir!r}, which has no intact checkpoint under "
-            "checkpoints/; expected a run that finished at least one checkpointed epoch."
-        )
-    state = ckpt.restore(epoch, state)
-  finally:
-    ckpt.close()
-  return config, dataset, model_def, state, epoch
-
-
-def evaluate(run_dir: str | os.PathLike, *, epoch: int | None = None,
-             splits: Sequence[str] = ("val", "test"), dataset=None,
-             model_fn: ModelFn | None = None, tta: str | None = None) -> dict[str, Any]:
-  """Evaluates a run's checkpoint on the validation (and test, if present) splits.
-
-  Args:
-    run_dir: a directory written by :func:`train`.
-    epoch: which checkpoint (None: the latest verified one).
-    splits: any of ``"train"``, ``"val"``, ``"test"`` (absent splits are skipped).
-    dataset: the run's dataset, if already loaded.
-    model_fn: the model factory the run used, if it did not use the zoo.
-    tta: test-time augmentation (``"none"``, ``"flip"``, ``"flip_translate"``); None: the
-      run's ``config.tta``.
-
-  Returns:
-    ``{"epoch": e, "tta": mode, "<split>_loss": ..., "<split>_accuracy": ...}``.
-
-  Example:
-    >>> evaluate("/tmp/run")["val_accuracy"]  # doctest: +SKIP
-  """
-  for s in splits:
-    if s not in ("train", "val", "test"):
-      raise ValueError(
-          f"evaluate: splits got {tuple(splits)!r}; expected names from ('train', 'val', "
-          "'test')."
-      )
-  if tta is not None and tta not in TTA_MODES:
-    raise ValueError(f"evaluate: tta got {tta!r}; expected None or one of {TTA_MODES}.")
-  config, dataset, model_def, state, epoch = load_run(
-      run_dir, epoch=epoch, dataset=dataset, model_fn=model_fn
-  )
-  mesh = _eval_mesh(config)
-  eval_batch_size = -(-config.eval_batch_size // mesh.size) * mesh.size
-  tx = make_optimizer(config, steps_per_epoch=1)
-  train_images = _sh.put_global(dataset.train_images, _sh.replicated(mesh))
-  steps = make_steps(
-      model_def, tx, preprocess=_make_preprocess(train_images, augment=False), mesh=mesh,
-      num_train=len(dataset.train_labels), steps_per_epoch=1,
-      batch_size=config.batch_size, eval_batch_size=eval_batch_size,
-      tta=config.tta if tta is None else tta,
-  )
-  result: dict[str, Any] = {"epoch": epoch, "tta": config.tta if tta is None else tta}
-  sources = {
-      "train": (dataset.train_images, dataset.train_labels),
-      "val": (dataset.val_images, dataset.val_labels),
-      "test": (dataset.test_images, dataset.test_labels),
-  }
-  for s in splits:
-    x, y = sources[s]
-    if x is None or not len(x):
-      continue
-    arrays = _sh.put_global((x, y), _sh.replicated(mesh))
-    r = _eval_split(steps, state, arrays, eval_batch_size)
-    result[f"{s}_loss"], result[f"{s}_accuracy"] = r["loss"], r["accuracy"]
-  return result
-

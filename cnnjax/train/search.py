@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from cnnjax.train.config import TrainConfig
-from cnnjax.train.loop import ModelFn, NonFiniteLossError, load_dataset, train
+from cnnjax.train.loop import NonFiniteLossError, train
+from cnnjax.train.run import ModelFn, load_dataset
 
 __all__ = ["DEFAULT_SPACE", "SearchSpace", "format_table", "sample", "search"]
 
