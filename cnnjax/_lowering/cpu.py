@@ -11,11 +11,11 @@ XLA:CPU in a few configurations; :func:`conv` picks, per configuration:
   patch matmuls with custom VJPs (:mod:`cnnjax._lowering.cpu_bf16`);
 - everything else: the portable form.
 
-Each choice is re-measured by ``benchmarks/lowering.py`` (each CPU form against the
-portable form it replaces, forward and forward+backward); ``benchmarks/README.md`` holds
-the figures and the forms removed when they stopped paying. ``CNNJAX_CPU_LOWERING=0``
-turns every CPU form off (the portable form everywhere), for comparison and as an
-opt-out.
+Each choice is re-measured by ``benchmarks/ops.py`` (its ``conv1x1``, ``depthwise`` and
+``conv3x3_bf16*`` cases time these forms against lax's one call; ``benchmarks/README.md``
+holds the figures, including those of the forms removed when they stopped paying: the batch
+chunks of every convolution, 2026-11-30). ``CNNJAX_CPU_LOWERING=0`` turns every CPU form
+off (the portable form everywhere), for comparison and as an opt-out.
 
 Two XLA:CPU defects are worked around here: it aborts the process compiling an
 lhs-dilated convolution whose window is larger than the dilated input ("Window
