@@ -16,6 +16,7 @@ from cnnjax.train.config import (
     TrainConfig,
 )
 from cnnjax.train.evaluation import evaluate, load_run
+from cnnjax.train.inference import Classifier, load_model
 from cnnjax.train.loop import NonFiniteLossError, TrainResult, train
 from cnnjax.train.metrics import read_metrics
 from cnnjax.train.optim import (
@@ -39,6 +40,7 @@ __all__ = [
     "TTA_MODES",
     "CheckpointError",
     "Checkpointer",
+    "Classifier",
     "InputSpec",
     "NonFiniteLossError",
     "PeerLostError",
@@ -57,6 +59,7 @@ __all__ = [
     "evaluate",
     "initialize_distributed",
     "load_dataset",
+    "load_model",
     "load_run",
     "lookahead_schedule",
     "make_mesh",

@@ -1,4 +1,4 @@
-"""The ``cnnjax train``, ``cnnjax eval`` and ``cnnjax search`` subcommands.
+"""The ``cnnjax train``, ``eval``, ``predict`` and ``search`` subcommands.
 
 Every ``TrainConfig`` field is a flag (``--batch-size`` for ``batch_size``); its help ends
 with the default. With ``--resume`` the run's saved ``config.json`` is the starting point
@@ -305,6 +305,20 @@ def _eval(args: argparse.Namespace) -> int:
   return 0
 
 
+def _predict(args: argparse.Namespace) -> int:
+  from cnnjax.train.inference import predict_files
+
+  try:
+    results = predict_files(args.run, args.images, top_k=args.top_k, epoch=args.epoch)
+  except Exception as e:
+    if not _known(e):
+      raise
+    return _fail("predict", e, args)
+  for path, best in zip(args.images, results):
+    print(f"{path}: " + ", ".join(f"{name} {p:.4f}" for name, p in best))
+  return 0
+
+
 def _search(args: argparse.Namespace) -> int:
   from cnnjax.train.search import DEFAULT_SPACE, search
 
@@ -329,7 +343,8 @@ def _add_debug(parser: argparse.ArgumentParser) -> None:
 
 
 def add_subcommands(sub: argparse._SubParsersAction) -> None:
-  """Adds ``train``, ``eval`` and ``search`` to the ``cnnjax`` subparsers ``sub``."""
+  """Adds ``train``, ``eval``, ``predict`` and ``search`` to the ``cnnjax`` subparsers
+  ``sub``."""
   fmt = argparse.RawDescriptionHelpFormatter
   p = sub.add_parser(
       "train", formatter_class=fmt,
@@ -386,6 +401,21 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
                  "the run's)")
   _add_debug(e)
   e.set_defaults(func=_eval)
+
+  r = sub.add_parser(
+      "predict", help="classify image files with a trained run (no dataset needed)",
+      description="Load a run's model (its directory alone, moved or copied: config.json, "
+      "run.json, a checkpoint) and print each image's most probable classes, one line per "
+      "file: PATH: CLASS PROBABILITY, ... Images of another size are resized (bilinear) to "
+      "the run's input size; grey and colour are converted, alpha is dropped.")
+  r.add_argument("--run", metavar="DIR", required=True, help="a directory written by "
+                 "`cnnjax train --out DIR` (required)")
+  r.add_argument("images", nargs="+", metavar="IMAGE", help="PNG or JPEG files")
+  r.add_argument("--top-k", type=int, default=3, help="classes shown per image (default: 3)")
+  r.add_argument("--epoch", type=int, default=None,
+                 help="checkpoint epoch (default: the latest verified one)")
+  _add_debug(r)
+  r.set_defaults(func=_predict)
 
   s = sub.add_parser(
       "search", formatter_class=fmt,
