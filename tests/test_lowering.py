@@ -523,6 +523,23 @@ class Bf16PatchLoweringTest(chex.TestCase):
       for g, r in zip(got, want):
         _assert_bf16_close(g, r, rtol=2 ** -5)  # three bf16 roundings deep
 
+  def test_conv_transpose_gradients_through_the_module(self):
+    # Reverse mode through bf16 conv_transpose with stride 1 raised NotImplementedError
+    # (no transpose rule for custom_vjp_call): its custom JVP transposes its tangents.
+    from flax import nnx  # noqa: PLC0415
+    import cnnjax.nn  # noqa: PLC0415
+    y = jnp.asarray(_random((2, 6, 6, 4), 3, np.float32), jnp.bfloat16)
+    module = cnnjax.nn.ConvTranspose(4, 3, 3, padding="SAME", rngs=nnx.Rngs(0))
+    loss = lambda m, y: jnp.sum(jnp.sin(m(y).astype(jnp.float32)))
+    grads, gy = jax.jit(nnx.grad(loss, argnums=(0, 1)))(module, y)
+    self.assertEqual(gy.dtype, jnp.bfloat16)
+    module32 = cnnjax.nn.ConvTranspose(4, 3, 3, padding="SAME", rngs=nnx.Rngs(0))
+    grads32, gy32 = nnx.grad(loss, argnums=(0, 1))(module32, y.astype(jnp.float32))
+    _assert_bf16_close(gy, gy32, rtol=2 ** -5)
+    np.testing.assert_allclose(np.asarray(grads.kernel.value, np.float32),
+                               grads32.kernel.value, rtol=2 ** -5,
+                               atol=2 ** -5 * float(np.abs(grads32.kernel.value).max()))
+
   def test_configurations_it_leaves_to_lax(self):
     # float32, strides, dilations, groups and pads of a whole kernel or more keep their
     # lowerings; a 1×1 kernel stays a plain matmul.
@@ -617,6 +634,39 @@ class LoweredProgramTest(chex.TestCase):
     x, w = jnp.ones((64, 8, 8, 16)), jnp.ones((3, 3, 16, 16))
     text = _lowered_text(functools.partial(cross_correlate, padding="SAME"), x, w)
     self.assertEqual(_count(text, "convolution"), 1)
+
+
+@pytest.mark.parametrize("name", ["cross_correlate", "conv_transpose", "locally_connected",
+                                  "tiled_conv"])
+def test_default_precision_is_within_the_backends_tolerance(name):
+  # The suite pins precision="highest" (conftest.py); users get the platform's default:
+  # float32 on CPU, TF32 on NVIDIA GPUs, bf16 passes on TPU (references.tolerance).
+  import cnnjax  # noqa: PLC0415
+  from references import ref_correlate_adjoint, ref_local, ref_tiled  # noqa: PLC0415
+  rng = np.random.default_rng(11)
+  x = rng.normal(size=(2, 8, 8, 16)).astype(np.float32)
+  if name == "cross_correlate":
+    w = rng.normal(size=(3, 3, 16, 8)).astype(np.float32)
+    f = functools.partial(cnnjax.cross_correlate, padding="SAME")
+    want = lax_reference(x.astype(np.float64), w.astype(np.float64), stride=(1, 1),
+                         pads=((1, 1), (1, 1)))
+  elif name == "conv_transpose":
+    w = rng.normal(size=(3, 3, 8, 16)).astype(np.float32)
+    f = functools.partial(cnnjax.conv_transpose, stride=2, padding="SAME")
+    want = ref_correlate_adjoint(x, w, (2, 16, 16, 8), stride=2, padding="SAME")
+  elif name == "locally_connected":
+    w = rng.normal(size=(6, 6, 3, 3, 16, 8)).astype(np.float32)
+    f, want = cnnjax.locally_connected, ref_local(x, w)
+  else:
+    w = rng.normal(size=(2, 2, 3, 3, 16, 8)).astype(np.float32)
+    f = functools.partial(cnnjax.tiled_conv, tile=2, padding="SAME")
+    want = ref_tiled(x, w, tile=2, padding="SAME")
+  with jax.default_matmul_precision("default"):
+    got = jax.jit(f)(x, w)
+  assert got.dtype == jnp.float32
+  assert_close(got, want, np.float32)
+  got = jax.jit(functools.partial(f, precision="highest"))(x, w)
+  assert_close(got, want, np.float32, precision="highest")
 
 
 if __name__ == "__main__":
