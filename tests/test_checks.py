@@ -9,7 +9,6 @@
 References are the NumPy loops of ``references.py``.
 """
 
-import functools
 
 import jax
 import jax.numpy as jnp

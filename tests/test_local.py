@@ -19,7 +19,7 @@ from jax.test_util import check_grads
 
 from cnnjax.conv import cross_correlate
 from cnnjax.local import locally_connected
-from references import MODES, per_dim, ref_geometry, ref_local, ref_pads
+from references import MODES, ref_geometry, ref_local, ref_pads
 
 _SETTINGS = dict(
     deadline=None, suppress_health_check=[HealthCheck.differing_executors, HealthCheck.too_slow]

@@ -29,7 +29,6 @@ import math
 import os
 
 import jax
-import jax.numpy as jnp
 
 from cnnjax import _checks
 from cnnjax import padding as _padding
