@@ -65,8 +65,35 @@ def _summary(args: argparse.Namespace) -> int:
   return 0
 
 
+def _models(args: argparse.Namespace) -> int:
+  import jax
+  from flax import nnx
+
+  from cnnjax import models
+
+  rows = []
+  for name in models.names():
+    model = models.abstract(name)
+    params = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+    shape = "x".join(map(str, models.default_input_shape(name)))
+    rows.append((name, f"{params:,}", shape, str(models.default_num_classes(name))))
+  header = ("model", "params", "input", "classes")
+  widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
+  for row in [header, *rows]:
+    print(f"{row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]:<{widths[2]}}  "
+          f"{row[3]:>{widths[3]}}".rstrip())
+  return 0
+
+
+def _version() -> str:
+  from cnnjax import __version__
+
+  return f"cnnjax {__version__}"
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="cnnjax", description=__doc__)
+  parser.add_argument("--version", action="version", version=_version())
   sub = parser.add_subparsers(dest="command", required=True)
   demo = sub.add_parser("demo", help="a short demo of the functional ops (no download)")
   demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
@@ -82,9 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
   summ.add_argument("--tile", type=int, default=2, help="tile of --conv tiled (default: 2)")
   summ.add_argument("--format", choices=("table", "markdown", "csv"), default="table")
   summ.set_defaults(func=_summary)
+  mods = sub.add_parser("models", help="list the model zoo: parameters, default input shape "
+                        "and classes (any input shape and class count can be trained)")
+  mods.set_defaults(func=_models)
   from cnnjax.train.cli import add_subcommands as add_train_subcommands
 
-  add_train_subcommands(sub)  # train, eval, search
+  add_train_subcommands(sub)  # train, eval, predict, search
   return parser
 
 

@@ -48,8 +48,17 @@ def test_train_resume_and_eval(tmp_path, capsys):
   assert main(["train", *TINY, *cache, "--epochs", "1", "--out", run, "--no-plots"]) == 0
   records = read_metrics(os.path.join(run, "metrics.jsonl"))
   assert len(records) == 1 and 0.0 <= records[0]["test_accuracy"] <= 1.0
+  # A longer cosine schedule would make the rate jump where the run resumes: refused.
+  capsys.readouterr()
+  assert main(["train", "--out", run, "--resume", "--epochs", "2", "--quiet"]) == 2
+  line = _one_line(capsys.readouterr().err)
+  assert "epochs 1 -> 2, which changes the cosine schedule's length from 2 to 4 steps: at " \
+      "step 2 the learning rate would go from 0 to 0.025" in line, line
+  assert "--allow-schedule-change" in line
+  assert TrainConfig.load(os.path.join(run, "config.json")).epochs == 1
   # --resume keeps the saved config (linear on 3-class shapes) and changes only --epochs.
-  assert main(["train", "--out", run, "--resume", "--epochs", "2", "--quiet"]) == 0
+  assert main(["train", "--out", run, "--resume", "--epochs", "2", "--quiet",
+               "--allow-schedule-change"]) == 0
   config = TrainConfig.load(os.path.join(run, "config.json"))
   assert (config.model, config.epochs, config.data_options["num_classes"]) == ("linear", 2, 3)
   records = read_metrics(os.path.join(run, "metrics.jsonl"))
@@ -59,11 +68,18 @@ def test_train_resume_and_eval(tmp_path, capsys):
   assert main(["eval", "--run", run]) == 0
   out = capsys.readouterr().out
   assert "val_accuracy" in out and "test_accuracy" in out
-  with open(os.path.join(run, "eval.json")) as f:
-    result = json.load(f)
-  assert result["epoch"] == 2
-  assert result["val_accuracy"] == pytest.approx(records[-1]["val_accuracy"])
-  assert result["test_accuracy"] == pytest.approx(records[-1]["test_accuracy"])
+  for split in ("val", "test"):
+    with open(os.path.join(run, f"eval-{split}-none.json")) as f:
+      result = json.load(f)
+    assert result["epoch"] == 2 and result["tta"] == "none"
+    assert set(result) == {"epoch", "tta", f"{split}_loss", f"{split}_accuracy"}
+    assert result[f"{split}_accuracy"] == pytest.approx(records[-1][f"{split}_accuracy"])
+  # Nothing is overwritten: another call, another file; another TTA, its own name.
+  assert main(["eval", "--run", run, "--split", "val"]) == 0
+  assert main(["eval", "--run", run, "--split", "val", "--tta", "flip"]) == 0
+  names = sorted(n for n in os.listdir(run) if n.startswith("eval"))
+  assert names == ["eval-test-none.json", "eval-val-flip.json", "eval-val-none-2.json",
+                   "eval-val-none.json"]
   assert main(["eval", "--run", str(tmp_path)]) == 2  # not a run directory
 
 
@@ -183,3 +199,80 @@ def test_a_second_writer_and_orbax_errors_are_one_line(tmp_path, capsys):
     assert main(["eval", "--run", run]) == 2
   line = _one_line(capsys.readouterr().err)
   assert "checkpoints/1 could not be read into the target state" in line, line
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--model-option", "hiden=200"],
+     "--model-option got 'hiden' for --model linear; expected keys from"),
+    (["--model", "seed-cnn", "--model-option", "conv=foo"],
+     "--model-option got conv='foo' for --model seed-cnn on (32, 32, 3) images and 3 "
+     "classes, which it rejects: seed-cnn: conv got 'foo'; expected one of"),
+    (["--model", "resnet"], "--model got 'resnet'; expected one of ("),
+    (["--data-option", "num_trian=600"], "--data-option got 'num_trian'; expected keys from"),
+    (["--data-option", "num_train=50", "--val-size", "50"],
+     "--val-size got 50, but --data shapes has 50 training images; expected fewer"),
+    (["--batch-size", "100"],
+     "--batch-size got 100; expected at most the 80 training images left after --val-size 40"),
+    (["--data", "cifar10", "--data-option", "num_classes=3"],
+     "with --data cifar10; it applies to --data shapes only"),
+    (["--data-option", "num_classes=9"], "--data-option got num_classes=9; expected 2 to 6"),
+    (["--data-dir", "somewhere"], "--data-dir got"),
+])
+def test_options_are_checked_before_any_data_is_read(flags, expected, tmp_path, capsys,
+                                                     monkeypatch):
+  import cnnjax.data
+
+  monkeypatch.setattr(cnnjax.data, "load", lambda *a, **k: pytest.fail("data was read"))
+  assert main(["train", *TINY, *flags, "--out", str(tmp_path / "r")]) == 2
+  line = _one_line(capsys.readouterr().err)
+  assert line.startswith("cnnjax train: ") and expected in line, line
+
+
+def test_the_default_val_size_against_a_small_shapes_set(tmp_path, capsys, monkeypatch):
+  import cnnjax.data
+
+  monkeypatch.setattr(cnnjax.data, "load", lambda *a, **k: pytest.fail("data was read"))
+  assert main(["train", "--data-option", "num_train=600", "--out", str(tmp_path)]) == 2
+  line = _one_line(capsys.readouterr().err)
+  assert "--val-size (default) got 1000, but --data shapes has 600 training images" in line
+
+
+def test_train_from_a_config_file_round_trip(tmp_path, capsys, monkeypatch):
+  from cnnjax.train import loop
+  from cnnjax.train.config import config_changes
+
+  a, b = tmp_path / "a", tmp_path / "b"
+  base = ["train", *TINY, "--cache-dir", str(tmp_path / "cache"), "--no-plots"]
+  assert main([*base, "--epochs", "1", "--lr", "0.02", "--out", str(a)]) == 0
+  assert main(["train", "--config", str(a / "config.json"), "--quiet", "--out", str(b)]) == 0
+  assert (b / "config.json").read_text() == (a / "config.json").read_text()
+  # Flags override the file.
+  seen = []
+  monkeypatch.setattr(loop, "train", lambda config, **kw: seen.append(config))
+  assert main(["train", "--config", str(a / "config.json"), "--epochs", "3",
+               "--model-option", "hidden=7", "--out", str(tmp_path / "c")]) == 0
+  saved = TrainConfig.load(a / "config.json")
+  assert config_changes(saved, seen[0]) == {"epochs": (1, 3),
+                                            "model_options": ({}, {"hidden": 7})}
+  capsys.readouterr()
+  for flags, expected in [(["--resume", "--out", str(a)], "--config got"),
+                          (["--recipe", "fast"], "--recipe got 'fast' with --config")]:
+    assert main(["train", "--config", str(a / "config.json"), *flags]) == 2
+    assert expected in _one_line(capsys.readouterr().err)
+  assert main(["train", "--config", str(tmp_path / "missing.json")]) == 2
+  assert "FileNotFoundError" in _one_line(capsys.readouterr().err)
+
+
+def test_models_and_version(capsys):
+  import cnnjax
+  from cnnjax import models
+
+  assert main(["models"]) == 0
+  lines = capsys.readouterr().out.splitlines()
+  assert lines[0].split() == ["model", "params", "input", "classes"]
+  assert [line.split()[0] for line in lines[1:]] == list(models.names())
+  assert "seed-cnn 214,806 32x32x3 10" in [" ".join(line.split()) for line in lines]
+  with pytest.raises(SystemExit) as exit_info:
+    main(["--version"])
+  assert exit_info.value.code == 0
+  assert capsys.readouterr().out.strip() == f"cnnjax {cnnjax.__version__}"

@@ -81,7 +81,8 @@ _FLAGS: list[tuple[str, dict[str, Any], str]] = [
      "--data-option class_names=[...])"),
     ("data_options", {"type": _kv, "action": "append", "metavar": "KEY=VALUE",
                       "flag": "--data-option"},
-     "extra cnnjax.data.load option, repeatable (e.g. num_train=600 for shapes)"),
+     "extra cnnjax.data.load option, repeatable (e.g. num_train=600 for shapes, with "
+     "--val-size 100)"),
     ("cache_dir", {"metavar": "PATH"}, "cache of decoded arrays (None: $CNNJAX_CACHE or "
      "~/.cache/cnnjax)"),
     ("val_size", {"type": _none_or(int), "metavar": "N"},
@@ -175,14 +176,15 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
                        help=f"{text} (default: {shown})", **kwargs)
 
 
-def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
+def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None, *,
+                     base_flag: str = "--resume") -> TrainConfig:
   """``base`` (default ``TrainConfig()``, or ``--recipe``'s config) with the config flags
-  given on the command line."""
+  given on the command line; ``base_flag`` is the flag that gave ``base``."""
   recipe = getattr(args, "recipe", None)
   if recipe is not None and base is not None:
     raise ValueError(
-        f"--recipe got {recipe!r} with --resume; expected no --recipe: the run's config.json "
-        "already holds its recipe's values (change single flags instead)."
+        f"--recipe got {recipe!r} with {base_flag}; expected no --recipe: the config already "
+        "holds its recipe's values (change single flags instead)."
     )
   given = {}
   for name, _, _ in _FLAGS:
@@ -254,16 +256,23 @@ def _train(args: argparse.Namespace) -> int:
     sharding.initialize_distributed(
         getattr(args, "distributed", None), coordinator_address=args.coordinator_address,
         num_processes=args.num_processes, process_id=args.process_id)
-    base = None
+    base, base_flag = None, "--resume"
     if args.resume:
       if args.out is None:
         raise ValueError("--resume got no --out; expected the run directory to continue.")
+      if args.config is not None:
+        raise ValueError(
+            f"--config got {args.config!r} with --resume; expected one of them (--resume "
+            "starts from the run's own config.json).")
       saved = os.path.join(args.out, "config.json")
       if os.path.exists(saved):
         base = TrainConfig.load(saved)
-    config = config_from_args(args, base)
+    elif args.config is not None:
+      base, base_flag = TrainConfig.load(args.config), "--config"
+    config = config_from_args(args, base, base_flag=base_flag)
     out = args.out or _default_out(config)
-    train(config, out_dir=out, resume=args.resume, quiet=args.quiet, plots=not args.no_plots)
+    train(config, out_dir=out, resume=args.resume, quiet=args.quiet, plots=not args.no_plots,
+          allow_schedule_change=args.allow_schedule_change)
   except KeyboardInterrupt:
     print(f"\ncnnjax train: interrupted; continue with: cnnjax train --out {out} --resume",
           file=sys.stderr)
@@ -299,10 +308,26 @@ def _eval(args: argparse.Namespace) -> int:
     return _fail("eval", e, args)
   for key, value in result.items():
     print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
-  with open(os.path.join(args.run, "eval.json"), "w") as f:
-    json.dump(result, f, indent=2)
-    f.write("\n")
+  for split in args.split:
+    if f"{split}_accuracy" not in result:
+      continue
+    record = {"epoch": result["epoch"], "tta": result["tta"],
+              **{k: v for k, v in result.items() if k.startswith(f"{split}_")}}
+    path = _free_path(os.path.join(args.run, f"eval-{split}-{result['tta']}"), ".json")
+    with open(path, "x") as f:
+      json.dump(record, f, indent=2)
+      f.write("\n")
+    print(f"wrote {path}")
   return 0
+
+
+def _free_path(stem: str, ext: str) -> str:
+  """``stem + ext``, or ``stem-2 + ext``, ``stem-3 + ext``, ... : the first that is free."""
+  path, i = stem + ext, 1
+  while os.path.exists(path):
+    i += 1
+    path = f"{stem}-{i}{ext}"
+  return path
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -356,7 +381,8 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
       "      --epochs 10 --augment --out runs/seed-cnn\n"
       "  cnnjax train --recipe fast --data cifar10 --data-dir cifar10-train-jpeg.zip \\\n"
       "      --out runs/fastnet        # airbench94: fastnet, 10 epochs of batch 1024\n"
-      "  cnnjax train --out runs/seed-cnn --resume --epochs 20",
+      "  cnnjax train --config runs/search/best_config.json --epochs 20\n"
+      "  cnnjax train --out runs/seed-cnn --resume --epochs 20 --allow-schedule-change",
   )
   _add_config_flags(p)
   p.add_argument("--out", metavar="DIR", default=None,
@@ -367,6 +393,15 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
                  "flags given changing its config (not --seed); config.json records the "
                  "change once an epoch under it completes. With no flag changed it ends "
                  "exactly as an uninterrupted run (default: off)")
+  p.add_argument("--allow-schedule-change", action="store_true",
+                 help="with --resume: accept flags (--epochs, --batch-size) that change the "
+                 "learning-rate schedule's length; the rate then jumps to the new "
+                 "schedule's value where the run resumes (default: refused, naming the "
+                 "jump)")
+  p.add_argument("--config", metavar="FILE", default=None,
+                 help="start from this config.json (a run's, or search's best_config.json) "
+                 "instead of the defaults; flags given explicitly override it (default: "
+                 "none)")
   p.add_argument("--quiet", action="store_true",
                  help="no progress bar or per-epoch lines (default: off)")
   p.add_argument("--no-plots", action="store_true",
@@ -386,7 +421,9 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
 
   e = sub.add_parser("eval", help="evaluate a run's checkpoint on its validation/test data",
                      description="Rebuild a run from its config.json and latest (or --epoch) "
-                     "checkpoint and report loss and accuracy; also writes DIR/eval.json.")
+                     "checkpoint and report loss and accuracy; also writes "
+                     "DIR/eval-<split>-<tta>.json per split (eval-<split>-<tta>-2.json, ... "
+                     "when it exists: nothing is overwritten).")
   e.add_argument("--run", metavar="DIR", required=True, help="a directory written by "
                  "`cnnjax train --out DIR` (required)")
   e.add_argument("--epoch", type=int, default=None,

@@ -33,6 +33,7 @@ from cnnjax.train.config import TrainConfig, append_history, config_changes
 from cnnjax.train.evaluation import eval_split
 from cnnjax.train.lock import RunLock
 from cnnjax.train.metrics import MetricsLog
+from cnnjax.train.preflight import check_schedule_change
 from cnnjax.train.progress import Progress, show_progress
 from cnnjax.train.run import InputSpec, ModelFn, build_run
 from cnnjax.train.state import ModelDef, TrainState, eval_params
@@ -92,6 +93,7 @@ def train(
     callbacks: Sequence[Callback] = (),
     quiet: bool = False,
     plots: bool = True,
+    allow_schedule_change: bool = False,
 ) -> TrainResult:
   """Trains ``config``'s model on its dataset, writing the run to ``out_dir``.
 
@@ -109,6 +111,9 @@ def train(
       (and its checkpoint saved); an exception from a callback stops the run.
     quiet: no progress bar and no per-epoch lines.
     plots: write ``curves.png`` and ``filters.png`` at the end.
+    allow_schedule_change: on resume, accept a config whose learning-rate schedule has
+      another length (other ``epochs`` or ``batch_size``): the rate then jumps to the new
+      schedule's value where the run resumes.
 
   Returns:
     A ``TrainResult``.
@@ -117,8 +122,10 @@ def train(
     NonFiniteLossError: the training loss became NaN/inf; the message names the step, and
       the last verified checkpoint is kept.
     RunInUseError: another process is writing ``out_dir`` (a ``ValueError``).
-    ValueError: bad settings; on resume, a changed seed, or a checkpoint that does not fit
-      the changed model/optimizer (the message names the changed fields).
+    ValueError: bad settings (checked before any data is read); on resume, a changed
+      seed, a schedule of another length without ``allow_schedule_change``, or a
+      checkpoint that does not fit the changed model/optimizer (the message names the
+      changed fields).
 
   Example:
     >>> result = train(TrainConfig(epochs=1), out_dir="/tmp/run")  # doctest: +SKIP
@@ -135,7 +142,8 @@ def train(
       print(f"Took over the stale lock {lock.path} of process {lock.stale.get('pid')} "
             f"(no longer running).", flush=True)
     return _train(config, out_dir=out_dir, resume=resume, dataset=dataset,
-                  model_fn=model_fn, callbacks=callbacks, quiet=quiet, plots=plots)
+                  model_fn=model_fn, callbacks=callbacks, quiet=quiet, plots=plots,
+                  allow_schedule_change=allow_schedule_change)
   except Exception as e:
     if not _sh.is_peer_failure(e):
       raise
@@ -151,7 +159,8 @@ def train(
 
 
 def _train(config: TrainConfig, *, out_dir: str, resume: bool, dataset, model_fn,
-           callbacks: Sequence[Callback], quiet: bool, plots: bool) -> TrainResult:
+           callbacks: Sequence[Callback], quiet: bool, plots: bool,
+           allow_schedule_change: bool) -> TrainResult:
   _rd.check_out_dir(out_dir, resume)
   config_path = os.path.join(out_dir, _rd.CONFIG_FILE)
   saved = TrainConfig.load(config_path) if resume and os.path.exists(config_path) else None
@@ -179,9 +188,14 @@ def _train(config: TrainConfig, *, out_dir: str, resume: bool, dataset, model_fn
     if latest is not None:
       try:
         state = ckpt.restore(latest, state)
+        if saved is not None and not allow_schedule_change:
+          check_schedule_change(saved, config, num_train=spec.num_train, start_epoch=latest)
       except CheckpointError as e:
         ckpt.close()
         raise _rd.restore_error(saved, config, ckpt.path(latest), e) from e
+      except ValueError:
+        ckpt.close()
+        raise
       start_epoch = latest
       say(f"Resumed from {ckpt.path(latest)} (epoch {latest}, verified).")
     else:

@@ -265,7 +265,8 @@ def build_run(config: TrainConfig, dataset=None, *, spec: InputSpec | None = Non
 
   Raises:
     ValueError: a batch size that does not divide over the devices or exceeds the
-      training images.
+      training images; before reading ``config``'s data, any option that cannot work
+      (:func:`~cnnjax.train.preflight.check_config`).
   """
   mesh = _sh.make_mesh(config.num_devices) if mesh is None else mesh
   n_dev = mesh.size
@@ -276,6 +277,9 @@ def build_run(config: TrainConfig, dataset=None, *, spec: InputSpec | None = Non
     )
   eval_batch_size = -(-config.eval_batch_size // n_dev) * n_dev
   if dataset is None and spec is None:
+    from cnnjax.train.preflight import check_config
+
+    check_config(config, model=model_fn is None)  # before any data is read
     dataset = load_dataset(config)
   arrays = _device_arrays(dataset, mesh) if dataset is not None else None
   images, labels = arrays["train"] if arrays is not None else (None, None)

@@ -20,6 +20,7 @@ import numpy as np
 
 from cnnjax.train.config import TrainConfig
 from cnnjax.train.loop import NonFiniteLossError, train
+from cnnjax.train.preflight import check_config
 from cnnjax.train.run import ModelFn, load_dataset
 
 __all__ = ["DEFAULT_SPACE", "SearchSpace", "format_table", "sample", "search"]
@@ -122,6 +123,7 @@ def search(
   out_dir = os.fspath(out_dir)
   os.makedirs(out_dir, exist_ok=True)
   if dataset is None:
+    check_config(base, model=model_fn is None)  # before any data is read
     dataset = load_dataset(base)
   if getattr(dataset, "test_images", None) is not None:  # selection never sees the test split
     dataset = dataclasses.replace(dataset, test_images=None, test_labels=None)
