@@ -154,6 +154,11 @@ _FLAGS: list[tuple[str, dict[str, Any], str]] = [
     ("checkpoint_every", {"type": int, "metavar": "E"}, "checkpoint every E epochs (and at "
      "the end)"),
     ("keep_checkpoints", {"type": int, "metavar": "N"}, "recent checkpoints to keep"),
+    ("log_every", {"type": int, "metavar": "K"}, "write the training loss, learning rate and "
+     "images/s to steps.jsonl every K steps (0: never)"),
+    ("tensorboard", {"action": argparse.BooleanOptionalAction}, "also write them and the "
+     "epoch metrics as TensorBoard event files to <out>/tensorboard/ (needs tensorboardX: "
+     "pip install 'cnnjax[tensorboard]')"),
 ]
 
 

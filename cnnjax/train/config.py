@@ -124,6 +124,10 @@ class TrainConfig:
       the ``JAX_COORDINATOR_ADDRESS`` environment variable is set).
     checkpoint_every: save a checkpoint every this many epochs (and always at the end).
     keep_checkpoints: how many recent checkpoints to keep.
+    log_every: write the training loss (mean since the last line), learning rate and
+      images/s to ``steps.jsonl`` every this many steps (0: never).
+    tensorboard: also write them, and each epoch's metrics, as TensorBoard event files to
+      ``<run>/tensorboard/`` (needs tensorboardX: ``pip install 'cnnjax[tensorboard]'``).
   """
 
   model: str = "seed-cnn"
@@ -170,6 +174,8 @@ class TrainConfig:
   distributed: bool | None = None
   checkpoint_every: int = 1
   keep_checkpoints: int = 2
+  log_every: int = 20
+  tensorboard: bool = False
 
   def __post_init__(self):
     set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
@@ -184,7 +190,8 @@ class TrainConfig:
       raise ValueError(
           f"TrainConfig: schedule got {self.schedule!r}; expected one of {SCHEDULES}."
       )
-    for name in ("nesterov", "decay_all", "lookahead", "augment", "tta_final_only"):
+    for name in ("nesterov", "decay_all", "lookahead", "augment", "tta_final_only",
+                 "tensorboard"):
       if not isinstance(getattr(self, name), bool):
         raise ValueError(
             f"TrainConfig: {name} got {getattr(self, name)!r}; expected True or False."
@@ -203,7 +210,7 @@ class TrainConfig:
     _positive_int("checkpoint_every", self.checkpoint_every)
     _positive_int("keep_checkpoints", self.keep_checkpoints)
     _positive_int("lookahead_sync_period", self.lookahead_sync_period)
-    for name in ("crop_padding", "data_init_images"):
+    for name in ("crop_padding", "data_init_images", "log_every"):
       value = getattr(self, name)
       if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ValueError(f"TrainConfig: {name} got {value!r}; expected an int >= 0.")

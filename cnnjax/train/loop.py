@@ -32,12 +32,13 @@ from cnnjax.train.checkpoint import CheckpointError, Checkpointer
 from cnnjax.train.config import TrainConfig, append_history, config_changes
 from cnnjax.train.evaluation import eval_split
 from cnnjax.train.lock import RunLock
-from cnnjax.train.metrics import MetricsLog
+from cnnjax.train.metrics import MetricsLog, read_metrics
 from cnnjax.train.preflight import check_schedule_change
 from cnnjax.train.progress import Progress, show_progress
 from cnnjax.train.run import InputSpec, ModelFn, build_run
 from cnnjax.train.state import ModelDef, TrainState, eval_params
 from cnnjax.train.steps import Steps
+from cnnjax.train.tracking import STEPS_FILE, StepLogger
 
 __all__ = ["NonFiniteLossError", "TrainResult", "train"]
 
@@ -173,6 +174,9 @@ def _train(config: TrainConfig, *, out_dir: str, resume: bool, dataset, model_fn
 
   os.makedirs(out_dir, exist_ok=True)
   log = MetricsLog(os.path.join(out_dir, "metrics.jsonl"))
+  steplog = StepLogger(out_dir, log_every=config.log_every, schedule=run.schedule,
+                       batch_size=config.batch_size, tensorboard=config.tensorboard,
+                       enabled=_is_main())
   history_path = os.path.join(out_dir, "config_history.jsonl")
   ckpt = Checkpointer(os.path.join(out_dir, "checkpoints"), keep=config.keep_checkpoints)
   start_epoch, history = 0, []
@@ -206,6 +210,8 @@ def _train(config: TrainConfig, *, out_dir: str, resume: bool, dataset, model_fn
       say(f"Resuming with a changed config: {_rd.describe_changes(changes)} (config.json "
           f"takes it once epoch {start_epoch + 1} completes).")
     history = log.truncate(start_epoch) if _is_main() else []
+    if _is_main():
+      steplog.truncate(start_epoch)
   if _is_main() and pending is None and (saved is None or saved != config):
     config.save(config_path)
     if saved is None:
@@ -219,6 +225,7 @@ def _train(config: TrainConfig, *, out_dir: str, resume: bool, dataset, model_fn
         "devices": n_dev, "processes": jax.process_count()})
   if _is_main() and not resume:
     log.truncate(0)
+    steplog.truncate(0)
 
   compile_seconds = None
   ran = start_epoch < config.epochs
@@ -231,9 +238,10 @@ def _train(config: TrainConfig, *, out_dir: str, resume: bool, dataset, model_fn
     for epoch in range(start_epoch + 1, config.epochs + 1):
       progress.describe(f"epoch {epoch}/{config.epochs}")
       t0 = time.perf_counter()
+      steplog.start_epoch()
       state, losses, correct = _train_epoch(
           steps, state, images, labels, epoch=epoch, steps_per_epoch=steps_per_epoch,
-          progress=progress, last_good=lambda: _last(ckpt),
+          progress=progress, last_good=lambda: _last(ckpt), steplog=steplog,
       )
       jax.block_until_ready(state)
       train_seconds = time.perf_counter() - t0
@@ -259,6 +267,7 @@ def _train(config: TrainConfig, *, out_dir: str, resume: bool, dataset, model_fn
         record["compile_seconds"], compile_seconds = compile_seconds, None
       if _is_main():  # the record first: a resume truncates records past the checkpoint
         log.append(record)
+        steplog.epoch(record)
       if epoch % config.checkpoint_every == 0 or epoch == config.epochs:
         ckpt.save(epoch, state)
       if pending is not None and _is_main():  # an epoch under the changes has completed
@@ -272,15 +281,18 @@ def _train(config: TrainConfig, *, out_dir: str, resume: bool, dataset, model_fn
         cb(record, state)
   except NonFiniteLossError:
     progress.close()
+    steplog.close()
     if plots and _is_main() and history:
       _write_plots(out_dir, history, None, spec)
     ckpt.close()
     raise
   except BaseException:
     progress.close()
+    steplog.close()
     ckpt.close()
     raise
   progress.close()
+  steplog.close()
   ckpt.close()
   if plots and _is_main():
     _write_plots(out_dir, history, state, spec)
@@ -306,12 +318,15 @@ def _compile(steps: Steps, state, images, labels, steps_per_epoch: int):
 
 
 def _train_epoch(steps: Steps, state: TrainState, images, labels, *, epoch: int,
-                 steps_per_epoch: int, progress: Progress, last_good: Callable[[], str]):
+                 steps_per_epoch: int, progress: Progress, last_good: Callable[[], str],
+                 steplog: StepLogger):
   """Runs one epoch; returns ``(state, per-step losses, correct count)``.
 
-  The host syncs every ``_SYNC_EVERY`` steps (not every step, so dispatch runs ahead) to
-  update the progress bar and to stop at the first non-finite loss.
+  The host syncs every ``_SYNC_EVERY`` steps, or every ``log_every`` if fewer (not every
+  step, so dispatch runs ahead) to update the progress bar and the step log and to stop
+  at the first non-finite loss.
   """
+  sync_every = min(_SYNC_EVERY, steplog.log_every or _SYNC_EVERY)
   perm = steps.permutation(state.rng, epoch)
   first_step = int(_sh.to_host(state.step))
   k = steps.steps_per_call
@@ -331,6 +346,7 @@ def _train_epoch(steps: Steps, state: TrainState, images, labels, *, epoch: int,
               "the data."
           )
         losses.append(float(loss))
+        steplog.step(first_step + len(losses), epoch, float(loss))
         correct += int(c)
         n_new += 1
     pending = []
@@ -343,7 +359,7 @@ def _train_epoch(steps: Steps, state: TrainState, images, labels, *, epoch: int,
     state, m = fn(state, images, labels, perm, np.int32(done))
     pending.append(m)
     done += k if many else 1
-    if len(pending) * k >= _SYNC_EVERY:
+    if len(pending) * k >= sync_every:
       sync()
   sync()
   return state, losses, correct
@@ -367,7 +383,8 @@ def _epoch_line(r: dict[str, Any], epochs: int) -> str:
 def _write_plots(out_dir: str, history, state, spec: InputSpec) -> None:
   from cnnjax.train import plots
 
-  plots.plot_curves(history, os.path.join(out_dir, "curves.png"))
+  plots.plot_curves(history, os.path.join(out_dir, "curves.png"),
+                    steps=read_metrics(os.path.join(out_dir, STEPS_FILE)))
   if state is not None:
     # Trained parameters first; then frozen weights kept in the model state (fastnet's
     # whitening filters), floating arrays only (not RNG keys).

@@ -25,22 +25,49 @@ def _pyplot():
   return plt
 
 
-def plot_curves(records: Sequence[dict[str, Any]], path: str | os.PathLike) -> None:
-  """Loss and accuracy per epoch (train, validation, test when present) to a PNG."""
+def plot_curves(records: Sequence[dict[str, Any]], path: str | os.PathLike, *,
+                steps: Sequence[dict[str, Any]] = ()) -> None:
+  """Loss, accuracy and learning rate against epochs to a PNG.
+
+  Args:
+    records: the ``metrics.jsonl`` records (train, validation, test when present).
+    path: the PNG file.
+    steps: the ``steps.jsonl`` records, if any: the training loss and the learning rate
+      every few steps (a 1-epoch run gets curves, not single points).
+  """
+  from matplotlib.ticker import MaxNLocator
+
   plt = _pyplot()
   epochs = [r["epoch"] for r in records]
-  fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+  # Steps per epoch from the last record (its step count ends its epoch).
+  per_epoch = records[-1]["step"] / records[-1]["epoch"] if records and records[-1].get(
+      "step") else None
+  step_x = [s["step"] / per_epoch for s in steps] if per_epoch and steps else []
+  fig, (ax_loss, ax_acc, ax_lr) = plt.subplots(1, 3, figsize=(14, 4))
+  if step_x:
+    ax_loss.plot(step_x, [float(s["loss"]) for s in steps], color="0.7", linewidth=1,
+                 label="train (steps)")
   for split in ("train", "val", "test"):
     for ax, what in ((ax_loss, "loss"), (ax_acc, "accuracy")):
       key = f"{split}_{what}"
       if any(key in r for r in records):
         ys = [float(r.get(key, "nan")) for r in records]
         ax.plot(epochs, ys, marker="o", markersize=3, label=split)
+  if step_x:
+    ax_lr.plot(step_x, [float(s["lr"]) for s in steps], label="per step")
+  elif any("lr" in r for r in records):
+    ax_lr.plot(epochs, [float(r.get("lr", "nan")) for r in records], marker="o",
+               markersize=3, label="end of epoch")
   ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
   ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
-  for ax in (ax_loss, ax_acc):
+  ax_lr.set(xlabel="epoch", ylabel="learning rate", title="learning rate")
+  last = max([*epochs, *step_x, 1])
+  for ax in (ax_loss, ax_acc, ax_lr):
+    ax.set_xlim(0, last)  # a 1-epoch run is one point at 1: show it from 0
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
-    ax.legend()
+    if ax.get_legend_handles_labels()[0]:
+      ax.legend()
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)

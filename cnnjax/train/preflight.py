@@ -137,6 +137,10 @@ def check_config(config: TrainConfig, *, model: bool = True) -> None:
   Raises:
     ValueError: one line naming the option, what was given and what is allowed.
   """
+  if config.tensorboard:
+    from cnnjax.train.tracking import require_tensorboard
+
+    require_tensorboard()
   num_images = _check_data(config)
   if num_images is not None:
     _check_sizes(config, num_images)
