@@ -372,6 +372,13 @@ def _add_debug(parser: argparse.ArgumentParser) -> None:
                       "message (default: off)")
 
 
+def _add_run(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--run", metavar="DIR", required=True, help="a directory written by "
+                      "`cnnjax train --out DIR`, here or moved (required)")
+  parser.add_argument("--epoch", type=int, default=None,
+                      help="checkpoint epoch (default: the latest verified one)")
+
+
 def add_subcommands(sub: argparse._SubParsersAction) -> None:
   """Adds ``train``, ``eval``, ``predict`` and ``search`` to the ``cnnjax`` subparsers
   ``sub``."""
@@ -429,10 +436,7 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
                      "checkpoint and report loss and accuracy; also writes "
                      "DIR/eval-<split>-<tta>.json per split (eval-<split>-<tta>-2.json, ... "
                      "when it exists: nothing is overwritten).")
-  e.add_argument("--run", metavar="DIR", required=True, help="a directory written by "
-                 "`cnnjax train --out DIR` (required)")
-  e.add_argument("--epoch", type=int, default=None,
-                 help="checkpoint epoch (default: the latest complete one)")
+  _add_run(e)
   e.add_argument("--split", nargs="+", choices=("train", "val", "test"),
                  default=["val", "test"], help="splits to evaluate (default: val test)")
   e.add_argument("--tta", choices=TTA_MODES, default=None,
@@ -450,12 +454,9 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
       "run.json, a checkpoint) and print each image's most probable classes, one line per "
       "file: PATH: CLASS PROBABILITY, ... Images of another size are resized (bilinear) to "
       "the run's input size; grey and colour are converted, alpha is dropped.")
-  r.add_argument("--run", metavar="DIR", required=True, help="a directory written by "
-                 "`cnnjax train --out DIR` (required)")
+  _add_run(r)
   r.add_argument("images", nargs="+", metavar="IMAGE", help="PNG or JPEG files")
   r.add_argument("--top-k", type=int, default=3, help="classes shown per image (default: 3)")
-  r.add_argument("--epoch", type=int, default=None,
-                 help="checkpoint epoch (default: the latest verified one)")
   _add_debug(r)
   r.set_defaults(func=_predict)
 
