@@ -35,7 +35,7 @@ from cnnjax.train.lock import RunLock
 from cnnjax.train.metrics import MetricsLog, read_metrics
 from cnnjax.train.preflight import check_schedule_change
 from cnnjax.train.progress import Progress, show_progress
-from cnnjax.train.run import InputSpec, ModelFn, build_run
+from cnnjax.train.run import InputSpec, ModelFn, Run, build_run
 from cnnjax.train.state import ModelDef, TrainState, eval_params
 from cnnjax.train.steps import Steps
 from cnnjax.train.tracking import STEPS_FILE, StepLogger
@@ -188,22 +188,12 @@ def _train(config: TrainConfig, *, out_dir: str, resume: bool, dataset, model_fn
       f"{device.device_kind})")
   pending = None  # config changes to record once an epoch under them completes
   if resume:
-    latest = ckpt.latest_verified()
-    if latest is not None:
-      try:
-        state = ckpt.restore(latest, state)
-        if saved is not None and not allow_schedule_change:
-          check_schedule_change(saved, config, num_train=spec.num_train, start_epoch=latest)
-      except CheckpointError as e:
-        ckpt.close()
-        raise _rd.restore_error(saved, config, ckpt.path(latest), e) from e
-      except ValueError:
-        ckpt.close()
-        raise
-      start_epoch = latest
-      say(f"Resumed from {ckpt.path(latest)} (epoch {latest}, verified).")
-    else:
-      say(f"No intact checkpoint in {ckpt.directory}; starting from scratch.")
+    try:
+      state, start_epoch = _restore(ckpt, state, saved, config, num_train=spec.num_train,
+                                    allow_schedule_change=allow_schedule_change, say=say)
+    except BaseException:
+      ckpt.close()
+      raise
     changes = config_changes(saved, config) if saved is not None else {}
     if changes and start_epoch > 0:
       pending = changes
@@ -244,25 +234,8 @@ def _train(config: TrainConfig, *, out_dir: str, resume: bool, dataset, model_fn
           progress=progress, last_good=lambda: _last(ckpt), steplog=steplog,
       )
       jax.block_until_ready(state)
-      train_seconds = time.perf_counter() - t0
-      step = int(_sh.to_host(state.step))
-      record: dict[str, Any] = {
-          "epoch": epoch,
-          "step": step,
-          "lr": float(run.schedule(step - 1)),
-          "train_loss": float(np.mean(losses)),
-          "train_accuracy": correct / (steps_per_epoch * config.batch_size),
-      }
-      tta = not config.tta_final_only or epoch == config.epochs
-      if config.tta != "none":
-        record["tta"] = config.tta if tta else "none"
-      for split in ("val", "test"):
-        if run.arrays.get(split) is not None:
-          r = eval_split(steps, state, run.arrays[split], run.eval_batch_size, tta=tta)
-          record[f"{split}_loss"], record[f"{split}_accuracy"] = r["loss"], r["accuracy"]
-      record["seconds"] = time.perf_counter() - t0
-      record["train_seconds"] = train_seconds
-      record["images_per_second"] = steps_per_epoch * config.batch_size / train_seconds
+      record = _epoch_record(run, steps, state, epoch=epoch, losses=losses, correct=correct,
+                             t0=t0, train_seconds=time.perf_counter() - t0)
       if compile_seconds is not None:
         record["compile_seconds"], compile_seconds = compile_seconds, None
       if _is_main():  # the record first: a resume truncates records past the checkpoint
@@ -299,6 +272,50 @@ def _train(config: TrainConfig, *, out_dir: str, resume: bool, dataset, model_fn
   say(f"Run written to {out_dir}")
   return TrainResult(config=config, out_dir=out_dir, history=history, state=state,
                      model_def=run.model_def, steps=steps if ran else None, spec=spec)
+
+
+def _restore(ckpt: Checkpointer, state: TrainState, saved: TrainConfig | None,
+             config: TrainConfig, *, num_train: int, allow_schedule_change: bool,
+             say: Callable[[str], None]) -> tuple[TrainState, int]:
+  """Restores the latest verified checkpoint into ``state``; returns ``(state, its epoch)``
+  (``(state, 0)`` when there is none)."""
+  latest = ckpt.latest_verified()
+  if latest is None:
+    say(f"No intact checkpoint in {ckpt.directory}; starting from scratch.")
+    return state, 0
+  try:
+    state = ckpt.restore(latest, state)
+  except CheckpointError as e:
+    raise _rd.restore_error(saved, config, ckpt.path(latest), e) from e
+  if saved is not None and not allow_schedule_change:
+    check_schedule_change(saved, config, num_train=num_train, start_epoch=latest)
+  say(f"Resumed from {ckpt.path(latest)} (epoch {latest}, verified).")
+  return state, latest
+
+
+def _epoch_record(run: Run, steps: Steps, state: TrainState, *, epoch: int, losses,
+                  correct: int, t0: float, train_seconds: float) -> dict[str, Any]:
+  """The ``metrics.jsonl`` record of an epoch, with its evaluation (TTA as configured)."""
+  config = run.config
+  step = int(_sh.to_host(state.step))
+  record: dict[str, Any] = {
+      "epoch": epoch,
+      "step": step,
+      "lr": float(run.schedule(step - 1)),
+      "train_loss": float(np.mean(losses)),
+      "train_accuracy": correct / (run.steps_per_epoch * config.batch_size),
+  }
+  tta = not config.tta_final_only or epoch == config.epochs
+  if config.tta != "none":
+    record["tta"] = config.tta if tta else "none"
+  for split in ("val", "test"):
+    if run.arrays.get(split) is not None:
+      r = eval_split(steps, state, run.arrays[split], run.eval_batch_size, tta=tta)
+      record[f"{split}_loss"], record[f"{split}_accuracy"] = r["loss"], r["accuracy"]
+  record["seconds"] = time.perf_counter() - t0
+  record["train_seconds"] = train_seconds
+  record["images_per_second"] = run.steps_per_epoch * config.batch_size / train_seconds
+  return record
 
 
 def _compile(steps: Steps, state, images, labels, steps_per_epoch: int):
