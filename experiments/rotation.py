@@ -30,9 +30,12 @@ import numpy as np
 
 ANGLES = (0, 90, 180, 270)
 MODELS = ("seed-cnn", "p4-cnn")
-# Epochs per model. Measured on the shared 2-core machine (batch 128): seed-cnn about
-# 50 s per CIFAR-10 epoch, p4-cnn about 6 min (its group convolution does 16× the
-# multiply-adds of seed-cnn's second conv: 4× the input channels, 4× the output).
+# Epochs per model. Measured on the shared 2-core machine (batch 128): seed-cnn 50 s per
+# CIFAR-10 epoch on a quiet machine (113 s in the committed run, with other jobs), p4-cnn
+# 6 min quiet (258–605 s, median 477 s, in the committed run): its group convolution does
+# 16× the multiply-adds of seed-cnn's second conv (4× the input channels, 4× the output).
+# The committed page is a 4-epoch run (--epochs 4, 42 min); the 8 here take about 1 h
+# on a quiet machine.
 EPOCHS = 8
 
 
