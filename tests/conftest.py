@@ -1,5 +1,7 @@
 """Test configuration: loud failures for silent broadcasting, float64 references."""
 
+import os
+
 import jax
 
 import cnnjax  # noqa: F401  (first, so its XLA:CPU flag is set before JAX starts a backend)
@@ -13,3 +15,6 @@ jax.config.update("jax_enable_x64", True)
 # float32 rounding against float64 references. Tests of the default precision enter
 # `jax.default_matmul_precision("default")` and use references.tolerance's backend rules.
 jax.config.update("jax_default_matmul_precision", "highest")
+# `cnnjax train` run in-process by the CLI tests writes no persistent compilation cache
+# (test_train_compile_cache.py tests the cache in subprocesses, in tmp_path).
+os.environ.setdefault("CNNJAX_COMPILE_CACHE", "off")

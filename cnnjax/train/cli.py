@@ -254,10 +254,12 @@ def _default_out(config: TrainConfig) -> str:
 
 def _train(args: argparse.Namespace) -> int:
   from cnnjax.train import sharding
+  from cnnjax.train.compile_cache import enable_compile_cache
   from cnnjax.train.loop import NonFiniteLossError, train
 
   out = args.out
   try:
+    enable_compile_cache(args.compile_cache)  # before anything compiles
     sharding.initialize_distributed(
         getattr(args, "distributed", None), coordinator_address=args.coordinator_address,
         num_processes=args.num_processes, process_id=args.process_id)
@@ -418,6 +420,11 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
                  help="no progress bar or per-epoch lines (default: off)")
   p.add_argument("--no-plots", action="store_true",
                  help="skip curves.png and filters.png (default: plots on)")
+  p.add_argument("--compile-cache", metavar="DIR", default=None,
+                 help="JAX's persistent compilation cache: a second run of the same model "
+                 "and shapes loads its compiled programs from DIR instead of compiling "
+                 "them (metrics.jsonl: compile_seconds per program); off: no cache "
+                 "(default: $CNNJAX_CACHE/jax, else ~/.cache/cnnjax/jax)")
   _add_debug(p)
   m = p.add_argument_group(
       "multi-process runs (one process per host or device group; all three flags, or none "

@@ -217,11 +217,13 @@ def _train(config: TrainConfig, *, out_dir: str, resume: bool, dataset, model_fn
     log.truncate(0)
     steplog.truncate(0)
 
-  compile_seconds = None
+  timing = None
   ran = start_epoch < config.epochs
   if ran:
-    steps, compile_seconds = _compile(steps, state, images, labels, steps_per_epoch)
-    say(f"Compiled the train step in {compile_seconds:.1f} s.")
+    steps, timing = _compile(run, state)
+    say("Compiled " + ", ".join(
+        f"the {k.replace('_', ' ')} in {v:.1f} s (+{timing['trace_seconds'][k]:.1f} "
+        f"s tracing)" for k, v in timing["compile_seconds"].items()) + ".")
   remaining = (config.epochs - start_epoch) * steps_per_epoch
   progress = Progress(remaining, enabled=not quiet and _is_main() and show_progress())
   try:
@@ -236,8 +238,9 @@ def _train(config: TrainConfig, *, out_dir: str, resume: bool, dataset, model_fn
       jax.block_until_ready(state)
       record = _epoch_record(run, steps, state, epoch=epoch, losses=losses, correct=correct,
                              t0=t0, train_seconds=time.perf_counter() - t0)
-      if compile_seconds is not None:
-        record["compile_seconds"], compile_seconds = compile_seconds, None
+      if timing is not None:  # first record: compile_seconds and trace_seconds per program
+        record.update(timing)
+        timing = None
       if _is_main():  # the record first: a resume truncates records past the checkpoint
         log.append(record)
         steplog.epoch(record)
@@ -318,20 +321,66 @@ def _epoch_record(run: Run, steps: Steps, state: TrainState, *, epoch: int, loss
   return record
 
 
-def _compile(steps: Steps, state, images, labels, steps_per_epoch: int):
-  """Compiles (ahead of time) the train functions an epoch uses; returns their time.
+def _compile(run: Run, state: TrainState
+             ) -> tuple[Steps, dict[str, dict[str, float]]]:
+  """Compiles (ahead of time) the programs the epochs use; returns them and their seconds.
+
+  The seconds (``metrics.jsonl``'s first record) are per program: ``train_step`` (the
+  train functions an epoch calls), ``eval_step`` (evaluation without test-time
+  augmentation, when used) and ``tta`` (with it, when ``config.tta`` is not ``"none"``),
+  each summed over the splits evaluated. ``trace_seconds`` is the Python side (tracing
+  and lowering to StableHLO, done every run), ``compile_seconds`` XLA's compilation, or
+  loading the executable from the persistent compilation cache
+  (:mod:`cnnjax.train.compile_cache`).
 
   The compiled executables replace the jitted functions, so a call with different shapes,
   dtypes or shardings is an error instead of a silent retrace.
   """
-  t0 = time.perf_counter()
+  steps, config = run.steps, run.config
+  images, labels = run.arrays["train"]
+  timing = {"trace_seconds": {}, "compile_seconds": {}}
+
+  def build(name, fn, *args):
+    t0 = time.perf_counter()
+    lowered = fn.lower(*args)
+    t1 = time.perf_counter()
+    compiled = lowered.compile()
+    t2 = time.perf_counter()
+    for key, dt in (("trace_seconds", t1 - t0), ("compile_seconds", t2 - t1)):
+      timing[key][name] = timing[key].get(name, 0.0) + dt
+    return compiled
+
   perm = steps.permutation(state.rng, 0)
   k = steps.steps_per_call
   args = (state, images, labels, perm, np.int32(0))
-  train = steps.train.lower(*args).compile() if k > 1 else steps.train
-  one = steps.train_one.lower(*args).compile() if k == 1 or steps_per_epoch % k else (
-      steps.train_one)
-  return dataclasses.replace(steps, train=train, train_one=one), time.perf_counter() - t0
+  train = build("train_step", steps.train, *args) if k > 1 else steps.train
+  one = build("train_step", steps.train_one, *args) if (
+      k == 1 or run.steps_per_epoch % k) else steps.train_one
+  splits = [a for a in (run.arrays.get("val"), run.arrays.get("test")) if a is not None]
+  programs = {}
+  if config.tta == "none" or config.tta_final_only:
+    programs["eval_step"] = steps.evaluate_plain
+  if config.tta != "none":
+    programs["tta"] = steps.evaluate
+  compiled = {name: _ByShape(fn, {
+      tuple(x.shape): build(name, fn, state.params, state.model_state, x, y, np.int32(0))
+      for x, y in splits}) for name, fn in programs.items()}
+  steps = dataclasses.replace(
+      steps, train=train, train_one=one,
+      evaluate=compiled.get("tta", compiled.get("eval_step", steps.evaluate)),
+      evaluate_plain=compiled.get("eval_step", steps.evaluate_plain))
+  return steps, timing
+
+
+class _ByShape:
+  """An evaluation function compiled ahead of time for each split's shape (val, test)."""
+
+  def __init__(self, fn, by_shape):
+    self._fn, self._by_shape = fn, by_shape
+
+  def __call__(self, params, model_state, images, labels, start):
+    c = self._by_shape.get(tuple(images.shape))
+    return (self._fn if c is None else c)(params, model_state, images, labels, start)
 
 
 def _train_epoch(steps: Steps, state: TrainState, images, labels, *, epoch: int,
