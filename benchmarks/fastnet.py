@@ -3,17 +3,19 @@
 Builds the exact train step of ``cnnjax train --recipe fast`` (fastnet, Nesterov SGD with
 Lookahead and the BatchNorm learning-rate scale, translate + alternating flip on the
 device, label smoothing) on random uint8 CIFAR-sized data, compiles it ahead of time, and
-times it round-robin with a large float32 ``jnp.dot`` (the physical ceiling: XLA runs a
-big matmul at close to the machine's peak), so that a shared machine's noise hits both
-alike. It prints:
+times it round-robin with a large matmul in the step's dtype (the physical ceiling: XLA
+runs a big matmul at close to the machine's peak), so that a shared machine's noise hits
+both alike. It prints:
 
 - compile time of the train step;
 - images/s and seconds per epoch (``num_train // batch`` steps) from the median step;
-- FLOPs per training image, from the compiled step's ``cost_analysis()`` and, as a check,
+- FLOPs per training image, from the compiled step's ``cost_analysis()`` and from
   3 × 2 × the multiply-adds of :func:`cnnjax.summary.summary` (forward + backward ≈ 3 ×
-  forward); FLOPs per run (``epochs`` × the training set, plus the TTA evaluations of
-  the validation set, from the compiled eval step);
-- achieved FLOP/s of the step and its ratio to the measured matmul FLOP/s.
+  forward), both printed; the larger is used (``_flops.step_flops``: on GPU,
+  ``cost_analysis()`` misses cuDNN's convolutions). FLOPs per run (``epochs`` × the
+  training set, plus the TTA evaluations of the validation set, counted the same way);
+- achieved FLOP/s of the step and its ratio to the measured matmul FLOP/s, the matmul in
+  the step's own dtype (``--model-option dtype=bfloat16``: a bfloat16 matmul).
 
     python benchmarks/fastnet.py                        # the recipe's batch 1024
     python benchmarks/fastnet.py --batch-size 256 --steps 5 --json out.json
@@ -32,28 +34,11 @@ import statistics
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
+from _flops import matmul_ceiling, model_flops, step_dtype, step_flops
 
 from cnnjax.data.dataset import Dataset
-from cnnjax.summary import summary
 from cnnjax.train import TrainConfig, build_run
-
-
-def _flops(compiled) -> float | None:
-  cost = compiled.cost_analysis()
-  if isinstance(cost, (list, tuple)):  # older JAX: one dict per program
-    cost = cost[0] if cost else None
-  return None if not cost or "flops" not in cost else float(cost["flops"])
-
-
-def _matmul(n: int):
-  k1, k2 = jax.random.split(jax.random.key(0))
-  a = jax.random.normal(k1, (n, n), jnp.float32)
-  b = jax.random.normal(k2, (n, n), jnp.float32)
-  f = jax.jit(lambda a, b: a @ b).lower(a, b).compile()
-  f(a, b).block_until_ready()
-  return lambda: f(a, b).block_until_ready(), 2.0 * n**3
 
 
 def _row(name: str, value: str, note: str = "") -> str:
@@ -70,7 +55,8 @@ def main(argv=None) -> dict:
   p.add_argument("--steps", type=int, default=None,
                  help="timed steps (default: 20 on an accelerator, 3 on CPU)")
   p.add_argument("--matmul-size", type=int, default=None,
-                 help="n of the n×n float32 ceiling matmul (default: 8192 accelerator, 4096 CPU)")
+                 help="n of the n×n ceiling matmul, in the step's dtype (default: 8192 "
+                 "accelerator, 4096 CPU)")
   p.add_argument("--tta", default=None, help="evaluation TTA (default: the recipe's)")
   p.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
                  help="fastnet option, e.g. dtype=bfloat16 (repeatable)")
@@ -108,12 +94,15 @@ def main(argv=None) -> dict:
   t0 = time.perf_counter()
   train = steps.train_one.lower(state, x_dev, y_dev, perm, np.int32(0)).compile()
   compile_seconds = time.perf_counter() - t0
-  step_flops = _flops(train)
+  val_views = {"none": 1, "flip": 2, "flip_translate": 6}[config.tta]
+  forward_img = model_flops("fastnet", (32, 32, 3), train=False, options=options)
+  train_count = step_flops(train, 3 * forward_img * config.batch_size)
   evaluate = steps.evaluate.lower(state.params, state.model_state, x_dev[:eval_batch],
                                   y_dev[:eval_batch], np.int32(0)).compile()
-  eval_flops = _flops(evaluate)
+  eval_count = step_flops(evaluate, val_views * forward_img * eval_batch)
 
-  mm, mm_flops = _matmul(n_mm)
+  dtype = step_dtype(config)
+  mm, mm_flops, _ = matmul_ceiling(n_mm, dtype)
   state, m = train(state, x_dev, y_dev, perm, np.int32(0))  # warm-up
   jax.block_until_ready(m)
   step_times, mm_times = [], []
@@ -131,14 +120,13 @@ def main(argv=None) -> dict:
   ceiling = mm_flops / statistics.median(mm_times)
   img_s = config.batch_size / step_s
   epoch_s = steps_per_epoch * step_s
-  macs = summary("fastnet", (32, 32, 3), **options).total_ops
-  model_flops_img = 3 * 2 * macs
-  flops_img = step_flops / config.batch_size if step_flops else None
-  per_img = flops_img or model_flops_img
-  val_views = {"none": 1, "flip": 2, "flip_translate": 6}[config.tta]
+  compiled = train_count["compiled"]
+  flops_img = compiled / config.batch_size if compiled else None
+  model_flops_img = train_count["model"] / config.batch_size
+  per_img = train_count["flops"] / config.batch_size
   # One forward view of the validation set; the TTA multiplies the views of the epochs it
   # applies to (only the last one with tta_final_only, the recipe's default).
-  eval_view = (eval_flops / eval_batch / val_views if eval_flops else 2 * macs) * args.num_val
+  eval_view = eval_count["flops"] / eval_batch / val_views * args.num_val
   tta_epochs = 1 if config.tta_final_only else config.epochs
   eval_total = eval_view * (val_views * tta_epochs + config.epochs - tta_epochs)
   run_flops = per_img * steps_per_epoch * config.batch_size * config.epochs + eval_total
@@ -150,9 +138,12 @@ def main(argv=None) -> dict:
       "step_seconds_median": step_s, "step_seconds": step_times,
       "images_per_second": img_s, "seconds_per_epoch": epoch_s,
       "flops_per_image_compiled": flops_img, "flops_per_image_model": model_flops_img,
+      "flops_per_image": per_img, "flops_source": train_count["source"],
+      "eval_flops_source": eval_count["source"], "dtype": dtype.name,
       "flops_per_run": run_flops, "eval_flops_per_run": eval_total,
       "achieved_flops_per_second": achieved, "matmul_size": n_mm,
-      "matmul_flops_per_second": ceiling, "fraction_of_matmul": achieved / ceiling,
+      "matmul_dtype": dtype.name, "matmul_flops_per_second": ceiling,
+      "fraction_of_matmul": achieved / ceiling,
       "loss_after_warmup_and_timed_steps": loss,
   }
   print(_row("init (build + whitening), s", f"{init_seconds:.2f}"))
@@ -164,10 +155,13 @@ def main(argv=None) -> dict:
   print(_row("FLOP/image, compiled step", f"{flops_img / 1e9:.3f} G" if flops_img else "n/a",
              "cost_analysis() / batch"))
   print(_row("FLOP/image, 3 x 2 x summary MACs", f"{model_flops_img / 1e9:.3f} G"))
+  print(_row("FLOP/image used", f"{per_img / 1e9:.3f} G",
+             f"from {train_count['source']} (the larger)"))
   print(_row("FLOP/run (train + eval)", f"{run_flops / 1e15:.3f} P",
              f"eval {eval_total / 1e12:.1f} T"))
   print(_row("achieved FLOP/s", f"{achieved / 1e12:.3f} T"))
-  print(_row(f"float32 matmul {n_mm}^2 FLOP/s", f"{ceiling / 1e12:.3f} T", "the ceiling"))
+  print(_row(f"{dtype.name} matmul {n_mm}^2 FLOP/s", f"{ceiling / 1e12:.3f} T",
+             "the ceiling, in the step's dtype"))
   print(_row("achieved / matmul ceiling", f"{achieved / ceiling:.1%}"))
   print(_row("train time of a run at this speed, s", f"{epoch_s * config.epochs:.1f}",
              "(without evaluation)"))

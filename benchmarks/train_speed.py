@@ -15,6 +15,11 @@ Steps are timed in blocks of ``--block`` steps, alternating cnnjax and PyTorch f
 ``--rounds`` rounds, so a noisy machine hits both alike; images/s come from the median
 block. The ratio is cnnjax ÷ PyTorch images/s (> 1: cnnjax is faster).
 
+The train step's FLOPs are printed from ``cost_analysis()`` and from 3 × 2 × the
+multiply-adds of :func:`cnnjax.summary.summary`; the larger gives cnnjax's FLOP/s, and its
+share of a float32 matmul's FLOP/s (the step's dtype) measured in the same rounds
+(``benchmarks/_flops.py``; ``--matmul-size 0`` skips it).
+
     python benchmarks/train_speed.py                     # batch 128, 7 rounds of 10 steps
     python benchmarks/train_speed.py --batch-size 256 --json out.json
 """
@@ -30,6 +35,7 @@ import time
 
 import jax
 import numpy as np
+from _flops import matmul_ceiling, model_flops, step_dtype, step_flops
 
 from cnnjax.data.dataset import Dataset
 from cnnjax.train import TrainConfig, build_run
@@ -42,7 +48,8 @@ except ImportError:  # optional: the cnnjax side still runs
 
 
 def _cnnjax_step(images, labels, *, batch_size: int, lr: float):
-  """Returns ``(run(k) -> seconds for k steps, compile seconds, train-step FLOPs)``."""
+  """Returns ``(run(k) -> seconds for k steps, compile seconds, train-step FLOPs (the
+  :func:`_flops.step_flops` dict), the step's dtype)``."""
   config = TrainConfig(model="seed-cnn", batch_size=batch_size, eval_batch_size=batch_size,
                        optimizer="sgd", lr=lr, momentum=0.9, weight_decay=5e-4,
                        schedule="constant", warmup_epochs=0.0, epochs=1)
@@ -55,9 +62,8 @@ def _cnnjax_step(images, labels, *, batch_size: int, lr: float):
   t0 = time.perf_counter()
   step = steps.train_one.lower(state, x, y, perm, np.int32(0)).compile()
   compile_seconds = time.perf_counter() - t0
-  cost = step.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) and cost else cost
-  flops = float(cost["flops"]) if cost and "flops" in cost else None
+  flops = step_flops(step, model_flops(config.model, (32, 32, 3), train=True,
+                                       options=config.model_options) * batch_size)
   holder = {"state": state, "i": 0}
 
   def run(k: int) -> float:
@@ -70,7 +76,7 @@ def _cnnjax_step(images, labels, *, batch_size: int, lr: float):
     holder["state"] = s
     return time.perf_counter() - t0
 
-  return run, compile_seconds, flops
+  return run, compile_seconds, flops, step_dtype(config)
 
 
 def _torch_step(images, labels, *, batch_size: int, lr: float):
@@ -118,6 +124,8 @@ def main(argv=None) -> dict:
   p.add_argument("--block", type=int, default=10, help="steps per timed block")
   p.add_argument("--lr", type=float, default=0.01)
   p.add_argument("--no-torch", action="store_true", help="time cnnjax only")
+  p.add_argument("--matmul-size", type=int, default=1024,
+                 help="n of the n×n ceiling matmul in the step's dtype (0: none)")
   p.add_argument("--json", default=None, help="also write the figures to this JSON file")
   args = p.parse_args(argv)
 
@@ -131,9 +139,20 @@ def main(argv=None) -> dict:
         + (f", torch {torch.__version__} ({torch.get_num_threads()} threads)" if use_torch
            else ", torch not timed"))
 
-  cnn_run, compile_seconds, flops = _cnnjax_step(images, labels,
-                                                 batch_size=args.batch_size, lr=args.lr)
+  cnn_run, compile_seconds, count, dtype = _cnnjax_step(
+      images, labels, batch_size=args.batch_size, lr=args.lr)
+  flops = count["flops"]
   contenders = {"cnnjax": cnn_run}
+  if args.matmul_size:
+    mm, mm_flops, _ = matmul_ceiling(args.matmul_size, dtype)
+
+    def matmul(k: int) -> float:
+      t0 = time.perf_counter()
+      for _ in range(k):
+        mm()
+      return time.perf_counter() - t0
+
+    contenders["matmul"] = matmul
   if use_torch:
     contenders["torch"] = _torch_step(images, labels, batch_size=args.batch_size, lr=args.lr)
   for run in contenders.values():  # warm-up
@@ -144,11 +163,23 @@ def main(argv=None) -> dict:
     for name in order:
       times[name].append(contenders[name](args.block))
 
+  compiled = count["compiled"]
   result = {"batch_size": args.batch_size, "compile_seconds": compile_seconds,
-            "train_step_flops": flops, "block": args.block, "rounds": args.rounds}
-  print(f"  cnnjax train-step compile: {compile_seconds:.2f} s"
-        + (f"; {flops / args.batch_size / 1e6:.1f} MFLOP per image (cost_analysis)"
-           if flops else ""))
+            "train_step_flops": flops, "train_step_flops_source": count["source"],
+            "train_step_flops_compiled": compiled, "train_step_flops_summary": count["model"],
+            "dtype": dtype.name, "block": args.block, "rounds": args.rounds}
+  shown = f"{compiled / args.batch_size / 1e6:.1f}" if compiled else "n/a"
+  print(f"  cnnjax train-step compile: {compile_seconds:.2f} s; MFLOP per image: {shown} "
+        f"(cost_analysis), {count['model'] / args.batch_size / 1e6:.1f} (3 x 2 x summary "
+        f"MACs); using {count['source']}'s")
+  if "matmul" in times:
+    med = statistics.median(times.pop("matmul"))
+    ceiling = args.block * mm_flops / med
+    achieved = flops * args.block / statistics.median(times["cnnjax"])
+    result.update(matmul_size=args.matmul_size, matmul_dtype=dtype.name,
+                  matmul_flops_per_second=ceiling, fraction_of_matmul=achieved / ceiling)
+    print(f"  {dtype.name} matmul {args.matmul_size}^2: {ceiling / 1e9:.1f} GFLOP/s; cnnjax "
+          f"step at {achieved / ceiling:.1%} of it")
   for name, ts in times.items():
     med = statistics.median(ts)
     ips = args.block * args.batch_size / med
