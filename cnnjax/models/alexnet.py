@@ -11,11 +11,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
-from cnnjax.models.builder import LayerBuilder, check_input, flatten
+from cnnjax.models.builder import LayerBuilder, as_logits, check_input, flatten
 from cnnjax.models.registry import register
 
 __all__ = ["AlexNet", "ZFNet"]
@@ -51,6 +53,9 @@ class AlexNet(nnx.Module):
       ``size=5, alpha=1e-4, beta=0.75, k=2``).
     conv: ``"shared"``, ``"tiled"`` or ``"local"`` convolutions.
     tile: the tile of ``conv="tiled"``.
+    dtype: the computation dtype, e.g. ``"bfloat16"`` (None: float32, from the
+      parameters); BatchNorm statistics and the logits stay float32.
+    param_dtype: the parameters' dtype (default float32).
     rngs: the ``nnx.Rngs`` for the parameters and dropout.
   """
 
@@ -67,9 +72,12 @@ class AlexNet(nnx.Module):
       lrn: dict | None = None,
       conv: str = "shared",
       tile: int | Sequence[int] = 2,
+      dtype: Any = None,
+      param_dtype: Any = jnp.float32,
       rngs: nnx.Rngs,
   ):
-    b = LayerBuilder(input_shape, rngs=rngs, conv=conv, tile=tile, op="alexnet")
+    b = LayerBuilder(input_shape, rngs=rngs, conv=conv, tile=tile, op="alexnet",
+                     dtype=dtype, param_dtype=param_dtype)
     self.input_shape = b.shape
     lrn = dict(lrn or {})
     self.layers = nnx.Sequential(
@@ -85,7 +93,7 @@ class AlexNet(nnx.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     """``[N, 227, 227, 3]`` → logits ``[N, num_classes]``."""
     check_input(x, self.input_shape, op="alexnet")
-    return self.layers(x)
+    return as_logits(self.layers(x))
 
 
 @register("zfnet")
@@ -104,6 +112,9 @@ class ZFNet(nnx.Module):
     lrn: options for :class:`cnnjax.nn.LocalResponseNorm`.
     conv: ``"shared"``, ``"tiled"`` or ``"local"`` convolutions.
     tile: the tile of ``conv="tiled"``.
+    dtype: the computation dtype, e.g. ``"bfloat16"`` (None: float32, from the
+      parameters); BatchNorm statistics and the logits stay float32.
+    param_dtype: the parameters' dtype (default float32).
     rngs: the ``nnx.Rngs`` for the parameters and dropout.
   """
 
@@ -119,9 +130,12 @@ class ZFNet(nnx.Module):
       lrn: dict | None = None,
       conv: str = "shared",
       tile: int | Sequence[int] = 2,
+      dtype: Any = None,
+      param_dtype: Any = jnp.float32,
       rngs: nnx.Rngs,
   ):
-    b = LayerBuilder(input_shape, rngs=rngs, conv=conv, tile=tile, op="zfnet")
+    b = LayerBuilder(input_shape, rngs=rngs, conv=conv, tile=tile, op="zfnet",
+                     dtype=dtype, param_dtype=param_dtype)
     self.input_shape = b.shape
     lrn = dict(lrn or {})
     self.layers = nnx.Sequential(
@@ -137,4 +151,4 @@ class ZFNet(nnx.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     """``[N, 224, 224, 3]`` → logits ``[N, num_classes]``."""
     check_input(x, self.input_shape, op="zfnet")
-    return self.layers(x)
+    return as_logits(self.layers(x))

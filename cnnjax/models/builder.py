@@ -15,6 +15,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from cnnjax import padding as _padding
@@ -28,9 +30,11 @@ from cnnjax.nn import (
     MaxPool,
     TiledConv,
 )
+from cnnjax.nn._dtypes import check_dtypes
 from cnnjax.padding import PaddingLike
 
-__all__ = ["CONV_KINDS", "LayerBuilder", "check_input", "check_input_shape", "flatten"]
+__all__ = ["CONV_KINDS", "LayerBuilder", "as_logits", "check_input", "check_input_shape",
+           "flatten"]
 
 CONV_KINDS = ("shared", "tiled", "local")
 _INITS = ("lecun", "he")
@@ -64,6 +68,10 @@ class LayerBuilder:
     tile: the tile of ``conv="tiled"``.
     init: ``"lecun"`` (LeCun normal) or ``"he"`` (He normal, for ReLU nets) kernel
       initialisation, over one kernel's fan-in for every conv kind.
+    dtype: the computation dtype of every layer it creates (None: promoted from the input
+      and the parameters, as in Flax); BatchNorm computes its statistics in float32 and
+      keeps its running averages in float32 whatever ``dtype``.
+    param_dtype: the parameters' dtype (default float32).
     op: the model's name, for error messages.
 
   Example:
@@ -72,12 +80,14 @@ class LayerBuilder:
     (14, 14, 32)
   """
 
-  def __init__(self, shape, *, rngs, conv="shared", tile=2, init="lecun", op="model"):
+  def __init__(self, shape, *, rngs, conv="shared", tile=2, init="lecun", dtype=None,
+               param_dtype=jnp.float32, op="model"):
     if conv not in CONV_KINDS:
       raise ValueError(f"{op}: conv got {conv!r}; expected one of {CONV_KINDS}.")
     if init not in _INITS:
       raise ValueError(f"{op}: init got {init!r}; expected one of {_INITS}.")
     self.shape = check_input_shape(shape, op=op)
+    self.dtype, self.param_dtype = check_dtypes(dtype, param_dtype, op=op)
     self.rngs = rngs
     self.conv_kind = conv
     self.tile = tile
@@ -88,8 +98,13 @@ class LayerBuilder:
     """A builder with the same settings at another shape (for a branch)."""
     return LayerBuilder(
         tuple(shape), rngs=self.rngs, conv=self.conv_kind, tile=self.tile,
-        init=self.init, op=self.op,
+        init=self.init, dtype=self.dtype, param_dtype=self.param_dtype, op=self.op,
     )
+
+  @property
+  def dtypes(self) -> dict[str, Any]:
+    """``{"dtype": ..., "param_dtype": ...}`` for a layer built outside the builder."""
+    return {"dtype": self.dtype, "param_dtype": self.param_dtype}
 
   @property
   def spatial(self) -> tuple[int, ...]:
@@ -125,7 +140,8 @@ class LayerBuilder:
     """A convolution of the builder's kind with ``features`` output channels."""
     nd = len(self.spatial)
     kernel = (kernel_size,) * nd if isinstance(kernel_size, int) else tuple(kernel_size)
-    common = dict(stride=stride, padding=padding, dilation=dilation, use_bias=use_bias)
+    common = dict(stride=stride, padding=padding, dilation=dilation, use_bias=use_bias,
+                  **self.dtypes)
     if self.conv_kind != "shared":
       for name, value, default in (("groups", groups, 1), ("connections", connections, None)):
         if value != default:
@@ -158,31 +174,32 @@ class LayerBuilder:
     """Max pooling (stride defaults to the window)."""
     w = self._window(window)
     self._advance(w, stride=w if stride is None else stride, padding=padding)
-    return MaxPool(window, stride=stride, padding=padding)
+    return MaxPool(window, stride=stride, padding=padding, **self.dtypes)
 
   def avg_pool(self, window, *, stride=None, padding: PaddingLike = "VALID") -> AvgPool:
     """Average pooling (stride defaults to the window)."""
     w = self._window(window)
     self._advance(w, stride=w if stride is None else stride, padding=padding)
-    return AvgPool(window, stride=stride, padding=padding)
+    return AvgPool(window, stride=stride, padding=padding, **self.dtypes)
 
   def global_avg_pool(self) -> GlobalAvgPool:
     """The mean over all spatial positions; the shape becomes ``(C,)``."""
     self.shape = (self.channels,)
-    return GlobalAvgPool()
+    return GlobalAvgPool(**self.dtypes)
 
   def global_max_pool(self) -> GlobalMaxPool:
     """The maximum over all spatial positions; the shape becomes ``(C,)``."""
     self.shape = (self.channels,)
-    return GlobalMaxPool()
+    return GlobalMaxPool(**self.dtypes)
 
   def lrn(self, **options: Any) -> LocalResponseNorm:
     """Local response normalisation (shape unchanged)."""
-    return LocalResponseNorm(**options)
+    return LocalResponseNorm(**{**self.dtypes, **options})
 
   def batch_norm(self, **options: Any) -> nnx.BatchNorm:
-    """Batch normalisation over the channels (shape unchanged); momentum 0.9."""
-    options = {"momentum": 0.9, "epsilon": 1e-5, **options}
+    """Batch normalisation over the channels (shape unchanged); momentum 0.9. In the
+    builder's ``dtype``, with float32 statistics and running averages (Flax's)."""
+    options = {"momentum": 0.9, "epsilon": 1e-5, **self.dtypes, **options}
     return nnx.BatchNorm(self.channels, rngs=self.rngs, **options)
 
   def flatten(self) -> int:
@@ -194,7 +211,7 @@ class LayerBuilder:
     """A fully connected layer on the flattened activation."""
     size = self.flatten()
     self.shape = (features,)
-    return nnx.Linear(size, features, use_bias=use_bias, rngs=self.rngs)
+    return nnx.Linear(size, features, use_bias=use_bias, rngs=self.rngs, **self.dtypes)
 
   def dropout(self, rate: float) -> nnx.Dropout:
     """Dropout (shape unchanged); active in train mode, off after ``model.eval()``."""
@@ -214,3 +231,9 @@ def check_input(x, input_shape: tuple[int, ...], *, op: str) -> None:
 def flatten(x):
   """``[N, ...]`` → ``[N, prod(...)]`` (the step before a model's first fc layer)."""
   return x.reshape(x.shape[0], -1)
+
+
+def as_logits(x: jax.Array) -> jax.Array:
+  """A model's output in at least float32: low-precision (bfloat16, float16) logits are
+  cast up, so that the softmax and the loss run in float32 whatever the model's dtype."""
+  return x.astype(jnp.promote_types(x.dtype, jnp.float32))

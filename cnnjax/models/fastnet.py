@@ -38,6 +38,7 @@ from cnnjax import padding as _padding
 from cnnjax.models.builder import check_input, check_input_shape
 from cnnjax.models.registry import register
 from cnnjax.nn import Conv, GlobalMaxPool, MaxPool
+from cnnjax.nn._dtypes import check_dtypes
 from cnnjax.patches import extract_patches
 
 __all__ = ["ConvGroup", "FastNet", "FrozenParam", "dirac_init", "whiten_init"]
@@ -87,10 +88,11 @@ def _gelu(x: jax.Array) -> jax.Array:
   return jax.nn.gelu(x, approximate=False)  # torch.nn.GELU(): the exact erf form
 
 
-def _batch_norm(features: int, *, momentum: float, epsilon: float, rngs: nnx.Rngs):
+def _batch_norm(features: int, *, momentum: float, epsilon: float, param_dtype: Any,
+                rngs: nnx.Rngs):
   # No scale (airbench freezes it at 1), a learned offset; statistics in float32.
   return nnx.BatchNorm(features, use_scale=False, momentum=momentum, epsilon=epsilon,
-                       dtype=jnp.float32, rngs=rngs)
+                       dtype=jnp.float32, param_dtype=param_dtype, rngs=rngs)
 
 
 class ConvGroup(nnx.Module):
@@ -104,14 +106,16 @@ class ConvGroup(nnx.Module):
     bn_momentum, bn_epsilon: of both BatchNorms (Flax convention: the running average keeps
       ``momentum`` of its old value).
     dtype: the convolutions' computation dtype (None: promoted from the input).
+    param_dtype: the parameters' dtype (default float32).
     rngs: the ``nnx.Rngs`` for the parameters.
   """
 
   def __init__(self, in_features: int, features: int, *, bn_momentum: float = 0.6,
-               bn_epsilon: float = 1e-12, dtype: Any = None, rngs: nnx.Rngs):
+               bn_epsilon: float = 1e-12, dtype: Any = None, param_dtype: Any = jnp.float32,
+               rngs: nnx.Rngs):
     conv = dict(padding="SAME", use_bias=False, kernel_init=dirac_init(), dtype=dtype,
-                rngs=rngs)
-    norm = dict(momentum=bn_momentum, epsilon=bn_epsilon, rngs=rngs)
+                param_dtype=param_dtype, rngs=rngs)
+    norm = dict(momentum=bn_momentum, epsilon=bn_epsilon, param_dtype=param_dtype, rngs=rngs)
     self.features = features
     self.conv1 = Conv(in_features, features, 3, **conv)
     self.pool = MaxPool(2)
@@ -155,6 +159,7 @@ class FastNet(nnx.Module):
       (None: the inputs' dtype); BatchNorm computes in float32 and the logits are
       float32. On a GPU, and on a CPU with bf16 matmul units (AMX, AVX512-BF16), where
       cnnjax lowers bf16 convolutions to patch matmuls, bfloat16 trains faster.
+    param_dtype: the parameters' dtype (default float32).
     rngs: the ``nnx.Rngs`` for the parameters.
 
   Example:
@@ -177,6 +182,7 @@ class FastNet(nnx.Module):
       bn_epsilon: float = 1e-12,
       scale: float = 1 / 9,
       dtype: Any = None,
+      param_dtype: Any = jnp.float32,
       rngs: nnx.Rngs,
   ):
     op = "fastnet"
@@ -198,21 +204,21 @@ class FastNet(nnx.Module):
           f"{op}: input_shape got {input_shape!r}; expected H and W of at least "
           f"{7 + whiten_kernel} so that three 2×2 poolings leave a pixel."
       )
-    self.dtype = None if dtype is None else jnp.dtype(dtype)
+    self.dtype, self.param_dtype = check_dtypes(dtype, param_dtype, op=op)
+    dt = {"dtype": self.dtype, "param_dtype": self.param_dtype}
     self.scale = float(scale)
     whiten_width = 2 * c * whiten_kernel**2
-    self.whiten = Conv(c, whiten_width, whiten_kernel, use_bias=True, dtype=self.dtype,
-                       rngs=rngs)
+    self.whiten = Conv(c, whiten_width, whiten_kernel, use_bias=True, rngs=rngs, **dt)
     self.whiten.kernel = FrozenParam(self.whiten.kernel[...])
     groups, in_features = [], whiten_width
     for width in widths:
       groups.append(ConvGroup(in_features, width, bn_momentum=bn_momentum,
-                              bn_epsilon=bn_epsilon, dtype=self.dtype, rngs=rngs))
+                              bn_epsilon=bn_epsilon, rngs=rngs, **dt))
       in_features = width
     self.groups = nnx.List(groups)
     self.pool = GlobalMaxPool()
-    self.head = nnx.Linear(in_features, num_classes, use_bias=False, dtype=self.dtype,
-                           kernel_init=_torch_default, rngs=rngs)
+    self.head = nnx.Linear(in_features, num_classes, use_bias=False,
+                           kernel_init=_torch_default, rngs=rngs, **dt)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     """``[N, H, W, C]`` → float32 logits ``[N, num_classes]``."""

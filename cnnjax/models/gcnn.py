@@ -14,14 +14,17 @@ number of parameters, 214,806 on 32×32×3 with 10 classes: the group convolutio
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from cnnjax import padding as _padding
-from cnnjax.models.builder import check_input, check_input_shape
+from cnnjax.models.builder import as_logits, check_input, check_input_shape
 from cnnjax.models.registry import register
 from cnnjax.nn import GlobalAvgPool, GroupConv, GroupPool, LiftConv, MaxPool
+from cnnjax.nn._dtypes import check_dtypes
 
 __all__ = ["P4CNN"]
 
@@ -36,6 +39,9 @@ class P4CNN(nnx.Module):
     group: ``"p4"`` (fixed by the zoo name ``"p4-cnn"``) or ``"p4m"``.
     widths: the channels per group element of the two convolutions.
     hidden: the width of the hidden fully connected layer.
+    dtype: the computation dtype, e.g. ``"bfloat16"`` (None: float32, from the
+      parameters); the logits stay float32.
+    param_dtype: the parameters' dtype (default float32).
     rngs: the ``nnx.Rngs`` for the parameters.
 
   Example:
@@ -55,6 +61,8 @@ class P4CNN(nnx.Module):
       group: str = "p4",
       widths: Sequence[int] = (32, 64),
       hidden: int = 100,
+      dtype: Any = None,
+      param_dtype: Any = jnp.float32,
       rngs: nnx.Rngs,
   ):
     op = "p4-cnn"
@@ -70,14 +78,16 @@ class P4CNN(nnx.Module):
       size = _padding.conv_geometry(size, (5, 5), op=op).out_spatial
       size = _padding.conv_geometry(size, (2, 2), stride=2, op=op).out_spatial
     c1, c2 = widths
-    self.lift = LiftConv(self.input_shape[-1], c1, 5, group=group, padding="VALID", rngs=rngs)
-    self.pool1 = MaxPool((2, 2, 1))  # space only; the group axis rides along
-    self.gconv = GroupConv(c1, c2, 5, group=group, padding="VALID", rngs=rngs)
-    self.pool2 = MaxPool((2, 2, 1))
-    self.group_pool = GroupPool(reduce="max")
-    self.global_pool = GlobalAvgPool()
-    self.fc1 = nnx.Linear(c2, hidden, rngs=rngs)
-    self.fc2 = nnx.Linear(hidden, num_classes, rngs=rngs)
+    dt = dict(zip(("dtype", "param_dtype"), check_dtypes(dtype, param_dtype, op=op)))
+    self.lift = LiftConv(self.input_shape[-1], c1, 5, group=group, padding="VALID",
+                         rngs=rngs, **dt)
+    self.pool1 = MaxPool((2, 2, 1), **dt)  # space only; the group axis rides along
+    self.gconv = GroupConv(c1, c2, 5, group=group, padding="VALID", rngs=rngs, **dt)
+    self.pool2 = MaxPool((2, 2, 1), **dt)
+    self.group_pool = GroupPool(reduce="max", **dt)
+    self.global_pool = GlobalAvgPool(**dt)
+    self.fc1 = nnx.Linear(c2, hidden, rngs=rngs, **dt)
+    self.fc2 = nnx.Linear(hidden, num_classes, rngs=rngs, **dt)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     """``[N, H, W, C]`` → logits ``[N, num_classes]``."""
@@ -85,4 +95,4 @@ class P4CNN(nnx.Module):
     x = self.pool1(jax.nn.relu(self.lift(x)))
     x = self.pool2(jax.nn.relu(self.gconv(x)))
     x = self.global_pool(self.group_pool(x))
-    return self.fc2(jax.nn.relu(self.fc1(x)))
+    return as_logits(self.fc2(jax.nn.relu(self.fc1(x))))

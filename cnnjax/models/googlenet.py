@@ -4,12 +4,13 @@ and Figure 2(b))."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from cnnjax.models.builder import LayerBuilder, flatten
+from cnnjax.models.builder import LayerBuilder, as_logits, flatten
 from cnnjax.models.registry import register
 
 __all__ = ["GoogLeNet", "Inception", "INCEPTION_CONFIGS"]
@@ -119,6 +120,9 @@ class GoogLeNet(nnx.Module):
     dropout: the dropout rate before the last fc layer.
     conv: ``"shared"``, ``"tiled"`` or ``"local"`` convolutions.
     tile: the tile of ``conv="tiled"``.
+    dtype: the computation dtype, e.g. ``"bfloat16"`` (None: float32, from the
+      parameters); BatchNorm statistics and the logits stay float32.
+    param_dtype: the parameters' dtype (default float32).
     rngs: the ``nnx.Rngs`` for the parameters and dropout.
   """
 
@@ -134,9 +138,12 @@ class GoogLeNet(nnx.Module):
       dropout: float = 0.4,
       conv: str = "shared",
       tile: int | Sequence[int] = 2,
+      dtype: Any = None,
+      param_dtype: Any = jnp.float32,
       rngs: nnx.Rngs,
   ):
-    b = LayerBuilder(input_shape, rngs=rngs, conv=conv, tile=tile, op="googlenet")
+    b = LayerBuilder(input_shape, rngs=rngs, conv=conv, tile=tile, op="googlenet",
+                     dtype=dtype, param_dtype=param_dtype)
     self.input_shape = b.shape
     self.stem = nnx.Sequential(
         b.conv(64, 7, stride=2, padding=3), relu,
@@ -160,7 +167,7 @@ class GoogLeNet(nnx.Module):
     of the logits and the two auxiliary logits)."""
     x4a = self.inc4a(self.stage3(self.stem(x)))
     x4d = self.stage4(x4a)
-    logits = self.stage5(x4d)
+    logits = as_logits(self.stage5(x4d))
     if self.aux1 is None:
       return logits
-    return logits, self.aux1(x4a), self.aux2(x4d)
+    return logits, as_logits(self.aux1(x4a)), as_logits(self.aux2(x4d))

@@ -4,12 +4,13 @@ document recognition", Proc. IEEE 86(11), §II.B and Table I)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from cnnjax.models.builder import LayerBuilder, check_input
+from cnnjax.models.builder import LayerBuilder, as_logits, check_input
 from cnnjax.models.registry import register
 
 __all__ = ["C3_TABLE", "LeNet5"]
@@ -57,6 +58,9 @@ class LeNet5(nnx.Module):
     activation: ``"scaled_tanh"`` (the paper's), ``"tanh"`` or ``"relu"``.
     conv: ``"shared"``, ``"tiled"`` or ``"local"`` convolutions.
     tile: the tile of ``conv="tiled"``.
+    dtype: the computation dtype, e.g. ``"bfloat16"`` (None: float32, from the
+      parameters); BatchNorm statistics and the logits stay float32.
+    param_dtype: the parameters' dtype (default float32).
     rngs: the ``nnx.Rngs`` for the parameters.
   """
 
@@ -72,11 +76,14 @@ class LeNet5(nnx.Module):
       activation: str = "scaled_tanh",
       conv: str = "shared",
       tile: int | Sequence[int] = 2,
+      dtype: Any = None,
+      param_dtype: Any = jnp.float32,
       rngs: nnx.Rngs,
   ):
     if activation not in _ACTIVATIONS:
       raise ValueError(f"lenet5: activation got {activation!r}; expected one of {_ACTIVATIONS}.")
-    b = LayerBuilder(input_shape, rngs=rngs, conv=conv, tile=tile, op="lenet5")
+    b = LayerBuilder(input_shape, rngs=rngs, conv=conv, tile=tile, op="lenet5",
+                     dtype=dtype, param_dtype=param_dtype)
     self.input_shape = b.shape
     self.activation = activation
     self.c1 = b.conv(6, 5)
@@ -95,4 +102,4 @@ class LeNet5(nnx.Module):
     x = self.s4(f(self.c3(x)))
     x = f(self.c5(x))
     x = f(self.f6(x.reshape(x.shape[0], -1)))
-    return self.output(x)
+    return as_logits(self.output(x))

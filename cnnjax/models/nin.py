@@ -4,11 +4,13 @@ CIFAR-10 model of the authors' Caffe release."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
-from cnnjax.models.builder import LayerBuilder, check_input_shape
+from cnnjax.models.builder import LayerBuilder, as_logits, check_input_shape
 from cnnjax.models.registry import register
 
 __all__ = ["NiN"]
@@ -36,6 +38,9 @@ class NiN(nnx.Module):
     dropout: the dropout rate after the first two blocks.
     conv: ``"shared"``, ``"tiled"`` or ``"local"`` convolutions.
     tile: the tile of ``conv="tiled"``.
+    dtype: the computation dtype, e.g. ``"bfloat16"`` (None: float32, from the
+      parameters); BatchNorm statistics and the logits stay float32.
+    param_dtype: the parameters' dtype (default float32).
     rngs: the ``nnx.Rngs`` for the parameters and dropout.
   """
 
@@ -50,9 +55,12 @@ class NiN(nnx.Module):
       dropout: float = 0.5,
       conv: str = "shared",
       tile: int | Sequence[int] = 2,
+      dtype: Any = None,
+      param_dtype: Any = jnp.float32,
       rngs: nnx.Rngs,
   ):
-    b = LayerBuilder(input_shape, rngs=rngs, conv=conv, tile=tile, op="nin")
+    b = LayerBuilder(input_shape, rngs=rngs, conv=conv, tile=tile, op="nin",
+                     dtype=dtype, param_dtype=param_dtype)
     self.input_shape = check_input_shape(input_shape, op="nin")
     self.layers = nnx.Sequential(
         b.conv(192, 5, padding=2), relu, b.conv(160, 1), relu, b.conv(96, 1), relu,
@@ -65,4 +73,4 @@ class NiN(nnx.Module):
 
   def __call__(self, x: jax.Array) -> jax.Array:
     """``[N, H, W, C]`` → logits ``[N, num_classes]``."""
-    return self.layers(x)
+    return as_logits(self.layers(x))

@@ -4,12 +4,13 @@ recognition", CVPR, §4.2): ResNet-20, 32, 44, 56 and 110."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from cnnjax.models.builder import LayerBuilder, check_input_shape
+from cnnjax.models.builder import LayerBuilder, as_logits, check_input_shape
 from cnnjax.models.registry import register
 
 __all__ = ["BasicBlock", "CifarResNet", "DEPTHS"]
@@ -91,6 +92,9 @@ class CifarResNet(nnx.Module):
       (projections where the shape changes).
     conv: ``"shared"``, ``"tiled"`` or ``"local"`` convolutions.
     tile: the tile of ``conv="tiled"``.
+    dtype: the computation dtype, e.g. ``"bfloat16"`` (None: float32, from the
+      parameters); BatchNorm statistics and the logits stay float32.
+    param_dtype: the parameters' dtype (default float32).
     rngs: the ``nnx.Rngs`` for the parameters.
   """
 
@@ -107,6 +111,8 @@ class CifarResNet(nnx.Module):
       shortcut: str = "A",
       conv: str = "shared",
       tile: int | Sequence[int] = 2,
+      dtype: Any = None,
+      param_dtype: Any = jnp.float32,
       rngs: nnx.Rngs,
   ):
     if not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
@@ -114,7 +120,8 @@ class CifarResNet(nnx.Module):
     if shortcut not in SHORTCUTS:
       raise ValueError(f"resnet: shortcut got {shortcut!r}; expected one of {SHORTCUTS}.")
     n = (depth - 2) // 6
-    b = LayerBuilder(input_shape, rngs=rngs, conv=conv, tile=tile, init="he", op="resnet")
+    b = LayerBuilder(input_shape, rngs=rngs, conv=conv, tile=tile, init="he", op="resnet",
+                     dtype=dtype, param_dtype=param_dtype)
     self.input_shape = check_input_shape(input_shape, op="resnet")
     self.depth = depth
     self.conv = b.conv(width, 3, padding=1, use_bias=False)
@@ -131,7 +138,7 @@ class CifarResNet(nnx.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     """``[N, H, W, C]`` → logits ``[N, num_classes]``."""
     x = jax.nn.relu(self.bn(self.conv(x)))
-    return self.fc(self.pool(self.blocks(x)))
+    return as_logits(self.fc(self.pool(self.blocks(x))))
 
 
 for _depth in DEPTHS:

@@ -8,11 +8,13 @@ ReLU → max-pool(2) → fc(100) → ReLU → fc(10), valid padding.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
-from cnnjax.models.builder import LayerBuilder, check_input, flatten
+from cnnjax.models.builder import LayerBuilder, as_logits, check_input, flatten
 from cnnjax.models.registry import register
 
 __all__ = ["Linear", "MLP", "SeedCNN"]
@@ -25,6 +27,9 @@ class Linear(nnx.Module):
   Args:
     num_classes: the number of outputs.
     input_shape: ``(H, W, C)``, default CIFAR-10's ``(32, 32, 3)``.
+    dtype: the computation dtype, e.g. ``"bfloat16"`` (None: float32, from the
+      parameters); BatchNorm statistics and the logits stay float32.
+    param_dtype: the parameters' dtype (default float32).
     rngs: the ``nnx.Rngs`` for the parameters.
   """
 
@@ -32,16 +37,23 @@ class Linear(nnx.Module):
   default_num_classes = 10
 
   def __init__(
-      self, *, num_classes: int = 10, input_shape: Sequence[int] = (32, 32, 3), rngs: nnx.Rngs
+      self,
+      *,
+      num_classes: int = 10,
+      input_shape: Sequence[int] = (32, 32, 3),
+      dtype: Any = None,
+      param_dtype: Any = jnp.float32,
+      rngs: nnx.Rngs,
   ):
-    b = LayerBuilder(input_shape, rngs=rngs, op="linear")
+    b = LayerBuilder(input_shape, rngs=rngs, op="linear",
+                     dtype=dtype, param_dtype=param_dtype)
     self.input_shape = b.shape
     self.fc = b.fc(num_classes)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     """``[N, H, W, C]`` → logits ``[N, num_classes]``."""
     check_input(x, self.input_shape, op="linear")
-    return self.fc(flatten(x))
+    return as_logits(self.fc(flatten(x)))
 
 
 @register("mlp")
@@ -52,6 +64,9 @@ class MLP(nnx.Module):
     num_classes: the number of outputs.
     input_shape: ``(H, W, C)``, default ``(32, 32, 3)``.
     hidden: the hidden layer's width (default 100).
+    dtype: the computation dtype, e.g. ``"bfloat16"`` (None: float32, from the
+      parameters); BatchNorm statistics and the logits stay float32.
+    param_dtype: the parameters' dtype (default float32).
     rngs: the ``nnx.Rngs`` for the parameters.
   """
 
@@ -64,9 +79,12 @@ class MLP(nnx.Module):
       num_classes: int = 10,
       input_shape: Sequence[int] = (32, 32, 3),
       hidden: int = 100,
+      dtype: Any = None,
+      param_dtype: Any = jnp.float32,
       rngs: nnx.Rngs,
   ):
-    b = LayerBuilder(input_shape, rngs=rngs, op="mlp")
+    b = LayerBuilder(input_shape, rngs=rngs, op="mlp",
+                     dtype=dtype, param_dtype=param_dtype)
     self.input_shape = b.shape
     self.fc1 = b.fc(hidden)
     self.fc2 = b.fc(num_classes)
@@ -74,7 +92,7 @@ class MLP(nnx.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     """``[N, H, W, C]`` → logits ``[N, num_classes]``."""
     check_input(x, self.input_shape, op="mlp")
-    return self.fc2(jax.nn.relu(self.fc1(flatten(x))))
+    return as_logits(self.fc2(jax.nn.relu(self.fc1(flatten(x)))))
 
 
 @register("seed-cnn")
@@ -91,6 +109,9 @@ class SeedCNN(nnx.Module):
     hidden: the width of the hidden fully connected layer (default 100).
     conv: ``"shared"``, ``"tiled"`` or ``"local"`` convolutions.
     tile: the tile of ``conv="tiled"``.
+    dtype: the computation dtype, e.g. ``"bfloat16"`` (None: float32, from the
+      parameters); BatchNorm statistics and the logits stay float32.
+    param_dtype: the parameters' dtype (default float32).
     rngs: the ``nnx.Rngs`` for the parameters.
   """
 
@@ -105,9 +126,12 @@ class SeedCNN(nnx.Module):
       hidden: int = 100,
       conv: str = "shared",
       tile: int | Sequence[int] = 2,
+      dtype: Any = None,
+      param_dtype: Any = jnp.float32,
       rngs: nnx.Rngs,
   ):
-    b = LayerBuilder(input_shape, rngs=rngs, conv=conv, tile=tile, op="seed-cnn")
+    b = LayerBuilder(input_shape, rngs=rngs, conv=conv, tile=tile, op="seed-cnn",
+                     dtype=dtype, param_dtype=param_dtype)
     self.input_shape = b.shape
     self.conv1 = b.conv(32, 5)
     self.pool1 = b.max_pool(2)
@@ -121,4 +145,4 @@ class SeedCNN(nnx.Module):
     check_input(x, self.input_shape, op="seed-cnn")
     x = self.pool1(jax.nn.relu(self.conv1(x)))
     x = self.pool2(jax.nn.relu(self.conv2(x)))
-    return self.fc2(jax.nn.relu(self.fc1(flatten(x))))
+    return as_logits(self.fc2(jax.nn.relu(self.fc1(flatten(x)))))

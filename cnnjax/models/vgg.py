@@ -4,11 +4,13 @@ image recognition", ICLR; Table 1, configurations A, A-LRN, B, D and E)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
-from cnnjax.models.builder import LayerBuilder, check_input, flatten
+from cnnjax.models.builder import LayerBuilder, as_logits, check_input, flatten
 from cnnjax.models.registry import register
 
 __all__ = ["CONFIGS", "VGG"]
@@ -44,6 +46,9 @@ class VGG(nnx.Module):
     dropout: the dropout rate of the fc layers.
     conv: ``"shared"``, ``"tiled"`` or ``"local"`` convolutions.
     tile: the tile of ``conv="tiled"``.
+    dtype: the computation dtype, e.g. ``"bfloat16"`` (None: float32, from the
+      parameters); BatchNorm statistics and the logits stay float32.
+    param_dtype: the parameters' dtype (default float32).
     rngs: the ``nnx.Rngs`` for the parameters and dropout.
   """
 
@@ -62,11 +67,14 @@ class VGG(nnx.Module):
       dropout: float = 0.5,
       conv: str = "shared",
       tile: int | Sequence[int] = 2,
+      dtype: Any = None,
+      param_dtype: Any = jnp.float32,
       rngs: nnx.Rngs,
   ):
     if config not in CONFIGS:
       raise ValueError(f"vgg: config got {config!r}; expected one of {tuple(CONFIGS)}.")
-    b = LayerBuilder(input_shape, rngs=rngs, conv=conv, tile=tile, init="he", op="vgg")
+    b = LayerBuilder(input_shape, rngs=rngs, conv=conv, tile=tile, init="he", op="vgg",
+                     dtype=dtype, param_dtype=param_dtype)
     self.input_shape = b.shape
     self.config = config
     layers = []
@@ -89,7 +97,7 @@ class VGG(nnx.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     """``[N, H, W, C]`` → logits ``[N, num_classes]``."""
     check_input(x, self.input_shape, op="vgg")
-    return self.layers(x)
+    return as_logits(self.layers(x))
 
 
 register("vgg11", VGG, config="A")

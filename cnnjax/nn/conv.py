@@ -26,6 +26,7 @@ from cnnjax import _checks
 from cnnjax import padding as _padding
 from cnnjax.conv import conv_transpose, convolve, cross_correlate
 from cnnjax.local import locally_connected
+from cnnjax.nn._dtypes import check_dtypes
 from cnnjax.padding import PaddingLike
 from cnnjax.tiled import tiled_conv
 
@@ -158,8 +159,8 @@ class Conv(nnx.Module):
     self.strict = strict
     self.connections = connections
     self.use_bias = use_bias
-    self.dtype = dtype
-    self.param_dtype = param_dtype
+    self.dtype, self.param_dtype = check_dtypes(dtype, param_dtype, op=op)
+    param_dtype = self.param_dtype
     self.precision = precision
     self.kernel = nnx.Param(kernel_init(rngs.params(), shape, param_dtype))
     self.bias = (
@@ -249,8 +250,8 @@ class ConvTranspose(nnx.Module):
     self.groups = groups
     self.input_shape = None if input_shape is None else tuple(input_shape)
     self.use_bias = use_bias
-    self.dtype = dtype
-    self.param_dtype = param_dtype
+    self.dtype, self.param_dtype = check_dtypes(dtype, param_dtype, op=op)
+    param_dtype = self.param_dtype
     self.precision = precision
     self.kernel = nnx.Param(kernel_init(rngs.params(), shape, param_dtype))
     self.bias = (
@@ -345,8 +346,8 @@ class LocallyConnected(nnx.Module):
     self.dilation = dilation
     self.padding_mode = padding_mode
     self.use_bias = use_bias
-    self.dtype = dtype
-    self.param_dtype = param_dtype
+    self.dtype, self.param_dtype = check_dtypes(dtype, param_dtype, op=op)
+    param_dtype = self.param_dtype
     self.precision = precision
     if kernel_init is None:
       kernel_init = nnx.initializers.lecun_normal(batch_axis=tuple(range(nd)))
@@ -430,8 +431,8 @@ class TiledConv(nnx.Module):
     self.dilation = dilation
     self.padding_mode = padding_mode
     self.use_bias = use_bias
-    self.dtype = dtype
-    self.param_dtype = param_dtype
+    self.dtype, self.param_dtype = check_dtypes(dtype, param_dtype, op=op)
+    param_dtype = self.param_dtype
     self.precision = precision
     if kernel_init is None:
       kernel_init = nnx.initializers.lecun_normal(batch_axis=tuple(range(nd)))

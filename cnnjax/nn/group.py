@@ -19,6 +19,7 @@ from jax.typing import ArrayLike
 
 from cnnjax import _checks
 from cnnjax.group import GROUPS, REDUCTIONS, group_conv, group_order, group_pool, lift_conv
+from cnnjax.nn._dtypes import check_dtypes, compute
 from cnnjax.nn.conv import default_bias_init, default_kernel_init
 from cnnjax.padding import PaddingLike
 
@@ -85,10 +86,11 @@ class LiftConv(nnx.Module):
     self.in_features, self.out_features = in_features, out_features
     self.kernel_size, self.group = kernel_size, group
     self.stride, self.padding = stride, padding
-    self.use_bias, self.dtype, self.param_dtype = use_bias, dtype, param_dtype
+    self.use_bias = use_bias
+    self.dtype, self.param_dtype = check_dtypes(dtype, param_dtype, op="LiftConv")
     shape = (kernel_size, kernel_size, in_features, out_features)
-    self.kernel = nnx.Param(kernel_init(rngs.params(), shape, param_dtype))
-    self.bias = (nnx.Param(bias_init(rngs.params(), (out_features,), param_dtype))
+    self.kernel = nnx.Param(kernel_init(rngs.params(), shape, self.param_dtype))
+    self.bias = (nnx.Param(bias_init(rngs.params(), (out_features,), self.param_dtype))
                  if use_bias else None)
 
   def __call__(self, x: ArrayLike) -> jax.Array:
@@ -141,10 +143,11 @@ class GroupConv(nnx.Module):
     self.in_features, self.out_features = in_features, out_features
     self.kernel_size, self.group = kernel_size, group
     self.stride, self.padding = stride, padding
-    self.use_bias, self.dtype, self.param_dtype = use_bias, dtype, param_dtype
+    self.use_bias = use_bias
+    self.dtype, self.param_dtype = check_dtypes(dtype, param_dtype, op="GroupConv")
     shape = (kernel_size, kernel_size, group_order(group), in_features, out_features)
-    self.kernel = nnx.Param(kernel_init(rngs.params(), shape, param_dtype))
-    self.bias = (nnx.Param(bias_init(rngs.params(), (out_features,), param_dtype))
+    self.kernel = nnx.Param(kernel_init(rngs.params(), shape, self.param_dtype))
+    self.bias = (nnx.Param(bias_init(rngs.params(), (out_features,), self.param_dtype))
                  if use_bias else None)
 
   def __call__(self, x: ArrayLike) -> jax.Array:
@@ -162,17 +165,21 @@ class GroupPool(nnx.Module):
 
   Args:
     reduce: ``"max"`` or ``"mean"``.
+    dtype: the computation dtype: the input is cast to it (None: left as it is).
+    param_dtype: accepted for a uniform interface (Flax's); this layer has no parameters.
 
   Example:
     >>> GroupPool()(jnp.ones((1, 5, 5, 4, 8))).shape
     (1, 5, 5, 8)
   """
 
-  def __init__(self, *, reduce: str = "max"):
+  def __init__(self, *, reduce: str = "max", dtype: Any = None,
+               param_dtype: Any = jnp.float32):
+    self.dtype, self.param_dtype = check_dtypes(dtype, param_dtype, op="GroupPool")
     if reduce not in REDUCTIONS:
       raise ValueError(f"GroupPool: reduce got {reduce!r}; expected one of {REDUCTIONS}.")
     self.reduce = reduce
 
   def __call__(self, x: ArrayLike) -> jax.Array:
     """``[N, H, W, |G|, C]`` → ``[N, H, W, C]``."""
-    return group_pool(x, reduce=self.reduce)
+    return group_pool(compute(x, self.dtype), reduce=self.reduce)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
+import jax.numpy as jnp
 from flax import nnx
 from jax.typing import ArrayLike
 
+from cnnjax.nn._dtypes import check_dtypes, compute
 from cnnjax.normalization import local_response_norm
 
 __all__ = ["LocalResponseNorm"]
@@ -23,6 +27,8 @@ class LocalResponseNorm(nnx.Module):
     alpha: the scale ``α`` (not divided by ``size``, as in the paper).
     beta: the exponent ``β``.
     k: the additive constant ``k``.
+    dtype: the computation dtype: the input is cast to it (None: left as it is).
+    param_dtype: accepted for a uniform interface (Flax's); this layer has no parameters.
 
   Example:
     >>> LocalResponseNorm()(jnp.ones((1, 27, 27, 96))).shape
@@ -30,8 +36,10 @@ class LocalResponseNorm(nnx.Module):
   """
 
   def __init__(
-      self, *, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0
+      self, *, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0,
+      dtype: Any = None, param_dtype: Any = jnp.float32,
   ):
+    self.dtype, self.param_dtype = check_dtypes(dtype, param_dtype, op="LocalResponseNorm")
     self.size = size
     self.alpha = alpha
     self.beta = beta
@@ -39,4 +47,5 @@ class LocalResponseNorm(nnx.Module):
 
   def __call__(self, x: ArrayLike) -> jax.Array:
     """``[N, *spatial, C]`` → the same shape."""
-    return local_response_norm(x, size=self.size, alpha=self.alpha, beta=self.beta, k=self.k)
+    return local_response_norm(compute(x, self.dtype), size=self.size, alpha=self.alpha,
+                               beta=self.beta, k=self.k)

@@ -8,11 +8,14 @@ so that pooling layers sit in a model like any other layer (and describe themsel
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 from jax.typing import ArrayLike
 
+from cnnjax.nn._dtypes import check_dtypes, compute
 from cnnjax.padding import PaddingLike
 from cnnjax.pooling import (
     avg_pool,
@@ -44,6 +47,8 @@ class MaxPool(nnx.Module):
     window: the window size, an int (every spatial dim) or one int per dim.
     stride: the stride; default the window (non-overlapping windows).
     padding: as :func:`cnnjax.pooling.max_pool`.
+    dtype: the computation dtype: the input is cast to it (None: left as it is).
+    param_dtype: accepted for a uniform interface (Flax's); this layer has no parameters.
 
   Example:
     >>> MaxPool(2)(jnp.ones((1, 28, 28, 32))).shape
@@ -56,14 +61,18 @@ class MaxPool(nnx.Module):
       *,
       stride: int | Sequence[int] | None = None,
       padding: PaddingLike = "VALID",
+      dtype: Any = None,
+      param_dtype: Any = jnp.float32,
   ):
+    self.dtype, self.param_dtype = check_dtypes(dtype, param_dtype, op="MaxPool")
     self.window = window
     self.stride = stride
     self.padding = padding
 
   def __call__(self, x: ArrayLike) -> jax.Array:
     """``[N, *spatial, C]`` → ``[N, *out_spatial, C]``."""
-    return max_pool(x, self.window, stride=self.stride, padding=self.padding)
+    return max_pool(compute(x, self.dtype), self.window, stride=self.stride,
+                    padding=self.padding)
 
 
 class AvgPool(nnx.Module):
@@ -74,6 +83,8 @@ class AvgPool(nnx.Module):
     stride: the stride; default the window.
     padding: as :func:`cnnjax.pooling.avg_pool`.
     count_include_pad: whether padded positions count in the average's divisor.
+    dtype: the computation dtype: the input is cast to it (None: left as it is).
+    param_dtype: accepted for a uniform interface (Flax's); this layer has no parameters.
 
   Example:
     >>> AvgPool(2)(jnp.ones((1, 28, 28, 6))).shape
@@ -87,7 +98,10 @@ class AvgPool(nnx.Module):
       stride: int | Sequence[int] | None = None,
       padding: PaddingLike = "VALID",
       count_include_pad: bool = False,
+      dtype: Any = None,
+      param_dtype: Any = jnp.float32,
   ):
+    self.dtype, self.param_dtype = check_dtypes(dtype, param_dtype, op="AvgPool")
     self.window = window
     self.stride = stride
     self.padding = padding
@@ -96,7 +110,7 @@ class AvgPool(nnx.Module):
   def __call__(self, x: ArrayLike) -> jax.Array:
     """``[N, *spatial, C]`` → ``[N, *out_spatial, C]``."""
     return avg_pool(
-        x, self.window, stride=self.stride, padding=self.padding,
+        compute(x, self.dtype), self.window, stride=self.stride, padding=self.padding,
         count_include_pad=self.count_include_pad,
     )
 
@@ -109,6 +123,8 @@ class LpPool(nnx.Module):
     p: the exponent (``p=2`` is L2 pooling).
     stride: the stride; default the window.
     padding: as :func:`cnnjax.pooling.lp_pool`.
+    dtype: the computation dtype: the input is cast to it (None: left as it is).
+    param_dtype: accepted for a uniform interface (Flax's); this layer has no parameters.
 
   Example:
     >>> LpPool(2, p=2)(jnp.ones((1, 4, 4, 1)))[0, :, :, 0]
@@ -123,7 +139,10 @@ class LpPool(nnx.Module):
       p: float = 2,
       stride: int | Sequence[int] | None = None,
       padding: PaddingLike = "VALID",
+      dtype: Any = None,
+      param_dtype: Any = jnp.float32,
   ):
+    self.dtype, self.param_dtype = check_dtypes(dtype, param_dtype, op="LpPool")
     self.window = window
     self.p = p
     self.stride = stride
@@ -131,7 +150,8 @@ class LpPool(nnx.Module):
 
   def __call__(self, x: ArrayLike) -> jax.Array:
     """``[N, *spatial, C]`` → ``[N, *out_spatial, C]``."""
-    return lp_pool(x, self.window, p=self.p, stride=self.stride, padding=self.padding)
+    return lp_pool(compute(x, self.dtype), self.window, p=self.p, stride=self.stride,
+                   padding=self.padding)
 
 
 class GlobalAvgPool(nnx.Module):
@@ -139,18 +159,22 @@ class GlobalAvgPool(nnx.Module):
 
   Args:
     keepdims: keep the spatial dims as size 1 (``[N, 1, 1, C]``) instead of ``[N, C]``.
+    dtype: the computation dtype: the input is cast to it (None: left as it is).
+    param_dtype: accepted for a uniform interface (Flax's); this layer has no parameters.
 
   Example:
     >>> GlobalAvgPool()(jnp.ones((2, 8, 8, 64))).shape
     (2, 64)
   """
 
-  def __init__(self, *, keepdims: bool = False):
+  def __init__(self, *, keepdims: bool = False,
+               dtype: Any = None, param_dtype: Any = jnp.float32):
+    self.dtype, self.param_dtype = check_dtypes(dtype, param_dtype, op="GlobalAvgPool")
     self.keepdims = keepdims
 
   def __call__(self, x: ArrayLike) -> jax.Array:
     """``[N, *spatial, C]`` → ``[N, C]``."""
-    return global_avg_pool(x, keepdims=self.keepdims)
+    return global_avg_pool(compute(x, self.dtype), keepdims=self.keepdims)
 
 
 class GlobalMaxPool(nnx.Module):
@@ -158,18 +182,22 @@ class GlobalMaxPool(nnx.Module):
 
   Args:
     keepdims: keep the spatial dims as size 1 instead of returning ``[N, C]``.
+    dtype: the computation dtype: the input is cast to it (None: left as it is).
+    param_dtype: accepted for a uniform interface (Flax's); this layer has no parameters.
 
   Example:
     >>> GlobalMaxPool()(jnp.ones((2, 8, 8, 64))).shape
     (2, 64)
   """
 
-  def __init__(self, *, keepdims: bool = False):
+  def __init__(self, *, keepdims: bool = False,
+               dtype: Any = None, param_dtype: Any = jnp.float32):
+    self.dtype, self.param_dtype = check_dtypes(dtype, param_dtype, op="GlobalMaxPool")
     self.keepdims = keepdims
 
   def __call__(self, x: ArrayLike) -> jax.Array:
     """``[N, *spatial, C]`` → ``[N, C]``."""
-    return global_max_pool(x, keepdims=self.keepdims)
+    return global_max_pool(compute(x, self.dtype), keepdims=self.keepdims)
 
 
 class Maxout(nnx.Module):
@@ -180,19 +208,23 @@ class Maxout(nnx.Module):
   Args:
     pieces: the number of channels per group.
     axis: the channel axis.
+    dtype: the computation dtype: the input is cast to it (None: left as it is).
+    param_dtype: accepted for a uniform interface (Flax's); this layer has no parameters.
 
   Example:
     >>> Maxout(4)(jnp.ones((1, 8, 8, 32))).shape
     (1, 8, 8, 8)
   """
 
-  def __init__(self, pieces: int, *, axis: int = -1):
+  def __init__(self, pieces: int, *, axis: int = -1,
+               dtype: Any = None, param_dtype: Any = jnp.float32):
+    self.dtype, self.param_dtype = check_dtypes(dtype, param_dtype, op="Maxout")
     self.pieces = pieces
     self.axis = axis
 
   def __call__(self, x: ArrayLike) -> jax.Array:
     """``[..., C, ...]`` → ``[..., C // pieces, ...]``."""
-    return maxout(x, self.pieces, axis=self.axis)
+    return maxout(compute(x, self.dtype), self.pieces, axis=self.axis)
 
 
 class BlurPool(nnx.Module):
@@ -202,6 +234,8 @@ class BlurPool(nnx.Module):
     stride: the subsampling factor, an int or one per spatial dim.
     kernel_size: the number of binomial taps, an int or one per spatial dim.
     padding_mode: ``"reflect"`` (default), ``"zeros"``, ``"circular"`` or ``"edge"``.
+    dtype: the computation dtype: the input is cast to it (None: left as it is).
+    param_dtype: accepted for a uniform interface (Flax's); this layer has no parameters.
 
   Example:
     >>> BlurPool(stride=2)(jnp.ones((1, 8, 8, 3))).shape
@@ -214,7 +248,10 @@ class BlurPool(nnx.Module):
       stride: int | Sequence[int] = 2,
       kernel_size: int | Sequence[int] = 3,
       padding_mode: str = "reflect",
+      dtype: Any = None,
+      param_dtype: Any = jnp.float32,
   ):
+    self.dtype, self.param_dtype = check_dtypes(dtype, param_dtype, op="BlurPool")
     self.stride = stride
     self.kernel_size = kernel_size
     self.padding_mode = padding_mode
@@ -222,7 +259,8 @@ class BlurPool(nnx.Module):
   def __call__(self, x: ArrayLike) -> jax.Array:
     """``[N, *spatial, C]`` → ``[N, *ceil(spatial / stride), C]``."""
     return blur_pool(
-        x, stride=self.stride, kernel_size=self.kernel_size, padding_mode=self.padding_mode
+        compute(x, self.dtype), stride=self.stride, kernel_size=self.kernel_size,
+        padding_mode=self.padding_mode,
     )
 
 
@@ -236,16 +274,20 @@ class PolyphaseDownsample(nnx.Module):
   Args:
     stride: the subsampling factor.
     p: the norm that picks the component.
+    dtype: the computation dtype: the input is cast to it (None: left as it is).
+    param_dtype: accepted for a uniform interface (Flax's); this layer has no parameters.
 
   Example:
     >>> PolyphaseDownsample(stride=2)(jnp.ones((1, 8, 8, 3))).shape
     (1, 4, 4, 3)
   """
 
-  def __init__(self, *, stride: int | Sequence[int] = 2, p: float = 2):
+  def __init__(self, *, stride: int | Sequence[int] = 2, p: float = 2,
+               dtype: Any = None, param_dtype: Any = jnp.float32):
+    self.dtype, self.param_dtype = check_dtypes(dtype, param_dtype, op="PolyphaseDownsample")
     self.stride = stride
     self.p = p
 
   def __call__(self, x: ArrayLike) -> jax.Array:
     """``[N, *spatial, C]`` → ``[N, *spatial / stride, C]``."""
-    return polyphase_downsample(x, stride=self.stride, p=self.p)
+    return polyphase_downsample(compute(x, self.dtype), stride=self.stride, p=self.p)
