@@ -73,6 +73,9 @@ _FLAGS: list[tuple[str, dict[str, Any], str]] = [
     ("model_options", {"type": _kv, "action": "append", "metavar": "KEY=VALUE",
                        "flag": "--model-option"},
      "extra model constructor option, repeatable (e.g. conv=tiled, hidden=200)"),
+    ("dtype", {"type": _none_or(str), "metavar": "DTYPE"}, "the model's computation "
+     "dtype: float32, bfloat16 or float16 (mixed precision: float32 parameters, optimizer "
+     "state, BatchNorm statistics and loss; None: the model's default, float32)"),
     ("data", {"metavar": "NAME"}, "dataset: shapes (built in, no download), cifar10, "
      "cifar100, mnist, fashion_mnist, or folder (with --data-dir)"),
     ("data_dir", {"metavar": "PATH"}, "offline copy: CIFAR binary/python release directory, "

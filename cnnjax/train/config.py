@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 __all__ = [
+    "DTYPES",
     "FLIP_MODES",
     "OPTIMIZERS",
     "RECIPES",
@@ -28,6 +29,7 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "onecycle", "piecewise", "linear")
 FLIP_MODES = ("random", "alternating", "none")
 TTA_MODES = ("none", "flip", "flip_translate")
+DTYPES = ("float32", "bfloat16", "float16")
 
 # Learning rate used when ``lr`` is left as None: a good first try for each optimizer.
 DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 1e-3}
@@ -40,6 +42,10 @@ class TrainConfig:
   Attributes:
     model: model name in the zoo (``cnnjax.models.get``), e.g. ``"seed-cnn"``.
     model_options: extra keyword arguments for the model constructor.
+    dtype: the model's computation dtype, ``"float32"``, ``"bfloat16"`` or ``"float16"``
+      (None: the model's default, float32), passed to every zoo model as ``dtype=``:
+      mixed precision with float32 parameters and optimizer state, BatchNorm statistics,
+      softmax and loss in float32.
     data: dataset name (``cnnjax.data.load``): ``"shapes"`` (built in, no download),
       ``"cifar10"``, ``"cifar100"``, ``"mnist"``, ``"fashion_mnist"``.
     data_dir: optional local source for ``data`` (a CIFAR binary/python directory, or an
@@ -132,6 +138,7 @@ class TrainConfig:
 
   model: str = "seed-cnn"
   model_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  dtype: str | None = None
   data: str = "shapes"
   data_dir: str | None = None
   data_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
@@ -196,6 +203,15 @@ class TrainConfig:
         raise ValueError(
             f"TrainConfig: {name} got {getattr(self, name)!r}; expected True or False."
         )
+    if self.dtype is not None and self.dtype not in DTYPES:
+      raise ValueError(
+          f"TrainConfig: dtype got {self.dtype!r}; expected None or one of {DTYPES}."
+      )
+    if self.dtype is not None and "dtype" in self.model_options:
+      raise ValueError(
+          f"TrainConfig: dtype got {self.dtype!r} with model_options dtype="
+          f"{self.model_options['dtype']!r}; expected only one of them (--dtype)."
+      )
     for name, allowed in (("flip", FLIP_MODES), ("tta", TTA_MODES)):
       if getattr(self, name) not in allowed:
         raise ValueError(
@@ -416,7 +432,7 @@ def _derive_fast(values: dict[str, Any], given: set[str]) -> dict[str, Any]:
 
 # Where "fast" differs from airbench94.py: it trains on the 45,000 images left after the
 # validation split (airbench: all 50,000) for 10 whole epochs (airbench: 9.9), in float32
-# (airbench: fp16 with fp32 BatchNorm; pass --model-option dtype=bfloat16 on a GPU, or on
+# (airbench: fp16 with fp32 BatchNorm; pass --dtype bfloat16 on a GPU, or on
 # a CPU with AMX / AVX512-BF16);
 # BatchNorm offsets are not decayed (airbench decays them at the same per-step strength:
 # add --decay-all, which then also decays the whitening bias, as airbench does); the

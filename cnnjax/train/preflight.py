@@ -100,6 +100,8 @@ def _check_model(config: TrainConfig) -> None:
     raise ValueError(f"--model got {config.model!r}; expected one of {models.names()}.")
   allowed, any_key = _accepted(models.model_class(config.model).__init__)
   allowed -= {"self", "num_classes", "rngs"}
+  if config.dtype is not None and not any_key and "dtype" not in allowed:
+    raise ValueError(f"--dtype got {config.dtype!r}; --model {config.model} takes no dtype.")
   for key in config.model_options:
     if not any_key and key not in allowed:
       raise ValueError(
@@ -115,6 +117,8 @@ def _check_model(config: TrainConfig) -> None:
     return  # an image folder: its shape and classes are known once it is read
   options = {"input_shape": tuple(shape), **{k: v for k, v in config.model_options.items()
                                              if k != "input_shape"}}
+  if config.dtype is not None:
+    options["dtype"] = config.dtype
   try:
     models.abstract(config.model, num_classes=classes, **options)
   except Exception as e:  # the constructor's own complaint, whatever its type

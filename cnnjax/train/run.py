@@ -147,9 +147,11 @@ def build_model(config: TrainConfig, *, num_classes: int, input_shape: Sequence[
 
 def model_arguments(config: TrainConfig, *, input_shape: Sequence[int]) -> dict[str, Any]:
   """The zoo constructor's keyword options for ``config`` (``model_options`` with the
-  data's ``input_shape`` unless given)."""
+  data's ``input_shape`` unless given, and ``dtype`` when ``config.dtype`` is set)."""
   options = dict(config.model_options)
   options.setdefault("input_shape", tuple(input_shape))
+  if config.dtype is not None:
+    options["dtype"] = config.dtype
   return options
 
 

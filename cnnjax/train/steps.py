@@ -50,12 +50,14 @@ def cross_entropy(
     label_smoothing: mass moved uniformly to all K classes, in ``[0, 1)``.
 
   Returns:
-    ``[B]`` losses.
+    ``[B]`` losses, in float32 (or wider) whatever the logits' dtype: low-precision
+    (bfloat16, float16) logits are cast up before the softmax.
 
   Example:
     >>> float(cross_entropy(jnp.zeros((1, 4)), jnp.array([2]))[0])  # log 4
     1.386...
   """
+  logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
   if not label_smoothing:
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
   targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype),
