@@ -72,12 +72,14 @@ def step_flops(compiled, model_count: float) -> dict[str, Any]:
 
 
 def step_dtype(config=None, options: Mapping[str, Any] | None = None) -> jnp.dtype:
-  """The compute dtype of a run's step: the model option ``dtype`` (``options``, else
-  ``config.model_options``), else ``config.dtype`` where the config has one, else
-  float32."""
-  if options is None:
-    options = getattr(config, "model_options", None) or {}
-  dtype = options.get("dtype") or getattr(config, "dtype", None)
+  """The compute dtype of a run's step, as :func:`cnnjax.train.run.model_arguments` gives
+  it to the model: ``config.dtype`` when set, else the model option ``dtype``
+  (``options``, else ``config.model_options``), else float32."""
+  dtype = getattr(config, "dtype", None)
+  if dtype is None:
+    if options is None:
+      options = getattr(config, "model_options", None) or {}
+    dtype = options.get("dtype")
   return jnp.dtype(dtype or jnp.float32)
 
 

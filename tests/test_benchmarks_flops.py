@@ -38,3 +38,7 @@ def test_ceiling_matmul_runs_in_the_given_dtype(dtype):
   config = types.SimpleNamespace(model_options={"dtype": dtype})
   assert _flops.step_dtype(config) == jnp.dtype(dtype)
   assert _flops.step_dtype(types.SimpleNamespace(model_options={})) == jnp.float32
+  from cnnjax.train import TrainConfig
+
+  assert _flops.step_dtype(TrainConfig(dtype=dtype)) == jnp.dtype(dtype)
+  assert _flops.step_dtype(TrainConfig()) == jnp.float32
