@@ -273,8 +273,6 @@ def test_the_flag_is_as_this_run_says():
 
 @pytest.mark.skipif(jax.default_backend() != "cpu",
                     reason="the XLA:CPU flag only changes XLA:CPU's kernels")
-@pytest.mark.skipif(os.environ.get("CNNJAX_XLA_FLAGS") == "0",
-                    reason="this is the flag-off run itself")
 def test_the_convolutions_again_with_the_xla_cpu_flag_off():
   # The flag changes which kernels XLA:CPU runs convolutions with; nothing else.
   env = dict(os.environ, CNNJAX_XLA_FLAGS="0", XLA_FLAGS="")
