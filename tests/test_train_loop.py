@@ -5,6 +5,7 @@ loop, run files (config.json, metrics.jsonl, plots), resume == uninterrupted, Na
 partial checkpoints, evaluation.
 """
 
+import json
 import os
 import shutil
 
@@ -23,7 +24,7 @@ from cnnjax.train.loop import NonFiniteLossError, train
 from cnnjax.train.metrics import TIMING_KEYS, MetricsLog, read_metrics
 from cnnjax.train.sharding import make_mesh, put_global, replicated
 from cnnjax.train.state import create_train_state
-from cnnjax.train.steps import cross_entropy, make_steps
+from cnnjax.train.steps import LeafProgram, cross_entropy, make_steps, over_leaves
 
 
 class TinyNet(nnx.Module):
@@ -201,11 +202,12 @@ def test_resume_equals_uninterrupted_and_skips_partial_checkpoints(full_run, tmp
                  jax.device_get(raw(b)))
 
 
-def test_nan_loss_stops_naming_the_step_and_keeps_last_checkpoint(tmp_path):
+@pytest.mark.parametrize("log_every", [20, 1])  # metrics read at the epoch's end / lagging
+def test_nan_loss_stops_naming_the_step_and_keeps_last_checkpoint(tmp_path, log_every):
   def model_fn(**kw):
     return Flat(nan_after=5, **kw)
 
-  config = CONFIG.replace(epochs=3, augment=False)
+  config = CONFIG.replace(epochs=3, augment=False, log_every=log_every)
   with pytest.raises(NonFiniteLossError, match=r"nan at step 5 \(epoch 2, batch 2 of 4\)"):
     train(config, out_dir=tmp_path, dataset=toy_data(), model_fn=model_fn, quiet=True)
   ckpt = Checkpointer(tmp_path / "checkpoints")
@@ -387,3 +389,95 @@ def test_resume_repairs_a_torn_metrics_line(full_run, tmp_path):
     f.write(lines[0][:25] + "\n" + lines[1] + "\n")
   with pytest.raises(ValueError, match=rf"{out}/metrics.jsonl line 1 is not"):
     MetricsLog(out / "metrics.jsonl").truncate(2)  # what a resume calls
+
+
+# ------------------------------------------------------------------ dispatch and compiles
+
+
+def test_leaf_program_is_the_jitted_step_over_the_states_leaves():
+  ds = toy_data()
+  mesh = make_mesh(1)
+  tx = optax.sgd(0.05, momentum=0.9)
+  images = put_global(ds.train_images, replicated(mesh))
+  labels = put_global(ds.train_labels, replicated(mesh))
+  model_def, state = create_train_state(
+      Flat(num_classes=2, rngs=nnx.Rngs(0), input_shape=(6, 6, 3)), tx, seed=0)
+  state = put_global(state, replicated(mesh))
+  steps = make_steps(model_def, tx, preprocess=lambda key, x, *, train: x / 255.0,
+                     mesh=mesh, num_train=64, steps_per_epoch=4, batch_size=16,
+                     eval_batch_size=32)
+  perm = steps.permutation(state.rng, 0)
+  leaves, treedef = jax.tree.flatten(state)
+  program = LeafProgram(over_leaves(steps.train_one, treedef).lower(
+      leaves, images, labels, perm, np.int32(0)).compile(), treedef)
+  want, m_want = steps.train_one(jax.tree.map(jnp.copy, state), images, labels, perm,
+                                 np.int32(1))
+  got, m_got = program(jax.tree.map(jnp.copy, state), images, labels, perm, np.int32(1))
+  assert jax.tree.structure(got) == jax.tree.structure(want)
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(got), jax.device_get(want))
+  np.testing.assert_array_equal(m_got["loss"], m_want["loss"])
+  out, m = program.leaves(jax.tree.leaves(jax.tree.map(jnp.copy, state)), images, labels,
+                          perm, np.int32(1))
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(out),
+               jax.device_get(jax.tree.leaves(want)))
+  assert "train_one" in program.as_text()  # the compiled program's attributes
+
+  def drops_a_leaf(state, *args):
+    state, m = steps.train_one(state, *args)
+    return state._replace(rng=None), m
+
+  with pytest.raises(ValueError, match="over_leaves: fn returned a state of structure"):
+    over_leaves(drops_a_leaf, treedef).lower(leaves, images, labels, perm, np.int32(0))
+
+
+def test_evaluation_compiles_in_the_background_and_each_program_is_reported_once(tmp_path):
+  config = CONFIG.replace(epochs=3, tta="flip", tta_final_only=True)
+  result = train(config, out_dir=tmp_path, dataset=toy_data(), model_fn=TinyNet, quiet=True,
+                 plots=False)
+  records = read_metrics(tmp_path / "metrics.jsonl")
+  assert "train_step" in records[0]["compile_seconds"]
+  reported = [name for r in records for name in r.get("compile_seconds", {})]
+  assert sorted(reported) == ["eval_step", "train_step", "tta"]  # each once, all by the end
+  for r in records:
+    assert set(r.get("trace_seconds", {})) == set(r.get("compile_seconds", {}))
+    for key in ("compile_seconds", "trace_seconds", "compile_wait_seconds"):
+      assert all(v >= 0 for v in r.get(key, {}).values())
+  assert records[-1]["tta"] == "flip" and records[0]["tta"] == "none"
+  del result
+  with open(tmp_path / "run.json") as f:
+    assert json.load(f)["platform"]["steps_per_call"] == 1
+  ckpt = Checkpointer(tmp_path / "checkpoints", cleanup=False)
+  assert ckpt.epochs() == [2, 3] and ckpt.verify(3) is None  # the async saves finished
+  ckpt.close()
+
+
+def test_asynchronous_save_keeps_the_state_it_was_given(tmp_path):
+  state = {"w": jnp.arange(1000.0, dtype=jnp.float32), "key": jax.random.key(3)}
+  want = np.asarray(state["w"]).copy()
+  step = jax.jit(lambda s: {"w": s["w"] * 2 + 1, "key": s["key"]}, donate_argnums=0)
+  ckpt = Checkpointer(tmp_path, keep=3, asynchronous=True)
+  ckpt.save(1, state)
+  state = step(state)  # donates (overwrites) the saved buffers while the save may run
+  state = step(state)
+  ckpt.save(2, state)  # waits for save 1 first
+  assert ckpt.epochs() == [1, 2]
+  target = {"w": jnp.zeros(1000, jnp.float32), "key": jax.random.key(0)}
+  np.testing.assert_array_equal(ckpt.restore(1, target)["w"], want)
+  np.testing.assert_array_equal(ckpt.restore(2, target)["w"], (want * 2 + 1) * 2 + 1)
+  assert ckpt.verify(1) is None and ckpt.verify(2) is None
+  ckpt.close()
+
+
+def test_a_failed_background_save_is_raised_by_the_next_call(tmp_path, monkeypatch):
+  from cnnjax.train import checkpoint as ckpt_mod
+
+  def broken(path):
+    raise OSError(f"disk full writing {path}")
+
+  monkeypatch.setattr(ckpt_mod, "_write_checksums", broken)
+  ckpt = Checkpointer(tmp_path, asynchronous=True)
+  ckpt.save(1, {"w": jnp.ones(3)})
+  with pytest.raises(OSError, match="disk full"):
+    ckpt.wait()
+  ckpt.wait()  # raised once
+  ckpt.close()

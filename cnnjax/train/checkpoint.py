@@ -19,6 +19,14 @@ run killed mid-save leaves no directory that looks finished. On top of that:
   such directories to, each with a one-line warning. Readers (``cleanup=False``) only
   ignore them.
 
+* **Asynchronous saves.** With ``asynchronous=True`` (the training loop's choice in a
+  one-process run) :meth:`Checkpointer.save` returns once Orbax has copied the arrays off
+  the devices; the files, the rename and the checksums are written on a background thread
+  while training goes on. Everything that reads checkpoints (and the next save, and
+  :meth:`Checkpointer.close`) first waits for it; an error of the background save is
+  raised there. A kill during the background write leaves an unfinished checkpoint,
+  cleaned up as above, and the previous one is used.
+
 PRNG keys (typed key arrays in NNX RNG streams) are stored as raw key data.
 """
 
@@ -29,6 +37,7 @@ import json
 import os
 import re
 import shutil
+import threading
 import warnings
 
 import jax
@@ -153,6 +162,9 @@ class Checkpointer:
     cleanup: this process writes the run (it holds the run's lock): delete what a
       killed writer left (see the module docstring) and quarantine checkpoints that
       fail verification. False: read only; failed checkpoints are skipped, not moved.
+    asynchronous: :meth:`save` returns once the arrays are off the devices and writes
+      the checkpoint on a background thread (one process only: a multi-process run saves
+      synchronously).
 
   Example:
     >>> ckpt = Checkpointer("/tmp/run/checkpoints", keep=2)  # doctest: +SKIP
@@ -160,7 +172,8 @@ class Checkpointer:
     3
   """
 
-  def __init__(self, directory: str | os.PathLike, *, keep: int = 2, cleanup: bool = True):
+  def __init__(self, directory: str | os.PathLike, *, keep: int = 2, cleanup: bool = True,
+               asynchronous: bool = False):
     import orbax.checkpoint as ocp
 
     self._ocp = ocp
@@ -174,12 +187,16 @@ class Checkpointer:
     self._keep = keep
     self._manager = None
     self._skipped: set[int] = set()  # failed verification (read only: not moved)
+    self._asynchronous = asynchronous and jax.process_count() == 1
+    self._writer: threading.Thread | None = None  # the background save, if any
+    self._error: BaseException | None = None  # what it raised
 
   @property
   def manager(self):
     if self._manager is None:
       options = self._ocp.CheckpointManagerOptions(
-          max_to_keep=self._keep, create=self.cleanup, enable_async_checkpointing=False,
+          max_to_keep=self._keep, create=self.cleanup,
+          enable_async_checkpointing=self._asynchronous,
       )  # (Orbax's read_only=True would log three warnings; a reader never saves anyway)
       self._manager = self._ocp.CheckpointManager(self.directory, options=options)
     return self._manager
@@ -202,6 +219,7 @@ class Checkpointer:
 
   def epochs(self) -> list[int]:
     """The epochs with a finished checkpoint (not yet verified), ascending."""
+    self.wait()
     return [e for e in complete_epochs(self.directory) if e not in self._skipped]
 
   def latest_epoch(self) -> int | None:
@@ -216,6 +234,7 @@ class Checkpointer:
 
   def verify(self, epoch: int) -> str | None:
     """None if the checkpoint of ``epoch`` is intact, else why not (see verify_checkpoint)."""
+    self.wait()
     if self._legacy():
       return None
     return verify_checkpoint(self.path(epoch))
@@ -247,6 +266,7 @@ class Checkpointer:
     Returns:
       The epoch, or None if no checkpoint is intact.
     """
+    self.wait()
     if collective and jax.process_count() > 1:
       from jax.experimental import multihost_utils
 
@@ -272,12 +292,40 @@ class Checkpointer:
     return None
 
   def save(self, epoch: int, state) -> None:
-    """Writes ``state`` as the checkpoint of ``epoch``, then its checksums."""
+    """Writes ``state`` as the checkpoint of ``epoch``, then its checksums.
+
+    Asynchronous (see the constructor): returns once the arrays are copied off the
+    devices (``state`` may then be donated or changed); :meth:`wait` waits for the files.
+    """
+    self.wait()
     self.manager.save(epoch, args=self._ocp.args.StandardSave(_to_savable(state)), force=True)
+    if not self._asynchronous:
+      self._finish(epoch)
+      return
+    self._writer = threading.Thread(target=self._finish_in_background, args=(epoch,),
+                                    name=f"cnnjax-checkpoint-{epoch}")
+    self._writer.start()
+
+  def _finish(self, epoch: int) -> None:
     self.manager.wait_until_finished()
     if jax.process_index() == 0:
       _write_checksums(self.path(epoch))
     _sync(f"cnnjax.train.Checkpointer.save.{epoch}")
+
+  def _finish_in_background(self, epoch: int) -> None:
+    try:
+      self._finish(epoch)
+    except BaseException as e:  # raised by wait(), in the caller's thread
+      self._error = e
+
+  def wait(self) -> None:
+    """Waits for a background save to finish; raises what it raised, if anything."""
+    writer, self._writer = self._writer, None
+    if writer is not None:
+      writer.join()
+    error, self._error = self._error, None
+    if error is not None:
+      raise error
 
   def restore(self, epoch: int, target):
     """Reads the checkpoint of ``epoch`` into the structure, dtypes and shardings of ``target``.
@@ -317,6 +365,11 @@ class Checkpointer:
     return _from_savable(restored, target)
 
   def close(self) -> None:
-    if self._manager is not None:
-      self._manager.wait_until_finished()
-      self._manager.close()
+    """Waits for a background save, then releases Orbax's resources."""
+    try:
+      self.wait()
+    finally:
+      if self._manager is not None:
+        self._manager.wait_until_finished()
+        self._manager.close()
+        self._manager = None

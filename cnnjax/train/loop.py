@@ -14,9 +14,12 @@ every change with the epoch it applied from.
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import dataclasses
 import math
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -37,7 +40,7 @@ from cnnjax.train.preflight import check_schedule_change
 from cnnjax.train.progress import Progress, show_progress
 from cnnjax.train.run import InputSpec, ModelFn, Run, build_run
 from cnnjax.train.state import ModelDef, TrainState, eval_params
-from cnnjax.train.steps import Steps
+from cnnjax.train.steps import LeafProgram, Steps, over_leaves
 from cnnjax.train.tracking import STEPS_FILE, StepLogger
 
 __all__ = ["NonFiniteLossError", "TrainResult", "train"]
@@ -108,8 +111,10 @@ def train(
     dataset: a ``cnnjax.data.Dataset`` to use instead of loading ``config.data``.
     model_fn: a model factory to use instead of the zoo (see
       :func:`~cnnjax.train.run.build_model`).
-    callbacks: called as ``callback(record, state)`` after each epoch's record is written
-      (and its checkpoint saved); an exception from a callback stops the run.
+    callbacks: called as ``callback(record, state)`` after each epoch's record and
+      checkpoint are written; an exception from a callback stops the run. (Without
+      callbacks, checkpoints are written in the background while the next epoch trains,
+      and finished before ``train`` returns or raises.)
     quiet: no progress bar and no per-epoch lines.
     plots: write ``curves.png`` and ``filters.png`` at the end.
     allow_schedule_change: on resume, accept a config whose learning-rate schedule has
@@ -178,7 +183,8 @@ def _train(config: TrainConfig, *, out_dir: str, resume: bool, dataset, model_fn
                        batch_size=config.batch_size, tensorboard=config.tensorboard,
                        enabled=_is_main())
   history_path = os.path.join(out_dir, "config_history.jsonl")
-  ckpt = Checkpointer(os.path.join(out_dir, "checkpoints"), keep=config.keep_checkpoints)
+  ckpt = Checkpointer(os.path.join(out_dir, "checkpoints"), keep=config.keep_checkpoints,
+                      asynchronous=True)  # written while the next epoch trains
   start_epoch, history = 0, []
   say = (lambda s: None) if quiet or not _is_main() else (lambda s: print(s, flush=True))
   device = run.mesh.devices.flat[0]
@@ -212,18 +218,20 @@ def _train(config: TrainConfig, *, out_dir: str, resume: bool, dataset, model_fn
   if _is_main():
     _rd.write_run_info(out_dir, run, platform={
         "platform": device.platform, "device_kind": device.device_kind,
-        "devices": n_dev, "processes": jax.process_count()})
+        "devices": n_dev, "processes": jax.process_count(),
+        "steps_per_call": run.steps.steps_per_call})
   if _is_main() and not resume:
     log.truncate(0)
     steplog.truncate(0)
 
-  timing = None
+  compiled = None
   ran = start_epoch < config.epochs
   if ran:
-    steps, timing = _compile(run, state)
-    say("Compiled " + ", ".join(
-        f"the {k.replace('_', ' ')} in {v:.1f} s (+{timing['trace_seconds'][k]:.1f} "
-        f"s tracing)" for k, v in timing["compile_seconds"].items()) + ".")
+    steps, compiled = _compile(run, state)
+    train_s = compiled.seconds
+    say(f"Compiled the train step in {train_s['compile_seconds']['train_step']:.1f} s "
+        f"(+{train_s['trace_seconds']['train_step']:.1f} s tracing)"
+        + ("; the evaluation compiles in the background." if compiled.programs else "."))
   remaining = (config.epochs - start_epoch) * steps_per_epoch
   progress = Progress(remaining, enabled=not quiet and _is_main() and show_progress())
   try:
@@ -238,9 +246,7 @@ def _train(config: TrainConfig, *, out_dir: str, resume: bool, dataset, model_fn
       jax.block_until_ready(state)
       record = _epoch_record(run, steps, state, epoch=epoch, losses=losses, correct=correct,
                              t0=t0, train_seconds=time.perf_counter() - t0)
-      if timing is not None:  # first record: compile_seconds and trace_seconds per program
-        record.update(timing)
-        timing = None
+      record.update(compiled.take(wait=epoch == config.epochs))
       if _is_main():  # the record first: a resume truncates records past the checkpoint
         log.append(record)
         steplog.epoch(record)
@@ -253,6 +259,8 @@ def _train(config: TrainConfig, *, out_dir: str, resume: bool, dataset, model_fn
       history.append(record)
       if not quiet and _is_main():
         progress.write(_epoch_line(record, config.epochs))
+      if callbacks:
+        ckpt.wait()  # they may read the checkpoint
       for cb in callbacks:
         cb(record, state)
   except NonFiniteLossError:
@@ -321,66 +329,133 @@ def _epoch_record(run: Run, steps: Steps, state: TrainState, *, epoch: int, loss
   return record
 
 
-def _compile(run: Run, state: TrainState
-             ) -> tuple[Steps, dict[str, dict[str, float]]]:
+def _compile(run: Run, state: TrainState) -> tuple[Steps, _CompileLog]:
   """Compiles (ahead of time) the programs the epochs use; returns them and their seconds.
 
-  The seconds (``metrics.jsonl``'s first record) are per program: ``train_step`` (the
-  train functions an epoch calls), ``eval_step`` (evaluation without test-time
-  augmentation, when used) and ``tta`` (with it, when ``config.tta`` is not ``"none"``),
-  each summed over the splits evaluated. ``trace_seconds`` is the Python side (tracing
-  and lowering to StableHLO, done every run), ``compile_seconds`` XLA's compilation, or
-  loading the executable from the persistent compilation cache
-  (:mod:`cnnjax.train.compile_cache`).
+  The train programs are compiled first, over the state's leaves
+  (:class:`~cnnjax.train.steps.LeafProgram`). The evaluation programs are traced here and
+  compiled on a background thread, so that their compilation overlaps training (XLA
+  compiles without holding Python's GIL); an evaluation waits for its program only if it
+  is not ready yet.
 
   The compiled executables replace the jitted functions, so a call with different shapes,
   dtypes or shardings is an error instead of a silent retrace.
   """
   steps, config = run.steps, run.config
   images, labels = run.arrays["train"]
-  timing = {"trace_seconds": {}, "compile_seconds": {}}
+  log = _CompileLog()
 
-  def build(name, fn, *args):
+  def lower(name, fn, *args):
     t0 = time.perf_counter()
     lowered = fn.lower(*args)
-    t1 = time.perf_counter()
+    log.add("trace_seconds", name, time.perf_counter() - t0)
+    return lowered
+
+  def compile_(name, lowered):
+    t0 = time.perf_counter()
     compiled = lowered.compile()
-    t2 = time.perf_counter()
-    for key, dt in (("trace_seconds", t1 - t0), ("compile_seconds", t2 - t1)):
-      timing[key][name] = timing[key].get(name, 0.0) + dt
+    log.add("compile_seconds", name, time.perf_counter() - t0)
     return compiled
 
+  leaves, treedef = jax.tree.flatten(state)
   perm = steps.permutation(state.rng, 0)
   k = steps.steps_per_call
-  args = (state, images, labels, perm, np.int32(0))
-  train = build("train_step", steps.train, *args) if k > 1 else steps.train
-  one = build("train_step", steps.train_one, *args) if (
-      k == 1 or run.steps_per_epoch % k) else steps.train_one
+  args = (leaves, images, labels, perm, np.int32(0))
+
+  def build_train(fn):
+    flat = over_leaves(fn, treedef)
+    return LeafProgram(compile_("train_step", lower("train_step", flat, *args)), treedef)
+
+  train = build_train(steps.train) if k > 1 else None
+  one = build_train(steps.train_one) if k == 1 or run.steps_per_epoch % k else None
   splits = [a for a in (run.arrays.get("val"), run.arrays.get("test")) if a is not None]
   programs = {}
   if config.tta == "none" or config.tta_final_only:
     programs["eval_step"] = steps.evaluate_plain
   if config.tta != "none":
     programs["tta"] = steps.evaluate
-  compiled = {name: _ByShape(fn, {
-      tuple(x.shape): build(name, fn, state.params, state.model_state, x, y, np.int32(0))
-      for x, y in splits}) for name, fn in programs.items()}
+  pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="cnnjax-compile")
+  for name, fn in programs.items():
+    programs[name] = log.programs[name] = _Background(name, {
+        tuple(x.shape): pool.submit(compile_, name, lower(
+            name, fn, state.params, state.model_state, x, y, np.int32(0)))
+        for x, y in splits}, log)
+  pool.shutdown(wait=False)
   steps = dataclasses.replace(
-      steps, train=train, train_one=one,
-      evaluate=compiled.get("tta", compiled.get("eval_step", steps.evaluate)),
-      evaluate_plain=compiled.get("eval_step", steps.evaluate_plain))
-  return steps, timing
+      steps, train=train or steps.train, train_one=one or steps.train_one,
+      evaluate=programs.get("tta", programs.get("eval_step", steps.evaluate)),
+      evaluate_plain=programs.get("eval_step", steps.evaluate_plain))
+  return steps, log
 
 
-class _ByShape:
-  """An evaluation function compiled ahead of time for each split's shape (val, test)."""
+class _CompileLog:
+  """Seconds per program, for ``metrics.jsonl``.
 
-  def __init__(self, fn, by_shape):
-    self._fn, self._by_shape = fn, by_shape
+  Keys: ``trace_seconds`` (the Python side: tracing and lowering to StableHLO, done every
+  run), ``compile_seconds`` (XLA's compilation, or loading the executable from the
+  persistent compilation cache, :mod:`cnnjax.train.compile_cache`) and
+  ``compile_wait_seconds`` (how long the training loop waited for a background
+  compilation; absent for a program that was ready in time), each ``{program: seconds}`` summed over the
+  splits evaluated. Programs: ``train_step`` (the train functions an epoch calls),
+  ``eval_step`` (evaluation without test-time augmentation, when used) and ``tta`` (with
+  it, when ``config.tta`` is not ``"none"``).
+
+  :meth:`take` gives each program's seconds once, to the first epoch record written after
+  its compilation finished (the train step's: the first record), so that summing a key
+  over the records gives the run's totals.
+  """
+
+  KEYS = ("trace_seconds", "compile_seconds", "compile_wait_seconds")
+
+  def __init__(self):
+    self.seconds: dict[str, dict[str, float]] = {key: {} for key in self.KEYS}
+    self.programs: dict[str, _Background] = {}  # compiled in the background
+    self._lock = threading.Lock()
+    self._taken: set[str] = set()
+
+  def add(self, key: str, name: str, dt: float) -> None:
+    with self._lock:
+      self.seconds[key][name] = self.seconds[key].get(name, 0.0) + dt
+
+  def take(self, *, wait: bool = False) -> dict[str, dict[str, float]]:
+    """The seconds of the programs finished and not taken yet (all of them: ``wait``)."""
+    if wait:
+      for program in self.programs.values():
+        program.wait()
+    ready = [name for name in self.seconds["trace_seconds"] if name not in self._taken and (
+        name not in self.programs or self.programs[name].done())]
+    self._taken.update(ready)
+    with self._lock:
+      return {key: {n: v[n] for n in ready if n in v} for key, v in self.seconds.items()
+              if any(n in v for n in ready)}
+
+
+class _Background:
+  """An evaluation program per split shape (val, test), compiled on a background thread."""
+
+  def __init__(self, name: str, futures: dict, log: _CompileLog):
+    self._name, self._futures, self._log = name, futures, log
+    self._ready: dict[tuple, Any] = {}
+
+  def done(self) -> bool:
+    return all(f.done() for f in self._futures.values())
+
+  def wait(self) -> None:
+    for shape in self._futures:
+      self._get(shape)
+
+  def _get(self, shape):
+    compiled = self._ready.get(shape)
+    if compiled is None:
+      future, t0 = self._futures[shape], time.perf_counter()
+      waited = not future.done()
+      compiled = self._ready[shape] = future.result()
+      if waited:
+        self._log.add("compile_wait_seconds", self._name, time.perf_counter() - t0)
+    return compiled
 
   def __call__(self, params, model_state, images, labels, start):
-    c = self._by_shape.get(tuple(images.shape))
-    return (self._fn if c is None else c)(params, model_state, images, labels, start)
+    return self._get(tuple(images.shape))(params, model_state, images, labels, start)
 
 
 def _train_epoch(steps: Steps, state: TrainState, images, labels, *, epoch: int,
@@ -388,20 +463,28 @@ def _train_epoch(steps: Steps, state: TrainState, images, labels, *, epoch: int,
                  steplog: StepLogger):
   """Runs one epoch; returns ``(state, per-step losses, correct count)``.
 
-  The host syncs every ``_SYNC_EVERY`` steps, or every ``log_every`` if fewer (not every
-  step, so dispatch runs ahead) to update the progress bar and the step log and to stop
-  at the first non-finite loss.
+  The host does not wait for the device within an epoch. The state travels as its list of
+  leaves (one fast call per step, :class:`~cnnjax.train.steps.LeafProgram`); each call's
+  metrics stay on the device until a window of ``_SYNC_EVERY`` steps (or ``log_every``,
+  if fewer) is complete, and then the host reads the window *before* it, which the
+  device has finished by then (it runs the calls in order), while a window of steps is
+  still queued: the progress bar, the step log and the check for a non-finite loss run
+  one window behind, the device never idles for them. The last windows are read at the
+  end of the epoch. A non-finite loss stops the run with the step it occurred at.
   """
   sync_every = min(_SYNC_EVERY, steplog.log_every or _SYNC_EVERY)
   perm = steps.permutation(state.rng, epoch)
   first_step = int(_sh.to_host(state.step))
   k = steps.steps_per_call
-  pending, losses, correct, done = [], [], 0, 0
+  program = steps.train_one if k == 1 else steps.train
+  leaves = jax.tree.leaves(state)
+  windows, window, window_steps = collections.deque(), [], 0
+  losses, correct, done = [], 0, 0
 
-  def sync():
-    nonlocal pending, correct
+  def read(window):
+    nonlocal correct
     n_new = 0
-    for m in _sh.to_host(pending):
+    for m in _sh.to_host(window):
       for loss, c in zip(m["loss"], m["correct"]):
         if not math.isfinite(float(loss)):
           b = len(losses)
@@ -415,20 +498,25 @@ def _train_epoch(steps: Steps, state: TrainState, images, labels, *, epoch: int,
         steplog.step(first_step + len(losses), epoch, float(loss))
         correct += int(c)
         n_new += 1
-    pending = []
     if n_new:
       progress.update(n_new, loss=f"{np.mean(losses[-n_new:]):.3f}")
 
   while done < steps_per_epoch:
     many = k > 1 and steps_per_epoch - done >= k
     fn = steps.train if many else steps.train_one
-    state, m = fn(state, images, labels, perm, np.int32(done))
-    pending.append(m)
+    leaves, m = fn.leaves(leaves, images, labels, perm, np.int32(done))
+    window.append(m)
+    window_steps += k if many else 1
     done += k if many else 1
-    if len(pending) * k >= sync_every:
-      sync()
-  sync()
-  return state, losses, correct
+    if window_steps >= sync_every:
+      windows.append(window)
+      window, window_steps = [], 0
+      if len(windows) > 1:
+        read(windows.popleft())
+  windows.append(window)
+  while windows:
+    read(windows.popleft())
+  return jax.tree.unflatten(program.treedef, leaves), losses, correct
 
 
 def _last(ckpt: Checkpointer) -> str:

@@ -12,7 +12,7 @@ __all__ = ["MetricsLog", "read_metrics"]
 
 # Keys whose values depend on the machine and its load, not on the run's maths.
 TIMING_KEYS = ("seconds", "train_seconds", "images_per_second", "compile_seconds",
-               "trace_seconds")
+               "trace_seconds", "compile_wait_seconds")
 
 
 def read_metrics(path: str | os.PathLike, *, drop_torn_tail: bool = False

@@ -31,7 +31,8 @@ from cnnjax.train import sharding as _sh
 from cnnjax.train import augment as _aug
 from cnnjax.train.state import ModelDef, TrainState, eval_params, fast_params
 
-__all__ = ["Preprocess", "Steps", "cross_entropy", "make_steps", "make_train_step"]
+__all__ = ["LeafProgram", "Preprocess", "Steps", "cross_entropy", "make_steps",
+           "make_train_step", "over_leaves"]
 
 # (key, uint8 images [B, H, W, C], *, train) -> float32 images [B, H, W, C]
 Preprocess = Callable[..., jax.Array]
@@ -281,3 +282,61 @@ def make_steps(
       steps_per_call=steps_per_call,
       traces=traces,
   )
+
+
+def over_leaves(fn: Callable[..., Any], treedef) -> Callable[..., Any]:
+  """``fn(state, *args) -> (state, metrics)`` as a jitted function of the state's flat leaves.
+
+  A ``TrainState`` holds NNX ``Variable`` nodes, which JAX flattens and rebuilds in Python on
+  every call: 2–3 ms per call of ``resnet20``'s train step on the 2-core CPU host (159
+  leaves), against 1.0 ms for the same compiled step called with the list of its leaves.
+  The training loop keeps the state as that list within an epoch and rebuilds it once at
+  the end (:class:`LeafProgram`).
+
+  Args:
+    fn: a (jitted or plain) train function.
+    treedef: the state's ``jax.tree.structure``.
+
+  Returns:
+    ``flat(leaves, *args) -> (leaves, metrics)``, jitted, donating ``leaves``.
+  """
+
+  def flat(leaves, *args):
+    state, metrics = fn(jax.tree.unflatten(treedef, leaves), *args)
+    out, out_def = jax.tree.flatten(state)
+    if out_def != treedef:
+      raise ValueError(
+          f"over_leaves: fn returned a state of structure {out_def}; expected its input's "
+          f"{treedef}."
+      )
+    return out, metrics
+
+  flat.__name__ = getattr(fn, "__name__", "flat")  # the program's name (compile cache, HLO)
+  return jax.jit(flat, donate_argnums=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class LeafProgram:
+  """A compiled train program over a state's leaves (see :func:`over_leaves`).
+
+  ``program(state, *args)`` takes and returns a ``TrainState`` like the jitted function it
+  was built from; ``program.leaves(leaves, *args)`` is the fast call of the training loop.
+  Other attributes (``as_text``, ``cost_analysis``, ...) are the compiled program's.
+
+  Attributes:
+    compiled: the ``jax.stages.Compiled`` of ``over_leaves(fn, treedef)``.
+    treedef: the state's structure.
+  """
+
+  compiled: Any
+  treedef: Any
+
+  def leaves(self, leaves, *args):
+    return self.compiled(leaves, *args)
+
+  def __call__(self, state, *args):
+    leaves, metrics = self.compiled(jax.tree.leaves(state), *args)
+    return jax.tree.unflatten(self.treedef, leaves), metrics
+
+  def __getattr__(self, name):
+    return getattr(self.compiled, name)
