@@ -7,7 +7,8 @@ times it round-robin with a large matmul in the step's dtype (the physical ceili
 runs a big matmul at close to the machine's peak), so that a shared machine's noise hits
 both alike. It prints:
 
-- compile time of the train step;
+- lower + compile time of the train call the training loop makes (``steps.train`` over
+  ``steps_per_call`` steps when that is > 1, else ``steps.train_one``: ``_step.py``);
 - images/s and seconds per epoch (``num_train // batch`` steps) from the median step;
 - FLOPs per training image, from the compiled step's ``cost_analysis()`` and from
   3 × 2 × the multiply-adds of :func:`cnnjax.summary.summary` (forward + backward ≈ 3 ×
@@ -31,14 +32,13 @@ import argparse
 import json
 import platform
 import statistics
-import time
 
 import jax
 import numpy as np
 from _flops import matmul_ceiling, model_flops, step_dtype, step_flops
+from _step import build, compile_train, random_dataset, time_train
 
-from cnnjax.data.dataset import Dataset
-from cnnjax.train import TrainConfig, build_run
+from cnnjax.train import TrainConfig
 
 
 def _row(name: str, value: str, note: str = "") -> str:
@@ -76,54 +76,39 @@ def main(argv=None) -> dict:
   print(f"  batch {config.batch_size}, {args.num_train} training images, "
         f"{config.epochs} epochs, tta {config.tta}")
 
-  rng = np.random.default_rng(0)
-  images = rng.integers(0, 256, (args.num_train, 32, 32, 3), dtype=np.uint8)
-  labels = rng.integers(0, 10, args.num_train).astype(np.int32)
   eval_batch = min(config.eval_batch_size, args.num_val)
   config = config.replace(eval_batch_size=eval_batch)
-  val = rng.integers(0, 256, (args.num_val, 32, 32, 3), dtype=np.uint8), labels[:args.num_val]
-  dataset = Dataset("random", images, labels, *val, None, None,
-                    tuple(str(i) for i in range(10)), "generated")
-  t0 = time.perf_counter()
-  run = build_run(config, dataset)  # with the whitening layer's data init
-  jax.block_until_ready(run.state)
-  init_seconds = time.perf_counter() - t0
+  dataset = random_dataset(args.num_train, args.num_val)
+  run, init_seconds = build(config, dataset)  # with the whitening layer's data init
   state, steps, steps_per_epoch = run.state, run.steps, run.steps_per_epoch
   x_dev, y_dev = run.arrays["train"]
-  perm = steps.permutation(state.rng, 0)
-  t0 = time.perf_counter()
-  train = steps.train_one.lower(state, x_dev, y_dev, perm, np.int32(0)).compile()
-  compile_seconds = time.perf_counter() - t0
+  # The call the training loop makes: steps.train over steps_per_call steps, or train_one.
+  program = compile_train(run)
+  train, k = program.fn, program.steps_per_call
+  compile_seconds = program.lower_seconds + program.compile_seconds
   val_views = {"none": 1, "flip": 2, "flip_translate": 6}[config.tta]
   forward_img = model_flops("fastnet", (32, 32, 3), train=False, options=options)
-  train_count = step_flops(train, 3 * forward_img * config.batch_size)
+  train_count = step_flops(train, 3 * forward_img * config.batch_size * k)
   evaluate = steps.evaluate.lower(state.params, state.model_state, x_dev[:eval_batch],
                                   y_dev[:eval_batch], np.int32(0)).compile()
   eval_count = step_flops(evaluate, val_views * forward_img * eval_batch)
 
   dtype = step_dtype(config)
-  mm, mm_flops, _ = matmul_ceiling(n_mm, dtype)
-  state, m = train(state, x_dev, y_dev, perm, np.int32(0))  # warm-up
-  jax.block_until_ready(m)
-  step_times, mm_times = [], []
-  for i in range(steps_timed):
-    t0 = time.perf_counter()
-    state, m = train(state, x_dev, y_dev, perm, np.int32((i + 1) % steps_per_epoch))
-    jax.block_until_ready((state, m))
-    step_times.append(time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    mm()
-    mm_times.append(time.perf_counter() - t0)
-  loss = float(np.asarray(m["loss"])[0])
+  mm, mm_flops, _ = matmul_ceiling(n_mm, dtype, block=False)
+  # One call per round, blocked on, alternating with one ceiling matmul (as before the
+  # shared helper): a round per timed call.
+  timing = time_train(program, run, calls=1, rounds=-(-steps_timed // k), ceiling=mm,
+                      ceiling_flops=mm_flops, ceiling_seconds=0.0)
+  step_times, loss = timing.step_seconds, timing.loss
 
   step_s = statistics.median(step_times)
-  ceiling = mm_flops / statistics.median(mm_times)
+  ceiling = timing.ceiling_flops_per_second
   img_s = config.batch_size / step_s
   epoch_s = steps_per_epoch * step_s
   compiled = train_count["compiled"]
-  flops_img = compiled / config.batch_size if compiled else None
-  model_flops_img = train_count["model"] / config.batch_size
-  per_img = train_count["flops"] / config.batch_size
+  flops_img = compiled / (config.batch_size * k) if compiled else None
+  model_flops_img = train_count["model"] / (config.batch_size * k)
+  per_img = train_count["flops"] / (config.batch_size * k)
   # One forward view of the validation set; the TTA multiplies the views of the epochs it
   # applies to (only the last one with tta_final_only, the recipe's default).
   eval_view = eval_count["flops"] / eval_batch / val_views * args.num_val
@@ -135,6 +120,8 @@ def main(argv=None) -> dict:
       "device": device.device_kind, "backend": jax.default_backend(),
       "batch_size": config.batch_size, "num_train": args.num_train, "epochs": config.epochs,
       "init_seconds": init_seconds, "compile_seconds": compile_seconds,
+      "lower_seconds": program.lower_seconds, "xla_compile_seconds": program.compile_seconds,
+      "steps_per_call": k, "program": program.name,
       "step_seconds_median": step_s, "step_seconds": step_times,
       "images_per_second": img_s, "seconds_per_epoch": epoch_s,
       "flops_per_image_compiled": flops_img, "flops_per_image_model": model_flops_img,
@@ -147,9 +134,11 @@ def main(argv=None) -> dict:
       "loss_after_warmup_and_timed_steps": loss,
   }
   print(_row("init (build + whitening), s", f"{init_seconds:.2f}"))
-  print(_row("train step compile, s", f"{compile_seconds:.2f}"))
+  print(_row("train step lower + compile, s", f"{compile_seconds:.2f}",
+             f"{program.lower_seconds:.2f} + {program.compile_seconds:.2f}; "
+             f"steps.{program.name}, {k} step(s) per call"))
   print(_row("train step (median), s", f"{step_s:.4f}",
-             f"over {steps_timed} steps: {', '.join(f'{t:.3f}' for t in step_times)}"))
+             f"over {len(step_times) * k} steps: {', '.join(f'{t:.3f}' for t in step_times)}"))
   print(_row("images/s", f"{img_s:,.0f}"))
   print(_row("seconds per epoch", f"{epoch_s:.2f}", f"{steps_per_epoch} steps"))
   print(_row("FLOP/image, compiled step", f"{flops_img / 1e9:.3f} G" if flops_img else "n/a",
