@@ -525,3 +525,27 @@ def ref_group_conv(x, w, group, **settings):
       total = total + ref_correlate(x[..., s, :], kernel, **settings)
     out.append(total)
   return np.stack(out, axis=-2)
+
+
+# ============================================================================
+# Issue 19: the weight gradient as NumPy loops (the CPU lowering's row-stacked forms
+# and batch-chunked weight gradients are checked against it). (Appended here.)
+# ============================================================================
+
+
+def ref_correlate_weight_grad(x, g, kernel, *, stride=1, padding="VALID", dilation=1):
+  """∂⟨ref_correlate(x, w), g⟩ / ∂w (zero padding, groups 1), one kernel offset at a time:
+  dw[k, c, o] = Σ_b Σ_n x̃[b, n·s + k·t, c] · g[b, n, o]."""
+  x, g = _wide(x, g)
+  nd = len(kernel)
+  s, t, pads, out = ref_geometry(
+      x.shape[1:-1], kernel, stride=stride, padding=padding, dilation=dilation
+  )
+  assert tuple(out) == tuple(g.shape[1:-1]), (out, g.shape)
+  xp = np.pad(x, [(0, 0), *pads, (0, 0)])
+  dw = np.zeros((*kernel, x.shape[-1], g.shape[-1]), x.dtype)
+  for k in np.ndindex(*kernel):
+    for n in np.ndindex(*out):
+      idx = tuple(n[d] * s[d] + k[d] * t[d] for d in range(nd))
+      dw[k] += xp[(slice(None), *idx)].T @ g[(slice(None), *n)]
+  return dw

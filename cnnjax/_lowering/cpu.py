@@ -9,10 +9,15 @@ XLA:CPU in a few configurations; :func:`conv` picks, per configuration:
   with a single slice, so no patch copy);
 - **bfloat16, stride 1, no dilation, groups 1** on CPUs with AMX-BF16 or AVX512-BF16:
   patch matmuls with custom VJPs (:mod:`cnnjax._lowering.cpu_bf16`);
+- **float32/float64, 2-D, stride 1, no dilation, groups 1**, where
+  :func:`cnnjax._lowering.cpu_rows.plan` measured a gain (VALID-like kernels taller than
+  one row, few input channels): a custom JVP with row-stacked forms and batch-chunked
+  weight gradients (:mod:`cnnjax._lowering.cpu_rows`);
 - everything else: the portable form.
 
 Each choice is re-measured by ``benchmarks/ops.py`` (its ``conv1x1``, ``depthwise`` and
-``conv3x3_bf16*`` cases time these forms against lax's one call; ``benchmarks/README.md``
+``conv3x3_bf16*`` cases time these forms against lax's one call) and
+``benchmarks/cpu_layers.py --forms`` (the row-stacked forms, per layer; ``benchmarks/README.md``
 holds the figures, including those of the forms removed when they stopped paying: the batch
 chunks of every convolution, 2026-11-30). ``CNNJAX_CPU_LOWERING=0`` turns every CPU form
 off (the portable form everywhere), for comparison and as an opt-out.
@@ -32,7 +37,7 @@ import jax
 
 from cnnjax import _checks
 from cnnjax import padding as _padding
-from cnnjax._lowering import cpu_bf16
+from cnnjax._lowering import cpu_bf16, cpu_rows
 from cnnjax._lowering.config import ConvConfig
 from cnnjax._lowering.portable import lax_conv, materialize, patch_conv, result_dtype
 from cnnjax.patches import shifted_slices
@@ -55,7 +60,8 @@ def conv(x: jax.Array, w: jax.Array, cfg: ConvConfig, *, transposable: bool = Fa
     x, w: the operands, one floating or complex dtype.
     cfg: the convolution.
     transposable: the result will be linearly transposed (inside a custom JVP), so
-      forms with custom VJPs (the bf16 patch path) are not used.
+      forms with custom derivatives (the bf16 patch path, the row-stacked forms) are
+      not used.
   """
   if not enabled():
     return lax_conv(x, w, cfg)
@@ -74,6 +80,10 @@ def conv(x: jax.Array, w: jax.Array, cfg: ConvConfig, *, transposable: bool = Fa
     return depthwise_conv(x, w, cfg)
   if not transposable and cpu_bf16.applies(x, w, cfg):
     return cpu_bf16.patch_conv(x, w, cfg.pads)
+  if not transposable and cpu_rows.applies(x, w, cfg):
+    how = cpu_rows.plan(x.shape, w.shape, cfg)
+    if not how.trivial:
+      return cpu_rows.conv(x, w, cfg, how)
   return lax_conv(x, w, cfg)
 
 
