@@ -122,6 +122,12 @@ class TrainConfig:
       over a jitted step. Measured on XLA:CPU (seed-cnn, batch 128, 2 shared cores): the
       Python loop 514 images/s, a rolled scan over 13 steps 14 images/s, the same scan fully
       unrolled 480 images/s with a 5x longer compile (34 s vs 6.6 s); hence the default 1.
+      (Inside a rolled loop XLA:CPU runs convolution gradients 30-60x slower than outside:
+      a conv forward+backward, 5x5, 3 -> 32, 32x32, batch 128, took 1.8 s per iteration
+      against 28 ms unrolled, jaxlib 0.10.2, with or without cnnjax's XLA flag; the known
+      jax-ml/jax#12868.) Not measured on GPU/TPU yet, where the loop already keeps the
+      device busy unless dispatching a step costs more than running it:
+      ``benchmarks/accelerator.py --steps-per-call K`` measures it.
     unroll: ``lax.scan`` unroll factor when ``steps_per_call > 1`` (0, the default: fully
       unrolled; a rolled scan is very slow on XLA:CPU, see above).
     num_devices: use the first this many local devices (None: all). Data parallel over a
