@@ -6,8 +6,9 @@ Shared by ``fastnet.py`` and ``accelerator.py``:
 - :func:`build`: ``cnnjax.train.build_run`` on it, timed;
 - :func:`compile_train`: the program the training loop calls for a full call of
   ``steps_per_call`` steps (``steps.train`` when ``run.steps.steps_per_call > 1``, else
-  ``steps.train_one``; ``cnnjax.train.loop._compile``), lowered and compiled ahead of time,
-  each phase timed;
+  ``steps.train_one``), over the state's leaves as ``cnnjax.train.loop._compile`` builds
+  it (``cnnjax.train.steps.over_leaves``), lowered and compiled ahead of time, each phase
+  timed;
 - :func:`time_train`: rounds of ``calls`` train calls dispatched back to back and blocked
   on once at the end (the device is not left idle between steps, as in the training loop,
   which reads its metrics every few steps), each round followed by a block of ceiling
@@ -62,8 +63,10 @@ class TrainProgram:
   """The compiled train program of a run.
 
   Attributes:
-    fn: the ``jax.stages.Compiled`` ``(state, images, labels, perm, start) -> (state,
-      metrics)``; donates ``state``.
+    fn: a ``cnnjax.train.steps.LeafProgram``: ``fn(state, images, labels, perm, start)
+      -> (state, metrics)``, and ``fn.leaves(...)`` the same over the state's leaves (the
+      loop's call); donates the state; ``cost_analysis()`` etc. are the compiled
+      program's.
     name: ``"train"`` (a scan over ``steps_per_call`` steps) or ``"train_one"``.
     steps_per_call: optimizer steps per call.
     lower_seconds: tracing and lowering to StableHLO (Python; every run).
@@ -88,10 +91,14 @@ def compile_train(run, state=None) -> TrainProgram:
   k = int(steps.steps_per_call)
   name = "train" if k > 1 else "train_one"
   perm = steps.permutation(state.rng, 0)
+  from cnnjax.train.steps import LeafProgram, over_leaves
+
+  leaves, treedef = jax.tree.flatten(state)
   t0 = time.perf_counter()
-  lowered = getattr(steps, name).lower(state, images, labels, perm, np.int32(0))
+  lowered = over_leaves(getattr(steps, name), treedef).lower(leaves, images, labels, perm,
+                                                             np.int32(0))
   t1 = time.perf_counter()
-  fn = lowered.compile()
+  fn = LeafProgram(lowered.compile(), treedef)
   t2 = time.perf_counter()
   return TrainProgram(fn=fn, name=name, steps_per_call=k, lower_seconds=t1 - t0,
                       compile_seconds=t2 - t1, perm=perm)
@@ -156,29 +163,29 @@ def time_train(program: TrainProgram, run, state=None, *, calls: int, rounds: in
     warmup_calls: untimed calls first (the first call of a program may allocate).
   """
   images, labels = run.arrays["train"]
-  state = run.state if state is None else state
+  leaves = jax.tree.leaves(run.state if state is None else state)
   k = program.steps_per_call
   starts = max(1, run.steps_per_epoch // k)  # full calls that fit in an epoch
   position = 0
 
   def dispatch(n: int):
-    nonlocal state, position
+    nonlocal leaves, position
     out = []
     for _ in range(n):
-      state, m = program.fn(state, images, labels, program.perm,
-                            np.int32((position % starts) * k))
+      leaves, m = program.fn.leaves(leaves, images, labels, program.perm,
+                                    np.int32((position % starts) * k))
       position += 1
       out.append(m)
     return out
 
   metrics = dispatch(warmup_calls)
-  jax.block_until_ready((state, metrics))
+  jax.block_until_ready((leaves, metrics))
   reps = _ceiling_reps(ceiling, ceiling_seconds) if ceiling is not None else 0
   blocks, mm = [], []
   for _ in range(rounds):
     t0 = time.perf_counter()
     metrics = dispatch(calls)
-    jax.block_until_ready((state, metrics))
+    jax.block_until_ready((leaves, metrics))
     blocks.append(time.perf_counter() - t0)
     if ceiling is not None:
       t0 = time.perf_counter()
@@ -192,4 +199,4 @@ def time_train(program: TrainProgram, run, state=None, *, calls: int, rounds: in
                 step_seconds_median=statistics.median(step_seconds),
                 ceiling_seconds=mm, ceiling_reps=reps,
                 ceiling_flops_per_second=ceiling_fps,
-                loss=loss, state=state)
+                loss=loss, state=jax.tree.unflatten(program.fn.treedef, leaves))
