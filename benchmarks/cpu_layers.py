@@ -24,6 +24,12 @@ seed-cnn train step). Prints a markdown table.
     python benchmarks/cpu_layers.py                  # 9 rounds, all layers (minutes)
     python benchmarks/cpu_layers.py --only conv2 --forms --rounds 15
     python benchmarks/cpu_layers.py --quick          # batch 16, 3 rounds (smoke test)
+    python benchmarks/cpu_layers.py --steps          # whole train steps, forms on vs off
+
+``--steps`` times whole train steps instead (``cnnjax train``'s compiled step,
+``benchmarks/_step.py``) of seed-cnn and resnet20 at the batch size, traced once with
+the row-stacked forms (the default) and once with ``CNNJAX_CPU_ROWS=0`` (lax's
+convolutions, as before them), alternating blocks of ``--block`` steps.
 """
 
 from __future__ import annotations
@@ -234,6 +240,47 @@ def markdown(results, batch) -> list[str]:
   return lines
 
 
+def time_steps(models, batch: int, rounds: int, block: int) -> list[str]:
+  """Train steps per model with the row-stacked forms on and off (see the docstring)."""
+  from _step import build, compile_train, random_dataset  # noqa: PLC0415
+  from _step import time_train  # noqa: PLC0415
+
+  from cnnjax.train import TrainConfig  # noqa: PLC0415
+
+  data = random_dataset(max(20 * batch, 2_000), 0)
+  lines = ["| model | forms | ms per step | images/s | ÷ off |", "|---|---|---:|---:|---:|"]
+  for model in models:
+    config = TrainConfig(model=model, batch_size=batch, eval_batch_size=batch,
+                         optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=5e-4,
+                         schedule="constant", warmup_epochs=0.0, epochs=1)
+    run, _ = build(config, data)
+    programs, states = {}, {}
+    for name, value in (("off", "0"), ("on", "1")):
+      old = os.environ.get(cpu_rows.OPT_OUT)
+      os.environ[cpu_rows.OPT_OUT] = value
+      try:
+        jax.clear_caches()  # jit caches traces by function and shapes, not the switch
+        states[name] = jax.tree.map(jnp.copy, run.state)
+        programs[name] = compile_train(run, states[name])
+      finally:
+        if old is None:
+          del os.environ[cpu_rows.OPT_OUT]
+        else:
+          os.environ[cpu_rows.OPT_OUT] = old
+    times = {name: [] for name in programs}
+    for r in range(rounds):
+      for name in (("off", "on") if r % 2 == 0 else ("on", "off")):
+        t = time_train(programs[name], run, states[name], calls=block, rounds=1,
+                       warmup_calls=1 if r == 0 else 0)
+        states[name] = t.state
+        times[name].append(t.step_seconds_median)
+    med = {name: statistics.median(ts) for name, ts in times.items()}
+    for name in ("off", "on"):
+      lines.append(f"| {model} | {name} | {med[name] * 1e3:.1f} | {batch / med[name]:,.0f} "
+                   f"| {med[name] / med['off']:.2f} |")
+  return lines
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
   p.add_argument("--rounds", type=int, default=None, help="rounds (default 9, 3 with --quick)")
@@ -243,6 +290,9 @@ def main(argv=None):
                  help="layers whose name contains TEXT (repeatable)")
   p.add_argument("--forms", action="store_true",
                  help="also time each form of cnnjax._lowering.cpu_rows on its own")
+  p.add_argument("--steps", action="store_true",
+                 help="time whole train steps (seed-cnn, resnet20), forms on vs off")
+  p.add_argument("--block", type=int, default=5, help="steps per block with --steps")
   args = p.parse_args(argv)
   rounds = args.rounds or (3 if args.quick else 9)
   batch = args.batch_size or (16 if args.quick else 128)
@@ -252,16 +302,24 @@ def main(argv=None):
     print("note: torch not importable; PyTorch columns skipped "
           "(pip install torch==2.13.0 to add them)")
   load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+  header = (f"CPU {'train steps' if args.steps else 'layers'}, {datetime.date.today()}; "
+            f"{_machine()}; {_versions()}; `python benchmarks/cpu_layers.py "
+            f"{' '.join(sys.argv[1:] if argv is None else argv)}`; medians of {rounds} "
+            f"alternating rounds; load average before {load}, after ")
+  if args.steps:
+    models = [m for m in ("seed-cnn", "resnet20")
+              if not args.only or any(s in m for s in args.only)]
+    lines = time_steps(models, batch, rounds, args.block)
+    print(header + ", ".join(f"{v:.1f}" for v in os.getloadavg()) + "\n")
+    print("\n".join(lines))
+    return
   results = []
   for layer in LAYERS:
     if args.only and not any(s in layer.name for s in args.only):
       continue
     print(f"{layer.name}: {layer.describe(batch)} ...", file=sys.stderr, flush=True)
     results.append((layer, run_layer(layer, batch, rounds, args.forms)))
-  print(f"CPU layers, {datetime.date.today()}; {_machine()}; {_versions()}; "
-        f"`python benchmarks/cpu_layers.py {' '.join(sys.argv[1:] if argv is None else argv)}`"
-        f"; medians of {rounds} alternating rounds; load average before "
-        f"{load}, after {', '.join(f'{v:.1f}' for v in os.getloadavg())}\n")
+  print(header + ", ".join(f"{v:.1f}" for v in os.getloadavg()) + "\n")
   print("\n".join(markdown(results, batch)))
 
 

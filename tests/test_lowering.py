@@ -758,11 +758,12 @@ class RowStackedFormsTest(chex.TestCase):
     valid = _cfg(2, stride=(1, 1), pads=((0, 0), (0, 0)))
     same = _cfg(2, stride=(1, 1), pads=((1, 1), (1, 1)))
     self.assertEqual(cpu_rows.plan((128, 32, 32, 3), (5, 5, 3, 32), valid),
-                     cpu_rows.Plan("rows", "rows", 4))
+                     cpu_rows.Plan(input_grad="rows"))
     self.assertEqual(cpu_rows.plan((128, 14, 14, 32), (5, 5, 32, 64), valid),
-                     cpu_rows.Plan("lax", "rows", 1))
+                     cpu_rows.Plan(input_grad="rows"))
     self.assertEqual(cpu_rows.plan((128, 32, 32, 3), (3, 3, 3, 16), same),
-                     cpu_rows.Plan("rows", "rows", 4))
+                     cpu_rows.Plan(input_grad="rows"))
+    self.assertTrue(cpu_rows.plan((128, 32, 32, 3), (2, 2, 3, 16), valid).trivial)
     for hw, c in ((32, 16), (16, 32), (8, 64)):
       self.assertTrue(cpu_rows.plan((128, hw, hw, c), (3, 3, c, c), same).trivial)
     x, w = jnp.ones((2, 8, 8, 4), jnp.float32), jnp.ones((3, 3, 4, 4), jnp.float32)

@@ -30,19 +30,26 @@ so reverse mode transposes it into the chosen gradient forms, and forward mode,
 (batch 128, float32, 2-core CPU, jaxlib 0.10.2, ratios to lax's form in the same
 alternating rounds; ``benchmarks/README.md``, section "CPU layers (issue 19)"):
 
-- ``input_grad="rows"`` where the input gradient would pad more zero rows than SAME
-  padding does (``k_h >= 3`` and ``top + bottom < k_h - 1``: VALID-like layers), or
-  ``C_in <= 4``: seed-cnn conv2 (5×5 VALID, 32 → 64) dx 0.55–0.58× lax's, its whole
-  layer (forward, dx, dw) 0.69–0.84×; seed-cnn conv1 (5×5 VALID, 3 → 32) dx 0.19×, and
-  resnet20's first layer (3×3 SAME, 3 → 16) dx 0.42× (lax's dx has only 3 output
-  channels there). resnet20's 3×3 SAME layers (16, 32, 64 channels) were 1.04×, 2.07×
-  and 0.82× (noise of a loaded machine, no gain), so they keep lax's form.
-- ``forward="rows"`` and ``weight_chunks=4`` where ``C_in <= 4`` (first layers): the
-  forward 0.70–0.84× (seed-cnn conv1) and 0.81× (resnet20's first layer); the weight
-  gradient in 4 chunks 0.62–0.71× (seed-cnn conv1), 0.97× (resnet20's first layer).
-  With 32 or more input channels the row-stacked forward lost (1.25–1.53× for seed-cnn
-  conv2, 2.3–3.7× for resnet20's layers) and batch chunks of dw were within noise
-  (0.90–1.02× for conv2, 0.83–1.61× for resnet20's layers).
+- ``input_grad="rows"`` where the kernel has 3 or more rows and the input gradient
+  would pad more zero rows than SAME padding does (``top + bottom < k_h - 1``:
+  VALID-like layers), or the input is narrow (``C_in <= 4``: lax's input gradient has
+  ``C_in`` output channels, which Eigen's convolution runs slowly). Measured: seed-cnn
+  conv2 (5×5 VALID, 32 → 64, 14×14) dx 0.55–0.69× lax's (13.7 → 9.5 ms on a quiet
+  machine), its training work (forward, dx, dw) 0.69–0.84×; seed-cnn conv1 (5×5 VALID,
+  3 → 32) dx 0.17–0.20×; resnet20's first layer (3×3 SAME, 3 → 16) dx 0.30–0.42×.
+  resnet20's 3×3 SAME layers (16, 32, 64 channels) measured 1.04–1.34×, 0.91–2.07× and
+  0.82–1.06× (no gain beyond the noise of a shared machine), so they keep lax's form.
+- ``forward="lax"`` and ``weight_chunks=1`` everywhere: the row-stacked forward and batch
+  chunks of dw won only while other processes loaded the 2 cores (conv1 forward
+  0.70–0.84×, conv1 dw in 4 chunks 0.62–0.71×) and not on a quieter machine (forward
+  0.91–1.02×, dw in 4 chunks 0.81–1.01×). conv1's dw in 8 chunks was 0.56–0.87× in
+  five runs, but not in the whole seed-cnn train step: 0.953× of lax's step time with
+  them vs 0.938× without (the row-stacked conv2 dx alone; one interleaved run, 21
+  rounds), so XLA already overlaps that work there. With 32 or more input channels the
+  row-stacked forward lost (1.25–1.53× for seed-cnn conv2, 2.3–3.7× for resnet20's
+  layers) and dw chunks were within noise (0.90–1.02× for conv2, 0.83–1.61× for
+  resnet20's). Both stay selectable through :class:`Plan`, for
+  ``benchmarks/cpu_layers.py --forms`` to re-measure.
 
 Only 2-D, stride 1, no dilation, groups 1, non-negative padding, float32/float64
 inputs with the inputs' result dtype take these forms. ``CNNJAX_CPU_ROWS=0`` turns them
@@ -67,8 +74,7 @@ from cnnjax._lowering.portable import lax_conv
 __all__ = ["OPT_OUT", "Plan", "applies", "conv", "enabled", "plan", "rows_conv"]
 
 OPT_OUT = "CNNJAX_CPU_ROWS"
-NARROW_C_IN = 4  # input channels up to which the forward is row-stacked, dw chunked
-NARROW_WEIGHT_CHUNKS = 4
+NARROW_C_IN = 4  # input channels up to which the input gradient is row-stacked
 
 
 def enabled() -> bool:
@@ -111,12 +117,8 @@ def plan(x_shape, w_shape, cfg: ConvConfig) -> Plan:
   """The measured choice for one 2-D, stride-1 convolution (see the module docstring)."""
   kh, _, c_in, _ = w_shape
   (top, bottom), _ = cfg.pads
-  narrow = kh > 1 and c_in <= NARROW_C_IN
-  return Plan(
-      forward="rows" if narrow else "lax",
-      input_grad="rows" if narrow or (kh >= 3 and top + bottom < kh - 1) else "lax",
-      weight_chunks=NARROW_WEIGHT_CHUNKS if narrow else 1,
-  )
+  rows = kh >= 3 and (top + bottom < kh - 1 or c_in <= NARROW_C_IN)
+  return Plan(input_grad="rows" if rows else "lax")
 
 
 def rows_conv(x: jax.Array, w: jax.Array, cfg: ConvConfig) -> jax.Array:
