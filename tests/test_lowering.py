@@ -3,7 +3,8 @@
 ``cnnjax._lowering.conv`` computes ``lax.conv_general_dilated`` with the form each platform
 runs best: integer inputs as an exact patch matmul (every platform), XLA:CPU's forms
 (depthwise as shifted-slice multiply-adds, 1×1 as a matmul, bfloat16 stride-1 convolutions
-as patch matmuls with custom VJPs) on CPU, one ``lax.conv_general_dilated`` elsewhere.
+as patch matmuls with custom VJPs, VALID-like and narrow float convolutions with a
+row-stacked input gradient) on CPU, one ``lax.conv_general_dilated`` elsewhere.
 Each form, called directly and through the public ops, is checked against a
 ``lax.conv_general_dilated`` call written here (float64) over a hypothesis grid of dims,
 kernels, strides, dilations, paddings (including negative, cropping pads and

@@ -10,9 +10,10 @@ XLA:CPU in a few configurations; :func:`conv` picks, per configuration:
 - **bfloat16, stride 1, no dilation, groups 1** on CPUs with AMX-BF16 or AVX512-BF16:
   patch matmuls with custom VJPs (:mod:`cnnjax._lowering.cpu_bf16`);
 - **float32/float64, 2-D, stride 1, no dilation, groups 1**, where
-  :func:`cnnjax._lowering.cpu_rows.plan` measured a gain (VALID-like kernels taller than
-  one row, few input channels): a custom JVP with row-stacked forms and batch-chunked
-  weight gradients (:mod:`cnnjax._lowering.cpu_rows`);
+  :func:`cnnjax._lowering.cpu_rows.plan` measured a gain (kernels of 3 or more rows
+  with less height padding than SAME, or at most 4 input channels): a custom JVP whose
+  input gradient is row-stacked, without most of the FULL-padded zeros
+  (:mod:`cnnjax._lowering.cpu_rows`);
 - everything else: the portable form.
 
 Each choice is re-measured by ``benchmarks/ops.py`` (its ``conv1x1``, ``depthwise`` and
