@@ -95,7 +95,9 @@ def test_cross_entropy_matches_numpy():
     np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
-def test_steps_deterministic_traced_once_scan_equals_loop_and_learning():
+def _flat_problem():
+  """The toy data on one device, SGD, ``fresh() -> (model_def, state)`` of a Flat model,
+  and the ``make_steps`` arguments of 4 steps of 16 per epoch."""
   ds = toy_data()
   mesh = make_mesh(1)
   tx = optax.sgd(0.05, momentum=0.9)
@@ -107,10 +109,15 @@ def test_steps_deterministic_traced_once_scan_equals_loop_and_learning():
     model_def, state = create_train_state(model, tx, seed=0)
     return model_def, put_global(state, replicated(mesh))
 
-  model_def, _ = fresh()
   common = dict(preprocess=lambda key, x, *, train: x.astype(jnp.float32) / 255 - 0.3,
                 mesh=mesh, num_train=64, steps_per_epoch=4, batch_size=16,
                 eval_batch_size=32)
+  return tx, images, labels, fresh, common
+
+
+def test_steps_deterministic_traced_once_scan_equals_loop_and_learning():
+  tx, images, labels, fresh, common = _flat_problem()
+  model_def, _ = fresh()
   loop = make_steps(model_def, tx, **common)
   scan = make_steps(model_def, tx, steps_per_call=4, unroll=2, **common)
 
@@ -395,17 +402,9 @@ def test_resume_repairs_a_torn_metrics_line(full_run, tmp_path):
 
 
 def test_leaf_program_is_the_jitted_step_over_the_states_leaves():
-  ds = toy_data()
-  mesh = make_mesh(1)
-  tx = optax.sgd(0.05, momentum=0.9)
-  images = put_global(ds.train_images, replicated(mesh))
-  labels = put_global(ds.train_labels, replicated(mesh))
-  model_def, state = create_train_state(
-      Flat(num_classes=2, rngs=nnx.Rngs(0), input_shape=(6, 6, 3)), tx, seed=0)
-  state = put_global(state, replicated(mesh))
-  steps = make_steps(model_def, tx, preprocess=lambda key, x, *, train: x / 255.0,
-                     mesh=mesh, num_train=64, steps_per_epoch=4, batch_size=16,
-                     eval_batch_size=32)
+  tx, images, labels, fresh, common = _flat_problem()
+  model_def, state = fresh()
+  steps = make_steps(model_def, tx, **common)
   perm = steps.permutation(state.rng, 0)
   leaves, treedef = jax.tree.flatten(state)
   program = LeafProgram(over_leaves(steps.train_one, treedef).lower(
