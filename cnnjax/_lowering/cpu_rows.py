@@ -34,9 +34,9 @@ alternating rounds; ``benchmarks/README.md``, section "CPU layers (issue 19)"):
   would pad more zero rows than SAME padding does (``top + bottom < k_h - 1``:
   VALID-like layers), or the input is narrow (``C_in <= 4``: lax's input gradient has
   ``C_in`` output channels, which Eigen's convolution runs slowly). Measured: seed-cnn
-  conv2 (5×5 VALID, 32 → 64, 14×14) dx 0.55–0.69× lax's (13.7 → 9.5 ms on a quiet
-  machine), its training work (forward, dx, dw) 0.69–0.84×; seed-cnn conv1 (5×5 VALID,
-  3 → 32) dx 0.17–0.20×; resnet20's first layer (3×3 SAME, 3 → 16) dx 0.30–0.42×.
+  conv2 (5×5 VALID, 32 → 64, 14×14) dx 0.55–0.69× lax's in six runs (12.7 → 8.2 ms),
+  its training work (forward, dx, dw) 0.69–0.84×, the seed-cnn train step 0.91–0.94×; seed-cnn conv1 (5×5 VALID,
+  3 → 32) dx 0.17–0.21×; resnet20's first layer (3×3 SAME, 3 → 16) dx 0.30–0.44×.
   resnet20's 3×3 SAME layers (16, 32, 64 channels) measured 1.04–1.34×, 0.91–2.07× and
   0.82–1.06× (no gain beyond the noise of a shared machine), so they keep lax's form.
 - ``forward="lax"`` and ``weight_chunks=1`` everywhere: the row-stacked forward and batch
