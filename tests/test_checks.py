@@ -145,10 +145,11 @@ def test_preferred_element_type(name):
   assert np.abs(exact).max() > 127  # the int8 result would have wrapped
   xb = jnp.asarray(np.random.default_rng(7).normal(size=xs), jnp.bfloat16)
   wb = jnp.asarray(np.random.default_rng(8).normal(size=ws), jnp.bfloat16)
-  y = op(xb, wb, preferred_element_type=jnp.float32, **kw)
-  assert y.dtype == jnp.float32
   want = op(np.asarray(xb, np.float64), np.asarray(wb, np.float64), **kw)
-  assert_close(y, want, np.float32, scale=float(np.abs(want).max()) * 8)
+  for dtype in (np.float32, np.float64):  # float64: np.dtype("float64") == None in NumPy
+    y = op(xb, wb, preferred_element_type=dtype, **kw)
+    assert y.dtype == dtype
+    assert_close(y, want, np.float32, scale=float(np.abs(want).max()) * 8)
   # Gradients flow through the wider result.
   g = jax.grad(lambda w: jnp.sum(op(xb, w, preferred_element_type=jnp.float32, **kw)))(wb)
   assert g.dtype == jnp.bfloat16

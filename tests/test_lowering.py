@@ -552,8 +552,10 @@ class Bf16PatchLoweringTest(chex.TestCase):
     self.assertFalse(applies(x.astype(jnp.float32), w, **base))
     for change in (dict(stride=(2, 1)), dict(dilation=(1, 2)), dict(groups=2),
                    dict(pads=((3, 0), (1, 1))), dict(lhs_dilation=(2, 1)),
-                   dict(preferred_element_type=jnp.dtype(jnp.float32))):
+                   dict(preferred_element_type=jnp.dtype(jnp.float32)),
+                   dict(preferred_element_type=jnp.dtype(jnp.float64))):  # == None in NumPy
       self.assertFalse(applies(x, w, **{**base, **change}))
+    self.assertTrue(applies(x, w, **base, preferred_element_type=jnp.dtype(jnp.bfloat16)))
     self.assertFalse(applies(x, w[:1, :1], **base))
     with unittest.mock.patch.object(cpu_bf16, "has_bf16_matmul", lambda: False):
       self.assertFalse(applies(x, w, **base))  # no AMX / AVX512-BF16

@@ -57,7 +57,9 @@ def applies(x: jax.Array, w: jax.Array, cfg: ConvConfig) -> bool:
   kernel = w.shape[:-2]
   return (
       x.dtype == jnp.bfloat16 and has_bf16_matmul()
-      and cfg.preferred_element_type in (None, jnp.bfloat16)
+      # (not ``in (None, jnp.bfloat16)``: np.dtype("float64") == None is True in NumPy)
+      and (cfg.preferred_element_type is None
+           or jnp.dtype(cfg.preferred_element_type) == jnp.bfloat16)
       and cfg.groups == 1 and math.prod(kernel) > 1
       and all(s == 1 for s in cfg.stride) and all(d == 1 for d in cfg.dilation)
       and all(d == 1 for d in cfg.lhs_dilation)
