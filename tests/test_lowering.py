@@ -537,9 +537,9 @@ class Bf16PatchLoweringTest(chex.TestCase):
     module32 = cnnjax.nn.ConvTranspose(4, 3, 3, padding="SAME", rngs=nnx.Rngs(0))
     grads32, gy32 = nnx.grad(loss, argnums=(0, 1))(module32, y.astype(jnp.float32))
     _assert_bf16_close(gy, gy32, rtol=2 ** -5)
-    np.testing.assert_allclose(np.asarray(grads.kernel.value, np.float32),
-                               grads32.kernel.value, rtol=2 ** -5,
-                               atol=2 ** -5 * float(np.abs(grads32.kernel.value).max()))
+    np.testing.assert_allclose(np.asarray(grads.kernel[...], np.float32),
+                               grads32.kernel[...], rtol=2 ** -5,
+                               atol=2 ** -5 * float(np.abs(grads32.kernel[...]).max()))
 
   def test_configurations_it_leaves_to_lax(self):
     # float32, strides, dilations, groups and pads of a whole kernel or more keep their
