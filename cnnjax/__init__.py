@@ -8,8 +8,9 @@ The Flax-based parts (``cnnjax.nn``, ``cnnjax.models``, ``cnnjax.train``,
 
 import importlib
 
-from cnnjax import _xla_flags
+from cnnjax import _malloc, _xla_flags
 
+_malloc.apply()  # before XLA's threads allocate: temporaries reused, not page-faulted
 _xla_flags.apply()  # before JAX starts a backend: multi-threaded CPU convolutions
 
 from cnnjax import arithmetic, equivariance, padding
