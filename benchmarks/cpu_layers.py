@@ -11,7 +11,7 @@ gradients training needs; the first layer has no dx) for
   (``torch.ops.aten.convolution_backward`` for dx and dw alone), when torch is
   importable (``pip install torch==2.13.0``; its columns are skipped otherwise);
 - with ``--forms``: each form of :mod:`cnnjax._lowering.cpu_rows` on its own (row-stacked
-  forward, row-stacked input gradient, batch chunks of the weight gradient), to re-derive
+  or blocked forward, row-stacked input gradient, batch chunks of the weight gradient), to re-derive
   the per-shape rule of that module.
 
 Every JAX function is compiled ahead of time (compile excluded) and all contenders are
@@ -27,9 +27,12 @@ seed-cnn train step). Prints a markdown table.
     python benchmarks/cpu_layers.py --steps          # whole train steps, forms on vs off
 
 ``--steps`` times whole train steps instead (``cnnjax train``'s compiled step,
-``benchmarks/_step.py``) of seed-cnn and resnet20 at the batch size, traced once with
-the row-stacked forms (the default) and once with ``CNNJAX_CPU_ROWS=0`` (lax's
-convolutions, as before them), alternating blocks of ``--block`` steps.
+``benchmarks/_step.py``) of seed-cnn and resnet20 at the batch size, traced with the
+forms of :func:`cnnjax._lowering.cpu_rows.plan` (the default, "on"), with
+``CNNJAX_CPU_ROWS=0`` (lax's convolutions, "off") and with the rule less one form (no
+batch chunks of dw; no blocked forward), alternating blocks of ``--block`` steps. The dw
+chunks show only here: XLA:CPU runs a program of at most 8 operations (one layer's)
+sequentially, and only a whole step's independent chunks run concurrently.
 """
 
 from __future__ import annotations
@@ -106,6 +109,7 @@ def _contenders(layer: Layer, forms: bool) -> dict:
     p = cpu_rows.Plan
     out.update({
         "form: rows fwd": _form(p(forward="rows"), layer.padding, layer.k),
+        "form: blocks fwd": _form(p(forward="blocks"), layer.padding, layer.k),
         "form: rows dx": _form(p(input_grad="rows"), layer.padding, layer.k),
         **{f"form: dw {c} chunks": _form(p(weight_chunks=c), layer.padding, layer.k)
            for c in (2, 4, 8)},
@@ -240,8 +244,22 @@ def markdown(results, batch) -> list[str]:
   return lines
 
 
+def _step_variants():
+  """Trace-time settings of the compared train steps: name -> (``CNNJAX_CPU_ROWS``, the
+  change applied to each plan of :func:`cpu_rows.plan`, or ``None``)."""
+  return {
+      "off": ("0", None),
+      "on": ("1", None),
+      "on, no dw chunks": ("1", dict(weight_chunks=1)),
+      "on, no blocked forward": ("1", dict(forward="lax")),
+  }
+
+
 def time_steps(models, batch: int, rounds: int, block: int) -> list[str]:
-  """Train steps per model with the row-stacked forms on and off (see the docstring)."""
+  """Train steps per model with the forms off, on, and on without one of them (see the
+  docstring)."""
+  from unittest import mock  # noqa: PLC0415
+
   from _step import build, compile_train, random_dataset  # noqa: PLC0415
   from _step import time_train  # noqa: PLC0415
 
@@ -249,33 +267,30 @@ def time_steps(models, batch: int, rounds: int, block: int) -> list[str]:
 
   data = random_dataset(max(20 * batch, 2_000), 0)
   lines = ["| model | forms | ms per step | images/s | ÷ off |", "|---|---|---:|---:|---:|"]
+  rule = cpu_rows.plan
   for model in models:
     config = TrainConfig(model=model, batch_size=batch, eval_batch_size=batch,
                          optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=5e-4,
                          schedule="constant", warmup_epochs=0.0, epochs=1)
     run, _ = build(config, data)
     programs, states = {}, {}
-    for name, value in (("off", "0"), ("on", "1")):
-      old = os.environ.get(cpu_rows.OPT_OUT)
-      os.environ[cpu_rows.OPT_OUT] = value
-      try:
+    for name, (switch, change) in _step_variants().items():
+      planner = rule if change is None else (
+          lambda *a, change=change: rule(*a)._replace(**change))
+      with mock.patch.dict(os.environ, {cpu_rows.OPT_OUT: switch}), \
+           mock.patch.object(cpu_rows, "plan", planner):
         jax.clear_caches()  # jit caches traces by function and shapes, not the switch
         states[name] = jax.tree.map(jnp.copy, run.state)
         programs[name] = compile_train(run, states[name])
-      finally:
-        if old is None:
-          del os.environ[cpu_rows.OPT_OUT]
-        else:
-          os.environ[cpu_rows.OPT_OUT] = old
     times = {name: [] for name in programs}
     for r in range(rounds):
-      for name in (("off", "on") if r % 2 == 0 else ("on", "off")):
+      for name in (list(programs) if r % 2 == 0 else list(programs)[::-1]):
         t = time_train(programs[name], run, states[name], calls=block, rounds=1,
                        warmup_calls=1 if r == 0 else 0)
         states[name] = t.state
         times[name].append(t.step_seconds_median)
     med = {name: statistics.median(ts) for name, ts in times.items()}
-    for name in ("off", "on"):
+    for name in programs:
       lines.append(f"| {model} | {name} | {med[name] * 1e3:.1f} | {batch / med[name]:,.0f} "
                    f"| {med[name] / med['off']:.2f} |")
   return lines

@@ -31,7 +31,7 @@ from jax import lax
 from jax.test_util import check_grads
 
 from cnnjax import _lowering
-from cnnjax._lowering import adjoint, cpu, cpu_bf16, cpu_rows, portable
+from cnnjax._lowering import adjoint, cpu, cpu_blocks, cpu_bf16, cpu_rows, portable
 from cnnjax._lowering.chunks import batch_chunks
 from cnnjax._lowering.config import ConvConfig
 from cnnjax.conv import conv_transpose, convolve, cross_correlate
@@ -681,7 +681,7 @@ def rows_cases(draw):
   kernel = (draw(st.integers(1, 5)), draw(st.integers(1, 4)))
   pads = tuple((draw(st.integers(0, k)), draw(st.integers(0, k))) for k in kernel)
   sizes = [draw(st.integers(max(1, k - lo - hi), k + 3)) for k, (lo, hi) in zip(kernel, pads)]
-  how = cpu_rows.Plan(forward=draw(st.sampled_from(["rows", "lax"])),
+  how = cpu_rows.Plan(forward=draw(st.sampled_from(["rows", "blocks", "lax"])),
                       input_grad=draw(st.sampled_from(["rows", "lax"])),
                       weight_chunks=draw(st.integers(1, 4)))
   c_in = draw(st.integers(1, 3))
@@ -710,9 +710,9 @@ class RowStackedFormsTest(chex.TestCase):
   @settings(**_SETTINGS)
   @given(rows_cases())
   def test_output_and_gradients_match_the_references(self, case):
-    # float64: forward, input gradient and weight gradient of every plan (row-stacked
-    # forward and input gradient, any batch chunks, more chunks than examples) against
-    # NumPy loops of the definitions.
+    # float64: forward, input gradient and weight gradient of every plan (row-stacked or
+    # blocked forward, row-stacked input gradient, any batch chunks, more chunks than
+    # examples) against NumPy loops of the definitions.
     x, w = _arrays(case)
     f, step = _rows_fns(case)
     g = _random(jax.eval_shape(f, x, w).shape, 2)
@@ -732,7 +732,7 @@ class RowStackedFormsTest(chex.TestCase):
     case = dict(x_shape=x, w_shape=w, pads=pads)
     xs, ws = _arrays(case, np.float32)
     for how in (cpu_rows.plan(x, w, _cfg(2, stride=(1, 1), pads=pads)),
-                cpu_rows.Plan("rows", "rows", 3)):
+                cpu_rows.Plan("rows", "rows", 3), cpu_rows.Plan("blocks", "lax", 2)):
       f, step = _rows_fns(dict(case, how=how))
       g = _random(jax.eval_shape(f, xs, ws).shape, 2, np.float32)
       for got, want in zip(step(xs, ws, g), _rows_references(xs, ws, g, case)):
@@ -756,19 +756,23 @@ class RowStackedFormsTest(chex.TestCase):
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
 
   def test_the_rule(self):
-    # seed-cnn's layers take the forms the measurements chose; resnet's 3×3 SAME layers,
-    # and what the forms do not cover, keep lax's convolution (``benchmarks/cpu_layers.py``).
+    # The layers of seed-cnn and resnet20 take the forms the measurements chose
+    # (``benchmarks/cpu_layers.py``, and whole train steps for the dw chunks); what the
+    # forms do not cover keeps lax's convolution.
     valid = _cfg(2, stride=(1, 1), pads=((0, 0), (0, 0)))
     same = _cfg(2, stride=(1, 1), pads=((1, 1), (1, 1)))
     self.assertEqual(cpu_rows.plan((128, 32, 32, 3), (5, 5, 3, 32), valid),
-                     cpu_rows.Plan(input_grad="rows"))
+                     cpu_rows.Plan(forward="blocks", input_grad="rows"))
     self.assertEqual(cpu_rows.plan((128, 14, 14, 32), (5, 5, 32, 64), valid),
                      cpu_rows.Plan(input_grad="rows"))
     self.assertEqual(cpu_rows.plan((128, 32, 32, 3), (3, 3, 3, 16), same),
-                     cpu_rows.Plan(input_grad="rows"))
-    self.assertTrue(cpu_rows.plan((128, 32, 32, 3), (2, 2, 3, 16), valid).trivial)
+                     cpu_rows.Plan(forward="blocks", input_grad="rows"))
     for hw, c in ((32, 16), (16, 32), (8, 64)):
-      self.assertTrue(cpu_rows.plan((128, hw, hw, c), (3, 3, c, c), same).trivial)
+      self.assertEqual(cpu_rows.plan((128, hw, hw, c), (3, 3, c, c), same),
+                       cpu_rows.Plan(weight_chunks=cpu_rows.WIDE_WEIGHT_CHUNKS))
+    self.assertTrue(cpu_rows.plan((128, 32, 32, 3), (2, 2, 3, 16), valid).trivial)
+    self.assertTrue(cpu_rows.plan((128, 32, 32, 8), (3, 3, 8, 16), same).trivial)
+    self.assertTrue(cpu_rows.plan((128, 32, 32, 16), (1, 3, 16, 16), same).trivial)
     x, w = jnp.ones((2, 8, 8, 4), jnp.float32), jnp.ones((3, 3, 4, 4), jnp.float32)
     self.assertTrue(cpu_rows.applies(x, w, valid))
     self.assertTrue(cpu_rows.applies(x.astype(jnp.float64), w.astype(jnp.float64), valid))
@@ -821,6 +825,17 @@ class RowStackedFormsTest(chex.TestCase):
                             "concatenate"), 0)
     self.assertEqual(big_moves(rows_text), big_moves(lax_text))
     self.assertTrue(big_moves(lax_text))
+
+  def test_blocked_forward_is_one_wider_convolution(self):
+    # seed-cnn's conv1 (5×5, 3 → 32) over 2×2 blocks: one 3×3 convolution of a 16×16×12
+    # input into 4·32 channels; the 28×28 output is exactly the blocked one (no crop).
+    x, w = jnp.ones((4, 32, 32, 3), jnp.float32), jnp.ones((5, 5, 3, 32), jnp.float32)
+    cfg = _cfg(2, stride=(1, 1), pads=((0, 0), (0, 0)))
+    text = jax.jit(lambda x, w: cpu_blocks.blocks_conv(x, w, cfg)).lower(x, w).compile().as_text()
+    self.assertEqual(len(re.findall(r" convolution\(", text)), 1)
+    self.assertRegex(text, r"f32\[4,14,14,128\]\S* convolution\([^)]*\), window=\{size=3x3\}")
+    self.assertRegex(text, r"= f32\[4,16,16,12\]\S* fusion\(%x")
+    self.assertEqual(cpu_blocks.blocks_kernel(w).shape, (3, 3, 12, 128))
 
 if __name__ == "__main__":
   pytest.main([__file__, "-q"])

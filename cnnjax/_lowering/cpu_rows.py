@@ -1,4 +1,4 @@
-"""Float convolutions on XLA:CPU with row-stacked forms and chunked weight gradients.
+"""Float convolutions on XLA:CPU: row-stacked and blocked forms, chunked weight gradients.
 
 XLA:CPU (Eigen's convolution, with cnnjax's XLA flag) differentiates a VALID
 convolution into an input gradient that is a FULL-padded convolution of the output
@@ -24,7 +24,9 @@ so reverse mode transposes it into the chosen gradient forms, and forward mode,
   transpose is the input gradient above), else lax's convolution;
 - the ``ẇ`` term is one lax convolution per batch chunk, concatenated (its transpose:
   one weight-gradient convolution per chunk, summed), ``weight_chunks`` chunks;
-- the primal is the row-stacked form when ``forward == "rows"``, else lax's.
+- the primal is the row-stacked form when ``forward == "rows"``, the 2×2-block
+  (space-to-depth) form of :mod:`cnnjax._lowering.cpu_blocks` when ``forward ==
+  "blocks"``, else lax's.
 
 :func:`plan` chooses per layer shape. The rule, from ``benchmarks/cpu_layers.py``
 (batch 128, float32, 2-core CPU, jaxlib 0.10.2, ratios to lax's form in the same
@@ -39,17 +41,27 @@ alternating rounds; ``benchmarks/README.md``, section "CPU layers (issue 19)"):
   3 → 32) dx 0.17–0.21×; resnet20's first layer (3×3 SAME, 3 → 16) dx 0.30–0.44×.
   resnet20's 3×3 SAME layers (16, 32, 64 channels) measured 1.04–1.34×, 0.91–2.07× and
   0.82–1.06× (no gain beyond the noise of a shared machine), so they keep lax's form.
-- ``forward="lax"`` and ``weight_chunks=1`` everywhere: the row-stacked forward and batch
-  chunks of dw won only while other processes loaded the 2 cores (conv1 forward
-  0.70–0.84×, conv1 dw in 4 chunks 0.62–0.71×) and not on a quieter machine (forward
-  0.91–1.02×, dw in 4 chunks 0.81–1.01×). conv1's dw in 8 chunks was 0.56–0.87× in
-  five runs, but not in the whole seed-cnn train step: 0.953× of lax's step time with
-  them vs 0.938× without (the row-stacked conv2 dx alone; one interleaved run, 21
-  rounds), so XLA already overlaps that work there. With 32 or more input channels the
-  row-stacked forward lost (1.25–1.53× for seed-cnn conv2, 2.3–3.7× for resnet20's
-  layers) and dw chunks were within noise (0.90–1.02× for conv2, 0.83–1.61× for
-  resnet20's). Both stay selectable through :class:`Plan`, for
-  ``benchmarks/cpu_layers.py --forms`` to re-measure.
+- ``forward="blocks"`` where the input is narrow (``C_in <= 4``) and the kernel is 3×3
+  or larger: seed-cnn conv1's forward 0.82×, resnet20's first layer's 0.45×; with 8 or
+  more input channels it lost (1.14–1.73×; :mod:`cnnjax._lowering.cpu_blocks`).
+- ``weight_chunks=4`` for 3×3 kernels with 16 or more input channels (resnet20's
+  stride-1 layers). Not visible per layer: XLA:CPU runs a program of at most 8
+  operations sequentially, and Eigen runs a weight-gradient convolution (a GEMM with a
+  ``9·C_in × C_out`` output and a ``N·H·W`` contraction) on one thread (14.1 ms on 2
+  cores, 14.7 ms on one, for 32×32×16 → 16 at batch 128; its forward 4.8 vs 10.5 ms),
+  so one layer's chunks ran no faster (0.92–1.24×). In a whole train step the chunks
+  are independent operations that run concurrently: resnet20's step 0.88×, 0.88×, 0.88×
+  and 0.92× of the unchunked step's time in four interleaved runs (2 chunks 0.94–0.95×,
+  8 chunks 0.92×; ``benchmarks/cpu_layers.py --steps``).
+- ``forward="rows"`` nowhere, and no chunks elsewhere: the row-stacked forward won
+  only while other processes loaded the 2 cores (conv1 forward 0.70–0.84×) and not on a
+  quieter machine (0.91–1.02×), and lost with 32 or more input channels (1.25–1.53× for
+  seed-cnn conv2, 2.3–3.7× for resnet20's layers). dw chunks for seed-cnn's 5×5 layers
+  measured within the noise of the whole step (8 chunks for conv1 and conv2: 0.88× and
+  1.00× in two runs; conv2 alone: 0.93× with 8, 1.00× with 4; conv1 alone: 0.95×, 1.25×
+  with 8). Every form
+  stays selectable through :class:`Plan`, for ``benchmarks/cpu_layers.py --forms`` and
+  ``--steps`` to re-measure.
 
 Only 2-D, stride 1, no dilation, groups 1, non-negative padding, float32/float64
 inputs with the inputs' result dtype take these forms. ``CNNJAX_CPU_ROWS=0`` turns them
@@ -68,13 +80,16 @@ from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
 from cnnjax._lowering.chunks import batch_chunks
+from cnnjax._lowering.cpu_blocks import blocks_conv
 from cnnjax._lowering.config import ConvConfig
 from cnnjax._lowering.portable import lax_conv
 
 __all__ = ["OPT_OUT", "Plan", "applies", "conv", "enabled", "plan", "rows_conv"]
 
 OPT_OUT = "CNNJAX_CPU_ROWS"
-NARROW_C_IN = 4  # input channels up to which the input gradient is row-stacked
+NARROW_C_IN = 4  # input channels up to which dx is row-stacked and the forward blocked
+WIDE_C_IN = 16  # 3×3 layers with at least these input channels chunk their dw ...
+WIDE_WEIGHT_CHUNKS = 4  # ... into this many batch chunks
 
 
 def enabled() -> bool:
@@ -86,7 +101,8 @@ class Plan(NamedTuple):
   """The forms of one convolution and its derivatives.
 
   Attributes:
-    forward: ``"rows"`` or ``"lax"``, the form of the primal.
+    forward: ``"rows"``, ``"blocks"`` (:mod:`cnnjax._lowering.cpu_blocks`) or ``"lax"``,
+      the form of the primal.
     input_grad: ``"rows"`` or ``"lax"``, the form of the ``x`` tangent (and so of the
       input gradient, its transpose).
     weight_chunks: batch chunks of the ``w`` tangent (and of the weight gradient).
@@ -115,10 +131,14 @@ def applies(x: jax.Array, w: jax.Array, cfg: ConvConfig) -> bool:
 
 def plan(x_shape, w_shape, cfg: ConvConfig) -> Plan:
   """The measured choice for one 2-D, stride-1 convolution (see the module docstring)."""
-  kh, _, c_in, _ = w_shape
+  kh, kw, c_in, _ = w_shape
   (top, bottom), _ = cfg.pads
-  rows = kh >= 3 and (top + bottom < kh - 1 or c_in <= NARROW_C_IN)
-  return Plan(input_grad="rows" if rows else "lax")
+  narrow = c_in <= NARROW_C_IN
+  rows = kh >= 3 and (top + bottom < kh - 1 or narrow)
+  blocks = narrow and kh >= 3 and kw >= 3
+  chunks = WIDE_WEIGHT_CHUNKS if (kh, kw) == (3, 3) and c_in >= WIDE_C_IN else 1
+  return Plan(forward="blocks" if blocks else "lax", input_grad="rows" if rows else "lax",
+              weight_chunks=chunks)
 
 
 def rows_conv(x: jax.Array, w: jax.Array, cfg: ConvConfig) -> jax.Array:
@@ -148,7 +168,7 @@ def _chunked(x: jax.Array, w: jax.Array, cfg: ConvConfig, chunks: int) -> jax.Ar
 
 
 def _form(name: str):
-  return rows_conv if name == "rows" else lax_conv
+  return {"rows": rows_conv, "blocks": blocks_conv}.get(name, lax_conv)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
