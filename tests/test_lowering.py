@@ -685,12 +685,16 @@ def rows_cases(draw):
                       input_grad=draw(st.sampled_from(["rows", "lax"])),
                       weight_chunks=draw(st.integers(1, 4)))
   c_in = draw(st.integers(1, 3))
+  stride = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+  if stride != (1, 1):  # the stacked forms are stride-1 forms; dw chunks take any stride
+    how = how._replace(forward="lax", input_grad="lax")
   return dict(x_shape=(draw(st.integers(1, 3)), *sizes, c_in),
-              w_shape=(*kernel, c_in, draw(st.integers(1, 3))), pads=pads, how=how)
+              w_shape=(*kernel, c_in, draw(st.integers(1, 3))), pads=pads, how=how,
+              stride=stride)
 
 
 def _rows_fns(case):
-  cfg = _cfg(2, stride=(1, 1), pads=case["pads"])
+  cfg = _cfg(2, stride=case.get("stride", (1, 1)), pads=case["pads"])
   f = lambda x, w: cpu_rows.conv(x, w, cfg, case["how"])
   # One program: the output and both gradients, as a train step takes them.
   return f, jax.jit(lambda x, w, g: (lambda y, vjp: (y, *vjp(g)))(*jax.vjp(f, x, w)))
@@ -700,9 +704,10 @@ def _rows_references(x, w, g, case):
   from references import (  # noqa: PLC0415
       ref_correlate, ref_correlate_adjoint, ref_correlate_weight_grad)
   pads = [list(p) for p in case["pads"]]
-  return (ref_correlate(x, w, padding=pads),
-          ref_correlate_adjoint(g, w, x.shape, padding=pads),
-          ref_correlate_weight_grad(x, g, w.shape[:2], padding=pads))
+  stride = case.get("stride", (1, 1))
+  return (ref_correlate(x, w, stride=stride, padding=pads),
+          ref_correlate_adjoint(g, w, x.shape, stride=stride, padding=pads),
+          ref_correlate_weight_grad(x, g, w.shape[:2], stride=stride, padding=pads))
 
 
 class RowStackedFormsTest(chex.TestCase):
@@ -770,13 +775,21 @@ class RowStackedFormsTest(chex.TestCase):
     for hw, c in ((32, 16), (16, 32), (8, 64)):
       self.assertEqual(cpu_rows.plan((128, hw, hw, c), (3, 3, c, c), same),
                        cpu_rows.Plan(weight_chunks=cpu_rows.WIDE_WEIGHT_CHUNKS))
+    stride2 = _cfg(2, stride=(2, 2), pads=((1, 1), (1, 1)))
+    self.assertEqual(cpu_rows.plan((128, 32, 32, 16), (3, 3, 16, 32), stride2),
+                     cpu_rows.Plan(weight_chunks=cpu_rows.WIDE_WEIGHT_CHUNKS))
+    self.assertTrue(cpu_rows.plan((128, 32, 32, 3), (5, 5, 3, 16), stride2).trivial)
+    with self.assertRaisesRegex(ValueError, "stride-1 forms; got stride"):
+      cpu_rows.conv(jnp.ones((1, 8, 8, 3)), jnp.ones((3, 3, 3, 4)), stride2,
+                    cpu_rows.Plan(forward="blocks"))
     self.assertTrue(cpu_rows.plan((128, 32, 32, 3), (2, 2, 3, 16), valid).trivial)
     self.assertTrue(cpu_rows.plan((128, 32, 32, 8), (3, 3, 8, 16), same).trivial)
     self.assertTrue(cpu_rows.plan((128, 32, 32, 16), (1, 3, 16, 16), same).trivial)
     x, w = jnp.ones((2, 8, 8, 4), jnp.float32), jnp.ones((3, 3, 4, 4), jnp.float32)
     self.assertTrue(cpu_rows.applies(x, w, valid))
     self.assertTrue(cpu_rows.applies(x.astype(jnp.float64), w.astype(jnp.float64), valid))
-    for change in (dict(stride=(2, 1)), dict(dilation=(1, 2)), dict(pads=((-1, 0), (0, 0))),
+    self.assertTrue(cpu_rows.applies(x, w, _cfg(2, stride=(2, 1), pads=((0, 0), (0, 0)))))
+    for change in (dict(dilation=(1, 2)), dict(pads=((-1, 0), (0, 0))),
                    dict(lhs_dilation=(2, 1)), dict(preferred_element_type=jnp.dtype(jnp.float64))):
       self.assertFalse(cpu_rows.applies(x, w, _cfg(2, **{**dict(
           stride=(1, 1), pads=((0, 0), (0, 0))), **change})))

@@ -45,14 +45,16 @@ alternating rounds; ``benchmarks/README.md``, section "CPU layers (issue 19)"):
   or larger: seed-cnn conv1's forward 0.82×, resnet20's first layer's 0.45×; with 8 or
   more input channels it lost (1.14–1.73×; :mod:`cnnjax._lowering.cpu_blocks`).
 - ``weight_chunks=4`` for 3×3 kernels with 16 or more input channels (resnet20's
-  stride-1 layers). Not visible per layer: XLA:CPU runs a program of at most 8
+  layers, stride 1 and 2). Not visible per layer: XLA:CPU runs a program of at most 8
   operations sequentially, and Eigen runs a weight-gradient convolution (a GEMM with a
   ``9·C_in × C_out`` output and a ``N·H·W`` contraction) on one thread (14.1 ms on 2
   cores, 14.7 ms on one, for 32×32×16 → 16 at batch 128; its forward 4.8 vs 10.5 ms),
   so one layer's chunks ran no faster (0.92–1.24×). In a whole train step the chunks
   are independent operations that run concurrently: resnet20's step 0.88×, 0.88×, 0.88×
   and 0.92× of the unchunked step's time in four interleaved runs (2 chunks 0.94–0.95×,
-  8 chunks 0.92×; ``benchmarks/cpu_layers.py --steps``).
+  8 chunks 0.92×; ``benchmarks/cpu_layers.py --steps``); the two stride-2 layers'
+  chunks too: 0.95× and 0.93× of the step without them (whose weight gradients'
+  transposed inputs took 21 and 11 ms of the step in a profile).
 - ``forward="rows"`` nowhere, and no chunks elsewhere: the row-stacked forward won
   only while other processes loaded the 2 cores (conv1 forward 0.70–0.84×) and not on a
   quieter machine (0.91–1.02×), and lost with 32 or more input channels (1.25–1.53× for
@@ -63,8 +65,9 @@ alternating rounds; ``benchmarks/README.md``, section "CPU layers (issue 19)"):
   stays selectable through :class:`Plan`, for ``benchmarks/cpu_layers.py --forms`` and
   ``--steps`` to re-measure.
 
-Only 2-D, stride 1, no dilation, groups 1, non-negative padding, float32/float64
-inputs with the inputs' result dtype take these forms. ``CNNJAX_CPU_ROWS=0`` turns them
+Only 2-D, no dilation, groups 1, non-negative padding, float32/float64 inputs with the
+inputs' result dtype take these forms, and only stride 1 the stacked ones (strided
+layers can take the dw chunks). ``CNNJAX_CPU_ROWS=0`` turns them
 off alone (for comparison), ``CNNJAX_CPU_LOWERING=0`` with the other CPU forms.
 """
 
@@ -123,19 +126,19 @@ def applies(x: jax.Array, w: jax.Array, cfg: ConvConfig) -> bool:
       w.ndim == 4 and x.dtype in (jnp.float32, jnp.float64)
       and (cfg.preferred_element_type is None  # (np.dtype("float64") == None is True)
            or jnp.dtype(cfg.preferred_element_type) == x.dtype)
-      and cfg.groups == 1 and cfg.plain
-      and all(s == 1 for s in cfg.stride) and all(d == 1 for d in cfg.dilation)
+      and cfg.groups == 1 and cfg.plain and all(d == 1 for d in cfg.dilation)
       and enabled()
   )
 
 
 def plan(x_shape, w_shape, cfg: ConvConfig) -> Plan:
-  """The measured choice for one 2-D, stride-1 convolution (see the module docstring)."""
+  """The measured choice for one 2-D convolution (see the module docstring)."""
   kh, kw, c_in, _ = w_shape
   (top, bottom), _ = cfg.pads
   narrow = c_in <= NARROW_C_IN
-  rows = kh >= 3 and (top + bottom < kh - 1 or narrow)
-  blocks = narrow and kh >= 3 and kw >= 3
+  unit = all(s == 1 for s in cfg.stride)  # the stacked forms are stride-1 forms
+  rows = unit and kh >= 3 and (top + bottom < kh - 1 or narrow)
+  blocks = unit and narrow and kh >= 3 and kw >= 3
   chunks = WIDE_WEIGHT_CHUNKS if (kh, kw) == (3, 3) and c_in >= WIDE_C_IN else 1
   return Plan(forward="blocks" if blocks else "lax", input_grad="rows" if rows else "lax",
               weight_chunks=chunks)
@@ -171,13 +174,21 @@ def _form(name: str):
   return {"rows": rows_conv, "blocks": blocks_conv}.get(name, lax_conv)
 
 
+def _check(cfg: ConvConfig, how: Plan) -> None:
+  if (how.forward, how.input_grad) != ("lax", "lax") and any(s != 1 for s in cfg.stride):
+    raise ValueError(f"cpu_rows.conv: the stacked forms of {how} are stride-1 forms; "
+                     f"got stride {cfg.stride}")
+
+
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
 def conv(x: jax.Array, w: jax.Array, cfg: ConvConfig, how: Plan) -> jax.Array:
   """The convolution ``cfg`` of ``x`` and ``w`` in the forms of ``how``."""
+  _check(cfg, how)
   return _form(how.forward)(x, w, cfg)
 
 
 def _conv_jvp(cfg: ConvConfig, how: Plan, primals, tangents):
+  _check(cfg, how)
   x, w = primals
   x_dot, w_dot = tangents
   out = _form(how.forward)(x, w, cfg)
