@@ -9,16 +9,19 @@ XLA:CPU in a few configurations; :func:`conv` picks, per configuration:
   with a single slice, so no patch copy);
 - **bfloat16, stride 1, no dilation, groups 1** on CPUs with AMX-BF16 or AVX512-BF16:
   patch matmuls with custom VJPs (:mod:`cnnjax._lowering.cpu_bf16`);
-- **float32/float64, 2-D, stride 1, no dilation, groups 1**, where
-  :func:`cnnjax._lowering.cpu_rows.plan` measured a gain (kernels of 3 or more rows
-  with less height padding than SAME, or at most 4 input channels): a custom JVP whose
-  input gradient is row-stacked, without most of the FULL-padded zeros
-  (:mod:`cnnjax._lowering.cpu_rows`);
+- **float32/float64, 2-D, no dilation, groups 1**, where
+  :func:`cnnjax._lowering.cpu_rows.plan` measured a gain: a custom JVP
+  (:mod:`cnnjax._lowering.cpu_rows`) whose input gradient is row-stacked, without most
+  of the FULL-padded zeros (stride 1, kernels of 3 or more rows with less height
+  padding than SAME, or at most 4 input channels), whose forward runs over 2×2 blocks
+  (stride 1, at most 4 input channels: :mod:`cnnjax._lowering.cpu_blocks`), and whose
+  weight gradient is computed in batch chunks (3×3 kernels, 16 or more input channels);
 - everything else: the portable form.
 
 Each choice is re-measured by ``benchmarks/ops.py`` (its ``conv1x1``, ``depthwise`` and
 ``conv3x3_bf16*`` cases time these forms against lax's one call) and
-``benchmarks/cpu_layers.py --forms`` (the row-stacked forms, per layer; ``benchmarks/README.md``
+``benchmarks/cpu_layers.py --forms`` and ``--steps`` (these forms, per layer and in whole
+train steps; ``benchmarks/README.md``
 holds the figures, including those of the forms removed when they stopped paying: the batch
 chunks of every convolution, 2026-11-30). ``CNNJAX_CPU_LOWERING=0`` turns every CPU form
 off (the portable form everywhere), for comparison and as an opt-out.
@@ -61,7 +64,7 @@ def conv(x: jax.Array, w: jax.Array, cfg: ConvConfig, *, transposable: bool = Fa
     x, w: the operands, one floating or complex dtype.
     cfg: the convolution.
     transposable: the result will be linearly transposed (inside a custom JVP), so
-      forms with custom derivatives (the bf16 patch path, the row-stacked forms) are
+      forms with custom derivatives (the bf16 patch path, the ``cpu_rows`` forms) are
       not used.
   """
   if not enabled():

@@ -51,9 +51,9 @@ alternating rounds; ``benchmarks/README.md``, section "CPU layers (issue 19)"):
   cores, 14.7 ms on one, for 32×32×16 → 16 at batch 128; its forward 4.8 vs 10.5 ms),
   so one layer's chunks ran no faster (0.92–1.24×). In a whole train step the chunks
   are independent operations that run concurrently: resnet20's step 0.88×, 0.88×, 0.88×
-  and 0.92× of the unchunked step's time in four interleaved runs (2 chunks 0.94–0.95×,
+  and 0.92× of the unchunked step's time in four interleaved runs (2 chunks 0.94–0.97×,
   8 chunks 0.92×; ``benchmarks/cpu_layers.py --steps``); the two stride-2 layers'
-  chunks too: 0.95× and 0.93× of the step without them (whose weight gradients'
+  chunks too: 0.95× and 0.96× of the step without them (whose weight gradients'
   transposed inputs took 21 and 11 ms of the step in a profile).
 - ``forward="rows"`` nowhere, and no chunks elsewhere: the row-stacked forward won
   only while other processes loaded the 2 cores (conv1 forward 0.70–0.84×) and not on a
