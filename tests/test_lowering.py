@@ -775,6 +775,7 @@ class RowStackedFormsTest(chex.TestCase):
     for hw, c in ((32, 16), (16, 32), (8, 64)):
       self.assertEqual(cpu_rows.plan((128, hw, hw, c), (3, 3, c, c), same),
                        cpu_rows.Plan(weight_chunks=cpu_rows.WIDE_WEIGHT_CHUNKS))
+    self.assertTrue(cpu_rows.plan((32, 32, 32, 16), (3, 3, 16, 16), same).trivial)
     stride2 = _cfg(2, stride=(2, 2), pads=((1, 1), (1, 1)))
     self.assertEqual(cpu_rows.plan((128, 32, 32, 16), (3, 3, 16, 32), stride2),
                      cpu_rows.Plan(weight_chunks=cpu_rows.WIDE_WEIGHT_CHUNKS))
