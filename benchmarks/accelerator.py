@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import os
 import platform
@@ -46,6 +45,7 @@ import jaxlib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _flops import matmul_ceiling, model_flops, step_dtype, step_flops  # noqa: E402
+from _report import write_json  # noqa: E402
 from _step import build, compile_train, random_dataset, time_train  # noqa: E402
 
 from cnnjax.train import TrainConfig  # noqa: E402
@@ -250,10 +250,7 @@ def main(argv=None) -> dict:
   out = {"machine": info, "compile_cache": cache, "rounds": args.rounds,
          "matmul_size": args.matmul_size, "num_train": args.num_train,
          "quick": args.quick, "total_seconds": total, "results": results}
-  if args.json:
-    with open(args.json, "w") as f:
-      json.dump(out, f, indent=2)
-      f.write("\n")
+  write_json(args.json, out)
   return out
 
 

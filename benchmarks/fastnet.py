@@ -29,13 +29,13 @@ peak is 312 TFLOP/s).
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 
 import jax
 import numpy as np
 from _flops import matmul_ceiling, model_flops, step_dtype, step_flops
+from _report import write_json
 from _step import build, compile_train, random_dataset, time_train
 
 from cnnjax.train import TrainConfig
@@ -154,10 +154,7 @@ def main(argv=None) -> dict:
   print(_row("achieved / matmul ceiling", f"{achieved / ceiling:.1%}"))
   print(_row("train time of a run at this speed, s", f"{epoch_s * config.epochs:.1f}",
              "(without evaluation)"))
-  if args.json:
-    with open(args.json, "w") as f:
-      json.dump(result, f, indent=2)
-      f.write("\n")
+  write_json(args.json, result)
   return result
 
 

@@ -27,7 +27,6 @@ share of a float32 matmul's FLOP/s (the step's dtype) measured in the same round
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -36,6 +35,7 @@ import time
 import jax
 import numpy as np
 from _flops import matmul_ceiling, model_flops, step_dtype, step_flops
+from _report import write_json
 
 from cnnjax.data.dataset import Dataset
 from cnnjax.train import TrainConfig, build_run
@@ -192,10 +192,7 @@ def main(argv=None) -> dict:
     ratio = result["cnnjax_images_per_second"] / result["torch_images_per_second"]
     result["ratio_cnnjax_over_torch"] = ratio
     print(f"  ratio cnnjax / torch images/s: {ratio:.2f}")
-  if args.json:
-    with open(args.json, "w") as f:
-      json.dump(result, f, indent=2)
-      f.write("\n")
+  write_json(args.json, result)
   return result
 
 
