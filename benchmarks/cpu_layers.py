@@ -30,7 +30,7 @@ seed-cnn train step). Prints a markdown table.
 ``benchmarks/_step.py``) of seed-cnn and resnet20 at the batch size, traced with the
 forms of :func:`cnnjax._lowering.cpu_rows.plan` (the default, "on"), with
 ``CNNJAX_CPU_ROWS=0`` (lax's convolutions, "off") and with the rule less one form (no
-batch chunks of dw; no blocked forward), alternating blocks of ``--block`` steps. The dw
+batch chunks of dw; no blocked forward; no dw barrier), alternating blocks of ``--block`` steps. The dw
 chunks show only here: XLA:CPU runs a program of at most 8 operations (one layer's)
 sequentially, and only a whole step's independent chunks run concurrently.
 """
@@ -252,6 +252,7 @@ def _step_variants():
       "on": ("1", None),
       "on, no dw chunks": ("1", dict(weight_chunks=1)),
       "on, no blocked forward": ("1", dict(forward="lax")),
+      "on, no dw barrier": ("1", dict(dw_barrier=False)),
   }
 
 

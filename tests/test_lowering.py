@@ -31,7 +31,8 @@ from jax import lax
 from jax.test_util import check_grads
 
 from cnnjax import _lowering
-from cnnjax._lowering import adjoint, cpu, cpu_blocks, cpu_bf16, cpu_rows, portable
+from cnnjax._lowering import (adjoint, cpu, cpu_barrier, cpu_blocks, cpu_bf16, cpu_rows,
+                              portable)
 from cnnjax._lowering.chunks import batch_chunks
 from cnnjax._lowering.config import ConvConfig
 from cnnjax.conv import conv_transpose, convolve, cross_correlate
@@ -683,7 +684,7 @@ def rows_cases(draw):
   sizes = [draw(st.integers(max(1, k - lo - hi), k + 3)) for k, (lo, hi) in zip(kernel, pads)]
   how = cpu_rows.Plan(forward=draw(st.sampled_from(["rows", "blocks", "lax"])),
                       input_grad=draw(st.sampled_from(["rows", "lax"])),
-                      weight_chunks=draw(st.integers(1, 4)))
+                      weight_chunks=draw(st.integers(1, 4)), dw_barrier=draw(st.booleans()))
   c_in = draw(st.integers(1, 3))
   stride = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
   if stride != (1, 1):  # the stacked forms are stride-1 forms; dw chunks take any stride
@@ -737,7 +738,7 @@ class RowStackedFormsTest(chex.TestCase):
     case = dict(x_shape=x, w_shape=w, pads=pads)
     xs, ws = _arrays(case, np.float32)
     for how in (cpu_rows.plan(x, w, _cfg(2, stride=(1, 1), pads=pads)),
-                cpu_rows.Plan("rows", "rows", 3), cpu_rows.Plan("blocks", "lax", 2)):
+                cpu_rows.Plan("rows", "rows", 3), cpu_rows.Plan("blocks", "lax", 2, True)):
       f, step = _rows_fns(dict(case, how=how))
       g = _random(jax.eval_shape(f, xs, ws).shape, 2, np.float32)
       for got, want in zip(step(xs, ws, g), _rows_references(xs, ws, g, case)):
@@ -749,7 +750,7 @@ class RowStackedFormsTest(chex.TestCase):
     # order and vmap all work, and so does linear_transpose of the linearized map.
     x, w = _random((2, 6, 5, 2)), _random((3, 2, 2, 3), 1)
     cfg = _cfg(2, stride=(1, 1), pads=((0, 1), (1, 0)))
-    f = lambda x, w: cpu_rows.conv(x, w, cfg, cpu_rows.Plan("rows", "rows", 2))
+    f = lambda x, w: cpu_rows.conv(x, w, cfg, cpu_rows.Plan("rows", "rows", 2, True))
     check_grads(f, (x, w), order=2, modes=("fwd", "rev"))
     ref = lambda x, w: lax_reference(x, w, stride=(1, 1), pads=((0, 1), (1, 0)))
     np.testing.assert_allclose(jax.vmap(f, (None, 3), 3)(x, np.stack([w, 2 * w], -1)),
@@ -762,30 +763,32 @@ class RowStackedFormsTest(chex.TestCase):
 
   def test_the_rule(self):
     # The layers of seed-cnn and resnet20 take the forms the measurements chose
-    # (``benchmarks/cpu_layers.py``, and whole train steps for the dw chunks); what the
-    # forms do not cover keeps lax's convolution.
+    # (``benchmarks/cpu_layers.py``, and whole train steps for the dw chunks and the dw
+    # barrier); what the other forms do not cover keeps lax's convolution, with the
+    # weight gradient reading a stored input (every plan).
+    plan = lambda **forms: cpu_rows.Plan(**forms, dw_barrier=True)
     valid = _cfg(2, stride=(1, 1), pads=((0, 0), (0, 0)))
     same = _cfg(2, stride=(1, 1), pads=((1, 1), (1, 1)))
     self.assertEqual(cpu_rows.plan((128, 32, 32, 3), (5, 5, 3, 32), valid),
-                     cpu_rows.Plan(forward="blocks", input_grad="rows"))
+                     plan(forward="blocks", input_grad="rows"))
     self.assertEqual(cpu_rows.plan((128, 14, 14, 32), (5, 5, 32, 64), valid),
-                     cpu_rows.Plan(input_grad="rows"))
+                     plan(input_grad="rows"))
     self.assertEqual(cpu_rows.plan((128, 32, 32, 3), (3, 3, 3, 16), same),
-                     cpu_rows.Plan(forward="blocks", input_grad="rows"))
+                     plan(forward="blocks", input_grad="rows"))
     for hw, c in ((32, 16), (16, 32), (8, 64)):
       self.assertEqual(cpu_rows.plan((128, hw, hw, c), (3, 3, c, c), same),
-                       cpu_rows.Plan(weight_chunks=cpu_rows.WIDE_WEIGHT_CHUNKS))
-    self.assertTrue(cpu_rows.plan((32, 32, 32, 16), (3, 3, 16, 16), same).trivial)
+                       plan(weight_chunks=cpu_rows.WIDE_WEIGHT_CHUNKS))
+    self.assertEqual(cpu_rows.plan((32, 32, 32, 16), (3, 3, 16, 16), same), plan())
     stride2 = _cfg(2, stride=(2, 2), pads=((1, 1), (1, 1)))
     self.assertEqual(cpu_rows.plan((128, 32, 32, 16), (3, 3, 16, 32), stride2),
-                     cpu_rows.Plan(weight_chunks=cpu_rows.WIDE_WEIGHT_CHUNKS))
-    self.assertTrue(cpu_rows.plan((128, 32, 32, 3), (5, 5, 3, 16), stride2).trivial)
+                     plan(weight_chunks=cpu_rows.WIDE_WEIGHT_CHUNKS))
+    self.assertEqual(cpu_rows.plan((128, 32, 32, 3), (5, 5, 3, 16), stride2), plan())
     with self.assertRaisesRegex(ValueError, "stride-1 forms; got stride"):
       cpu_rows.conv(jnp.ones((1, 8, 8, 3)), jnp.ones((3, 3, 3, 4)), stride2,
                     cpu_rows.Plan(forward="blocks"))
-    self.assertTrue(cpu_rows.plan((128, 32, 32, 3), (2, 2, 3, 16), valid).trivial)
-    self.assertTrue(cpu_rows.plan((128, 32, 32, 8), (3, 3, 8, 16), same).trivial)
-    self.assertTrue(cpu_rows.plan((128, 32, 32, 16), (1, 3, 16, 16), same).trivial)
+    self.assertEqual(cpu_rows.plan((128, 32, 32, 3), (2, 2, 3, 16), valid), plan())
+    self.assertEqual(cpu_rows.plan((128, 32, 32, 8), (3, 3, 8, 16), same), plan())
+    self.assertEqual(cpu_rows.plan((128, 32, 32, 16), (1, 3, 16, 16), same), plan())
     x, w = jnp.ones((2, 8, 8, 4), jnp.float32), jnp.ones((3, 3, 4, 4), jnp.float32)
     self.assertTrue(cpu_rows.applies(x, w, valid))
     self.assertTrue(cpu_rows.applies(x.astype(jnp.float64), w.astype(jnp.float64), valid))
@@ -850,6 +853,48 @@ class RowStackedFormsTest(chex.TestCase):
     self.assertRegex(text, r"f32\[4,14,14,128\]\S* convolution\([^)]*\), window=\{size=3x3\}")
     self.assertRegex(text, r"= f32\[4,16,16,12\]\S* fusion\(%x")
     self.assertEqual(cpu_blocks.blocks_kernel(w).shape, (3, 3, 12, 128))
+
+  def test_weight_gradient_reads_the_stored_input(self):
+    # With dw_barrier, the transpose feeding the weight gradient's convolution reads the
+    # barrier's buffer; without it, XLA fuses x's producer (here a ReLU of a scaled
+    # input) into that transpose and recomputes it there.
+    a, s = jnp.ones((8, 8, 8, 16), jnp.float32), jnp.ones((1, 1, 1, 16), jnp.float32)
+    w, g = jnp.ones((3, 3, 16, 16), jnp.float32), jnp.ones((8, 8, 8, 16), jnp.float32)
+    cfg = _cfg(2, stride=(1, 1), pads=((1, 1), (1, 1)))
+
+    def operands_of_transposed_x(how):
+      dw = lambda a, s, w, g: jax.vjp(
+          lambda w: cpu_rows.conv(jax.nn.relu(a * s + 1.0), w, cfg, how), w)[1](g)[0]
+      text = jax.jit(dw).lower(a, s, w, g).compile().as_text()
+      (operands,) = re.findall(r"= f32\[16,8,8,8\]\S* fusion\(([^)]*)\)", text)
+      return operands
+
+    self.assertIn("%a", operands_of_transposed_x(cpu_rows.Plan()))
+    self.assertNotIn("%a", operands_of_transposed_x(cpu_rows.Plan(dw_barrier=True)))
+
+
+class CpuBarrierTest(chex.TestCase):
+
+  def test_is_the_identity_bit_for_bit(self):
+    # Whatever the first element (a NaN there means no loop trip), signed zeros, NaNs and
+    # infinities come back unchanged; empty arrays too.
+    for dtype in (np.float32, np.float64):
+      for first in (1.5, -0.0, np.nan, -np.inf):
+        x = _random((3, 4, 5, 2), 3, dtype)
+        x[0, 0, 0, 0], x[1, 1, 1, 1], x[2, 2, 2, 1], x[2, 3, 4, 0] = first, -0.0, np.nan, np.inf
+        got = np.asarray(jax.jit(cpu_barrier.barrier)(x))
+        self.assertEqual(got.dtype, dtype)
+        np.testing.assert_array_equal(got.view(np.uint8), x.view(np.uint8))
+    self.assertEqual(cpu_barrier.barrier(jnp.ones((0, 3), jnp.float32)).shape, (0, 3))
+
+  def test_derivatives_are_the_identitys(self):
+    # Forward and reverse mode to second order, and vmap, see the identity.
+    x = _random((2, 3, 4), 1)
+    f = lambda x: jnp.sin(cpu_barrier.barrier(x * x))
+    check_grads(f, (x,), order=2, modes=("fwd", "rev"))
+    np.testing.assert_array_equal(jax.grad(lambda x: jnp.sum(cpu_barrier.barrier(x) ** 2))(x),
+                                  2 * x)
+    np.testing.assert_array_equal(jax.vmap(cpu_barrier.barrier)(x), x)
 
 if __name__ == "__main__":
   pytest.main([__file__, "-q"])

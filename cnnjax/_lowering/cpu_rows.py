@@ -1,4 +1,5 @@
-"""Float convolutions on XLA:CPU: row-stacked and blocked forms, chunked weight gradients.
+"""Float convolutions on XLA:CPU: row-stacked and blocked forms, chunked weight gradients
+that read a stored input.
 
 XLA:CPU (Eigen's convolution, with cnnjax's XLA flag) differentiates a VALID
 convolution into an input gradient that is a FULL-padded convolution of the output
@@ -23,7 +24,10 @@ so reverse mode transposes it into the chosen gradient forms, and forward mode,
 - ``R`` is the row-stacked form when :class:`Plan` ``input_grad == "rows"`` (its
   transpose is the input gradient above), else lax's convolution;
 - the ``ẇ`` term is one lax convolution per batch chunk, concatenated (its transpose:
-  one weight-gradient convolution per chunk, summed), ``weight_chunks`` chunks;
+  one weight-gradient convolution per chunk, summed), ``weight_chunks`` chunks, of
+  ``x`` itself or, with ``dw_barrier``, of ``x`` through
+  :func:`cnnjax._lowering.cpu_barrier.barrier` (a primal value, so the weight gradient
+  reads the stored ``x``);
 - the primal is the row-stacked form when ``forward == "rows"``, the 2×2-block
   (space-to-depth) form of :mod:`cnnjax._lowering.cpu_blocks` when ``forward ==
   "blocks"``, else lax's.
@@ -57,6 +61,13 @@ alternating rounds; ``benchmarks/README.md``, section "CPU layers (issue 19)"):
   8 chunks 0.92×; ``benchmarks/cpu_layers.py --steps``); the two stride-2 layers'
   chunks too: 0.95× and 0.96× of the step without them (whose weight gradients'
   transposed inputs took 21 and 11 ms of the step in a profile).
+- ``dw_barrier`` everywhere (every layer these forms apply to): without it, XLA:CPU fuses
+  ``x``'s producers (BatchNorm, ReLU, residual adds through several blocks) into the
+  transposes the weight gradient's convolution needs and recomputes them there (see
+  :mod:`cnnjax._lowering.cpu_barrier`). resnet20's train step with it: 0.88–0.92× of its
+  time without it (``benchmarks/cpu_layers.py --steps``, 2026-12-01; 0.91–0.93× with
+  the barrier on the chunked 3×3 layers alone); seed-cnn 1.00×, vgg11 1.01×, fastnet
+  1.02× (their inputs are stored anyway: max pooling, GELU), within their noise.
 - ``forward="rows"`` nowhere, and no chunks elsewhere: the row-stacked forward won
   only while other processes loaded the 2 cores (conv1 forward 0.70–0.84×) and not on a
   quieter machine (0.91–1.02×), and lost with 32 or more input channels (1.25–1.53× for
@@ -85,6 +96,7 @@ from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
 from cnnjax._lowering.chunks import batch_chunks
+from cnnjax._lowering.cpu_barrier import barrier
 from cnnjax._lowering.cpu_blocks import blocks_conv
 from cnnjax._lowering.config import ConvConfig
 from cnnjax._lowering.portable import lax_conv
@@ -112,15 +124,19 @@ class Plan(NamedTuple):
     input_grad: ``"rows"`` or ``"lax"``, the form of the ``x`` tangent (and so of the
       input gradient, its transpose).
     weight_chunks: batch chunks of the ``w`` tangent (and of the weight gradient).
+    dw_barrier: the ``w`` tangent (and so the weight gradient) reads ``x`` through
+      :func:`cnnjax._lowering.cpu_barrier.barrier`.
   """
 
   forward: str = "lax"
   input_grad: str = "lax"
   weight_chunks: int = 1
+  dw_barrier: bool = False
 
   @property
   def trivial(self) -> bool:
-    return self.forward == "lax" and self.input_grad == "lax" and self.weight_chunks == 1
+    return (self.forward == "lax" and self.input_grad == "lax" and self.weight_chunks == 1
+            and not self.dw_barrier)
 
 
 def applies(x: jax.Array, w: jax.Array, cfg: ConvConfig) -> bool:
@@ -145,7 +161,7 @@ def plan(x_shape, w_shape, cfg: ConvConfig) -> Plan:
   wide = (kh, kw) == (3, 3) and c_in >= WIDE_C_IN and x_shape[0] >= CHUNKED_BATCH
   chunks = WIDE_WEIGHT_CHUNKS if wide else 1
   return Plan(forward="blocks" if blocks else "lax", input_grad="rows" if rows else "lax",
-              weight_chunks=chunks)
+              weight_chunks=chunks, dw_barrier=True)
 
 
 def rows_conv(x: jax.Array, w: jax.Array, cfg: ConvConfig) -> jax.Array:
@@ -200,7 +216,7 @@ def _conv_jvp(cfg: ConvConfig, how: Plan, primals, tangents):
   if not isinstance(x_dot, SymbolicZero):
     terms.append(_form(how.input_grad)(x_dot, w, cfg))
   if not isinstance(w_dot, SymbolicZero):
-    terms.append(_chunked(x, w_dot, cfg, how.weight_chunks))
+    terms.append(_chunked(barrier(x) if how.dw_barrier else x, w_dot, cfg, how.weight_chunks))
   if not terms:
     return out, jnp.zeros_like(out)
   return out, functools.reduce(jnp.add, terms)
