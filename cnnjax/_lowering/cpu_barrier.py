@@ -6,9 +6,9 @@ its input ``x`` transposed (``[C_in, H, W, N]``, Eigen's layout for it), and XLA
 ``x``'s producers (BatchNorm, ReLU, the residual add, and through the add the previous
 blocks' ones) into that transpose, so it re-reads up to four convolution outputs in a
 transposing (cache-hostile) order instead of reading the ``x`` the forward pass already
-wrote. In resnet20's train step those transposes took 144 ms of thread time per step
-(two threads; profile of 2026-12-01, ``jax.profiler``), 32 ms once they read a stored
-``x``.
+wrote. In resnet20's train step (batch 128) the transposes took 144 ms of thread time
+per step (two threads; profile of 2026-12-01, ``jax.profiler``), 45 ms once those of
+``x`` read it stored (``benchmarks/README.md``, "Third pass").
 
 :func:`barrier` returns ``x`` through a ``while`` loop whose trip count XLA cannot know
 (1, or 0 if ``x``'s first element is NaN: the value is ``x`` either way) and whose body

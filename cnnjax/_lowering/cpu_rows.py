@@ -64,10 +64,12 @@ alternating rounds; ``benchmarks/README.md``, section "CPU layers (issue 19)"):
 - ``dw_barrier`` everywhere (every layer these forms apply to): without it, XLA:CPU fuses
   ``x``'s producers (BatchNorm, ReLU, residual adds through several blocks) into the
   transposes the weight gradient's convolution needs and recomputes them there (see
-  :mod:`cnnjax._lowering.cpu_barrier`). resnet20's train step with it: 0.88–0.92× of its
-  time without it (``benchmarks/cpu_layers.py --steps``, 2026-12-01; 0.91–0.93× with
-  the barrier on the chunked 3×3 layers alone); seed-cnn 1.00×, vgg11 1.01×, fastnet
-  1.02× (their inputs are stored anyway: max pooling, GELU), within their noise.
+  :mod:`cnnjax._lowering.cpu_barrier`). resnet20's train step with it: 0.88–0.94× of its
+  time without it in five interleaved runs (``benchmarks/cpu_layers.py --steps`` and
+  throwaway scripts, 2026-12-01); with the barrier on the chunked 3×3 layers alone,
+  1.01× of the step with it everywhere (the first layer's transpose recomputed the
+  batch gather). Where ``x`` is stored anyway (after max pooling or GELU) it costs a
+  copy: seed-cnn, vgg11 and fastnet 1.01× (within their noise).
 - ``forward="rows"`` nowhere, and no chunks elsewhere: the row-stacked forward won
   only while other processes loaded the 2 cores (conv1 forward 0.70–0.84×) and not on a
   quieter machine (0.91–1.02×), and lost with 32 or more input channels (1.25–1.53× for
