@@ -66,9 +66,9 @@ alternating rounds; ``benchmarks/README.md``, section "CPU layers (issue 19)"):
   transposes the weight gradient's convolution needs and recomputes them there (see
   :mod:`cnnjax._lowering.cpu_barrier`). resnet20's train step with it: 0.88–0.94× of its
   time without it in five interleaved runs (``benchmarks/cpu_layers.py --steps`` and
-  throwaway scripts, 2026-12-01); with the barrier on the chunked 3×3 layers alone,
-  1.01× of the step with it everywhere (the first layer's transpose recomputed the
-  batch gather). Where ``x`` is stored anyway (after max pooling or GELU) it costs a
+  throwaway scripts, 2026-12-01), 0.88× at batch 32 (no chunks there); with the
+  barrier on the chunked 3×3 layers alone, 1.01× of the step with it everywhere (the
+  first layer's transpose recomputed the batch gather). Where ``x`` is stored anyway (after max pooling or GELU) it costs a
   copy: seed-cnn, vgg11 and fastnet 1.01× (within their noise).
 - ``forward="rows"`` nowhere, and no chunks elsewhere: the row-stacked forward won
   only while other processes loaded the 2 cores (conv1 forward 0.70–0.84×) and not on a
