@@ -16,7 +16,12 @@ these hold on any host).
 
 import contextlib
 import functools
+import json
+import os
 import re
+import subprocess
+import sys
+import textwrap
 import unittest.mock
 
 import chex
@@ -876,25 +881,73 @@ class RowStackedFormsTest(chex.TestCase):
 class CpuBarrierTest(chex.TestCase):
 
   def test_is_the_identity_bit_for_bit(self):
-    # Whatever the first element (a NaN there means no loop trip), signed zeros, NaNs and
-    # infinities come back unchanged; empty arrays too.
+    # One loop trip (a finite source) or none (a NaN source): signed zeros, NaNs and
+    # infinities come back unchanged; empty arrays too. Subnormals come back as the
+    # backend's arithmetic leaves them after a trip: XLA:CPU flushes them to zero in
+    # every operation (the weight gradient's convolution reads them as zeros with or
+    # without the barrier).
     for dtype in (np.float32, np.float64):
-      for first in (1.5, -0.0, np.nan, -np.inf):
-        x = _random((3, 4, 5, 2), 3, dtype)
-        x[0, 0, 0, 0], x[1, 1, 1, 1], x[2, 2, 2, 1], x[2, 3, 4, 0] = first, -0.0, np.nan, np.inf
-        got = np.asarray(jax.jit(cpu_barrier.barrier)(x))
+      x = _random((3, 4, 5, 2), 3, dtype)
+      tiny = np.finfo(dtype).smallest_subnormal
+      x[0, 0, 0, 0], x[1, 1, 1, 1], x[2, 2, 2, 1], x[2, 3, 4, 0] = -0.0, np.nan, -np.inf, tiny
+      after_a_trip = x.copy()
+      after_a_trip[2, 3, 4, 0] = jax.jit(jnp.multiply)(tiny, np.ones((), dtype))
+      for source, want in ((np.ones(3, np.float32), after_a_trip),
+                           (np.array([1.0, np.nan]), x)):
+        got = np.asarray(jax.jit(cpu_barrier.barrier)(x, source))
         self.assertEqual(got.dtype, dtype)
-        np.testing.assert_array_equal(got.view(np.uint8), x.view(np.uint8))
-    self.assertEqual(cpu_barrier.barrier(jnp.ones((0, 3), jnp.float32)).shape, (0, 3))
+        np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))
+    self.assertEqual(cpu_barrier.barrier(jnp.ones((0, 3)), jnp.ones(2)).shape, (0, 3))
 
   def test_derivatives_are_the_identitys(self):
     # Forward and reverse mode to second order, and vmap, see the identity.
-    x = _random((2, 3, 4), 1)
-    f = lambda x: jnp.sin(cpu_barrier.barrier(x * x))
+    x, source = _random((2, 3, 4), 1), jnp.ones(3)
+    f = lambda x: jnp.sin(cpu_barrier.barrier(x * x, source))
     check_grads(f, (x,), order=2, modes=("fwd", "rev"))
-    np.testing.assert_array_equal(jax.grad(lambda x: jnp.sum(cpu_barrier.barrier(x) ** 2))(x),
-                                  2 * x)
-    np.testing.assert_array_equal(jax.vmap(cpu_barrier.barrier)(x), x)
+    np.testing.assert_array_equal(
+        jax.grad(lambda x: jnp.sum(cpu_barrier.barrier(x, source) ** 2))(x), 2 * x)
+    np.testing.assert_array_equal(jax.vmap(cpu_barrier.barrier, (0, None))(x, source), x)
+
+  def test_sharded_batch_needs_no_collective(self):
+    # On 2 simulated devices with the batch sharded (explicit and automatic mesh axes),
+    # the weight gradient through the barrier compiles, matches the one-device result,
+    # and the program's only all-reduce is the gradient's sum over the batch. A barrier
+    # that sliced x's first element failed under explicit axes.
+    script = textwrap.dedent("""
+        import json, os
+        os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+        import jax, jax.numpy as jnp, numpy as np
+        import cnnjax
+        from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+        rng = np.random.default_rng(0)
+        x, w, g = (rng.normal(size=s).astype(np.float32)
+                   for s in ((8, 8, 8, 16), (3, 3, 16, 16), (8, 8, 8, 16)))
+        dw = lambda x, w, g: jax.grad(lambda w: jnp.sum(
+            cnnjax.cross_correlate(jax.nn.relu(x), w, padding="SAME") * g))(w)
+        want = np.asarray(jax.jit(dw)(x, w, g))
+        out = {}
+        for kind in (AxisType.Explicit, AxisType.Auto):
+          mesh = jax.make_mesh((2,), ("data",), axis_types=(kind,))
+          xs, gs = (jax.device_put(a, NamedSharding(mesh, P("data"))) for a in (x, g))
+          with jax.set_mesh(mesh):
+            compiled = jax.jit(dw).lower(xs, jax.device_put(w, NamedSharding(mesh, P())),
+                                         gs).compile()
+            got = np.asarray(compiled(xs, w, gs))
+          text = compiled.as_text()
+          out[str(kind)] = [float(np.max(np.abs(got - want)) / np.max(np.abs(want))),
+                            text.count(" all-reduce("), text.count(" while(")]
+        print(json.dumps(out))
+        """)
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=dict(env, JAX_PLATFORMS="cpu"), timeout=300)
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    self.assertEqual(len(out), 2)
+    for relative_error, all_reduces, loops in out.values():
+      self.assertLess(relative_error, 1e-5)
+      self.assertEqual((all_reduces, loops), (1, 1))
+
 
 if __name__ == "__main__":
   pytest.main([__file__, "-q"])

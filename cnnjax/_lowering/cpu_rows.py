@@ -218,7 +218,7 @@ def _conv_jvp(cfg: ConvConfig, how: Plan, primals, tangents):
   if not isinstance(x_dot, SymbolicZero):
     terms.append(_form(how.input_grad)(x_dot, w, cfg))
   if not isinstance(w_dot, SymbolicZero):
-    terms.append(_chunked(barrier(x) if how.dw_barrier else x, w_dot, cfg, how.weight_chunks))
+    terms.append(_chunked(barrier(x, w) if how.dw_barrier else x, w_dot, cfg, how.weight_chunks))
   if not terms:
     return out, jnp.zeros_like(out)
   return out, functools.reduce(jnp.add, terms)
