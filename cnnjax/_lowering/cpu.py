@@ -15,9 +15,9 @@ XLA:CPU in a few configurations; :func:`conv` picks, per configuration:
   of the FULL-padded zeros (stride 1, kernels of 3 or more rows with less height
   padding than SAME, or at most 4 input channels), whose forward runs over 2×2 blocks
   (stride 1, at most 4 input channels: :mod:`cnnjax._lowering.cpu_blocks`), and whose
-  weight gradient is computed in batch chunks (3×3 kernels, 16 or more input channels)
-  from the stored input (:mod:`cnnjax._lowering.cpu_barrier`: no producer recomputed
-  inside its transposes);
+  weight gradient reads the stored input (:mod:`cnnjax._lowering.cpu_barrier`: no
+  producer recomputed inside its transposes) and is computed in batch chunks (3×3
+  kernels, 16 or more input channels);
 - everything else: the portable form.
 
 Each choice is re-measured by ``benchmarks/ops.py`` (its ``conv1x1``, ``depthwise`` and

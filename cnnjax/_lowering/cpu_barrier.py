@@ -13,17 +13,16 @@ per step (two threads; profile of 2026-12-01, ``jax.profiler``), 45 ms once thos
 :func:`barrier` returns ``x`` through a ``while`` loop whose trip count XLA cannot know
 (1, read at run time from ``source``, an array the caller has at hand: 0 if its sum is
 NaN, and the value is ``x`` either way) and whose body subtracts ``0·i`` from every
-element (exact for every float, signed zeros and NaN included; subnormals are flushed
-to zero, as by every XLA:CPU operation, the convolution that reads them included), so no
-simplifier removes
-it and no fusion crosses it; it costs one pass over ``x`` (and its sharding, if any, is
-untouched: the body is elementwise, and the kernel that cpu_rows passes as ``source`` is
-replicated where the batch is sharded, so no collective is added). A loop that rewrote
-only ``x``'s first element ran 1% faster in resnet20's step but sliced a sharded
-dimension: an all-reduce per layer under automatic sharding and an error under explicit
-sharding. ``lax.optimization_barrier`` does not serve: XLA:CPU expands it before
-fusion. The barrier's JVP is the identity on ``x``'s tangent (reverse mode transposes
-that), so derivatives of every order see the identity. Used by
+element (exact for every float, signed zeros and NaN included; subnormals are flushed to
+zero, as by every XLA:CPU operation, the convolution that reads them included), so no
+simplifier removes it and no fusion crosses it. It costs one pass over ``x``, and leaves
+its sharding alone: the body is elementwise, and the kernel that cpu_rows passes as
+``source`` is replicated where the batch is sharded, so no collective is added. (A loop
+that rewrote only ``x``'s first element ran 1% faster in resnet20's step, but slicing a
+sharded dimension added an all-reduce per layer under automatic sharding and failed
+under explicit sharding.) ``lax.optimization_barrier`` does not serve: XLA:CPU expands
+it before fusion. The barrier's JVP is the identity on ``x``'s tangent (reverse mode
+transposes that), so derivatives of every order see the identity. Used by
 :mod:`cnnjax._lowering.cpu_rows` for the weight gradient's input; XLA:CPU only (GPU and
 TPU never compile the CPU forms).
 """

@@ -61,15 +61,15 @@ alternating rounds; ``benchmarks/README.md``, section "CPU layers (issue 19)"):
   8 chunks 0.92×; ``benchmarks/cpu_layers.py --steps``); the two stride-2 layers'
   chunks too: 0.95× and 0.96× of the step without them (whose weight gradients'
   transposed inputs took 21 and 11 ms of the step in a profile).
-- ``dw_barrier`` everywhere (every layer these forms apply to): without it, XLA:CPU fuses
-  ``x``'s producers (BatchNorm, ReLU, residual adds through several blocks) into the
-  transposes the weight gradient's convolution needs and recomputes them there (see
-  :mod:`cnnjax._lowering.cpu_barrier`). resnet20's train step with it: 0.88–0.94× of its
-  time without it in five interleaved runs (``benchmarks/cpu_layers.py --steps`` and
-  throwaway scripts, 2026-12-01), 0.88× at batch 32 (no chunks there); with the
-  barrier on the chunked 3×3 layers alone, 1.01× of the step with it everywhere (the
-  first layer's transpose recomputed the batch gather). Where ``x`` is stored anyway (after max pooling or GELU) it costs a
-  copy: seed-cnn, vgg11 and fastnet 1.01× (within their noise).
+- ``dw_barrier`` for 3×3 kernels: without it, XLA:CPU fuses ``x``'s producers
+  (BatchNorm, ReLU, residual adds through several blocks, the batch gather of a first
+  layer) into the transposes the weight gradient's convolution needs and recomputes them
+  there (see :mod:`cnnjax._lowering.cpu_barrier`). resnet20's train step with it:
+  0.88–0.94× of its time without it in six interleaved runs (``benchmarks/cpu_layers.py
+  --steps`` and throwaway scripts, 2026-12-01), 0.88× at batch 32 (no chunks there).
+  Where ``x`` is stored anyway (after max pooling) it costs a pass over ``x``: seed-cnn's
+  5×5 layers 1.02× (25 rounds of 8 steps), so they go without; vgg11 and fastnet (3×3,
+  after pooling or GELU) 1.01×, within their noise.
 - ``forward="rows"`` nowhere, and no chunks elsewhere: the row-stacked forward won
   only while other processes loaded the 2 cores (conv1 forward 0.70–0.84×) and not on a
   quieter machine (0.91–1.02×), and lost with 32 or more input channels (1.25–1.53× for
@@ -163,7 +163,7 @@ def plan(x_shape, w_shape, cfg: ConvConfig) -> Plan:
   wide = (kh, kw) == (3, 3) and c_in >= WIDE_C_IN and x_shape[0] >= CHUNKED_BATCH
   chunks = WIDE_WEIGHT_CHUNKS if wide else 1
   return Plan(forward="blocks" if blocks else "lax", input_grad="rows" if rows else "lax",
-              weight_chunks=chunks, dw_barrier=True)
+              weight_chunks=chunks, dw_barrier=(kh, kw) == (3, 3))
 
 
 def rows_conv(x: jax.Array, w: jax.Array, cfg: ConvConfig) -> jax.Array:
