@@ -89,6 +89,13 @@ def _lowered_text(f, *args, platform="cpu"):
   return jax.jit(f).trace(*args).lower(lowering_platforms=(platform,)).as_text()
 
 
+def _cpu_compiled_text(f, *args):
+  """The optimised HLO of ``f`` as XLA:CPU compiles it, on any host (the arguments are
+  committed to a CPU device; accelerator hosts have one too)."""
+  cpu = jax.devices("cpu")[0]
+  return jax.jit(f).lower(*jax.device_put(args, cpu)).compile().as_text()
+
+
 # ------------------------------------------------------------- hypothesis cases
 
 
@@ -573,6 +580,9 @@ class Bf16PatchLoweringTest(chex.TestCase):
     cfg = dict(stride=(1, 1), pads=((1, 1), (1, 1)), dilation=(1, 1), groups=1)
     # A new partial per call: jit caches traces by function, and the chunk size is global.
     conv = lambda: functools.partial(cpu.conv, cfg=_cfg(2, **cfg))
+    # On XLA:CPU, the only backend that runs this form: an accelerator's GEMMs may pick
+    # another accumulation order per shape.
+    x, w = jax.device_put((x, w), jax.devices("cpu")[0])
     whole = jax.jit(conv())(x, w)
     with tiny_bf16_chunks():
       chunked = jax.jit(conv())(x, w)
@@ -837,7 +847,7 @@ class RowStackedFormsTest(chex.TestCase):
       shapes = re.findall(r"= f32\[([\d,]+)\]\S* (?:transpose|copy)\(", text)
       return sorted(s for s in shapes if np.prod([int(d) for d in s.split(",")]) > w.size)
 
-    lax_text, rows_text = (jax.jit(step(how)).lower(x, w, g).compile().as_text()
+    lax_text, rows_text = (_cpu_compiled_text(step(how), x, w, g)
                            for how in (cpu_rows.Plan(), cpu_rows.Plan(input_grad="rows")))
     self.assertEqual(len(re.findall(r" convolution\(", rows_text)), 2)
     self.assertIn("window={size=1x5 pad=0_0x4_4}", rows_text)
@@ -852,7 +862,7 @@ class RowStackedFormsTest(chex.TestCase):
     # input into 4·32 channels; the 28×28 output is exactly the blocked one (no crop).
     x, w = jnp.ones((4, 32, 32, 3), jnp.float32), jnp.ones((5, 5, 3, 32), jnp.float32)
     cfg = _cfg(2, stride=(1, 1), pads=((0, 0), (0, 0)))
-    text = jax.jit(lambda x, w: cpu_blocks.blocks_conv(x, w, cfg)).lower(x, w).compile().as_text()
+    text = _cpu_compiled_text(lambda x, w: cpu_blocks.blocks_conv(x, w, cfg), x, w)
     self.assertEqual(len(re.findall(r" convolution\(", text)), 1)
     self.assertRegex(text, r"f32\[4,14,14,128\]\S* convolution\([^)]*\), window=\{size=3x3\}")
     self.assertRegex(text, r"= f32\[4,16,16,12\]\S* fusion\(%x")
@@ -869,7 +879,7 @@ class RowStackedFormsTest(chex.TestCase):
     def operands_of_transposed_x(how):
       dw = lambda a, s, w, g: jax.vjp(
           lambda w: cpu_rows.conv(jax.nn.relu(a * s + 1.0), w, cfg, how), w)[1](g)[0]
-      text = jax.jit(dw).lower(a, s, w, g).compile().as_text()
+      text = _cpu_compiled_text(dw, a, s, w, g)
       (operands,) = re.findall(r"= f32\[16,8,8,8\]\S* fusion\(([^)]*)\)", text)
       return operands
 
@@ -884,16 +894,19 @@ class CpuBarrierTest(chex.TestCase):
     # infinities come back unchanged; empty arrays too. Subnormals come back as the
     # backend's arithmetic leaves them after a trip: XLA:CPU flushes them to zero in
     # every operation (the weight gradient's convolution reads them as zeros with or
-    # without the barrier).
+    # without the barrier). On XLA:CPU, the only backend that compiles the barrier (a
+    # GPU's arithmetic returns its canonical NaN, not the NaN's own bits).
+    cpu = jax.devices("cpu")[0]
     for dtype in (np.float32, np.float64):
       x = _random((3, 4, 5, 2), 3, dtype)
       tiny = np.finfo(dtype).smallest_subnormal
       x[0, 0, 0, 0], x[1, 1, 1, 1], x[2, 2, 2, 1], x[2, 3, 4, 0] = -0.0, np.nan, -np.inf, tiny
       after_a_trip = x.copy()
-      after_a_trip[2, 3, 4, 0] = jax.jit(jnp.multiply)(tiny, np.ones((), dtype))
+      after_a_trip[2, 3, 4, 0] = jax.jit(jnp.multiply)(
+          *jax.device_put((tiny, np.ones((), dtype)), cpu))
       for source, want in ((np.ones(3, np.float32), after_a_trip),
                            (np.array([1.0, np.nan]), x)):
-        got = np.asarray(jax.jit(cpu_barrier.barrier)(x, source))
+        got = np.asarray(jax.jit(cpu_barrier.barrier)(*jax.device_put((x, source), cpu)))
         self.assertEqual(got.dtype, dtype)
         np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))
     self.assertEqual(cpu_barrier.barrier(jnp.ones((0, 3)), jnp.ones(2)).shape, (0, 3))

@@ -43,6 +43,7 @@ def _probe(**env_changes):
   env = {k: v for k, v in os.environ.items()
          if k != "GLIBC_TUNABLES" and not (k.startswith("MALLOC_") and k.endswith("_"))}
   env.pop(_malloc.OPT_OUT, None)
+  env["JAX_PLATFORMS"] = "cpu"  # XLA:CPU's temporaries (an accelerator's live on it)
   env.update(env_changes)
   out = subprocess.run([sys.executable, "-c", _PROBE], env=env, check=True, timeout=300,
                        capture_output=True, text=True).stdout
