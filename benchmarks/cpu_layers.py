@@ -30,8 +30,8 @@ seed-cnn train step). Prints a markdown table.
 ``benchmarks/_step.py``) of seed-cnn and resnet20 at the batch size, traced with the
 forms of :func:`cnnjax._lowering.cpu_rows.plan` (the default, "on"), with
 ``CNNJAX_CPU_ROWS=0`` (lax's convolutions, "off") and with the rule less one form (no
-batch chunks of dw; no blocked forward; no dw barrier), alternating blocks of ``--block``
-steps. The dw chunks show only here: XLA:CPU runs a program of at most 8 operations (one
+batch chunks of dw; no blocked forward; no dw barrier; no dx barrier), alternating
+blocks of ``--block`` steps. The dw chunks show only here: XLA:CPU runs a program of at most 8 operations (one
 layer's) sequentially, and only a whole step's independent chunks run concurrently.
 """
 
@@ -253,6 +253,7 @@ def _step_variants():
       "on, no dw chunks": ("1", dict(weight_chunks=1)),
       "on, no blocked forward": ("1", dict(forward="lax")),
       "on, no dw barrier": ("1", dict(dw_barrier=False)),
+      "on, no dx barrier": ("1", dict(dx_barrier=False)),
   }
 
 

@@ -41,6 +41,7 @@ from cnnjax._lowering import (adjoint, cpu, cpu_barrier, cpu_blocks, cpu_bf16, c
 from cnnjax._lowering.chunks import batch_chunks
 from cnnjax._lowering.config import ConvConfig
 from cnnjax.conv import conv_transpose, convolve, cross_correlate
+from cnnjax.pooling import max_pool
 from references import assert_close
 
 _SETTINGS = dict(
@@ -699,7 +700,8 @@ def rows_cases(draw):
   sizes = [draw(st.integers(max(1, k - lo - hi), k + 3)) for k, (lo, hi) in zip(kernel, pads)]
   how = cpu_rows.Plan(forward=draw(st.sampled_from(["rows", "blocks", "lax"])),
                       input_grad=draw(st.sampled_from(["rows", "lax"])),
-                      weight_chunks=draw(st.integers(1, 4)), dw_barrier=draw(st.booleans()))
+                      weight_chunks=draw(st.integers(1, 4)), dw_barrier=draw(st.booleans()),
+                      dx_barrier=draw(st.booleans()))
   c_in = draw(st.integers(1, 3))
   stride = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
   if stride != (1, 1):  # the stacked forms are stride-1 forms; dw chunks take any stride
@@ -753,7 +755,8 @@ class RowStackedFormsTest(chex.TestCase):
     case = dict(x_shape=x, w_shape=w, pads=pads)
     xs, ws = _arrays(case, np.float32)
     for how in (cpu_rows.plan(x, w, _cfg(2, stride=(1, 1), pads=pads)),
-                cpu_rows.Plan("rows", "rows", 3), cpu_rows.Plan("blocks", "lax", 2, True)):
+                cpu_rows.Plan("rows", "rows", 3, dx_barrier=True),
+                cpu_rows.Plan("blocks", "lax", 2, True)):
       f, step = _rows_fns(dict(case, how=how))
       g = _random(jax.eval_shape(f, xs, ws).shape, 2, np.float32)
       for got, want in zip(step(xs, ws, g), _rows_references(xs, ws, g, case)):
@@ -765,7 +768,7 @@ class RowStackedFormsTest(chex.TestCase):
     # order and vmap all work, and so does linear_transpose of the linearized map.
     x, w = _random((2, 6, 5, 2)), _random((3, 2, 2, 3), 1)
     cfg = _cfg(2, stride=(1, 1), pads=((0, 1), (1, 0)))
-    f = lambda x, w: cpu_rows.conv(x, w, cfg, cpu_rows.Plan("rows", "rows", 2, True))
+    f = lambda x, w: cpu_rows.conv(x, w, cfg, cpu_rows.Plan("rows", "rows", 2, True, True))
     check_grads(f, (x, w), order=2, modes=("fwd", "rev"))
     ref = lambda x, w: lax_reference(x, w, stride=(1, 1), pads=((0, 1), (1, 0)))
     np.testing.assert_allclose(jax.vmap(f, (None, 3), 3)(x, np.stack([w, 2 * w], -1)),
@@ -784,11 +787,11 @@ class RowStackedFormsTest(chex.TestCase):
     valid = _cfg(2, stride=(1, 1), pads=((0, 0), (0, 0)))
     same = _cfg(2, stride=(1, 1), pads=((1, 1), (1, 1)))
     self.assertEqual(cpu_rows.plan((128, 32, 32, 3), (5, 5, 3, 32), valid),
-                     cpu_rows.Plan(forward="blocks", input_grad="rows"))
+                     cpu_rows.Plan(forward="blocks", input_grad="rows", dx_barrier=True))
     self.assertEqual(cpu_rows.plan((128, 14, 14, 32), (5, 5, 32, 64), valid),
-                     cpu_rows.Plan(input_grad="rows"))
+                     cpu_rows.Plan(input_grad="rows", dx_barrier=True))
     self.assertEqual(cpu_rows.plan((128, 32, 32, 3), (3, 3, 3, 16), same),
-                     plan(forward="blocks", input_grad="rows"))
+                     plan(forward="blocks", input_grad="rows", dx_barrier=True))
     for hw, c in ((32, 16), (16, 32), (8, 64)):
       self.assertEqual(cpu_rows.plan((128, hw, hw, c), (3, 3, c, c), same),
                        plan(weight_chunks=cpu_rows.WIDE_WEIGHT_CHUNKS))
@@ -886,6 +889,29 @@ class RowStackedFormsTest(chex.TestCase):
     self.assertIn("%a", operands_of_transposed_x(cpu_rows.Plan()))
     self.assertNotIn("%a", operands_of_transposed_x(cpu_rows.Plan(dw_barrier=True)))
 
+  def test_input_gradient_is_stored_before_a_pool_reads_it(self):
+    # seed-cnn's conv2 input gradient (row-stacked) feeding a 2×2 max pool's backward,
+    # which reads each value four times: with dx_barrier the row-shifted adds are one
+    # stored array (a conditional's operand) and the pool's 28×28 backward reads that;
+    # without it, XLA fuses the adds into the pool's backward and it reads the
+    # convolution's output instead.
+    a, w = jnp.ones((2, 28, 28, 8), jnp.float32), jnp.ones((5, 5, 8, 16), jnp.float32)
+    cfg = _cfg(2, stride=(1, 1), pads=((0, 0), (0, 0)))
+
+    def pool_backward_operands(how):
+      f = lambda a, w: jnp.sum(cpu_rows.conv(max_pool(a, window=2), w, cfg, how) ** 2)
+      text = _cpu_compiled_text(jax.grad(f), a, w)
+      (operands,) = re.findall(r"= f32\[2,28,28,8\]\S* fusion\(([^)]*)\)", text)
+      return text, operands
+
+    text, operands = pool_backward_operands(cpu_rows.Plan(input_grad="rows",
+                                                          dx_barrier=True))
+    self.assertEqual(text.count(" conditional("), 1)
+    self.assertNotRegex(operands, r"%convolution")
+    text, operands = pool_backward_operands(cpu_rows.Plan(input_grad="rows"))
+    self.assertEqual(text.count(" conditional("), 0)
+    self.assertRegex(operands, r"%convolution")
+
 
 class CpuBarrierTest(chex.TestCase):
 
@@ -896,17 +922,17 @@ class CpuBarrierTest(chex.TestCase):
     # every operation (the weight gradient's convolution reads them as zeros with or
     # without the barrier). On XLA:CPU, the only backend that compiles the barrier (a
     # GPU's arithmetic returns its canonical NaN, not the NaN's own bits).
-    cpu = jax.devices("cpu")[0]
+    host = jax.devices("cpu")[0]
     for dtype in (np.float32, np.float64):
       x = _random((3, 4, 5, 2), 3, dtype)
       tiny = np.finfo(dtype).smallest_subnormal
       x[0, 0, 0, 0], x[1, 1, 1, 1], x[2, 2, 2, 1], x[2, 3, 4, 0] = -0.0, np.nan, -np.inf, tiny
       after_a_trip = x.copy()
       after_a_trip[2, 3, 4, 0] = jax.jit(jnp.multiply)(
-          *jax.device_put((tiny, np.ones((), dtype)), cpu))
+          *jax.device_put((tiny, np.ones((), dtype)), host))
       for source, want in ((np.ones(3, np.float32), after_a_trip),
                            (np.array([1.0, np.nan]), x)):
-        got = np.asarray(jax.jit(cpu_barrier.barrier)(*jax.device_put((x, source), cpu)))
+        got = np.asarray(jax.jit(cpu_barrier.barrier)(*jax.device_put((x, source), host)))
         self.assertEqual(got.dtype, dtype)
         np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))
     self.assertEqual(cpu_barrier.barrier(jnp.ones((0, 3)), jnp.ones(2)).shape, (0, 3))
@@ -919,6 +945,23 @@ class CpuBarrierTest(chex.TestCase):
     np.testing.assert_array_equal(
         jax.grad(lambda x: jnp.sum(cpu_barrier.barrier(x, source) ** 2))(x), 2 * x)
     np.testing.assert_array_equal(jax.vmap(cpu_barrier.barrier, (0, None))(x, source), x)
+
+  def test_cotangent_barrier_is_the_identity_in_every_transformation(self):
+    # The identity forward, in forward and reverse mode to second order, under vmap
+    # (an unbatched and a batched source) and linear_transpose; a NaN source takes the
+    # other branch, the identity too.
+    x, source = _random((2, 3, 4), 1), jnp.ones(3)
+    for s in (source, jnp.array([1.0, jnp.nan])):
+      np.testing.assert_array_equal(jax.jit(cpu_barrier.cotangent_barrier)(x, s), x)
+    f = lambda x: jnp.sin(cpu_barrier.cotangent_barrier(x * x, source))
+    check_grads(f, (x,), order=2, modes=("fwd", "rev"))
+    (back,) = jax.linear_transpose(lambda t: cpu_barrier.cotangent_barrier(t, source), x)(x)
+    np.testing.assert_array_equal(back, x)
+    np.testing.assert_array_equal(
+        jax.vmap(cpu_barrier.cotangent_barrier, (0, None))(x, source), x)
+    grad = jax.grad(lambda x, s: jnp.sum(cpu_barrier.cotangent_barrier(x, s) ** 2))
+    np.testing.assert_array_equal(jax.vmap(grad)(x, jnp.ones((2, 3))), 2 * x)
+    self.assertEqual(cpu_barrier.cotangent_barrier(jnp.ones((0, 3)), source).shape, (0, 3))
 
   def test_sharded_batch_needs_no_collective(self):
     # On 2 simulated devices with the batch sharded (explicit and automatic mesh axes),

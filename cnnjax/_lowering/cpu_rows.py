@@ -22,7 +22,10 @@ so reverse mode transposes it into the chosen gradient forms, and forward mode,
   ẏ = R(ẋ, w) + Σ_chunks conv(x_chunk, ẇ)
 
 - ``R`` is the row-stacked form when :class:`Plan` ``input_grad == "rows"`` (its
-  transpose is the input gradient above), else lax's convolution;
+  transpose is the input gradient above), else lax's convolution; with ``dx_barrier``
+  it reads ``ẋ`` through :func:`cnnjax._lowering.cpu_barrier.cotangent_barrier`, so the
+  input gradient's row-shifted adds are stored once instead of fused into (and repeated
+  by) each consumer;
 - the ``ẇ`` term is one lax convolution per batch chunk, concatenated (its transpose:
   one weight-gradient convolution per chunk, summed), ``weight_chunks`` chunks, of
   ``x`` itself or, with ``dw_barrier``, of ``x`` through
@@ -70,6 +73,12 @@ alternating rounds; ``benchmarks/README.md``, section "CPU layers (issue 19)"):
   Where ``x`` is stored anyway (after max pooling) it costs a pass over ``x``: seed-cnn's
   5×5 layers 1.02× (25 rounds of 8 steps), so they go without; vgg11 and fastnet (3×3,
   after pooling or GELU) 1.01×, within their noise.
+- ``dx_barrier`` wherever ``input_grad="rows"``: XLA fused the ``k_h`` row-shifted adds
+  into their consumer, and a 2×2 max pool's backward reads each input-gradient value
+  four times: seed-cnn's conv1-gradient fusion took 4.6 ms per train step, 2.9 ms with
+  the adds stored (1.6 + 1.1 + 0.2 ms: the pool's backward, the adds, the
+  conditional; ``jax.profiler`` with ``--xla_cpu_enable_xprof_traceme``, AMD EPYC host);
+  seed-cnn's step 0.95×/0.93× of its time without (two interleaved pairs, 2026-12-01).
 - ``forward="rows"`` nowhere, and no chunks elsewhere: the row-stacked forward won
   only while other processes loaded the 2 cores (conv1 forward 0.70–0.84×) and not on a
   quieter machine (0.91–1.02×), and lost with 32 or more input channels (1.25–1.53× for
@@ -98,7 +107,7 @@ from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
 from cnnjax._lowering.chunks import batch_chunks
-from cnnjax._lowering.cpu_barrier import barrier
+from cnnjax._lowering.cpu_barrier import barrier, cotangent_barrier
 from cnnjax._lowering.cpu_blocks import blocks_conv
 from cnnjax._lowering.config import ConvConfig
 from cnnjax._lowering.portable import lax_conv
@@ -128,17 +137,21 @@ class Plan(NamedTuple):
     weight_chunks: batch chunks of the ``w`` tangent (and of the weight gradient).
     dw_barrier: the ``w`` tangent (and so the weight gradient) reads ``x`` through
       :func:`cnnjax._lowering.cpu_barrier.barrier`.
+    dx_barrier: the ``x`` tangent passes through
+      :func:`cnnjax._lowering.cpu_barrier.cotangent_barrier` (so the input gradient is
+      stored before its consumers read it).
   """
 
   forward: str = "lax"
   input_grad: str = "lax"
   weight_chunks: int = 1
   dw_barrier: bool = False
+  dx_barrier: bool = False
 
   @property
   def trivial(self) -> bool:
     return (self.forward == "lax" and self.input_grad == "lax" and self.weight_chunks == 1
-            and not self.dw_barrier)
+            and not self.dw_barrier and not self.dx_barrier)
 
 
 def applies(x: jax.Array, w: jax.Array, cfg: ConvConfig) -> bool:
@@ -163,7 +176,7 @@ def plan(x_shape, w_shape, cfg: ConvConfig) -> Plan:
   wide = (kh, kw) == (3, 3) and c_in >= WIDE_C_IN and x_shape[0] >= CHUNKED_BATCH
   chunks = WIDE_WEIGHT_CHUNKS if wide else 1
   return Plan(forward="blocks" if blocks else "lax", input_grad="rows" if rows else "lax",
-              weight_chunks=chunks, dw_barrier=(kh, kw) == (3, 3))
+              weight_chunks=chunks, dw_barrier=(kh, kw) == (3, 3), dx_barrier=rows)
 
 
 def rows_conv(x: jax.Array, w: jax.Array, cfg: ConvConfig) -> jax.Array:
@@ -216,6 +229,7 @@ def _conv_jvp(cfg: ConvConfig, how: Plan, primals, tangents):
   out = _form(how.forward)(x, w, cfg)
   terms = []
   if not isinstance(x_dot, SymbolicZero):
+    x_dot = cotangent_barrier(x_dot, w) if how.dx_barrier else x_dot
     terms.append(_form(how.input_grad)(x_dot, w, cfg))
   if not isinstance(w_dot, SymbolicZero):
     terms.append(_chunked(barrier(x, w) if how.dw_barrier else x, w_dot, cfg, how.weight_chunks))
