@@ -31,8 +31,9 @@ seed-cnn train step). Prints a markdown table.
 forms of :func:`cnnjax._lowering.cpu_rows.plan` (the default, "on"), with
 ``CNNJAX_CPU_ROWS=0`` (lax's convolutions, "off") and with the rule less one form (no
 batch chunks of dw; no blocked forward; no dw barrier; no dx barrier), alternating
-blocks of ``--block`` steps. The dw chunks show only here: XLA:CPU runs a program of at most 8 operations (one
-layer's) sequentially, and only a whole step's independent chunks run concurrently.
+blocks of ``--block`` steps. The dw chunks show only here: XLA:CPU runs a program of at
+most 8 operations (one layer's) sequentially, and only a whole step's independent chunks
+run concurrently.
 """
 
 from __future__ import annotations

@@ -965,9 +965,10 @@ class CpuBarrierTest(chex.TestCase):
 
   def test_sharded_batch_needs_no_collective(self):
     # On 2 simulated devices with the batch sharded (explicit and automatic mesh axes),
-    # the weight gradient through the barrier compiles, matches the one-device result,
-    # and the program's only all-reduce is the gradient's sum over the batch. A barrier
-    # that sliced x's first element failed under explicit axes.
+    # the weight gradient through the barrier and the row-stacked input gradient through
+    # the cotangent barrier compile and match the one-device results; the only
+    # all-reduce is the weight gradient's sum over the batch. A barrier that sliced x's
+    # first element failed under explicit axes.
     script = textwrap.dedent("""
         import json, os
         os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
@@ -975,22 +976,26 @@ class CpuBarrierTest(chex.TestCase):
         import cnnjax
         from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
         rng = np.random.default_rng(0)
-        x, w, g = (rng.normal(size=s).astype(np.float32)
-                   for s in ((8, 8, 8, 16), (3, 3, 16, 16), (8, 8, 8, 16)))
+        x, w, g, w5, g5 = (rng.normal(size=s).astype(np.float32) for s in (
+            (8, 8, 8, 16), (3, 3, 16, 16), (8, 8, 8, 16), (5, 5, 16, 16), (8, 4, 4, 16)))
         dw = lambda x, w, g: jax.grad(lambda w: jnp.sum(
             cnnjax.cross_correlate(jax.nn.relu(x), w, padding="SAME") * g))(w)
-        want = np.asarray(jax.jit(dw)(x, w, g))
+        dx = lambda x, w, g: jax.grad(lambda x: jnp.sum(
+            cnnjax.cross_correlate(x, w, padding="VALID") * g))(x)
         out = {}
-        for kind in (AxisType.Explicit, AxisType.Auto):
-          mesh = jax.make_mesh((2,), ("data",), axis_types=(kind,))
-          xs, gs = (jax.device_put(a, NamedSharding(mesh, P("data"))) for a in (x, g))
-          with jax.set_mesh(mesh):
-            compiled = jax.jit(dw).lower(xs, jax.device_put(w, NamedSharding(mesh, P())),
-                                         gs).compile()
-            got = np.asarray(compiled(xs, w, gs))
-          text = compiled.as_text()
-          out[str(kind)] = [float(np.max(np.abs(got - want)) / np.max(np.abs(want))),
-                            text.count(" all-reduce("), text.count(" while(")]
+        for name, f, (w_, g_) in (("dw", dw, (w, g)), ("dx", dx, (w5, g5))):
+          want = np.asarray(jax.jit(f)(x, w_, g_))
+          for kind in (AxisType.Explicit, AxisType.Auto):
+            mesh = jax.make_mesh((2,), ("data",), axis_types=(kind,))
+            xs, gs = (jax.device_put(a, NamedSharding(mesh, P("data"))) for a in (x, g_))
+            with jax.set_mesh(mesh):
+              compiled = jax.jit(f).lower(
+                  xs, jax.device_put(w_, NamedSharding(mesh, P())), gs).compile()
+              got = np.asarray(compiled(xs, w_, gs))
+            text = compiled.as_text()
+            out[f"{name} {kind}"] = [
+                float(np.max(np.abs(got - want)) / np.max(np.abs(want))),
+                [text.count(f" {op}(") for op in ("all-reduce", "while", "conditional")]]
         print(json.dumps(out))
         """)
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
@@ -998,10 +1003,11 @@ class CpuBarrierTest(chex.TestCase):
                           env=dict(env, JAX_PLATFORMS="cpu"), timeout=300)
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    self.assertEqual(len(out), 2)
-    for relative_error, all_reduces, loops in out.values():
-      self.assertLess(relative_error, 1e-5)
-      self.assertEqual((all_reduces, loops), (1, 1))
+    self.assertEqual(len(out), 4)
+    for name, (relative_error, counts) in out.items():
+      self.assertLess(relative_error, 1e-5, name)
+      # [all-reduces, loops, conditionals]
+      self.assertEqual(counts, [1, 1, 0] if name.startswith("dw") else [0, 0, 1], name)
 
 
 if __name__ == "__main__":
