@@ -316,9 +316,11 @@ def lax_correlate(x, w, *, stride=1, padding="VALID", dilation=1, groups=1,
   s, t, pads, _ = ref_geometry(
       x.shape[1:-1], w.shape[:nd], stride=stride, padding=padding, dilation=dilation
   )
-  if padding_mode != "zeros":
-    x = jnp.pad(x, [(0, 0), *pads, (0, 0)], mode=NUMPY_MODE[padding_mode])
-    pads = [(0, 0)] * nd
+  # Padded first, zeros too: XLA:CPU (jaxlib 0.10.2) aborts compiling jax's input
+  # gradient of some strided convolutions given their padding (cnnjax._lowering.cpu.aborts).
+  mode = "constant" if padding_mode == "zeros" else NUMPY_MODE[padding_mode]
+  x = jnp.pad(x, [(0, 0), *pads, (0, 0)], mode=mode)
+  pads = [(0, 0)] * nd
   letters = "DHW"[-nd:] if nd < 3 else "DHW"
   spec = (f"N{letters}C", f"{letters}IO", f"N{letters}C")
   return lax.conv_general_dilated(

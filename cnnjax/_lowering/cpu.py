@@ -28,10 +28,13 @@ holds the figures, including those of the forms removed when they stopped paying
 chunks of every convolution, 2026-11-30). ``CNNJAX_CPU_LOWERING=0`` turns every CPU form
 off (the portable form everywhere), for comparison and as an opt-out.
 
-Two XLA:CPU defects are worked around here: it aborts the process compiling an
-lhs-dilated convolution whose window is larger than the dilated input ("Window
-dimensions do not match RHS shape"), so such an input is dilated by ``lax.pad`` first;
-and negative padding is never handed to it (:func:`cnnjax._lowering.portable.lax_conv`).
+Two XLA:CPU defects are worked around here, with the CPU forms on or off. It aborts the
+process compiling some convolutions, and jax's input gradients of some strided ones
+(:func:`aborts` says which; "Window dimensions do not match RHS shape"): their padding
+and input dilation are applied by ``lax.pad`` first, behind a
+:func:`cnnjax._lowering.cpu_barrier.linear_barrier` in both directions so that XLA folds
+neither the pad nor its transpose (a crop) back into a convolution. And negative
+padding is never handed to it (:func:`cnnjax._lowering.portable.lax_conv`).
 """
 
 from __future__ import annotations
@@ -44,11 +47,12 @@ import jax
 from cnnjax import _checks
 from cnnjax import padding as _padding
 from cnnjax._lowering import cpu_bf16, cpu_rows
+from cnnjax._lowering.cpu_barrier import linear_barrier
 from cnnjax._lowering.config import ConvConfig
 from cnnjax._lowering.portable import lax_conv, materialize, patch_conv, result_dtype
 from cnnjax.patches import shifted_slices
 
-__all__ = ["conv", "depthwise_conv", "enabled"]
+__all__ = ["aborts", "conv", "depthwise_conv", "enabled"]
 
 OPT_OUT = "CNNJAX_CPU_LOWERING"
 
@@ -69,16 +73,10 @@ def conv(x: jax.Array, w: jax.Array, cfg: ConvConfig, *, transposable: bool = Fa
       forms with custom derivatives (the bf16 patch path, the ``cpu_rows`` forms) are
       not used.
   """
-  if not enabled():
-    return lax_conv(x, w, cfg)
-  if not all(d == 1 for d in cfg.lhs_dilation):
-    dilated = [(n - 1) * d + 1 for n, d in zip(x.shape[1:-1], cfg.lhs_dilation)]
-    window = [_padding.effective_kernel_size(k, dilation=t)
-              for k, t in zip(w.shape[:-2], cfg.dilation)]
-    if any(k > n for k, n in zip(window, dilated)):
-      x, cfg = materialize(x, cfg)  # XLA:CPU would abort compiling this one
-    return lax_conv(x, w, cfg)
-  if not cfg.plain:
+  if aborts(x.shape, w.shape, cfg):
+    x, cfg = materialize(x, cfg)
+    return lax_conv(linear_barrier(x, w), w, cfg)  # XLA would fold the lax.pad back in
+  if not enabled() or not cfg.plain:
     return lax_conv(x, w, cfg)
   if cfg.groups == 1 and math.prod(w.shape[:-2]) == 1:
     return patch_conv(x, w, cfg)
@@ -91,6 +89,47 @@ def conv(x: jax.Array, w: jax.Array, cfg: ConvConfig, *, transposable: bool = Fa
     if not how.trivial:
       return cpu_rows.conv(x, w, cfg, how)
   return lax_conv(x, w, cfg)
+
+
+def aborts(x_shape, w_shape, cfg: ConvConfig) -> bool:
+  """Whether XLA:CPU (jaxlib 0.10.2) aborts compiling this convolution or its input gradient.
+
+  Its algebraic simplifier swaps a convolution's operands when the kernel is the larger
+  one, and keeps as they were the spatial dimensions it takes for feature-group ones
+  (window size ``r`` equal to the input dilation, stride ``r − 1``, no padding, no
+  kernel dilation) or for contractions (window = input, stride 1, nothing else). Where
+  the input's size in a kept group dimension is not ``r``, the swapped convolution's
+  shapes disagree and the process aborts (a failed check, not an error). Such a
+  dimension beside one that is not kept is taken here as the defect, whether or not the
+  swap pays (which also needs the kernel larger than the input there): on the
+  convolution itself, and on the one jax's transpose rule builds for the input gradient
+  (over the output, input dilation = the stride, padding ``r̂ − 1 − lo`` below). E.g. a
+  2×2 kernel with stride 2 and padding ``(1, 1)`` over 4 rows, beside a 3-wide kernel
+  over 4 columns: the gradient's convolution has window 2, input dilation 2, stride 1
+  and no padding over 3 rows.
+  """
+  forward, gradient = [], []
+  for n, r, s, t, d, (lo, hi) in zip(x_shape[1:-1], w_shape[:-2], cfg.stride, cfg.dilation,
+                                     cfg.lhs_dilation, cfg.pads):
+    dilated, window = (n - 1) * d + 1, _padding.effective_kernel_size(r, dilation=t)
+    m = (dilated + lo + hi - window) // s + 1  # the output's size
+    before = window - 1 - lo
+    after = dilated + window - 1 - ((m - 1) * s + 1) - before
+    forward.append((n, r, d, t, s, lo, hi))
+    gradient.append((m, r, s, t, d, before, after))
+  return _mishandled(forward) or _mishandled(gradient)
+
+
+def _mishandled(dims) -> bool:
+  """``dims``: (size, window, input dilation, window dilation, stride, low, high) each."""
+  def kept(size, window, base, window_dilation, stride, lo, hi):
+    group = window == base == stride + 1
+    contraction = window == size and base == stride == 1
+    return (group or contraction) and window_dilation == 1 and lo == hi == 0
+
+  kept_dims = [kept(*dim) for dim in dims]
+  return not all(kept_dims) and any(
+      k and dim[0] != dim[1] for k, dim in zip(kept_dims, dims))
 
 
 def depthwise_conv(x: jax.Array, w: jax.Array, cfg: ConvConfig) -> jax.Array:

@@ -26,16 +26,18 @@ transposes that), so derivatives of every order see the identity. Used by
 :mod:`cnnjax._lowering.cpu_rows` for the weight gradient's input; XLA:CPU only (GPU and
 TPU never compile the CPU forms).
 
-:func:`cotangent_barrier` marks the other direction: the identity on a tangent, whose
-transpose (what reverse mode computes there) is stored once and read by its consumers.
-It is a ``lax.cond`` on a runtime predicate with identity branches: unlike a ``while``
-loop, a ``cond`` is linear in its operands, so JAX transposes it (and batches it, and
+:func:`linear_barrier` marks both directions: the identity, whose transpose (what
+reverse mode computes there) is stored once and read by its consumers too. It is a
+``lax.cond`` on a runtime predicate with identity branches: unlike a ``while`` loop, a
+``cond`` is linear in its operands, so JAX transposes it (and batches it, and
 differentiates it), and XLA keeps a conditional whose predicate it cannot know, and
-fuses nothing across it. :mod:`cnnjax._lowering.cpu_rows` puts it on the ``x`` tangent of
-its row-stacked form: that input gradient ends in ``k_h`` row-shifted adds, which XLA
-otherwise fuses into each consumer, and a 2×2 max pool's backward reads each value four
-times (seed-cnn's conv2 → pool: 4.6 ms per train step in one fusion, 2.9 ms with the
-adds stored; ``benchmarks/README.md``, "Fourth pass").
+fuses or folds nothing across it. :mod:`cnnjax._lowering.cpu_rows` puts it on the ``x``
+tangent of its row-stacked form: that input gradient ends in ``k_h`` row-shifted adds,
+which XLA otherwise fuses into each consumer, and a 2×2 max pool's backward reads each
+value four times (seed-cnn's conv2 → pool: 4.6 ms per train step in one fusion, 2.9 ms
+with the adds stored; ``benchmarks/README.md``, "Fourth pass").
+:mod:`cnnjax._lowering.cpu` puts it between an input padded by ``lax.pad`` and the
+convolution that XLA:CPU would abort on if the padding were folded back into it.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-__all__ = ["barrier", "cotangent_barrier"]
+__all__ = ["barrier", "linear_barrier"]
 
 
 @jax.custom_jvp
@@ -75,12 +77,12 @@ def _barrier_jvp(primals, tangents):
   return barrier(x, source), x_dot
 
 
-def cotangent_barrier(t: jax.Array, source: jax.Array) -> jax.Array:
+def linear_barrier(t: jax.Array, source: jax.Array) -> jax.Array:
   """``t``, through a conditional XLA cannot see through; linear in ``t``, so its
   transpose (reverse mode's cotangent) passes through one too and is stored.
 
   Args:
-    t: any array (a tangent).
+    t: any array (a tangent, or a primal).
     source: any numeric array, read (summed) only for the runtime predicate (true
       unless the sum is NaN; both branches return ``t``); a small, unsharded one is
       cheapest (cpu_rows passes the kernel).

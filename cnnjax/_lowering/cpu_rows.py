@@ -23,7 +23,7 @@ so reverse mode transposes it into the chosen gradient forms, and forward mode,
 
 - ``R`` is the row-stacked form when :class:`Plan` ``input_grad == "rows"`` (its
   transpose is the input gradient above), else lax's convolution; with ``dx_barrier``
-  it reads ``ẋ`` through :func:`cnnjax._lowering.cpu_barrier.cotangent_barrier`, so the
+  it reads ``ẋ`` through :func:`cnnjax._lowering.cpu_barrier.linear_barrier`, so the
   input gradient's row-shifted adds are stored once instead of fused into (and repeated
   by) each consumer;
 - the ``ẇ`` term is one lax convolution per batch chunk, concatenated (its transpose:
@@ -107,7 +107,7 @@ from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
 from cnnjax._lowering.chunks import batch_chunks
-from cnnjax._lowering.cpu_barrier import barrier, cotangent_barrier
+from cnnjax._lowering.cpu_barrier import barrier, linear_barrier
 from cnnjax._lowering.cpu_blocks import blocks_conv
 from cnnjax._lowering.config import ConvConfig
 from cnnjax._lowering.portable import lax_conv
@@ -138,7 +138,7 @@ class Plan(NamedTuple):
     dw_barrier: the ``w`` tangent (and so the weight gradient) reads ``x`` through
       :func:`cnnjax._lowering.cpu_barrier.barrier`.
     dx_barrier: the ``x`` tangent passes through
-      :func:`cnnjax._lowering.cpu_barrier.cotangent_barrier` (so the input gradient is
+      :func:`cnnjax._lowering.cpu_barrier.linear_barrier` (so the input gradient is
       stored before its consumers read it).
   """
 
@@ -217,7 +217,12 @@ def _check(cfg: ConvConfig, how: Plan) -> None:
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
 def conv(x: jax.Array, w: jax.Array, cfg: ConvConfig, how: Plan) -> jax.Array:
-  """The convolution ``cfg`` of ``x`` and ``w`` in the forms of ``how``."""
+  """The convolution ``cfg`` of ``x`` and ``w`` in the forms of ``how``.
+
+  Not for the configurations :func:`cnnjax._lowering.cpu.aborts` names (XLA:CPU would
+  abort compiling lax's input gradient); :func:`cnnjax._lowering.cpu.conv` pads those
+  first and never comes here with them.
+  """
   _check(cfg, how)
   return _form(how.forward)(x, w, cfg)
 
@@ -229,7 +234,7 @@ def _conv_jvp(cfg: ConvConfig, how: Plan, primals, tangents):
   out = _form(how.forward)(x, w, cfg)
   terms = []
   if not isinstance(x_dot, SymbolicZero):
-    x_dot = cotangent_barrier(x_dot, w) if how.dx_barrier else x_dot
+    x_dot = linear_barrier(x_dot, w) if how.dx_barrier else x_dot
     terms.append(_form(how.input_grad)(x_dot, w, cfg))
   if not isinstance(w_dot, SymbolicZero):
     terms.append(_chunked(barrier(x, w) if how.dw_barrier else x, w_dot, cfg, how.weight_chunks))
