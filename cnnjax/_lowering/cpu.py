@@ -106,7 +106,8 @@ def aborts(x_shape, w_shape, cfg: ConvConfig) -> bool:
   (over the output, input dilation = the stride, padding ``r̂ − 1 − lo`` below). E.g. a
   2×2 kernel with stride 2 and padding ``(1, 1)`` over 4 rows, beside a 3-wide kernel
   over 4 columns: the gradient's convolution has window 2, input dilation 2, stride 1
-  and no padding over 3 rows.
+  and no padding over 3 rows. (XLA:GPU's pipelines turn this swap off, so only the CPU
+  lowering asks.)
   """
   forward, gradient = [], []
   for n, r, s, t, d, (lo, hi) in zip(x_shape[1:-1], w_shape[:-2], cfg.stride, cfg.dilation,
