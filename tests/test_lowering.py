@@ -42,6 +42,7 @@ from cnnjax._lowering.chunks import batch_chunks
 from cnnjax._lowering.config import ConvConfig
 from cnnjax.conv import conv_transpose, convolve, cross_correlate
 from cnnjax.pooling import max_pool
+from cnnjax.tiled import tiled_conv
 from references import assert_close, on_cpu
 
 _SETTINGS = dict(
@@ -228,25 +229,29 @@ class FormsMatchLaxTest(chex.TestCase):
 
 
 @st.composite
-def swap_defect_cases(draw):
+def swap_defect_cases(draw, *, tiled=False):
   """2-D and 3-D convolutions with one dimension XLA:CPU's operand swap mishandles in
   jax's input gradient (a 2-row kernel, stride 2, padding (1, 1) or (1, 2), an even
-  size other than 2), beside any other dims."""
+  size other than 2), beside any other dims. ``tiled``: a tiled convolution whose phase
+  convolutions are such (stride 1 and tile 2 there, so that the phases have stride 2)."""
   nd = draw(st.integers(2, 3))
   special = draw(st.integers(0, nd - 1))
-  sizes, kernel, stride, pads = [], [], [], []
+  sizes, kernel, stride, pads, tile = [], [], [], [], []
   for i in range(nd):
     if i == special:
-      k, s, n, lo, hi = 2, 2, 2 * draw(st.integers(2, 3)), 1, draw(st.integers(1, 2))
+      k, s, n, lo, hi = 2, 1 if tiled else 2, 2 * draw(st.integers(2, 3)), 1, draw(
+          st.integers(0 if tiled else 1, 2))
+      t = 2
     else:
       k, s = draw(st.integers(1, 4 if nd == 2 else 3)), draw(st.integers(1, 2))
       lo, hi = draw(st.integers(0, k)), draw(st.integers(0, k))
       n = draw(st.integers(max(1, k - lo - hi), k + 2))
-    sizes.append(n), kernel.append(k), stride.append(s), pads.append((lo, hi))
+      t = draw(st.integers(1, 2))
+    sizes.append(n), kernel.append(k), stride.append(s), pads.append((lo, hi)), tile.append(t)
   c_in = draw(st.integers(1, 2))
   return dict(x_shape=(draw(st.integers(1, 2)), *sizes, c_in),
               w_shape=(*kernel, c_in, draw(st.integers(1, 2))),
-              stride=tuple(stride), pads=tuple(pads))
+              stride=tuple(stride), pads=tuple(pads), tile=tuple(tile))
 
 
 class SwapDefectTest(chex.TestCase):
@@ -276,6 +281,24 @@ class SwapDefectTest(chex.TestCase):
     np.testing.assert_allclose(transposed, want_dx, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(dw, ref_correlate_weight_grad(x, g, w.shape[:-2], **kw),
                                rtol=1e-10, atol=1e-10)
+
+  @settings(**_SETTINGS)
+  @given(swap_defect_cases(tiled=True))
+  def test_tiled_conv_gradients_compile_and_are_its_adjoints(self, case):
+    # tiled_conv's custom JVP takes the weight tangent through the CPU lowering (linear
+    # in w): the gradients are the adjoints of the NumPy reference, <dx, u> =
+    # <ref(u, w), g> and <dw, v> = <ref(x, v), g>.
+    from references import ref_tiled  # noqa: PLC0415
+    kw = dict(stride=case["stride"], padding=case["pads"], tile=case["tile"])
+    x = _random(case["x_shape"])
+    w = _random(case["tile"] + case["w_shape"], 1)
+    y, vjp = jax.jit(lambda x, w: jax.vjp(functools.partial(tiled_conv, **kw), x, w))(x, w)
+    np.testing.assert_allclose(y, ref_tiled(x, w, **kw), rtol=1e-10, atol=1e-10)
+    g = _random(y.shape, 2)
+    dx, dw = jax.jit(vjp)(g)
+    u, v = _random(x.shape, 3), _random(w.shape, 4)
+    np.testing.assert_allclose(np.vdot(dx, u), np.vdot(ref_tiled(u, w, **kw), g), rtol=1e-9)
+    np.testing.assert_allclose(np.vdot(dw, v), np.vdot(ref_tiled(x, v, **kw), g), rtol=1e-9)
 
   def test_the_rule(self):
     x, w = (1, 4, 4, 1), (2, 3, 1, 1)

@@ -32,7 +32,7 @@ from cnnjax._lowering.config import ConvConfig, dimension_numbers
 __all__ = ["ConvConfig", "conv", "dimension_numbers"]
 
 
-def conv(x: jax.Array, w: jax.Array, cfg: ConvConfig, *, transposable: bool = False
+def conv(x: jax.Array, w: jax.Array, cfg: ConvConfig, *, linear: str | None = None
          ) -> jax.Array:
   """``lax.conv_general_dilated(x, w, cfg)``, channels-last and HWIO, on every platform.
 
@@ -40,13 +40,14 @@ def conv(x: jax.Array, w: jax.Array, cfg: ConvConfig, *, transposable: bool = Fa
   ``cfg.preferred_element_type`` (default: that dtype).
 
   Args:
-    transposable: the caller will ``jax.linear_transpose`` the result (a custom JVP's
-      tangent), so forms with custom VJPs are not used.
+    linear: ``"x"`` or ``"w"``: the caller will ``jax.linear_transpose`` the result
+      with respect to that operand (a custom JVP's tangent), so forms with custom VJPs
+      are not used, and nothing but linear operations touches that operand.
   """
   if jnp.issubdtype(x.dtype, jnp.integer):
     return portable.patch_conv(x, w, cfg)
   return lax.platform_dependent(
       x, w,
-      cpu=lambda x, w: cpu.conv(x, w, cfg, transposable=transposable),
+      cpu=lambda x, w: cpu.conv(x, w, cfg, linear=linear),
       default=lambda x, w: portable.lax_conv(x, w, cfg),
   )

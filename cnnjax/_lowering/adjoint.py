@@ -49,12 +49,12 @@ def transpose_kernel(w: jax.Array, groups: int) -> jax.Array:
   return w.reshape(*k, cy // groups, groups * cxg)
 
 
-def _impl(y, w, spec: AdjointSpec, *, transposable=False):
+def _impl(y, w, spec: AdjointSpec, *, linear=None):
   """vjp of ``x ↦ cross_correlate(x, w)`` at ``y``: one lhs-dilated convolution."""
   f = spec.forward
   cfg = f._replace(stride=(1,) * len(f.stride), pads=spec.adjoint_pads,
                    lhs_dilation=f.stride)
-  return conv(y, transpose_kernel(w, f.groups), cfg, transposable=transposable)
+  return conv(y, transpose_kernel(w, f.groups), cfg, linear=linear)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
@@ -69,7 +69,7 @@ def _adjoint_conv_jvp(spec: AdjointSpec, primals, tangents):
   out = _impl(y, w, spec)
   terms = []
   if not isinstance(y_dot, SymbolicZero):
-    terms.append(_impl(y_dot, w, spec, transposable=True))
+    terms.append(_impl(y_dot, w, spec, linear="x"))
   if not isinstance(w_dot, SymbolicZero):
     f = spec.forward
     x_shape = (y.shape[0], *spec.input_shape, w.shape[-2] * f.groups)
@@ -77,7 +77,7 @@ def _adjoint_conv_jvp(spec: AdjointSpec, primals, tangents):
     forward = f._replace(preferred_element_type=None)
 
     def forward_weight_grad(g):  # g ↦ ∂_w <y, cross_correlate(g, w)>, linear in g
-      corr = lambda w_: conv(g, w_, forward, transposable=True)
+      corr = lambda w_: conv(g, w_, forward, linear="x")
       return jax.vjp(corr, w)[1](y.astype(g.dtype))[0]
 
     (term,) = jax.linear_transpose(forward_weight_grad, x_struct)(w_dot)

@@ -62,29 +62,30 @@ def enabled() -> bool:
   return os.environ.get(OPT_OUT, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
-def conv(x: jax.Array, w: jax.Array, cfg: ConvConfig, *, transposable: bool = False
+def conv(x: jax.Array, w: jax.Array, cfg: ConvConfig, *, linear: str | None = None
          ) -> jax.Array:
   """The XLA:CPU lowering: the fastest measured form for the configuration.
 
   Args:
     x, w: the operands, one floating or complex dtype.
     cfg: the convolution.
-    transposable: the result will be linearly transposed (inside a custom JVP), so
-      forms with custom derivatives (the bf16 patch path, the ``cpu_rows`` forms) are
-      not used.
+    linear: ``"x"`` or ``"w"``: the result will be linearly transposed with respect to
+      that operand (inside a custom JVP), so forms with custom derivatives (the bf16
+      patch path, the ``cpu_rows`` forms) are not used, and the barrier's predicate
+      reads the other operand.
   """
   if aborts(x.shape, w.shape, cfg):
-    x, cfg = materialize(x, cfg)
-    return lax_conv(linear_barrier(x, w), w, cfg)  # XLA would fold the lax.pad back in
+    x, cfg = materialize(x, cfg)  # behind a barrier: XLA would fold the lax.pad back in
+    return lax_conv(linear_barrier(x, x if linear == "w" else w), w, cfg)
   if not enabled() or not cfg.plain:
     return lax_conv(x, w, cfg)
   if cfg.groups == 1 and math.prod(w.shape[:-2]) == 1:
     return patch_conv(x, w, cfg)
   if cfg.groups > 1 and cfg.groups == x.shape[-1] and w.shape[-2] == 1:
     return depthwise_conv(x, w, cfg)
-  if not transposable and cpu_bf16.applies(x, w, cfg):
+  if linear is None and cpu_bf16.applies(x, w, cfg):
     return cpu_bf16.patch_conv(x, w, cfg.pads)
-  if not transposable and cpu_rows.applies(x, w, cfg):
+  if linear is None and cpu_rows.applies(x, w, cfg):
     how = cpu_rows.plan(x.shape, w.shape, cfg)
     if not how.trivial:
       return cpu_rows.conv(x, w, cfg, how)

@@ -45,7 +45,7 @@ class TiledSpec:
   preferred_element_type: Any = None
 
 
-def _phase_convs(x: jax.Array, w: jax.Array, spec: TiledSpec, *, transposable=False
+def _phase_convs(x: jax.Array, w: jax.Array, spec: TiledSpec, *, linear=None
                  ) -> jax.Array:
   """The tiled correlation of ``x`` (zero padded by ``spec.pads``) with ``w``.
 
@@ -78,7 +78,7 @@ def _phase_convs(x: jax.Array, w: jax.Array, spec: TiledSpec, *, transposable=Fa
         num_spatial, stride=strides, pads=pads, dilation=spec.dilation,
         precision=spec.precision, preferred_element_type=spec.preferred_element_type,
     )
-    phases.append(conv(x, w[p], cfg, transposable=transposable))
+    phases.append(conv(x, w[p], cfg, linear=linear))
   # Interleave: [N, *q, *T, C_out] → [N, q0, T0, q1, T1, …, C_out] → [N, *(q·T), C_out].
   y = jnp.stack(phases, axis=-2).reshape(batch, *per_phase, *spec.tile, c_out)
   order = [0]
@@ -134,7 +134,7 @@ def _adjoint(g: jax.Array, w: jax.Array, spec: TiledSpec, in_spatial) -> jax.Arr
     pads.append((lo_g, n - 1 + r - length - lo_g))
   inner = TiledSpec(big, (1,) * num_spatial, spec.dilation, tuple(pads), tuple(in_spatial),
                     spec.precision)
-  return _phase_convs(g, v, inner, transposable=True)
+  return _phase_convs(g, v, inner, linear="x")
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
@@ -158,7 +158,7 @@ def _tiled_conv_jvp(spec, primals, tangents):
     )
     (y_dot,) = adjoint_t(x_dot)
   if not isinstance(w_dot, SymbolicZero):
-    term = _phase_convs(x, w_dot, spec, transposable=True)
+    term = _phase_convs(x, w_dot, spec, linear="w")
     y_dot = term if y_dot is None else y_dot + term
   if y_dot is None:
     y_dot = jnp.zeros_like(y)
