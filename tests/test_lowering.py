@@ -325,12 +325,11 @@ class SwapDefectTest(chex.TestCase):
     self.assertFalse(cpu.aborts((1, 2, 2, 1), w, lhs(pads=((0, 0), (0, 0)))))
     self.assertFalse(cpu.aborts((1, 3, 2, 1), w, lhs(pads=((1, 1), (0, 0)))))
 
-  @pytest.mark.skipif(jaxlib.__version__ != "0.10.2",
-                      reason="the defect was measured on jaxlib 0.10.2 (the XLA it ships)")
   def test_lax_itself_aborts_on_the_rule_s_first_case(self):
-    # The defect is XLA's, not cnnjax's: jax.grad of lax's own convolution kills the
-    # process on the first case above, and compiles the case beside it. (In a child
-    # process, on the CPU device.)
+    # The defect is XLA's, not cnnjax's: on jaxlib 0.10.2, jax.grad of lax's own
+    # convolution kills the process on the first case above, and compiles the case
+    # beside it. (In a child process, on the CPU device. A later jaxlib may have fixed
+    # it: then the first case must compile too, and the guard can go.)
     script = textwrap.dedent("""
         import sys, jax, jax.numpy as jnp
         pads = ((1, 1), (0, 0)) if sys.argv[1] == "abort" else ((0, 1), (0, 0))
@@ -343,8 +342,11 @@ class SwapDefectTest(chex.TestCase):
     run = lambda arg: subprocess.run([sys.executable, "-c", script, arg], env=env,
                                      capture_output=True, text=True, timeout=120)
     aborted, fine = run("abort"), run("fine")
-    self.assertNotEqual(aborted.returncode, 0)
-    self.assertIn("Window dimensions do not match RHS shape", aborted.stderr)
+    if jaxlib.__version__ == "0.10.2" or aborted.returncode != 0:
+      self.assertNotEqual(aborted.returncode, 0)
+      self.assertIn("Window dimensions do not match RHS shape", aborted.stderr)
+    else:
+      self.assertIn("compiled", aborted.stdout)
     self.assertEqual(fine.returncode, 0, fine.stderr)
     self.assertIn("compiled", fine.stdout)
 
