@@ -11,12 +11,14 @@ gradients of every floating input); then
   rounded inputs.
 
 That is the check that would have caught ``tiled_conv`` returning ~1e15 in float32 on
-XLA:CPU while float64 was right (issue 18). The whole module runs twice: in this process
-(cnnjax's XLA:CPU flag on) and in a subprocess with ``CNNJAX_XLA_FLAGS=0`` (flag off),
-since XLA:CPU picks other kernels either way.
+XLA:CPU while float64 was right (issue 18). On CPU the module runs three times: in this
+process (cnnjax's XLA:CPU flag on; most optimizations off, as the whole suite compiles on
+CPU: ``tests/conftest.py``), every op again in a subprocess at full optimization (what
+users run), and the convolution family again with ``CNNJAX_XLA_FLAGS=0`` (flag off),
+since XLA:CPU picks other convolution kernels either way.
 
-Budget: ``CNNJAX_FUZZ_EXAMPLES`` examples per op (default 3, which keeps both runs under a
-minute on 2 cores); set it higher for a nightly-style run, e.g.
+Budget: ``CNNJAX_FUZZ_EXAMPLES`` examples per op (default 3, which keeps the three runs
+under two minutes on 2 cores); set it higher for a nightly-style run, e.g.
 ``CNNJAX_FUZZ_EXAMPLES=200 python -m pytest -q tests/test_fuzz.py``.
 """
 
@@ -262,24 +264,47 @@ class TestPools:
     check_op(f, [x], lambda x: ref_lrn(x, size, alpha, beta, 1.0))
 
 
-# -------------------------------------------------------- the XLA:CPU flag off
+# ------------------------------------- again: full optimization, the XLA:CPU flag off
 
 
-def test_the_flag_is_as_this_run_says():
+def _truthy(value: str) -> bool:
+  return value.strip().lower() in ("1", "y", "yes", "t", "true", "on")
+
+
+def test_the_flag_and_the_optimization_are_as_this_run_says():
   off = os.environ.get("CNNJAX_XLA_FLAGS", "1") == "0"
   on = "xla_cpu_experimental_ynn_fusion_type" in os.environ.get("XLA_FLAGS", "")
   assert on != off or jax.default_backend() != "cpu", os.environ.get("XLA_FLAGS")
+  reduced = _truthy(os.environ.get("JAX_DISABLE_MOST_OPTIMIZATIONS", "0"))
+  assert jax.config.read("jax_disable_most_optimizations") == reduced
+
+
+def _rerun(selection, **env):
+  """This module's ``selection`` (pytest node ids and ``-k`` filters) in a subprocess
+  with ``env`` added to this process's environment."""
+  proc = subprocess.run(
+      [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", *selection],
+      env=dict(os.environ, **env), capture_output=True, text=True, timeout=600,
+      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+  )
+  assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+  assert " passed" in proc.stdout and " skipped" not in proc.stdout, proc.stdout[-2000:]
+
+
+@pytest.mark.skipif(not jax.config.read("jax_disable_most_optimizations"),
+                    reason="this run compiles at full optimization already")
+def test_every_op_again_at_full_optimization():
+  # On CPU the suite compiles with most optimizations off (tests/conftest.py); users'
+  # programs are compiled at full optimization (LLVM's vectorizer, FMA contraction), so
+  # every public op is fuzzed again that way, with the XLA:CPU flag as in this run.
+  _rerun([__file__, "-k", "not again"], JAX_DISABLE_MOST_OPTIMIZATIONS="0")
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu",
                     reason="the XLA:CPU flag only changes XLA:CPU's kernels")
 def test_the_convolutions_again_with_the_xla_cpu_flag_off():
-  # The flag changes which kernels XLA:CPU runs convolutions with; nothing else.
-  env = dict(os.environ, CNNJAX_XLA_FLAGS="0", XLA_FLAGS="")
-  proc = subprocess.run(
-      [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
-       f"{__file__}::TestConvolutionFamily", f"{__file__}::test_the_flag_is_as_this_run_says"],
-      env=env, capture_output=True, text=True, timeout=600,
-      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-  )
-  assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+  # The flag changes which kernels XLA:CPU runs convolutions with (library kernels, the
+  # same at every optimization level); nothing else.
+  _rerun([f"{__file__}::TestConvolutionFamily",
+          f"{__file__}::test_the_flag_and_the_optimization_are_as_this_run_says"],
+         CNNJAX_XLA_FLAGS="0", XLA_FLAGS="")
