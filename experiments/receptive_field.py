@@ -70,7 +70,7 @@ def block_layers(kernels) -> list[tuple[int, int]]:
   return [(3, 1), (2, 2), *((k, 1) for k in kernels)]
 
 
-def gradient_map(f, x: jax.Array) -> np.ndarray:
+def gradient_map(f, x: jax.Array) -> jax.Array:
   """``|∂ f(x)[centre] / ∂x|`` summed over input channels, averaged over the batch.
 
   ``f`` maps ``[N, H, W, C]`` to ``[N, H', W', C']``; the centre output's channels are
@@ -80,30 +80,32 @@ def gradient_map(f, x: jax.Array) -> np.ndarray:
     y = f(x)
     return y[:, y.shape[1] // 2, y.shape[2] // 2, :].sum()
 
-  g = jax.grad(centre)(x)
-  return np.asarray(jnp.abs(g).sum(-1).mean(0))
+  return jnp.abs(jax.grad(centre)(x)).sum(-1).mean(0)
 
 
 def random_stack(dilations, *, size: int, channels: int, samples: int, seed: int):
   """The effective receptive field of a random ReLU stack of 3×3 convs with ``dilations``.
 
   Averaged over ``samples`` draws of He-normal weights and Gaussian inputs (drawn with
-  NumPy; the gradient runs op by op, so layers of one shape share their compiled conv).
+  NumPy; one compiled gradient per stack, called for every draw).
   """
   rng = np.random.default_rng(seed)
 
-  def f(x, ws):
-    for i, (w, d) in enumerate(zip(ws, dilations)):
-      x = cnnjax.cross_correlate(x, w, padding="SAME", dilation=d)
-      x = jax.nn.relu(x) if i < len(ws) - 1 else x
-    return x
+  @jax.jit
+  def draw_map(x, ws):
+    def f(x):
+      for i, (w, d) in enumerate(zip(ws, dilations)):
+        x = cnnjax.cross_correlate(x, w, padding="SAME", dilation=d)
+        x = jax.nn.relu(x) if i < len(ws) - 1 else x
+      return x
+    return gradient_map(f, x)
 
   maps = []
   for _ in range(samples):
     x = jnp.asarray(rng.standard_normal((1, size, size, channels), np.float32))
     ws = [jnp.asarray(rng.standard_normal((3, 3, channels, channels), np.float32)
                       * np.sqrt(2.0 / (9 * channels))) for _ in dilations]
-    maps.append(gradient_map(lambda x: f(x, ws), x))
+    maps.append(np.asarray(draw_map(x, ws)))
   return np.mean(maps, 0)
 
 
@@ -181,7 +183,8 @@ def main(argv=None) -> str:
 
   # 3. Effective receptive fields: trained block outputs and random stacks.
   probe = runs["3×3 ×3"].normalize(ds.val_images[:common.pick(args, 64, 4)])
-  trained = {label: gradient_map(runs[label].model.features, probe) for label in BLOCKS}
+  trained = {label: np.asarray(gradient_map(runs[label].model.features, probe))
+             for label in BLOCKS}
   size, samples = common.pick(args, (64, 16), (32, 2))
   stacks = {
       "3×3 ×3": [1, 1, 1],
