@@ -21,9 +21,9 @@ os.environ.setdefault("CNNJAX_COMPILE_CACHE", "off")
 # On CPU, compiling is most of the suite's time (about half of it in-process, XLA's LLVM
 # passes mostly), so it compiles with jax's `jax_disable_most_optimizations` (LLVM at -O0;
 # XLA's HLO passes, fusion and library kernels unchanged): 12.5-13.5 -> 10.3 min on 2 cores.
-# The numerics users get (full optimization) are checked by test_fuzz.py, which reruns
-# every public op that way in a subprocess. `JAX_DISABLE_MOST_OPTIMIZATIONS=0` runs the
-# whole suite at full optimization; subprocess tests inherit the setting.
+# The numerics users get (full optimization) are checked by test_fuzz.py, which fuzzes
+# every public op that way. `JAX_DISABLE_MOST_OPTIMIZATIONS=0` runs the whole suite at
+# full optimization; subprocess tests inherit the setting.
 if jax.default_backend() == "cpu" and "JAX_DISABLE_MOST_OPTIMIZATIONS" not in os.environ:
   os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
   jax.config.update("jax_disable_most_optimizations", True)

@@ -57,7 +57,9 @@ def table_with(page: str, column: str):
 
 def run_quick(name: str, out) -> str:
   """Runs ``python experiments/NAME.py --quick --out OUT``; returns the page."""
-  env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
+  # JAX's defaults, except that the suite's compile setting (tests/conftest.py) carries over.
+  env = {k: v for k, v in os.environ.items()
+         if not k.startswith(("JAX_", "XLA_")) or k == "JAX_DISABLE_MOST_OPTIMIZATIONS"}
   proc = subprocess.run(
       [sys.executable, os.path.join("experiments", f"{name}.py"), "--quick", "--out", str(out)],
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,

@@ -11,13 +11,13 @@ gradients of every floating input); then
   rounded inputs.
 
 That is the check that would have caught ``tiled_conv`` returning ~1e15 in float32 on
-XLA:CPU while float64 was right (issue 18). On CPU the module runs three times: in this
-process (cnnjax's XLA:CPU flag on; most optimizations off, as the whole suite compiles on
-CPU: ``tests/conftest.py``), every op again in a subprocess at full optimization (what
-users run), and the convolution family again with ``CNNJAX_XLA_FLAGS=0`` (flag off),
-since XLA:CPU picks other convolution kernels either way.
+XLA:CPU while float64 was right (issue 18). This module compiles at full optimization,
+what users run, even where the rest of the suite compiles with most optimizations off
+(on CPU: ``tests/conftest.py``). On CPU the convolution family runs again in a subprocess
+with ``CNNJAX_XLA_FLAGS=0`` (cnnjax's XLA:CPU flag off), since XLA:CPU picks other
+convolution kernels either way.
 
-Budget: ``CNNJAX_FUZZ_EXAMPLES`` examples per op (default 3, which keeps the three runs
+Budget: ``CNNJAX_FUZZ_EXAMPLES`` examples per op (default 3, which keeps both runs
 under two minutes on 2 cores); set it higher for a nightly-style run, e.g.
 ``CNNJAX_FUZZ_EXAMPLES=200 python -m pytest -q tests/test_fuzz.py``.
 """
@@ -57,6 +57,18 @@ _SETTINGS = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 _LOW = (jnp.float32, jnp.bfloat16)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def full_optimization():
+  """Compiles this module's programs at full optimization (LLVM's vectorizer and FMA
+  contraction included): the numerics users get, whatever the rest of the suite uses."""
+  before = jax.config.read("jax_disable_most_optimizations")
+  jax.config.update("jax_disable_most_optimizations", False)
+  # The flag is not part of jit's cache key: drop programs compiled before with it on.
+  jax.clear_caches()
+  yield
+  jax.config.update("jax_disable_most_optimizations", before)
 
 
 # ----------------------------------------------------------------- the checker
@@ -264,48 +276,28 @@ class TestPools:
     check_op(f, [x], lambda x: ref_lrn(x, size, alpha, beta, 1.0))
 
 
-# ------------------------------------- again: full optimization, the XLA:CPU flag off
-
-
-def _truthy(value: str) -> bool:
-  return value.strip().lower() in ("1", "y", "yes", "t", "true", "on")
+# ------------------------------------------------ again: the XLA:CPU flag off
 
 
 def test_the_flag_and_the_optimization_are_as_this_run_says():
   off = os.environ.get("CNNJAX_XLA_FLAGS", "1") == "0"
   on = "xla_cpu_experimental_ynn_fusion_type" in os.environ.get("XLA_FLAGS", "")
   assert on != off or jax.default_backend() != "cpu", os.environ.get("XLA_FLAGS")
-  reduced = _truthy(os.environ.get("JAX_DISABLE_MOST_OPTIMIZATIONS", "0"))
-  assert jax.config.read("jax_disable_most_optimizations") == reduced
-
-
-def _rerun(selection, **env):
-  """This module's ``selection`` (pytest node ids and ``-k`` filters) in a subprocess
-  with ``env`` added to this process's environment."""
-  proc = subprocess.run(
-      [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", *selection],
-      env=dict(os.environ, **env), capture_output=True, text=True, timeout=600,
-      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-  )
-  assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-  assert " passed" in proc.stdout and " skipped" not in proc.stdout, proc.stdout[-2000:]
-
-
-@pytest.mark.skipif(not jax.config.read("jax_disable_most_optimizations"),
-                    reason="this run compiles at full optimization already")
-def test_every_op_again_at_full_optimization():
-  # On CPU the suite compiles with most optimizations off (tests/conftest.py); users'
-  # programs are compiled at full optimization (LLVM's vectorizer, FMA contraction), so
-  # every public op is fuzzed again that way, with the XLA:CPU flag as in this run.
-  _rerun([__file__, "-k", "not again"], JAX_DISABLE_MOST_OPTIMIZATIONS="0")
+  assert not jax.config.read("jax_disable_most_optimizations")
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu",
                     reason="the XLA:CPU flag only changes XLA:CPU's kernels")
 def test_the_convolutions_again_with_the_xla_cpu_flag_off():
-  # The flag changes which kernels XLA:CPU runs convolutions with (library kernels, the
-  # same at every optimization level); nothing else (locally_connected is a dot_general).
-  _rerun([f"{__file__}::TestConvolutionFamily",
-          f"{__file__}::test_the_flag_and_the_optimization_are_as_this_run_says",
-          "-k", "not locally_connected"],
-         CNNJAX_XLA_FLAGS="0", XLA_FLAGS="")
+  # The flag changes which kernels XLA:CPU runs convolutions with; nothing else
+  # (locally_connected is a dot_general). The child must pass and skip nothing.
+  proc = subprocess.run(
+      [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
+       f"{__file__}::TestConvolutionFamily",
+       f"{__file__}::test_the_flag_and_the_optimization_are_as_this_run_says",
+       "-k", "not locally_connected"],
+      env=dict(os.environ, CNNJAX_XLA_FLAGS="0", XLA_FLAGS=""), capture_output=True,
+      text=True, timeout=600, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+  )
+  assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+  assert " passed" in proc.stdout and " skipped" not in proc.stdout, proc.stdout[-2000:]
