@@ -23,8 +23,9 @@ __all__ = ["max_unpool"]
 @functools.partial(jax.jit, static_argnames=("output_shape",))
 def _unpool_core(y: jax.Array, indices: jax.Array, output_shape: tuple[int, ...]) -> jax.Array:
   n, c = y.shape[0], y.shape[-1]
-  values = y.reshape(n, -1, c)
-  idx = indices.reshape(n, -1, c)
+  positions = math.prod(y.shape[1:-1])  # (not -1: ambiguous for an empty batch)
+  values = y.reshape(n, positions, c)
+  idx = indices.reshape(n, positions, c)
   batch = jnp.arange(n, dtype=idx.dtype).reshape(n, 1, 1)
   channel = jnp.arange(c, dtype=idx.dtype).reshape(1, 1, c)
   out = jnp.zeros((n, math.prod(output_shape[1:-1]), c), y.dtype)

@@ -142,6 +142,7 @@ class ForwardTest(parameterized.TestCase):
     self.assertGreater(float(jnp.abs(y[0] - y[1]).max()), 1e-6)  # depends on the input
     with pytest.raises(ValueError, match="x has shape"):
       model(_images((1, 28, 28, shape[-1])))
+    self.assertEqual(model(_images((0, *shape))).shape, (0, 10))  # an empty batch too
 
   def test_num_classes_and_input_shape(self):
     model = _abstract("seed-cnn", num_classes=7, input_shape=(48, 40, 1))

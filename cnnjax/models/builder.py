@@ -230,7 +230,7 @@ def check_input(x, input_shape: tuple[int, ...], *, op: str) -> None:
 
 def flatten(x):
   """``[N, ...]`` → ``[N, prod(...)]`` (the step before a model's first fc layer)."""
-  return x.reshape(x.shape[0], -1)
+  return x.reshape(x.shape[0], math.prod(x.shape[1:]))  # (-1 is ambiguous for N = 0)
 
 
 def as_logits(x: jax.Array) -> jax.Array:

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from cnnjax.models.builder import LayerBuilder, as_logits, check_input
+from cnnjax.models.builder import LayerBuilder, as_logits, check_input, flatten
 from cnnjax.models.registry import register
 
 __all__ = ["C3_TABLE", "LeNet5"]
@@ -101,5 +101,5 @@ class LeNet5(nnx.Module):
     x = self.s2(f(self.c1(x)))
     x = self.s4(f(self.c3(x)))
     x = f(self.c5(x))
-    x = f(self.f6(x.reshape(x.shape[0], -1)))
+    x = f(self.f6(flatten(x)))
     return as_logits(self.output(x))
