@@ -363,7 +363,7 @@ def ref_unfold(x, kernel, *, stride=1, padding="VALID", dilation=1, padding_mode
     for i, k in enumerate(np.ndindex(*kernel)):
       idx = tuple(n[d] * s[d] + k[d] * t[d] for d in range(nd))
       p[(slice(None), *n, i)] = xp[(slice(None), *idx)]
-  return p.reshape(*p.shape[:-2], -1)
+  return p.reshape(*p.shape[:-2], math.prod(kernel) * x.shape[-1])
 
 
 def ref_fold(p, output_shape, kernel, *, stride=1, padding="VALID", dilation=1):

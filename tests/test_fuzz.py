@@ -1,8 +1,9 @@
 """Differential fuzzing of every public op: float32 and bfloat16 against float64 and NumPy.
 
-For each public op (the convolution family, the pools, APS, LRN) hypothesis draws a
-setting (rank, sizes, kernel, stride, tile, dilation, every padding form and mode, groups,
-odd sizes, batch 0–3). One jitted program per dtype computes the op and its VJP (the
+For each public op (the convolution family with the weight gradient and the p4/p4m
+group convolutions, the matrix view, the pools with adaptive pools, unpooling and group
+pooling, APS, LRN) hypothesis draws a setting (rank, sizes, kernel, stride, tile,
+dilation, every padding form and mode, groups, odd sizes, batch 0–3). One jitted program per dtype computes the op and its VJP (the
 gradients of every floating input); then
 
 - the float64 result equals the independent NumPy reference (``references.py``);
@@ -25,6 +26,7 @@ under two minutes on 2 cores); set it higher for a nightly-style run, e.g.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import subprocess
 import sys
@@ -39,16 +41,25 @@ from hypothesis import strategies as st
 import cnnjax
 from references import (
     MODES,
+    NUMPY_MODE,
     assert_close,
+    ref_adaptive_pool,
     ref_aps,
     ref_binomial_blur,
     ref_correlate,
     ref_correlate_adjoint,
+    ref_correlate_weight_grad,
+    ref_fold,
     ref_geometry,
+    ref_group_conv,
+    ref_lift_conv,
     ref_local,
     ref_lrn,
+    ref_max_pool_indices,
+    ref_max_unpool,
     ref_pool,
     ref_tiled,
+    ref_unfold,
 )
 
 EXAMPLES = int(os.environ.get("CNNJAX_FUZZ_EXAMPLES", "3"))
@@ -206,6 +217,78 @@ class TestConvolutionFamily:
              functools.partial(ref_tiled, **config))
 
 
+  @_SETTINGS
+  @given(geometry(), st.sampled_from([1, 2]))
+  def test_conv_weight_grad(self, g, groups):
+    # A correlation of x with g whose stride is the dilation and dilation the stride.
+    _, _, pads, out = ref_geometry(g["sizes"], g["kernel"], **g["config"])
+    x = _normal((g["batch"], *g["sizes"], 2 * groups), 0)
+    dy = _normal((g["batch"], *out, 2 * groups), 1)
+    config = dict(g["config"], groups=groups, padding_mode=g["mode"])
+
+    def reference(x, dy):
+      xp = np.pad(x, [(0, 0), *pads, (0, 0)], mode=NUMPY_MODE[g["mode"]])
+      return np.concatenate([
+          ref_correlate_weight_grad(xp[..., 2 * i:2 * i + 2], dy[..., 2 * i:2 * i + 2],
+                                    g["kernel"], stride=g["config"]["stride"], padding=0,
+                                    dilation=g["config"]["dilation"])
+          for i in range(groups)], axis=-1)
+
+    w_shape = (*g["kernel"], 2, 2 * groups)
+    check_op(functools.partial(cnnjax.conv_weight_grad, kernel_shape=w_shape, **config),
+             [x, dy], reference)
+
+  @_SETTINGS
+  @given(st.sampled_from(["p4", "p4m"]), st.booleans(), st.integers(1, 3), st.integers(1, 2),
+         st.sampled_from(["VALID", "SAME", 1]), st.integers(0, 2), st.integers(3, 7))
+  def test_lift_and_group_conv(self, group, lift, k, stride, padding, batch, size):
+    assume(size >= k or padding != "VALID")
+    order = {"p4": 4, "p4m": 8}[group]
+    settings = dict(stride=stride, padding=padding)
+    if lift:
+      x, w = _normal((batch, size, size, 2), 0), _normal((k, k, 2, 3), 1)
+      op, ref = cnnjax.lift_conv, ref_lift_conv
+    else:
+      x, w = _normal((batch, size, size, order, 2), 0), _normal((k, k, order, 2, 3), 1)
+      op, ref = cnnjax.group_conv, ref_group_conv
+    check_op(functools.partial(op, group=group, **settings), [x, w],
+             functools.partial(ref, group=group, **settings))
+
+# -------------------------------------------------------------- the matrix view
+
+
+class TestMatrixView:
+
+  @_SETTINGS
+  @given(geometry(), st.sampled_from([1, 2]))
+  def test_conv_matrix(self, g, groups):
+    w = _normal((*g["kernel"], 2, 2 * groups), 1)
+    in_shape = (*g["sizes"], 2 * groups)
+    config = dict(g["config"], groups=groups, padding_mode=g["mode"])
+
+    def reference(w):
+      # Column j is the correlation of the j-th unit image (the images as one batch).
+      units = np.eye(math.prod(in_shape)).reshape(-1, *in_shape)
+      return ref_correlate(units, w, **config).reshape(len(units), -1).T
+
+    check_op(functools.partial(cnnjax.conv_matrix, input_shape=in_shape, **config), [w],
+             reference)
+
+  @_SETTINGS
+  @given(geometry(), st.booleans())
+  def test_unfold_and_fold(self, g, use_fold):
+    kernel, config = g["kernel"], g["config"]
+    if use_fold:
+      _, _, _, out = ref_geometry(g["sizes"], kernel, **config)
+      shape = (g["batch"], *g["sizes"], 2)
+      p = _normal((g["batch"], *out, math.prod(kernel) * 2), 0)
+      check_op(lambda p: cnnjax.fold(p, shape, kernel, **config), [p],
+               lambda p: ref_fold(p, shape, kernel, **config))
+    else:
+      x = _normal((g["batch"], *g["sizes"], 2), 0)
+      check_op(lambda x: cnnjax.unfold(x, kernel, padding_mode=g["mode"], **config), [x],
+               lambda x: ref_unfold(x, kernel, padding_mode=g["mode"], **config))
+
 # ------------------------------------------------------------------- the pools
 
 
@@ -275,6 +358,36 @@ class TestPools:
     f = functools.partial(cnnjax.local_response_norm, size=size, alpha=alpha, beta=beta, k=1.0)
     check_op(f, [x], lambda x: ref_lrn(x, size, alpha, beta, 1.0))
 
+
+  @_SETTINGS
+  @given(st.integers(1, 3).flatmap(lambda nd: st.tuples(
+      st.lists(st.integers(1, 7), min_size=nd, max_size=nd),
+      st.lists(st.one_of(st.none(), st.integers(1, 9)), min_size=nd, max_size=nd))),
+      st.sampled_from(["avg", "max"]), st.integers(0, 2))
+  def test_adaptive_pools(self, sizes_and_outputs, kind, batch):
+    sizes, output_size = sizes_and_outputs  # an output may exceed the input size
+    x = _normal((batch, *sizes, 3), 0)
+    op = cnnjax.adaptive_avg_pool if kind == "avg" else cnnjax.adaptive_max_pool
+    check_op(lambda x: op(x, output_size), [x],
+             lambda x: ref_adaptive_pool(x, output_size, kind))
+
+  @_SETTINGS
+  @given(pool_geometry())
+  def test_max_unpool(self, g):
+    # Non-overlapping windows (stride = window), so no position is written twice.
+    window, padding = tuple(g["kernel"]), g["config"]["padding"]
+    x = _normal((g["batch"], *g["sizes"], 2), 0)
+    indices = ref_max_pool_indices(x, window, None, padding)
+    y = _normal(indices.shape, 1)
+    check_op(lambda y: cnnjax.max_unpool(y, indices, x.shape), [y],
+             lambda y: ref_max_unpool(y, indices, x.shape))
+
+  @_SETTINGS
+  @given(st.integers(0, 3), st.sampled_from([4, 8]), st.sampled_from(["max", "mean"]))
+  def test_group_pool(self, batch, order, reduce):
+    x = _normal((batch, 3, 2, order, 2), 0)
+    check_op(functools.partial(cnnjax.group_pool, reduce=reduce), [x],
+             lambda x: x.max(axis=3) if reduce == "max" else x.mean(axis=3))
 
 # ------------------------------------------------ again: the XLA:CPU flag off
 
