@@ -1,10 +1,15 @@
-"""The README works when followed word for word: its Python examples run as written."""
+"""The README works when followed word for word: its Python examples run as written, and
+its ``cnnjax`` commands parse into valid configurations."""
 
 import builtins
 import pathlib
 import re
+import shlex
 
 import pytest
+
+from cnnjax import cli
+from cnnjax.train import cli as train_cli
 
 README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
 
@@ -41,3 +46,34 @@ def test_readme_python_examples_run():
         continue
       lines.append(line)
     exec(compile("\n".join(lines), "README.md", "exec"), namespace)  # noqa: S102
+
+
+def _cnnjax_commands():
+  """Every ``cnnjax …`` command of the README's shell blocks, continuation lines joined,
+  comments and a trailing ``&`` dropped, as argument lists without the program."""
+  commands = []
+  for block in _blocks("bash"):
+    for line in block.replace("\\\n", " ").splitlines():
+      words = shlex.split(line, comments=True)
+      if words and words[-1] == "&":
+        words.pop()
+      for i, word in enumerate(words):
+        if word.endswith("bin/cnnjax") or word == "cnnjax":
+          commands.append(words[i + 1:])
+          break
+  return commands
+
+
+def test_readme_cnnjax_commands_parse_and_make_valid_configs():
+  # The runs need data or earlier runs; their flags and values are checked here, so a
+  # renamed flag or a refused value fails the suite instead of a reader.
+  commands = _cnnjax_commands()
+  assert sum(c[0] == "train" for c in commands) >= 6, commands
+  parser = cli.build_parser()
+  for argv in commands:
+    args = parser.parse_args(argv)
+    if argv[0] == "train" and "--config" not in argv:
+      config = train_cli.config_from_args(args)  # the config checks every value
+      for name in ("model", "epochs", "dtype", "data_dir"):
+        if hasattr(args, name):
+          assert getattr(config, name) == getattr(args, name), (name, argv)
