@@ -3,8 +3,8 @@
 For each public op (the convolution family with the weight gradient and the p4/p4m
 group convolutions, the matrix view, the pools with adaptive pools, unpooling and group
 pooling, APS, LRN) hypothesis draws a setting (rank, sizes, kernel, stride, tile,
-dilation, every padding form and mode, groups, odd sizes, batch 0–3). One jitted program per dtype computes the op and its VJP (the
-gradients of every floating input); then
+dilation, every padding form and mode, groups, odd sizes, batch 0–3). One jitted program
+per dtype computes the op and its VJP (the gradients of every floating input); then
 
 - the float64 result equals the independent NumPy reference (``references.py``);
 - the float32 and bfloat16 results (and gradients) keep their dtype and are within that
@@ -216,7 +216,6 @@ class TestConvolutionFamily:
     check_op(functools.partial(cnnjax.tiled_conv, **config), [x, w],
              functools.partial(ref_tiled, **config))
 
-
   @_SETTINGS
   @given(geometry(), st.sampled_from([1, 2]))
   def test_conv_weight_grad(self, g, groups):
@@ -289,6 +288,7 @@ class TestMatrixView:
       check_op(lambda x: cnnjax.unfold(x, kernel, padding_mode=g["mode"], **config), [x],
                lambda x: ref_unfold(x, kernel, padding_mode=g["mode"], **config))
 
+
 # ------------------------------------------------------------------- the pools
 
 
@@ -358,7 +358,6 @@ class TestPools:
     f = functools.partial(cnnjax.local_response_norm, size=size, alpha=alpha, beta=beta, k=1.0)
     check_op(f, [x], lambda x: ref_lrn(x, size, alpha, beta, 1.0))
 
-
   @_SETTINGS
   @given(st.integers(1, 3).flatmap(lambda nd: st.tuples(
       st.lists(st.integers(1, 7), min_size=nd, max_size=nd),
@@ -388,6 +387,7 @@ class TestPools:
     x = _normal((batch, 3, 2, order, 2), 0)
     check_op(functools.partial(cnnjax.group_pool, reduce=reduce), [x],
              lambda x: x.max(axis=3) if reduce == "max" else x.mean(axis=3))
+
 
 # ------------------------------------------------ again: the XLA:CPU flag off
 
