@@ -132,7 +132,9 @@ def abstract(name: str, *, num_classes: int | None = None, seed: int = 0, **opti
   and its parameters counted.
 
   Args:
-    name, num_classes, **options: as :func:`get`.
+    name: as :func:`get`.
+    num_classes: as :func:`get`.
+    **options: as :func:`get`.
     seed: the seed of the ``nnx.Rngs`` it is built with.
 
   Returns:

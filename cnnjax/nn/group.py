@@ -110,8 +110,8 @@ class GroupConv(nnx.Module):
     in_features: input channels ``C_in`` per group element.
     out_features: output channels ``C_out`` per group element.
     kernel_size: the side ``k`` of the square kernel.
-    group, stride, padding, use_bias, dtype, param_dtype, kernel_init, bias_init,
-      rngs: as :class:`LiftConv`.
+    group, stride, padding, use_bias, dtype, param_dtype, kernel_init, bias_init, rngs:
+      as :class:`LiftConv`.
 
   Attributes:
     kernel: ``nnx.Param``, ``[k, k, |G|, C_in, C_out]``.
