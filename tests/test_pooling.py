@@ -196,6 +196,36 @@ def test_lp_pool_gradient_is_finite_on_zero_windows():
   np.testing.assert_array_equal(dx[0, :, 0], [1, 0, 0, 0])
 
 
+def _ref_lp(x, window, stride, padding, p):
+  if np.isinf(p):
+    return ref_pool(np.abs(x), window, stride, padding, "max")
+  return ref_pool(x, window, stride, padding, "lp", p=p)
+
+
+@pytest.mark.parametrize("p", [1, 2, 3, 0.5, 2.5, np.inf])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("window,stride,padding", [(2, None, "VALID"), (3, 1, 1)])
+def test_lp_pool_non_finite_windows_follow_the_formula(p, dtype, window, stride, padding):
+  # (Σ|x|^p)^(1/p): a window holding NaN is NaN (it was 0 for every finite p: the root
+  # was kept where total > 0, which a NaN total is not), ±inf gives inf, zeros give 0.
+  x = np.array([np.nan, 1, np.inf, 2, -np.inf, -3, 0, 0, 0, 1, np.nan, 0, -0.0, np.inf, np.nan],
+               dtype).reshape(1, 15, 1)
+  y = lp_pool(x, window, p=p, stride=stride, padding=padding)
+  assert y.dtype == dtype
+  want = _ref_lp(x.astype(np.float64), window, stride or window, padding, p)
+  assert np.isnan(want).any() and np.isinf(want).any() and (want == 0).any()
+  np.testing.assert_allclose(y, want, rtol=1e-6 if dtype == np.float32 else 1e-12)
+
+
+@pytest.mark.parametrize("p", [1, 2, 3, 2.5, np.inf])
+def test_lp_pool_gradient_is_finite_on_zero_windows_for_every_p(p):
+  x = jnp.zeros((1, 6, 1)).at[0, 0, 0].set(3.0).at[0, 4, 0].set(-2.0)
+  dx = jax.grad(lambda x: lp_pool(x, 2, p=p).sum())(x)
+  assert np.isfinite(dx).all(), dx
+  if not np.isinf(p):  # (max |x| passes its gradient through |x|'s slope at 0)
+    np.testing.assert_array_equal(dx[0, 2:4, 0], [0, 0])  # the window of zeros
+
+
 # ------------------------------------------------------------------------ hypothesis
 
 

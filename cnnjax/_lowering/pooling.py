@@ -272,11 +272,12 @@ def lp_pool_core(x: jax.Array, geo: Geometry, p: float) -> jax.Array:
     powered = jnp.abs(acc) ** np.asarray(p, acc.dtype)
   total = window_pool(powered, geo, "sum")
   # sqrt-like roots have an infinite slope at 0: take the root of 1 there instead and
-  # select 0 afterwards, so that a window of zeros has gradient 0, not NaN.
-  positive = total > 0
-  safe = jnp.where(positive, total, np.ones((), total.dtype))
+  # select 0 afterwards, so that a window of zeros has gradient 0, not NaN. Only an
+  # exact zero is replaced: a NaN total (a window holding NaN) stays NaN, +inf stays inf.
+  zero = total == 0
+  safe = jnp.where(zero, np.ones((), total.dtype), total)
   root = safe if p == 1 else safe ** np.asarray(1 / p, total.dtype)
-  return jnp.where(positive, root, np.zeros((), total.dtype)).astype(x.dtype)
+  return jnp.where(zero, np.zeros((), total.dtype), root).astype(x.dtype)
 
 
 @functools.partial(jax.jit, static_argnames=("stride", "p"))
