@@ -428,6 +428,31 @@ class PolyphaseTest(parameterized.TestCase):
     # The same network with 2×2 max pooling is not invariant to a one-pixel shift.
     assert not np.allclose(net_pool(np.roll(x, 1, axis=1))[1], net_pool(x)[1])
 
+  @parameterized.parameters(1, 2, 3, 2.5, np.inf)
+  def test_non_finite_and_extreme_components_as_numpy_chooses(self, p):
+    # A component holding NaN has a NaN norm, which np.argmax takes as the largest (the
+    # first NaN wins); inf norms tie (the first wins). Float32 magnitudes whose p-th
+    # powers overflow (1e20) or underflow (1e-30) in float32 chose the first phase; the
+    # float64 reference, exact for float32 inputs here, sees their order.
+    rows = [
+        [1, np.nan, 5, 0, 2, 1], [0, 5, np.nan, 1, 7, 7], [np.inf, 1, 2, np.inf, 0, 0],
+        [1, 2, np.inf, np.nan, 0, 0], [1e20, 2e20, 1e20, 2e20, 1e20, 2e20],
+        [3e-30, 2e-30, 1e-30, 2e-30, 3e-30, 2e-30], [1, -np.inf, 3, 4, 5, 6],
+    ]
+    for dtype in (np.float32, np.float64):
+      x = np.array(rows, dtype)[:, :, None]
+      y = polyphase_downsample(x, p=p)
+      want = [x[b, r[0]::2] for b, r in enumerate(ref_aps_phase(x.astype(np.float64), (2,), p))]
+      np.testing.assert_array_equal(y, np.stack(want))
+
+  def test_integer_norms_that_overflow_float32(self):
+    # (2**31 - 2)**10 overflows float32: both norms were inf and the first phase won.
+    x = np.array([2**31 - 1, 2**31 - 2, 0, 2**31 - 2], np.int32).reshape(1, 4, 1)
+    y = polyphase_downsample(x, p=10)
+    assert y.dtype == np.int32
+    (r,) = ref_aps_phase(x, (2,), 10)
+    np.testing.assert_array_equal(y[0], x[0, r[0]::2])
+
   def test_ties_choose_the_first_phase_and_gradient_flows_to_it(self):
     x = np.array([1.0, 2.0, 2.0, 1.0]).reshape(1, 4, 1)  # phases [1, 2] and [2, 1] tie
     np.testing.assert_array_equal(polyphase_downsample(x)[0, :, 0], [1, 2])
