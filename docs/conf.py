@@ -11,11 +11,16 @@ import os
 import sys
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(_HERE))  # cnnjax from this checkout
+_ROOT = os.path.dirname(_HERE)
+sys.path.insert(0, _ROOT)  # cnnjax from this checkout
 sys.path.insert(0, os.path.join(_HERE, "ext"))  # coverage_check
 
-# The tutorials' kernels inherit this environment: they run on the CPU, whatever
-# accelerator the machine has, so that the built pages are the same everywhere.
+# The tutorials' kernels (and the processes they start) inherit this environment: they
+# import cnnjax from this checkout too, and run on the CPU whatever accelerator the
+# machine has, so that the built pages are the same everywhere.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (_ROOT, os.environ.get("PYTHONPATH")) if p
+)
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 project = "cnnjax"
