@@ -3,8 +3,11 @@
 Every op in cnnjax validates its arguments with these helpers, so that the same input
 gets the same answer and the same error message everywhere:
 
-- :func:`is_int` accepts Python ints and NumPy integer scalars (``np.int64(2)``), never
-  ``bool``;
+- :func:`is_int` accepts Python ints and NumPy integer scalars (``np.int64(2)``,
+  ``np.uint8(2)``), never ``bool``; integer configuration must also fit int64 (what lax
+  takes: :data:`INT64_MAX`), and :func:`check_bool` takes only ``bool`` (and NumPy's);
+- a configuration value of the wrong type raises :class:`ArgumentTypeError`, a
+  ``ValueError`` like every other refused configuration value (and a ``TypeError``);
 - :func:`compute_dtype` is the dtype a convolution-family op computes in;
   :func:`accumulation_dtype` the dtype its sums accumulate in; :func:`result_dtype` the
   dtype it returns (``preferred_element_type`` as in ``lax.conv_general_dilated``);
@@ -22,15 +25,37 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
+    "INT64_MAX",
+    "ArgumentTypeError",
     "accumulation_dtype",
+    "check_bool",
+    "check_extent",
     "check_groups",
     "check_kernel",
     "check_positive_int",
     "compute_dtype",
+    "fits_int64",
     "is_int",
     "mean_dtype",
     "result_dtype",
 ]
+
+
+# The largest integer configuration value (stride, padding, sizes, ...): lax takes int64,
+# and XLA's shape arithmetic is int64. Larger values are refused by name, before they
+# reach lax as an OverflowError or a pybind11 TypeError.
+INT64_MAX = 2**63 - 1
+
+
+class ArgumentTypeError(ValueError, TypeError):
+  """A configuration argument of the wrong type: a float stride, a string window, an int
+  where a bool is expected.
+
+  A ``ValueError``, as every refused configuration value is, so one ``except
+  ValueError`` catches them all; and a ``TypeError``, Python's convention for a wrong
+  type (and what cnnjax raised for these before). NumPy's ``AxisError`` (a
+  ``ValueError`` and an ``IndexError``) is the precedent.
+  """
 
 
 def is_int(value) -> bool:
@@ -38,11 +63,52 @@ def is_int(value) -> bool:
   return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
+def fits_int64(value) -> bool:
+  """Whether the integer ``value`` lies in int64's range (what lax takes)."""
+  return -INT64_MAX - 1 <= int(value) <= INT64_MAX
+
+
 def check_positive_int(value, *, name: str, op: str) -> int:
   """Returns ``value`` as a Python int, or raises a ``ValueError`` naming ``name``."""
   if not is_int(value) or value < 1:
     raise ValueError(f"{op}: {name} got {value!r}; expected a positive int.")
+  if not fits_int64(value):
+    raise ValueError(
+        f"{op}: {name} got {value!r}; expected a positive int of at most 2**63 - 1 "
+        "(int64, what lax takes)."
+    )
   return int(value)
+
+
+def check_bool(value, *, name: str, op: str) -> bool:
+  """Returns ``value`` as a bool if it is one (``bool`` or ``np.bool_``).
+
+  Raises:
+    ArgumentTypeError: anything else (``"no"``, ``1``, ``None``), naming ``name``: a
+      truthy string must not switch an option on.
+  """
+  if not isinstance(value, (bool, np.bool_)):
+    raise ArgumentTypeError(f"{op}: {name} got {value!r}; expected a bool (True or False).")
+  return bool(value)
+
+
+def check_extent(shape, dtype, *, name: str, value, op: str) -> None:
+  """Refuses a result shape whose size in bytes does not fit int64.
+
+  XLA aborts the process (jaxlib 0.10.2: "overflow in static extent product") on such a
+  shape instead of raising. ``value`` is what the user gave as ``name`` (the shape or
+  the size that sets ``shape``).
+  """
+  size = 1
+  for n in shape:
+    size *= int(n)
+  dtype = jnp.dtype(dtype)
+  if size * dtype.itemsize > INT64_MAX:
+    raise ValueError(
+        f"{op}: {name} got {value!r}, a result of {size} {dtype.name} elements "
+        f"({size * dtype.itemsize} bytes); expected at most 2**63 - 1 bytes (int64: XLA "
+        "aborts the process on larger shapes)."
+    )
 
 
 def _kind(dtype) -> str:
@@ -149,6 +215,11 @@ def check_kernel(w: jax.Array, *, op: str, name: str = "w") -> int:
     raise ValueError(
         f"{op}: {name} has shape {tuple(w.shape)} (rank {w.ndim}); expected rank 3, 4 "
         "or 5: [*kernel(d), C_in // groups, C_out] with d = 1, 2 or 3 spatial dims."
+    )
+  if 0 in w.shape[:num_spatial]:
+    raise ValueError(
+        f"{op}: {name} has a zero-size kernel dim: shape {tuple(w.shape)}, kernel "
+        f"{tuple(w.shape[:num_spatial])}; expected every kernel spatial size >= 1."
     )
   return num_spatial
 

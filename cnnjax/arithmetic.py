@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from cnnjax._checks import check_positive_int
+from cnnjax._checks import INT64_MAX, check_bool, check_positive_int
 from cnnjax._checks import is_int as _is_int
 from cnnjax.padding import (
     PADDING_STRINGS,
@@ -56,13 +56,13 @@ def _positive_int(value, *, name: str, op: str) -> int:
 
 def _shape(value, *, name: str, op: str, what: str) -> tuple[int, ...]:
   """Checks a non-empty tuple of positive ints; ``what`` says what it should hold."""
-  expected = f"a non-empty tuple of positive ints ({what})"
+  expected = f"a non-empty tuple of positive ints ({what}), each at most 2**63 - 1"
   if _is_int(value) or isinstance(value, str) or not isinstance(value, Sequence):
     raise ValueError(f"{op}: {name} got {value!r}; expected {expected}.")
   values = tuple(value)
   if not values:
     raise ValueError(f"{op}: {name} is missing (got {value!r}); expected {expected}.")
-  if not all(_is_int(v) and v >= 1 for v in values):
+  if not all(_is_int(v) and 1 <= v <= INT64_MAX for v in values):
     raise ValueError(f"{op}: {name} got {value!r}; expected {expected}.")
   return values
 
@@ -154,7 +154,10 @@ def output_size(
 
 def _layers(layers, *, op: str) -> list[tuple[int, int, int]]:
   """Canonicalises ``(kernel, stride[, dilation])`` tuples."""
-  expected = "a sequence of (kernel, stride) or (kernel, stride, dilation) tuples of positive ints"
+  expected = (
+      "a sequence of (kernel, stride) or (kernel, stride, dilation) tuples of positive "
+      "ints (each at most 2**63 - 1)"
+  )
   if isinstance(layers, str) or not isinstance(layers, Sequence):
     raise ValueError(f"{op}: layers got {layers!r}; expected {expected}.")
   out = []
@@ -163,7 +166,7 @@ def _layers(layers, *, op: str) -> list[tuple[int, int, int]]:
         isinstance(layer, str)
         or not isinstance(layer, Sequence)
         or len(layer) not in (2, 3)
-        or not all(_is_int(v) and v >= 1 for v in layer)
+        or not all(_is_int(v) and 1 <= v <= INT64_MAX for v in layer)
     ):
       raise ValueError(f"{op}: layers[{i}] got {layer!r}; expected {expected}.")
     kernel, stride, *rest = layer
@@ -199,7 +202,7 @@ def receptive_field(layers: Sequence[tuple[int, ...]]) -> int:
   """
   field, step = 1, 1
   for kernel, stride, dilation in _layers(layers, op="receptive_field"):
-    field += (effective_kernel_size(kernel, dilation=dilation) - 1) * step
+    field += (kernel - 1) * dilation * step  # r̂ − 1 = (r − 1)·t, in exact Python ints
     step *= stride
   return field
 
@@ -275,6 +278,7 @@ def param_count(
   """
   op = "param_count"
   _check_kind(kind, op=op)
+  use_bias = check_bool(use_bias, name="use_bias", op=op)
   if kind in ("pool", "norm", "activation", "softmax"):
     return 0
   cin = _positive_int(in_channels, name="in_channels", op=op)

@@ -19,6 +19,9 @@ from typing import Union
 import jax
 import jax.numpy as jnp
 
+from cnnjax import _checks
+from cnnjax._checks import INT64_MAX
+from cnnjax._checks import ArgumentTypeError as _ArgumentTypeError
 from cnnjax._checks import is_int as _is_int
 
 PaddingLike = Union[str, int, Sequence[int], Sequence[tuple[int, int]]]
@@ -26,6 +29,8 @@ PaddingLike = Union[str, int, Sequence[int], Sequence[tuple[int, int]]]
 PADDING_STRINGS = ("VALID", "SAME", "FULL")
 PADDING_MODES = ("zeros", "circular", "reflect", "edge")
 _NUMPY_PAD_MODE = {"circular": "wrap", "reflect": "reflect", "edge": "edge"}
+# Sequences that are not sequences of ints (b"2" would be the stride 50).
+_TEXT = (str, bytes, bytearray)
 
 __all__ = [
     "Geometry",
@@ -54,26 +59,32 @@ def normalize_ints(
     minimum: the smallest value allowed.
 
   Raises:
-    TypeError: ``value`` is neither an int nor a sequence of ints.
-    ValueError: wrong length, or an entry below ``minimum``.
+    ArgumentTypeError: ``value`` is neither an int nor a sequence of ints (a bool, a
+      float, a string); a ``ValueError`` and a ``TypeError``.
+    ValueError: wrong length, an entry below ``minimum`` or above 2**63 − 1.
   """
   allowed = "a positive int" if minimum == 1 else f"an int >= {minimum}"
   expected = f"{allowed} or a tuple of {num_dims} such ints"
   if _is_int(value):
     values = (int(value),) * num_dims
-  elif isinstance(value, Sequence) and not isinstance(value, str):
+  elif isinstance(value, Sequence) and not isinstance(value, _TEXT):
     values = tuple(int(v) if _is_int(v) else v for v in value)
     if not all(_is_int(v) for v in values):
-      raise TypeError(f"{op}: {name} got {value!r}; expected {expected}.")
+      raise _ArgumentTypeError(f"{op}: {name} got {value!r}; expected {expected}.")
     if len(values) != num_dims:
       raise ValueError(
           f"{op}: {name} got {value!r} ({len(values)} values) for {num_dims} "
           f"spatial dim(s); expected {expected}."
       )
   else:
-    raise TypeError(f"{op}: {name} got {value!r}; expected {expected}.")
+    raise _ArgumentTypeError(f"{op}: {name} got {value!r}; expected {expected}.")
   if any(v < minimum for v in values):
     raise ValueError(f"{op}: {name} got {value!r}; expected {expected}.")
+  if any(v > INT64_MAX for v in values):
+    raise ValueError(
+        f"{op}: {name} got {value!r}; expected {expected}, each at most 2**63 - 1 "
+        "(int64, what lax takes)."
+    )
   return values
 
 
@@ -91,15 +102,17 @@ def effective_kernel_size(kernel_size: int, *, dilation: int = 1) -> int:
     >>> effective_kernel_size(3, dilation=2)
     5
   """
-  if not _is_int(kernel_size) or kernel_size < 1:
+  op = "effective_kernel_size"
+  kernel_size = _checks.check_positive_int(kernel_size, name="kernel_size", op=op)
+  dilation = _checks.check_positive_int(dilation, name="dilation", op=op)
+  r_eff = kernel_size + (kernel_size - 1) * (dilation - 1)
+  if r_eff > INT64_MAX:
     raise ValueError(
-        f"effective_kernel_size: kernel_size got {kernel_size!r}; expected a positive int."
+        f"{op}: dilation got {dilation!r}, which makes the effective kernel size "
+        f"{r_eff} (kernel {kernel_size}) exceed 2**63 - 1; expected a dilation whose "
+        "effective kernel size fits int64."
     )
-  if not _is_int(dilation) or dilation < 1:
-    raise ValueError(
-        f"effective_kernel_size: dilation got {dilation!r}; expected a positive int."
-    )
-  return kernel_size + (kernel_size - 1) * (dilation - 1)
+  return r_eff
 
 
 def resolve_padding(
@@ -145,7 +158,7 @@ def resolve_padding(
     raise ValueError(f"{op}: padding got {padding!r}; expected {expected}.")
   if _is_int(padding):
     pads = ((int(padding), int(padding)),) * n
-  elif isinstance(padding, Sequence):
+  elif isinstance(padding, Sequence) and not isinstance(padding, _TEXT):
     items = tuple(padding)
     if len(items) != n:
       raise ValueError(
@@ -155,16 +168,22 @@ def resolve_padding(
     if all(_is_int(p) for p in items):
       pads = tuple((int(p), int(p)) for p in items)
     elif all(
-        isinstance(p, Sequence) and len(p) == 2 and all(_is_int(q) for q in p)
+        isinstance(p, Sequence) and not isinstance(p, _TEXT) and len(p) == 2
+        and all(_is_int(q) for q in p)
         for p in items
     ):
       pads = tuple((int(p[0]), int(p[1])) for p in items)
     else:
-      raise TypeError(f"{op}: padding got {padding!r}; expected {expected}.")
+      raise _ArgumentTypeError(f"{op}: padding got {padding!r}; expected {expected}.")
   else:
-    raise TypeError(f"{op}: padding got {padding!r}; expected {expected}.")
+    raise _ArgumentTypeError(f"{op}: padding got {padding!r}; expected {expected}.")
   if any(lo < 0 or hi < 0 for lo, hi in pads):
     raise ValueError(f"{op}: padding got {padding!r}; expected {expected}.")
+  if any(lo > INT64_MAX or hi > INT64_MAX for lo, hi in pads):
+    raise ValueError(
+        f"{op}: padding got {padding!r}; expected {expected}, each at most 2**63 - 1 "
+        "(int64, what lax takes)."
+    )
   return pads
 
 
@@ -204,6 +223,7 @@ def conv_geometry(
     dilation=1,
     strict: bool = False,
     op: str,
+    kernel_name: str = "w",
 ) -> Geometry:
   """Validates and canonicalises the geometry of a sliding-window op.
 
@@ -215,25 +235,56 @@ def conv_geometry(
     dilation: an int or one int per dim, each positive.
     strict: if True, refuse settings that "do not click": where
       ``(n + lo + hi − r̂)`` is not divisible by the stride, so trailing input pixels
-      would be dropped silently.
+      would be dropped silently. A bool (a truthy string is refused).
     op: the calling function's name, for error messages.
+    kernel_name: the argument the kernel's shape comes from, for error messages.
 
   Returns:
     A :class:`Geometry`.
 
   Raises:
-    ValueError: bad hyperparameters, a kernel larger than the padded input, or (with
-      ``strict``) a stride that does not click.
+    ValueError: bad hyperparameters (a wrong type is an
+      :class:`~cnnjax._checks.ArgumentTypeError`, also a ``TypeError``), a zero-size
+      kernel, a kernel larger than the padded input, sizes whose arithmetic overflows
+      int64 (what lax takes), or (with ``strict``) a stride that does not click.
   """
   in_spatial = tuple(int(n) for n in in_spatial)
   kernel = tuple(int(k) for k in kernel)
   nd = len(in_spatial)
+  strict = _checks.check_bool(strict, name="strict", op=op)
   stride = normalize_ints(stride, nd, name="stride", op=op)
   dilation = normalize_ints(dilation, nd, name="dilation", op=op)
-  kernel_eff = tuple(
-      effective_kernel_size(k, dilation=t) for k, t in zip(kernel, dilation)
-  )
+  for d, k in enumerate(kernel):
+    if k < 1 or k > INT64_MAX:
+      what = "a zero-size" if k == 0 else "an invalid"
+      raise ValueError(
+          f"{op}: {kernel_name} has {what} kernel dim: kernel spatial shape {kernel} "
+          f"(spatial dim {d}); expected every kernel size in [1, 2**63 - 1]."
+      )
+  kernel_eff = tuple(k + (k - 1) * (t - 1) for k, t in zip(kernel, dilation))
+  for d, (k, t, r) in enumerate(zip(kernel, dilation, kernel_eff)):
+    if r > INT64_MAX:
+      raise ValueError(
+          f"{op}: dilation got {t if len(set(dilation)) == 1 else dilation!r}, which "
+          f"makes the effective kernel size {r} (kernel {k}) in spatial dim {d} exceed "
+          "2**63 - 1; expected a dilation whose effective kernel size fits int64 (what "
+          "lax takes)."
+      )
   pads = resolve_padding(padding, in_spatial, kernel_eff, stride, op=op)
+  padded = tuple(n + lo + hi for n, (lo, hi) in zip(in_spatial, pads))
+  positions = 1
+  for size in padded:
+    positions *= size
+  if positions > INT64_MAX:
+    blame = (
+        f"padding got {padding!r}, which makes" if any(lo or hi for lo, hi in pads)
+        else "the input's spatial shape makes"
+    )
+    raise ValueError(
+        f"{op}: {blame} the padded input {padded} (input {in_spatial}, padding "
+        f"{pads}), {positions} positions; expected at most 2**63 - 1 positions (int64, "
+        "what lax takes)."
+    )
   out = []
   for d, (n, r, s, (lo, hi)) in enumerate(zip(in_spatial, kernel_eff, stride, pads)):
     span = n + lo + hi - r

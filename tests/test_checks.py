@@ -199,3 +199,44 @@ def test_dtype_rules():
     _checks.compute_dtype(jnp.zeros((), bool), f32, op="op")
   with pytest.raises(TypeError, match="preferred_element_type got 'nope'"):
     _checks.result_dtype(jnp.float32, "nope", op="op")
+
+
+# ------------------------------------------------- configuration values (issue 28)
+
+
+def test_check_bool_takes_only_bools():
+  assert _checks.check_bool(True, name="flag", op="op") is True
+  assert _checks.check_bool(np.bool_(False), name="flag", op="op") is False
+  for value in ("no", "False", 0, 1, None, 1.0, np.int8(1), [True]):
+    with pytest.raises(ValueError, match=r"op: flag got .*; expected a bool") as info:
+      _checks.check_bool(value, name="flag", op="op")
+    assert isinstance(info.value, TypeError)  # what cnnjax raised for these before
+
+
+def test_check_positive_int_bounds():
+  assert _checks.check_positive_int(np.uint64(2**63 - 1), name="n", op="op") == 2**63 - 1
+  for value in (2**63, 2**70, np.uint64(2**64 - 1)):
+    with pytest.raises(ValueError, match=r"op: n got .*; expected a positive int of at most "
+                       r"2\*\*63 - 1"):
+      _checks.check_positive_int(value, name="n", op="op")
+  for value in (0, -1, True, "3", 3.0, None):
+    with pytest.raises(ValueError, match=r"op: n got .*; expected a positive int\."):
+      _checks.check_positive_int(value, name="n", op="op")
+
+
+def test_check_kernel_refuses_a_zero_size_kernel_dim():
+  # Was "effective_kernel_size: kernel_size got 0", naming neither the op nor w.
+  with pytest.raises(ValueError, match=r"op: w has a zero-size kernel dim: shape \(3, 0, 2, 4\)"):
+    _checks.check_kernel(jnp.zeros((3, 0, 2, 4)), op="op")
+  assert _checks.check_kernel(jnp.zeros((3, 1, 0, 4)), op="op") == 2  # channels may be 0
+  x = np.ones((1, 5, 5, 2))
+  for op in ("cross_correlate", "convolve", "conv_transpose"):
+    with pytest.raises(ValueError, match=f"{op}: w has a zero-size kernel dim"):
+      getattr(cnnjax, op)(x, np.ones((0, 3, 2, 2)))
+
+
+def test_check_extent_refuses_what_xla_aborts_on():
+  _checks.check_extent((2**30, 2**30, 4), jnp.int8, name="shape", value=1, op="op")
+  with pytest.raises(ValueError, match=r"op: shape got 7, a result of 4611686018427387904 "
+                     r"float32 elements \(18446744073709551616 bytes\)"):
+    _checks.check_extent((2**31, 2**31), jnp.float32, name="shape", value=7, op="op")

@@ -40,16 +40,42 @@ def test_normalize_ints():
         (-2, 1, ValueError, r"f: stride got -2"),
         ((1, 0), 1, ValueError, r"f: stride got \(1, 0\)"),
         ((1, 2, 3), 1, ValueError, r"f: stride got \(1, 2, 3\) \(3 values\) for 2 spatial"),
-        (1.5, 1, TypeError, r"f: stride got 1.5"),
-        ("2", 1, TypeError, r"f: stride got '2'"),
-        (True, 1, TypeError, r"f: stride got True"),
-        ((1, 2.0), 1, TypeError, r"f: stride got \(1, 2.0\)"),
+        (1.5, 1, ValueError, r"f: stride got 1.5"),
+        ("2", 1, ValueError, r"f: stride got '2'"),
+        (True, 1, ValueError, r"f: stride got True"),
+        ((1, 2.0), 1, ValueError, r"f: stride got \(1, 2.0\)"),
         (-1, 0, ValueError, r"f: stride got -1; expected an int >= 0"),
+        (np.bool_(True), 1, ValueError, r"f: stride got (np\.)?True_?"),
+        (None, 1, ValueError, r"f: stride got None"),
+        (2**63, 1, ValueError, r"f: stride got 9223372036854775808; .* at most 2\*\*63 - 1"),
+        ((1, 2**70), 1, ValueError, r"f: stride got \(1, 1180591620717411303424\); .* 2\*\*63"),
+        (np.uint64(2**64 - 1), 1, ValueError, r"f: stride got .*18446744073709551615.* 2\*\*63"),
     ],
 )
 def test_normalize_ints_errors(value, minimum, error, match):
   with pytest.raises(error, match=match):
     normalize_ints(value, 2, name="stride", op="f", minimum=minimum)
+
+
+@pytest.mark.parametrize("value", [1.5, "2", True, np.bool_(False), (1, 2.0), None, b"2"])
+def test_wrong_types_are_value_errors_and_type_errors(value):
+  # A ValueError like every refused configuration value (one except clause catches them
+  # all), and still the TypeError cnnjax raised before.
+  with pytest.raises(ValueError, match="f: stride got") as info:
+    normalize_ints(value, 2, name="stride", op="f")
+  assert isinstance(info.value, TypeError)
+  with pytest.raises(ValueError, match="f: padding got") as info:
+    resolve_padding(value, (5, 5), (3, 3), (1, 1), op="f")
+  assert isinstance(info.value, TypeError) or isinstance(value, str)  # '2': no such name
+
+
+def test_numpy_unsigned_and_int64_limits_are_accepted():
+  big = 2**63 - 1
+  assert normalize_ints(np.uint8(2), 2, name="stride", op="f") == (2, 2)
+  assert normalize_ints((np.uint64(3), np.uint16(1)), 2, name="stride", op="f") == (3, 1)
+  assert normalize_ints(big, 1, name="stride", op="f") == (big,)
+  assert conv_geometry((5,), (3,), stride=big, op="f").out_spatial == (1,)
+  assert conv_geometry((5,), (3,), stride=np.uint64(big), op="f").out_spatial == (1,)
 
 
 # ---------------------------------------------------------- effective_kernel_size
@@ -66,7 +92,11 @@ def test_effective_kernel_size(r, t, expected):
 
 @pytest.mark.parametrize(
     "r, t, match",
-    [(0, 1, "kernel_size got 0"), (2.0, 1, "kernel_size got 2.0"), (3, 0, "dilation got 0")],
+    [(0, 1, "kernel_size got 0"), (2.0, 1, "kernel_size got 2.0"), (3, 0, "dilation got 0"),
+     (True, 1, "kernel_size got True"), (3, "2", "dilation got '2'"),
+     (2**63, 1, r"kernel_size got 9223372036854775808; .* 2\*\*63 - 1"),
+     (3, 2**62, r"dilation got 4611686018427387904, which makes the effective kernel size "
+      r"9223372036854775809 \(kernel 3\) exceed 2\*\*63 - 1")],
 )
 def test_effective_kernel_size_errors(r, t, match):
   with pytest.raises(ValueError, match=match):
@@ -125,12 +155,15 @@ def test_resolve_padding_forms():
         (((0, 1), (-1, 0)), ValueError, r"f: padding got \(\(0, 1\), \(-1, 0\)\)"),
         ((1, 2, 3), ValueError, r"f: padding got \(1, 2, 3\) \(3 entries\) for 2 spatial"),
         (((1, 1),), ValueError, r"f: padding got \(\(1, 1\),\) \(1 entries\)"),
-        ((1, (1, 2)), TypeError, r"f: padding got \(1, \(1, 2\)\)"),
-        (((1, 2, 3), (1, 2)), TypeError, r"f: padding got"),
-        ((1.0, 2), TypeError, r"f: padding got \(1.0, 2\)"),
-        (1.5, TypeError, r"f: padding got 1.5"),
-        (None, TypeError, r"f: padding got None"),
-        (True, TypeError, r"f: padding got True"),
+        ((1, (1, 2)), ValueError, r"f: padding got \(1, \(1, 2\)\)"),
+        (((1, 2, 3), (1, 2)), ValueError, r"f: padding got"),
+        ((1.0, 2), ValueError, r"f: padding got \(1.0, 2\)"),
+        (1.5, ValueError, r"f: padding got 1.5"),
+        (None, ValueError, r"f: padding got None"),
+        (True, ValueError, r"f: padding got True"),
+        (("ab", (1, 1)), ValueError, r"f: padding got \('ab', \(1, 1\)\)"),
+        (2**70, ValueError, r"f: padding got 1180591620717411303424; .* 2\*\*63 - 1"),
+        (((0, 2**63), (0, 0)), ValueError, r"f: padding got .*9223372036854775808.* 2\*\*63"),
     ],
 )
 def test_resolve_padding_errors(padding, error, match):
@@ -223,14 +256,39 @@ def test_strict_mode():
         ({"stride": (1, -1)}, ValueError, r"g: stride got \(1, -1\)"),
         ({"stride": (1, 1, 1)}, ValueError, r"g: stride got \(1, 1, 1\)"),
         ({"dilation": 0}, ValueError, r"g: dilation got 0"),
-        ({"dilation": "2"}, TypeError, r"g: dilation got '2'"),
+        ({"dilation": "2"}, ValueError, r"g: dilation got '2'"),
         ({"padding": "half"}, ValueError, r"g: padding got 'half'"),
         ({"padding": -2}, ValueError, r"g: padding got -2"),
+        # Issue 28: these reached lax as an OverflowError, a pybind11 TypeError ("get():
+        # incompatible function arguments") and a "Negative padding" from JAX's internals.
+        ({"stride": 2**70}, ValueError, r"g: stride got 1180591620717411303424; .* 2\*\*63"),
+        ({"padding": 2**70}, ValueError, r"g: padding got 1180591620717411303424; .* 2\*\*63"),
+        ({"padding": 2**62}, ValueError,
+         r"g: padding got 4611686018427387904, which makes the padded input .* 2\*\*63 - 1 "
+         r"positions"),
+        ({"dilation": 2**62}, ValueError,
+         r"g: dilation got 4611686018427387904, which makes the effective kernel size "
+         r"9223372036854775809 \(kernel 3\) in spatial dim 0 exceed 2\*\*63 - 1"),
+        ({"strict": "no"}, ValueError, r"g: strict got 'no'; expected a bool"),
+        ({"strict": 1}, ValueError, r"g: strict got 1; expected a bool"),
+        ({"strict": None}, ValueError, r"g: strict got None; expected a bool"),
     ],
 )
 def test_conv_geometry_errors(kwargs, error, match):
   with pytest.raises(error, match=match):
     conv_geometry((5, 5), (3, 3), op="g", **kwargs)
+
+
+def test_conv_geometry_kernel_and_bool_options():
+  # A zero-size kernel dim was reported as "effective_kernel_size: kernel_size got 0".
+  with pytest.raises(ValueError, match=r"g: w has a zero-size kernel dim: kernel spatial "
+                     r"shape \(3, 0\) \(spatial dim 1\)"):
+    conv_geometry((5, 5), (3, 0), op="g")
+  with pytest.raises(ValueError, match=r"g: window has a zero-size kernel dim"):
+    conv_geometry((5,), (0,), op="g", kernel_name="window")
+  assert conv_geometry((5,), (3,), strict=np.bool_(True), op="g").out_spatial == (3,)
+  with pytest.raises(ValueError, match="does not click"):
+    conv_geometry((6,), (3,), stride=2, strict=np.bool_(True), op="g")
 
 
 def test_kernel_larger_than_padded_input():
