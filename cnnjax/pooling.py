@@ -67,7 +67,7 @@ def _pool_geometry(x: jax.Array, window, stride, padding: PaddingLike, *, op: st
   window = _padding.normalize_ints(window, num_spatial, name="window", op=op)
   geo = _padding.conv_geometry(
       x.shape[1:-1], window, stride=window if stride is None else stride,
-      padding=padding, op=op,
+      padding=padding, op=op, kernel_name="window",
   )
   for d, (n, k, s, m, (lo, hi)) in enumerate(
       zip(geo.in_spatial, geo.kernel, geo.stride, geo.out_spatial, geo.pads)
@@ -127,8 +127,7 @@ def max_pool(
   x = jnp.asarray(x)
   _check_input(x, op=op)
   geo = _pool_geometry(x, window, stride, padding, op=op)
-  if not isinstance(return_indices, (bool, np.bool_)):
-    raise TypeError(f"{op}: return_indices got {return_indices!r}; expected a bool.")
+  return_indices = _checks.check_bool(return_indices, name="return_indices", op=op)
   y = window_pool(x, geo, "max")
   return (y, max_pool_indices(x, geo)) if return_indices else y
 
@@ -167,11 +166,8 @@ def avg_pool(
   x = jnp.asarray(x)
   _check_input(x, op=op)
   geo = _pool_geometry(x, window, stride, padding, op=op)
-  if not isinstance(count_include_pad, (bool, np.bool_)):
-    raise TypeError(
-        f"{op}: count_include_pad got {count_include_pad!r}; expected a bool."
-    )
-  return avg_pool_core(x, geo, bool(count_include_pad))
+  count_include_pad = _checks.check_bool(count_include_pad, name="count_include_pad", op=op)
+  return avg_pool_core(x, geo, count_include_pad)
 
 
 def lp_pool(
@@ -215,9 +211,17 @@ def lp_pool(
   return lp_pool_core(x, geo, float(p))
 
 
-def _check_keepdims(keepdims, *, op: str) -> None:
-  if not isinstance(keepdims, (bool, np.bool_)):
-    raise TypeError(f"{op}: keepdims got {keepdims!r}; expected a bool.")
+def _check_keepdims(keepdims, *, op: str) -> bool:
+  return _checks.check_bool(keepdims, name="keepdims", op=op)
+
+
+def _check_positions(x: jax.Array, *, op: str) -> None:
+  """A global pool needs a position to pool (an empty mean was NaN, an empty max raised)."""
+  if 0 in x.shape[1:-1]:
+    raise ValueError(
+        f"{op}: x has shape {tuple(x.shape)}, an empty spatial dim; expected every "
+        "spatial dim to have at least one position to pool."
+    )
 
 
 def global_max_pool(x: ArrayLike, *, keepdims: bool = False) -> jax.Array:
@@ -240,7 +244,8 @@ def global_max_pool(x: ArrayLike, *, keepdims: bool = False) -> jax.Array:
   op = "global_max_pool"
   x = jnp.asarray(x)
   _check_input(x, op=op)
-  _check_keepdims(keepdims, op=op)
+  _check_positions(x, op=op)
+  keepdims = _check_keepdims(keepdims, op=op)
   y = window_pool(x, _pool_geometry(x, x.shape[1:-1], None, "VALID", op=op), "max")
   return y if keepdims else y.reshape(x.shape[0], x.shape[-1])
 
@@ -263,7 +268,8 @@ def global_avg_pool(x: ArrayLike, *, keepdims: bool = False) -> jax.Array:
   op = "global_avg_pool"
   x = jnp.asarray(x)
   _check_input(x, op=op)
-  _check_keepdims(keepdims, op=op)
+  _check_positions(x, op=op)
+  keepdims = _check_keepdims(keepdims, op=op)
   axes = tuple(range(1, x.ndim - 1))
   out = _checks.mean_dtype(x.dtype)
   total = jnp.sum(x.astype(_checks.accumulation_dtype(x.dtype)), axis=axes, keepdims=keepdims)
@@ -297,15 +303,13 @@ def maxout(x: ArrayLike, pieces: int, *, axis: int = -1) -> jax.Array:
     raise TypeError(f"{op}: x has dtype {x.dtype}; expected a floating or integer dtype.")
   if x.ndim == 0:
     raise ValueError(f"{op}: x has shape (); expected at least one axis to pool over.")
-  is_int = isinstance(axis, (int, np.integer)) and not isinstance(axis, bool)
-  if not is_int or not -x.ndim <= axis < x.ndim:
+  if not _checks.is_int(axis) or not -x.ndim <= axis < x.ndim:
     raise ValueError(
         f"{op}: axis got {axis!r}; expected an int in [{-x.ndim}, {x.ndim}) for x of "
         f"shape {tuple(x.shape)}."
     )
   axis = int(axis) % x.ndim
-  if not isinstance(pieces, (int, np.integer)) or isinstance(pieces, bool) or pieces < 1:
-    raise ValueError(f"{op}: pieces got {pieces!r}; expected a positive int.")
+  pieces = _checks.check_positive_int(pieces, name="pieces", op=op)
   features = x.shape[axis]
   if features % pieces:
     raise ValueError(

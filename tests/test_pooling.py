@@ -33,6 +33,7 @@ from references import (
     ref_aps_phase,
     ref_binomial_blur,
     ref_max_grad,
+    ref_max_pool_indices,
     ref_pads,
     ref_pool,
 )
@@ -527,11 +528,36 @@ def test_docstring_examples():
         (lambda: global_max_pool(np.ones((1, 2, 2, 2, 2, 1))), ValueError, "x has shape"),
         (lambda: avg_pool(np.ones((1, 4, 1), np.complex64), 2), TypeError, "x has dtype"),
         (lambda: max_pool(np.ones((1, 4, 1), bool), 2), TypeError, "x has dtype"),
-        (lambda: avg_pool(np.ones((1, 4, 1)), 2, count_include_pad="yes"), TypeError,
-         "count_include_pad"),
+        (lambda: avg_pool(np.ones((1, 4, 1)), 2, count_include_pad="yes"), ValueError,
+         "avg_pool: count_include_pad got 'yes'; expected a bool"),
+        (lambda: max_pool(np.ones((1, 4, 1)), 2, return_indices="no"), ValueError,
+         "max_pool: return_indices got 'no'; expected a bool"),
         (lambda: lp_pool(np.ones((1, 4, 1)), 2, p=0), ValueError, "p got"),
         (lambda: lp_pool(np.ones((1, 4, 1)), 2, p="2"), ValueError, "p got"),
-        (lambda: global_avg_pool(np.ones((1, 4, 1)), keepdims=1), TypeError, "keepdims"),
+        (lambda: global_avg_pool(np.ones((1, 4, 1)), keepdims=1), ValueError,
+         "global_avg_pool: keepdims got 1; expected a bool"),
+        (lambda: global_max_pool(np.ones((1, 4, 1)), keepdims="True"), ValueError,
+         "global_max_pool: keepdims got 'True'; expected a bool"),
+        # An empty spatial dim: global_avg_pool returned NaN, global_max_pool blamed a
+        # "window" the caller never gave.
+        (lambda: global_avg_pool(np.ones((2, 0, 3, 1))), ValueError,
+         r"global_avg_pool: x has shape \(2, 0, 3, 1\), an empty spatial dim"),
+        (lambda: global_avg_pool(np.ones((2, 3, 0, 1), np.int32)), ValueError,
+         "global_avg_pool: x has shape"),
+        (lambda: global_max_pool(np.ones((1, 0, 1))), ValueError,
+         r"global_max_pool: x has shape \(1, 0, 1\), an empty spatial dim"),
+        (lambda: max_pool(np.ones((1, 4, 1)), 2, stride=2**70), ValueError,
+         r"max_pool: stride got 1180591620717411303424; .* 2\*\*63 - 1"),
+        (lambda: avg_pool(np.ones((1, 4, 1)), 2**63), ValueError,
+         r"avg_pool: window got 9223372036854775808; .* 2\*\*63 - 1"),
+        (lambda: lp_pool(np.ones((1, 4, 1)), 2, padding=((0, np.uint64(2**64 - 1)),)),
+         ValueError, r"lp_pool: padding got .* 2\*\*63 - 1"),
+        (lambda: max_pool(np.ones((1, 4, 1)), True), ValueError, "max_pool: window got True"),
+        (lambda: max_pool(np.ones((1, 4, 1)), "2"), ValueError, "max_pool: window got '2'"),
+        (lambda: maxout(np.ones((2, 6)), 2**64), ValueError,
+         r"maxout: pieces got 18446744073709551616; expected a positive int of at most"),
+        (lambda: maxout(np.ones((2, 6)), True), ValueError, "maxout: pieces got True"),
+        (lambda: maxout(np.ones((2, 6)), 2, axis=np.bool_(True)), ValueError, "maxout: axis"),
         (lambda: maxout(np.ones((2, 6)), 4), ValueError, "pieces"),
         (lambda: maxout(np.ones((2, 6)), 0), ValueError, "pieces"),
         (lambda: maxout(np.ones((2, 6)), 2, axis=2), ValueError, "axis"),
@@ -549,3 +575,19 @@ def test_docstring_examples():
 def test_errors_name_the_argument(call, error, match):
   with pytest.raises(error, match=match):
     call()
+
+
+@pytest.mark.parametrize("stride", [2**40, 2**62, 2**63 - 1, np.uint64(2**63 - 1)])
+def test_a_stride_beyond_the_input_gives_one_window(stride):
+  # One output position per dim: the stride is not used, but the pools' polyphase view
+  # padded each dim to a multiple of it (2**40 in 2-D: a segfault).
+  x = np.random.default_rng(16).normal(size=(2, 5, 6, 3))
+  cases = [(max_pool, "max", {}), (avg_pool, "avg", {}), (lp_pool, "lp", {"p": 2})]
+  for op, kind, kw in cases:
+    for window, padding in [((2, 3), "VALID"), ((3, 3), ((0, 2**39), (1, 0)))]:
+      y = op(x, window, stride=stride, padding=padding, **kw)
+      want = ref_pool(x, window, (int(stride),) * 2, padding, kind)
+      np.testing.assert_allclose(y, want, rtol=1e-12)
+  y, idx = max_pool(x, 2, stride=(1, stride), return_indices=True)
+  np.testing.assert_array_equal(y, ref_pool(x, 2, (1, int(stride)), "VALID", "max"))
+  np.testing.assert_array_equal(idx, ref_max_pool_indices(x, 2, (1, int(stride)), "VALID"))

@@ -25,6 +25,7 @@ so the tie rule does not depend on it.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import math
@@ -61,6 +62,29 @@ def _lowest(dtype) -> np.ndarray:
 
 def _overlaps(geo: Geometry) -> bool:
   return any(k > s for k, s in zip(geo.kernel, geo.stride))
+
+
+def _one_window(geo: Geometry) -> Geometry:
+  """``geo`` with the stride and high padding of each dim of one output position cut.
+
+  There the one window reads padded positions ``[0, k)`` only, so any stride above
+  ``padded − k`` and any high padding that reaches ``k`` give the same pool; but the
+  polyphase view pads each dim to a multiple of the stride: a stride of 2**40 padded a
+  5-pixel input to 2**40 positions (a segfault in 2-D). A stride that was at least the
+  window stays at least the window, so the same lowering is taken.
+  """
+  stride, pads = list(geo.stride), list(geo.pads)
+  for d, (s, k, m, n, (lo, hi)) in enumerate(
+      zip(geo.stride, geo.kernel, geo.out_spatial, geo.in_spatial, geo.pads)
+  ):
+    if m == 1:
+      hi = min(hi, max(k - lo - n, 0))
+      pads[d] = (lo, hi)
+      stride[d] = min(s, max(k, n + lo + hi - k + 1))
+  stride, pads = tuple(stride), tuple(pads)
+  if stride == geo.stride and pads == geo.pads:
+    return geo
+  return dataclasses.replace(geo, stride=stride, pads=pads)
 
 
 def _phase_view(a: jax.Array, geo: Geometry, fill) -> jax.Array:
@@ -204,6 +228,7 @@ def _max_pool_geo(x: jax.Array, geo: Geometry) -> jax.Array:
 @functools.partial(jax.jit, static_argnames=("geo",))
 def max_pool_indices(x: jax.Array, geo: Geometry) -> jax.Array:
   """int32 index of each window's first maximum into the flattened input spatial axes."""
+  geo = _one_window(geo)
   _, idx = _max_and_argmax(lax.stop_gradient(x), geo)
   idx = idx.astype(jnp.int32)
   flat = jnp.zeros(idx.shape, jnp.int32)
@@ -237,6 +262,7 @@ def _sum_pool_geo(x: jax.Array, geo: Geometry) -> jax.Array:
 @functools.partial(jax.jit, static_argnames=("geo", "kind"))
 def window_pool(x: jax.Array, geo: Geometry, kind: str) -> jax.Array:
   """The one generic pool: ``kind`` ``"max"`` or ``"sum"`` over every window of ``geo``."""
+  geo = _one_window(geo)
   return _max_pool_geo(x, geo) if kind == "max" else _sum_pool_geo(x, geo)
 
 
