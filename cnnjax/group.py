@@ -119,6 +119,23 @@ def _check_kernel(w: jax.Array, rank: int, *, name: str, op: str, layout: str) -
     raise ValueError(
         f"{op}: {name} has shape {tuple(w.shape)}; expected a square kernel {layout}."
     )
+  if w.shape[0] == 0:
+    raise ValueError(
+        f"{op}: {name} has a zero-size kernel dim: shape {tuple(w.shape)}; expected a "
+        f"square kernel {layout} with k >= 1."
+    )
+
+
+def _correlate(x: jax.Array, w: jax.Array, *, op: str, **settings) -> jax.Array:
+  """:func:`cnnjax.cross_correlate`, its errors naming ``op`` (the caller's stride or
+  padding is the one refused)."""
+  try:
+    return cross_correlate(x, w, **settings)
+  except (ValueError, TypeError) as e:
+    message = str(e)
+    if not message.startswith("cross_correlate:"):
+      raise
+    raise type(e)(op + message[len("cross_correlate"):]) from None
 
 
 def _check_x(x: jax.Array, rank: int, *, op: str, layout: str) -> None:
@@ -161,8 +178,9 @@ def lift_conv(
   _check_x(x, 4, op=op, layout="[N, H, W, C_in]")
   _check_kernel(w, 4, name="w", op=op, layout="[k, k, C_in, C_out]")
   stacked = jnp.stack([transform_plane(w, g, group=group) for g in range(n)], axis=-2)
-  y = cross_correlate(
+  y = _correlate(
       x, stacked.reshape(*w.shape[:3], n * w.shape[-1]), stride=stride, padding=padding,
+      op=op,
   )
   return y.reshape(*y.shape[:-1], n, w.shape[-1])
 
@@ -217,9 +235,9 @@ def group_conv(
     parts.append(transform_plane(w[:, :, source], g, group=group))
   stacked = jnp.stack(parts, axis=-2)  # [k, k, |G| (s), C_in, |G| (g), C_out]
   k, c_in, c_out = w.shape[0], w.shape[3], w.shape[4]
-  y = cross_correlate(
+  y = _correlate(
       x.reshape(*x.shape[:3], n * c_in), stacked.reshape(k, k, n * c_in, n * c_out),
-      stride=stride, padding=padding,
+      stride=stride, padding=padding, op=op,
   )
   return y.reshape(*y.shape[:-1], n, c_out)
 

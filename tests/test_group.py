@@ -200,6 +200,32 @@ class ErrorTest(parameterized.TestCase):
     with pytest.raises(ValueError, match=r"expected \[N, H, W, \|G\| = 4, C\]"):
       eq.group_action(1, group="p4")(jnp.ones((1, 4, 4, 8, 1)))
 
+  def test_errors_of_the_correlation_name_the_op(self):
+    # The settings are the caller's: the messages said "cross_correlate:".
+    x, w = jnp.ones((1, 5, 5, 2)), jnp.ones((3, 3, 2, 4))
+    y, wg = jnp.ones((1, 5, 5, 4, 2)), jnp.ones((3, 3, 4, 2, 2))
+    for op, a, b in ((lift_conv, x, w), (group_conv, y, wg)):
+      name = op.__name__
+      cases = [
+          (dict(stride=0), f"{name}: stride got 0"),
+          (dict(stride=2**70), rf"{name}: stride got 1180591620717411303424; .* 2\*\*63 - 1"),
+          (dict(stride=True), f"{name}: stride got True"),
+          (dict(padding="HALF"), f"{name}: padding got 'HALF'"),
+          (dict(padding=1.5), f"{name}: padding got 1.5"),
+          (dict(padding=2**63), f"{name}: padding got 9223372036854775808"),
+          (dict(padding="VALID", stride=(1, "2")), rf"{name}: stride got \(1, '2'\)"),
+      ]
+      for kwargs, match in cases:
+        with pytest.raises(ValueError, match=match):
+          op(a, b, group="p4", **kwargs)
+      with pytest.raises(ValueError, match=f"{name}: the effective kernel size 3"):
+        op(a[:, :2, :2], b, group="p4", padding="VALID")
+    with pytest.raises(ValueError, match=r"lift_conv: w has a zero-size kernel dim: shape "
+                       r"\(0, 0, 2, 4\)"):
+      lift_conv(x, jnp.ones((0, 0, 2, 4)), group="p4")
+    with pytest.raises(ValueError, match="group_conv: w has a zero-size kernel dim"):
+      group_conv(y, jnp.ones((0, 0, 4, 2, 2)), group="p4")
+
   def test_exported(self):
     for name in ("lift_conv", "group_conv", "group_pool"):
       assert getattr(cnnjax, name) is getattr(cnnjax.group, name)
