@@ -69,8 +69,12 @@ def _check(x: jax.Array, output_size, *, op: str, floating: bool) -> tuple[int, 
   else:
     raise ValueError(f"{op}: output_size got {output_size!r}; expected {expected}.")
   sizes = tuple(n if o is None else o for n, o in zip(spatial, sizes))
-  if not all(_checks.is_int(o) and o >= 1 for o in sizes):
-    raise ValueError(f"{op}: output_size got {output_size!r}; expected {expected}.")
+  if not all(_checks.is_int(o) and 1 <= o <= _checks.INT64_MAX for o in sizes):
+    raise ValueError(
+        f"{op}: output_size got {output_size!r}; expected {expected} (at most 2**63 - 1)."
+    )
+  _checks.check_extent((x.shape[0], *sizes, x.shape[-1]), x.dtype, name="output_size",
+                       value=output_size, op=op)
   if any(n == 0 for n in spatial):
     raise ValueError(
         f"{op}: x has shape {tuple(x.shape)}, an empty spatial dim; expected every "

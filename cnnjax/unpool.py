@@ -79,7 +79,7 @@ def max_unpool(
       or not isinstance(output_shape, Sequence)
       or len(output_shape) != y.ndim
       or not all(_checks.is_int(v) and v >= 1 for v in output_shape[1:-1])
-      or not all(_checks.is_int(v) for v in output_shape)
+      or not all(_checks.is_int(v) and _checks.fits_int64(v) for v in output_shape)
       or int(output_shape[0]) != y.shape[0]
       or int(output_shape[-1]) != y.shape[-1]
   ):
@@ -89,4 +89,5 @@ def max_unpool(
         "and positive spatial sizes."
     )
   output_shape = tuple(int(v) for v in output_shape)
+  _checks.check_extent(output_shape, y.dtype, name="output_shape", value=output_shape, op=op)
   return _unpool_core(y, indices.astype(jnp.int32), output_shape)
