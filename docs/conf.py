@@ -13,7 +13,7 @@ import sys
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _ROOT = os.path.dirname(_HERE)
 sys.path.insert(0, _ROOT)  # cnnjax from this checkout
-sys.path.insert(0, os.path.join(_HERE, "ext"))  # coverage_check
+sys.path.insert(0, os.path.join(_HERE, "ext"))  # coverage_check, aliases
 
 # The tutorials' kernels (and the processes they start) inherit this environment: they
 # import cnnjax from this checkout too, and run on the CPU whatever accelerator the
@@ -36,6 +36,7 @@ extensions = [
     "sphinx.ext.viewcode",
     "myst_nb",
     "coverage_check",
+    "aliases",
 ]
 
 source_suffix = {".rst": "restructuredtext", ".md": "myst-nb"}

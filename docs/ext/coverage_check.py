@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # Sphinx is imported by the build only: the test uses `undocu
   from sphinx.application import Sphinx
 
 
-def _resolve(fullname: str):
+def resolve(fullname: str):
   """The object named ``fullname`` (``pkg.mod.attr.attr``), or None if it cannot be found."""
   parts = fullname.split(".")
   for i in range(len(parts), 0, -1):
@@ -56,7 +56,7 @@ def undocumented(modules: Iterable[str], documented: Mapping[str, str]) -> dict[
   """
   by_id: dict[int, str] = {}
   for fullname in documented:
-    obj = _resolve(fullname)
+    obj = resolve(fullname)
     if obj is not None:
       by_id.setdefault(id(obj), fullname)
   missing: dict[str, list[str]] = {}
