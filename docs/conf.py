@@ -48,6 +48,7 @@ autodoc_typehints = "none"  # the signatures show them; the Args sections say th
 autodoc_member_order = "bysource"
 autodoc_default_options = {"special-members": "__call__"}
 autodoc_inherit_docstrings = False  # nnx.Module's own docstrings are not ours
+autodoc_preserve_defaults = True  # defaults as written (jnp.float32, not <class ...>)
 autosummary_generate = False  # the API pages list every name themselves
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
@@ -96,5 +97,23 @@ def _drop_type_docstrings(app, what, name, obj, options, lines):
     lines[:] = []  # the object's __doc__ is its type's: a constant's own is a #: comment
 
 
+def _module_signature(app, what, name, obj, options, signature, return_annotation):
+  """Flax NNX modules: their metaclass's ``__call__(*args, **kwargs)`` hides the
+  constructor's signature from autodoc; show ``__init__``'s, without ``self``."""
+  del name, options, return_annotation
+  if what != "class" or signature != "(*args, **kwargs)" or "__init__" not in vars(obj):
+    return None
+  import inspect  # noqa: PLC0415
+
+  from sphinx.ext.autodoc.preserve_defaults import update_defvalue  # noqa: PLC0415
+  from sphinx.util.inspect import stringify_signature  # noqa: PLC0415
+
+  update_defvalue(app, obj.__init__, False)
+  sig = inspect.signature(obj.__init__)
+  sig = sig.replace(parameters=list(sig.parameters.values())[1:])
+  return stringify_signature(sig, show_annotation=False, show_return_annotation=False), None
+
+
 def setup(app):
   app.connect("autodoc-process-docstring", _drop_type_docstrings)
+  app.connect("autodoc-process-signature", _module_signature)
