@@ -11,7 +11,7 @@ gradients training needs; the first layer has no dx) for
   (``torch.ops.aten.convolution_backward`` for dx and dw alone), when torch is
   importable (``pip install torch==2.13.0``; its columns are skipped otherwise);
 - with ``--forms``: each form of :mod:`cnnjax._lowering.cpu_rows` on its own (row-stacked
-  or blocked forward, row-stacked input gradient, batch chunks of the weight gradient), to re-derive
+  forward, row-stacked input gradient, batch chunks of the weight gradient), to re-derive
   the per-shape rule of that module.
 
 Every JAX function is compiled ahead of time (compile excluded) and all contenders are
@@ -30,7 +30,7 @@ seed-cnn train step). Prints a markdown table.
 ``benchmarks/_step.py``) of seed-cnn and resnet20 at the batch size, traced with the
 forms of :func:`cnnjax._lowering.cpu_rows.plan` (the default, "on"), with
 ``CNNJAX_CPU_ROWS=0`` (lax's convolutions, "off") and with the rule less one form (no
-batch chunks of dw; no blocked forward; no dw barrier; no dx barrier), alternating
+batch chunks of dw; no dw barrier; no dx barrier), alternating
 blocks of ``--block`` steps. The dw chunks show only here: XLA:CPU runs a program of at
 most 8 operations (one layer's) sequentially, and only a whole step's independent chunks
 run concurrently.
@@ -110,7 +110,6 @@ def _contenders(layer: Layer, forms: bool) -> dict:
     p = cpu_rows.Plan
     out.update({
         "form: rows fwd": _form(p(forward="rows"), layer.padding, layer.k),
-        "form: blocks fwd": _form(p(forward="blocks"), layer.padding, layer.k),
         "form: rows dx": _form(p(input_grad="rows"), layer.padding, layer.k),
         **{f"form: dw {c} chunks": _form(p(weight_chunks=c), layer.padding, layer.k)
            for c in (2, 4, 8)},
@@ -246,15 +245,14 @@ def markdown(results, batch) -> list[str]:
 
 
 def _step_variants():
-  """Trace-time settings of the compared train steps: name -> (``CNNJAX_CPU_ROWS``, the
-  change applied to each plan of :func:`cpu_rows.plan`, or ``None``)."""
+  """Trace-time settings of the compared train steps: name -> (``cnnjax.cpu_forms``'s
+  ``rows``, the change applied to each plan of :func:`cpu_rows.plan`, or ``None``)."""
   return {
-      "off": ("0", None),
-      "on": ("1", None),
-      "on, no dw chunks": ("1", dict(weight_chunks=1)),
-      "on, no blocked forward": ("1", dict(forward="lax")),
-      "on, no dw barrier": ("1", dict(dw_barrier=False)),
-      "on, no dx barrier": ("1", dict(dx_barrier=False)),
+      "off": (False, None),
+      "on": (True, None),
+      "on, no dw chunks": (True, dict(weight_chunks=1)),
+      "on, no dw barrier": (True, dict(dw_barrier=False)),
+      "on, no dx barrier": (True, dict(dx_barrier=False)),
   }
 
 
@@ -280,9 +278,8 @@ def time_steps(models, batch: int, rounds: int, block: int) -> list[str]:
     for name, (switch, change) in _step_variants().items():
       planner = rule if change is None else (
           lambda *a, change=change: rule(*a)._replace(**change))
-      with mock.patch.dict(os.environ, {cpu_rows.OPT_OUT: switch}), \
-           mock.patch.object(cpu_rows, "plan", planner):
-        jax.clear_caches()  # jit caches traces by function and shapes, not the switch
+      with cnnjax.cpu_forms(rows=switch), mock.patch.object(cpu_rows, "plan", planner):
+        jax.clear_caches()  # jit's cache does not see the patched plan
         states[name] = jax.tree.map(jnp.copy, run.state)
         programs[name] = compile_train(run, states[name])
     times = {name: [] for name in programs}
@@ -342,4 +339,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+  import cnnjax
+
+  cnnjax.configure_cpu(allocator=None)  # the CPU runtime `cnnjax train` runs with
   main()

@@ -4,14 +4,11 @@ Pure functions on ``jax.lax`` primitives (batched, channels-last arrays; keyword
 configuration), re-exported here so that ``from cnnjax import cross_correlate`` works.
 The Flax-based parts (``cnnjax.nn``, ``cnnjax.models``, ``cnnjax.train``,
 ``cnnjax.summary``) are imported on first use, so importing the ops stays light.
+Importing changes nothing process-wide; :func:`configure_cpu` tunes a CPU process when
+called.
 """
 
 import importlib
-
-from cnnjax import _malloc, _xla_flags
-
-_malloc.apply()  # before XLA's threads allocate: temporaries reused, not page-faulted
-_xla_flags.apply()  # before JAX starts a backend: multi-threaded CPU convolutions
 
 from cnnjax import arithmetic, equivariance, padding
 from cnnjax.adaptive_pool import adaptive_avg_pool, adaptive_max_pool
@@ -31,6 +28,7 @@ from cnnjax.local import locally_connected
 from cnnjax.matrix import conv_matrix
 from cnnjax.normalization import local_response_norm
 from cnnjax.padding import PADDING_MODES, effective_kernel_size
+from cnnjax.runtime import CpuForms, CpuSettings, configure_cpu, cpu_forms
 from cnnjax.pooling import (
     avg_pool,
     blur_pool,
@@ -76,6 +74,8 @@ def __dir__():
 
 __all__ = [
     "PADDING_MODES",
+    "CpuForms",
+    "CpuSettings",
     "Summary",
     "TrainConfig",
     "adaptive_avg_pool",
@@ -87,8 +87,10 @@ __all__ = [
     "blur_pool",
     "conv_matrix",
     "conv_transpose",
+    "configure_cpu",
     "conv_weight_grad",
     "convolve",
+    "cpu_forms",
     "cross_correlate",
     "data",
     "effective_kernel_size",

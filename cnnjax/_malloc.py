@@ -1,4 +1,4 @@
-"""glibc's allocator settings cnnjax sets at import: XLA:CPU's temporaries stop page-faulting.
+"""glibc's allocator settings, on request: XLA:CPU's temporaries stop page-faulting.
 
 XLA:CPU allocates the temporary buffers of every execution (activations kept for the
 backward pass, gradients) with ``posix_memalign`` and frees them when the execution ends.
@@ -17,15 +17,16 @@ more). The cost: the process keeps its peak heap instead of returning it (maximu
 resident memory of those runs: ``resnet20`` 0.81–0.85 → 1.3–1.9 GB, ``seed-cnn``
 0.40–0.41 → 0.46–0.52 GB).
 
-Applied when ``cnnjax`` is imported, on Linux with glibc only, and not at all:
+Applied by :func:`cnnjax.configure_cpu` when asked (``allocator=True``; the ``cnnjax``
+command asks on a machine without an accelerator plugin), on Linux with glibc only, and
+not at all:
 
 - with ``CNNJAX_MALLOC=0`` (the opt-out);
 - when the environment already configures glibc's allocator (``GLIBC_TUNABLES`` or any
   ``MALLOC_*_`` variable): the user's choice is kept.
 
 The settings are process-wide (the host side of GPU/TPU runs too, where they cost the
-same memory and save less). Threads that allocated before ``import cnnjax`` keep their
-arenas.
+same memory and save less). Threads that allocated before the call keep their arenas.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ import ctypes
 import os
 import platform
 import sys
+
+from cnnjax import _env
 
 OPT_OUT = "CNNJAX_MALLOC"
 # mallopt parameters (glibc's malloc.h) and the values set.
@@ -49,7 +52,7 @@ def _user_configured() -> bool:
 def wanted() -> bool:
   """Whether :func:`apply` changes anything here (Linux, glibc, no opt-out, no user
   settings)."""
-  if os.environ.get(OPT_OUT, "1").strip().lower() in ("0", "false", "no", "off"):
+  if not _env.switch(OPT_OUT):
     return False
   return (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
           and not _user_configured())

@@ -1,89 +1,120 @@
-"""XLA:CPU flags cnnjax sets at import, before JAX starts its backends.
+"""cnnjax's XLA:CPU flag: multi-threaded convolutions, written only where XLA accepts it.
 
 jaxlib 0.10.2's XLA:CPU hands every convolution to a YNNPACK fusion, which runs it on one
 thread. With YNNPACK's convolutions turned off
-(``--xla_cpu_experimental_ynn_fusion_type=-individual_convolution``, its dots and other
-fusions stay), XLA:CPU uses Eigen's multi-threaded convolution. Measured on the 2-core
-development machine (``benchmarks/README.md``): a 3×3, 32×32×64 → 64 convolution at batch
-128 took 41 instead of 195 ms forward and 201 instead of 717 ms forward+backward, and the
-``seed-cnn`` train step ran 1.7–2.0× faster (2,211 vs 1,105 images/s).
+(``--xla_cpu_experimental_ynn_fusion_type=-individual_convolution``; its dots and other
+fusions stay), XLA:CPU runs Eigen's multi-threaded convolution (figures:
+``benchmarks/README.md``, "XLA:CPU flag").
 
-XLA reads ``XLA_FLAGS`` once, when the first backend starts, so the flag is appended to
-the environment variable when ``cnnjax`` is imported, and only then:
-
-- if ``XLA_FLAGS`` already names ``xla_cpu_experimental_ynn_fusion_type``, the user's
-  choice is kept;
-- if ``CNNJAX_XLA_FLAGS=0`` is set, nothing is changed (the opt-out);
-- if a JAX backend has already started (JAX ran something before ``import cnnjax``), the
-  flag can no longer take effect; a warning says so when that backend is the CPU.
-
-The flag only concerns XLA:CPU; GPU and TPU compilations ignore it. Child processes
-inherit the amended ``XLA_FLAGS``.
-
-XLA aborts the process at its first operation when ``XLA_FLAGS`` names a flag it does not
-know, and older jaxlib releases do not know this one (seen with jax 0.5, 0.6 and 0.8). So
-the flag is set only where the installed jaxlib is at least :data:`MIN_JAXLIB`, the oldest
-release it was tested with (0.10.2 on CPU; 0.11.2 with CUDA also accepts it); an older
-jaxlib runs XLA:CPU's default, single-threaded convolutions.
+XLA reads ``XLA_FLAGS`` once, when the first backend starts, and aborts the process there
+when the variable names a flag it does not know. The flag is experimental, so whether the
+installed XLA knows it is decided by trying it: :func:`accepted` starts a child Python
+with the flag that runs one operation, and caches the answer per jaxlib version and flag
+in the cnnjax cache directory (``xla-flags.json``, checked when read back; a damaged file
+is probed again and rewritten). Nothing here runs at import: :func:`cnnjax.configure_cpu`
+calls :func:`apply`.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
-import re
+import subprocess
+import sys
+import tempfile
 import warnings
+from collections.abc import MutableMapping
+from pathlib import Path
+
+from cnnjax import _env
+
+__all__ = ["OPT_OUT", "YNN_CONV_OFF", "accepted", "apply"]
 
 YNN_CONV_OFF = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
 OPT_OUT = "CNNJAX_XLA_FLAGS"
-MIN_JAXLIB = (0, 10, 2)
+_OPTION = "xla_cpu_experimental_ynn_fusion_type"
+_CACHE_NAME = "xla-flags.json"
+_PROBE = "import jax.numpy as jnp; jnp.zeros(2).sum().block_until_ready()"
+_PROBE_TIMEOUT_S = 120
 
 
-def jaxlib_version() -> tuple[int, ...] | None:
-  """The installed jaxlib's version as ints (``None`` if it cannot be read), without
-  importing jax."""
+def _jaxlib_version() -> str:
   try:
-    text = importlib.metadata.version("jaxlib")
+    return importlib.metadata.version("jaxlib")
   except importlib.metadata.PackageNotFoundError:
-    return None
-  numbers = re.match(r"(\d+)\.(\d+)\.(\d+)", text)
-  return tuple(int(n) for n in numbers.groups()) if numbers else None
+    return "unknown"
 
 
-def knows_the_flag(version: tuple[int, ...] | None = None) -> bool:
-  """Whether jaxlib ``version`` (default: the installed one) is known to accept the flag."""
-  version = jaxlib_version() if version is None else version
-  return version is not None and version >= MIN_JAXLIB
+def _cache_path() -> Path:
+  from cnnjax.data.cache import default_cache_dir  # noqa: PLC0415
+
+  return default_cache_dir() / _CACHE_NAME
 
 
-def apply(environ=os.environ) -> bool:
-  """Appends cnnjax's XLA:CPU flag to ``environ["XLA_FLAGS"]`` where it can act.
+def _read_cache(path: Path) -> dict[str, bool]:
+  """The cached answers, or ``{}`` where the file is missing or not what was written."""
+  try:
+    data = json.loads(path.read_text(encoding="utf-8"))
+  except (OSError, ValueError, RecursionError):
+    return {}
+  if not isinstance(data, dict) or not all(
+      isinstance(k, str) and isinstance(v, bool) for k, v in data.items()):
+    return {}
+  return data
 
-  Returns:
-    ``True`` when the flag was appended, ``False`` when it was left out (the user set the
-    option or opted out, the installed jaxlib predates it, or a backend had already
-    started).
+
+def _write_cache(path: Path, data: dict[str, bool]) -> None:
+  """Writes ``data`` atomically; a cache that cannot be written is left out."""
+  try:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp",
+                                     encoding="utf-8") as f:
+      json.dump(data, f, indent=1, sort_keys=True)
+    os.replace(f.name, path)
+  except OSError:
+    pass
+
+
+def _probe(flag: str) -> bool:
+  """Whether a child Python with ``XLA_FLAGS=flag`` runs an operation on XLA:CPU."""
+  env = dict(os.environ, XLA_FLAGS=flag, JAX_PLATFORMS="cpu")
+  try:
+    done = subprocess.run([sys.executable, "-c", _PROBE], env=env, timeout=_PROBE_TIMEOUT_S,
+                          stdin=subprocess.DEVNULL, capture_output=True, check=False)
+  except (OSError, subprocess.TimeoutExpired):
+    return False
+  return done.returncode == 0
+
+
+def accepted(flag: str = YNN_CONV_OFF, *, cache: Path | None = None) -> bool:
+  """Whether the installed XLA runs with ``flag`` in ``XLA_FLAGS`` (probed once per jaxlib
+  version in a child process, then read from the cache)."""
+  path = _cache_path() if cache is None else cache
+  key = f"jaxlib {_jaxlib_version()} {flag}"
+  answers = _read_cache(path)
+  if key not in answers:
+    answers[key] = _probe(flag)
+    _write_cache(path, answers)
+  return answers[key]
+
+
+def apply(environ: MutableMapping[str, str] | None = None) -> bool:
+  """Appends :data:`YNN_CONV_OFF` to ``environ["XLA_FLAGS"]`` where XLA accepts it.
+
+  Left out, returning ``False``: with ``CNNJAX_XLA_FLAGS=0``; where ``XLA_FLAGS`` already
+  sets the option (the user's choice is kept); where the installed XLA rejects the flag
+  (with one warning: XLA:CPU's default kernels run).
   """
-  if environ.get(OPT_OUT, "1").strip().lower() in ("0", "false", "no", "off"):
-    return False
-  if not knows_the_flag():
-    return False
+  environ = os.environ if environ is None else environ
   flags = environ.get("XLA_FLAGS", "")
-  if "xla_cpu_experimental_ynn_fusion_type" in flags:
+  if not _env.switch(OPT_OUT, environ) or _OPTION in flags:
     return False
-  from jax._src import xla_bridge  # noqa: PLC0415 (private: no public equivalent)
-
-  if xla_bridge.backends_are_initialized():
-    import jax  # noqa: PLC0415
-
-    if jax.default_backend() == "cpu":
-      warnings.warn(
-          "cnnjax was imported after JAX had started its CPU backend, so XLA:CPU keeps "
-          "running convolutions single-threaded (YNNPACK). Import cnnjax before running "
-          f"any JAX computation, or set XLA_FLAGS={YNN_CONV_OFF!r} yourself (about 3x "
-          f"faster convolutions on CPU); set {OPT_OUT}=0 to silence this.",
-          stacklevel=3,
-      )
+  if not accepted():
+    warnings.warn(
+        f"cnnjax.configure_cpu: this XLA (jaxlib {_jaxlib_version()}) does not accept "
+        f"{YNN_CONV_OFF}, so it was not set; XLA:CPU runs its default convolutions.",
+        RuntimeWarning, stacklevel=3)
     return False
   environ["XLA_FLAGS"] = f"{flags} {YNN_CONV_OFF}".strip()
   return True

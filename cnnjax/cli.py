@@ -118,9 +118,20 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
+def _configure_runtime() -> None:
+  """``cnnjax``'s CPU settings (:func:`cnnjax.configure_cpu`, the allocator setting where
+  no accelerator plugin is installed). A process that already started JAX (``main``
+  called from Python) keeps its own."""
+  from cnnjax import runtime  # noqa: PLC0415
+
+  if not runtime._backend_started():
+    runtime.configure_cpu(allocator=None)
+
+
 def main(argv: list[str] | None = None) -> int:
   parser = build_parser()
   args = parser.parse_args(argv)
+  _configure_runtime()
   return args.func(args)
 
 

@@ -191,4 +191,7 @@ def main(argv=None) -> str:
 
 
 if __name__ == "__main__":
+  import cnnjax
+
+  cnnjax.configure_cpu(allocator=None)  # the CPU runtime `cnnjax train` runs with
   main()

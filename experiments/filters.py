@@ -230,4 +230,7 @@ def _kernel_grid(image: np.ndarray, results: list[dict]):
 
 
 if __name__ == "__main__":
+  import cnnjax
+
+  cnnjax.configure_cpu(allocator=None)  # the CPU runtime `cnnjax train` runs with
   main()

@@ -152,4 +152,7 @@ def _heatmaps(ds, chosen, maps, corners, stride):
 
 
 if __name__ == "__main__":
+  import cnnjax
+
+  cnnjax.configure_cpu(allocator=None)  # the CPU runtime `cnnjax train` runs with
   main()

@@ -263,4 +263,7 @@ def _erf_figure(maps):
 
 
 if __name__ == "__main__":
+  import cnnjax
+
+  cnnjax.configure_cpu(allocator=None)  # the CPU runtime `cnnjax train` runs with
   main()

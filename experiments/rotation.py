@@ -143,4 +143,7 @@ def _bar_figure(measured):
 
 
 if __name__ == "__main__":
+  import cnnjax
+
+  cnnjax.configure_cpu(allocator=None)  # the CPU runtime `cnnjax train` runs with
   main()

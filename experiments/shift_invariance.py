@@ -297,4 +297,7 @@ def _bar_figure(measured: dict[str, dict[str, float]]):
 
 
 if __name__ == "__main__":
+  import cnnjax
+
+  cnnjax.configure_cpu(allocator=None)  # the CPU runtime `cnnjax train` runs with
   main()

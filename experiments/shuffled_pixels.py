@@ -141,4 +141,7 @@ def _examples(ds, shuffled, count: int = 8):
 
 
 if __name__ == "__main__":
+  import cnnjax
+
+  cnnjax.configure_cpu(allocator=None)  # the CPU runtime `cnnjax train` runs with
   main()

@@ -4,7 +4,11 @@ import os
 
 import jax
 
-import cnnjax  # noqa: F401  (first, so its XLA:CPU flag is set before JAX starts a backend)
+import cnnjax
+
+# The CPU runtime `cnnjax train` uses (its XLA:CPU flag and allocator setting), set before
+# JAX starts a backend; subprocess tests inherit the flag through XLA_FLAGS.
+cnnjax.configure_cpu(allocator=True)
 
 # Silent rank promotion hides shape bugs; make it an error in the whole suite.
 jax.config.update("jax_numpy_rank_promotion", "raise")

@@ -36,8 +36,8 @@ from hypothesis import strategies as st
 from jax import lax
 from jax.test_util import check_grads
 
-from cnnjax import _lowering
-from cnnjax._lowering import (adjoint, cpu, cpu_barrier, cpu_blocks, cpu_bf16, cpu_rows,
+from cnnjax import _lowering, cpu_forms
+from cnnjax._lowering import (adjoint, cpu, cpu_barrier, cpu_bf16, cpu_rows,
                               portable)
 from cnnjax._lowering.chunks import batch_chunks
 from cnnjax._lowering.config import ConvConfig
@@ -222,7 +222,7 @@ class FormsMatchLaxTest(chex.TestCase):
     cfg = _cfg(2, stride=(1, 1), pads=((1, 1), (1, 1)), groups=4)
     f = lambda: functools.partial(cpu.conv, cfg=cfg)  # a new function: no cached trace
     self.assertEqual(_count(_lowered_text(f(), x, w), "convolution"), 0)
-    with unittest.mock.patch.dict("os.environ", {cpu.OPT_OUT: "0"}):
+    with cpu_forms(False):
       self.assertEqual(_count(_lowered_text(f(), x, w), "convolution"), 1)
 
 
@@ -277,7 +277,7 @@ class SwapDefectTest(chex.TestCase):
     g = _random(jax.eval_shape(f, x, w).shape, 2)
     for dtype in (np.float64, jnp.float32, jnp.bfloat16):
       xs, ws, gs = (np.asarray(a.astype(dtype), np.float64) for a in (x, w, g))
-      with unittest.mock.patch.dict("os.environ", {cpu.OPT_OUT: "1" if forms_on else "0"}):
+      with cpu_forms(forms_on):
         got = jax.jit(step)(*(a.astype(dtype) for a in (xs, ws, gs)))
         got = (*got, jax.jit(adjoint)(gs.astype(dtype), ws.astype(dtype)))
       dx = ref_correlate_adjoint(gs, ws, x_shape, **kw)
@@ -555,10 +555,13 @@ class TransformTest(chex.TestCase):
 
 
 @pytest.fixture(autouse=True)
-def _bf16_matmul_units(request, monkeypatch):
+def _bf16_matmul_units(request):
   """The bf16 tests run the patch path whatever this CPU has (it only sets the speed)."""
   if request.cls is not None and request.cls.__name__ == "Bf16PatchLoweringTest":
-    monkeypatch.setattr(cpu_bf16, "has_bf16_matmul", lambda: True)
+    with cpu_forms(bf16_matmul=True):
+      yield
+  else:
+    yield
 
 
 @contextlib.contextmanager
@@ -707,8 +710,8 @@ class Bf16PatchLoweringTest(chex.TestCase):
       self.assertFalse(applies(x, w, **{**base, **change}))
     self.assertTrue(applies(x, w, **base, preferred_element_type=jnp.dtype(jnp.bfloat16)))
     self.assertFalse(applies(x, w[:1, :1], **base))
-    with unittest.mock.patch.object(cpu_bf16, "has_bf16_matmul", lambda: False):
-      self.assertFalse(applies(x, w, **base))  # no AMX / AVX512-BF16
+    with cpu_forms(bf16_matmul=False):
+      self.assertFalse(applies(x, w, **base))  # not asked for (no AMX / AVX512-BF16)
     text = _lowered_text(functools.partial(cross_correlate, stride=2, padding="SAME"), x, w)
     self.assertGreaterEqual(_count(text, "convolution"), 1)
 
@@ -834,7 +837,7 @@ def rows_cases(draw):
   kernel = (draw(st.integers(1, 5)), draw(st.integers(1, 4)))
   pads = tuple((draw(st.integers(0, k)), draw(st.integers(0, k))) for k in kernel)
   sizes = [draw(st.integers(max(1, k - lo - hi), k + 3)) for k, (lo, hi) in zip(kernel, pads)]
-  how = cpu_rows.Plan(forward=draw(st.sampled_from(["rows", "blocks", "lax"])),
+  how = cpu_rows.Plan(forward=draw(st.sampled_from(["rows", "lax"])),
                       input_grad=draw(st.sampled_from(["rows", "lax"])),
                       weight_chunks=draw(st.integers(1, 4)), dw_barrier=draw(st.booleans()),
                       dx_barrier=draw(st.booleans()))
@@ -895,7 +898,7 @@ class RowStackedFormsTest(chex.TestCase):
     xs, ws = _arrays(case, np.float32)
     for how in (cpu_rows.plan(x, w, _cfg(2, stride=(1, 1), pads=pads)),
                 cpu_rows.Plan("rows", "rows", 3, dx_barrier=True),
-                cpu_rows.Plan("blocks", "lax", 2, True)):
+                cpu_rows.Plan("lax", "lax", 2, True)):
       f, step = _rows_fns(dict(case, how=how))
       g = _random(jax.eval_shape(f, xs, ws).shape, 2, np.float32)
       for got, want in zip(step(xs, ws, g), _rows_references(xs, ws, g, case)):
@@ -926,11 +929,11 @@ class RowStackedFormsTest(chex.TestCase):
     valid = _cfg(2, stride=(1, 1), pads=((0, 0), (0, 0)))
     same = _cfg(2, stride=(1, 1), pads=((1, 1), (1, 1)))
     self.assertEqual(cpu_rows.plan((128, 32, 32, 3), (5, 5, 3, 32), valid),
-                     cpu_rows.Plan(forward="blocks", input_grad="rows", dx_barrier=True))
+                     cpu_rows.Plan(input_grad="rows", dx_barrier=True))
     self.assertEqual(cpu_rows.plan((128, 14, 14, 32), (5, 5, 32, 64), valid),
                      cpu_rows.Plan(input_grad="rows", dx_barrier=True))
     self.assertEqual(cpu_rows.plan((128, 32, 32, 3), (3, 3, 3, 16), same),
-                     plan(forward="blocks", input_grad="rows", dx_barrier=True))
+                     plan(input_grad="rows", dx_barrier=True))
     for hw, c in ((32, 16), (16, 32), (8, 64)):
       self.assertEqual(cpu_rows.plan((128, hw, hw, c), (3, 3, c, c), same),
                        plan(weight_chunks=cpu_rows.WIDE_WEIGHT_CHUNKS))
@@ -941,7 +944,7 @@ class RowStackedFormsTest(chex.TestCase):
     self.assertTrue(cpu_rows.plan((128, 32, 32, 3), (5, 5, 3, 16), stride2).trivial)
     with self.assertRaisesRegex(ValueError, "stride-1 forms; got stride"):
       cpu_rows.conv(jnp.ones((1, 8, 8, 3)), jnp.ones((3, 3, 3, 4)), stride2,
-                    cpu_rows.Plan(forward="blocks"))
+                    cpu_rows.Plan(forward="rows"))
     self.assertTrue(cpu_rows.plan((128, 32, 32, 3), (2, 2, 3, 16), valid).trivial)
     self.assertEqual(cpu_rows.plan((128, 32, 32, 8), (3, 3, 8, 16), same), plan())
     self.assertTrue(cpu_rows.plan((128, 32, 32, 16), (1, 3, 16, 16), same).trivial)
@@ -965,8 +968,8 @@ class RowStackedFormsTest(chex.TestCase):
     for platform in ("cuda", "tpu"):
       text = _lowered_text(f(), x, w, platform=platform)
       self.assertEqual(_count(text, "convolution"), 1)
-    for switch in (cpu.OPT_OUT, cpu_rows.OPT_OUT):
-      with unittest.mock.patch.dict("os.environ", {switch: "0"}):
+    for switch in (dict(enabled=False), dict(rows=False)):
+      with cpu_forms(**switch):
         self.assertNotIn("custom_jvp_call", str(jax.make_jaxpr(f())(x, w)))
     # conv_transpose's tangents are transposed, so they keep lax's form.
     text = str(jax.make_jaxpr(functools.partial(conv_transpose, input_shape=(14, 14)))(
@@ -998,17 +1001,6 @@ class RowStackedFormsTest(chex.TestCase):
                             "concatenate"), 0)
     self.assertEqual(big_moves(rows_text), big_moves(lax_text))
     self.assertTrue(big_moves(lax_text))
-
-  def test_blocked_forward_is_one_wider_convolution(self):
-    # seed-cnn's conv1 (5×5, 3 → 32) over 2×2 blocks: one 3×3 convolution of a 16×16×12
-    # input into 4·32 channels; the 28×28 output is exactly the blocked one (no crop).
-    x, w = jnp.ones((4, 32, 32, 3), jnp.float32), jnp.ones((5, 5, 3, 32), jnp.float32)
-    cfg = _cfg(2, stride=(1, 1), pads=((0, 0), (0, 0)))
-    text = _cpu_compiled_text(lambda x, w: cpu_blocks.blocks_conv(x, w, cfg), x, w)
-    self.assertEqual(len(re.findall(r" convolution\(", text)), 1)
-    self.assertRegex(text, r"f32\[4,14,14,128\]\S* convolution\([^)]*\), window=\{size=3x3\}")
-    self.assertRegex(text, r"= f32\[4,16,16,12\]\S* fusion\(%x")
-    self.assertEqual(cpu_blocks.blocks_kernel(w).shape, (3, 3, 12, 128))
 
   def test_weight_gradient_reads_the_stored_input(self):
     # With dw_barrier, the transpose feeding the weight gradient's convolution reads the

@@ -1,4 +1,5 @@
-"""``cnnjax._malloc``: at import, glibc keeps XLA:CPU's freed temporaries for reuse.
+"""``cnnjax._malloc``: with ``configure_cpu(allocator=True)``, glibc keeps XLA:CPU's freed
+temporaries for reuse.
 
 Checked by its effect: the minor page faults of repeated executions of a program with
 large temporaries, in a fresh process with the setting and without it.
@@ -23,7 +24,9 @@ pytestmark = pytest.mark.skipif(
 # 6 runs. Measured: 68 k without the settings (three runs), 0, 0 and 22 k with them.
 _PROBE = """
 import json, resource
-import cnnjax, jax, jax.numpy as jnp
+import cnnjax
+cnnjax.configure_cpu(allocator=True)
+import jax, jax.numpy as jnp
 from flax import nnx
 from cnnjax import _malloc, models
 model = models.get("seed-cnn", num_classes=10, rngs=nnx.Rngs(0), input_shape=(32, 32, 3))

@@ -8,7 +8,7 @@ state what they compute, and make one call in here. The forms:
   platform (XLA:GPU has no integer convolution; an integer ``dot_general`` works
   everywhere and is exact);
 - :mod:`~cnnjax._lowering.cpu` (with :mod:`~cnnjax._lowering.cpu_bf16`,
-  :mod:`~cnnjax._lowering.cpu_rows`, :mod:`~cnnjax._lowering.cpu_blocks`,
+  :mod:`~cnnjax._lowering.cpu_rows`,
   :mod:`~cnnjax._lowering.cpu_barrier` and the one
   chunking policy in :mod:`~cnnjax._lowering.chunks`): forms XLA:CPU runs faster,
   chosen by measurement; GPU and TPU never compile them (``lax.platform_dependent``);

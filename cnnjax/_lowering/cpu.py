@@ -13,9 +13,7 @@ XLA:CPU in a few configurations; :func:`conv` picks, per configuration:
   :func:`cnnjax._lowering.cpu_rows.plan` measured a gain: a custom JVP
   (:mod:`cnnjax._lowering.cpu_rows`) whose input gradient is row-stacked, without most
   of the FULL-padded zeros (stride 1, kernels of 3 or more rows with less height
-  padding than SAME, or at most 4 input channels), whose forward runs over 2×2 blocks
-  (stride 1, at most 4 input channels: :mod:`cnnjax._lowering.cpu_blocks`), and whose
-  weight gradient reads the stored input (:mod:`cnnjax._lowering.cpu_barrier`: no
+  padding than SAME, or at most 4 input channels), and whose weight gradient reads the stored input (:mod:`cnnjax._lowering.cpu_barrier`: no
   producer recomputed inside its transposes) and is computed in batch chunks (3×3
   kernels, 16 or more input channels);
 - everything else: the portable form.
@@ -40,26 +38,18 @@ padding is never handed to it (:func:`cnnjax._lowering.portable.lax_conv`).
 from __future__ import annotations
 
 import math
-import os
 
 import jax
 
 from cnnjax import _checks
 from cnnjax import padding as _padding
-from cnnjax._lowering import cpu_bf16, cpu_rows
+from cnnjax._lowering import cpu_bf16, cpu_rows, forms
 from cnnjax._lowering.cpu_barrier import linear_barrier
 from cnnjax._lowering.config import ConvConfig
 from cnnjax._lowering.portable import lax_conv, materialize, patch_conv, result_dtype
 from cnnjax.patches import shifted_slices
 
-__all__ = ["aborts", "conv", "depthwise_conv", "enabled"]
-
-OPT_OUT = "CNNJAX_CPU_LOWERING"
-
-
-def enabled() -> bool:
-  """Whether the CPU forms are on (``CNNJAX_CPU_LOWERING=0`` turns them off)."""
-  return os.environ.get(OPT_OUT, "1").strip().lower() not in ("0", "false", "no", "off")
+__all__ = ["aborts", "conv", "depthwise_conv"]
 
 
 def conv(x: jax.Array, w: jax.Array, cfg: ConvConfig, *, linear: str | None = None
@@ -77,7 +67,7 @@ def conv(x: jax.Array, w: jax.Array, cfg: ConvConfig, *, linear: str | None = No
   if aborts(x.shape, w.shape, cfg):
     x, cfg = materialize(x, cfg)  # behind a barrier: XLA would fold the lax.pad back in
     return lax_conv(linear_barrier(x, x if linear == "w" else w), w, cfg)
-  if not enabled() or not cfg.plain:
+  if not forms.current().enabled or not cfg.plain:
     return lax_conv(x, w, cfg)
   if cfg.groups == 1 and math.prod(w.shape[:-2]) == 1:
     return patch_conv(x, w, cfg)

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from cnnjax import padding as _padding
+from cnnjax._lowering import forms
 from cnnjax._lowering.chunks import batch_chunks
 from cnnjax._lowering.config import ConvConfig
 from cnnjax._lowering.portable import lax_conv
@@ -56,7 +57,7 @@ def applies(x: jax.Array, w: jax.Array, cfg: ConvConfig) -> bool:
   """Whether the bf16 patch-matmul form is used for this configuration."""
   kernel = w.shape[:-2]
   return (
-      x.dtype == jnp.bfloat16 and has_bf16_matmul()
+      x.dtype == jnp.bfloat16 and forms.current().bf16_matmul
       # (not ``in (None, jnp.bfloat16)``: np.dtype("float64") == None is True in NumPy)
       and (cfg.preferred_element_type is None
            or jnp.dtype(cfg.preferred_element_type) == jnp.bfloat16)

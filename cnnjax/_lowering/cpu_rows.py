@@ -1,4 +1,4 @@
-"""Float convolutions on XLA:CPU: row-stacked and blocked forms, chunked weight gradients
+"""Float convolutions on XLA:CPU: a row-stacked input gradient, chunked weight gradients
 that read a stored input.
 
 XLA:CPU (Eigen's convolution, with cnnjax's XLA flag) differentiates a VALID
@@ -31,9 +31,7 @@ so reverse mode transposes it into the chosen gradient forms, and forward mode,
   ``x`` itself or, with ``dw_barrier``, of ``x`` through
   :func:`cnnjax._lowering.cpu_barrier.barrier` (a primal value, so the weight gradient
   reads the stored ``x``);
-- the primal is the row-stacked form when ``forward == "rows"``, the 2×2-block
-  (space-to-depth) form of :mod:`cnnjax._lowering.cpu_blocks` when ``forward ==
-  "blocks"``, else lax's.
+- the primal is the row-stacked form when ``forward == "rows"``, else lax's.
 
 :func:`plan` chooses per layer shape. The rule, from ``benchmarks/cpu_layers.py``
 (batch 128, float32, 2-core CPU, jaxlib 0.10.2, ratios to lax's form in the same
@@ -48,9 +46,6 @@ alternating rounds; ``benchmarks/README.md``, section "CPU layers (issue 19)"):
   3 → 32) dx 0.17–0.21×; resnet20's first layer (3×3 SAME, 3 → 16) dx 0.30–0.44×.
   resnet20's 3×3 SAME layers (16, 32, 64 channels) measured 1.04–1.34×, 0.91–2.07× and
   0.82–1.06× (no gain beyond the noise of a shared machine), so they keep lax's form.
-- ``forward="blocks"`` where the input is narrow (``C_in <= 4``) and the kernel is 3×3
-  or larger: seed-cnn conv1's forward 0.82×, resnet20's first layer's 0.45×; with 8 or
-  more input channels it lost (1.14–1.73×; :mod:`cnnjax._lowering.cpu_blocks`).
 - ``weight_chunks=4`` for 3×3 kernels with 16 or more input channels (resnet20's
   layers, stride 1 and 2) at batch sizes of 64 or more (measured at 128; each chunk
   adds a convolution to compile: resnet20's train step compiled in 4.0–4.3 s instead
@@ -98,7 +93,6 @@ off alone (for comparison), ``CNNJAX_CPU_LOWERING=0`` with the other CPU forms.
 from __future__ import annotations
 
 import functools
-import os
 from typing import NamedTuple
 
 import jax
@@ -106,32 +100,25 @@ import jax.numpy as jnp
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
+from cnnjax._lowering import forms
 from cnnjax._lowering.chunks import batch_chunks
 from cnnjax._lowering.cpu_barrier import barrier, linear_barrier
-from cnnjax._lowering.cpu_blocks import blocks_conv
 from cnnjax._lowering.config import ConvConfig
 from cnnjax._lowering.portable import lax_conv
 
-__all__ = ["OPT_OUT", "Plan", "applies", "conv", "enabled", "plan", "rows_conv"]
+__all__ = ["Plan", "applies", "conv", "plan", "rows_conv"]
 
-OPT_OUT = "CNNJAX_CPU_ROWS"
-NARROW_C_IN = 4  # input channels up to which dx is row-stacked and the forward blocked
+NARROW_C_IN = 4  # input channels up to which dx is row-stacked
 WIDE_C_IN = 16  # 3×3 layers with at least these input channels chunk their dw ...
 WIDE_WEIGHT_CHUNKS = 4  # ... into this many batch chunks ...
 CHUNKED_BATCH = 64  # ... from this batch size on (measured at 128)
-
-
-def enabled() -> bool:
-  """Whether these forms are on (``CNNJAX_CPU_ROWS=0`` turns them off alone)."""
-  return os.environ.get(OPT_OUT, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 class Plan(NamedTuple):
   """The forms of one convolution and its derivatives.
 
   Attributes:
-    forward: ``"rows"``, ``"blocks"`` (:mod:`cnnjax._lowering.cpu_blocks`) or ``"lax"``,
-      the form of the primal.
+    forward: ``"rows"`` or ``"lax"``, the form of the primal.
     input_grad: ``"rows"`` or ``"lax"``, the form of the ``x`` tangent (and so of the
       input gradient, its transpose).
     weight_chunks: batch chunks of the ``w`` tangent (and of the weight gradient).
@@ -161,7 +148,7 @@ def applies(x: jax.Array, w: jax.Array, cfg: ConvConfig) -> bool:
       and (cfg.preferred_element_type is None  # (np.dtype("float64") == None is True)
            or jnp.dtype(cfg.preferred_element_type) == x.dtype)
       and cfg.groups == 1 and cfg.plain and all(d == 1 for d in cfg.dilation)
-      and enabled()
+      and forms.current().rows
   )
 
 
@@ -172,10 +159,9 @@ def plan(x_shape, w_shape, cfg: ConvConfig) -> Plan:
   narrow = c_in <= NARROW_C_IN
   unit = all(s == 1 for s in cfg.stride)  # the stacked forms are stride-1 forms
   rows = unit and kh >= 3 and (top + bottom < kh - 1 or narrow)
-  blocks = unit and narrow and kh >= 3 and kw >= 3
   wide = (kh, kw) == (3, 3) and c_in >= WIDE_C_IN and x_shape[0] >= CHUNKED_BATCH
   chunks = WIDE_WEIGHT_CHUNKS if wide else 1
-  return Plan(forward="blocks" if blocks else "lax", input_grad="rows" if rows else "lax",
+  return Plan(input_grad="rows" if rows else "lax",
               weight_chunks=chunks, dw_barrier=(kh, kw) == (3, 3), dx_barrier=rows)
 
 
@@ -206,7 +192,8 @@ def _chunked(x: jax.Array, w: jax.Array, cfg: ConvConfig, chunks: int) -> jax.Ar
 
 
 def _form(name: str):
-  return {"rows": rows_conv, "blocks": blocks_conv}.get(name, lax_conv)
+  return rows_conv if name == "rows" else lax_conv
+
 
 
 def _check(cfg: ConvConfig, how: Plan) -> None:
