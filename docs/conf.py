@@ -114,6 +114,16 @@ def _module_signature(app, what, name, obj, options, signature, return_annotatio
   return stringify_signature(sig, show_annotation=False, show_return_annotation=False), None
 
 
+def _skip_tuple_fields(app, what, name, obj, skip, options):
+  """A NamedTuple's fields are described by its "Attributes:" section; skip the entries
+  ("Alias for field number 0") that ``:members:`` would add for them."""
+  del app, what, name, options
+  if (getattr(obj, "__doc__", None) or "").startswith("Alias for field number"):
+    return True
+  return skip
+
+
 def setup(app):
   app.connect("autodoc-process-docstring", _drop_type_docstrings)
+  app.connect("autodoc-skip-member", _skip_tuple_fields)
   app.connect("autodoc-process-signature", _module_signature)
