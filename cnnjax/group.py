@@ -37,6 +37,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from cnnjax import _checks
+from cnnjax._lowering import exact_mean
 from cnnjax.conv import cross_correlate
 from cnnjax.padding import PaddingLike
 
@@ -253,7 +254,8 @@ def group_pool(x: ArrayLike, *, reduce: str = "max") -> jax.Array:
     reduce: ``"max"`` or ``"mean"``.
 
   Returns:
-    ``[N, H, W, C]`` in ``x``'s dtype.
+    ``[N, H, W, C]`` in ``x``'s dtype; an integer mean is the exact mean rounded toward
+    zero (as ``int(a / b)``), for every input (the sum does not wrap).
 
   Example:
     >>> group_pool(jnp.arange(8.).reshape(1, 1, 1, 4, 2))[0, 0, 0]
@@ -264,7 +266,24 @@ def group_pool(x: ArrayLike, *, reduce: str = "max") -> jax.Array:
   _check_x(x, 5, op=op, layout="[N, H, W, |G|, C]")
   if reduce not in REDUCTIONS:
     raise ValueError(f"{op}: reduce got {reduce!r}; expected one of {REDUCTIONS}.")
+  if x.shape[3] == 0:
+    raise ValueError(
+        f"{op}: x has shape {tuple(x.shape)}, an empty group axis; expected |G| >= 1 "
+        "elements to pool."
+    )
   if reduce == "max":
     return jnp.max(x, axis=3)
+  if jnp.issubdtype(x.dtype, jnp.integer):
+    return _integer_mean(x)
   acc = _checks.accumulation_dtype(x.dtype)
   return jnp.mean(x.astype(acc), axis=3).astype(x.dtype)
+
+
+@jax.jit
+def _integer_mean(x: jax.Array) -> jax.Array:
+  """``trunc(mean)`` over the group axis, exactly (a float32 mean of int32 values was
+  off by up to 128, and an int32 sum wraps)."""
+  n = x.shape[3]
+  planes = exact_mean.sum_planes(
+      exact_mean.split(x), n, lambda a: jnp.sum(a, axis=3, dtype=jnp.int32))
+  return exact_mean.quotient_truncated(planes, n, x.dtype)

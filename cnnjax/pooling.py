@@ -8,7 +8,8 @@ canonicalised by :func:`cnnjax.padding.conv_geometry` with the window as the ker
 
 The pools validate here and compute in :mod:`cnnjax._lowering.pooling` (one generic
 window pool, a max or a sum over every window; max pooling's gradient goes to the
-first maximum of each window, on every backend).
+first maximum of each window, on every backend). Averages of integers are exact: the
+window sums do not wrap and are divided once (:mod:`cnnjax._lowering.exact_mean`).
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from jax.typing import ArrayLike
 
 from cnnjax import _checks
 from cnnjax import padding as _padding
+from cnnjax._lowering.exact_mean import MAX_COUNT as _MAX_INT_COUNT
 from cnnjax._lowering.pooling import (
     avg_pool_core,
+    global_avg_core,
     lp_pool_core,
     max_pool_indices,
     polyphase_core,
@@ -79,6 +82,16 @@ def _pool_geometry(x: jax.Array, window, stride, padding: PaddingLike, *, op: st
           "expected every window to overlap the input (padding smaller than the window)."
       )
   return geo
+
+
+def _check_int_count(x: jax.Array, count: int, *, name: str, value, op: str) -> None:
+  """Integer means are exact over at most 2**30 − 1 positions (the long division's bound)."""
+  if jnp.issubdtype(x.dtype, jnp.integer) and count > _MAX_INT_COUNT:
+    raise ValueError(
+        f"{op}: {name} got {value!r}: an integer mean over {count} positions; expected at "
+        f"most {_MAX_INT_COUNT} for integer inputs (exact sums, one rounding), or a "
+        "floating x."
+    )
 
 
 # ------------------------------------------------------------------------ public API
@@ -155,7 +168,9 @@ def avg_pool(
 
   Returns:
     ``[N, *out_spatial, C]`` in ``x``'s dtype (half precision sums in float32); for
-    integer inputs float32 (the sums are exact in int32, only the division rounds).
+    integer inputs (8 to 64 bits, signed or unsigned) float32: the exact sum of each
+    window divided once, the float32 nearest the true mean (ties to even), with or
+    without ``jax_enable_x64``; windows of at most 2**30 − 1 positions.
 
   Example:
     >>> x = jnp.arange(4.).reshape(1, 4, 1)
@@ -167,6 +182,7 @@ def avg_pool(
   _check_input(x, op=op)
   geo = _pool_geometry(x, window, stride, padding, op=op)
   count_include_pad = _checks.check_bool(count_include_pad, name="count_include_pad", op=op)
+  _check_int_count(x, math.prod(geo.kernel), name="window", value=window, op=op)
   return avg_pool_core(x, geo, count_include_pad)
 
 
@@ -258,8 +274,9 @@ def global_avg_pool(x: ArrayLike, *, keepdims: bool = False) -> jax.Array:
     keepdims: keep the spatial axes, with size 1.
 
   Returns:
-    ``[N, C]``, or ``[N, 1, …, 1, C]`` with ``keepdims``, in ``x``'s dtype (float32
-    for integer inputs, whose sum is exact).
+    ``[N, C]``, or ``[N, 1, …, 1, C]`` with ``keepdims``, in ``x``'s dtype; for integer
+    inputs float32, the float32 nearest the exact mean (as :func:`avg_pool`; at most
+    2**30 − 1 positions).
 
   Example:
     >>> global_avg_pool(jnp.arange(8.).reshape(1, 2, 2, 2))
@@ -270,11 +287,8 @@ def global_avg_pool(x: ArrayLike, *, keepdims: bool = False) -> jax.Array:
   _check_input(x, op=op)
   _check_positions(x, op=op)
   keepdims = _check_keepdims(keepdims, op=op)
-  axes = tuple(range(1, x.ndim - 1))
-  out = _checks.mean_dtype(x.dtype)
-  total = jnp.sum(x.astype(_checks.accumulation_dtype(x.dtype)), axis=axes, keepdims=keepdims)
-  count = math.prod(x.shape[1:-1])
-  return (total.astype(_checks.accumulation_dtype(out)) / count).astype(out)
+  _check_int_count(x, math.prod(x.shape[1:-1]), name="x", value=tuple(x.shape), op=op)
+  return global_avg_core(x, keepdims)
 
 
 def maxout(x: ArrayLike, pieces: int, *, axis: int = -1) -> jax.Array:

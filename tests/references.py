@@ -317,7 +317,7 @@ def lax_correlate(x, w, *, stride=1, padding="VALID", dilation=1, groups=1,
       x.shape[1:-1], w.shape[:nd], stride=stride, padding=padding, dilation=dilation
   )
   # Padded first, zeros too: XLA:CPU (jaxlib 0.10.2) aborts compiling jax's input
-  # gradient of some strided convolutions given their padding (cnnjax._lowering.cpu.aborts).
+  # gradient of some strided convolutions given their padding (cnnjax._lowering.workarounds.aborts).
   mode = "constant" if padding_mode == "zeros" else NUMPY_MODE[padding_mode]
   x = jnp.pad(x, [(0, 0), *pads, (0, 0)], mode=mode)
   pads = [(0, 0)] * nd
@@ -551,3 +551,85 @@ def ref_correlate_weight_grad(x, g, kernel, *, stride=1, padding="VALID", dilati
       idx = tuple(n[d] * s[d] + k[d] * t[d] for d in range(nd))
       dw[k] += xp[(slice(None), *idx)].T @ g[(slice(None), *n)]
   return dw
+
+
+# ============================================================================
+# Issue 28: exact integer references (Python ints, no rounding before the last step).
+# (Appended here.)
+# ============================================================================
+
+
+def round_float32(q):
+  """The float32 nearest the rational ``q`` (an int or ``fractions.Fraction``), ties to
+  even: NumPy's float32 of ``float(q)`` and its two neighbours, compared exactly."""
+  from fractions import Fraction
+
+  q = Fraction(q)
+  f = np.float32(float(q))
+  candidates = [np.nextafter(f, np.float32(-np.inf)), f, np.nextafter(f, np.float32(np.inf))]
+
+  def key(c):
+    even = int(np.array(c, np.float32).view(np.uint32)) & 1
+    return abs(Fraction(float(c)) - q), even
+
+  return min((c for c in candidates if np.isfinite(c)), key=key)
+
+
+def ref_int_avg_pool(x, window, stride, padding, *, count_include_pad=False):
+  """Average pooling of integers: each window's exact sum (Python ints) over its count,
+  rounded once to float32 (``round_float32``)."""
+  from fractions import Fraction
+
+  x = np.asarray(x)
+  nd = x.ndim - 2
+  window = per_dim(window, nd)
+  stride = window if stride is None else per_dim(stride, nd)
+  out = None
+  for o, slices, out_shape in pool_windows(x, window, stride, padding):
+    if out is None:
+      out = np.zeros((x.shape[0], *out_shape, x.shape[-1]), np.float32)
+    win = x[(slice(None), *slices, slice(None))].astype(object)
+    count = math.prod(window) if count_include_pad else math.prod(win.shape[1:-1])
+    for b in range(x.shape[0]):
+      for c in range(x.shape[-1]):
+        total = int(win[(b, ..., c)].sum())
+        out[(b, *o, c)] = round_float32(Fraction(total, count))
+  return out
+
+
+def int_pieces(a):
+  """``a`` (any integer dtype) as ``[(shift, float64 piece)]`` with ``a = Σ piece ·
+  2**shift`` and ``|piece| < 2**16``: bilinear references run on the pieces in float64
+  stay exact (products below 2**32, sums of fewer than 2**20 of them)."""
+  bits = max(np.iinfo(np.asarray(a).dtype).bits, 16)
+  a = np.asarray(a).astype(object)
+  pieces = []
+  for shift in range(0, bits, 16):
+    part = a >> shift
+    if shift + 16 < bits:
+      part = part & 0xFFFF
+    pieces.append((shift, part.astype(np.float64)))
+  return pieces
+
+
+def wrap_int(values, dtype):
+  """Python ints reduced modulo 2**bits into ``dtype`` (two's complement for signed
+  dtypes): what an integer sum in ``dtype`` gives, as lax's integer convolution does."""
+  info = np.iinfo(dtype)
+  values = np.asarray(values, dtype=object)
+  wrapped = (values - info.min) % (2**info.bits) + info.min
+  return np.array(wrapped.tolist(), dtype=dtype).reshape(values.shape)
+
+
+def ref_exact_bilinear(ref, x, w, dtype, **settings):
+  """``ref(x, w, **settings)`` for integer ``x`` and ``w`` of any width, exactly: ``ref``
+  (bilinear, float64) applied to 16-bit pieces of each, recombined in Python ints, then
+  wrapped into ``dtype``."""
+  total = None
+  for sx, px in int_pieces(x):
+    for sw, pw in int_pieces(w):
+      part = np.asarray(ref(px, pw, **settings))
+      assert np.all(np.abs(part) < 2**53), "the pieces' reference is not exact"
+      term = part.astype(np.int64).astype(object) * (1 << (sx + sw))
+      total = term if total is None else total + term
+  return wrap_int(total, dtype)

@@ -3,6 +3,7 @@ group actions of cnnjax.equivariance: against NumPy references written from Cohe
 Welling's definitions (tests/references.py), and exact equivariance and invariance."""
 
 import functools
+from fractions import Fraction
 
 import chex
 import jax
@@ -104,6 +105,35 @@ class ReferenceTest(chex.TestCase):
     x = _random((2, 3, 3, 8, 4), 6)
     want = x.max(axis=3) if reduce == "max" else x.mean(axis=3)
     np.testing.assert_allclose(group_pool(x, reduce=reduce), want, rtol=1e-12)
+
+  @parameterized.product(
+      dtype=(np.int8, np.int16, np.int32, np.uint8, np.uint16, np.uint32, np.int64, np.uint64),
+      x64=(False, True))
+  def test_integer_group_mean_is_exact(self, dtype, x64):
+    # trunc(exact mean) in x's dtype. The mean was a float32 (x64 off) of an int32 sum:
+    # four int32 2**24 + 1 gave 2**24, and int32 max values rounded up to 2**31.
+    if np.iinfo(dtype).bits == 64 and not x64:
+      return  # (64-bit arrays need x64)
+    info = np.iinfo(dtype)
+    rng = np.random.default_rng(7)
+    lo, hi = np.array(info.min, dtype), np.array(info.max, dtype)
+    shape = (2, 2, 4, 3)  # [H, W, |G|, C]
+    x = np.stack([
+        np.full(shape, hi), np.full(shape, lo), np.where(rng.random(shape) < 0.5, lo, hi),
+        rng.integers(info.min, info.max, shape, dtype=dtype, endpoint=True),
+        np.full(shape, min(info.max, 2**24 + 1)).astype(dtype),
+    ])
+    with jax.enable_x64(x64):
+      got = group_pool(x, reduce="mean")
+    totals = x.astype(object).sum(axis=3)
+    want = np.vectorize(lambda t: int(Fraction(int(t), 4)), otypes=[object])(totals)
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(np.asarray(got).astype(object), want)
+
+  def test_empty_group_axis_is_refused(self):
+    with pytest.raises(ValueError, match=r"group_pool: x has shape \(1, 2, 2, 0, 3\), an empty "
+                       "group axis"):
+      group_pool(np.ones((1, 2, 2, 0, 3)), reduce="mean")
 
 
 def _stack(group, seed=0):

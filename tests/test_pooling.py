@@ -5,6 +5,7 @@ import functools
 import inspect
 import itertools
 import math
+from fractions import Fraction
 
 import chex
 import hypothesis
@@ -34,8 +35,10 @@ from references import (
     ref_binomial_blur,
     ref_max_grad,
     ref_max_pool_indices,
+    ref_int_avg_pool,
     ref_pads,
     ref_pool,
+    round_float32,
 )
 
 LECTURE = np.array([[1, 4, 3, 6], [2, 1, 0, 9], [2, 2, 7, 7], [5, 3, 3, 6]], np.float64)
@@ -189,6 +192,115 @@ def test_max_pool_integers_and_padding_never_wins():
   np.testing.assert_array_equal(y[0, :, :, 0], [[-100, -300], [-700, -900]])
   yf = max_pool(-np.ones((1, 3, 1)), 3, stride=1, padding=1)
   np.testing.assert_array_equal(yf[0, :, 0], [-1, -1, -1])
+
+
+# ----------------------------------------------------------- exact integer averages
+
+_INT_DTYPES = [np.int8, np.int16, np.int32, np.uint8, np.uint16, np.uint32]
+
+
+def _extreme_ints(shape, dtype, seed):
+  """The dtype's max everywhere, its min everywhere, min and max mixed, and random
+  values of the whole range, one per example."""
+  info = np.iinfo(dtype)
+  rng = np.random.default_rng(seed)
+  lo, hi = np.array(info.min, dtype), np.array(info.max, dtype)
+  return np.stack([
+      np.full(shape[1:], hi), np.full(shape[1:], lo),
+      np.where(rng.random(shape[1:]) < 0.5, lo, hi),
+      rng.integers(info.min, info.max, shape[1:], dtype=dtype, endpoint=True),
+  ])
+
+
+_INT_AVG_CASES = [
+    # window, stride, padding, count_include_pad
+    (3, None, "VALID", False),
+    ((3, 3), 1, 1, False),
+    ((3, 3), 1, 1, True),
+    ((2, 4), (1, 3), ((1, 1), (0, 3)), False),
+    ((2, 4), (1, 3), ((1, 1), (0, 3)), True),
+    (1, 1, "VALID", False),
+    ((5, 5), 2, "SAME", False),
+]
+
+
+@pytest.mark.parametrize("x64", [False, True])
+@pytest.mark.parametrize("dtype", _INT_DTYPES)
+def test_integer_averages_are_exact_at_the_extremes(dtype, x64):
+  # Issue 28: the window sums were int32 and wrapped (3e8 averaged to -1.77e8, a uint32
+  # 2**31 to 0). Now the sum is exact and divided once: the float32 nearest the mean.
+  x = _extreme_ints((4, 5, 6, 2), dtype, 17)
+  with jax.enable_x64(x64):
+    for window, stride, padding, incl in _INT_AVG_CASES:
+      y = avg_pool(x, window, stride=stride, padding=padding, count_include_pad=incl)
+      assert y.dtype == jnp.float32
+      want = ref_int_avg_pool(x, window, stride, padding, count_include_pad=incl)
+      np.testing.assert_array_equal(y, want, err_msg=str((window, stride, padding, incl)))
+    for keepdims in (False, True):
+      y = global_avg_pool(x, keepdims=keepdims)
+      totals = x.astype(object).sum(axis=(1, 2))
+      want = np.array([[round_float32(Fraction(int(t), 30)) for t in row] for row in totals])
+      np.testing.assert_array_equal(y.reshape(want.shape), want)
+      assert y.shape == ((4, 1, 1, 2) if keepdims else (4, 2)) and y.dtype == jnp.float32
+
+
+def test_integer_averages_of_the_issue():
+  with jax.enable_x64(False):
+    np.testing.assert_array_equal(avg_pool(jnp.full((1, 3, 3, 1), 300_000_000, jnp.int32), 3),
+                                  np.full((1, 1, 1, 1), 3e8, np.float32))
+    np.testing.assert_array_equal(avg_pool(jnp.full((1, 2, 1), 2**31, jnp.uint32), 2),
+                                  np.full((1, 1, 1), 2**31, np.float32))
+    np.testing.assert_array_equal(global_avg_pool(jnp.full((1, 3, 3, 1), 300_000_000, jnp.int32)),
+                                  np.full((1, 1), 3e8, np.float32))
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.uint64])
+def test_64_bit_integer_averages_are_exact(dtype):  # (x64, as conftest sets)
+  x = _extreme_ints((4, 6, 3, 1), dtype, 18)
+  np.testing.assert_array_equal(avg_pool(x, (3, 2), stride=1, padding=1),
+                                ref_int_avg_pool(x, (3, 2), (1, 1), 1))
+  np.testing.assert_array_equal(
+      avg_pool(x, 3, padding=1, count_include_pad=True),
+      ref_int_avg_pool(x, 3, None, 1, count_include_pad=True))
+
+
+@pytest.mark.parametrize("x64", [False, True])
+def test_integer_averages_over_many_positions_and_near_ties(x64):
+  # Counts above 2**15 cut the values into narrower fields; sums near float32
+  # midpoints (2**24 + 1, odd multiples of half an ulp) must round once, to even.
+  rng = np.random.default_rng(19)
+  big = np.iinfo(np.int32).max
+  x = np.where(rng.random((3, 70000, 1)) < 0.5, big, np.iinfo(np.int32).min).astype(np.int32)
+  x[2] = rng.integers(-3, 4, (70000, 1)) + big // 70000
+  ties = np.array([[2**24 + 1, 0], [2**24 + 3, 0], [2**25 + 2, 0], [-(2**24) - 1, 0],
+                   [2**31 - 1, 2**31 - 1], [2**24 + 2, 1]], np.int32).reshape(6, 2, 1)
+  with jax.enable_x64(x64):
+    for count_include_pad in (False, True):
+      y = avg_pool(x, 40000, stride=30000, padding=((0, 10000),),
+                   count_include_pad=count_include_pad)
+      want = ref_int_avg_pool(x, 40000, 30000, ((0, 10000),),
+                              count_include_pad=count_include_pad)
+      np.testing.assert_array_equal(y, want)
+    y = global_avg_pool(x)
+    want = [[round_float32(Fraction(int(x[b].astype(object).sum()), 70000))] for b in range(3)]
+    np.testing.assert_array_equal(y, np.array(want, np.float32))
+    for incl in (False, True):
+      y = avg_pool(ties, 2, count_include_pad=incl)
+      np.testing.assert_array_equal(y, ref_int_avg_pool(ties, 2, None, "VALID"))
+    y = avg_pool(ties[:, :1], 1)  # count 1: the float32 of the integer itself
+    np.testing.assert_array_equal(y, ties[:, :1].astype(np.float32))
+
+
+def test_integer_means_over_too_many_positions_are_refused():
+  # Refused while tracing, so no gigabyte input is needed.
+  x = jax.ShapeDtypeStruct((1, 2**15, 2**15, 1), jnp.int8)
+  with pytest.raises(ValueError, match=r"global_avg_pool: x got \(1, 32768, 32768, 1\): an "
+                     r"integer mean over 1073741824 positions; expected at most 1073741823"):
+    jax.eval_shape(global_avg_pool, x)
+  with pytest.raises(ValueError, match=r"avg_pool: window got 32768: an integer mean over "
+                     r"1073741824 positions"):
+    jax.eval_shape(lambda x: avg_pool(x, 2**15), x)
+  assert jax.eval_shape(global_avg_pool, x.update(dtype=jnp.float32)).shape == (1, 1)
 
 
 def test_lp_pool_gradient_is_finite_on_zero_windows():

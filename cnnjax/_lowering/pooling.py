@@ -36,9 +36,17 @@ import numpy as np
 from jax import lax
 
 from cnnjax import _checks
+from cnnjax._lowering import exact_mean
 from cnnjax.padding import Geometry
 
-__all__ = ["avg_pool_core", "lp_pool_core", "max_pool_indices", "polyphase_core", "window_pool"]
+__all__ = [
+    "avg_pool_core",
+    "global_avg_core",
+    "lp_pool_core",
+    "max_pool_indices",
+    "polyphase_core",
+    "window_pool",
+]
 
 # Windows with at most this many positions find their argmax by an unrolled chain
 # of elementwise compares; larger ones by a reduction (non-overlapping windows) or
@@ -266,24 +274,49 @@ def window_pool(x: jax.Array, geo: Geometry, kind: str) -> jax.Array:
   return _max_pool_geo(x, geo) if kind == "max" else _sum_pool_geo(x, geo)
 
 
+def _window_counts(geo: Geometry) -> np.ndarray:
+  """The input positions each window covers (padding excluded), ``[1, *out, 1]`` int64."""
+  counts = np.ones((1,) * (len(geo.kernel) + 2), np.int64)
+  for d, (n, k, s, m, (lo, _)) in enumerate(
+      zip(geo.in_spatial, geo.kernel, geo.stride, geo.out_spatial, geo.pads)
+  ):
+    start = np.arange(m, dtype=np.int64) * s - lo
+    count = np.minimum(start + k, n) - np.maximum(start, 0)
+    shape = [1] * counts.ndim
+    shape[d + 1] = m
+    counts = counts * count.reshape(shape)
+  return counts
+
+
 @functools.partial(jax.jit, static_argnames=("geo", "count_include_pad"))
 def avg_pool_core(x: jax.Array, geo: Geometry, count_include_pad: bool) -> jax.Array:
+  size = math.prod(geo.kernel)
+  if jnp.issubdtype(x.dtype, jnp.integer):
+    # The exact window sums, divided once (see exact_mean): an int32 sum wrapped.
+    planes = exact_mean.sum_planes(
+        exact_mean.split(x), size, lambda a: window_pool(a, geo, "sum"))
+    divisor = size if count_include_pad else _window_counts(geo)
+    return exact_mean.quotient_float32(planes, divisor, size)
   out = _checks.mean_dtype(x.dtype)
   total = window_pool(x.astype(_checks.accumulation_dtype(x.dtype)), geo, "sum")
   total = total.astype(_checks.accumulation_dtype(out))
-  if count_include_pad:
-    divisor = np.float64(math.prod(geo.kernel))
-  else:
-    divisor = np.ones((1,) * (x.ndim - 1), np.float64)
-    for d, (n, k, s, m, (lo, _)) in enumerate(
-        zip(geo.in_spatial, geo.kernel, geo.stride, geo.out_spatial, geo.pads)
-    ):
-      start = np.arange(m) * s - lo
-      count = np.minimum(start + k, n) - np.maximum(start, 0)
-      shape = [1] * x.ndim
-      shape[d + 1] = m
-      divisor = divisor * count.reshape(shape)
+  divisor = np.float64(size) if count_include_pad else _window_counts(geo).astype(np.float64)
   return (total / divisor.astype(total.dtype)).astype(out)
+
+
+@functools.partial(jax.jit, static_argnames=("keepdims",))
+def global_avg_core(x: jax.Array, keepdims: bool) -> jax.Array:
+  """The mean over the spatial axes of ``[N, *spatial, C]``; integers exactly."""
+  axes = tuple(range(1, x.ndim - 1))
+  count = math.prod(x.shape[1:-1])
+  if jnp.issubdtype(x.dtype, jnp.integer):
+    planes = exact_mean.sum_planes(
+        exact_mean.split(x), count,
+        lambda a: jnp.sum(a, axis=axes, keepdims=keepdims, dtype=jnp.int32))
+    return exact_mean.quotient_float32(planes, count, count)
+  out = _checks.mean_dtype(x.dtype)
+  total = jnp.sum(x.astype(_checks.accumulation_dtype(x.dtype)), axis=axes, keepdims=keepdims)
+  return (total.astype(_checks.accumulation_dtype(out)) / count).astype(out)
 
 
 @functools.partial(jax.jit, static_argnames=("geo", "p"))
