@@ -1,93 +1,36 @@
 """Float convolutions on XLA:CPU: a row-stacked input gradient, chunked weight gradients
 that read a stored input.
 
-XLA:CPU (Eigen's convolution, with cnnjax's XLA flag) differentiates a VALID
-convolution into an input gradient that is a FULL-padded convolution of the output
-gradient: for seed-cnn's conv2 (5×5, 32 → 64, 14×14 → 10×10) about half of its
-multiplies hit padding zeros. The **row-stacked** form avoids the zeros in one spatial
-dim: the kernel's ``k_h`` rows are stacked into the channels,
+XLA:CPU differentiates a VALID convolution into an input gradient that is a FULL-padded
+convolution of the output gradient, about half of whose multiplies hit padding zeros
+for seed-cnn's conv2. The **row-stacked** form stacks the kernel's ``k_h`` rows into the
+channels,
 
-  X̂[n, i, j, (a, c)] = x̃[n, i + a, j, c]         (``k_h`` shifted slices, side by side)
-  y = conv_{1×k_w}(X̂, ŵ)    with ŵ[0, b, (a, c), o] = w[a, b, c, o],
+  X̂[n, i, j, (a, c)] = x̃[n, i + a, j, c],   y = conv_{1×k_w}(X̂, ŵ),   ŵ[0, b, (a, c), o] = w[a, b, c, o],
 
-so the convolution left is one row high. Its transpose (the input gradient) is a
-``1×k_w`` convolution of ``g`` that is FULL-padded in width only, to ``k_h·C_in``
-channels, followed by ``k_h`` row-shifted adds (pads and adds XLA fuses into one loop):
-2.6 → 1.8 GFLOP for conv2 at batch 128, with no padded zeros in height.
-
-:func:`conv` is a ``jax.custom_jvp`` whose tangent is written in transposable JAX ops,
-so reverse mode transposes it into the chosen gradient forms, and forward mode,
-``jax.linear_transpose`` of the tangents and higher orders keep working:
+so its transpose (the input gradient) is FULL-padded in width only, followed by ``k_h``
+row-shifted adds. :func:`conv` is a ``jax.custom_jvp`` whose tangent is written in
+transposable JAX ops (so reverse mode transposes it into these forms, and forward mode,
+``jax.linear_transpose`` and higher orders keep working):
 
   ẏ = R(ẋ, w) + Σ_chunks conv(x_chunk, ẇ)
 
-- ``R`` is the row-stacked form when :class:`Plan` ``input_grad == "rows"`` (its
-  transpose is the input gradient above), else lax's convolution; with ``dx_barrier``
-  it reads ``ẋ`` through :func:`cnnjax._lowering.cpu_barrier.linear_barrier`, so the
-  input gradient's row-shifted adds are stored once instead of fused into (and repeated
-  by) each consumer;
-- the ``ẇ`` term is one lax convolution per batch chunk, concatenated (its transpose:
-  one weight-gradient convolution per chunk, summed), ``weight_chunks`` chunks, of
-  ``x`` itself or, with ``dw_barrier``, of ``x`` through
-  :func:`cnnjax._lowering.cpu_barrier.barrier` (a primal value, so the weight gradient
-  reads the stored ``x``);
-- the primal is the row-stacked form when ``forward == "rows"``, else lax's.
+- ``R`` is the row-stacked form where :class:`Plan` says ``input_grad="rows"``, with
+  ``dx_barrier`` reading ``ẋ`` through :func:`cnnjax._lowering.cpu_barrier.linear_barrier`
+  (the row-shifted adds are stored once, not fused into each consumer);
+- the ``ẇ`` term is one lax convolution per batch chunk (its transpose: one weight-gradient
+  convolution per chunk; independent operations XLA:CPU runs concurrently), of ``x``
+  through :func:`cnnjax._lowering.cpu_barrier.barrier` with ``dw_barrier`` (the weight
+  gradient reads the stored ``x`` instead of recomputing its producers);
+- the primal is lax's convolution (or the row-stacked one with ``forward="rows"``).
 
-:func:`plan` chooses per layer shape. The rule, from ``benchmarks/cpu_layers.py``
-(batch 128, float32, 2-core CPU, jaxlib 0.10.2, ratios to lax's form in the same
-alternating rounds; ``benchmarks/README.md``, section "CPU layers (issue 19)"):
-
-- ``input_grad="rows"`` where the kernel has 3 or more rows and the input gradient
-  would pad more zero rows than SAME padding does (``top + bottom < k_h - 1``:
-  VALID-like layers), or the input is narrow (``C_in <= 4``: lax's input gradient has
-  ``C_in`` output channels, which Eigen's convolution runs slowly). Measured: seed-cnn
-  conv2 (5×5 VALID, 32 → 64, 14×14) dx 0.55–0.69× lax's in six runs (12.7 → 8.2 ms),
-  its training work (forward, dx, dw) 0.69–0.84×, the seed-cnn train step 0.91–0.94×; seed-cnn conv1 (5×5 VALID,
-  3 → 32) dx 0.17–0.21×; resnet20's first layer (3×3 SAME, 3 → 16) dx 0.30–0.44×.
-  resnet20's 3×3 SAME layers (16, 32, 64 channels) measured 1.04–1.34×, 0.91–2.07× and
-  0.82–1.06× (no gain beyond the noise of a shared machine), so they keep lax's form.
-- ``weight_chunks=4`` for 3×3 kernels with 16 or more input channels (resnet20's
-  layers, stride 1 and 2) at batch sizes of 64 or more (measured at 128; each chunk
-  adds a convolution to compile: resnet20's train step compiled in 4.0–4.3 s instead
-  of 2.9–3.1 s). Not visible per layer: XLA:CPU runs a program of at most 8
-  operations sequentially, and Eigen runs a weight-gradient convolution (a GEMM with a
-  ``9·C_in × C_out`` output and a ``N·H·W`` contraction) on one thread (14.1 ms on 2
-  cores, 14.7 ms on one, for 32×32×16 → 16 at batch 128; its forward 4.8 vs 10.5 ms),
-  so one layer's chunks ran no faster (0.92–1.24×). In a whole train step the chunks
-  are independent operations that run concurrently: resnet20's step 0.88×, 0.88×, 0.88×
-  and 0.92× of the unchunked step's time in four interleaved runs (2 chunks 0.94–0.97×,
-  8 chunks 0.92×; ``benchmarks/cpu_layers.py --steps``); the two stride-2 layers'
-  chunks too: 0.95× and 0.96× of the step without them (whose weight gradients'
-  transposed inputs took 21 and 11 ms of the step in a profile).
-- ``dw_barrier`` for 3×3 kernels: without it, XLA:CPU fuses ``x``'s producers
-  (BatchNorm, ReLU, residual adds through several blocks, the batch gather of a first
-  layer) into the transposes the weight gradient's convolution needs and recomputes them
-  there (see :mod:`cnnjax._lowering.cpu_barrier`). resnet20's train step with it:
-  0.88–0.94× of its time without it in six interleaved runs (``benchmarks/cpu_layers.py
-  --steps`` and throwaway scripts, 2026-12-01), 0.88× at batch 32 (no chunks there).
-  Where ``x`` is stored anyway (after max pooling) it costs a pass over ``x``: seed-cnn's
-  5×5 layers 1.02× (25 rounds of 8 steps), so they go without; vgg11 and fastnet (3×3,
-  after pooling or GELU) 1.01×, within their noise.
-- ``dx_barrier`` wherever ``input_grad="rows"``: XLA fused the ``k_h`` row-shifted adds
-  into their consumer, and a 2×2 max pool's backward reads each input-gradient value
-  four times: seed-cnn's conv1-gradient fusion took 4.6 ms per train step, 2.9 ms with
-  the adds stored (1.6 + 1.1 + 0.2 ms: the pool's backward, the adds, the
-  conditional; ``jax.profiler`` with ``--xla_cpu_enable_xprof_traceme``, AMD EPYC host);
-  seed-cnn's step 0.95×/0.93× of its time without (two interleaved pairs, 2026-12-01).
-- ``forward="rows"`` nowhere, and no chunks elsewhere: the row-stacked forward won
-  only while other processes loaded the 2 cores (conv1 forward 0.70–0.84×) and not on a
-  quieter machine (0.91–1.02×), and lost with 32 or more input channels (1.25–1.53× for
-  seed-cnn conv2, 2.3–3.7× for resnet20's layers). dw chunks for seed-cnn's 5×5 layers
-  measured within the noise of the whole step (8 chunks for conv1 and conv2: 0.88× and
-  1.00× in two runs; conv2 alone: 0.93× with 8, 1.00× with 4; conv1 alone: 0.95×, 1.25×
-  with 8). Every form
-  stays selectable through :class:`Plan`, for ``benchmarks/cpu_layers.py --forms`` and
-  ``--steps`` to re-measure.
-
-Only 2-D, no dilation, groups 1, non-negative padding, float32/float64 inputs with the
-inputs' result dtype take these forms, and only stride 1 the stacked ones (strided
-layers can take the dw chunks). ``CNNJAX_CPU_ROWS=0`` turns them
-off alone (for comparison), ``CNNJAX_CPU_LOWERING=0`` with the other CPU forms.
+Each form only rearranges the same products (no zero taps, no padding multiplied that
+lax does not multiply), so results are lax's up to rounding, NaN and ±inf included.
+:func:`plan` is the per-shape rule, measured on :data:`MEASURED_ON`
+(``benchmarks/cpu_layers.py``; the figures and the forms that lost, the 2×2-block
+forward among them, are in ``benchmarks/README.md``, "CPU layers (issue 19)"). Only 2-D,
+no dilation, groups 1, non-negative padding, float32/float64 take these forms, and only
+stride 1 the row-stacked one; ``cnnjax.cpu_forms(rows=False)`` turns them off.
 """
 
 from __future__ import annotations
@@ -106,8 +49,11 @@ from cnnjax._lowering.cpu_barrier import barrier, linear_barrier
 from cnnjax._lowering.config import ConvConfig
 from cnnjax._lowering.portable import lax_conv
 
-__all__ = ["Plan", "applies", "conv", "plan", "rows_conv"]
+__all__ = ["MEASURED_ON", "Plan", "applies", "conv", "plan", "rows_conv"]
 
+# Where plan()'s thresholds were measured: re-measure them (benchmarks/cpu_layers.py) on
+# another jaxlib or CPU before trusting them there.
+MEASURED_ON = "jaxlib 0.10.2; 2-core Intel Xeon (AVX-512) and AMD EPYC (AVX2) hosts"
 NARROW_C_IN = 4  # input channels up to which dx is row-stacked
 WIDE_C_IN = 16  # 3×3 layers with at least these input channels chunk their dw ...
 WIDE_WEIGHT_CHUNKS = 4  # ... into this many batch chunks ...
@@ -153,7 +99,15 @@ def applies(x: jax.Array, w: jax.Array, cfg: ConvConfig) -> bool:
 
 
 def plan(x_shape, w_shape, cfg: ConvConfig) -> Plan:
-  """The measured choice for one 2-D convolution (see the module docstring)."""
+  """The measured choice for one 2-D convolution, on :data:`MEASURED_ON`.
+
+  - ``input_grad="rows"`` (with ``dx_barrier``): stride 1, 3 or more kernel rows, and
+    less height padding than SAME (``top + bottom < k_h − 1``) or at most
+    ``NARROW_C_IN`` input channels (seed-cnn step 0.91–0.94× lax's);
+  - ``weight_chunks``: 3×3 kernels with ``WIDE_C_IN`` or more input channels at batch
+    ``CHUNKED_BATCH`` or more (resnet20 step 0.88×);
+  - ``dw_barrier``: 3×3 kernels (resnet20 step 0.88–0.94×).
+  """
   kh, kw, c_in, _ = w_shape
   (top, bottom), _ = cfg.pads
   narrow = c_in <= NARROW_C_IN
@@ -206,7 +160,7 @@ def _check(cfg: ConvConfig, how: Plan) -> None:
 def conv(x: jax.Array, w: jax.Array, cfg: ConvConfig, how: Plan) -> jax.Array:
   """The convolution ``cfg`` of ``x`` and ``w`` in the forms of ``how``.
 
-  Not for the configurations :func:`cnnjax._lowering.cpu.aborts` names (XLA:CPU would
+  Not for the configurations :func:`cnnjax._lowering.workarounds.aborts` names (XLA:CPU would
   abort compiling lax's input gradient); :func:`cnnjax._lowering.cpu.conv` pads those
   first and never comes here with them.
   """

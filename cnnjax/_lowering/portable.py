@@ -1,10 +1,8 @@
 """Lowerings that are correct on every platform: lax's convolution, and patch matmuls.
 
 - :func:`lax_conv` is one ``lax.conv_general_dilated``. Negative (cropping) padding is
-  never handed to lax: XLA:CPU computes some such convolutions wrongly (openxla/xla#48713;
-  ``tiled_conv`` returned values around 1e15 in float32), so the input is cropped (and
-  dilated, if it must be) by ``lax.pad`` first and the convolution sees no padding below
-  zero.
+  never handed to lax (:mod:`cnnjax._lowering.workarounds`, defect 1): the input is
+  cropped (and dilated, if it must be) by ``lax.pad`` first.
 - :func:`patch_conv` is the same convolution as shifted slices (im2col) and one
   ``lax.dot_general``. XLA supports integer dot products everywhere, but XLA:GPU has no
   integer convolution (cuDNN: int8 only), so integer inputs take this form on every
@@ -19,6 +17,7 @@ from jax import lax
 
 from cnnjax import _checks
 from cnnjax import padding as _padding
+from cnnjax._lowering import workarounds
 from cnnjax._lowering.config import ConvConfig, dimension_numbers
 from cnnjax.patches import shifted_slices
 
@@ -44,7 +43,7 @@ def materialize(x: jax.Array, cfg: ConvConfig) -> tuple[jax.Array, ConvConfig]:
 
 def lax_conv(x: jax.Array, w: jax.Array, cfg: ConvConfig) -> jax.Array:
   """One ``lax.conv_general_dilated``, never with negative padding."""
-  if any(lo < 0 or hi < 0 for lo, hi in cfg.pads):
+  if workarounds.negative_padding(cfg):
     x, cfg = materialize(x, cfg)
   return lax.conv_general_dilated(
       x, w,
