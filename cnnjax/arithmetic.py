@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from cnnjax._checks import INT64_MAX, check_bool, check_positive_int
+from cnnjax._checks import check_bool, check_positive_int
 from cnnjax._checks import is_int as _is_int
 from cnnjax.padding import (
     PADDING_STRINGS,
@@ -48,21 +48,25 @@ KINDS = (
     "softmax",
 )
 _CONV_KINDS = ("conv", "conv_transpose", "locally_connected", "tiled")
+_TEXT = (str, bytes, bytearray)  # sequences that are not sequences of ints
 
 
 def _positive_int(value, *, name: str, op: str) -> int:
-  return check_positive_int(value, name=name, op=op)
+  # The counts are exact Python-int maths: no int64 bound (output_size has the ops' one).
+  if not _is_int(value) or value < 1:
+    raise ValueError(f"{op}: {name} got {value!r}; expected a positive int.")
+  return int(value)
 
 
 def _shape(value, *, name: str, op: str, what: str) -> tuple[int, ...]:
   """Checks a non-empty tuple of positive ints; ``what`` says what it should hold."""
-  expected = f"a non-empty tuple of positive ints ({what}), each at most 2**63 - 1"
-  if _is_int(value) or isinstance(value, str) or not isinstance(value, Sequence):
+  expected = f"a non-empty tuple of positive ints ({what})"
+  if _is_int(value) or isinstance(value, _TEXT) or not isinstance(value, Sequence):
     raise ValueError(f"{op}: {name} got {value!r}; expected {expected}.")
   values = tuple(value)
   if not values:
     raise ValueError(f"{op}: {name} is missing (got {value!r}); expected {expected}.")
-  if not all(_is_int(v) and 1 <= v <= INT64_MAX for v in values):
+  if not all(_is_int(v) and v >= 1 for v in values):
     raise ValueError(f"{op}: {name} got {value!r}; expected {expected}.")
   return values
 
@@ -130,12 +134,13 @@ def output_size(
     2
   """
   op = "output_size"
-  _positive_int(n, name="n", op=op)
-  _positive_int(kernel, name="kernel", op=op)
+  check_positive_int(n, name="n", op=op)  # (int64, as the ops: the size they return)
+  check_positive_int(kernel, name="kernel", op=op)
   if isinstance(padding, str) or _is_int(padding):
     pads = padding
   elif (
       isinstance(padding, Sequence)
+      and not isinstance(padding, _TEXT)
       and len(padding) == 2
       and all(_is_int(p) and p >= 0 for p in padding)
   ):
@@ -147,26 +152,23 @@ def output_size(
     )
   geo = conv_geometry(
       (n,), (kernel,), stride=stride, padding=pads, dilation=dilation,
-      strict=strict, op=op,
+      strict=strict, op=op, kernel_name="kernel",
   )
   return geo.out_spatial[0]
 
 
 def _layers(layers, *, op: str) -> list[tuple[int, int, int]]:
   """Canonicalises ``(kernel, stride[, dilation])`` tuples."""
-  expected = (
-      "a sequence of (kernel, stride) or (kernel, stride, dilation) tuples of positive "
-      "ints (each at most 2**63 - 1)"
-  )
-  if isinstance(layers, str) or not isinstance(layers, Sequence):
+  expected = "a sequence of (kernel, stride) or (kernel, stride, dilation) tuples of positive ints"
+  if isinstance(layers, _TEXT) or not isinstance(layers, Sequence):
     raise ValueError(f"{op}: layers got {layers!r}; expected {expected}.")
   out = []
   for i, layer in enumerate(layers):
     if (
-        isinstance(layer, str)
+        isinstance(layer, _TEXT)
         or not isinstance(layer, Sequence)
         or len(layer) not in (2, 3)
-        or not all(_is_int(v) and 1 <= v <= INT64_MAX for v in layer)
+        or not all(_is_int(v) and v >= 1 for v in layer)
     ):
       raise ValueError(f"{op}: layers[{i}] got {layer!r}; expected {expected}.")
     kernel, stride, *rest = layer
@@ -395,6 +397,10 @@ def op_count(
     raise ValueError(
         f"{op}: in_shape got {in_shape!r} (rank {len(shape_in)}) for a kernel with "
         f"{len(k)} spatial dim(s); expected [*spatial({len(k)}), channels]."
+    )
+  if not _is_int(in_channels):  # (0, the default, means "from in_shape"; False is not 0)
+    raise ValueError(
+        f"{op}: in_channels got {in_channels!r}; expected a positive int (or leave it out)."
     )
   if in_channels == 0 and shape_in is not None:
     cin = shape_in[-1]

@@ -14,7 +14,7 @@ import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
-from cnnjax._checks import is_int as _is_int
+from cnnjax import _checks
 
 __all__ = ["local_response_norm"]
 
@@ -54,8 +54,7 @@ def local_response_norm(
   """
   op = "local_response_norm"
   x = jnp.asarray(x)
-  if not _is_int(size) or size < 1:
-    raise ValueError(f"{op}: size got {size!r}; expected a positive int.")
+  size = _checks.check_positive_int(size, name="size", op=op)  # (int64: what lax takes)
   if x.ndim < 2:
     raise ValueError(
         f"{op}: x has shape {tuple(x.shape)} (rank {x.ndim}); expected rank >= 2, "
