@@ -8,7 +8,9 @@ installed jaxlib and fails once the defect is gone, saying that its workaround c
    positive high padding reads outside its input, so positions that should be padding
    hold data of the next row or uninitialised memory (``tiled_conv`` returned ~1e15).
    Workaround: :func:`negative_padding` convolutions are cropped by ``lax.pad`` first
-   (:func:`cnnjax._lowering.portable.lax_conv`, on every platform).
+   (:func:`cnnjax._lowering.portable.lax_conv`, on every platform). jaxlib 0.12.1
+   computes the reproducer right (:data:`NEGATIVE_PADDING_FIXED_IN`); the crop, right
+   everywhere, goes once the project's floor reaches it.
 2. **A compile abort on some strided input gradients** (not reported upstream; the
    report, as it would be filed): "XLA:CPU aborts the process with 'Window dimensions
    do not match RHS shape' compiling ``jax.grad`` of
@@ -27,7 +29,10 @@ from __future__ import annotations
 from cnnjax import padding as _padding
 from cnnjax._lowering.config import ConvConfig
 
-__all__ = ["aborts", "negative_padding"]
+__all__ = ["NEGATIVE_PADDING_FIXED_IN", "aborts", "negative_padding"]
+
+# The first jaxlib seen to compute defect 1's reproducer right (0.10.2 does not).
+NEGATIVE_PADDING_FIXED_IN = (0, 12, 1)
 
 
 def negative_padding(cfg: ConvConfig) -> bool:
