@@ -21,7 +21,6 @@ import json
 import os
 import tempfile
 import warnings
-import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -93,9 +92,10 @@ def read_entry(cache_dir: str | os.PathLike, label: str, key: str, *,
                ) -> dict[str, np.ndarray] | None:
   """The arrays stored under ``key``, or None if there is no (usable) entry.
 
-  An unreadable entry (truncated, not a zip), or one whose arrays ``check`` rejects
-  (it returns a reason, None if fine), is reported with a warning and treated as
-  missing; the caller then decodes again and overwrites it.
+  An unreadable entry (truncated, not a zip, damaged compressed data, a bad array
+  header: any error while reading it), or one whose arrays ``check`` rejects (it returns
+  a reason, None if fine), is reported with a warning naming it and treated as missing;
+  the caller then decodes again and overwrites it.
   """
   path = _entry_path(Path(cache_dir), label, key)
   if not path.is_file():
@@ -103,8 +103,9 @@ def read_entry(cache_dir: str | os.PathLike, label: str, key: str, *,
   try:
     with np.load(path, allow_pickle=False) as entry:
       arrays = {name: entry[name] for name in entry.files}
-  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-    warnings.warn(f"cnnjax.data: ignoring the unreadable cache entry {path} ({e}).", stacklevel=2)
+  except Exception as e:  # whatever the damage: zip, zlib, npy header, encryption, ...
+    warnings.warn(f"cnnjax.data: ignoring the unreadable cache entry {path} "
+                  f"({type(e).__name__}: {e}); decoding again.", stacklevel=2)
     return None
   reason = check(arrays) if check is not None else None
   if reason is not None:

@@ -43,6 +43,8 @@ import warnings
 import jax
 import numpy as np
 
+from cnnjax.train.jsonfiles import read_json
+
 __all__ = ["CHECKSUM_FILE", "CheckpointError", "Checkpointer", "complete_epochs",
            "verify_checkpoint"]
 
@@ -53,6 +55,18 @@ _UNFINISHED = re.compile(r"^\d+(\.orbax-checkpoint-tmp-.*|\.incomplete\d*)$")
 
 class CheckpointError(ValueError):
   """A checkpoint cannot be used: it failed verification or does not fit the target."""
+
+
+def _check_checksums(value) -> str | None:
+  files = value.get("files") if isinstance(value, dict) else None
+  if not isinstance(files, dict):
+    return "no 'files' object"
+  for rel, entry in files.items():
+    if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], int)
+            and not isinstance(entry[0], bool) and entry[0] >= 0
+            and isinstance(entry[1], str) and re.fullmatch(r"[0-9a-f]{64}", entry[1])):
+      return f"files[{rel!r}] got {str(entry)[:80]}, not [size, SHA-256 hex]"
+  return None
 
 
 def _is_key(x) -> bool:
@@ -123,11 +137,11 @@ def verify_checkpoint(path: str | os.PathLike) -> str | None:
   """
   path = os.fspath(path)
   try:
-    with open(os.path.join(path, CHECKSUM_FILE)) as f:
-      expected = json.load(f)["files"]
+    expected = read_json(os.path.join(path, CHECKSUM_FILE), check=_check_checksums,
+                         expected=f"the {CHECKSUM_FILE} cnnjax writes")["files"]
   except FileNotFoundError:
     return f"no {CHECKSUM_FILE}"
-  except (OSError, ValueError, KeyError, TypeError) as e:
+  except (OSError, ValueError) as e:
     return f"unreadable {CHECKSUM_FILE} ({type(e).__name__}: {e})"
   try:
     got = _digests(path)

@@ -13,6 +13,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from cnnjax.train.jsonfiles import is_number, read_json, read_jsonl
+
 __all__ = [
     "DTYPES",
     "FLIP_MODES",
@@ -23,6 +25,8 @@ __all__ = [
     "TrainConfig",
     "append_history",
     "config_changes",
+    "read_history",
+    "repair_history",
 ]
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -339,14 +343,33 @@ class TrainConfig:
 
   @classmethod
   def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
-    """Inverse of :meth:`to_dict`; unknown keys are an error."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - names)
+    """Inverse of :meth:`to_dict` (a JSON object of fields; missing ones take their
+    defaults).
+
+    Raises:
+      ValueError: ``d`` is not a mapping, has unknown keys, or a value of the wrong JSON
+        type (a string for a number, a non-finite float, ...) or out of range.
+    """
+    if not isinstance(d, Mapping):
+      raise ValueError(
+          f"TrainConfig.from_dict: got a {type(d).__name__}; expected a JSON object of "
+          "TrainConfig fields."
+      )
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - set(fields))
     if unknown:
       raise ValueError(
           f"TrainConfig.from_dict: got unknown key(s) {unknown}; expected keys from "
-          f"{sorted(names)}."
+          f"{sorted(fields)}."
       )
+    for name, value in d.items():
+      wanted = [k.strip() for k in fields[name].type.split("|")]
+      if not any(k == "None" and value is None or k != "None" and _JSON_KINDS[k][0](value)
+                 for k in wanted):
+        text = repr(value)
+        text = text if len(text) <= 60 else text[:57] + "..."
+        kinds = " or ".join("null" if k == "None" else _JSON_KINDS[k][1] for k in wanted)
+        raise ValueError(f"TrainConfig.from_dict: {name} got {text}; expected {kinds}.")
     return cls(**d)
 
   def save(self, path: str | os.PathLike) -> None:
@@ -359,9 +382,18 @@ class TrainConfig:
 
   @classmethod
   def load(cls, path: str | os.PathLike) -> TrainConfig:
-    """Reads a config written by :meth:`save`."""
-    with open(path) as f:
-      return cls.from_dict(json.load(f))
+    """Reads a config written by :meth:`save`.
+
+    Raises:
+      OSError: the file cannot be read.
+      ValueError: it is not such a config (not JSON, a field of the wrong type or out of
+        range, ...); the message names the file.
+    """
+    d = read_json(path, expected="a config.json written by cnnjax train")
+    try:
+      return cls.from_dict(d)
+    except (ValueError, TypeError) as e:
+      raise ValueError(f"{os.fspath(path)}: {e}") from None
 
 
 def config_changes(old: TrainConfig, new: TrainConfig) -> dict[str, tuple[Any, Any]]:
@@ -386,6 +418,68 @@ def append_history(path: str | os.PathLike, *, epoch: int, config: TrainConfig,
     entry["changes"] = {k: list(v) for k, v in changes.items()}
   with open(path, "a") as f:
     f.write(json.dumps(entry, sort_keys=True) + "\n")
+
+
+_HISTORY_EXPECTED = ("one JSON object per line: {'epoch', 'time', and 'config' (the whole "
+                     "config) or 'changes' ({field: [old, new]})}")
+
+
+def _check_history_entry(entry) -> str | None:
+  """Why ``entry`` is not a ``config_history.jsonl`` line (None: it is)."""
+  if not isinstance(entry, dict):
+    return f"a JSON {type(entry).__name__}, not an object"
+  epoch = entry.get("epoch")
+  if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
+    return f"'epoch' got {epoch!r}, not an integer >= 1"
+  if not isinstance(entry.get("time", ""), str):
+    return f"'time' got {entry['time']!r}, not a string"
+  if ("config" in entry) == ("changes" in entry):
+    return "not exactly one of 'config' and 'changes'"
+  if "config" in entry:
+    try:
+      TrainConfig.from_dict(entry["config"])
+    except (ValueError, TypeError) as e:
+      return f"'config': {e}"
+    return None
+  changes = entry["changes"]
+  if not isinstance(changes, dict) or not all(
+      isinstance(v, list) and len(v) == 2 for v in changes.values()):
+    return "'changes' is not an object of [old, new] pairs"
+  return None
+
+
+def read_history(path: str | os.PathLike, *, drop_torn_tail: bool = False
+                 ) -> list[dict[str, Any]]:
+  """The entries of a run's ``config_history.jsonl`` (see :func:`append_history`;
+  missing file: []).
+
+  Args:
+    path: the file.
+    drop_torn_tail: drop an unreadable last line with a warning (a kill while it was
+      appended) instead of raising.
+
+  Raises:
+    ValueError: a line is not a history entry; the message names the file and line.
+  """
+  return read_jsonl(path, op="read_history", record="config history entry",
+                    expected=_HISTORY_EXPECTED, check=_check_history_entry,
+                    drop_torn_tail=drop_torn_tail)
+
+
+def repair_history(path: str | os.PathLike) -> None:
+  """Checks a run's ``config_history.jsonl`` before a resume appends to it: a torn last
+  line is dropped (with a warning) and the file rewritten; other damage raises a
+  ``ValueError`` naming the file and line."""
+  entries = read_history(path, drop_torn_tail=True)
+  if not os.path.exists(path):
+    return
+  with open(path, "rb") as f:
+    lines = [line for line in f.read().split(b"\n") if line.strip()]
+  if len(lines) != len(entries):
+    tmp = f"{os.fspath(path)}.tmp"
+    with open(tmp, "w") as f:
+      f.writelines(json.dumps(e, sort_keys=True) + "\n" for e in entries)
+    os.replace(tmp, path)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -465,6 +559,18 @@ RECIPES: dict[str, Recipe] = {
         ),
         derive=_derive_fast,
     ),
+}
+
+
+# The JSON kinds of TrainConfig's field annotations: (test, what the error says).
+_JSON_KINDS = {
+    "str": (lambda v: isinstance(v, str), "a string"),
+    "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    "float": (is_number, "a finite number"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "Mapping[str, Any]": (lambda v: isinstance(v, Mapping), "an object"),
+    "tuple[float, ...]": (lambda v: isinstance(v, (list, tuple)) and all(map(is_number, v)),
+                          "a list of finite numbers"),
 }
 
 

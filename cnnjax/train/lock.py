@@ -17,6 +17,8 @@ import os
 import socket
 import time
 
+from cnnjax.train.jsonfiles import loads
+
 __all__ = ["RunInUseError", "RunLock"]
 
 LOCK_FILE = ".lock"
@@ -56,10 +58,11 @@ class RunLock:
   def _holder(self, fd: int) -> dict:
     try:
       os.lseek(fd, 0, os.SEEK_SET)
-      text = os.read(fd, 4096).decode(errors="replace")
-      return json.loads(text) if text.strip() else {}
-    except (OSError, ValueError):
+      data = os.read(fd, 4096)
+      holder = loads(data) if data.strip() else {}
+    except (OSError, ValueError):  # unreadable, not JSON, nested too deeply: no holder
       return {}
+    return holder if isinstance(holder, dict) else {}
 
   def _in_use(self, holder: dict) -> RunInUseError:
     who = (f"process {holder.get('pid', '?')} on {holder.get('host', '?')}, since "

@@ -32,7 +32,12 @@ from flax import nnx
 from cnnjax.train import rundir as _rd
 from cnnjax.train import sharding as _sh
 from cnnjax.train.checkpoint import CheckpointError, Checkpointer
-from cnnjax.train.config import TrainConfig, append_history, config_changes
+from cnnjax.train.config import (
+    TrainConfig,
+    append_history,
+    config_changes,
+    repair_history,
+)
 from cnnjax.train.evaluation import eval_split
 from cnnjax.train.lock import RunLock
 from cnnjax.train.metrics import MetricsLog, read_metrics
@@ -172,6 +177,9 @@ def _train(config: TrainConfig, *, out_dir: str, resume: bool, dataset, model_fn
   saved = TrainConfig.load(config_path) if resume and os.path.exists(config_path) else None
   if saved is not None:
     _rd.check_resume_config(saved, config, out_dir)
+  history_path = os.path.join(out_dir, "config_history.jsonl")
+  if resume and _is_main():
+    repair_history(history_path)  # checked before anything is appended to it
   run = build_run(config, dataset, model_fn=model_fn)
   state, steps, spec = run.state, run.steps, run.spec
   images, labels = run.arrays["train"]
@@ -182,7 +190,6 @@ def _train(config: TrainConfig, *, out_dir: str, resume: bool, dataset, model_fn
   steplog = StepLogger(out_dir, log_every=config.log_every, schedule=run.schedule,
                        batch_size=config.batch_size, tensorboard=config.tensorboard,
                        enabled=_is_main())
-  history_path = os.path.join(out_dir, "config_history.jsonl")
   ckpt = Checkpointer(os.path.join(out_dir, "checkpoints"), keep=config.keep_checkpoints,
                       asynchronous=True)  # written while the next epoch trains
   start_epoch, history = 0, []

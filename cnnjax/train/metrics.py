@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import math
 import os
-import warnings
 from typing import Any
+
+from cnnjax.train.jsonfiles import is_number, read_jsonl
 
 __all__ = ["MetricsLog", "read_metrics"]
 
@@ -15,9 +16,38 @@ TIMING_KEYS = ("seconds", "train_seconds", "images_per_second", "compile_seconds
                "trace_seconds", "compile_wait_seconds")
 
 
+# Values written as numbers (``_clean`` writes a non-finite one as a string).
+_NUMBER_KEYS = ("step", "lr", "loss", "train_loss", "train_accuracy", "val_loss",
+                "val_accuracy", "test_loss", "test_accuracy", "seconds", "train_seconds",
+                "images_per_second")
+_NON_FINITE = ("nan", "inf", "-inf")
+
+
+def _check_record(record) -> str | None:
+  """Why ``record`` is not a ``metrics.jsonl`` / ``steps.jsonl`` line (None: it is)."""
+  if not isinstance(record, dict):
+    return f"a JSON {type(record).__name__}, not an object"
+  epoch = record.get("epoch")
+  if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
+    return f"'epoch' got {epoch!r}, not an integer >= 1"
+  for key in _NUMBER_KEYS:
+    value = record.get(key)
+    if key in record and not is_number(value, finite=False) and value not in _NON_FINITE:
+      return f"{key!r} got {value!r}, not a number"
+  for key in ("compile_seconds", "trace_seconds", "compile_wait_seconds"):
+    value = record.get(key)
+    if key in record and not (isinstance(value, dict)
+                              and all(is_number(v) for v in value.values())):
+      return f"{key!r} got {value!r}, not an object of seconds per program"
+  return None
+
+
 def read_metrics(path: str | os.PathLike, *, drop_torn_tail: bool = False
                  ) -> list[dict[str, Any]]:
-  """The records of a ``metrics.jsonl`` file (missing file: []).
+  """The records of a ``metrics.jsonl`` (or ``steps.jsonl``) file (missing file: []).
+
+  Every line must be a JSON object with an integer ``"epoch"``, its metrics numbers (or
+  the strings ``"nan"``, ``"inf"``, ``"-inf"`` that stand for non-finite ones).
 
   Args:
     path: the file.
@@ -26,36 +56,14 @@ def read_metrics(path: str | os.PathLike, *, drop_torn_tail: bool = False
       checkpoint on) instead of raising.
 
   Raises:
-    ValueError: a line is not a JSON object with an ``"epoch"``; the message names the
-      file and the line number.
+    ValueError: a line is not such a record (not JSON, nested too deeply, a metric that
+      is not a number, ...); the message names the file and the line number.
   """
-  path = os.fspath(path)
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    lines = f.read().split("\n")
-  records = []
-  for i, line in enumerate(lines):
-    if not line.strip():
-      continue
-    try:
-      record = json.loads(line)
-      if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
-        raise ValueError("not an object with an integer 'epoch'")
-    except ValueError as e:
-      last = not any(rest.strip() for rest in lines[i + 1:])
-      if last and drop_torn_tail:
-        warnings.warn(
-            f"read_metrics: {path} line {i + 1} is torn ({line[:40]!r}...: a kill while it "
-            "was written); dropped, and rewritten from the checkpoint on.", stacklevel=3)
-        break
-      raise ValueError(
-          f"read_metrics: {path} line {i + 1} is not a metrics record ({e}); expected one "
-          "JSON object with an 'epoch' per line (`cnnjax train --resume` repairs a torn last "
-          "line)."
-      ) from None
-    records.append(record)
-  return records
+  return read_jsonl(
+      path, op="read_metrics", record="metrics record", check=_check_record,
+      expected="one JSON object with an 'epoch' per line (`cnnjax train --resume` repairs "
+      "a torn last line)", drop_torn_tail=drop_torn_tail,
+      torn_note=", and rewritten from the checkpoint on")
 
 
 def _clean(value):

@@ -25,6 +25,7 @@ from flax import nnx
 
 from cnnjax.train import sharding as _sh
 from cnnjax.train.config import TrainConfig
+from cnnjax.train.jsonfiles import is_number
 from cnnjax.train.optim import make_optimizer, make_schedule
 from cnnjax.train.state import ModelDef, TrainState, create_train_state
 from cnnjax.train.steps import Preprocess, Steps, make_steps
@@ -83,8 +84,54 @@ class InputSpec:
 
   @classmethod
   def from_dict(cls, d: dict[str, Any]) -> InputSpec:
+    """Inverse of :meth:`to_dict` (``run.json``'s keys), checked.
+
+    Raises:
+      ValueError: a missing key, or a value of the wrong type, length or range: class
+        names that are not strings, an ``input_shape`` that is not three positive ints,
+        a ``mean`` or ``std`` that is not one finite number per channel in [0, 255]
+        (``std`` > 0: it divides), a ``num_train`` that is not a positive int.
+    """
+    reason = _spec_error(d)
+    if reason is not None:
+      raise ValueError(f"InputSpec.from_dict: {reason}.")
     return cls(class_names=tuple(d["class_names"]), input_shape=tuple(d["input_shape"]),
-               mean=tuple(d["mean"]), std=tuple(d["std"]), num_train=int(d["num_train"]))
+               mean=tuple(float(v) for v in d["mean"]),
+               std=tuple(float(v) for v in d["std"]), num_train=d["num_train"])
+
+
+def _short(value: Any) -> str:
+  text = repr(value)
+  return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _is_count(value: Any) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _spec_error(d: Any) -> str | None:
+  """Why ``d`` is not an :class:`InputSpec` dict (None: it is)."""
+  if not isinstance(d, dict):
+    return f"got a {type(d).__name__}; expected a JSON object"
+  missing = [k for k in ("class_names", "input_shape", "mean", "std", "num_train")
+             if k not in d]
+  if missing:
+    return (f"got no {', '.join(missing)}; expected class_names, input_shape, mean, std "
+            "and num_train")
+  names, shape = d["class_names"], d["input_shape"]
+  if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+    return f"class_names got {_short(names)}; expected a list of strings, one per class"
+  if not isinstance(shape, list) or len(shape) != 3 or not all(map(_is_count, shape)):
+    return f"input_shape got {_short(shape)}; expected [H, W, C], three positive ints"
+  for key, low in (("mean", "[0"), ("std", "(0")):
+    v = d[key]
+    if not isinstance(v, list) or len(v) != shape[2] or not all(
+        is_number(x) and (x > 0 if key == "std" else x >= 0) and x <= 255 for x in v):
+      return (f"{key} got {_short(v)}; expected {shape[2]} finite numbers in {low}, 255], "
+              f"one per channel of input_shape {shape}")
+  if not _is_count(d["num_train"]):
+    return f"num_train got {_short(d['num_train'])}; expected a positive int"
+  return None
 
 
 @dataclasses.dataclass

@@ -15,6 +15,7 @@ from typing import Any
 
 from cnnjax.train.checkpoint import CheckpointError
 from cnnjax.train.config import TrainConfig, config_changes
+from cnnjax.train.jsonfiles import read_json
 from cnnjax.train.run import InputSpec, Run, model_arguments
 
 __all__ = [
@@ -122,18 +123,33 @@ def write_run_info(out_dir: str, run: Run, *, platform: dict[str, Any] | None = 
 
 
 def read_run_info(run_dir: str) -> InputSpec | None:
-  """The :class:`InputSpec` in ``run_dir/run.json`` (None for a run written before it)."""
+  """The :class:`InputSpec` in ``run_dir/run.json`` (None for a run written before it).
+
+  Raises:
+    OSError: the file cannot be read.
+    ValueError: it is not a ``run.json`` written by cnnjax train: not JSON, or a value of
+      the wrong type, length or range (see :meth:`InputSpec.from_dict`; one class name
+      per output of ``model_arguments.num_classes``); the message names the file.
+  """
   path = os.path.join(run_dir, RUN_FILE)
   if not os.path.exists(path):
     return None
+  info = read_json(path, expected="a run.json written by cnnjax train")
   try:
-    with open(path) as f:
-      return InputSpec.from_dict(json.load(f))
-  except (ValueError, KeyError, TypeError) as e:
+    spec = InputSpec.from_dict(info)
+  except ValueError as e:
+    raise ValueError(f"{path}: {e}") from None
+  arguments = info.get("model_arguments", {})
+  if not isinstance(arguments, dict):
+    raise ValueError(f"{path}: model_arguments got a {type(arguments).__name__}; expected an "
+                     "object.")
+  num_classes = arguments.get("num_classes", len(spec.class_names))
+  if num_classes != len(spec.class_names):
     raise ValueError(
-        f"read_run_info: {path} is not a run.json written by cnnjax train ({e!r}); expected "
-        "class_names, input_shape, mean, std and num_train."
-    ) from None
+        f"{path}: class_names got {len(spec.class_names)} names for model_arguments "
+        f"num_classes={num_classes!r}; expected one name per class."
+    )
+  return spec
 
 
 def _jsonable(options: dict[str, Any]) -> dict[str, Any]:
