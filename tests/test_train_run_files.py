@@ -8,14 +8,16 @@ the tests that damage it.
 """
 
 import json
+import os
 import shutil
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from test_train_cli import TINY, _one_line
 
 from cnnjax.cli import main
-from cnnjax.train.checkpoint import CHECKSUM_FILE
+from cnnjax.train.checkpoint import CHECKSUM_FILE, Checkpointer
 
 
 @pytest.fixture(scope="module")
@@ -175,3 +177,31 @@ def test_train_config_from_dict_checks_json_types():
                         ({"piecewise_boundaries": ["1"]}, "expected a list of finite")]:
     with pytest.raises(ValueError, match=expected.replace("[", r"\[").replace("]", r"\]")):
       TrainConfig.from_dict(bad)
+
+
+# ------------------------------------------------------------- killed saves (item 6)
+
+
+def test_leftovers_of_killed_saves_go_under_every_orbax_name(tmp_path):
+  ckpt = Checkpointer(tmp_path, keep=3)
+  ckpt.save(1, {"w": jnp.arange(3.0, dtype=jnp.float32)})
+  ckpt.close()
+  leftovers = ["2.orbax-checkpoint-tmp",  # this Orbax (0.12)
+               "3.orbax-checkpoint-tmp-1700000000",  # earlier Orbax
+               "4.partial_save.orbax-checkpoint-tmp",  # Orbax's partial saves
+               "5.incomplete", "6.incomplete2",  # earlier cnnjax
+               "7"]  # a numbered directory without _CHECKPOINT_METADATA
+  kept = ["1", "1.corrupt", "8.orbax-checkpoint-tmp.txt", "notes"]
+  for name in leftovers + kept[1:3]:
+    os.makedirs(tmp_path / name / "default")
+  (tmp_path / "notes").write_text("a file, not a checkpoint")
+  reader = Checkpointer(tmp_path, cleanup=False)  # a reader removes nothing
+  assert reader.epochs() == [1]
+  reader.close()
+  assert sorted(os.listdir(tmp_path)) == sorted(leftovers + kept)
+  with pytest.warns(UserWarning, match="unfinished checkpoint") as w:
+    writer = Checkpointer(tmp_path, keep=3)  # what the training loop makes, under the lock
+  assert sorted(os.listdir(tmp_path)) == sorted(kept)
+  assert sum("unfinished checkpoint" in str(m.message) for m in w) == len(leftovers)
+  assert writer.epochs() == [1] and writer.verify(1) is None
+  writer.close()

@@ -1,8 +1,8 @@
 """Verified, atomic Orbax checkpoints of a ``TrainState``, one per saved epoch.
 
-Orbax writes each checkpoint into ``<epoch>.orbax-checkpoint-tmp-*`` and renames it to
-``<epoch>`` only once everything (arrays, then ``_CHECKPOINT_METADATA``) is written, so a
-run killed mid-save leaves no directory that looks finished. On top of that:
+Orbax writes each checkpoint into a temporary directory (``<epoch>.orbax-checkpoint-tmp``
+in the installed Orbax 0.12) and renames it to ``<epoch>`` only once everything is
+written, so a run killed mid-save leaves no directory that looks finished. On top of that:
 
 * **Checksums.** After each save, the SHA-256 and size of every file of the checkpoint
   are written to ``<epoch>/cnnjax_sha256.json`` (atomically). A checkpoint is *verified*
@@ -13,11 +13,14 @@ run killed mid-save leaves no directory that looks finished. On top of that:
   written before cnnjax kept checksums (no checkpoint of the directory has one) is
   restored unverified, with a warning.
 * **Leftovers of a kill.** A writer (``cleanup=True``, which the training loop passes
-  while it holds the run's lock) deletes Orbax's ``*.orbax-checkpoint-tmp-*``
-  directories, numbered directories without ``_CHECKPOINT_METADATA`` (e.g. a
-  half-finished copy) and the ``<epoch>.incomplete`` directories earlier versions moved
-  such directories to, each with a one-line warning. Readers (``cleanup=False``) only
-  ignore them.
+  while it holds the run's lock) deletes Orbax's temporary directories under every name
+  its versions use (``<epoch>.orbax-checkpoint-tmp``, ``<epoch>.orbax-checkpoint-tmp-<n>``
+  as earlier versions name them, ``<epoch>.partial_save.orbax-checkpoint-tmp`` of partial
+  saves), numbered directories without ``_CHECKPOINT_METADATA`` (e.g. a half-finished
+  copy) and the ``<epoch>.incomplete`` directories earlier cnnjax versions moved such
+  directories to, each with a one-line warning. A finished checkpoint (``<epoch>`` with
+  its metadata) and a quarantined one (``<epoch>.corrupt``) are never deleted. Readers
+  (``cleanup=False``) only ignore them all.
 
 * **Asynchronous saves.** With ``asynchronous=True`` (the training loop's choice in a
   one-process run) :meth:`Checkpointer.save` returns once Orbax has copied the arrays off
@@ -50,7 +53,11 @@ __all__ = ["CHECKSUM_FILE", "CheckpointError", "Checkpointer", "complete_epochs"
 
 _METADATA = "_CHECKPOINT_METADATA"
 CHECKSUM_FILE = "cnnjax_sha256.json"
-_UNFINISHED = re.compile(r"^\d+(\.orbax-checkpoint-tmp-.*|\.incomplete\d*)$")
+# What a killed save leaves, under the names of this Orbax and its neighbours (see
+# orbax/checkpoint/_src/path/atomicity.py: TMP_DIR_SUFFIX, and step.py's
+# TMP_DIR_STEP_PATTERN), and cnnjax's old "<epoch>.incomplete<k>". Never a bare number.
+_UNFINISHED = re.compile(
+    r"^\d+(\.[A-Za-z_]+)?\.orbax-checkpoint-tmp(-[^/]*)?$|^\d+\.incomplete\d*$")
 
 
 class CheckpointError(ValueError):
