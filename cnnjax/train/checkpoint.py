@@ -27,8 +27,10 @@ written, so a run killed mid-save leaves no directory that looks finished. On to
   the devices; the files, the rename and the checksums are written on a background thread
   while training goes on. Everything that reads checkpoints (and the next save, and
   :meth:`Checkpointer.close`) first waits for it; an error of the background save is
-  raised there. A kill during the background write leaves an unfinished checkpoint,
-  cleaned up as above, and the previous one is used.
+  raised there, as a one-line :class:`CheckpointError` naming the checkpoint (and the OS
+  error, e.g. "No space left on device"). A kill during the background write leaves an
+  unfinished checkpoint, cleaned up as above, and the previous one is used.
+  :meth:`Checkpointer.close` shuts Orbax's threads down even after a failed save.
 
 PRNG keys (typed key arrays in NNX RNG streams) are stored as raw key data.
 """
@@ -61,7 +63,64 @@ _UNFINISHED = re.compile(
 
 
 class CheckpointError(ValueError):
-  """A checkpoint cannot be used: it failed verification or does not fit the target."""
+  """A checkpoint cannot be used (it failed verification or does not fit the target) or
+  could not be written."""
+
+
+def _chain(error: BaseException):
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    yield error
+    error = error.__cause__ or error.__context__
+
+
+def _write_reason(error: BaseException) -> str:
+  """A short reason for a failed write: the OS error if there is one (in the chain, or in
+  TensorStore's message as ``os_error_code='28'``), with the first line of the error."""
+  lines = str(error).strip().splitlines()
+  detail = f"{type(error).__name__}: {lines[0] if lines else ''}"
+  detail = detail if len(detail) <= 200 else detail[:197] + "..."
+  code = next((e.errno for e in _chain(error) if isinstance(e, OSError) and e.errno), None)
+  if code is None:
+    match = re.search(r"os_error_code='?(\d+)", str(error))
+    code = int(match[1]) if match else None
+  return f"{os.strerror(code)} ({detail})" if code else detail
+
+
+def _release_orphaned_waiters() -> int:
+  """Lets the background threads of a failed Orbax save end now; returns how many.
+
+  Workaround for Orbax 0.12.8 (``orbax/checkpoint/_src/futures/future.py``):
+  ``_SignalingThread.run`` sends its completion signals only when its work succeeds or
+  is cancelled. When the work fails (a full disk, a run directory replaced by a file),
+  the threads that wait for those signals wait out their timeout
+  (``multihost.coordination_timeout()``, 300 s), and as they are not daemon threads the
+  process cannot exit before: ``cnnjax train`` printed its one-line error, then hung for
+  five minutes. Each such thread is cancelled and the signals it waits for are set, so
+  that it wakes, sees the cancellation and returns (its coroutine, never awaited, makes
+  Python warn when it is collected: ``cnnjax``'s commands collect it quietly). One
+  process only (the signals then live in this process's memory). ``tests/test_train_run_files.py`` has a canary that
+  fails once Orbax sends the signals of failed work itself.
+  """
+  try:
+    from orbax.checkpoint._src.futures import future as orbax_future
+  except ImportError:  # another Orbax layout: nothing known to release
+    return 0
+  waiting = [t for t in threading.enumerate()
+             if isinstance(t, orbax_future._SignalingThread) and t.is_alive()]
+  if not waiting:
+    return 0
+  for waiter in waiting:
+    try:
+      waiter.cancel()
+    except RuntimeError:  # its event loop is closed already: it is past its work
+      pass
+  for waiter in waiting:
+    orbax_future.set_signals(waiter._receive_signals, operation_id=waiter._operation_id)
+  for waiter in waiting:
+    threading.Thread.join(waiter, timeout=10)  # (Orbax's join raises when cancelled)
+  return len(waiting)
 
 
 def _check_checksums(value) -> str | None:
@@ -319,7 +378,11 @@ class Checkpointer:
     devices (``state`` may then be donated or changed); :meth:`wait` waits for the files.
     """
     self.wait()
-    self.manager.save(epoch, args=self._ocp.args.StandardSave(_to_savable(state)), force=True)
+    try:
+      self.manager.save(epoch, args=self._ocp.args.StandardSave(_to_savable(state)),
+                        force=True)
+    except Exception as e:
+      raise self._write_error(epoch, e) from e
     if not self._asynchronous:
       self._finish(epoch)
       return
@@ -328,10 +391,23 @@ class Checkpointer:
     self._writer.start()
 
   def _finish(self, epoch: int) -> None:
-    self.manager.wait_until_finished()
-    if jax.process_index() == 0:
-      _write_checksums(self.path(epoch))
+    try:
+      self.manager.wait_until_finished()
+      if jax.process_index() == 0:
+        _write_checksums(self.path(epoch))
+    except Exception as e:
+      raise self._write_error(epoch, e) from e
     _sync(f"cnnjax.train.Checkpointer.save.{epoch}")
+
+  def _write_error(self, epoch: int, error: Exception) -> Exception:
+    """``error`` of a failed save as one line naming the checkpoint (a lost peer of a
+    multi-process run is left as it is, for the training loop to recognise)."""
+    from cnnjax.train.sharding import is_peer_failure
+
+    if is_peer_failure(error) or isinstance(error, CheckpointError):
+      return error
+    return CheckpointError(
+        f"Checkpointer.save: could not write {self.path(epoch)}: {_write_reason(error)}.")
 
   def _finish_in_background(self, epoch: int) -> None:
     try:
@@ -385,12 +461,35 @@ class Checkpointer:
       ) from e
     return _from_savable(restored, target)
 
-  def close(self) -> None:
-    """Waits for a background save, then releases Orbax's resources."""
+  def close(self, *, quiet: bool = False) -> None:
+    """Waits for a background save, then releases Orbax's resources (its threads are
+    shut down even when the save failed).
+
+    Args:
+      quiet: do not raise a failed save's error (the caller is already on its way out
+        with another one).
+
+    Raises:
+      CheckpointError: the background save failed (unless ``quiet``).
+    """
+    errors = []
     try:
       self.wait()
-    finally:
-      if self._manager is not None:
-        self._manager.wait_until_finished()
-        self._manager.close()
-        self._manager = None
+    except Exception as e:
+      errors.append(e)
+    manager, self._manager = self._manager, None
+    if manager is not None:
+      for step in (manager.wait_until_finished, manager.close):
+        try:
+          step()
+        except Exception as e:  # already raised by wait(), or Orbax's own shutdown
+          errors.append(e)
+    if errors and jax.process_count() == 1:
+      try:
+        _release_orphaned_waiters()
+      except Exception as e:  # a workaround must not hide the save's own error
+        warnings.warn(f"Checkpointer.close: could not release Orbax's waiting threads "
+                      f"({type(e).__name__}: {e}); the process may wait for them at exit.",
+                      stacklevel=2)
+    if errors and not quiet:
+      raise errors[0]

@@ -6,14 +6,18 @@ and only the flags given on the command line change it.
 
 Known failures (bad settings or files, I/O errors such as a read-only ``--out`` or a full
 disk, unreadable pickles, checkpoint and Orbax errors, a lost peer process) are reported
-as one line on stderr with exit code 2; ``--debug`` prints the full traceback as well.
+as one line on stderr with exit code 2; ``--debug`` prints the full traceback as well, and
+the logs of Orbax's background threads, which are otherwise silenced while a command runs
+(:func:`_quiet_background`).
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import dataclasses
+import functools
 import json
 import os
 import pickle
@@ -239,8 +243,71 @@ def _one_line(error: BaseException) -> str:
 def _fail(command: str, error: BaseException, args: argparse.Namespace | None = None) -> int:
   if args is not None and getattr(args, "debug", False):
     traceback.print_exception(error, file=sys.stderr)
-  print(f"cnnjax {command}: {_one_line(error)}", file=sys.stderr, flush=True)
+  print(f"cnnjax {command}: {_message(command, error)}", file=sys.stderr, flush=True)
   return 2
+
+
+def _message(command: str, error: BaseException) -> str:
+  """The one line of ``error`` without a repeat of the command's name
+  (``predict: top_k got 0`` from ``cnnjax predict``)."""
+  text = _one_line(error)
+  return text[len(command) + 2:] if text.startswith(f"{command}: ") else text
+
+
+@contextlib.contextmanager
+def _quiet_background(args: argparse.Namespace):
+  """Keeps a failure to the command's one line (unless ``--debug``).
+
+  When a checkpoint write fails (a full disk, a run directory that became unwritable),
+  Orbax's background threads log it through absl, with tracebacks (450 lines for one full
+  disk, measured with Orbax 0.12.8); TensorStore's writes that complete after Orbax
+  closed their event loop report ``RuntimeError: Event loop is closed`` through
+  ``sys.unraisablehook``; the failed writes' gathered futures, once collected, log
+  "exception was never retrieved" through asyncio's logger; and the coroutines of the
+  threads the Checkpointer cancelled warn "was never awaited" when collected. The error
+  itself reaches the command, which reports it once, after the Checkpointer has shut
+  those threads down. All of these are silenced while the command runs (the garbage is
+  collected before its end), and restored after it.
+  """
+  if getattr(args, "debug", False):
+    yield
+    return
+  import gc
+  import logging
+  import warnings
+
+  loggers = [logging.getLogger(name) for name in ("absl", "asyncio")]
+  levels, previous = [lg.level for lg in loggers], sys.unraisablehook
+
+  def unraisable(info):
+    if not (isinstance(info.exc_value, RuntimeError)
+            and str(info.exc_value) == "Event loop is closed"):
+      previous(info)
+
+  for lg in loggers:
+    lg.setLevel(logging.CRITICAL + 1)
+  sys.unraisablehook = unraisable
+  try:
+    yield
+  finally:
+    with warnings.catch_warnings():  # collected now, while silenced
+      warnings.filterwarnings("ignore", message="coroutine .* was never awaited",
+                              category=RuntimeWarning)
+      gc.collect()
+    for lg, level in zip(loggers, levels):
+      lg.setLevel(level)
+    sys.unraisablehook = previous
+
+
+def _quietly(command):
+  """``command(args)`` inside :func:`_quiet_background`."""
+
+  @functools.wraps(command)
+  def run(args: argparse.Namespace) -> int:
+    with _quiet_background(args):
+      return command(args)
+
+  return run
 
 
 def _exit_now(code: int) -> None:
@@ -312,23 +379,34 @@ def _eval(args: argparse.Namespace) -> int:
       dataset = load_dataset(config.replace(data_dir=args.data_dir))
     result = evaluate(args.run, epoch=args.epoch, splits=args.split, dataset=dataset,
                       tta=args.tta)
-  except Exception as e:
+    for key, value in result.items():
+      print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
+    for split in args.split:
+      if f"{split}_accuracy" not in result:
+        continue
+      record = {"epoch": result["epoch"], "tta": result["tta"],
+                **{k: v for k, v in result.items() if k.startswith(f"{split}_")}}
+      path = _free_path(os.path.join(args.run, f"eval-{split}-{result['tta']}"), ".json")
+      _write_new(path, json.dumps(record, indent=2) + "\n")
+      print(f"wrote {path}")
+  except Exception as e:  # a read-only run directory: the metrics are printed, then this
     if not _known(e):
       raise
     return _fail("eval", e, args)
-  for key, value in result.items():
-    print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
-  for split in args.split:
-    if f"{split}_accuracy" not in result:
-      continue
-    record = {"epoch": result["epoch"], "tta": result["tta"],
-              **{k: v for k, v in result.items() if k.startswith(f"{split}_")}}
-    path = _free_path(os.path.join(args.run, f"eval-{split}-{result['tta']}"), ".json")
-    with open(path, "x") as f:
-      json.dump(record, f, indent=2)
-      f.write("\n")
-    print(f"wrote {path}")
   return 0
+
+
+def _write_new(path: str, text: str) -> None:
+  """Writes ``text`` to the new file ``path`` (never overwritten); a failed write (a full
+  disk) leaves no partial file behind."""
+  f = open(path, "x")
+  try:
+    with f:
+      f.write(text)
+  except BaseException:
+    with contextlib.suppress(OSError):
+      os.remove(path)
+    raise
 
 
 def _free_path(stem: str, ext: str) -> str:
@@ -439,7 +517,7 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
                  help="number of processes (default: none)")
   m.add_argument("--process-id", type=int, metavar="I", default=None,
                  help="this process's rank in [0, N) (default: none)")
-  p.set_defaults(func=_train)
+  p.set_defaults(func=_quietly(_train))
 
   e = sub.add_parser("eval", help="evaluate a run's checkpoint on its validation/test data",
                      description="Rebuild a run from its config.json and latest (or --epoch) "
@@ -456,7 +534,7 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
                  help="read the data from here instead of the run's --data-dir (default: "
                  "the run's)")
   _add_debug(e)
-  e.set_defaults(func=_eval)
+  e.set_defaults(func=_quietly(_eval))
 
   r = sub.add_parser(
       "predict", help="classify image files with a trained run (no dataset needed)",
@@ -468,7 +546,7 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
   r.add_argument("images", nargs="+", metavar="IMAGE", help="PNG or JPEG files")
   r.add_argument("--top-k", type=int, default=3, help="classes shown per image (default: 3)")
   _add_debug(r)
-  r.set_defaults(func=_predict)
+  r.set_defaults(func=_quietly(_predict))
 
   s = sub.add_parser(
       "search", formatter_class=fmt,
@@ -492,4 +570,4 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
   s.add_argument("--quiet", action="store_true",
                  help="print nothing but errors (default: off)")
   _add_debug(s)
-  s.set_defaults(func=_search)
+  s.set_defaults(func=_quietly(_search))

@@ -199,48 +199,48 @@ def _train(config: TrainConfig, *, out_dir: str, resume: bool, dataset, model_fn
       f"{getattr(run.dataset, 'name', config.data)}, {spec.num_train} training images, "
       f"{steps_per_epoch} steps/epoch, {n_dev} {device.platform} device{'s' * (n_dev > 1)}: "
       f"{device.device_kind})")
-  pending = None  # config changes to record once an epoch under them completes
-  if resume:
-    try:
+  try:  # until the epochs' own handler: Orbax's threads are shut down on any error
+    pending = None  # config changes to record once an epoch under them completes
+    if resume:
       state, start_epoch = _restore(ckpt, state, saved, config, num_train=spec.num_train,
                                     allow_schedule_change=allow_schedule_change, say=say)
-    except BaseException:
-      ckpt.close()
-      raise
-    changes = config_changes(saved, config) if saved is not None else {}
-    if changes and start_epoch > 0:
-      pending = changes
-      say(f"Resuming with a changed config: {_rd.describe_changes(changes)} (config.json "
-          f"takes it once epoch {start_epoch + 1} completes).")
-    history = log.truncate(start_epoch) if _is_main() else []
+      changes = config_changes(saved, config) if saved is not None else {}
+      if changes and start_epoch > 0:
+        pending = changes
+        say(f"Resuming with a changed config: {_rd.describe_changes(changes)} (config.json "
+            f"takes it once epoch {start_epoch + 1} completes).")
+      history = log.truncate(start_epoch) if _is_main() else []
+      if _is_main():
+        steplog.truncate(start_epoch)
+    if _is_main() and pending is None and (saved is None or saved != config):
+      config.save(config_path)
+      if saved is None:
+        append_history(history_path, epoch=start_epoch + 1, config=config)
+      else:
+        append_history(history_path, epoch=start_epoch + 1, config=config,
+                       changes=config_changes(saved, config))
     if _is_main():
-      steplog.truncate(start_epoch)
-  if _is_main() and pending is None and (saved is None or saved != config):
-    config.save(config_path)
-    if saved is None:
-      append_history(history_path, epoch=start_epoch + 1, config=config)
-    else:
-      append_history(history_path, epoch=start_epoch + 1, config=config,
-                     changes=config_changes(saved, config))
-  if _is_main():
-    _rd.write_run_info(out_dir, run, platform={
-        "platform": device.platform, "device_kind": device.device_kind,
-        "devices": n_dev, "processes": jax.process_count(),
-        "steps_per_call": run.steps.steps_per_call})
-  if _is_main() and not resume:
-    log.truncate(0)
-    steplog.truncate(0)
+      _rd.write_run_info(out_dir, run, platform={
+          "platform": device.platform, "device_kind": device.device_kind,
+          "devices": n_dev, "processes": jax.process_count(),
+          "steps_per_call": run.steps.steps_per_call})
+    if _is_main() and not resume:
+      log.truncate(0)
+      steplog.truncate(0)
 
-  compiled = None
-  ran = start_epoch < config.epochs
-  if ran:
-    steps, compiled = _compile(run, state)
-    train_s = compiled.seconds
-    say(f"Compiled the train step in {train_s['compile_seconds']['train_step']:.1f} s "
-        f"(+{train_s['trace_seconds']['train_step']:.1f} s tracing)"
-        + ("; the evaluation compiles in the background." if compiled.programs else "."))
-  remaining = (config.epochs - start_epoch) * steps_per_epoch
-  progress = Progress(remaining, enabled=not quiet and _is_main() and show_progress())
+    compiled = None
+    ran = start_epoch < config.epochs
+    if ran:
+      steps, compiled = _compile(run, state)
+      train_s = compiled.seconds
+      say(f"Compiled the train step in {train_s['compile_seconds']['train_step']:.1f} s "
+          f"(+{train_s['trace_seconds']['train_step']:.1f} s tracing)"
+          + ("; the evaluation compiles in the background." if compiled.programs else "."))
+    remaining = (config.epochs - start_epoch) * steps_per_epoch
+    progress = Progress(remaining, enabled=not quiet and _is_main() and show_progress())
+  except BaseException:
+    ckpt.close(quiet=True)
+    raise
   try:
     for epoch in range(start_epoch + 1, config.epochs + 1):
       progress.describe(f"epoch {epoch}/{config.epochs}")
@@ -273,14 +273,14 @@ def _train(config: TrainConfig, *, out_dir: str, resume: bool, dataset, model_fn
   except NonFiniteLossError:
     progress.close()
     steplog.close()
+    ckpt.close(quiet=True)  # the last good checkpoint is named in the error already
     if plots and _is_main() and history:
       _write_plots(out_dir, history, None, spec)
-    ckpt.close()
     raise
   except BaseException:
     progress.close()
     steplog.close()
-    ckpt.close()
+    ckpt.close(quiet=True)  # the error in flight is the one to report
     raise
   progress.close()
   steplog.close()
