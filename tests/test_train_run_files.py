@@ -298,3 +298,37 @@ def test_leftovers_of_killed_saves_go_under_every_orbax_name(tmp_path):
   assert sum("unfinished checkpoint" in str(m.message) for m in w) == len(leftovers)
   assert writer.epochs() == [1] and writer.verify(1) is None
   writer.close()
+
+
+# ------------------------------------------------------------- predict's files (item 7)
+
+
+def test_predict_names_unreadable_files_and_can_skip_them(tiny_run, tmp_path, capsys):
+  from PIL import Image
+
+  good = tmp_path / "good.png"
+  Image.fromarray(np.full((32, 32, 3), 200, np.uint8)).save(good)
+  bad = tmp_path / "bad.png"
+  bad.write_bytes(b"not a png")
+  missing = tmp_path / "missing.png"
+  capsys.readouterr()
+  # Without --skip-unreadable the first bad file fails the batch, named.
+  assert main(["predict", "--run", str(tiny_run), str(good), str(bad)]) == 2
+  captured = capsys.readouterr()
+  assert captured.out == ""
+  assert _one_line(captured.err) == (
+      f"cnnjax predict: {bad} (9 bytes) is corrupt or not an image "
+      "(UnidentifiedImageError: cannot identify image file).")
+  # With it, each bad file is one line on stderr; the rest are classified; exit code 1.
+  assert main(["predict", "--run", str(tiny_run), str(bad), str(good), str(missing),
+               "--skip-unreadable"]) == 1
+  captured = capsys.readouterr()
+  assert [line.split(": ")[0] for line in captured.out.splitlines()] == [str(good)]
+  assert captured.err.splitlines() == [
+      f"cnnjax predict: {bad} (9 bytes) is corrupt or not an image "
+      "(UnidentifiedImageError: cannot identify image file); skipped.",
+      f"cnnjax predict: {missing} cannot be read (No such file or directory); skipped."]
+  # Nothing readable: exit code 2.
+  assert main(["predict", "--run", str(tiny_run), str(bad), "--skip-unreadable"]) == 2
+  err = capsys.readouterr().err.splitlines()
+  assert err[-1] == "cnnjax predict: the image file could not be read." and len(err) == 2

@@ -25,6 +25,7 @@ from __future__ import annotations
 import concurrent.futures
 import io
 import os
+import re
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -167,19 +168,23 @@ def _index(path: Path, archive: zipfile.ZipFile | None, class_names: Sequence[st
 # ----------------------------------------------------------------------------- decoding
 
 
-def decode_image(data: bytes, *, name: str = "<bytes>") -> np.ndarray:
+def decode_image(data: bytes, *, name: str = "<bytes>", op: str = "decode_image"
+                 ) -> np.ndarray:
   """Decodes PNG/JPEG bytes to ``uint8 [H, W, C]`` in the image's own channel count.
 
   Args:
     data: the encoded file.
-    name: a name for error messages.
+    name: a name for error messages (the file's path).
+    op: the operation for error messages, their prefix (``read_image_folder``,
+      ``predict``, ...).
 
   Returns:
     ``[H, W, 1]`` for grayscale, ``[H, W, 3]`` for colour (palette, CMYK, YCbCr are
     converted to RGB), ``[H, W, 4]`` for RGBA, ``[H, W, 2]`` for grayscale + alpha.
 
   Raises:
-    ValueError: not a decodable image, truncated, or a mode without 8-bit channels.
+    ValueError: not a decodable image, truncated, or a mode without 8-bit channels; the
+      message is ``"<op>: <name> ..."``.
 
   Example:
     >>> decode_image(png_bytes).shape  # doctest: +SKIP
@@ -195,16 +200,17 @@ def decode_image(data: bytes, *, name: str = "<bytes>") -> np.ndarray:
         im = im.convert("RGB")
       elif im.mode not in ("L", "LA", "RGB", "RGBA"):
         raise ValueError(
-            f"read_image_folder: {name} has image mode {im.mode!r}; expected 8-bit "
-            "grayscale or colour (L, RGB, RGBA, P)."
+            f"{op}: {name} has image mode {im.mode!r}; expected 8-bit grayscale or colour "
+            "(L, RGB, RGBA, P)."
         )
       array = np.asarray(im, dtype=np.uint8)
   except ValueError:
     raise
   except Exception as e:  # PIL raises UnidentifiedImageError / OSError on corrupt files
+    reason = re.sub(r" <_io\.BytesIO object at 0x[0-9a-fA-F]+>", "", str(e))
     raise ValueError(
-        f"read_image_folder: {name} ({len(data)} bytes) is corrupt or not an image "
-        f"({type(e).__name__}: {e})."
+        f"{op}: {name} ({len(data)} bytes) is corrupt or not an image "
+        f"({type(e).__name__}: {reason})."
     ) from None
   return array[:, :, None] if array.ndim == 2 else array
 
@@ -242,7 +248,7 @@ def _decode_chunk(reader: _Reader, members: Sequence[str], shape: tuple[int, ...
   out = np.empty((len(members), *shape), np.uint8)
   for i, member in enumerate(members):
     name = reader.name(member)
-    image = decode_image(reader.read(member), name=name)
+    image = decode_image(reader.read(member), name=name, op="read_image_folder")
     if image.shape != tuple(shape):
       raise ValueError(
           f"read_image_folder: {name} has shape {image.shape} (H, W, C); expected "
@@ -330,7 +336,8 @@ def read_image_folder(
     splits, class_names = _index(path, reader.zip, class_names)
     if image_shape is None:
       first = splits["train"][0][0]
-      image_shape = decode_image(reader.read(first), name=reader.name(first)).shape
+      image_shape = decode_image(reader.read(first), name=reader.name(first),
+                                 op="read_image_folder").shape
     arrays = {
         split: (
             _decode_all(reader, members, tuple(image_shape), num_workers=num_workers,

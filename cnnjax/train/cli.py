@@ -421,15 +421,28 @@ def _free_path(stem: str, ext: str) -> str:
 def _predict(args: argparse.Namespace) -> int:
   from cnnjax.train.inference import predict_files
 
+  skipped = []
+
+  def skip(error):
+    skipped.append(error.path)
+    print(f"cnnjax predict: {_message('predict', error).rstrip('.')}; skipped.",
+          file=sys.stderr, flush=True)
+
   try:
-    results = predict_files(args.run, args.images, top_k=args.top_k, epoch=args.epoch)
+    results = predict_files(args.run, args.images, top_k=args.top_k, epoch=args.epoch,
+                            on_unreadable=skip if args.skip_unreadable else None)
+    if len(skipped) == len(args.images):
+      n = len(args.images)
+      raise ValueError(f"predict: none of the {n} image files could be read." if n > 1 else
+                       "predict: the image file could not be read.")
+    for path, best in zip(args.images, results):
+      if best is not None:
+        print(f"{path}: " + ", ".join(f"{name} {p:.4f}" for name, p in best))
   except Exception as e:
     if not _known(e):
       raise
     return _fail("predict", e, args)
-  for path, best in zip(args.images, results):
-    print(f"{path}: " + ", ".join(f"{name} {p:.4f}" for name, p in best))
-  return 0
+  return 1 if skipped else 0
 
 
 def _search(args: argparse.Namespace) -> int:
@@ -545,6 +558,11 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
   _add_run(r)
   r.add_argument("images", nargs="+", metavar="IMAGE", help="PNG or JPEG files")
   r.add_argument("--top-k", type=int, default=3, help="classes shown per image (default: 3)")
+  r.add_argument("--skip-unreadable", action="store_true",
+                 help="report each file that cannot be read or decoded in one line on "
+                 "stderr and classify the others; the exit code is then 1 if any file was "
+                 "skipped (0: none; 2: none could be read). Without it the first such file "
+                 "stops the command, exit code 2 (default: off)")
   _add_debug(r)
   r.set_defaults(func=_quietly(_predict))
 

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +14,8 @@ from flax import nnx
 from cnnjax.train.run import ModelFn
 from cnnjax.train.state import merge_model
 
-__all__ = ["Classifier", "load_model", "predict_files", "read_images"]
+__all__ = ["Classifier", "UnreadableImageError", "load_model", "predict_files", "read_image",
+           "read_images", "top_classes"]
 
 
 class Normalization(nnx.Variable):
@@ -91,37 +92,111 @@ def load_model(run_dir: str | os.PathLike, *, epoch: int | None = None,
   return classifier
 
 
-def read_images(paths: Sequence[str | os.PathLike], shape: Sequence[int]) -> np.ndarray:
-  """PNG/JPEG files as ``uint8 [N, H, W, C]`` of ``shape`` ``(H, W, C)``: resized
-  (bilinear) when their size differs, grey ↔ colour converted, alpha dropped."""
+class UnreadableImageError(ValueError):
+  """An image file that cannot be read or decoded; ``path`` names it (so does the
+  message)."""
+
+  def __init__(self, path: str | os.PathLike, message: str):
+    self.path = os.fspath(path)
+    super().__init__(message)
+
+
+def read_image(path: str | os.PathLike, shape: Sequence[int]) -> np.ndarray:
+  """A PNG/JPEG file as ``uint8 [H, W, C]`` of ``shape`` ``(H, W, C)``: resized
+  (bilinear) when its size differs, grey ↔ colour converted, alpha dropped.
+
+  Raises:
+    UnreadableImageError: the file cannot be opened or read, or is not a decodable PNG
+      or JPEG (a ``ValueError``: ``"predict: <path> ..."``).
+  """
   from PIL import Image
 
   from cnnjax.data.image_folder import decode_image
 
   h, w, c = shape
-  out = []
-  for path in paths:
+  name = os.fspath(path)
+  try:
     with open(path, "rb") as f:
-      x = decode_image(f.read(), name=os.fspath(path))
-    x = x[..., :1] if x.shape[-1] in (1, 2) else x[..., :3]  # no alpha
-    if x.shape[:2] != (h, w):
-      x = np.asarray(Image.fromarray(x[..., 0] if x.shape[-1] == 1 else x).resize(
-          (w, h), Image.BILINEAR), np.uint8).reshape(h, w, -1)
-    if x.shape[-1] != c:
-      x = np.repeat(x, c, axis=-1) if x.shape[-1] == 1 else np.round(
-          x.mean(-1, keepdims=True)).astype(np.uint8)
-    out.append(x)
-  return np.stack(out)
+      data = f.read()
+    x = decode_image(data, name=name, op="predict")
+  except OSError as e:
+    raise UnreadableImageError(path, f"predict: {name} cannot be read ({e.strerror or e})."
+                               ) from None
+  except ValueError as e:
+    raise UnreadableImageError(path, str(e)) from None
+  x = x[..., :1] if x.shape[-1] in (1, 2) else x[..., :3]  # no alpha
+  if x.shape[:2] != (h, w):
+    x = np.asarray(Image.fromarray(x[..., 0] if x.shape[-1] == 1 else x).resize(
+        (w, h), Image.BILINEAR), np.uint8).reshape(h, w, -1)
+  if x.shape[-1] != c:
+    x = np.repeat(x, c, axis=-1) if x.shape[-1] == 1 else np.round(
+        x.mean(-1, keepdims=True)).astype(np.uint8)
+  return x
 
 
-def predict_files(run_dir: str | os.PathLike, paths: Sequence[str | os.PathLike], *,
-                  top_k: int = 3, epoch: int | None = None
-                  ) -> list[list[tuple[str, float]]]:
-  """Each file's ``top_k`` ``(class name, probability)`` pairs, most probable first."""
-  if not isinstance(top_k, int) or top_k < 1:
-    raise ValueError(f"predict: top_k got {top_k!r}; expected a positive int.")
-  model = load_model(run_dir, epoch=epoch)
-  probs = np.asarray(jax.nn.softmax(model(read_images(paths, model.input_shape)), axis=-1))
+def read_images(paths: Sequence[str | os.PathLike], shape: Sequence[int]) -> np.ndarray:
+  """PNG/JPEG files as ``uint8 [N, H, W, C]`` of ``shape`` ``(H, W, C)`` (see
+  :func:`read_image`); the first unreadable file raises its
+  :class:`UnreadableImageError`."""
+  return np.stack([read_image(path, shape) for path in paths])
+
+
+def top_classes(model: Classifier, images: np.ndarray, *, top_k: int = 3
+                ) -> list[list[tuple[str, float]]]:
+  """Each image's ``top_k`` ``(class name, probability)`` pairs, most probable first.
+
+  Args:
+    model: a :class:`Classifier` (from :func:`load_model`).
+    images: ``uint8 [N, H, W, C]`` of the model's input shape.
+    top_k: classes per image (at most the model's).
+  """
+  _check_top_k(top_k)
+  probs = np.asarray(jax.nn.softmax(model(images), axis=-1))
   k = min(top_k, probs.shape[-1])
   best = np.argsort(-probs, axis=-1, kind="stable")[:, :k]
   return [[(model.class_names[j], float(p[j])) for j in row] for p, row in zip(probs, best)]
+
+
+def _check_top_k(top_k) -> None:
+  if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+    raise ValueError(f"predict: top_k got {top_k!r}; expected a positive int.")
+
+
+def predict_files(run_dir: str | os.PathLike, paths: Sequence[str | os.PathLike], *,
+                  top_k: int = 3, epoch: int | None = None,
+                  on_unreadable: Callable[[UnreadableImageError], None] | None = None
+                  ) -> list[list[tuple[str, float]] | None]:
+  """Each file's ``top_k`` ``(class name, probability)`` pairs, most probable first.
+
+  Args:
+    run_dir: a directory written by :func:`~cnnjax.train.train`.
+    paths: PNG or JPEG files.
+    top_k: classes per file.
+    epoch: which checkpoint (None: the latest verified one).
+    on_unreadable: called with the :class:`UnreadableImageError` of each file that
+      cannot be read or decoded, which is then skipped (its entry is None). None: the
+      first such file raises its error.
+
+  Returns:
+    One entry per path, in order.
+
+  Raises:
+    UnreadableImageError: a file that cannot be read (without ``on_unreadable``).
+    ValueError: a bad ``top_k``, or a run directory that cannot be loaded.
+  """
+  _check_top_k(top_k)
+  model = load_model(run_dir, epoch=epoch)
+  images = {}
+  for i, path in enumerate(paths):
+    try:
+      images[i] = read_image(path, model.input_shape)
+    except UnreadableImageError as e:
+      if on_unreadable is None:
+        raise
+      on_unreadable(e)
+  results: list[list[tuple[str, float]] | None] = [None] * len(paths)
+  if images:
+    best = top_classes(model, np.stack(list(images.values())), top_k=top_k)
+    for i, pairs in zip(images, best):
+      results[i] = pairs
+  return results
