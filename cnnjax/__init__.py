@@ -9,6 +9,7 @@ called.
 """
 
 import importlib
+from typing import TYPE_CHECKING, Any
 
 from cnnjax import arithmetic, equivariance, padding
 from cnnjax.adaptive_pool import adaptive_avg_pool, adaptive_max_pool
@@ -46,6 +47,11 @@ from cnnjax.weight_grad import conv_weight_grad
 
 __version__ = "0.1.0"
 
+if TYPE_CHECKING:  # the lazily imported names of _LAZY, as type checkers should see them
+  from cnnjax import data, models, nn, train
+  from cnnjax.summary import Summary, summary
+  from cnnjax.train import TrainConfig
+
 # name -> (module, attribute or None for the module itself), imported on first access.
 _LAZY = {
     "data": ("cnnjax.data", None),
@@ -58,7 +64,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
   if name not in _LAZY:
     raise AttributeError(f"module 'cnnjax' has no attribute {name!r}")
   module_name, attr = _LAZY[name]
@@ -68,7 +74,7 @@ def __getattr__(name):
   return value
 
 
-def __dir__():
+def __dir__() -> list[str]:
   return sorted(set(globals()) | set(_LAZY))
 
 
