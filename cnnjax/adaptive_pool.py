@@ -144,8 +144,8 @@ def adaptive_avg_pool(x: ArrayLike, output_size: int | Sequence[int | None]) -> 
 
   Example:
     >>> x = jnp.arange(5.).reshape(1, 5, 1)
-    >>> adaptive_avg_pool(x, 3)[0, :, 0]
-    Array([0.5, 2. , 3.5], dtype=float32)
+    >>> adaptive_avg_pool(x, 3)[0, :, 0].tolist()
+    [0.5, 2.0, 3.5]
   """
   x = jnp.asarray(x)
   sizes = _check(x, output_size, op="adaptive_avg_pool", floating=True)
@@ -168,8 +168,8 @@ def adaptive_max_pool(x: ArrayLike, output_size: int | Sequence[int | None]) -> 
 
   Example:
     >>> x = jnp.array([3., 1., 4., 1., 5.]).reshape(1, 5, 1)
-    >>> adaptive_max_pool(x, 3)[0, :, 0]
-    Array([3., 4., 5.], dtype=float32)
+    >>> adaptive_max_pool(x, 3)[0, :, 0].tolist()
+    [3.0, 4.0, 5.0]
   """
   x = jnp.asarray(x)
   sizes = _check(x, output_size, op="adaptive_max_pool", floating=False)

@@ -121,8 +121,8 @@ def convolve(
 
   Example:
     >>> x = jnp.arange(5.).reshape(1, 5, 1); w = jnp.array([1., 2.]).reshape(2, 1, 1)
-    >>> convolve(x, w, padding="FULL")[0, :, 0]
-    Array([0., 1., 4., 7., 10., 8.], dtype=float32)
+    >>> convolve(x, w, padding="FULL")[0, :, 0].tolist()
+    [0.0, 1.0, 4.0, 7.0, 10.0, 8.0]
   """
   w = jnp.asarray(w)
   num_spatial = _checks.check_kernel(w, op="convolve")

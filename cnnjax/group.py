@@ -100,9 +100,8 @@ def transform_plane(a: ArrayLike, element: int, *, group: str,
 
   Example:
     >>> a = jnp.arange(4.0).reshape(2, 2)
-    >>> transform_plane(a, 5, group="p4m")  # rot90, then mirror
-    Array([[3., 1.],
-           [2., 0.]], dtype=float32)
+    >>> transform_plane(a, 5, group="p4m").tolist()  # rot90, then mirror
+    [[3.0, 1.0], [2.0, 0.0]]
   """
   op = "transform_plane"
   n = group_order(_check_group(group, op=op))
@@ -258,8 +257,8 @@ def group_pool(x: ArrayLike, *, reduce: str = "max") -> jax.Array:
     zero (as ``int(a / b)``), for every input (the sum does not wrap).
 
   Example:
-    >>> group_pool(jnp.arange(8.).reshape(1, 1, 1, 4, 2))[0, 0, 0]
-    Array([6., 7.], dtype=float32)
+    >>> group_pool(jnp.arange(8.).reshape(1, 1, 1, 4, 2))[0, 0, 0].tolist()
+    [6.0, 7.0]
   """
   op = "group_pool"
   x = jnp.asarray(x)

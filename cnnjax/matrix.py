@@ -100,9 +100,8 @@ def conv_matrix(
 
   Example:
     >>> w = jnp.array([1., 2.]).reshape(2, 1, 1)
-    >>> conv_matrix(w, (3, 1))
-    Array([[1., 2., 0.],
-           [0., 1., 2.]], dtype=float32)
+    >>> conv_matrix(w, (3, 1)).tolist()
+    [[1.0, 2.0, 0.0], [0.0, 1.0, 2.0]]
   """
   op = "conv_matrix"
   w = jnp.asarray(w)

@@ -49,8 +49,9 @@ def local_response_norm(
 
   Example:
     >>> x = jnp.ones((1, 2, 2, 3))
-    >>> local_response_norm(x, size=3, alpha=1.0, beta=1.0, k=1.0)[0, 0, 0]
-    Array([0.33333334, 0.25, 0.33333334], dtype=float32)
+    >>> y = local_response_norm(x, size=3, alpha=1.0, beta=1.0, k=1.0)
+    >>> [round(v, 4) for v in y[0, 0, 0].tolist()]
+    [0.3333, 0.25, 0.3333]
   """
   op = "local_response_norm"
   x = jnp.asarray(x)

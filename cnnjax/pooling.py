@@ -132,9 +132,8 @@ def max_pool(
 
   Example:
     >>> x = jnp.array([[1., 4, 3, 6], [2, 1, 0, 9], [2, 2, 7, 7], [5, 3, 3, 6]])
-    >>> max_pool(x[None, :, :, None], 2)[0, :, :, 0]
-    Array([[4., 9.],
-           [5., 7.]], dtype=float32)
+    >>> max_pool(x[None, :, :, None], 2)[0, :, :, 0].tolist()
+    [[4.0, 9.0], [5.0, 7.0]]
   """
   op = "max_pool"
   x = jnp.asarray(x)
@@ -174,8 +173,8 @@ def avg_pool(
 
   Example:
     >>> x = jnp.arange(4.).reshape(1, 4, 1)
-    >>> avg_pool(x, 3, stride=1, padding=1)[0, :, 0]
-    Array([0.5, 1. , 2. , 2.5], dtype=float32)
+    >>> avg_pool(x, 3, stride=1, padding=1)[0, :, 0].tolist()
+    [0.5, 1.0, 2.0, 2.5]
   """
   op = "avg_pool"
   x = jnp.asarray(x)
@@ -211,8 +210,8 @@ def lp_pool(
 
   Example:
     >>> x = jnp.array([3., 4., 1., 0.]).reshape(1, 4, 1)
-    >>> lp_pool(x, 2, p=2)[0, :, 0]
-    Array([5., 1.], dtype=float32)
+    >>> lp_pool(x, 2, p=2)[0, :, 0].tolist()
+    [5.0, 1.0]
   """
   op = "lp_pool"
   x = jnp.asarray(x)
@@ -254,8 +253,8 @@ def global_max_pool(x: ArrayLike, *, keepdims: bool = False) -> jax.Array:
     ``[N, C]``, or ``[N, 1, …, 1, C]`` with ``keepdims``, in ``x``'s dtype.
 
   Example:
-    >>> global_max_pool(jnp.arange(8.).reshape(1, 2, 2, 2))
-    Array([[6., 7.]], dtype=float32)
+    >>> global_max_pool(jnp.arange(8.).reshape(1, 2, 2, 2)).tolist()
+    [[6.0, 7.0]]
   """
   op = "global_max_pool"
   x = jnp.asarray(x)
@@ -279,8 +278,8 @@ def global_avg_pool(x: ArrayLike, *, keepdims: bool = False) -> jax.Array:
     2**30 − 1 positions).
 
   Example:
-    >>> global_avg_pool(jnp.arange(8.).reshape(1, 2, 2, 2))
-    Array([[3., 4.]], dtype=float32)
+    >>> global_avg_pool(jnp.arange(8.).reshape(1, 2, 2, 2)).tolist()
+    [[3.0, 4.0]]
   """
   op = "global_avg_pool"
   x = jnp.asarray(x)
@@ -308,8 +307,8 @@ def maxout(x: ArrayLike, pieces: int, *, axis: int = -1) -> jax.Array:
     ``x``'s shape with ``axis`` of size ``x.shape[axis] // pieces``, in ``x``'s dtype.
 
   Example:
-    >>> maxout(jnp.array([[1., 5., 3., 2.]]), 2)
-    Array([[5., 3.]], dtype=float32)
+    >>> maxout(jnp.array([[1., 5., 3., 2.]]), 2).tolist()
+    [[5.0, 3.0]]
   """
   op = "maxout"
   x = jnp.asarray(x)
@@ -430,8 +429,8 @@ def polyphase_downsample(
 
   Example:
     >>> x = jnp.array([0., 1., 0., 3.]).reshape(1, 4, 1)
-    >>> polyphase_downsample(x)[0, :, 0]
-    Array([1., 3.], dtype=float32)
+    >>> polyphase_downsample(x)[0, :, 0].tolist()
+    [1.0, 3.0]
   """
   op = "polyphase_downsample"
   x = jnp.asarray(x)

@@ -140,9 +140,22 @@ def register_describer(cls: type) -> Callable[[Describer], Describer]:
   without the batch) and returns ``(name, params, ops)``. Subclasses inherit it.
 
   Example:
-    >>> @register_describer(MyNorm)  # doctest: +SKIP
+    >>> from flax import nnx
+    >>> from cnnjax import arithmetic
+    >>> class MyNorm(nnx.Module):
+    ...   def __call__(self, x):
+    ...     return x / (1 + abs(x))
+    >>> @register_describer(MyNorm)
     ... def _(m, in_shape, out_shape):
     ...   return "mynorm", 0, arithmetic.op_count("norm", in_shape=in_shape)
+    >>> print(summary(MyNorm(), (4, 4, 3)))
+    MyNorm on 4×4×3
+    layer   params  ops  output
+    ---------------------------
+    input                4×4×3
+    mynorm       0   48  4×4×3
+    ---------------------------
+    total        0   48
   """
   def add(describer: Describer) -> Describer:
     _DESCRIBERS[cls] = describer
@@ -512,11 +525,19 @@ def summary(
       instance.
 
   Example:
-    >>> print(summary("seed-cnn", (32, 32, 3)))  # doctest: +SKIP
+    >>> print(summary("seed-cnn", (32, 32, 3)))
     seed-cnn on 32×32×3
     layer         params        ops  output
-    ...
+    -----------------------------------------
+    input                            32×32×3
     conv(5, 32)    2,432  1,906,688  28×28×32
+    pool(2)            0     25,088  14×14×32
+    conv(5, 64)   51,264  5,126,400  10×10×64
+    pool(2)            0      6,400  5×5×64
+    fc(100)      160,100    160,100  100
+    fc(10)         1,010      1,010  10
+    -----------------------------------------
+    total        214,806  7,225,686
   """
   op = "summary"
   if isinstance(model, str):

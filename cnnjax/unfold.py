@@ -70,10 +70,8 @@ def unfold(
 
   Example:
     >>> x = jnp.arange(4.).reshape(1, 4, 1)
-    >>> unfold(x, 2)[0]
-    Array([[0., 1.],
-           [1., 2.],
-           [2., 3.]], dtype=float32)
+    >>> unfold(x, 2)[0].tolist()
+    [[0.0, 1.0], [1.0, 2.0], [2.0, 3.0]]
   """
   op = "unfold"
   x = jnp.asarray(x)
@@ -112,8 +110,8 @@ def fold(
     ``[N, *spatial, C]`` in ``p``'s dtype.
 
   Example:
-    >>> fold(jnp.ones((1, 3, 2)), (1, 4, 1), 2)[0, :, 0]
-    Array([1., 2., 2., 1.], dtype=float32)
+    >>> fold(jnp.ones((1, 3, 2)), (1, 4, 1), 2)[0, :, 0].tolist()
+    [1.0, 2.0, 2.0, 1.0]
   """
   op = "fold"
   p = jnp.asarray(p)

@@ -56,8 +56,8 @@ def max_unpool(
 
   Example:
     >>> y = jnp.array([4., 9.]).reshape(1, 2, 1)
-    >>> max_unpool(y, jnp.array([1, 3]).reshape(1, 2, 1), (1, 4, 1))[0, :, 0]
-    Array([0., 4., 0., 9.], dtype=float32)
+    >>> max_unpool(y, jnp.array([1, 3]).reshape(1, 2, 1), (1, 4, 1))[0, :, 0].tolist()
+    [0.0, 4.0, 0.0, 9.0]
   """
   op = "max_unpool"
   y, indices = jnp.asarray(y), jnp.asarray(indices)

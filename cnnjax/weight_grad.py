@@ -57,8 +57,8 @@ def conv_weight_grad(
 
   Example:
     >>> x = jnp.arange(5.).reshape(1, 5, 1); g = jnp.ones((1, 3, 1))
-    >>> conv_weight_grad(x, g, (3, 1, 1))[:, 0, 0]
-    Array([3., 6., 9.], dtype=float32)
+    >>> conv_weight_grad(x, g, (3, 1, 1))[:, 0, 0].tolist()
+    [3.0, 6.0, 9.0]
   """
   op = "conv_weight_grad"
   x, g = jnp.asarray(x), jnp.asarray(g)

@@ -117,6 +117,7 @@ class Dataset:
     source: where the arrays came from (a path, ``"tfds:cifar10"``, ``"generated"``).
 
   Example:
+    >>> import cnnjax
     >>> ds = cnnjax.data.load("shapes", num_train=600, num_test=100, val_size=100)
     >>> ds.train_images.shape, ds.num_classes
     ((500, 32, 32, 3), 6)

@@ -187,7 +187,10 @@ def decode_image(data: bytes, *, name: str = "<bytes>", op: str = "decode_image"
       message is ``"<op>: <name> ..."``.
 
   Example:
-    >>> decode_image(png_bytes).shape  # doctest: +SKIP
+    >>> import io
+    >>> from PIL import Image
+    >>> png = io.BytesIO(); Image.new("RGB", (32, 32)).save(png, format="PNG")
+    >>> decode_image(png.getvalue()).shape
     (32, 32, 3)
   """
   from PIL import Image
@@ -318,9 +321,16 @@ def read_image_folder(
       that ``class_names`` does not list.
 
   Example:
-    >>> raw = read_image_folder("cifar10-train-jpeg.zip")  # doctest: +SKIP
-    >>> raw.train_images.shape, raw.class_names[:2], raw.test_images  # doctest: +SKIP
-    ((50000, 32, 32, 3), ('airplane', 'automobile'), None)
+    >>> import pathlib, tempfile
+    >>> from PIL import Image
+    >>> tmp = tempfile.TemporaryDirectory(); root = pathlib.Path(tmp.name)
+    >>> for name in ("cat", "dog"):  # train/<class>/<image>, three 8×8 images each
+    ...   (root / "train" / name).mkdir(parents=True)
+    ...   for i in range(3):
+    ...     Image.new("RGB", (8, 8)).save(root / "train" / name / f"{i}.png")
+    >>> raw = read_image_folder(root, progress=False)
+    >>> raw.train_images.shape, raw.train_labels.tolist(), raw.class_names, raw.test_images
+    ((6, 8, 8, 3), [0, 0, 0, 1, 1, 1], ('cat', 'dog'), None)
   """
   path = Path(path)
   if not path.exists():

@@ -63,8 +63,9 @@ def channel_stats(images: ArrayLike) -> tuple[jax.Array, jax.Array]:
     ``(mean, std)``, each ``[C]`` in the pixel units of ``images``.
 
   Example:
-    >>> channel_stats(jnp.array([0, 2], jnp.uint8).reshape(2, 1, 1, 1))
-    (Array([1.], dtype=float32), Array([1.], dtype=float32))
+    >>> mean, std = channel_stats(jnp.array([0, 2], jnp.uint8).reshape(2, 1, 1, 1))
+    >>> mean.tolist(), std.tolist()
+    ([1.0], [1.0])
   """
   x = jnp.asarray(images)
   _check_images(x, op="channel_stats")
@@ -90,8 +91,8 @@ def normalize(
 
   Example:
     >>> x = jnp.full((1, 1, 1, 2), 3, jnp.uint8)
-    >>> normalize(x, jnp.array([1., 2.]), jnp.array([2., 1.]))[0, 0, 0]
-    Array([1., 1.], dtype=float32)
+    >>> normalize(x, jnp.array([1., 2.]), jnp.array([2., 1.]))[0, 0, 0].tolist()
+    [1.0, 1.0]
   """
   x = jnp.asarray(images)
   _check_images(x, op="normalize")

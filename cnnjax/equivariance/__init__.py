@@ -27,6 +27,7 @@ assertions), ``regions``, ``consistency``, ``strategies`` and ``group_actions``;
 public name is re-exported here.
 
 Example:
+  >>> import jax.numpy as jnp
   >>> from cnnjax.conv import cross_correlate
   >>> x = jnp.ones((1, 8, 8, 1)).at[0, 2, 3, 0].set(5.0)
   >>> w = jnp.arange(9.0).reshape(3, 3, 1, 1)

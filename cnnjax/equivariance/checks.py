@@ -171,6 +171,7 @@ def equivariance_error(
 
   Example:
     >>> from cnnjax.conv import cross_correlate
+    >>> from cnnjax.equivariance import translate
     >>> w = jnp.ones((3, 3, 1, 1))
     >>> f = lambda x: cross_correlate(x, w, padding="SAME", padding_mode="circular")
     >>> equivariance_error(f, jnp.arange(36.0).reshape(1, 6, 6, 1), translate(2))
@@ -202,6 +203,7 @@ def invariance_error(
     The relative error as a Python float (see :func:`equivariance_error`).
 
   Example:
+    >>> from cnnjax.equivariance import rot90
     >>> f = lambda x: x.sum(axis=(1, 2))  # global sum pooling
     >>> invariance_error(f, jnp.arange(16.0).reshape(1, 4, 4, 1), rot90())
     0.0
@@ -282,8 +284,9 @@ def assert_equivariant(
     ValueError: different output shapes, a bad ``region``, ``rtol`` or ``atol``.
 
   Example:
+    >>> from cnnjax.equivariance import rot90
     >>> f = lambda x: jnp.maximum(x, 0.0)
-    >>> assert_equivariant(f, jnp.ones((1, 4, 4, 1)), rot90())
+    >>> assert_equivariant(f, jnp.ones((1, 4, 4, 1)), rot90())  # passes silently
   """
   op = "assert_equivariant"
   names = ("f(g_in(x))", "g_out(f(x))")
@@ -315,6 +318,7 @@ def assert_invariant(
       difference is.
 
   Example:
+    >>> from cnnjax.equivariance import translate
     >>> f = lambda x: x.mean(axis=(1, 2))
     >>> assert_invariant(f, jnp.arange(16.0).reshape(1, 4, 4, 1), translate(1))
   """

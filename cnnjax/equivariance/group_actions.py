@@ -54,6 +54,7 @@ def plane_action(element: int, *, group: str) -> Transform:
     two axes.
 
   Example:
+    >>> from cnnjax.equivariance import rot90
     >>> x = jnp.arange(4.0).reshape(1, 2, 2, 1)
     >>> bool((plane_action(1, group="p4")(x) == rot90(1)(x)).all())
     True

@@ -87,9 +87,13 @@ def images(
     A strategy of NumPy arrays.
 
   Example:
-    >>> @hypothesis.given(images(size=(5, 7), channels=2))
+    >>> import hypothesis, jax
+    >>> from cnnjax.equivariance import assert_equivariant, flip
+    >>> @hypothesis.settings(max_examples=5, deadline=None)  # deadline: jit compiles
+    ... @hypothesis.given(images(size=(5, 7), channels=2))
     ... def test_relu_flip(x):
     ...   assert_equivariant(jax.nn.relu, x, flip(0))
+    >>> test_relu_flip()  # passes silently
   """
   op = "images"
   st = _hypothesis()
@@ -180,8 +184,14 @@ def conv_settings(
     "padding_mode": ..}`` with one stride and dilation per spatial dim.
 
   Example:
-    >>> @hypothesis.given(conv_settings(stride=1, padding=("SAME",)))
-    ... def test_shapes(settings): ...
+    >>> import hypothesis
+    >>> from cnnjax.arithmetic import output_size
+    >>> @hypothesis.settings(max_examples=5)
+    ... @hypothesis.given(conv_settings(stride=1, padding=("SAME",)))
+    ... def test_same_keeps_size(settings):
+    ...   for d in settings["dilation"]:
+    ...     assert output_size(8, 3, padding="SAME", dilation=d) == 8
+    >>> test_same_keeps_size()  # passes silently
   """
   op = "conv_settings"
   st = _hypothesis()
@@ -225,11 +235,17 @@ def conv_problems(
     A strategy of ``(x, w, settings)`` for ``cross_correlate(x, w, **settings)``.
 
   Example:
-    >>> @hypothesis.given(conv_problems(padding_mode=("circular",), stride=1))
+    >>> import hypothesis
+    >>> from cnnjax.conv import cross_correlate
+    >>> from cnnjax.equivariance import assert_equivariant, translate
+    >>> @hypothesis.settings(max_examples=5, deadline=None)  # deadline: jit compiles
+    ... @hypothesis.given(
+    ...     conv_problems(padding=("SAME",), padding_mode=("circular",), stride=1))
     ... def test_circular(problem):
     ...   x, w, kw = problem
     ...   f = lambda x: cross_correlate(x, w, **kw)
     ...   assert_equivariant(f, x, translate(1))
+    >>> test_circular()  # passes silently
   """
   st = _hypothesis()
   from hypothesis import assume

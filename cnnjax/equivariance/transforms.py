@@ -61,9 +61,8 @@ class Transform:
 
     Example:
       >>> w = jnp.arange(4.0).reshape(2, 2, 1, 1)
-      >>> flip(0).on_kernel(w)[:, :, 0, 0]
-      Array([[2., 3.],
-             [0., 1.]], dtype=float32)
+      >>> flip(0).on_kernel(w)[:, :, 0, 0].tolist()
+      [[2.0, 3.0], [0.0, 1.0]]
     """
     w = jnp.asarray(w)
     if w.ndim < 3:
@@ -94,8 +93,8 @@ def translate(shift: int | Sequence[int], *, mode: str = "circular") -> Transfor
 
   Example:
     >>> x = jnp.arange(4.0).reshape(1, 4, 1)
-    >>> translate(1)(x)[0, :, 0], translate(1, mode="zeros")(x)[0, :, 0]
-    (Array([3., 0., 1., 2.], dtype=float32), Array([0., 0., 1., 2.], dtype=float32))
+    >>> translate(1)(x)[0, :, 0].tolist(), translate(1, mode="zeros")(x)[0, :, 0].tolist()
+    ([3.0, 0.0, 1.0, 2.0], [0.0, 0.0, 1.0, 2.0])
   """
   op = "translate"
   if mode not in TRANSLATE_MODES:
@@ -161,8 +160,8 @@ def flip(axis: int) -> Transform:
 
   Example:
     >>> x = jnp.arange(3.0).reshape(1, 3, 1)
-    >>> flip(0)(x)[0, :, 0]
-    Array([2., 1., 0.], dtype=float32)
+    >>> flip(0)(x)[0, :, 0].tolist()
+    [2.0, 1.0, 0.0]
   """
   op = "flip"
   if not is_int(axis):
@@ -200,9 +199,8 @@ def rot90(k: int = 1) -> Transform:
 
   Example:
     >>> x = jnp.arange(4.0).reshape(1, 2, 2, 1)
-    >>> rot90()(x)[0, :, :, 0]
-    Array([[1., 3.],
-           [0., 2.]], dtype=float32)
+    >>> rot90()(x)[0, :, :, 0].tolist()
+    [[1.0, 3.0], [0.0, 2.0]]
   """
   op = "rot90"
   if not is_int(k):

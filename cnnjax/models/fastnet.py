@@ -67,9 +67,8 @@ def dirac_init(*, base=_torch_default):
 
   Example:
     >>> w = dirac_init()(jax.random.key(0), (3, 3, 2, 4), jnp.float32)
-    >>> w[1, 1, :, :2]
-    Array([[1., 0.],
-           [0., 1.]], dtype=float32)
+    >>> w[1, 1, :, :2].tolist()
+    [[1.0, 0.0], [0.0, 1.0]]
   """
 
   def init(key, shape, dtype=jnp.float32):

@@ -41,7 +41,10 @@ def register(name: str, cls: type | None = None, **fixed: Any) -> Callable | typ
     ``cls`` (or a decorator that registers and returns its class).
 
   Example:
-    >>> register("resnet20", CifarResNet, depth=20)  # doctest: +SKIP
+    >>> from cnnjax.models.resnet import CifarResNet
+    >>> register("resnet20", CifarResNet, depth=20)  # the zoo's own line  # doctest: +SKIP
+    >>> model_class("resnet20") is CifarResNet  # registered when cnnjax.models loads
+    True
   """
   def add(cls: type) -> type:
     if name in _MODELS:
@@ -96,6 +99,7 @@ def get(name: str, *, num_classes: int | None = None, rngs: nnx.Rngs, **options:
     call ``model.eval()`` for inference.
 
   Example:
+    >>> import jax.numpy as jnp
     >>> model = get("seed-cnn", num_classes=10, rngs=nnx.Rngs(0))
     >>> model(jnp.ones((2, 32, 32, 3))).shape
     (2, 10)
@@ -141,6 +145,7 @@ def abstract(name: str, *, num_classes: int | None = None, seed: int = 0, **opti
     The abstract model.
 
   Example:
+    >>> import jax
     >>> model = abstract("vgg16")
     >>> sum(p.size for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
     138357544

@@ -127,9 +127,8 @@ class LpPool(nnx.Module):
     param_dtype: accepted for a uniform interface (Flax's); this layer has no parameters.
 
   Example:
-    >>> LpPool(2, p=2)(jnp.ones((1, 4, 4, 1)))[0, :, :, 0]
-    Array([[2., 2.],
-           [2., 2.]], dtype=float32)
+    >>> LpPool(2, p=2)(jnp.ones((1, 4, 4, 1)))[0, :, :, 0].tolist()
+    [[2.0, 2.0], [2.0, 2.0]]
   """
 
   def __init__(

@@ -144,6 +144,10 @@ def make_optimizer(config: TrainConfig, *, steps_per_epoch: int) -> optax.Gradie
 
   Example:
     >>> tx = make_optimizer(TrainConfig(optimizer="adamw", lr=3e-4), steps_per_epoch=10)
+    >>> params = {"kernel": jnp.ones((2, 2))}
+    >>> updates, _ = tx.update(params, tx.init(params), params)  # gradients, state, params
+    >>> updates["kernel"].shape
+    (2, 2)
   """
   sched = make_schedule(config, steps_per_epoch=steps_per_epoch)
   mask = lambda params: weight_decay_mask(params, decay_all=config.decay_all)  # noqa: E731
