@@ -9,7 +9,16 @@ expected. What the values must be (types, lengths, ranges) is checked by each fi
 reader, through ``check`` functions that return a reason or None.
 
 Example:
-  >>> read_json("runs/seed-cnn/config.json", expected="a TrainConfig")  # doctest: +SKIP
+  >>> import pathlib, tempfile
+  >>> tmp = tempfile.TemporaryDirectory()
+  >>> path = pathlib.Path(tmp.name) / "config.json"
+  >>> _ = path.write_text('{"model": "seed-cnn", "epochs": 10}')
+  >>> read_json(path, expected="a TrainConfig")
+  {'model': 'seed-cnn', 'epochs': 10}
+  >>> _ = path.write_text('{"model": "seed-cnn", ')  # cut short
+  >>> read_json(path, expected="a TrainConfig")  # doctest: +ELLIPSIS
+  Traceback (most recent call last):
+  ValueError: .../config.json: not valid JSON (...); expected a TrainConfig.
 """
 
 from __future__ import annotations

@@ -45,8 +45,14 @@ class RunLock:
     directory: the run directory (created if missing).
 
   Example:
-    >>> with RunLock("/tmp/run"):  # doctest: +SKIP
-    ...   ...  # the only writer of /tmp/run
+    >>> import tempfile
+    >>> run = tempfile.TemporaryDirectory()
+    >>> with RunLock(run.name):  # the only writer of the run directory
+    ...   try:
+    ...     RunLock(run.name).acquire()  # a second writer is refused
+    ...   except RunInUseError as e:
+    ...     print(type(e).__name__)
+    RunInUseError
   """
 
   def __init__(self, directory: str | os.PathLike):

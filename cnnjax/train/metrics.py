@@ -76,8 +76,12 @@ class MetricsLog:
   """Appends per-epoch records to ``path`` (one JSON object per line).
 
   Example:
-    >>> log = MetricsLog("/tmp/metrics.jsonl")  # doctest: +SKIP
-    >>> log.append({"epoch": 1, "train_loss": 2.1})  # doctest: +SKIP
+    >>> import os, tempfile
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> log = MetricsLog(os.path.join(tmp.name, "metrics.jsonl"))
+    >>> log.append({"epoch": 1, "train_loss": 2.1})
+    >>> log.read()
+    [{'epoch': 1, 'train_loss': 2.1}]
   """
 
   def __init__(self, path: str | os.PathLike):
