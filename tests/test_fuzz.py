@@ -90,14 +90,19 @@ def _rounded(a, dtype):
   return np.asarray(np.asarray(a).astype(dtype), np.float64)
 
 
-def check_op(f, inputs, reference=None, *, diff=None):
-  """Checks ``f(*inputs)`` in float64 against ``reference`` and in float32/bfloat16.
+def check_op(f, inputs, reference=None, *, diff=None, forms=False, conv=False,
+             nonfinite_reference=...):
+  """Checks ``f(*inputs)`` in float64 against ``reference`` and in float32/bfloat16, then
+  again with non-finite values planted (:func:`check_nonfinite`).
 
   Args:
     f: the op with its configuration bound; takes ``inputs`` positionally.
     inputs: float64 NumPy arrays.
     reference: NumPy ``reference(*inputs)`` for the float64 result, or None.
     diff: the indices of the inputs to differentiate (default: all).
+    forms: the op takes cnnjax's XLA:CPU forms: on CPU, each is checked too.
+    conv: the op computes with XLA convolutions (see :func:`check_nonfinite`).
+    nonfinite_reference: the reference for non-finite inputs, if not ``reference``.
   """
   diff = tuple(range(len(inputs))) if diff is None else diff
 
@@ -126,6 +131,95 @@ def check_op(f, inputs, reference=None, *, diff=None):
     for g, g_ref in zip(grads, grads_ref):
       assert g.dtype == dtype, (g.dtype, dtype)
       assert_close(g, g_ref, dtype)
+  if nonfinite_reference is ...:
+    nonfinite_reference = reference
+  check_nonfinite(run, inputs, ct, nonfinite_reference, forms=forms, conv=conv)
+
+
+# ------------------------------------------------------------ non-finite values
+
+_NONFINITE = (np.nan, np.inf, -np.inf)
+
+
+def _plant(a, rng):
+  """``a`` with 1–3 of its entries (fewer if it is smaller) NaN, +inf or -inf."""
+  a = np.array(a, np.float64)
+  if a.size:
+    where = rng.choice(a.size, size=min(int(rng.integers(1, 4)), a.size), replace=False)
+    a.reshape(-1)[where] = rng.choice(_NONFINITE, size=len(where))
+  return a
+
+
+def _pattern(a):
+  """0 where finite, 1 NaN, 2 +inf, 3 -inf."""
+  a = np.asarray(a).astype(np.float64)
+  return np.select([np.isnan(a), np.isposinf(a), np.isneginf(a)], [1, 2, 3], 0)
+
+
+def assert_same_values(got, want, dtype, what):
+  """The same NaN/±inf pattern, and the finite values within ``dtype``'s rounding."""
+  got, want = np.asarray(got).astype(np.float64), np.asarray(want).astype(np.float64)
+  assert got.shape == want.shape, (what, got.shape, want.shape)
+  differ = np.argwhere(_pattern(got) != _pattern(want))
+  assert not differ.size, (
+      f"{what}: the non-finite pattern differs at {len(differ)} of {got.size} positions, "
+      f"first {tuple(differ[0])}: got {got[tuple(differ[0])]}, want {want[tuple(differ[0])]}")
+  finite = np.isfinite(want)
+  assert_close(np.where(finite, got, 0), np.where(finite, want, 0), dtype)
+
+
+def _form_variants(forms: bool, dtype):
+  """The XLA:CPU form settings a convolution is checked under (on CPU): lax's one
+  convolution (no CPU forms: what GPU/TPU run, the reference), the default forms, and for
+  bfloat16 the patch path."""
+  if not (forms and jax.default_backend() == "cpu"):
+    return {"default": {}}
+  variants = {"lax": dict(enabled=False), "default": {}}
+  if dtype == jnp.bfloat16:
+    variants["bf16 patch matmuls"] = dict(bf16_matmul=True)
+  return variants
+
+
+def check_nonfinite(run, inputs, ct, reference=None, *, forms=False, conv=False):
+  """NaN, +inf and -inf reach exactly the outputs (and gradients) they should.
+
+  In float64, float32 and bfloat16:
+
+  - Planted in the first input (the data): the result has the NumPy reference's pattern
+    on the same (rounded) values, the finite values within rounding; so do its
+    gradients against float64's on the rounded values (for ops without XLA convolutions,
+    whose kernels differ by dtype where a NaN meets a zero: see below).
+  - With ``forms``, on CPU: every XLA:CPU form gives exactly lax's pattern for the
+    result and the gradients, and finite values within rounding.
+
+  Not checked: non-finite *weights*. Where one meets the zero padding the textbook gives
+  NaN (``0·inf``), and so mostly does XLA:CPU's float32 convolution, but its float64
+  convolution leaves the padding out (lax's own pattern differs by dtype there), and so
+  do its grouped and strided gradients: no pattern is lax's on every dtype and form.
+  """
+  rng = np.random.default_rng(11)
+  data = [_plant(inputs[0], rng), *inputs[1:]]
+  for dtype in (np.float64, *_LOW):
+    name_of = np.dtype(dtype).name
+    cast = lambda args: [np.asarray(a).astype(dtype) for a in args]
+    results = {}
+    for name, variant in _form_variants(forms, dtype).items():
+      with cnnjax.cpu_forms(**variant):
+        y, grads = run(cast(data), ct.astype(dtype))
+        results[name] = (y, *grads)
+    y, *grads = results["default"]
+    rounded = [_rounded(a, dtype) for a in data]
+    if reference is not None:
+      with np.errstate(invalid="ignore", over="ignore"):
+        want = reference(*rounded)
+      assert_same_values(y, want, dtype, f"{name_of} result vs NumPy")
+    if not (forms or conv) and dtype != np.float64:
+      _, grads_ref = run(rounded, _rounded(ct, dtype))
+      for i, (g, g_ref) in enumerate(zip(grads, grads_ref)):
+        assert_same_values(g, g_ref, dtype, f"{name_of} gradient {i} vs float64")
+    for name, got in results.items():
+      for i, (a, b) in enumerate(zip(got, results.get("lax", got))):
+        assert_same_values(a, b, dtype, f"{name_of} output {i}: {name} vs lax's form")
 
 
 def _normal(shape, seed):
@@ -174,6 +268,25 @@ def tiled_geometry(draw):
 
 class TestConvolutionFamily:
 
+  @pytest.mark.parametrize("where", [(0, 0), (2, 3), (5, 5)])
+  @pytest.mark.parametrize("value", _NONFINITE)
+  @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+  def test_a_nonfinite_input_reaches_only_the_outputs_that_read_it(self, where, value, dtype):
+    # Issue 28: XLA:CPU's 2x2-block form (narrow inputs, kernels of 3x3 or more, stride
+    # 1) multiplied zero taps by the input, so one NaN at a corner made 4 NaN outputs
+    # instead of 1, one at the centre 16 instead of 9; conv_transpose spread an inf.
+    x = np.ones((1, 6, 6, 1))
+    x[0, where[0], where[1], 0] = value
+    w = np.ones((3, 3, 1, 1))
+    for op, ref in ((cnnjax.cross_correlate, ref_correlate),
+                    (cnnjax.convolve, functools.partial(ref_correlate, flip=True))):
+      for padding in ("VALID", "SAME"):
+        assert_same_values(op(x.astype(dtype), w.astype(dtype), padding=padding),
+                           ref(x, w, padding=padding), dtype, f"{op.__name__} {padding}")
+    got = cnnjax.conv_transpose(x.astype(dtype), w.astype(dtype), padding="VALID")
+    want = ref_correlate_adjoint(x, w, (1, 8, 8, 1), padding="VALID")
+    assert_same_values(got, want, dtype, "conv_transpose")
+
   @_SETTINGS
   @given(geometry(), st.sampled_from([1, 2]), st.integers(1, 2), st.booleans())
   def test_cross_correlate_and_convolve(self, g, groups, c_out_per_group, flip):
@@ -182,7 +295,7 @@ class TestConvolutionFamily:
     op = cnnjax.convolve if flip else cnnjax.cross_correlate
     config = dict(g["config"], groups=groups, padding_mode=g["mode"])
     check_op(functools.partial(op, **config), [x, w],
-             functools.partial(ref_correlate, flip=flip, **config))
+             functools.partial(ref_correlate, flip=flip, **config), forms=True)
 
   @_SETTINGS
   @given(geometry(modes=("zeros",)), st.sampled_from([1, 2]))
@@ -193,7 +306,8 @@ class TestConvolutionFamily:
     y = _normal((g["batch"], *out, 2 * groups), 0)
     config = dict(g["config"], groups=groups)
     check_op(functools.partial(cnnjax.conv_transpose, input_shape=g["sizes"], **config),
-             [y, w], functools.partial(ref_correlate_adjoint, x_shape=x_shape, **config))
+             [y, w], functools.partial(ref_correlate_adjoint, x_shape=x_shape, **config),
+             forms=True)
 
   @_SETTINGS
   @given(geometry())
@@ -214,7 +328,7 @@ class TestConvolutionFamily:
     w = _normal((*g["tile"], *g["kernel"], 2, 3), 1)
     config = dict(g["config"], tile=g["tile"], padding_mode=g["mode"])
     check_op(functools.partial(cnnjax.tiled_conv, **config), [x, w],
-             functools.partial(ref_tiled, **config))
+             functools.partial(ref_tiled, **config), forms=True)
 
   @_SETTINGS
   @given(geometry(), st.sampled_from([1, 2]))
@@ -235,7 +349,7 @@ class TestConvolutionFamily:
 
     w_shape = (*g["kernel"], 2, 2 * groups)
     check_op(functools.partial(cnnjax.conv_weight_grad, kernel_shape=w_shape, **config),
-             [x, dy], reference)
+             [x, dy], reference, forms=True)
 
   @_SETTINGS
   @given(st.sampled_from(["p4", "p4m"]), st.booleans(), st.integers(1, 3), st.integers(1, 2),
@@ -251,7 +365,7 @@ class TestConvolutionFamily:
       x, w = _normal((batch, size, size, order, 2), 0), _normal((k, k, order, 2, 3), 1)
       op, ref = cnnjax.group_conv, ref_group_conv
     check_op(functools.partial(op, group=group, **settings), [x, w],
-             functools.partial(ref, group=group, **settings))
+             functools.partial(ref, group=group, **settings), forms=True)
 
 # -------------------------------------------------------------- the matrix view
 
@@ -270,8 +384,16 @@ class TestMatrixView:
       units = np.eye(math.prod(in_shape)).reshape(-1, *in_shape)
       return ref_correlate(units, w, **config).reshape(len(units), -1).T
 
+    def placed(w):
+      # With zero padding each entry is one tap or none (0·NaN in the correlation above
+      # is NaN): which tap, found by correlating the unit images with the taps' labels
+      # 1..K (exact), is read from w.
+      labels = np.arange(1, w.size + 1, dtype=np.float64).reshape(w.shape)
+      tap = np.rint(reference(labels)).astype(np.int64)
+      return np.where(tap > 0, w.reshape(-1)[np.maximum(tap, 1) - 1], 0.0)
+
     check_op(functools.partial(cnnjax.conv_matrix, input_shape=in_shape, **config), [w],
-             reference)
+             reference, nonfinite_reference=placed if g["mode"] == "zeros" else None)
 
   @_SETTINGS
   @given(geometry(), st.booleans())
