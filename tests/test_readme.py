@@ -1,21 +1,25 @@
-"""The README works when followed word for word: its Python examples run as written, and
-its ``cnnjax`` commands parse into valid configurations."""
+"""The README works when followed word for word: its Python examples run as written in a
+fresh Python, and its ``cnnjax`` commands, and the guides', parse into valid
+configurations."""
 
-import builtins
+import os
 import pathlib
 import re
 import shlex
-
-import pytest
+import subprocess
+import sys
+import textwrap
 
 from cnnjax import cli
 from cnnjax.train import cli as train_cli
 
-README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+GUIDES = sorted((ROOT / "docs" / "guides").glob("*.md"))
 
 
-def _blocks(language):
-  return re.findall(rf"```{language}\n(.*?)```", README.read_text(), flags=re.S)
+def _blocks(language, path=README):
+  return re.findall(rf"```{language}\n(.*?)```", path.read_text(), flags=re.S)
 
 
 def test_readme_opens_with_two_commands():
@@ -28,31 +32,42 @@ def test_readme_opens_with_two_commands():
   assert "pytest" in commands[1]
 
 
+def _script(blocks):
+  """The blocks as one script; a line ending ``# SomeError: message`` must raise that."""
+  lines = []
+  for line in "\n".join(blocks).splitlines():
+    m = re.match(r"(\s*)(.*?)\s*# (\w+Error): (.*?)(?: \.\.\.)?$", line)
+    if not m:
+      lines.append(line)
+      continue
+    indent, code, error, message = m.groups()
+    lines += textwrap.indent(textwrap.dedent(f"""\
+        try:
+          {code}
+        except {error} as e:
+          assert {message!r} in str(e), str(e)
+        else:
+          raise AssertionError({f"expected {error}: {message}"!r})
+        """), indent).splitlines()
+  return "\n".join(lines)
+
+
 def test_readme_python_examples_run():
+  # In a fresh Python, as a reader runs them: the first block calls configure_cpu(),
+  # which must come before JAX computes anything.
   blocks = _blocks("python")
   assert blocks, "the README has Python examples"
-  namespace = {}
-  for block in blocks:
-    lines = []
-    for line in block.splitlines():
-      # A line documented to raise is checked to raise, with the message it names.
-      m = re.match(r"(.*?)\s*# (\w+Error): (.*?)(?: \.\.\.)?$", line)
-      if m:
-        exec(compile("\n".join(lines), "README.md", "exec"), namespace)  # noqa: S102
-        lines = []
-        code, error, message = m.groups()
-        with pytest.raises(getattr(builtins, error), match=re.escape(message)):
-          exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102
-        continue
-      lines.append(line)
-    exec(compile("\n".join(lines), "README.md", "exec"), namespace)  # noqa: S102
+  proc = subprocess.run([sys.executable, "-c", _script(blocks)], capture_output=True,
+                        text=True, timeout=600, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert proc.returncode == 0, proc.stderr[-3000:]
 
 
 def _cnnjax_commands():
-  """Every ``cnnjax …`` command of the README's shell blocks, continuation lines joined,
-  comments and a trailing ``&`` dropped, as argument lists without the program."""
+  """Every ``cnnjax …`` command of the README's and the guides' shell blocks, continuation
+  lines joined, comments and a trailing ``&`` dropped, as argument lists without the
+  program."""
   commands = []
-  for block in _blocks("bash"):
+  for block in [b for path in (README, *GUIDES) for b in _blocks("bash", path)]:
     for line in block.replace("\\\n", " ").splitlines():
       words = shlex.split(line, comments=True)
       if words and words[-1] == "&":
