@@ -197,9 +197,9 @@ def test_cache_hit_skips_decoding_and_changes_invalidate(tmp_path, monkeypatch):
   calls = []
   real = image_folder.decode_image
 
-  def counting(blob, *, name="<bytes>"):
-    calls.append(name)
-    return real(blob, name=name)
+  def counting(blob, **kwargs):
+    calls.append(kwargs["name"])
+    return real(blob, **kwargs)
 
   monkeypatch.setattr(image_folder, "decode_image", counting)
   cache_dir = tmp_path / "cache"
