@@ -27,8 +27,8 @@ written, so a run killed mid-save leaves no directory that looks finished. On to
   the devices; the files, the rename and the checksums are written on a background thread
   while training goes on. Everything that reads checkpoints (and the next save, and
   :meth:`Checkpointer.close`) first waits for it; an error of the background save is
-  raised there, as a one-line :class:`CheckpointError` naming the checkpoint (and the OS
-  error, e.g. "No space left on device"). A kill during the background write leaves an
+  raised there, as a one-line :class:`CheckpointWriteError` naming the checkpoint (and the
+  OS error, e.g. "No space left on device"). A kill during the background write leaves an
   unfinished checkpoint, cleaned up as above, and the previous one is used.
   :meth:`Checkpointer.close` shuts Orbax's threads down even after a failed save.
 
@@ -37,6 +37,7 @@ PRNG keys (typed key arrays in NNX RNG streams) are stored as raw key data.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -50,8 +51,8 @@ import numpy as np
 
 from cnnjax.train.jsonfiles import read_json
 
-__all__ = ["CHECKSUM_FILE", "CheckpointError", "Checkpointer", "complete_epochs",
-           "verify_checkpoint"]
+__all__ = ["CHECKSUM_FILE", "CheckpointError", "CheckpointWriteError", "Checkpointer",
+           "complete_epochs", "verify_checkpoint"]
 
 _METADATA = "_CHECKPOINT_METADATA"
 CHECKSUM_FILE = "cnnjax_sha256.json"
@@ -67,7 +68,13 @@ class CheckpointError(ValueError):
   could not be written."""
 
 
-def _chain(error: BaseException):
+class CheckpointWriteError(CheckpointError, OSError):
+  """A checkpoint could not be written (a full disk, an unwritable directory): one line
+  naming it. An ``OSError`` too, whose ``errno`` is the OS error's when one was found
+  (Orbax and TensorStore report a full disk as a ``ValueError``)."""
+
+
+def _chain(error: BaseException | None):
   seen = set()
   while error is not None and id(error) not in seen:
     seen.add(id(error))
@@ -75,9 +82,10 @@ def _chain(error: BaseException):
     error = error.__cause__ or error.__context__
 
 
-def _write_reason(error: BaseException) -> str:
-  """A short reason for a failed write: the OS error if there is one (in the chain, or in
-  TensorStore's message as ``os_error_code='28'``), with the first line of the error."""
+def _write_reason(error: BaseException) -> tuple[str, int | None]:
+  """A short reason for a failed write and its errno: the OS error if there is one (in
+  the chain, or in TensorStore's message as ``os_error_code='28'``), with the first line
+  of the error."""
   lines = str(error).strip().splitlines()
   detail = f"{type(error).__name__}: {lines[0] if lines else ''}"
   detail = detail if len(detail) <= 200 else detail[:197] + "..."
@@ -85,7 +93,7 @@ def _write_reason(error: BaseException) -> str:
   if code is None:
     match = re.search(r"os_error_code='?(\d+)", str(error))
     code = int(match[1]) if match else None
-  return f"{os.strerror(code)} ({detail})" if code else detail
+  return (f"{os.strerror(code)} ({detail})" if code else detail), code
 
 
 def _release_orphaned_waiters() -> int:
@@ -100,8 +108,8 @@ def _release_orphaned_waiters() -> int:
   five minutes. Each such thread is cancelled and the signals it waits for are set, so
   that it wakes, sees the cancellation and returns (its coroutine, never awaited, makes
   Python warn when it is collected: ``cnnjax``'s commands collect it quietly). One
-  process only (the signals then live in this process's memory). ``tests/test_train_run_files.py`` has a canary that
-  fails once Orbax sends the signals of failed work itself.
+  process only (the signals then live in this process's memory). A canary in
+  ``tests/test_train_run_files.py`` fails once Orbax signals failed work itself.
   """
   try:
     from orbax.checkpoint._src.futures import future as orbax_future
@@ -112,10 +120,8 @@ def _release_orphaned_waiters() -> int:
   if not waiting:
     return 0
   for waiter in waiting:
-    try:
+    with contextlib.suppress(RuntimeError):  # its event loop is closed: past its work
       waiter.cancel()
-    except RuntimeError:  # its event loop is closed already: it is past its work
-      pass
   for waiter in waiting:
     orbax_future.set_signals(waiter._receive_signals, operation_id=waiter._operation_id)
   for waiter in waiting:
@@ -406,8 +412,11 @@ class Checkpointer:
 
     if is_peer_failure(error) or isinstance(error, CheckpointError):
       return error
-    return CheckpointError(
-        f"Checkpointer.save: could not write {self.path(epoch)}: {_write_reason(error)}.")
+    reason, code = _write_reason(error)
+    written = CheckpointWriteError(
+        f"Checkpointer.save: could not write {self.path(epoch)}: {reason}.")
+    written.errno = code
+    return written
 
   def _finish_in_background(self, epoch: int) -> None:
     try:

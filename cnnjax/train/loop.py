@@ -133,6 +133,8 @@ def train(
     NonFiniteLossError: the training loss became NaN/inf; the message names the step, and
       the last verified checkpoint is kept.
     RunInUseError: another process is writing ``out_dir`` (a ``ValueError``).
+    CheckpointWriteError: a checkpoint could not be written (a full disk, an unwritable
+      directory; an ``OSError`` and a ``ValueError``, one line naming it).
     ValueError: bad settings (checked before any data is read); on resume, a changed
       seed, a schedule of another length without ``allow_schedule_change``, or a
       checkpoint that does not fit the changed model/optimizer (the message names the
