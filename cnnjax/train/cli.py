@@ -294,7 +294,7 @@ def _quiet_background(args: argparse.Namespace):
       warnings.filterwarnings("ignore", message="coroutine .* was never awaited",
                               category=RuntimeWarning)
       gc.collect()
-    for lg, level in zip(loggers, levels):
+    for lg, level in zip(loggers, levels, strict=True):
       lg.setLevel(level)
     sys.unraisablehook = previous
 
@@ -399,14 +399,14 @@ def _eval(args: argparse.Namespace) -> int:
 def _write_new(path: str, text: str) -> None:
   """Writes ``text`` to the new file ``path`` (never overwritten); a failed write (a full
   disk) leaves no partial file behind."""
-  f = open(path, "x")
-  try:
-    with f:
+  with open(path, "x") as f:
+    try:
       f.write(text)
-  except BaseException:
-    with contextlib.suppress(OSError):
-      os.remove(path)
-    raise
+      f.flush()  # a full disk fails here, not in close()
+    except BaseException:
+      with contextlib.suppress(OSError):
+        os.remove(path)
+      raise
 
 
 def _free_path(stem: str, ext: str) -> str:
@@ -435,7 +435,7 @@ def _predict(args: argparse.Namespace) -> int:
       n = len(args.images)
       raise ValueError(f"predict: none of the {n} image files could be read." if n > 1 else
                        "predict: the image file could not be read.")
-    for path, best in zip(args.images, results):
+    for path, best in zip(args.images, results, strict=True):
       if best is not None:
         print(f"{path}: " + ", ".join(f"{name} {p:.4f}" for name, p in best))
   except Exception as e:

@@ -154,7 +154,8 @@ def top_classes(model: Classifier, images: np.ndarray, *, top_k: int = 3
   probs = np.asarray(jax.nn.softmax(model(images), axis=-1))
   k = min(top_k, probs.shape[-1])
   best = np.argsort(-probs, axis=-1, kind="stable")[:, :k]
-  return [[(model.class_names[j], float(p[j])) for j in row] for p, row in zip(probs, best)]
+  return [[(model.class_names[j], float(p[j])) for j in row]
+          for p, row in zip(probs, best, strict=True)]
 
 
 def _check_top_k(top_k) -> None:
@@ -197,6 +198,6 @@ def predict_files(run_dir: str | os.PathLike, paths: Sequence[str | os.PathLike]
   results: list[list[tuple[str, float]] | None] = [None] * len(paths)
   if images:
     best = top_classes(model, np.stack(list(images.values())), top_k=top_k)
-    for i, pairs in zip(images, best):
+    for i, pairs in zip(images, best, strict=True):
       results[i] = pairs
   return results
