@@ -26,7 +26,7 @@ __all__ = ["AlexNet", "ZFNet"]
 relu = jax.nn.relu
 
 
-def _classifier(b: LayerBuilder, num_classes: int, dropout: float) -> list:
+def _classifier(b: LayerBuilder, num_classes: int, dropout: float) -> list[Any]:
   return [
       flatten, b.fc(4096), relu, b.dropout(dropout),
       b.fc(4096), relu, b.dropout(dropout),
@@ -59,7 +59,7 @@ class AlexNet(nnx.Module):
     rngs: the ``nnx.Rngs`` for the parameters and dropout.
   """
 
-  default_input_shape = (227, 227, 3)
+  default_input_shape: tuple[int, ...] = (227, 227, 3)
   default_num_classes = 1000
 
   def __init__(
@@ -69,7 +69,7 @@ class AlexNet(nnx.Module):
       input_shape: Sequence[int] = (227, 227, 3),
       groups: int = 1,
       dropout: float = 0.5,
-      lrn: dict | None = None,
+      lrn: dict[str, Any] | None = None,
       conv: str = "shared",
       tile: int | Sequence[int] = 2,
       dtype: Any = None,
@@ -78,9 +78,9 @@ class AlexNet(nnx.Module):
   ):
     b = LayerBuilder(input_shape, rngs=rngs, conv=conv, tile=tile, op="alexnet",
                      dtype=dtype, param_dtype=param_dtype)
-    self.input_shape = b.shape
+    self.input_shape: tuple[int, ...] = b.shape
     lrn = dict(lrn or {})
-    self.layers = nnx.Sequential(
+    self.layers: nnx.Sequential = nnx.Sequential(
         b.conv(96, 11, stride=4), relu, b.max_pool(3, stride=2), b.lrn(**lrn),
         b.conv(256, 5, padding=2, groups=groups), relu, b.max_pool(3, stride=2),
         b.lrn(**lrn),
@@ -118,7 +118,7 @@ class ZFNet(nnx.Module):
     rngs: the ``nnx.Rngs`` for the parameters and dropout.
   """
 
-  default_input_shape = (224, 224, 3)
+  default_input_shape: tuple[int, ...] = (224, 224, 3)
   default_num_classes = 1000
 
   def __init__(
@@ -127,7 +127,7 @@ class ZFNet(nnx.Module):
       num_classes: int = 1000,
       input_shape: Sequence[int] = (224, 224, 3),
       dropout: float = 0.5,
-      lrn: dict | None = None,
+      lrn: dict[str, Any] | None = None,
       conv: str = "shared",
       tile: int | Sequence[int] = 2,
       dtype: Any = None,
@@ -136,9 +136,9 @@ class ZFNet(nnx.Module):
   ):
     b = LayerBuilder(input_shape, rngs=rngs, conv=conv, tile=tile, op="zfnet",
                      dtype=dtype, param_dtype=param_dtype)
-    self.input_shape = b.shape
+    self.input_shape: tuple[int, ...] = b.shape
     lrn = dict(lrn or {})
-    self.layers = nnx.Sequential(
+    self.layers: nnx.Sequential = nnx.Sequential(
         b.conv(96, 7, stride=2, padding=1), relu, b.max_pool(3, stride=2, padding=1),
         b.lrn(**lrn),
         b.conv(256, 5, stride=2), relu, b.max_pool(3, stride=2, padding=1), b.lrn(**lrn),

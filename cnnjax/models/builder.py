@@ -40,7 +40,7 @@ CONV_KINDS = ("shared", "tiled", "local")
 _INITS = ("lecun", "he")
 
 
-def check_input_shape(input_shape, *, op: str) -> tuple[int, ...]:
+def check_input_shape(input_shape: Sequence[int], *, op: str) -> tuple[int, ...]:
   """Checks an ``(H, W, C)`` input shape (any spatial rank, channels last, no batch)."""
   if (
       isinstance(input_shape, (str, int))
@@ -80,13 +80,16 @@ class LayerBuilder:
     (14, 14, 32)
   """
 
-  def __init__(self, shape, *, rngs, conv="shared", tile=2, init="lecun", dtype=None,
-               param_dtype=jnp.float32, op="model"):
+  def __init__(self, shape: Sequence[int], *, rngs: nnx.Rngs, conv: str = "shared",
+               tile: int | Sequence[int] = 2, init: str = "lecun", dtype: Any = None,
+               param_dtype: Any = jnp.float32, op: str = "model") -> None:
     if conv not in CONV_KINDS:
       raise ValueError(f"{op}: conv got {conv!r}; expected one of {CONV_KINDS}.")
     if init not in _INITS:
       raise ValueError(f"{op}: init got {init!r}; expected one of {_INITS}.")
-    self.shape = check_input_shape(shape, op=op)
+    self.shape: tuple[int, ...] = check_input_shape(shape, op=op)
+    self.dtype: jnp.dtype | None
+    self.param_dtype: jnp.dtype
     self.dtype, self.param_dtype = check_dtypes(dtype, param_dtype, op=op)
     self.rngs = rngs
     self.conv_kind = conv
@@ -118,7 +121,8 @@ class LayerBuilder:
     make = nnx.initializers.he_normal if self.init == "he" else nnx.initializers.lecun_normal
     return make(batch_axis=tuple(range(num_lead)))
 
-  def _advance(self, kernel, *, stride, padding, dilation=1, channels=None) -> None:
+  def _advance(self, kernel: Sequence[int], *, stride: int | Sequence[int], padding: PaddingLike,
+               dilation: int | Sequence[int] = 1, channels: int | None = None) -> None:
     geo = _padding.conv_geometry(
         self.spatial, kernel, stride=stride, padding=padding, dilation=dilation,
         op=self.op,
@@ -140,6 +144,7 @@ class LayerBuilder:
     """A convolution of the builder's kind with ``features`` output channels."""
     nd = len(self.spatial)
     kernel = (kernel_size,) * nd if isinstance(kernel_size, int) else tuple(kernel_size)
+    common: dict[str, Any]
     common = dict(stride=stride, padding=padding, dilation=dilation, use_bias=use_bias,
                   **self.dtypes)
     if self.conv_kind != "shared":
@@ -167,16 +172,18 @@ class LayerBuilder:
     self._advance(kernel, stride=stride, padding=padding, dilation=dilation, channels=features)
     return layer
 
-  def _window(self, window) -> tuple[int, ...]:
+  def _window(self, window: int | Sequence[int]) -> tuple[int, ...]:
     return (window,) * len(self.spatial) if isinstance(window, int) else tuple(window)
 
-  def max_pool(self, window, *, stride=None, padding: PaddingLike = "VALID") -> MaxPool:
+  def max_pool(self, window: int | Sequence[int], *, stride: int | Sequence[int] | None = None,
+               padding: PaddingLike = "VALID") -> MaxPool:
     """Max pooling (stride defaults to the window)."""
     w = self._window(window)
     self._advance(w, stride=w if stride is None else stride, padding=padding)
     return MaxPool(window, stride=stride, padding=padding, **self.dtypes)
 
-  def avg_pool(self, window, *, stride=None, padding: PaddingLike = "VALID") -> AvgPool:
+  def avg_pool(self, window: int | Sequence[int], *, stride: int | Sequence[int] | None = None,
+               padding: PaddingLike = "VALID") -> AvgPool:
     """Average pooling (stride defaults to the window)."""
     w = self._window(window)
     self._advance(w, stride=w if stride is None else stride, padding=padding)
@@ -218,7 +225,7 @@ class LayerBuilder:
     return nnx.Dropout(rate, rngs=self.rngs)
 
 
-def check_input(x, input_shape: tuple[int, ...], *, op: str) -> None:
+def check_input(x: jax.Array, input_shape: tuple[int, ...], *, op: str) -> None:
   """Checks that a batch ``x`` has the shape a size-aware model was built for."""
   if tuple(x.shape[1:]) != tuple(input_shape):
     raise ValueError(
@@ -228,7 +235,7 @@ def check_input(x, input_shape: tuple[int, ...], *, op: str) -> None:
     )
 
 
-def flatten(x):
+def flatten(x: jax.Array) -> jax.Array:
   """``[N, ...]`` → ``[N, prod(...)]`` (the step before a model's first fc layer)."""
   return x.reshape(x.shape[0], math.prod(x.shape[1:]))  # (-1 is ambiguous for N = 0)
 

@@ -32,6 +32,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from flax.typing import Initializer
 from jax.typing import ArrayLike
 
 from cnnjax import padding as _padding
@@ -44,15 +45,15 @@ from cnnjax.patches import extract_patches
 __all__ = ["ConvGroup", "FastNet", "FrozenParam", "dirac_init", "whiten_init"]
 
 # PyTorch's default conv/linear initialisation (airbench keeps it): U(±1/√fan_in).
-_torch_default = nnx.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
+_torch_default: Initializer = nnx.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
 
 
-class FrozenParam(nnx.Variable):
+class FrozenParam(nnx.Variable[jax.Array]):
   """A weight that training leaves alone: not an ``nnx.Param``, so it gets no gradient
   step, no weight decay and no optimizer state, yet it is checkpointed with the model."""
 
 
-def dirac_init(*, base=_torch_default):
+def dirac_init(*, base: Initializer = _torch_default) -> Initializer:
   """A conv kernel initialiser: ``base``, with the first ``min(C_in, C_out)`` filters set to
   the identity (1 at the kernel's centre on their own channel, 0 elsewhere).
 
@@ -71,7 +72,7 @@ def dirac_init(*, base=_torch_default):
     [[1.0, 0.0], [0.0, 1.0]]
   """
 
-  def init(key, shape, dtype=jnp.float32):
+  def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
     w = base(key, shape, dtype)
     k = min(shape[-2], shape[-1])
     centre = tuple(s // 2 for s in shape[:-2])
@@ -88,7 +89,7 @@ def _gelu(x: jax.Array) -> jax.Array:
 
 
 def _batch_norm(features: int, *, momentum: float, epsilon: float, param_dtype: Any,
-                rngs: nnx.Rngs):
+                rngs: nnx.Rngs) -> nnx.BatchNorm:
   # No scale (airbench freezes it at 1), a learned offset; statistics in float32.
   return nnx.BatchNorm(features, use_scale=False, momentum=momentum, epsilon=epsilon,
                        dtype=jnp.float32, param_dtype=param_dtype, rngs=rngs)
@@ -112,15 +113,17 @@ class ConvGroup(nnx.Module):
   def __init__(self, in_features: int, features: int, *, bn_momentum: float = 0.6,
                bn_epsilon: float = 1e-12, dtype: Any = None, param_dtype: Any = jnp.float32,
                rngs: nnx.Rngs):
+    conv: dict[str, Any]
+    norm: dict[str, Any]
     conv = dict(padding="SAME", use_bias=False, kernel_init=dirac_init(), dtype=dtype,
                 param_dtype=param_dtype, rngs=rngs)
     norm = dict(momentum=bn_momentum, epsilon=bn_epsilon, param_dtype=param_dtype, rngs=rngs)
     self.features = features
-    self.conv1 = Conv(in_features, features, 3, **conv)
-    self.pool = MaxPool(2)
-    self.norm1 = _batch_norm(features, **norm)
-    self.conv2 = Conv(features, features, 3, **conv)
-    self.norm2 = _batch_norm(features, **norm)
+    self.conv1: Conv = Conv(in_features, features, 3, **conv)
+    self.pool: MaxPool = MaxPool(2)
+    self.norm1: nnx.BatchNorm = _batch_norm(features, **norm)
+    self.conv2: Conv = Conv(features, features, 3, **conv)
+    self.norm2: nnx.BatchNorm = _batch_norm(features, **norm)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     """``[N, H, W, C_in]`` → ``[N, ⌊H/2⌋, ⌊W/2⌋, w]``."""
@@ -167,7 +170,7 @@ class FastNet(nnx.Module):
     (2, 10)
   """
 
-  default_input_shape = (32, 32, 3)
+  default_input_shape: tuple[int, ...] = (32, 32, 3)
   default_num_classes = 10
 
   def __init__(
@@ -185,7 +188,7 @@ class FastNet(nnx.Module):
       rngs: nnx.Rngs,
   ):
     op = "fastnet"
-    self.input_shape = check_input_shape(input_shape, op=op)
+    self.input_shape: tuple[int, ...] = check_input_shape(input_shape, op=op)
     if len(self.input_shape) != 3:
       raise ValueError(
           f"{op}: input_shape got {input_shape!r}; expected (H, W, C), a 2-D image shape."
@@ -203,19 +206,23 @@ class FastNet(nnx.Module):
           f"{op}: input_shape got {input_shape!r}; expected H and W of at least "
           f"{7 + whiten_kernel} so that three 2×2 poolings leave a pixel."
       )
+    self.dtype: jnp.dtype | None
+    self.param_dtype: jnp.dtype
     self.dtype, self.param_dtype = check_dtypes(dtype, param_dtype, op=op)
-    dt = {"dtype": self.dtype, "param_dtype": self.param_dtype}
-    self.scale = float(scale)
+    dt: dict[str, Any] = {"dtype": self.dtype, "param_dtype": self.param_dtype}
+    self.scale: float = float(scale)
     whiten_width = 2 * c * whiten_kernel**2
-    self.whiten = Conv(c, whiten_width, whiten_kernel, use_bias=True, rngs=rngs, **dt)
+    self.whiten: Conv = Conv(c, whiten_width, whiten_kernel, use_bias=True, rngs=rngs, **dt)
     self.whiten.kernel = FrozenParam(self.whiten.kernel[...])
+    groups: list[ConvGroup]
     groups, in_features = [], whiten_width
     for width in widths:
       groups.append(ConvGroup(in_features, width, bn_momentum=bn_momentum,
                               bn_epsilon=bn_epsilon, rngs=rngs, **dt))
       in_features = width
-    self.groups = nnx.List(groups)
-    self.pool = GlobalMaxPool()
+    self.groups: nnx.List[ConvGroup] = nnx.List(groups)
+    self.pool: GlobalMaxPool = GlobalMaxPool()
+    self.head: nnx.Linear
     self.head = nnx.Linear(in_features, num_classes, use_bias=False,
                            kernel_init=_torch_default, rngs=rngs, **dt)
 

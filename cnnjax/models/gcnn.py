@@ -50,7 +50,7 @@ class P4CNN(nnx.Module):
     (2, 10)
   """
 
-  default_input_shape = (32, 32, 3)
+  default_input_shape: tuple[int, ...] = (32, 32, 3)
   default_num_classes = 10
 
   def __init__(
@@ -66,7 +66,7 @@ class P4CNN(nnx.Module):
       rngs: nnx.Rngs,
   ):
     op = "p4-cnn"
-    self.input_shape = check_input_shape(input_shape, op=op)
+    self.input_shape: tuple[int, ...] = check_input_shape(input_shape, op=op)
     if len(self.input_shape) != 3:
       raise ValueError(
           f"{op}: input_shape got {input_shape!r}; expected (H, W, C), a 2-D image."
@@ -79,15 +79,16 @@ class P4CNN(nnx.Module):
       size = _padding.conv_geometry(size, (2, 2), stride=2, op=op).out_spatial
     c1, c2 = widths
     dt = dict(zip(("dtype", "param_dtype"), check_dtypes(dtype, param_dtype, op=op)))
+    self.lift: LiftConv
     self.lift = LiftConv(self.input_shape[-1], c1, 5, group=group, padding="VALID",
                          rngs=rngs, **dt)
-    self.pool1 = MaxPool((2, 2, 1), **dt)  # space only; the group axis rides along
-    self.gconv = GroupConv(c1, c2, 5, group=group, padding="VALID", rngs=rngs, **dt)
-    self.pool2 = MaxPool((2, 2, 1), **dt)
-    self.group_pool = GroupPool(reduce="max", **dt)
-    self.global_pool = GlobalAvgPool(**dt)
-    self.fc1 = nnx.Linear(c2, hidden, rngs=rngs, **dt)
-    self.fc2 = nnx.Linear(hidden, num_classes, rngs=rngs, **dt)
+    self.pool1: MaxPool = MaxPool((2, 2, 1), **dt)  # space only; the group axis rides along
+    self.gconv: GroupConv = GroupConv(c1, c2, 5, group=group, padding="VALID", rngs=rngs, **dt)
+    self.pool2: MaxPool = MaxPool((2, 2, 1), **dt)
+    self.group_pool: GroupPool = GroupPool(reduce="max", **dt)
+    self.global_pool: GlobalAvgPool = GlobalAvgPool(**dt)
+    self.fc1: nnx.Linear = nnx.Linear(c2, hidden, rngs=rngs, **dt)
+    self.fc2: nnx.Linear = nnx.Linear(hidden, num_classes, rngs=rngs, **dt)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     """``[N, H, W, C]`` → logits ``[N, num_classes]``."""

@@ -12,6 +12,7 @@ from flax import nnx
 
 from cnnjax.models.builder import LayerBuilder, as_logits, flatten
 from cnnjax.models.registry import register
+from cnnjax.nn import MaxPool
 
 __all__ = ["GoogLeNet", "Inception", "INCEPTION_CONFIGS"]
 
@@ -61,8 +62,15 @@ class Inception(nnx.Module):
   ):
     (r3, c3), (r5, c5) = branch3, branch5
     shape = builder.shape
+    self.config: tuple[int, tuple[int, int], tuple[int, int], int]
     self.config = (c1, (r3, c3), (r5, c5), pool_proj)
-    self.b1 = builder.at(shape).conv(c1, 1)
+    self.b1: nnx.Module = builder.at(shape).conv(c1, 1)
+    self.b3_reduce: nnx.Module
+    self.b3: nnx.Module
+    self.b5_reduce: nnx.Module
+    self.b5: nnx.Module
+    self.pool: MaxPool
+    self.pool_proj: nnx.Module
     b = builder.at(shape)
     self.b3_reduce, self.b3 = b.conv(r3, 1), b.conv(c3, 3, padding=1)
     b = builder.at(shape)
@@ -92,7 +100,7 @@ class AuxHead(nnx.Module):
 
   def __init__(self, num_classes: int, *, builder: LayerBuilder):
     b = builder.at(builder.shape)
-    self.layers = nnx.Sequential(
+    self.layers: nnx.Sequential = nnx.Sequential(
         b.avg_pool(5, stride=3), b.conv(128, 1), relu,
         flatten, b.fc(1024), relu, b.dropout(0.7),
         b.fc(num_classes),
@@ -126,7 +134,7 @@ class GoogLeNet(nnx.Module):
     rngs: the ``nnx.Rngs`` for the parameters and dropout.
   """
 
-  default_input_shape = (224, 224, 3)
+  default_input_shape: tuple[int, ...] = (224, 224, 3)
   default_num_classes = 1000
 
   def __init__(
@@ -144,20 +152,21 @@ class GoogLeNet(nnx.Module):
   ):
     b = LayerBuilder(input_shape, rngs=rngs, conv=conv, tile=tile, op="googlenet",
                      dtype=dtype, param_dtype=param_dtype)
-    self.input_shape = b.shape
-    self.stem = nnx.Sequential(
+    self.input_shape: tuple[int, ...] = b.shape
+    self.stem: nnx.Sequential = nnx.Sequential(
         b.conv(64, 7, stride=2, padding=3), relu,
         b.max_pool(3, stride=2, padding="SAME"), b.lrn(),
         b.conv(64, 1), relu, b.conv(192, 3, padding=1), relu, b.lrn(),
         b.max_pool(3, stride=2, padding="SAME"),
     )
     inc = lambda name: Inception(*INCEPTION_CONFIGS[name], builder=b)  # noqa: E731
+    self.stage3: nnx.Sequential
     self.stage3 = nnx.Sequential(inc("3a"), inc("3b"), b.max_pool(3, stride=2, padding="SAME"))
-    self.inc4a = inc("4a")
-    self.aux1 = AuxHead(num_classes, builder=b) if aux_heads else None
-    self.stage4 = nnx.Sequential(inc("4b"), inc("4c"), inc("4d"))
-    self.aux2 = AuxHead(num_classes, builder=b) if aux_heads else None
-    self.stage5 = nnx.Sequential(
+    self.inc4a: Inception = inc("4a")
+    self.aux1: AuxHead | None = AuxHead(num_classes, builder=b) if aux_heads else None
+    self.stage4: nnx.Sequential = nnx.Sequential(inc("4b"), inc("4c"), inc("4d"))
+    self.aux2: AuxHead | None = AuxHead(num_classes, builder=b) if aux_heads else None
+    self.stage5: nnx.Sequential = nnx.Sequential(
         inc("4e"), b.max_pool(3, stride=2, padding="SAME"), inc("5a"), inc("5b"),
         b.global_avg_pool(), b.dropout(dropout), b.fc(num_classes),
     )
@@ -168,6 +177,6 @@ class GoogLeNet(nnx.Module):
     x4a = self.inc4a(self.stage3(self.stem(x)))
     x4d = self.stage4(x4a)
     logits = as_logits(self.stage5(x4d))
-    if self.aux1 is None:
+    if self.aux1 is None or self.aux2 is None:  # both or neither (aux_heads)
       return logits
     return logits, as_logits(self.aux1(x4a)), as_logits(self.aux2(x4d))

@@ -12,6 +12,7 @@ from flax import nnx
 
 from cnnjax.models.builder import LayerBuilder, as_logits, check_input, flatten
 from cnnjax.models.registry import register
+from cnnjax.nn import AvgPool
 
 __all__ = ["C3_TABLE", "LeNet5"]
 
@@ -64,7 +65,7 @@ class LeNet5(nnx.Module):
     rngs: the ``nnx.Rngs`` for the parameters.
   """
 
-  default_input_shape = (32, 32, 1)
+  default_input_shape: tuple[int, ...] = (32, 32, 1)
   default_num_classes = 10
 
   def __init__(
@@ -84,15 +85,15 @@ class LeNet5(nnx.Module):
       raise ValueError(f"lenet5: activation got {activation!r}; expected one of {_ACTIVATIONS}.")
     b = LayerBuilder(input_shape, rngs=rngs, conv=conv, tile=tile, op="lenet5",
                      dtype=dtype, param_dtype=param_dtype)
-    self.input_shape = b.shape
+    self.input_shape: tuple[int, ...] = b.shape
     self.activation = activation
-    self.c1 = b.conv(6, 5)
-    self.s2 = b.avg_pool(2)
-    self.c3 = b.conv(16, 5, connections=C3_TABLE if connection_table else None)
-    self.s4 = b.avg_pool(2)
-    self.c5 = b.conv(120, 5)
-    self.f6 = b.fc(84)
-    self.output = b.fc(num_classes)
+    self.c1: nnx.Module = b.conv(6, 5)
+    self.s2: AvgPool = b.avg_pool(2)
+    self.c3: nnx.Module = b.conv(16, 5, connections=C3_TABLE if connection_table else None)
+    self.s4: AvgPool = b.avg_pool(2)
+    self.c5: nnx.Module = b.conv(120, 5)
+    self.f6: nnx.Linear = b.fc(84)
+    self.output: nnx.Linear = b.fc(num_classes)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     """``[N, 32, 32, 1]`` → logits ``[N, num_classes]``."""

@@ -44,7 +44,7 @@ class NiN(nnx.Module):
     rngs: the ``nnx.Rngs`` for the parameters and dropout.
   """
 
-  default_input_shape = (32, 32, 3)
+  default_input_shape: tuple[int, ...] = (32, 32, 3)
   default_num_classes = 10
 
   def __init__(
@@ -61,8 +61,8 @@ class NiN(nnx.Module):
   ):
     b = LayerBuilder(input_shape, rngs=rngs, conv=conv, tile=tile, op="nin",
                      dtype=dtype, param_dtype=param_dtype)
-    self.input_shape = check_input_shape(input_shape, op="nin")
-    self.layers = nnx.Sequential(
+    self.input_shape: tuple[int, ...] = check_input_shape(input_shape, op="nin")
+    self.layers: nnx.Sequential = nnx.Sequential(
         b.conv(192, 5, padding=2), relu, b.conv(160, 1), relu, b.conv(96, 1), relu,
         b.max_pool(3, stride=2, padding="SAME"), b.dropout(dropout),
         b.conv(192, 5, padding=2), relu, b.conv(192, 1), relu, b.conv(192, 1), relu,

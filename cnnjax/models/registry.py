@@ -8,7 +8,7 @@ file that calls ``register`` and one line in ``cnnjax/models/__init__.py``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import numpy as np
 from flax import nnx
@@ -25,8 +25,14 @@ __all__ = [
 
 _MODELS: dict[str, tuple[type, dict[str, Any]]] = {}
 
+_C = TypeVar("_C", bound=type)
 
-def register(name: str, cls: type | None = None, **fixed: Any) -> Callable | type:
+
+@overload
+def register(name: str, cls: None = None, **fixed: Any) -> Callable[[_C], _C]: ...
+@overload
+def register(name: str, cls: _C, **fixed: Any) -> _C: ...
+def register(name: str, cls: _C | None = None, **fixed: Any) -> Callable[[_C], _C] | _C:
   """Adds a model class to the zoo under ``name``.
 
   The class takes ``num_classes`` and ``rngs`` keywords (and any options), and has
@@ -46,7 +52,7 @@ def register(name: str, cls: type | None = None, **fixed: Any) -> Callable | typ
     >>> model_class("resnet20") is CifarResNet  # registered when cnnjax.models loads
     True
   """
-  def add(cls: type) -> type:
+  def add(cls: _C) -> _C:
     if name in _MODELS:
       raise ValueError(f"register: name got {name!r}, which is already registered.")
     _MODELS[name] = (cls, dict(fixed))
@@ -124,7 +130,9 @@ def _host_counters(rngs: nnx.Rngs) -> nnx.Rngs:
   for stream in vars(rngs).values():
     count = getattr(stream, "count", None)
     if isinstance(stream, nnx.RngStream) and isinstance(count, nnx.RngCount):
-      stream.count = nnx.RngCount(np.zeros(count.shape, np.uint32), tag=stream.tag)
+      # flax annotates the value as a jax.Array; a NumPy counter is the point here.
+      counter = np.zeros(count.shape, np.uint32)
+      stream.count = nnx.RngCount(counter, tag=stream.tag)  # pyright: ignore[reportArgumentType]
   return rngs
 
 

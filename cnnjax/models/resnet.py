@@ -12,6 +12,7 @@ from flax import nnx
 
 from cnnjax.models.builder import LayerBuilder, as_logits, check_input_shape
 from cnnjax.models.registry import register
+from cnnjax.nn import GlobalAvgPool
 
 __all__ = ["BasicBlock", "CifarResNet", "DEPTHS"]
 
@@ -39,12 +40,13 @@ class BasicBlock(nnx.Module):
     in_shape = builder.shape
     self.features = features
     self.stride = stride
-    self.conv1 = builder.conv(features, 3, stride=stride, padding=1, use_bias=False)
-    self.bn1 = builder.batch_norm()
-    self.conv2 = builder.conv(features, 3, padding=1, use_bias=False)
-    self.bn2 = builder.batch_norm()
+    self.conv1: nnx.Module = builder.conv(features, 3, stride=stride, padding=1, use_bias=False)
+    self.bn1: nnx.BatchNorm = builder.batch_norm()
+    self.conv2: nnx.Module = builder.conv(features, 3, padding=1, use_bias=False)
+    self.bn2: nnx.BatchNorm = builder.batch_norm()
     changes = stride != 1 or in_shape[-1] != features
     self.pad = features - in_shape[-1] if changes and shortcut == "A" else 0
+    self.proj: nnx.Sequential | None
     if changes and shortcut == "B":
       b = builder.at(in_shape)
       self.proj = nnx.Sequential(b.conv(features, 1, stride=stride, use_bias=False), b.batch_norm())
@@ -98,7 +100,7 @@ class CifarResNet(nnx.Module):
     rngs: the ``nnx.Rngs`` for the parameters.
   """
 
-  default_input_shape = (32, 32, 3)
+  default_input_shape: tuple[int, ...] = (32, 32, 3)
   default_num_classes = 10
 
   def __init__(
@@ -122,18 +124,18 @@ class CifarResNet(nnx.Module):
     n = (depth - 2) // 6
     b = LayerBuilder(input_shape, rngs=rngs, conv=conv, tile=tile, init="he", op="resnet",
                      dtype=dtype, param_dtype=param_dtype)
-    self.input_shape = check_input_shape(input_shape, op="resnet")
+    self.input_shape: tuple[int, ...] = check_input_shape(input_shape, op="resnet")
     self.depth = depth
-    self.conv = b.conv(width, 3, padding=1, use_bias=False)
-    self.bn = b.batch_norm()
+    self.conv: nnx.Module = b.conv(width, 3, padding=1, use_bias=False)
+    self.bn: nnx.BatchNorm = b.batch_norm()
     blocks = []
     for stage in range(3):
       for i in range(n):
         stride = 2 if stage > 0 and i == 0 else 1
         blocks.append(BasicBlock(width * 2**stage, stride=stride, shortcut=shortcut, builder=b))
-    self.blocks = nnx.Sequential(*blocks)
-    self.pool = b.global_avg_pool()
-    self.fc = b.fc(num_classes)
+    self.blocks: nnx.Sequential = nnx.Sequential(*blocks)
+    self.pool: GlobalAvgPool = b.global_avg_pool()
+    self.fc: nnx.Linear = b.fc(num_classes)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     """``[N, H, W, C]`` → logits ``[N, num_classes]``."""

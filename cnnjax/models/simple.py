@@ -16,6 +16,7 @@ from flax import nnx
 
 from cnnjax.models.builder import LayerBuilder, as_logits, check_input, flatten
 from cnnjax.models.registry import register
+from cnnjax.nn import MaxPool
 
 __all__ = ["Linear", "MLP", "SeedCNN"]
 
@@ -33,7 +34,7 @@ class Linear(nnx.Module):
     rngs: the ``nnx.Rngs`` for the parameters.
   """
 
-  default_input_shape = (32, 32, 3)
+  default_input_shape: tuple[int, ...] = (32, 32, 3)
   default_num_classes = 10
 
   def __init__(
@@ -47,8 +48,8 @@ class Linear(nnx.Module):
   ):
     b = LayerBuilder(input_shape, rngs=rngs, op="linear",
                      dtype=dtype, param_dtype=param_dtype)
-    self.input_shape = b.shape
-    self.fc = b.fc(num_classes)
+    self.input_shape: tuple[int, ...] = b.shape
+    self.fc: nnx.Linear = b.fc(num_classes)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     """``[N, H, W, C]`` → logits ``[N, num_classes]``."""
@@ -70,7 +71,7 @@ class MLP(nnx.Module):
     rngs: the ``nnx.Rngs`` for the parameters.
   """
 
-  default_input_shape = (32, 32, 3)
+  default_input_shape: tuple[int, ...] = (32, 32, 3)
   default_num_classes = 10
 
   def __init__(
@@ -85,9 +86,9 @@ class MLP(nnx.Module):
   ):
     b = LayerBuilder(input_shape, rngs=rngs, op="mlp",
                      dtype=dtype, param_dtype=param_dtype)
-    self.input_shape = b.shape
-    self.fc1 = b.fc(hidden)
-    self.fc2 = b.fc(num_classes)
+    self.input_shape: tuple[int, ...] = b.shape
+    self.fc1: nnx.Linear = b.fc(hidden)
+    self.fc2: nnx.Linear = b.fc(num_classes)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     """``[N, H, W, C]`` → logits ``[N, num_classes]``."""
@@ -115,7 +116,7 @@ class SeedCNN(nnx.Module):
     rngs: the ``nnx.Rngs`` for the parameters.
   """
 
-  default_input_shape = (32, 32, 3)
+  default_input_shape: tuple[int, ...] = (32, 32, 3)
   default_num_classes = 10
 
   def __init__(
@@ -132,13 +133,13 @@ class SeedCNN(nnx.Module):
   ):
     b = LayerBuilder(input_shape, rngs=rngs, conv=conv, tile=tile, op="seed-cnn",
                      dtype=dtype, param_dtype=param_dtype)
-    self.input_shape = b.shape
-    self.conv1 = b.conv(32, 5)
-    self.pool1 = b.max_pool(2)
-    self.conv2 = b.conv(64, 5)
-    self.pool2 = b.max_pool(2)
-    self.fc1 = b.fc(hidden)
-    self.fc2 = b.fc(num_classes)
+    self.input_shape: tuple[int, ...] = b.shape
+    self.conv1: nnx.Module = b.conv(32, 5)
+    self.pool1: MaxPool = b.max_pool(2)
+    self.conv2: nnx.Module = b.conv(64, 5)
+    self.pool2: MaxPool = b.max_pool(2)
+    self.fc1: nnx.Linear = b.fc(hidden)
+    self.fc2: nnx.Linear = b.fc(num_classes)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     """``[N, H, W, C]`` → logits ``[N, num_classes]``."""

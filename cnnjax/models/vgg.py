@@ -52,7 +52,7 @@ class VGG(nnx.Module):
     rngs: the ``nnx.Rngs`` for the parameters and dropout.
   """
 
-  default_input_shape = (224, 224, 3)
+  default_input_shape: tuple[int, ...] = (224, 224, 3)
   default_num_classes = 1000
 
   def __init__(
@@ -75,7 +75,7 @@ class VGG(nnx.Module):
       raise ValueError(f"vgg: config got {config!r}; expected one of {tuple(CONFIGS)}.")
     b = LayerBuilder(input_shape, rngs=rngs, conv=conv, tile=tile, init="he", op="vgg",
                      dtype=dtype, param_dtype=param_dtype)
-    self.input_shape = b.shape
+    self.input_shape: tuple[int, ...] = b.shape
     self.config = config
     layers = []
     for i, item in enumerate(CONFIGS[config]):
@@ -92,7 +92,7 @@ class VGG(nnx.Module):
         flatten, b.fc(hidden), jax.nn.relu, b.dropout(dropout),
         b.fc(hidden), jax.nn.relu, b.dropout(dropout), b.fc(num_classes),
     ]
-    self.layers = nnx.Sequential(*layers)
+    self.layers: nnx.Sequential = nnx.Sequential(*layers)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     """``[N, H, W, C]`` → logits ``[N, num_classes]``."""

@@ -3,7 +3,7 @@ convention): checked once here, at construction, with a one-line error naming th
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, overload
 
 import jax.numpy as jnp
 from jax.typing import ArrayLike
@@ -11,7 +11,11 @@ from jax.typing import ArrayLike
 __all__ = ["check_dtype", "check_dtypes", "compute"]
 
 
-def check_dtype(value: Any, *, name: str, op: str, optional: bool = True):
+@overload
+def check_dtype(value: Any, *, name: str, op: str, optional: Literal[False]) -> jnp.dtype: ...
+@overload
+def check_dtype(value: Any, *, name: str, op: str, optional: bool = True) -> jnp.dtype | None: ...
+def check_dtype(value: Any, *, name: str, op: str, optional: bool = True) -> jnp.dtype | None:
   """``value`` as a ``jnp.dtype`` (None stays None when ``optional``)."""
   if value is None and optional:
     return None
@@ -27,12 +31,12 @@ def check_dtype(value: Any, *, name: str, op: str, optional: bool = True):
   return dtype
 
 
-def compute(x: ArrayLike, dtype) -> ArrayLike:
+def compute(x: ArrayLike, dtype: Any) -> ArrayLike:
   """``x`` in the computation dtype ``dtype`` (None: unchanged)."""
   return x if dtype is None else jnp.asarray(x, dtype)
 
 
-def check_dtypes(dtype: Any, param_dtype: Any, *, op: str):
+def check_dtypes(dtype: Any, param_dtype: Any, *, op: str) -> tuple[jnp.dtype | None, jnp.dtype]:
   """``(dtype, param_dtype)`` checked: ``dtype`` may be None, ``param_dtype`` may not."""
   return (check_dtype(dtype, name="dtype", op=op),
           check_dtype(param_dtype, name="param_dtype", op=op, optional=False))

@@ -34,8 +34,8 @@ __all__ = ["Conv", "ConvTranspose", "LocallyConnected", "TiledConv"]
 
 Initializer = Any  # (key, shape, dtype) -> jax.Array
 
-default_kernel_init = nnx.initializers.lecun_normal()
-default_bias_init = nnx.initializers.zeros_init()
+default_kernel_init: Initializer = nnx.initializers.lecun_normal()
+default_bias_init: Initializer = nnx.initializers.zeros_init()
 
 
 def _positive(value, *, name: str, op: str) -> int:
@@ -136,7 +136,7 @@ class Conv(nnx.Module):
             f"expected {name} to be a multiple of groups."
         )
     _padding.check_padding_mode(padding_mode, op=op)
-    self.kernel_size = kernel_shape(kernel_size, op=op)
+    self.kernel_size: tuple[int, ...] = kernel_shape(kernel_size, op=op)
     _check_stride_dilation(stride, dilation, len(self.kernel_size), op=op)
     shape = (*self.kernel_size, in_features // groups, out_features)
     if connections is not None:
@@ -159,11 +159,14 @@ class Conv(nnx.Module):
     self.strict = strict
     self.connections = connections
     self.use_bias = use_bias
+    self.dtype: jnp.dtype | None
+    self.param_dtype: jnp.dtype
     self.dtype, self.param_dtype = check_dtypes(dtype, param_dtype, op=op)
     param_dtype = self.param_dtype
     self.precision = precision
-    self.kernel = nnx.Param(kernel_init(rngs.params(), shape, param_dtype))
-    self.bias = (
+    # An nnx.Param; a Variable as well, as FastNet's frozen whitening kernel is one.
+    self.kernel: nnx.Variable[jax.Array] = nnx.Param(kernel_init(rngs.params(), shape, param_dtype))
+    self.bias: nnx.Param[jax.Array] | None = (
         nnx.Param(bias_init(rngs.params(), (out_features,), param_dtype))
         if use_bias else None
     )
@@ -239,7 +242,7 @@ class ConvTranspose(nnx.Module):
             f"{op}: {name} got {value!r}, which groups={groups} does not divide; "
             f"expected {name} to be a multiple of groups."
         )
-    self.kernel_size = kernel_shape(kernel_size, op=op)
+    self.kernel_size: tuple[int, ...] = kernel_shape(kernel_size, op=op)
     _check_stride_dilation(stride, dilation, len(self.kernel_size), op=op)
     shape = (*self.kernel_size, out_features // groups, in_features)
     self.in_features = in_features
@@ -248,13 +251,15 @@ class ConvTranspose(nnx.Module):
     self.padding = padding
     self.dilation = dilation
     self.groups = groups
-    self.input_shape = None if input_shape is None else tuple(input_shape)
+    self.input_shape: tuple[int, ...] | None = None if input_shape is None else tuple(input_shape)
     self.use_bias = use_bias
+    self.dtype: jnp.dtype | None
+    self.param_dtype: jnp.dtype
     self.dtype, self.param_dtype = check_dtypes(dtype, param_dtype, op=op)
     param_dtype = self.param_dtype
     self.precision = precision
-    self.kernel = nnx.Param(kernel_init(rngs.params(), shape, param_dtype))
-    self.bias = (
+    self.kernel: nnx.Param[jax.Array] = nnx.Param(kernel_init(rngs.params(), shape, param_dtype))
+    self.bias: nnx.Param[jax.Array] | None = (
         nnx.Param(bias_init(rngs.params(), (out_features,), param_dtype))
         if use_bias else None
     )
@@ -325,7 +330,7 @@ class LocallyConnected(nnx.Module):
     _positive(in_features, name="in_features", op=op)
     _positive(out_features, name="out_features", op=op)
     _padding.check_padding_mode(padding_mode, op=op)
-    self.kernel_size = kernel_shape(kernel_size, op=op)
+    self.kernel_size: tuple[int, ...] = kernel_shape(kernel_size, op=op)
     nd = len(self.kernel_size)
     if isinstance(input_shape, int) or not isinstance(input_shape, Sequence):
       raise ValueError(
@@ -340,20 +345,22 @@ class LocallyConnected(nnx.Module):
     self.in_features = in_features
     self.out_features = out_features
     self.input_shape = input_shape
-    self.out_spatial = geo.out_spatial
+    self.out_spatial: tuple[int, ...] = geo.out_spatial
     self.stride = stride
     self.padding = padding
     self.dilation = dilation
     self.padding_mode = padding_mode
     self.use_bias = use_bias
+    self.dtype: jnp.dtype | None
+    self.param_dtype: jnp.dtype
     self.dtype, self.param_dtype = check_dtypes(dtype, param_dtype, op=op)
     param_dtype = self.param_dtype
     self.precision = precision
     if kernel_init is None:
       kernel_init = nnx.initializers.lecun_normal(batch_axis=tuple(range(nd)))
     shape = (*geo.out_spatial, *self.kernel_size, in_features, out_features)
-    self.kernel = nnx.Param(kernel_init(rngs.params(), shape, param_dtype))
-    self.bias = (
+    self.kernel: nnx.Param[jax.Array] = nnx.Param(kernel_init(rngs.params(), shape, param_dtype))
+    self.bias: nnx.Param[jax.Array] | None = (
         nnx.Param(bias_init(rngs.params(), (*geo.out_spatial, out_features), param_dtype))
         if use_bias else None
     )
@@ -420,9 +427,9 @@ class TiledConv(nnx.Module):
     _positive(in_features, name="in_features", op=op)
     _positive(out_features, name="out_features", op=op)
     _padding.check_padding_mode(padding_mode, op=op)
-    self.kernel_size = kernel_shape(kernel_size, op=op)
+    self.kernel_size: tuple[int, ...] = kernel_shape(kernel_size, op=op)
     nd = len(self.kernel_size)
-    self.tile = _padding.normalize_ints(tile, nd, name="tile", op=op)
+    self.tile: tuple[int, ...] = _padding.normalize_ints(tile, nd, name="tile", op=op)
     _check_stride_dilation(stride, dilation, nd, op=op)
     self.in_features = in_features
     self.out_features = out_features
@@ -431,14 +438,16 @@ class TiledConv(nnx.Module):
     self.dilation = dilation
     self.padding_mode = padding_mode
     self.use_bias = use_bias
+    self.dtype: jnp.dtype | None
+    self.param_dtype: jnp.dtype
     self.dtype, self.param_dtype = check_dtypes(dtype, param_dtype, op=op)
     param_dtype = self.param_dtype
     self.precision = precision
     if kernel_init is None:
       kernel_init = nnx.initializers.lecun_normal(batch_axis=tuple(range(nd)))
     shape = (*self.tile, *self.kernel_size, in_features, out_features)
-    self.kernel = nnx.Param(kernel_init(rngs.params(), shape, param_dtype))
-    self.bias = (
+    self.kernel: nnx.Param[jax.Array] = nnx.Param(kernel_init(rngs.params(), shape, param_dtype))
+    self.bias: nnx.Param[jax.Array] | None = (
         nnx.Param(bias_init(rngs.params(), (out_features,), param_dtype))
         if use_bias else None
     )

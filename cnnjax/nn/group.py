@@ -83,13 +83,23 @@ class LiftConv(nnx.Module):
       rngs: nnx.Rngs,
   ):
     _check(in_features, out_features, kernel_size, group, op="LiftConv")
+    self.in_features: int
+    self.out_features: int
+    self.kernel_size: int
+    self.group: str
+    self.stride: int | Sequence[int]
+    self.padding: PaddingLike
     self.in_features, self.out_features = in_features, out_features
     self.kernel_size, self.group = kernel_size, group
     self.stride, self.padding = stride, padding
     self.use_bias = use_bias
+    self.dtype: jnp.dtype | None
+    self.param_dtype: jnp.dtype
     self.dtype, self.param_dtype = check_dtypes(dtype, param_dtype, op="LiftConv")
     shape = (kernel_size, kernel_size, in_features, out_features)
+    self.kernel: nnx.Param[jax.Array]
     self.kernel = nnx.Param(kernel_init(rngs.params(), shape, self.param_dtype))
+    self.bias: nnx.Param[jax.Array] | None
     self.bias = (nnx.Param(bias_init(rngs.params(), (out_features,), self.param_dtype))
                  if use_bias else None)
 
@@ -140,13 +150,23 @@ class GroupConv(nnx.Module):
       rngs: nnx.Rngs,
   ):
     _check(in_features, out_features, kernel_size, group, op="GroupConv")
+    self.in_features: int
+    self.out_features: int
+    self.kernel_size: int
+    self.group: str
+    self.stride: int | Sequence[int]
+    self.padding: PaddingLike
     self.in_features, self.out_features = in_features, out_features
     self.kernel_size, self.group = kernel_size, group
     self.stride, self.padding = stride, padding
     self.use_bias = use_bias
+    self.dtype: jnp.dtype | None
+    self.param_dtype: jnp.dtype
     self.dtype, self.param_dtype = check_dtypes(dtype, param_dtype, op="GroupConv")
     shape = (kernel_size, kernel_size, group_order(group), in_features, out_features)
+    self.kernel: nnx.Param[jax.Array]
     self.kernel = nnx.Param(kernel_init(rngs.params(), shape, self.param_dtype))
+    self.bias: nnx.Param[jax.Array] | None
     self.bias = (nnx.Param(bias_init(rngs.params(), (out_features,), self.param_dtype))
                  if use_bias else None)
 
@@ -175,6 +195,8 @@ class GroupPool(nnx.Module):
 
   def __init__(self, *, reduce: str = "max", dtype: Any = None,
                param_dtype: Any = jnp.float32):
+    self.dtype: jnp.dtype | None
+    self.param_dtype: jnp.dtype
     self.dtype, self.param_dtype = check_dtypes(dtype, param_dtype, op="GroupPool")
     if reduce not in REDUCTIONS:
       raise ValueError(f"GroupPool: reduce got {reduce!r}; expected one of {REDUCTIONS}.")

@@ -39,6 +39,8 @@ class LocalResponseNorm(nnx.Module):
       self, *, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0,
       dtype: Any = None, param_dtype: Any = jnp.float32,
   ):
+    self.dtype: jnp.dtype | None
+    self.param_dtype: jnp.dtype
     self.dtype, self.param_dtype = check_dtypes(dtype, param_dtype, op="LocalResponseNorm")
     self.size = size
     self.alpha = alpha

@@ -64,6 +64,8 @@ class MaxPool(nnx.Module):
       dtype: Any = None,
       param_dtype: Any = jnp.float32,
   ):
+    self.dtype: jnp.dtype | None
+    self.param_dtype: jnp.dtype
     self.dtype, self.param_dtype = check_dtypes(dtype, param_dtype, op="MaxPool")
     self.window = window
     self.stride = stride
@@ -101,6 +103,8 @@ class AvgPool(nnx.Module):
       dtype: Any = None,
       param_dtype: Any = jnp.float32,
   ):
+    self.dtype: jnp.dtype | None
+    self.param_dtype: jnp.dtype
     self.dtype, self.param_dtype = check_dtypes(dtype, param_dtype, op="AvgPool")
     self.window = window
     self.stride = stride
@@ -141,6 +145,8 @@ class LpPool(nnx.Module):
       dtype: Any = None,
       param_dtype: Any = jnp.float32,
   ):
+    self.dtype: jnp.dtype | None
+    self.param_dtype: jnp.dtype
     self.dtype, self.param_dtype = check_dtypes(dtype, param_dtype, op="LpPool")
     self.window = window
     self.p = p
@@ -168,6 +174,8 @@ class GlobalAvgPool(nnx.Module):
 
   def __init__(self, *, keepdims: bool = False,
                dtype: Any = None, param_dtype: Any = jnp.float32):
+    self.dtype: jnp.dtype | None
+    self.param_dtype: jnp.dtype
     self.dtype, self.param_dtype = check_dtypes(dtype, param_dtype, op="GlobalAvgPool")
     self.keepdims = keepdims
 
@@ -191,6 +199,8 @@ class GlobalMaxPool(nnx.Module):
 
   def __init__(self, *, keepdims: bool = False,
                dtype: Any = None, param_dtype: Any = jnp.float32):
+    self.dtype: jnp.dtype | None
+    self.param_dtype: jnp.dtype
     self.dtype, self.param_dtype = check_dtypes(dtype, param_dtype, op="GlobalMaxPool")
     self.keepdims = keepdims
 
@@ -217,6 +227,8 @@ class Maxout(nnx.Module):
 
   def __init__(self, pieces: int, *, axis: int = -1,
                dtype: Any = None, param_dtype: Any = jnp.float32):
+    self.dtype: jnp.dtype | None
+    self.param_dtype: jnp.dtype
     self.dtype, self.param_dtype = check_dtypes(dtype, param_dtype, op="Maxout")
     self.pieces = pieces
     self.axis = axis
@@ -250,6 +262,8 @@ class BlurPool(nnx.Module):
       dtype: Any = None,
       param_dtype: Any = jnp.float32,
   ):
+    self.dtype: jnp.dtype | None
+    self.param_dtype: jnp.dtype
     self.dtype, self.param_dtype = check_dtypes(dtype, param_dtype, op="BlurPool")
     self.stride = stride
     self.kernel_size = kernel_size
@@ -283,6 +297,8 @@ class PolyphaseDownsample(nnx.Module):
 
   def __init__(self, *, stride: int | Sequence[int] = 2, p: float = 2,
                dtype: Any = None, param_dtype: Any = jnp.float32):
+    self.dtype: jnp.dtype | None
+    self.param_dtype: jnp.dtype
     self.dtype, self.param_dtype = check_dtypes(dtype, param_dtype, op="PolyphaseDownsample")
     self.stride = stride
     self.p = p
