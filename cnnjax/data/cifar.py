@@ -329,7 +329,7 @@ def read_cifar(path: str | os.PathLike, *, fmt: str | None = None) -> RawSplits:
       :func:`safe_unpickle`).
 
   Example:
-    >>> raw = read_cifar("data/cifar-10-batches-bin")  # doctest: +SKIP
+    >>> raw = read_cifar("data/cifar-10-batches-bin")  # a download  # doctest: +SKIP
     >>> raw.train_images.shape, raw.test_images.shape  # doctest: +SKIP
     ((50000, 32, 32, 3), (10000, 32, 32, 3))
   """

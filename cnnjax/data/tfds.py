@@ -123,7 +123,7 @@ def read_tfds(
     FileNotFoundError: not prepared and ``download=False``.
 
   Example:
-    >>> raw = read_tfds("mnist")  # doctest: +SKIP
+    >>> raw = read_tfds("mnist")  # downloads MNIST  # doctest: +SKIP
     >>> raw.train_images.shape  # doctest: +SKIP
     (60000, 28, 28, 1)
   """

@@ -45,8 +45,8 @@ class P4CNN(nnx.Module):
     rngs: the ``nnx.Rngs`` for the parameters.
 
   Example:
-    >>> model = P4CNN(rngs=nnx.Rngs(0))  # doctest: +SKIP
-    >>> model(jnp.ones((2, 32, 32, 3))).shape  # doctest: +SKIP
+    >>> model = P4CNN(rngs=nnx.Rngs(0))
+    >>> model(jnp.ones((2, 32, 32, 3))).shape
     (2, 10)
   """
 

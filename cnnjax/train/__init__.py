@@ -2,7 +2,7 @@
 
 Example:
   >>> from cnnjax.train import TrainConfig, train
-  >>> result = train(TrainConfig(epochs=1), out_dir="/tmp/run")  # doctest: +SKIP
+  >>> result = train(TrainConfig(epochs=1), out_dir="/tmp/run")  # trains  # doctest: +SKIP
 """
 
 from cnnjax.train.augment import alternating_flip, tta_logits

@@ -205,7 +205,10 @@ def verify_checkpoint(path: str | os.PathLike) -> str | None:
     a short reason (the first difference found).
 
   Example:
-    >>> verify_checkpoint("runs/seed-cnn/checkpoints/10")  # doctest: +SKIP
+    >>> import tempfile
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> verify_checkpoint(tmp.name)  # an empty directory
+    'no cnnjax_sha256.json'
   """
   path = os.fspath(path)
   try:
@@ -253,9 +256,15 @@ class Checkpointer:
       synchronously).
 
   Example:
-    >>> ckpt = Checkpointer("/tmp/run/checkpoints", keep=2)  # doctest: +SKIP
-    >>> ckpt.save(3, state); ckpt.latest_verified()  # doctest: +SKIP
+    >>> import os, tempfile
+    >>> import jax.numpy as jnp
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> ckpt = Checkpointer(os.path.join(tmp.name, "checkpoints"), keep=2)
+    >>> ckpt.save(3, {"w": jnp.ones(2)}); ckpt.latest_verified()  # any pytree of arrays
     3
+    >>> verify_checkpoint(ckpt.path(3)) is None  # every file as its checksum says
+    True
+    >>> ckpt.close()
   """
 
   def __init__(self, directory: str | os.PathLike, *, keep: int = 2, cleanup: bool = True,

@@ -13,7 +13,7 @@ instead of compiling them; ``metrics.jsonl`` shows the difference in its first r
 
 Example:
   >>> from cnnjax.train.compile_cache import enable_compile_cache
-  >>> enable_compile_cache("/tmp/jax-cache")  # doctest: +SKIP
+  >>> enable_compile_cache("/tmp/jax-cache")  # sets jax's cache for the process  # doctest: +SKIP
   '/tmp/jax-cache'
 """
 

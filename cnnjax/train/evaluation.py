@@ -109,7 +109,7 @@ def evaluate(run_dir: str | os.PathLike, *, epoch: int | None = None,
     ``{"epoch": e, "tta": mode, "<split>_loss": ..., "<split>_accuracy": ...}``.
 
   Example:
-    >>> evaluate("/tmp/run")["val_accuracy"]  # doctest: +SKIP
+    >>> evaluate("/tmp/run")["val_accuracy"]  # needs a trained run  # doctest: +SKIP
   """
   for s in splits:
     if s not in ("train", "val", "test"):

@@ -78,7 +78,7 @@ def load_model(run_dir: str | os.PathLike, *, epoch: int | None = None,
     them. Under Lookahead, the slow (evaluated) parameters.
 
   Example:
-    >>> model = load_model("runs/seed-cnn")  # doctest: +SKIP
+    >>> model = load_model("runs/seed-cnn")  # needs a trained run  # doctest: +SKIP
     >>> model(images).argmax(-1)  # doctest: +SKIP
   """
   from cnnjax.train.evaluation import load_run

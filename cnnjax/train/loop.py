@@ -141,7 +141,7 @@ def train(
       changed fields).
 
   Example:
-    >>> result = train(TrainConfig(epochs=1), out_dir="/tmp/run")  # doctest: +SKIP
+    >>> result = train(TrainConfig(epochs=1), out_dir="/tmp/run")  # trains  # doctest: +SKIP
     >>> result.history[-1]["val_accuracy"]  # doctest: +SKIP
   """
   out_dir = os.path.abspath(os.fspath(out_dir))

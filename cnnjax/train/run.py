@@ -6,8 +6,9 @@ and state → compiled steps exists once.
 
 Example:
   >>> from cnnjax.train import TrainConfig, build_run
-  >>> run = build_run(TrainConfig(data_options={"num_train": 600}, val_size=100))  # doctest: +SKIP
-  >>> run.steps.train_one  # doctest: +SKIP
+  >>> run = build_run(TrainConfig(data_options={"num_train": 600}, val_size=100))
+  >>> run.dataset.train_images.shape, run.steps_per_epoch  # batches of 128
+  ((500, 32, 32, 3), 3)
 """
 
 from __future__ import annotations

@@ -113,7 +113,7 @@ def search(
     ``val_accuracy``, ``val_loss``, ``status`` (``"ok"`` or ``"diverged"``), ``out_dir``.
 
   Example:
-    >>> best = search(TrainConfig(), out_dir="/tmp/search", trials=4)[0]  # doctest: +SKIP
+    >>> best = search(TrainConfig(), out_dir="/tmp/search", trials=4)[0]  # trains  # doctest: +SKIP
   """
   _check_space(space)
   if not isinstance(trials, int) or trials < 1:
