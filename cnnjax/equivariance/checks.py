@@ -17,7 +17,7 @@ from typing import Any, Union
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.typing import ArrayLike
+from jax.typing import ArrayLike, DTypeLike
 
 __all__ = [
     "Region",
@@ -28,11 +28,11 @@ __all__ = [
     "invariance_error",
 ]
 
-Region = Union[tuple, np.ndarray, jax.Array, None]
+Region = Union[tuple[slice, ...], np.ndarray, jax.Array, None]
 
 
 
-def default_tolerance(dtype) -> tuple[float, float]:
+def default_tolerance(dtype: DTypeLike) -> tuple[float, float]:
   """The default ``(rtol, atol)`` of :func:`assert_equivariant` for a result dtype.
 
   ========================  ===========  ======
@@ -215,7 +215,8 @@ def invariance_error(
   return cmp.relative_error
 
 
-def _check(cmp: _Comparison, *, rtol, atol, op: str, names: tuple[str, str]) -> None:
+def _check(cmp: _Comparison, *, rtol: float | None, atol: float | None, op: str,
+           names: tuple[str, str]) -> None:
   default_rtol, default_atol = default_tolerance(cmp.dtype)
   defaults = []
   if rtol is None:

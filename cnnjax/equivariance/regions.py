@@ -67,7 +67,7 @@ def _output_shift(shifts: tuple[int, ...], layers, *, shift, op: str) -> tuple[i
   if bad:
     raise ValueError(
         f"{op}: shift got {shift!r}, which is not a multiple of the stack's total "
-        f"stride (jump) {jumps if len(jumps) > 1 else jumps[0]} in spatial dim(s) {bad}; "
+        f"stride (jump) {jumps if len(jumps) != 1 else jumps[0]} in spatial dim(s) {bad}; "
         "expected a multiple: a strided stack is only equivariant to shifts by multiples "
         "of its jump."
     )
@@ -86,7 +86,7 @@ def _num_dims(shift, layer_dims: int | None, *, op: str, default: int) -> int:
 
 
 def output_shift(
-    shift: int | Sequence[int], layers: Sequence[tuple]
+    shift: int | Sequence[int], layers: Sequence[tuple[int | Sequence[int], ...]]
 ) -> int | tuple[int, ...]:
   """The output shift of a translation-equivariant stack with strides.
 
@@ -124,7 +124,7 @@ def output_shift(
 
 def interior_region(
     in_spatial: Sequence[int],
-    layers: Sequence[tuple],
+    layers: Sequence[tuple[int | Sequence[int], ...]],
     *,
     shift: int | Sequence[int] = 0,
     padding: Any = "SAME",

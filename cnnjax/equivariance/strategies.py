@@ -6,12 +6,16 @@ Hypothesis is imported only when a strategy is called.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from cnnjax import padding as _padding
 from cnnjax._checks import is_int
+
+if TYPE_CHECKING:  # Hypothesis is a test extra, imported when a strategy is called
+  from hypothesis.strategies import SearchStrategy
 
 __all__ = ["conv_problems", "conv_settings", "images", "kernels"]
 
@@ -68,8 +72,8 @@ def images(
     size: int | tuple[int, int] = (4, 8),
     channels: int | tuple[int, int] = (1, 3),
     square: bool = False,
-    dtype=np.float64,
-):
+    dtype: DTypeLike = np.float64,
+) -> SearchStrategy[np.ndarray]:
   """Hypothesis strategy for images ``[N, *spatial, C]`` with standard normal values.
 
   Values come from a drawn seed (``np.random.default_rng``), so they are well
@@ -122,8 +126,8 @@ def kernels(
     out_channels: int | tuple[int, int] = (1, 3),
     square: bool = False,
     odd: bool = False,
-    dtype=np.float64,
-):
+    dtype: DTypeLike = np.float64,
+) -> SearchStrategy[np.ndarray]:
   """Hypothesis strategy for HWIO kernels ``[*kernel_spatial, C_in, C_out]``.
 
   Args:
@@ -169,7 +173,7 @@ def conv_settings(
     dilation: int | tuple[int, int] = (1, 2),
     padding: Sequence[Any] = ("VALID", "SAME"),
     padding_mode: Sequence[str] = ("zeros", "circular"),
-):
+) -> SearchStrategy[dict[str, Any]]:
   """Hypothesis strategy for keyword arguments of :func:`cnnjax.conv.cross_correlate`.
 
   Args:
@@ -222,9 +226,9 @@ def conv_problems(
     kernel_size: int | tuple[int, int] = (1, 3),
     channels: int | tuple[int, int] = (1, 3),
     out_channels: int | tuple[int, int] = (1, 3),
-    dtype=np.float64,
-    **settings,
-):
+    dtype: DTypeLike = np.float64,
+    **settings: Any,
+) -> SearchStrategy[tuple[np.ndarray, np.ndarray, dict[str, Any]]]:
   """Hypothesis strategy for consistent ``(x, w, settings)`` triples.
 
   ``x`` from :func:`images`, ``w`` from :func:`kernels` with ``C_in`` matching ``x``,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import jax
 import jax.numpy as jnp
@@ -110,7 +111,9 @@ def translate(shift: int | Sequence[int], *, mode: str = "circular") -> Transfor
 
 def _translate_array(x: jax.Array, shifts: jax.Array, *, axes: tuple[int, ...], mode: str) -> jax.Array:
   """Translates ``x`` along ``axes`` by ``shifts`` (an int array, which may be traced)."""
-  rolled = jnp.roll(x, tuple(shifts[i] for i in range(len(axes))), axis=axes)
+  # (jax annotates shift as ArrayLike | Sequence[int]; a tuple of traced ints works)
+  shift = tuple(shifts[i] for i in range(len(axes)))
+  rolled = jnp.roll(x, shift, axis=axes)  # pyright: ignore[reportArgumentType]
   if mode == "circular":
     return rolled
   keep = None
@@ -118,7 +121,8 @@ def _translate_array(x: jax.Array, shifts: jax.Array, *, axes: tuple[int, ...], 
     source = lax.broadcasted_iota(jnp.int32, x.shape, axis) - shifts[i]
     inside = (source >= 0) & (source < x.shape[axis])
     keep = inside if keep is None else keep & inside
-  return jnp.where(keep, rolled, jnp.zeros((), rolled.dtype))
+  # (axes is not empty: a Transform takes arrays with a spatial dim)
+  return jnp.where(cast(jax.Array, keep), rolled, jnp.zeros((), rolled.dtype))
 
 
 # The shift is traced, so each input shape compiles once whatever the shift (eager
