@@ -1,7 +1,9 @@
 """The README works when followed word for word: its Python examples run as written in a
 fresh Python, and its ``cnnjax`` commands, and the guides', parse into valid
-configurations."""
+configurations. The Python examples of ``docs/index.md`` and the guides run the same way;
+every stated result is an ``assert`` (or a ``# SomeError: message`` comment)."""
 
+import ast
 import os
 import pathlib
 import re
@@ -10,12 +12,18 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from cnnjax import cli
 from cnnjax.train import cli as train_cli
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 GUIDES = sorted((ROOT / "docs" / "guides").glob("*.md"))
+# The pages with Python examples (the tutorials are executed by the docs build instead).
+DOCS = [p for p in (ROOT / "docs" / "index.md", *GUIDES) if "```python" in p.read_text()]
+# Where a page's examples run from: the repository root, except an experiment script's.
+DOCS_CWD = {"experiments.md": ROOT / "experiments"}
 
 
 def _blocks(language, path=README):
@@ -60,6 +68,55 @@ def test_readme_python_examples_run():
   proc = subprocess.run([sys.executable, "-c", _script(blocks)], capture_output=True,
                         text=True, timeout=600, env=dict(os.environ, JAX_PLATFORMS="cpu"))
   assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+# Appended to a page's script: the names it reads from modules exist, also inside
+# functions the page defines but does not call (the experiment template's main()).
+_CHECK_MODULE_NAMES = """
+import ast as _ast, types as _types
+for _node in _ast.walk(_ast.parse(_SOURCE)):
+  if isinstance(_node, _ast.Attribute) and isinstance(_node.value, _ast.Name):
+    _module = globals().get(_node.value.id)
+    if isinstance(_module, _types.ModuleType):
+      assert hasattr(_module, _node.attr), f"{_node.value.id}.{_node.attr} does not exist"
+"""
+
+
+def _unasserted_results(blocks):
+  """Lines that state a result in a comment instead of asserting it: a bare expression
+  whose trailing comment is a Python value, like ``x.shape  # (1, 3, 3, 1)``."""
+  found = []
+  for line in "\n".join(blocks).splitlines():
+    code, sep, comment = line.partition("  # ")
+    if not sep:
+      continue
+    try:
+      statements = ast.parse(code.strip()).body
+      ast.literal_eval(comment.strip())
+    except Exception:  # not a whole statement, or a comment in words
+      continue
+    if len(statements) == 1 and isinstance(statements[0], ast.Expr):
+      found.append(line)
+  return found
+
+
+@pytest.mark.parametrize("path", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_docs_python_examples_run(path):
+  # Each page in a fresh Python, from its first block, as a reader runs it.
+  blocks = _blocks("python", path)
+  unasserted = _unasserted_results(blocks)
+  assert not unasserted, f"state these results with assert: {unasserted}"
+  script = _script(blocks)
+  script += f"\n_SOURCE = {script!r}\n{_CHECK_MODULE_NAMES}"
+  proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                        timeout=600, cwd=DOCS_CWD.get(path.name, ROOT),
+                        env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_readme_results_are_asserted():
+  unasserted = _unasserted_results(_blocks("python"))
+  assert not unasserted, f"state these results with assert: {unasserted}"
 
 
 def _cnnjax_commands():
