@@ -633,3 +633,34 @@ def ref_exact_bilinear(ref, x, w, dtype, **settings):
       term = part.astype(np.int64).astype(object) * (1 << (sx + sw))
       total = term if total is None else total + term
   return wrap_int(total, dtype)
+
+
+def ref_exact_linear(ref, a, dtype, **settings):
+  """``ref(a, **settings)`` for integer ``a`` of any width, exactly: ``ref`` (linear,
+  float64) applied to 16-bit pieces of ``a``, recombined in Python ints, then wrapped
+  into ``dtype``."""
+  total = None
+  for shift, piece in int_pieces(a):
+    part = np.asarray(ref(piece, **settings))
+    assert np.all(np.abs(part) < 2**53), "the pieces' reference is not exact"
+    term = part.astype(np.int64).astype(object) * (1 << shift)
+    total = term if total is None else total + term
+  return wrap_int(total, dtype)
+
+
+def ref_int_adaptive_max_pool(x, output_size):
+  """PyTorch's adaptive max pooling in ``x``'s own (integer) dtype: the bins of
+  ``ref_adaptive_pool``, each reduced by ``np.max`` without a cast."""
+  x = np.asarray(x)
+  spatial = x.shape[1:-1]
+  sizes = (output_size,) * len(spatial) if np.ndim(output_size) == 0 else output_size
+  out = tuple(n if o is None else int(o) for n, o in zip(spatial, sizes))
+  y = np.zeros((x.shape[0], *out, x.shape[-1]), x.dtype)
+  for o in np.ndindex(*out):
+    sl = tuple(
+        slice(math.floor(i * n / m), math.ceil((i + 1) * n / m))
+        for i, n, m in zip(o, spatial, out)
+    )
+    y[(slice(None), *o, slice(None))] = x[(slice(None), *sl, slice(None))].max(
+        axis=tuple(range(1, len(spatial) + 1)))
+  return y
