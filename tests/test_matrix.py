@@ -208,16 +208,3 @@ class ErrorTest(parameterized.TestCase):
       conv_matrix(jnp.ones((3, 2, 4), bool), (5, 2))
     # NumPy integers are ints.
     assert conv_matrix(w, (np.int64(5), np.int32(2)), stride=np.int64(2)).shape == (8, 10)
-
-
-def test_docstring_examples():
-  import doctest
-
-  import jax
-
-  import cnnjax.matrix as module
-
-  with jax.enable_x64(False):
-    result = doctest.testmod(
-        module, extraglobs={"jnp": jnp}, optionflags=doctest.NORMALIZE_WHITESPACE)
-  assert result.attempted >= 1 and result.failed == 0

@@ -141,18 +141,3 @@ class ErrorTest(parameterized.TestCase):
     with pytest.raises(ValueError, match=r"fold: p has shape \(1, 3, 3, 9\); expected \(1, 4, 4, 9\)"):
       fold(p, (1, 6, 6, 1), 3)
     assert fold(p, (np.int64(1), 5, 5, 1), 3).shape == (1, 5, 5, 1)
-
-
-def test_docstring_examples():
-  import doctest
-
-  import jax
-
-  import importlib
-
-  module = importlib.import_module("cnnjax.unfold")  # cnnjax.unfold is the function
-
-  with jax.enable_x64(False):
-    result = doctest.testmod(
-        module, extraglobs={"jnp": jnp}, optionflags=doctest.NORMALIZE_WHITESPACE)
-  assert result.attempted >= 1 and result.failed == 0

@@ -123,14 +123,3 @@ class UnpoolTest(chex.TestCase):
 
   def test_exported(self):
     assert cnnjax.max_unpool is max_unpool
-
-
-def test_docstring_examples():
-  import doctest
-  import importlib
-
-  module = importlib.import_module("cnnjax.unpool")
-  with jax.enable_x64(False):
-    result = doctest.testmod(
-        module, extraglobs={"jnp": jnp}, optionflags=doctest.NORMALIZE_WHITESPACE)
-  assert result.attempted >= 1 and result.failed == 0
