@@ -103,7 +103,7 @@ def _findings(measured) -> str:
   ]
   if p4["consistency"] == 1.0:
     lines.append("p4-cnn predicts the same class for all four rotations of every validation "
-                 "image: the invariance the architecture proves (tests/test_gcnn.py) holds "
+                 "image: the invariance the architecture proves (tests/models/test_gcnn.py) holds "
                  "for the trained network too.")
   else:
     lines.append(

@@ -109,7 +109,7 @@ def _release_orphaned_waiters() -> int:
   that it wakes, sees the cancellation and returns (its coroutine, never awaited, makes
   Python warn when it is collected: ``cnnjax``'s commands collect it quietly). One
   process only (the signals then live in this process's memory). A canary in
-  ``tests/test_train_run_files.py`` fails once Orbax signals failed work itself.
+  ``tests/train/test_train_run_files.py`` fails once Orbax signals failed work itself.
   """
   try:
     from orbax.checkpoint._src.futures import future as orbax_future

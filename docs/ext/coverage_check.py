@@ -11,7 +11,7 @@ same). A name counts as documented when
 * the object is a module that has its own page (``.. automodule:: cnnjax.nn``).
 
 Each missing name is a warning naming it, and the build exits with status 1 (with
-or without ``-W``). ``tests/test_docs_coverage.py`` applies the same rule
+or without ``-W``). ``tests/project/test_docs_coverage.py`` applies the same rule
 (:func:`undocumented`) to the entries it reads from ``docs/api/``, without Sphinx.
 """
 

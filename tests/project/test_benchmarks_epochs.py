@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-sys.path.append(os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks"))
+sys.path.append(os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "benchmarks"))
 import epochs  # noqa: E402
 
 TINY = ["--data-option", "num_train=300", "--data-option", "num_test=50",

@@ -7,7 +7,7 @@ import types
 import jax.numpy as jnp
 import pytest
 
-sys.path.append(os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks"))
+sys.path.append(os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "benchmarks"))
 import _flops  # noqa: E402
 
 

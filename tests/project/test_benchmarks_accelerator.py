@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-sys.path.append(os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks"))
+sys.path.append(os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "benchmarks"))
 import accelerator  # noqa: E402
 
 

@@ -8,8 +8,8 @@ import numpy as np
 
 import cnnjax
 
-PAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs",
-                    "lecture-notes.md")
+PAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                    "docs", "lecture-notes.md")
 
 
 def _page() -> str:

@@ -11,7 +11,7 @@ import importlib.util
 import pathlib
 import re
 
-DOCS = pathlib.Path(__file__).resolve().parent.parent / "docs"
+DOCS = pathlib.Path(__file__).resolve().parents[2] / "docs"
 
 _DIRECTIVE = re.compile(
     r"^\s*\.\. (?:auto(module|function|class|exception|data|attribute|method)|"

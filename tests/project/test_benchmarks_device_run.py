@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-ROOT = os.path.join(os.path.dirname(__file__), os.pardir)
+ROOT = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir)
 sys.path.append(os.path.join(ROOT, "benchmarks"))
 import accelerator  # noqa: E402
 

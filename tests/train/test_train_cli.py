@@ -161,7 +161,7 @@ def test_known_failures_are_one_line_with_exit_code_2(tmp_path, capsys, monkeypa
   assert main([*base, "--out", str(tmp_path / "b")]) == 2
   assert "OSError: [Errno 28] No space left on device" in _one_line(capsys.readouterr().err)
   monkeypatch.undo()
-  # Incomplete multi-process flags (--distributed alone: tests/test_train_multiprocess.py).
+  # Incomplete multi-process flags (--distributed alone: tests/train/test_train_multiprocess.py).
   assert main([*base, "--num-processes", "2", "--out", str(tmp_path / "c")]) == 2
   assert "without coordinator_address, process_id" in _one_line(capsys.readouterr().err)
 
