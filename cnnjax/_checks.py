@@ -19,6 +19,7 @@ Geometry (stride, padding, dilation, tile) is canonicalised in :mod:`cnnjax.padd
 from __future__ import annotations
 
 import numbers
+from typing import TypeGuard
 
 import jax
 import jax.numpy as jnp
@@ -58,7 +59,7 @@ class ArgumentTypeError(ValueError, TypeError):
   """
 
 
-def is_int(value) -> bool:
+def is_int(value: object) -> TypeGuard[int | np.integer]:
   """Whether ``value`` is an integer scalar: a Python int or a NumPy integer, not a bool."""
   return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 

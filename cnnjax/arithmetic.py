@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
 from cnnjax._checks import check_bool, check_positive_int
 from cnnjax._checks import is_int as _is_int
 from cnnjax.padding import (
     PADDING_STRINGS,
+    PaddingLike,
     conv_geometry,
     effective_kernel_size,
     normalize_ints,
@@ -136,15 +138,16 @@ def output_size(
   op = "output_size"
   check_positive_int(n, name="n", op=op)  # (int64, as the ops: the size they return)
   check_positive_int(kernel, name="kernel", op=op)
+  pads: PaddingLike
   if isinstance(padding, str) or _is_int(padding):
-    pads = padding
+    pads = cast(PaddingLike, padding)  # (an int may be a NumPy integer: conv_geometry takes it)
   elif (
       isinstance(padding, Sequence)
       and not isinstance(padding, _TEXT)
       and len(padding) == 2
       and all(_is_int(p) and p >= 0 for p in padding)
   ):
-    pads = (tuple(padding),)
+    pads = (cast("tuple[int, int]", tuple(padding)),)  # (of length 2, checked above)
   else:
     raise ValueError(
         f"{op}: padding got {padding!r}; expected a non-negative int, a (low, high) "

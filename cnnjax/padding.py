@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Union
+from typing import Union, cast
 
 import jax
 import jax.numpy as jnp
@@ -47,7 +47,7 @@ __all__ = [
 
 
 def normalize_ints(
-    value, num_dims: int, *, name: str, op: str, minimum: int = 1
+    value: int | Sequence[int], num_dims: int, *, name: str, op: str, minimum: int = 1
 ) -> tuple[int, ...]:
   """Returns ``value`` as a tuple of ``num_dims`` ints, each ``>= minimum``.
 
@@ -166,13 +166,13 @@ def resolve_padding(
           f"dim(s); expected {expected}."
       )
     if all(_is_int(p) for p in items):
-      pads = tuple((int(p), int(p)) for p in items)
+      pads = tuple((int(p), int(p)) for p in cast("tuple[int, ...]", items))
     elif all(
         isinstance(p, Sequence) and not isinstance(p, _TEXT) and len(p) == 2
         and all(_is_int(q) for q in p)
         for p in items
     ):
-      pads = tuple((int(p[0]), int(p[1])) for p in items)
+      pads = tuple((int(p[0]), int(p[1])) for p in cast("tuple[tuple[int, int], ...]", items))
     else:
       raise _ArgumentTypeError(f"{op}: padding got {padding!r}; expected {expected}.")
   else:
@@ -218,9 +218,9 @@ def conv_geometry(
     in_spatial: Sequence[int],
     kernel: Sequence[int],
     *,
-    stride=1,
+    stride: int | Sequence[int] = 1,
     padding: PaddingLike = "VALID",
-    dilation=1,
+    dilation: int | Sequence[int] = 1,
     strict: bool = False,
     op: str,
     kernel_name: str = "w",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Literal, overload
 
 import jax
 import jax.numpy as jnp
@@ -97,6 +98,33 @@ def _check_int_count(x: jax.Array, count: int, *, name: str, value, op: str) -> 
 # ------------------------------------------------------------------------ public API
 
 
+@overload
+def max_pool(
+    x: ArrayLike,
+    window: int | Sequence[int],
+    *,
+    stride: int | Sequence[int] | None = None,
+    padding: PaddingLike = "VALID",
+    return_indices: Literal[False] = False,
+) -> jax.Array: ...
+@overload
+def max_pool(
+    x: ArrayLike,
+    window: int | Sequence[int],
+    *,
+    stride: int | Sequence[int] | None = None,
+    padding: PaddingLike = "VALID",
+    return_indices: Literal[True],
+) -> tuple[jax.Array, jax.Array]: ...
+@overload
+def max_pool(
+    x: ArrayLike,
+    window: int | Sequence[int],
+    *,
+    stride: int | Sequence[int] | None = None,
+    padding: PaddingLike = "VALID",
+    return_indices: bool = False,
+) -> jax.Array | tuple[jax.Array, jax.Array]: ...
 def max_pool(
     x: ArrayLike,
     window: int | Sequence[int],

@@ -207,7 +207,9 @@ def _name(kind: str, *items) -> str:
   return f"{kind}({', '.join(str(i) for i in items if i is not None)})"
 
 
-def _extras(m, num_dims: int, *, stride=1, padding="VALID", dilation=1, groups=1) -> list:
+def _extras(m, num_dims: int, *, stride: int | Sequence[int] = 1, padding: Any = "VALID",
+            dilation: int | Sequence[int] = 1, groups: int = 1) -> list:
+  # (padding: a cnnjax or a Flax padding spec)
   extras = []
   if _ints(stride, num_dims) != (1,) * num_dims:
     extras.append(f"s{_size(stride, num_dims)}")
@@ -444,7 +446,7 @@ def _recording_call(orig: Callable) -> Callable:
     rec.frames[-1].append(row)
     return out
 
-  call._cnnjax_recording = True  # noqa: SLF001
+  call.__dict__["_cnnjax_recording"] = True  # (a function attribute: what __enter__ checks)
   return call
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import jax
 import jax.numpy as jnp
@@ -155,5 +156,6 @@ def fold(
     config.append((0, 0, 0))
     part = lax.pad(patches[..., i, :], zero, config)
     total = part if total is None else total + part
+  total = cast(jax.Array, total)  # (the kernel has at least one offset)
   crop = tuple(slice(lo, lo + n) for n, (lo, _) in zip(geo.in_spatial, geo.pads))
   return total[(slice(None), *crop, slice(None))].astype(p.dtype)

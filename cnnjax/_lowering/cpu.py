@@ -25,6 +25,7 @@ the forms on or off (:mod:`cnnjax._lowering.workarounds`).
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import jax
 
@@ -90,4 +91,5 @@ def depthwise_conv(x: jax.Array, w: jax.Array, cfg: ConvConfig) -> jax.Array:
   for s, wi in zip(shifted_slices(_padding.pad_spatial(x, geo.pads), geo), wk):
     term = s.astype(acc)[..., None] * wi.reshape((1,) * (nd + 1) + (c_in, mult))
     y = term if y is None else y + term
+  y = cast(jax.Array, y)  # (the kernel has at least one position)
   return y.reshape(*y.shape[:-2], c_out).astype(out_dtype)

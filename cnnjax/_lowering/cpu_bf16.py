@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+from typing import cast
 
 import jax
 import jax.numpy as jnp
@@ -141,6 +142,7 @@ def _weight_grad(x, g, pads, kernel):
         preferred_element_type=jnp.float32,
     )
     dw = part if dw is None else dw + part
+  dw = cast(jax.Array, dw)  # (batch_chunks gives at least one chunk)
   return dw.reshape(*kernel, x.shape[-1], g.shape[-1]).astype(x.dtype)
 
 

@@ -29,6 +29,7 @@ import dataclasses
 import functools
 import itertools
 import math
+from typing import cast
 
 import jax
 import jax.numpy as jnp
@@ -206,7 +207,7 @@ def _gather_at(t: jax.Array, idx: jax.Array, geo: Geometry) -> jax.Array:
     for k, term in enumerate(_window_terms(t, geo, zero)):
       picked = jnp.where(idx == k, term, zero)
       out = picked if out is None else out + picked
-    return out
+    return cast(jax.Array, out)  # (a window has at least one offset)
   blocks, axes = _window_blocks(t, geo, zero)
   hit = _window_iota(geo, idx.dtype) == jnp.expand_dims(idx, axes)
   return jnp.sum(jnp.where(hit, blocks, zero), axis=axes)
