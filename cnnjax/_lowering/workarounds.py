@@ -1,7 +1,7 @@
 """The XLA defects cnnjax works around, each with its upstream report and its canary.
 
-Each canary (``tests/_lowering/test_workarounds.py``) runs the defect's reproducer on the
-installed jaxlib and fails once the defect is gone, saying that its workaround can go.
+Each canary (``tests/_lowering/test_lowering_workarounds.py``) runs the defect's reproducer
+on the installed jaxlib and fails once the defect is gone, saying that its workaround can go.
 
 1. **Negative convolution padding** (openxla/xla#48713, found by cnnjax's issue 18):
    XLA:CPU's float32 convolution (Eigen's spatial convolution) with a negative low and a
