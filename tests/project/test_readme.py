@@ -17,7 +17,7 @@ import pytest
 from cnnjax import cli
 from cnnjax.train import cli as train_cli
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 GUIDES = sorted((ROOT / "docs" / "guides").glob("*.md"))
 # The pages with Python examples (the tutorials are executed by the docs build instead).
