@@ -1,5 +1,11 @@
 """Test configuration: loud failures for silent broadcasting, float64 references."""
 
+# tests/ mirrors cnnjax/ (tests/nn, tests/_lowering, ...; tests/project for the benchmarks,
+# experiments and docs). No folder has an __init__.py: in pytest's default "prepend" import
+# mode a test file is imported by its basename with its folder put first on sys.path, and
+# this conftest's folder, tests/, is put there too, so every test file imports the shared
+# `references` (and a sibling's helpers) by name. Hence basenames are unique across folders.
+
 import os
 
 import jax
