@@ -221,7 +221,7 @@ def test_cpu_forms_is_part_of_jits_cache_key():
 
   x, w = jnp.ones((2, 8, 8, 3), jnp.float32), jnp.ones((3, 3, 3, 4), jnp.float32)
   on = f(x, w)
-  with cnnjax.cpu_forms(False) as inside:
+  with cnnjax.cpu_forms(enabled=False) as inside:
     off = f(x, w)
     assert inside.enabled is False
   again = f(x, w)

@@ -62,7 +62,7 @@ def _changed(enabled: bool | None, rows: bool | None, bf16_matmul: bool | None,
 
 
 @contextlib.contextmanager
-def cpu_forms(enabled: bool | None = None, *, rows: bool | None = None,
+def cpu_forms(*, enabled: bool | None = None, rows: bool | None = None,
               bf16_matmul: bool | None = None) -> Iterator[CpuForms]:
   """Chooses cnnjax's XLA:CPU convolution forms inside a ``with`` block.
 
@@ -82,7 +82,7 @@ def cpu_forms(enabled: bool | None = None, *, rows: bool | None = None,
     >>> import jax, jax.numpy as jnp, cnnjax
     >>> f = jax.jit(lambda x, w: cnnjax.cross_correlate(x, w, padding="SAME"))
     >>> x, w = jnp.ones((1, 8, 8, 3)), jnp.ones((3, 3, 3, 4))
-    >>> with cnnjax.cpu_forms(False):
+    >>> with cnnjax.cpu_forms(enabled=False):
     ...   plain = f(x, w)
     >>> bool(jnp.array_equal(plain, f(x, w)))
     True
