@@ -23,6 +23,7 @@ import tempfile
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
@@ -48,7 +49,7 @@ def default_cache_dir() -> Path:
   return Path(base).expanduser() / "cnnjax"
 
 
-def source_fingerprint(path: str | os.PathLike) -> list:
+def source_fingerprint(path: str | os.PathLike[str]) -> list[Any]:
   """What identifies a source on disk: its resolved path, sizes and modification times.
 
   Args:
@@ -76,7 +77,7 @@ def source_fingerprint(path: str | os.PathLike) -> list:
   return [str(path), entries, empty] if empty else [str(path), entries]
 
 
-def cache_key(*parts) -> str:
+def cache_key(*parts: Any) -> str:
   """A short hex digest of JSON-serialisable ``parts`` (and :data:`CACHE_VERSION`)."""
   blob = json.dumps([CACHE_VERSION, *parts], sort_keys=True, default=str)
   return hashlib.sha256(blob.encode()).hexdigest()[:20]
@@ -87,7 +88,7 @@ def _entry_path(cache_dir: Path, label: str, key: str) -> Path:
   return Path(cache_dir) / f"{safe}-{key}.npz"
 
 
-def read_entry(cache_dir: str | os.PathLike, label: str, key: str, *,
+def read_entry(cache_dir: str | os.PathLike[str], label: str, key: str, *,
                check: Callable[[dict[str, np.ndarray]], str | None] | None = None,
                ) -> dict[str, np.ndarray] | None:
   """The arrays stored under ``key``, or None if there is no (usable) entry.
@@ -116,7 +117,7 @@ def read_entry(cache_dir: str | os.PathLike, label: str, key: str, *,
 
 
 def write_entry(
-    cache_dir: str | os.PathLike, label: str, key: str, arrays: Mapping[str, np.ndarray]
+    cache_dir: str | os.PathLike[str], label: str, key: str, arrays: Mapping[str, np.ndarray]
 ) -> Path:
   """Stores ``arrays`` under ``key`` atomically; returns the entry's path.
 
@@ -130,7 +131,8 @@ def write_entry(
   fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=f".{path.stem}.", suffix=".tmp")
   try:
     with os.fdopen(fd, "wb") as f:
-      np.savez(f, **arrays)
+      # (names of arrays: pyright would match the values against allow_pickle too)
+      np.savez(f, **cast("dict[str, Any]", arrays))
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -146,7 +148,7 @@ def write_entry(
 def cached_arrays(
     compute: Callable[[], Mapping[str, np.ndarray]],
     *,
-    cache_dir: str | os.PathLike | None,
+    cache_dir: str | os.PathLike[str] | None,
     label: str,
     key: str,
     check: Callable[[dict[str, np.ndarray]], str | None] | None = None,

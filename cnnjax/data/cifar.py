@@ -30,16 +30,18 @@ import io
 import os
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from cnnjax.data.dataset import RawSplits
 
+# (NumPy's stubs leave out the private _frombuffer; the NumPy 1.x names are typed apart)
 try:  # NumPy >= 2
   from numpy._core.multiarray import _reconstruct
-  from numpy._core.numeric import _frombuffer
+  from numpy._core.numeric import _frombuffer  # pyright: ignore[reportAttributeAccessIssue]
 except ImportError:  # pragma: no cover - NumPy 1.x
-  from numpy.core.multiarray import _reconstruct
+  from numpy.core.multiarray import _reconstruct  # pyright: ignore[reportGeneralTypeIssues]
   from numpy.core.numeric import _frombuffer
 
 __all__ = [
@@ -57,7 +59,7 @@ CIFAR10_CLASSES = (
 _PIXELS = 32 * 32 * 3
 
 # format -> (training files, test file, metadata file)
-FORMATS = {
+FORMATS: dict[str, tuple[tuple[str, ...], str, str]] = {
     "cifar10-binary": (tuple(f"data_batch_{i}.bin" for i in range(1, 6)), "test_batch.bin",
                        "batches.meta.txt"),
     "cifar100-binary": (("train.bin",), "test.bin", "fine_label_names.txt"),
@@ -68,7 +70,7 @@ FORMATS = {
 _NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
 
 
-def detect_cifar(path: str | os.PathLike) -> str | None:
+def detect_cifar(path: str | os.PathLike[str]) -> str | None:
   """The CIFAR layout of directory ``path`` (a key of :data:`FORMATS`), or None.
 
   A directory is taken for a release when it holds that release's metadata file or
@@ -172,7 +174,7 @@ def _safe_frombuffer(buf, dtype, shape, order):
     raise _Refused(f"refusing a buffer of type {type(buf).__name__}")
   if not isinstance(dtype, np.dtype) or dtype.kind not in "biuf":
     raise _Refused(f"refusing dtype {dtype!r}")
-  return _frombuffer(buf, dtype, shape, order)
+  return _frombuffer(buf, dtype, shape, order)  # pyright: ignore[reportCallIssue]
 
 
 def _safe_encode(obj, encoding="utf-8", errors="strict"):
@@ -209,7 +211,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
     raise _Refused("refusing a persistent id")
 
 
-def safe_unpickle(data: bytes, *, source: str = "<bytes>"):
+def safe_unpickle(data: bytes, *, source: str = "<bytes>") -> Any:
   """Unpickles ``data`` admitting only plain types and NumPy arrays; never runs code.
 
   Strings pickled by Python 2 (the CIFAR Python release) come back as ``bytes``
@@ -308,7 +310,7 @@ def _read_pickled_names(path: Path | None, key: str, default, num_classes: int):
 # ----------------------------------------------------------------------------- entry
 
 
-def read_cifar(path: str | os.PathLike, *, fmt: str | None = None) -> RawSplits:
+def read_cifar(path: str | os.PathLike[str], *, fmt: str | None = None) -> RawSplits:
   """Reads a CIFAR release directory into ``uint8 [N, 32, 32, 3]`` images and labels.
 
   Args:

@@ -8,6 +8,7 @@ job.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -45,7 +46,7 @@ class RawSplits:
     return arrays
 
   @classmethod
-  def from_arrays(cls, arrays) -> RawSplits:
+  def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> RawSplits:
     """The inverse of :meth:`to_arrays`."""
     return cls(
         train_images=arrays["train_images"],
@@ -56,7 +57,8 @@ class RawSplits:
     )
 
 
-def check_raw_arrays(arrays, *, image_shape=None) -> str | None:
+def check_raw_arrays(arrays: Mapping[str, np.ndarray], *,
+                     image_shape: Sequence[int] | None = None) -> str | None:
   """Why ``arrays`` (as :meth:`RawSplits.to_arrays` gives) are not a valid decoded source.
 
   Checks what a file in the right format can still get wrong: the arrays present, uint8

@@ -29,6 +29,7 @@ import re
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -84,7 +85,7 @@ def _find_root(files: list[list[str]]) -> str:
   return ""
 
 
-def is_image_folder(path: str | os.PathLike) -> bool:
+def is_image_folder(path: str | os.PathLike[str]) -> bool:
   """Whether ``path`` is a zip file, or a directory with a ``train/`` folder (maybe wrapped)."""
   path = Path(path)
   if path.is_file():
@@ -157,9 +158,10 @@ def _index(path: Path, archive: zipfile.ZipFile | None, class_names: Sequence[st
           f"read_image_folder: {path}: {split}/ has class folders {unknown} that are not in "
           f"class_names {list(class_names)}; expected class folders from that list."
       )
-    members = [m for c in sorted(classes, key=label_of.get) for m in classes[c]]
+    members = [m for c in sorted(classes, key=label_of.__getitem__) for m in classes[c]]
     labels = np.concatenate(
-        [np.full(len(classes[c]), label_of[c], np.int32) for c in sorted(classes, key=label_of.get)]
+        [np.full(len(classes[c]), label_of[c], np.int32)
+         for c in sorted(classes, key=label_of.__getitem__)]
     )
     splits[split] = (members, labels)
   return splits, class_names
@@ -271,7 +273,7 @@ def _decode_all(reader: _Reader, members: list[str], shape, *, num_workers: int,
   from tqdm.auto import tqdm
 
   chunks = [members[i:i + _CHUNK] for i in range(0, len(members), _CHUNK)]
-  out = [None] * len(chunks)
+  out: list[np.ndarray | None] = [None] * len(chunks)
   with tqdm(total=len(members), desc=desc, unit="img", disable=not progress, leave=False) as bar:
     if num_workers <= 1 or len(chunks) <= 1:
       for i, chunk in enumerate(chunks):
@@ -284,11 +286,11 @@ def _decode_all(reader: _Reader, members: list[str], shape, *, num_workers: int,
           i = futures[future]
           out[i] = future.result()
           bar.update(len(chunks[i]))
-  return np.concatenate(out)
+  return np.concatenate(cast("list[np.ndarray]", out))  # (every chunk decoded above)
 
 
 def read_image_folder(
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     *,
     class_names: Sequence[str] | None = None,
     image_shape: tuple[int, int, int] | None = None,

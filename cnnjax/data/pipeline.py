@@ -26,7 +26,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 from jax import lax
-from jax.typing import ArrayLike
+from jax.typing import ArrayLike, DTypeLike
 
 from cnnjax import padding as _padding
 
@@ -76,7 +76,7 @@ def channel_stats(images: ArrayLike) -> tuple[jax.Array, jax.Array]:
 
 
 def normalize(
-    images: ArrayLike, mean: ArrayLike, std: ArrayLike, *, dtype=jnp.float32
+    images: ArrayLike, mean: ArrayLike, std: ArrayLike, *, dtype: DTypeLike = jnp.float32
 ) -> jax.Array:
   """``(images - mean) / std`` per channel, in ``dtype``.
 

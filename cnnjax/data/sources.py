@@ -76,7 +76,7 @@ _LAYOUTS = (
 )
 
 
-def detect_format(path: str | os.PathLike, *, name: str | None = None) -> tuple[str, Path]:
+def detect_format(path: str | os.PathLike[str], *, name: str | None = None) -> tuple[str, Path]:
   """The format of an offline copy, and the path to read it from.
 
   Args:
@@ -102,7 +102,7 @@ def detect_format(path: str | os.PathLike, *, name: str | None = None) -> tuple[
     return fmt, path
   if _folder.is_image_folder(path):
     return "image-folder", path
-  spec = DATASETS.get(name)
+  spec = None if name is None else DATASETS.get(name)
   if spec is not None and path.is_dir():
     for sub in spec.release_dirs:
       fmt = _cifar.detect_cifar(path / sub)
@@ -199,8 +199,8 @@ def _read_tfds(name, spec, *, data_dir, cache_dir, download, progress) -> RawSpl
 def load(
     name: str,
     *,
-    data_dir: str | os.PathLike | None = None,
-    cache_dir: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
     seed: int = 0,
     val_size: int | None = None,
     class_names: Sequence[str] | None = None,

@@ -14,6 +14,7 @@ an image folder (see :func:`cnnjax.data.load`).
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import numpy as np
 
@@ -39,7 +40,7 @@ def _import_tfds():
   return tfds
 
 
-def _missing_tensorflow(error: BaseException) -> bool:
+def _missing_tensorflow(error: BaseException | None) -> bool:
   seen = set()
   while error is not None and id(error) not in seen:
     seen.add(id(error))
@@ -51,7 +52,7 @@ def _missing_tensorflow(error: BaseException) -> bool:
   return False
 
 
-def _builder(tfds_name: str, data_dir, download: bool):
+def _builder(tfds_name: str, data_dir: str | os.PathLike[str] | None, download: bool):
   tfds = _import_tfds()
   builder = tfds.builder(tfds_name, data_dir=data_dir, file_format="array_record")
   if download:
@@ -79,7 +80,8 @@ def _builder(tfds_name: str, data_dir, download: bool):
   return builder
 
 
-def tfds_fingerprint(tfds_name: str, *, data_dir=None) -> list:
+def tfds_fingerprint(tfds_name: str, *, data_dir: str | os.PathLike[str] | None = None
+                     ) -> list[Any]:
   """What identifies a prepared TFDS dataset (name, version, directory), for the cache."""
   tfds = _import_tfds()
   builder = tfds.builder(tfds_name, data_dir=data_dir)
@@ -103,7 +105,8 @@ def _to_arrays(source, *, progress: bool, desc: str) -> tuple[np.ndarray, np.nda
 
 
 def read_tfds(
-    tfds_name: str, *, data_dir=None, download: bool = True, progress: bool = True
+    tfds_name: str, *, data_dir: str | os.PathLike[str] | None = None, download: bool = True,
+    progress: bool = True,
 ) -> RawSplits:
   """Reads the ``train`` and ``test`` splits of a TFDS image-classification dataset.
 
@@ -130,7 +133,8 @@ def read_tfds(
   builder = _builder(tfds_name, data_dir, download)
   splits = [s for s in ("train", "test") if s in builder.info.splits] or ["train", "test"]
   try:
-    sources = builder.as_data_source(split=splits)
+    # (TFDS' logging decorator hides the method's signature from type checkers)
+    sources = builder.as_data_source(split=splits)  # pyright: ignore[reportCallIssue]
   except NotImplementedError as e:  # prepared earlier as tfrecord only
     raise RuntimeError(
         f"cnnjax.data: the TFDS dataset {tfds_name!r} in {builder.data_dir} is not in the "
@@ -142,6 +146,8 @@ def read_tfds(
       split: _to_arrays(source, progress=progress, desc=f"reading {tfds_name} {split}")
       for split, source in zip(splits, sources)
   }
-  class_names = tuple(builder.info.features["label"].names)
+  # (TFDS types features as an optional FeatureConnector; it is a FeaturesDict here)
+  label = builder.info.features["label"]  # pyright: ignore[reportIndexIssue, reportOptionalSubscript]
+  class_names = tuple(label.names)
   test = arrays.get("test", (None, None))
   return RawSplits(arrays["train"][0], arrays["train"][1], test[0], test[1], class_names)
