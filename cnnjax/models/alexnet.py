@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -23,7 +23,7 @@ from cnnjax.models.registry import register
 __all__ = ["AlexNet", "ZFNet"]
 
 
-relu = jax.nn.relu
+relu: Callable[[jax.Array], jax.Array] = jax.nn.relu
 
 
 def _classifier(b: LayerBuilder, num_classes: int, dropout: float) -> list[Any]:

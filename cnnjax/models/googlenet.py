@@ -3,7 +3,7 @@ and Figure 2(b))."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -16,7 +16,7 @@ from cnnjax.nn import MaxPool
 
 __all__ = ["GoogLeNet", "Inception", "INCEPTION_CONFIGS"]
 
-relu = jax.nn.relu
+relu: Callable[[jax.Array], jax.Array] = jax.nn.relu
 
 # Table 1: #1×1, (#3×3 reduce, #3×3), (#5×5 reduce, #5×5), pool proj.
 INCEPTION_CONFIGS = {

@@ -3,7 +3,7 @@ CIFAR-10 model of the authors' Caffe release."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -15,7 +15,7 @@ from cnnjax.models.registry import register
 
 __all__ = ["NiN"]
 
-relu = jax.nn.relu
+relu: Callable[[jax.Array], jax.Array] = jax.nn.relu
 
 
 @register("nin")

@@ -45,7 +45,7 @@ class BasicBlock(nnx.Module):
     self.conv2: nnx.Module = builder.conv(features, 3, padding=1, use_bias=False)
     self.bn2: nnx.BatchNorm = builder.batch_norm()
     changes = stride != 1 or in_shape[-1] != features
-    self.pad = features - in_shape[-1] if changes and shortcut == "A" else 0
+    self.pad: int = features - in_shape[-1] if changes and shortcut == "A" else 0
     self.proj: nnx.Sequential | None
     if changes and shortcut == "B":
       b = builder.at(in_shape)

@@ -4,7 +4,7 @@ image recognition", ICLR; Table 1, configurations A, A-LRN, B, D and E)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -16,7 +16,7 @@ from cnnjax.models.registry import register
 __all__ = ["CONFIGS", "VGG"]
 
 # Table 1: the number of 3×3 conv maps per layer, "M" a 2×2 max-pool.
-CONFIGS = {
+CONFIGS: dict[str, tuple[int | Literal["M"], ...]] = {
     "A": (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
     "B": (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
     "D": (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
