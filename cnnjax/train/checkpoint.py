@@ -45,11 +45,15 @@ import re
 import shutil
 import threading
 import warnings
+from typing import TYPE_CHECKING, Any
 
 import jax
 import numpy as np
 
 from cnnjax.train.jsonfiles import read_json
+
+if TYPE_CHECKING:  # imported when a Checkpointer is made
+  import orbax.checkpoint as ocp
 
 __all__ = ["CHECKSUM_FILE", "CheckpointError", "CheckpointWriteError", "Checkpointer",
            "complete_epochs", "verify_checkpoint"]
@@ -142,7 +146,8 @@ def _check_checksums(value) -> str | None:
 
 
 def _is_key(x) -> bool:
-  return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+  # (jax/dtypes.py imports issubdtype without marking it re-exported; it is public)
+  return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)  # pyright: ignore[reportPrivateImportUsage]
 
 
 def _to_savable(tree):
@@ -156,7 +161,7 @@ def _from_savable(restored, target):
   )
 
 
-def complete_epochs(directory: str | os.PathLike) -> list[int]:
+def complete_epochs(directory: str | os.PathLike[str]) -> list[int]:
   """Epochs with a finished (not necessarily verified) checkpoint, sorted (missing: [])."""
   if not os.path.isdir(directory):
     return []
@@ -194,7 +199,7 @@ def _write_checksums(path: str) -> None:
   os.replace(tmp, os.path.join(path, CHECKSUM_FILE))
 
 
-def verify_checkpoint(path: str | os.PathLike) -> str | None:
+def verify_checkpoint(path: str | os.PathLike[str]) -> str | None:
   """Checks a checkpoint directory against its ``cnnjax_sha256.json``.
 
   Args:
@@ -267,12 +272,12 @@ class Checkpointer:
     >>> ckpt.close()
   """
 
-  def __init__(self, directory: str | os.PathLike, *, keep: int = 2, cleanup: bool = True,
+  def __init__(self, directory: str | os.PathLike[str], *, keep: int = 2, cleanup: bool = True,
                asynchronous: bool = False):
     import orbax.checkpoint as ocp
 
     self._ocp = ocp
-    self.directory = os.path.abspath(directory)
+    self.directory: str = os.path.abspath(directory)
     self.cleanup = cleanup
     if cleanup:
       os.makedirs(self.directory, exist_ok=True)
@@ -280,14 +285,14 @@ class Checkpointer:
         self._remove_unfinished()
       _sync("cnnjax.train.Checkpointer")  # everyone sees the directory after the cleanup
     self._keep = keep
-    self._manager = None
+    self._manager: ocp.CheckpointManager | None = None
     self._skipped: set[int] = set()  # failed verification (read only: not moved)
     self._asynchronous = asynchronous and jax.process_count() == 1
     self._writer: threading.Thread | None = None  # the background save, if any
     self._error: BaseException | None = None  # what it raised
 
   @property
-  def manager(self):
+  def manager(self) -> ocp.CheckpointManager:
     if self._manager is None:
       options = self._ocp.CheckpointManagerOptions(
           max_to_keep=self._keep, create=self.cleanup,
@@ -386,7 +391,7 @@ class Checkpointer:
         self.quarantine(epoch, reason)
     return None
 
-  def save(self, epoch: int, state) -> None:
+  def save(self, epoch: int, state: Any) -> None:
     """Writes ``state`` as the checkpoint of ``epoch``, then its checksums.
 
     Asynchronous (see the constructor): returns once the arrays are copied off the
@@ -442,7 +447,7 @@ class Checkpointer:
     if error is not None:
       raise error
 
-  def restore(self, epoch: int, target):
+  def restore(self, epoch: int, target: Any) -> Any:
     """Reads the checkpoint of ``epoch`` into the structure, dtypes and shardings of ``target``.
 
     Args:

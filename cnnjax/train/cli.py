@@ -475,7 +475,7 @@ def _add_run(parser: argparse.ArgumentParser) -> None:
                       help="checkpoint epoch (default: the latest verified one)")
 
 
-def add_subcommands(sub: argparse._SubParsersAction) -> None:
+def add_subcommands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
   """Adds ``train``, ``eval``, ``predict`` and ``search`` to the ``cnnjax`` subparsers
   ``sub``."""
   fmt = argparse.RawDescriptionHelpFormatter

@@ -35,7 +35,7 @@ def default_compile_cache_dir() -> str:
   return os.path.join(os.fspath(default_cache_dir()), "jax")
 
 
-def enable_compile_cache(directory: str | os.PathLike | None = None) -> str | None:
+def enable_compile_cache(directory: str | os.PathLike[str] | None = None) -> str | None:
   """Turns JAX's persistent compilation cache on in ``directory`` (or off).
 
   Call it before the first compilation of the process: JAX opens its cache once.

@@ -11,7 +11,7 @@ import json
 import os
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from cnnjax.train.jsonfiles import is_number, read_json, read_jsonl
 
@@ -194,7 +194,7 @@ class TrainConfig:
   log_every: int = 20
   tensorboard: bool = False
 
-  def __post_init__(self):
+  def __post_init__(self) -> None:
     set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
     set_("model_options", dict(self.model_options))
     set_("data_options", dict(self.data_options))
@@ -250,7 +250,7 @@ class TrainConfig:
       raise ValueError(
           f"TrainConfig: val_size got {self.val_size!r}; expected None or an int >= 0."
       )
-    if not self.lr > 0:
+    if not cast(float, self.lr) > 0:  # (a float now: None was resolved above)
       raise ValueError(f"TrainConfig: lr got {self.lr!r}; expected a positive float.")
     for name in ("weight_decay", "momentum", "warmup_epochs", "final_lr_fraction",
                  "warmup_start_fraction"):
@@ -325,7 +325,7 @@ class TrainConfig:
       )
     return cls(**RECIPES[name].resolve(overrides))
 
-  def replace(self, **changes) -> TrainConfig:
+  def replace(self, **changes: Any) -> TrainConfig:
     """A copy with ``changes`` applied (and validated)."""
     unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
     if unknown:
@@ -372,7 +372,7 @@ class TrainConfig:
         raise ValueError(f"TrainConfig.from_dict: {name} got {text}; expected {kinds}.")
     return cls(**d)
 
-  def save(self, path: str | os.PathLike) -> None:
+  def save(self, path: str | os.PathLike[str]) -> None:
     """Writes the config as JSON (atomically: a temporary file, then a rename)."""
     tmp = f"{path}.tmp"
     with open(tmp, "w") as f:
@@ -381,7 +381,7 @@ class TrainConfig:
     os.replace(tmp, path)
 
   @classmethod
-  def load(cls, path: str | os.PathLike) -> TrainConfig:
+  def load(cls, path: str | os.PathLike[str]) -> TrainConfig:
     """Reads a config written by :meth:`save`.
 
     Raises:
@@ -402,7 +402,7 @@ def config_changes(old: TrainConfig, new: TrainConfig) -> dict[str, tuple[Any, A
   return {k: (a[k], b[k]) for k in a if a[k] != b[k]}
 
 
-def append_history(path: str | os.PathLike, *, epoch: int, config: TrainConfig,
+def append_history(path: str | os.PathLike[str], *, epoch: int, config: TrainConfig,
                    changes: Mapping[str, tuple[Any, Any]] | None = None) -> None:
   """Appends one line to a run's ``config_history.jsonl``.
 
@@ -448,7 +448,7 @@ def _check_history_entry(entry) -> str | None:
   return None
 
 
-def read_history(path: str | os.PathLike, *, drop_torn_tail: bool = False
+def read_history(path: str | os.PathLike[str], *, drop_torn_tail: bool = False
                  ) -> list[dict[str, Any]]:
   """The entries of a run's ``config_history.jsonl`` (see :func:`append_history`;
   missing file: []).
@@ -466,7 +466,7 @@ def read_history(path: str | os.PathLike, *, drop_torn_tail: bool = False
                     drop_torn_tail=drop_torn_tail)
 
 
-def repair_history(path: str | os.PathLike) -> None:
+def repair_history(path: str | os.PathLike[str]) -> None:
   """Checks a run's ``config_history.jsonl`` before a resume appends to it: a torn last
   line is dropped (with a warning) and the file rewritten; other damage raises a
   ``ValueError`` naming the file and line."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import jax
 import numpy as np
@@ -19,11 +19,14 @@ from cnnjax.train.run import ModelFn, Run, build_run
 from cnnjax.train.state import TrainState
 from cnnjax.train.steps import Steps
 
+if TYPE_CHECKING:
+  from cnnjax.data.dataset import Dataset
+
 __all__ = ["eval_mesh", "eval_split", "evaluate", "load_run"]
 
 
-def eval_split(steps: Steps, state: TrainState, arrays, eval_batch_size: int, *,
-               tta: bool = True) -> dict[str, float]:
+def eval_split(steps: Steps, state: TrainState, arrays: tuple[jax.Array, jax.Array],
+               eval_batch_size: int, *, tta: bool = True) -> dict[str, float]:
   """Mean loss and accuracy of ``state`` on ``arrays = (images, labels)`` (on the devices)."""
   images, labels = arrays
   evaluate = steps.evaluate if tta else steps.evaluate_plain
@@ -35,14 +38,15 @@ def eval_split(steps: Steps, state: TrainState, arrays, eval_batch_size: int, *,
   return {"loss": loss_sum / count, "accuracy": correct / count}
 
 
-def eval_mesh(config: TrainConfig):
+def eval_mesh(config: TrainConfig) -> jax.sharding.Mesh:
   """The mesh to use a run on: the devices it asked for if present (a run may be used on
   another machine), else all local ones."""
   n = config.num_devices
   return _sh.make_mesh(n if n is not None and n <= len(jax.devices()) else None)
 
 
-def load_run(run_dir: str | os.PathLike, *, epoch: int | None = None, dataset=None,
+def load_run(run_dir: str | os.PathLike[str], *, epoch: int | None = None,
+             dataset: Dataset | None = None,
              model_fn: ModelFn | None = None, tta: str | None = None,
              load_data: bool = True) -> Run:
   """Rebuilds a run from its directory and a checkpoint.
@@ -89,8 +93,8 @@ def load_run(run_dir: str | os.PathLike, *, epoch: int | None = None, dataset=No
   return run
 
 
-def evaluate(run_dir: str | os.PathLike, *, epoch: int | None = None,
-             splits: Sequence[str] = ("val", "test"), dataset=None,
+def evaluate(run_dir: str | os.PathLike[str], *, epoch: int | None = None,
+             splits: Sequence[str] = ("val", "test"), dataset: Dataset | None = None,
              model_fn: ModelFn | None = None, tta: str | None = None) -> dict[str, Any]:
   """Evaluates a run's checkpoint on the validation (and test, if present) splits.
 
@@ -122,7 +126,7 @@ def evaluate(run_dir: str | os.PathLike, *, epoch: int | None = None,
   run = load_run(run_dir, epoch=epoch, dataset=dataset, model_fn=model_fn, tta=tta)
   result: dict[str, Any] = {"epoch": run.epoch, "tta": run.config.tta}
   for s in splits:
-    arrays = run.arrays.get(s)
+    arrays = cast("dict[str, Any]", run.arrays).get(s)  # (load_run read the data)
     if arrays is None:
       continue
     r = eval_split(run.steps, run.state, arrays, run.eval_batch_size)

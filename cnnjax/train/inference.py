@@ -18,7 +18,7 @@ __all__ = ["Classifier", "UnreadableImageError", "load_model", "predict_files", 
            "read_images", "top_classes"]
 
 
-class Normalization(nnx.Variable):
+class Normalization(nnx.Variable[jax.Array]):
   """A fixed (untrained) input statistic."""
 
 
@@ -31,13 +31,14 @@ class Classifier(nnx.Module):
     class_names: one name per logit.
   """
 
-  def __init__(self, model: nnx.Module, *, mean, std, class_names: Sequence[str],
+  def __init__(self, model: nnx.Module, *, mean: jax.typing.ArrayLike | Sequence[float],
+               std: jax.typing.ArrayLike | Sequence[float], class_names: Sequence[str],
                input_shape: Sequence[int]):
     self.model = model
-    self.mean = Normalization(jnp.asarray(mean, jnp.float32))
-    self.std = Normalization(jnp.asarray(std, jnp.float32))
-    self.class_names = tuple(class_names)
-    self.input_shape = tuple(input_shape)
+    self.mean: Normalization = Normalization(jnp.asarray(mean, jnp.float32))
+    self.std: Normalization = Normalization(jnp.asarray(std, jnp.float32))
+    self.class_names: tuple[str, ...] = tuple(class_names)
+    self.input_shape: tuple[int, ...] = tuple(input_shape)
 
   def __call__(self, images: jax.typing.ArrayLike) -> jax.Array:
     """Logits ``[N, K]`` of ``images``: ``uint8 [N, H, W, C]`` (0–255) or floats in
@@ -60,7 +61,7 @@ class Classifier(nnx.Module):
     return self.model(pipeline.normalize(x, self.mean[...], self.std[...]))
 
 
-def load_model(run_dir: str | os.PathLike, *, epoch: int | None = None,
+def load_model(run_dir: str | os.PathLike[str], *, epoch: int | None = None,
                model_fn: ModelFn | None = None) -> Classifier:
   """A run's trained model, in evaluation mode, with its input normalisation.
 
@@ -96,12 +97,12 @@ class UnreadableImageError(ValueError):
   """An image file that cannot be read or decoded; ``path`` names it (so does the
   message)."""
 
-  def __init__(self, path: str | os.PathLike, message: str):
-    self.path = os.fspath(path)
+  def __init__(self, path: str | os.PathLike[str], message: str):
+    self.path: str = os.fspath(path)
     super().__init__(message)
 
 
-def read_image(path: str | os.PathLike, shape: Sequence[int]) -> np.ndarray:
+def read_image(path: str | os.PathLike[str], shape: Sequence[int]) -> np.ndarray:
   """A PNG/JPEG file as ``uint8 [H, W, C]`` of ``shape`` ``(H, W, C)``: resized
   (bilinear) when its size differs, grey ↔ colour converted, alpha dropped.
 
@@ -127,14 +128,14 @@ def read_image(path: str | os.PathLike, shape: Sequence[int]) -> np.ndarray:
   x = x[..., :1] if x.shape[-1] in (1, 2) else x[..., :3]  # no alpha
   if x.shape[:2] != (h, w):
     x = np.asarray(Image.fromarray(x[..., 0] if x.shape[-1] == 1 else x).resize(
-        (w, h), Image.BILINEAR), np.uint8).reshape(h, w, -1)
+        (w, h), Image.Resampling.BILINEAR), np.uint8).reshape(h, w, -1)
   if x.shape[-1] != c:
     x = np.repeat(x, c, axis=-1) if x.shape[-1] == 1 else np.round(
         x.mean(-1, keepdims=True)).astype(np.uint8)
   return x
 
 
-def read_images(paths: Sequence[str | os.PathLike], shape: Sequence[int]) -> np.ndarray:
+def read_images(paths: Sequence[str | os.PathLike[str]], shape: Sequence[int]) -> np.ndarray:
   """PNG/JPEG files as ``uint8 [N, H, W, C]`` of ``shape`` ``(H, W, C)`` (see
   :func:`read_image`); the first unreadable file raises its
   :class:`UnreadableImageError`."""
@@ -163,7 +164,7 @@ def _check_top_k(top_k) -> None:
     raise ValueError(f"predict: top_k got {top_k!r}; expected a positive int.")
 
 
-def predict_files(run_dir: str | os.PathLike, paths: Sequence[str | os.PathLike], *,
+def predict_files(run_dir: str | os.PathLike[str], paths: Sequence[str | os.PathLike[str]], *,
                   top_k: int = 3, epoch: int | None = None,
                   on_unreadable: Callable[[UnreadableImageError], None] | None = None
                   ) -> list[list[tuple[str, float]] | None]:

@@ -58,7 +58,7 @@ def loads(data: bytes | str) -> Any:
     raise ValueError(f"not valid JSON ({e})") from None
 
 
-def read_json(path: str | os.PathLike, *, expected: str,
+def read_json(path: str | os.PathLike[str], *, expected: str,
               check: Callable[[Any], str | None] | None = None,
               max_bytes: int = MAX_BYTES) -> Any:
   """The JSON value in the file ``path``, checked.
@@ -90,7 +90,7 @@ def read_json(path: str | os.PathLike, *, expected: str,
   return value
 
 
-def read_jsonl(path: str | os.PathLike, *, op: str, record: str, expected: str,
+def read_jsonl(path: str | os.PathLike[str], *, op: str, record: str, expected: str,
                check: Callable[[Any], str | None], drop_torn_tail: bool = False,
                torn_note: str = "") -> list[Any]:
   """The values of a JSON-lines file, one per non-blank line (missing file: ``[]``).

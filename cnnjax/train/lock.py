@@ -16,6 +16,7 @@ import json
 import os
 import socket
 import time
+from typing import Any
 
 from cnnjax.train.jsonfiles import loads
 
@@ -55,10 +56,10 @@ class RunLock:
     RunInUseError
   """
 
-  def __init__(self, directory: str | os.PathLike):
-    self.directory = os.path.abspath(os.fspath(directory))
-    self.path = os.path.join(self.directory, LOCK_FILE)
-    self.stale: dict | None = None  # the dead holder whose lock was taken over
+  def __init__(self, directory: str | os.PathLike[str]):
+    self.directory: str = os.path.abspath(os.fspath(directory))
+    self.path: str = os.path.join(self.directory, LOCK_FILE)
+    self.stale: dict[str, Any] | None = None  # the dead holder whose lock was taken over
     self._fd: int | None = None
 
   def _holder(self, fd: int) -> dict:
@@ -127,5 +128,5 @@ class RunLock:
   def __enter__(self) -> RunLock:
     return self.acquire()
 
-  def __exit__(self, *exc) -> None:
+  def __exit__(self, *exc: object) -> None:
     self.release()

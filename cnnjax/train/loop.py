@@ -22,7 +22,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -47,6 +47,9 @@ from cnnjax.train.run import InputSpec, ModelFn, Run, build_run
 from cnnjax.train.state import ModelDef, TrainState, eval_params
 from cnnjax.train.steps import LeafProgram, Steps, over_leaves
 from cnnjax.train.tracking import STEPS_FILE, StepLogger
+
+if TYPE_CHECKING:
+  from cnnjax.data.dataset import Dataset
 
 __all__ = ["NonFiniteLossError", "TrainResult", "train"]
 
@@ -95,9 +98,9 @@ def _is_main() -> bool:
 def train(
     config: TrainConfig,
     *,
-    out_dir: str | os.PathLike,
+    out_dir: str | os.PathLike[str],
     resume: bool = False,
-    dataset=None,
+    dataset: Dataset | None = None,
     model_fn: ModelFn | None = None,
     callbacks: Sequence[Callback] = (),
     quiet: bool = False,
@@ -171,6 +174,11 @@ def train(
       lock.release()
 
 
+def _arrays(run: Run) -> dict[str, Any]:
+  # A training run is built with its dataset: its splits are on the devices.
+  return cast("dict[str, Any]", run.arrays)
+
+
 def _train(config: TrainConfig, *, out_dir: str, resume: bool, dataset, model_fn,
            callbacks: Sequence[Callback], quiet: bool, plots: bool,
            allow_schedule_change: bool) -> TrainResult:
@@ -184,7 +192,7 @@ def _train(config: TrainConfig, *, out_dir: str, resume: bool, dataset, model_fn
     repair_history(history_path)  # checked before anything is appended to it
   run = build_run(config, dataset, model_fn=model_fn)
   state, steps, spec = run.state, run.steps, run.spec
-  images, labels = run.arrays["train"]
+  images, labels = _arrays(run)["train"]
   steps_per_epoch, n_dev = run.steps_per_epoch, run.mesh.size
 
   os.makedirs(out_dir, exist_ok=True)
@@ -255,7 +263,8 @@ def _train(config: TrainConfig, *, out_dir: str, resume: bool, dataset, model_fn
       jax.block_until_ready(state)
       record = _epoch_record(run, steps, state, epoch=epoch, losses=losses, correct=correct,
                              t0=t0, train_seconds=time.perf_counter() - t0)
-      record.update(compiled.take(wait=epoch == config.epochs))
+      # (epochs run only when `ran`, which compiled)
+      record.update(cast(_CompileLog, compiled).take(wait=epoch == config.epochs))
       if _is_main():  # the record first: a resume truncates records past the checkpoint
         log.append(record)
         steplog.epoch(record)
@@ -329,8 +338,8 @@ def _epoch_record(run: Run, steps: Steps, state: TrainState, *, epoch: int, loss
   if config.tta != "none":
     record["tta"] = config.tta if tta else "none"
   for split in ("val", "test"):
-    if run.arrays.get(split) is not None:
-      r = eval_split(steps, state, run.arrays[split], run.eval_batch_size, tta=tta)
+    if _arrays(run).get(split) is not None:
+      r = eval_split(steps, state, _arrays(run)[split], run.eval_batch_size, tta=tta)
       record[f"{split}_loss"], record[f"{split}_accuracy"] = r["loss"], r["accuracy"]
   record["seconds"] = time.perf_counter() - t0
   record["train_seconds"] = train_seconds
@@ -351,7 +360,7 @@ def _compile(run: Run, state: TrainState) -> tuple[Steps, _CompileLog]:
   dtypes or shardings is an error instead of a silent retrace.
   """
   steps, config = run.steps, run.config
-  images, labels = run.arrays["train"]
+  images, labels = _arrays(run)["train"]
   log = _CompileLog()
 
   def lower(name, fn, *args):
@@ -377,7 +386,7 @@ def _compile(run: Run, state: TrainState) -> tuple[Steps, _CompileLog]:
 
   train = build_train(steps.train) if k > 1 else None
   one = build_train(steps.train_one) if k == 1 or run.steps_per_epoch % k else None
-  splits = [a for a in (run.arrays.get("val"), run.arrays.get("test")) if a is not None]
+  splits = [a for a in (_arrays(run).get("val"), _arrays(run).get("test")) if a is not None]
   programs = {}
   if config.tta == "none" or config.tta_final_only:
     programs["eval_step"] = steps.evaluate_plain

@@ -42,7 +42,7 @@ def _check_record(record) -> str | None:
   return None
 
 
-def read_metrics(path: str | os.PathLike, *, drop_torn_tail: bool = False
+def read_metrics(path: str | os.PathLike[str], *, drop_torn_tail: bool = False
                  ) -> list[dict[str, Any]]:
   """The records of a ``metrics.jsonl`` (or ``steps.jsonl``) file (missing file: []).
 
@@ -84,8 +84,8 @@ class MetricsLog:
     [{'epoch': 1, 'train_loss': 2.1}]
   """
 
-  def __init__(self, path: str | os.PathLike):
-    self.path = os.fspath(path)
+  def __init__(self, path: str | os.PathLike[str]):
+    self.path: str = os.fspath(path)
 
   def read(self) -> list[dict[str, Any]]:
     return read_metrics(self.path)

@@ -6,6 +6,8 @@ boundaries) are converted with ``steps_per_epoch``.
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -42,7 +44,8 @@ def make_schedule(config: TrainConfig, *, steps_per_epoch: int) -> optax.Schedul
     )
   total = config.epochs * steps_per_epoch
   warmup = min(int(round(config.warmup_epochs * steps_per_epoch)), total)
-  lr, end = config.lr, config.lr * config.final_lr_fraction
+  lr = cast(float, config.lr)  # (TrainConfig resolves a None lr when it is made)
+  end = lr * config.final_lr_fraction
   if config.schedule == "onecycle":
     pct = warmup / total if warmup else 0.3
     return optax.cosine_onecycle_schedule(total, lr, pct_start=pct)
@@ -67,7 +70,7 @@ def make_schedule(config: TrainConfig, *, steps_per_epoch: int) -> optax.Schedul
   return optax.join_schedules([optax.linear_schedule(start, lr, warmup), main], [warmup])
 
 
-def weight_decay_mask(params, *, decay_all: bool = False):
+def weight_decay_mask(params: Any, *, decay_all: bool = False) -> Any:
   """True for the parameters to decay: kernels (``ndim >= 2``), or all with ``decay_all``."""
   return jax.tree.map(lambda p: decay_all or p.ndim >= 2, params)
 
@@ -77,7 +80,7 @@ def _is_norm_layer(name) -> bool:
   return "norm" in name or name.startswith("bn")
 
 
-def norm_param_mask(params):
+def norm_param_mask(params: Any) -> Any:
   """True for the parameters of normalisation layers, by the owning layer's name.
 
   A parameter is a normalisation layer's when the attribute holding its layer contains

@@ -25,7 +25,7 @@ def _pyplot():
   return plt
 
 
-def plot_curves(records: Sequence[dict[str, Any]], path: str | os.PathLike, *,
+def plot_curves(records: Sequence[dict[str, Any]], path: str | os.PathLike[str], *,
                 steps: Sequence[dict[str, Any]] = ()) -> None:
   """Loss, accuracy and learning rate against epochs to a PNG.
 
@@ -73,7 +73,7 @@ def plot_curves(records: Sequence[dict[str, Any]], path: str | os.PathLike, *,
   plt.close(fig)
 
 
-def first_layer_filters(params, *, image_shape: Sequence[int]) -> np.ndarray | None:
+def first_layer_filters(params: Any, *, image_shape: Sequence[int]) -> np.ndarray | None:
   """The first layer's filters as images ``[K, h, w, C]``, or None if none is recognised.
 
   The first layer is the first convolution kernel (HWIO, ``[h, w, C, K]``) whose input
@@ -95,7 +95,7 @@ def first_layer_filters(params, *, image_shape: Sequence[int]) -> np.ndarray | N
   return None
 
 
-def plot_filters(filters: np.ndarray, path: str | os.PathLike, *, title: str = "") -> None:
+def plot_filters(filters: np.ndarray, path: str | os.PathLike[str], *, title: str = "") -> None:
   """A grid of filters ``[K, h, w, C]`` (each min-max scaled; RGB when C == 3) to a PNG."""
   plt = _pyplot()
   k = filters.shape[0]

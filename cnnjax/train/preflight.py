@@ -160,6 +160,8 @@ def check_schedule_change(saved: TrainConfig, config: TrainConfig, *, num_train:
                           start_epoch: int) -> None:
   """Refuses a resume whose schedule length differs from the run's (the learning rate
   would jump where the run resumes), naming the change and the rates."""
+  import jax.numpy as jnp
+
   from cnnjax.train.optim import make_schedule
 
   if _total_steps(saved, num_train) == _total_steps(config, num_train):
@@ -167,8 +169,10 @@ def check_schedule_change(saved: TrainConfig, config: TrainConfig, *, num_train:
   if config.schedule == "constant" and not config.warmup_epochs and not config.lookahead:
     return  # the same rate whatever the length
   step = start_epoch * (num_train // saved.batch_size)
-  old = float(make_schedule(saved, steps_per_epoch=num_train // saved.batch_size)(step))
-  new = float(make_schedule(config, steps_per_epoch=num_train // config.batch_size)(step))
+  old_schedule = make_schedule(saved, steps_per_epoch=num_train // saved.batch_size)
+  new_schedule = make_schedule(config, steps_per_epoch=num_train // config.batch_size)
+  # (a schedule returns an ArrayLike: a scalar jax.Array here)
+  old, new = float(jnp.asarray(old_schedule(step))), float(jnp.asarray(new_schedule(step)))
   changed = [f"{k} {getattr(saved, k)!r} -> {getattr(config, k)!r}"
              for k in ("epochs", "batch_size") if getattr(saved, k) != getattr(config, k)]
   raise ValueError(

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+  from tqdm.auto import tqdm
 
 __all__ = ["Progress", "show_progress"]
 
@@ -18,13 +22,13 @@ class Progress:
   """A tqdm bar over the run's remaining steps (ETA), or plain lines when disabled."""
 
   def __init__(self, total: int, *, enabled: bool):
-    self.bar = None
+    self.bar: tqdm[Any] | None = None
     if enabled:
       from tqdm.auto import tqdm
 
       self.bar = tqdm(total=total, unit="step", dynamic_ncols=True, leave=False)
 
-  def update(self, n: int, **postfix) -> None:
+  def update(self, n: int, **postfix: Any) -> None:
     if self.bar is not None:
       if postfix:
         self.bar.set_postfix(postfix, refresh=False)

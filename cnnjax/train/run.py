@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +30,11 @@ from cnnjax.train.jsonfiles import is_number
 from cnnjax.train.optim import make_optimizer, make_schedule
 from cnnjax.train.state import ModelDef, TrainState, create_train_state
 from cnnjax.train.steps import Preprocess, Steps, make_steps
+
+if TYPE_CHECKING:
+  from jax.typing import ArrayLike
+
+  from cnnjax.data.dataset import Dataset
 
 __all__ = [
     "InputSpec",
@@ -66,7 +71,7 @@ class InputSpec:
   num_train: int
 
   @classmethod
-  def of(cls, dataset, train_images: jax.Array | None = None) -> InputSpec:
+  def of(cls, dataset: Dataset, train_images: jax.Array | None = None) -> InputSpec:
     """The spec of a ``cnnjax.data.Dataset`` (statistics computed on the device when
     ``train_images``, the training part already on the devices, is given)."""
     from cnnjax.data import pipeline
@@ -203,9 +208,10 @@ def model_arguments(config: TrainConfig, *, input_shape: Sequence[int]) -> dict[
   return options
 
 
-def init_state(config: TrainConfig, tx, *, num_classes: int, input_shape: Sequence[int],
-               mesh, model_fn: ModelFn | None = None, train_images=None,
-               preprocess=None) -> tuple[ModelDef, TrainState]:
+def init_state(config: TrainConfig, tx: optax.GradientTransformation, *, num_classes: int,
+               input_shape: Sequence[int], mesh: jax.sharding.Mesh,
+               model_fn: ModelFn | None = None, train_images: jax.Array | None = None,
+               preprocess: Preprocess | None = None) -> tuple[ModelDef, TrainState]:
   """Builds the model and the optimizer state in one compiled call, placed on ``mesh``.
 
   Initialising inside ``jax.jit`` compiles one program instead of one per initialiser
@@ -227,12 +233,12 @@ def init_state(config: TrainConfig, tx, *, num_classes: int, input_shape: Sequen
   def init(images):
     model = build_model(config, num_classes=num_classes, input_shape=input_shape,
                         model_fn=model_fn)
-    if images is not None and hasattr(model, "data_init"):
+    if images is not None and preprocess is not None and hasattr(model, "data_init"):
       # Evenly spaced over the training part: the first N of a class-sorted source (an
       # image folder) would all be one class.
       n = min(config.data_init_images, images.shape[0])
       chosen = images[::images.shape[0] // n][:n]
-      model.data_init(preprocess(None, chosen, train=False))
+      cast(Any, model).data_init(preprocess(None, chosen, train=False))  # (hasattr above)
     model_def, state = create_train_state(model, tx, seed=config.seed,
                                           lookahead=config.lookahead)
     defs.append(model_def)
@@ -244,7 +250,7 @@ def init_state(config: TrainConfig, tx, *, num_classes: int, input_shape: Sequen
   return defs[0], state
 
 
-def load_dataset(config: TrainConfig, *, progress: bool | None = None):
+def load_dataset(config: TrainConfig, *, progress: bool | None = None) -> Dataset:
   """``cnnjax.data.load`` with the config's data settings.
 
   Args:
@@ -261,7 +267,8 @@ def load_dataset(config: TrainConfig, *, progress: bool | None = None):
                    seed=config.seed, val_size=config.val_size, **options)
 
 
-def make_preprocess(mean, std, *, augment: bool = False, crop_padding: int = 4,
+def make_preprocess(mean: ArrayLike | Sequence[float], std: ArrayLike | Sequence[float], *,
+                    augment: bool = False, crop_padding: int = 4,
                     flip: str = "random") -> Preprocess:
   """Per-channel normalisation (+ crop/flip) as ``preprocess(key, uint8 batch, *, train)``.
 
@@ -294,7 +301,8 @@ def _device_arrays(dataset, mesh):
   return out
 
 
-def build_run(config: TrainConfig, dataset=None, *, spec: InputSpec | None = None,
+def build_run(config: TrainConfig, dataset: Dataset | None = None, *,
+              spec: InputSpec | None = None,
               model_fn: ModelFn | None = None, mesh: jax.sharding.Mesh | None = None,
               data_init: bool = True) -> Run:
   """Builds a run: mesh, optimizer, preprocessing, model and state, jitted steps.
@@ -333,8 +341,8 @@ def build_run(config: TrainConfig, dataset=None, *, spec: InputSpec | None = Non
     dataset = load_dataset(config)
   arrays = _device_arrays(dataset, mesh) if dataset is not None else None
   images, labels = arrays["train"] if arrays is not None else (None, None)
-  if spec is None:
-    spec = InputSpec.of(dataset, images)
+  if spec is None:  # (then there is a dataset: loaded above if none was given)
+    spec = InputSpec.of(cast("Dataset", dataset), images)
   steps_per_epoch = spec.num_train // config.batch_size
   if steps_per_epoch < 1:
     raise ValueError(

@@ -52,7 +52,7 @@ def absolute_paths(config: TrainConfig) -> TrainConfig:
   return config.replace(**changes) if changes else config
 
 
-def require_run_dir(run_dir: str | os.PathLike, *, op: str) -> str:
+def require_run_dir(run_dir: str | os.PathLike[str], *, op: str) -> str:
   """``run_dir`` as a string, if it holds a ``config.json`` (else a ``ValueError``)."""
   run_dir = os.fspath(run_dir)
   if not os.path.exists(os.path.join(run_dir, CONFIG_FILE)):
@@ -74,7 +74,7 @@ def check_out_dir(out_dir: str, resume: bool) -> None:
     )
 
 
-def describe_changes(changes) -> str:
+def describe_changes(changes: dict[str, tuple[Any, Any]]) -> str:
   return "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items())
 
 

@@ -14,7 +14,7 @@ import json
 import math
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,6 +22,9 @@ from cnnjax.train.config import TrainConfig
 from cnnjax.train.loop import NonFiniteLossError, train
 from cnnjax.train.preflight import check_config
 from cnnjax.train.run import ModelFn, load_dataset
+
+if TYPE_CHECKING:
+  from cnnjax.data.dataset import Dataset
 
 __all__ = ["DEFAULT_SPACE", "SearchSpace", "format_table", "sample", "search"]
 
@@ -85,12 +88,12 @@ def format_table(results: list[dict[str, Any]], names: list[str]) -> str:
 def search(
     base: TrainConfig,
     *,
-    out_dir: str | os.PathLike,
+    out_dir: str | os.PathLike[str],
     trials: int = 8,
     epochs: int = 2,
     space: SearchSpace = DEFAULT_SPACE,
     seed: int = 0,
-    dataset=None,
+    dataset: Dataset | None = None,
     model_fn: ModelFn | None = None,
     quiet: bool = False,
 ) -> list[dict[str, Any]]:

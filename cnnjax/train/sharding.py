@@ -12,6 +12,7 @@ process holds the same data and draws the same permutation, so global arrays are
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import jax
 import numpy as np
@@ -177,7 +178,7 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
 
 
-def put_global(tree, sharding: NamedSharding):
+def put_global(tree: Any, sharding: NamedSharding) -> Any:
   """Places a pytree of host arrays (the same on every process) with ``sharding``.
 
   Works unchanged with one process (it is then ``jax.device_put``) and with many, where
@@ -187,7 +188,8 @@ def put_global(tree, sharding: NamedSharding):
     return jax.device_put(tree, sharding)
 
   def put(x):
-    if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+    # (jax/dtypes.py imports issubdtype without marking it re-exported; it is public)
+    if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):  # pyright: ignore[reportPrivateImportUsage]
       return jax.random.wrap_key_data(put(jax.random.key_data(x)), impl=jax.random.key_impl(x))
     x = np.asarray(x)
     return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
@@ -195,7 +197,7 @@ def put_global(tree, sharding: NamedSharding):
   return jax.tree.map(put, tree)
 
 
-def to_host(tree):
+def to_host(tree: Any) -> Any:
   """NumPy copies of replicated arrays, from this process's first shard.
 
   Unlike ``jax.device_get`` this also works in multi-process runs, where a global array is

@@ -74,18 +74,18 @@ def split_model(model: nnx.Module) -> tuple[ModelDef, Any, Any]:
   return ModelDef(train_def, eval_def), params, rest
 
 
-def fast_params(params):
+def fast_params(params: Any) -> Any:
   """The parameters gradients are taken at: ``params.fast`` under Lookahead, else ``params``."""
   return params.fast if isinstance(params, optax.LookaheadParams) else params
 
 
-def eval_params(params):
+def eval_params(params: Any) -> Any:
   """The parameters a model is evaluated with: ``params.slow`` under Lookahead, else
   ``params``."""
   return params.slow if isinstance(params, optax.LookaheadParams) else params
 
 
-def merge_model(graphdef, params, model_state) -> nnx.Module:
+def merge_model(graphdef: Any, params: Any, model_state: Any) -> nnx.Module:
   """Rebuilds a module from a graph definition (train or eval) and its state (with
   :func:`eval_params` under Lookahead)."""
   return nnx.merge(graphdef, eval_params(params), model_state)

@@ -133,7 +133,7 @@ def make_train_step(
   return step
 
 
-def epoch_permutation(rng, epoch: int, *, num_examples: int, steps: int,
+def epoch_permutation(rng: jax.Array, epoch: int, *, num_examples: int, steps: int,
                       batch_size: int) -> np.ndarray:
   """``[steps, batch_size]`` int32 indices: a fresh shuffle of the training set for ``epoch``.
 
@@ -177,7 +177,7 @@ class Steps:
   evaluate: Callable[..., Any]
   evaluate_plain: Callable[..., Any]
   steps_per_call: int
-  traces: collections.Counter
+  traces: collections.Counter[str]
 
 
 def make_steps(
@@ -284,7 +284,7 @@ def make_steps(
   )
 
 
-def over_leaves(fn: Callable[..., Any], treedef) -> Callable[..., Any]:
+def over_leaves(fn: Callable[..., Any], treedef: Any) -> Callable[..., Any]:
   """``fn(state, *args) -> (state, metrics)`` as a jitted function of the state's flat leaves.
 
   A ``TrainState`` holds NNX ``Variable`` nodes, which JAX flattens and rebuilds in Python on
@@ -332,12 +332,12 @@ class LeafProgram:
   compiled: Any
   treedef: Any
 
-  def leaves(self, leaves, *args):
+  def leaves(self, leaves: list[Any], *args: Any) -> Any:
     return self.compiled(leaves, *args)
 
-  def __call__(self, state, *args):
+  def __call__(self, state: Any, *args: Any) -> tuple[Any, Any]:
     leaves, metrics = self.compiled(jax.tree.leaves(state), *args)
     return jax.tree.unflatten(self.treedef, leaves), metrics
 
-  def __getattr__(self, name):
+  def __getattr__(self, name: str) -> Any:
     return getattr(self.compiled, name)

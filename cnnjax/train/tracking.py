@@ -22,11 +22,12 @@ STEPS_FILE = "steps.jsonl"
 _INSTALL = "pip install 'cnnjax[tensorboard]' (or pip install tensorboardX)"
 
 
-def require_tensorboard():
+def require_tensorboard() -> Any:
   """tensorboardX's ``SummaryWriter`` class, or a one-line ``ValueError`` saying how to
   install it."""
   try:
-    from tensorboardX import SummaryWriter
+    # (tensorboardX is an optional extra, cnnjax[tensorboard]: absent by default)
+    from tensorboardX import SummaryWriter  # pyright: ignore[reportMissingImports]
   except ImportError:
     raise ValueError(
         f"--tensorboard got on, but tensorboardX is not installed; expected {_INSTALL}, "
@@ -49,10 +50,12 @@ class StepLogger:
 
   def __init__(self, out_dir: str, *, log_every: int, schedule: Callable[[Any], Any],
                batch_size: int, tensorboard: bool = False, enabled: bool = True):
-    self.log = MetricsLog(os.path.join(out_dir, STEPS_FILE))
-    self.log_every = log_every if enabled else 0
+    self.log: MetricsLog = MetricsLog(os.path.join(out_dir, STEPS_FILE))
+    self.log_every: int = log_every if enabled else 0
+    self.schedule: Callable[[Any], Any]
+    self.batch_size: int
     self.schedule, self.batch_size = schedule, batch_size
-    self.writer = None
+    self.writer: Any = None  # tensorboardX's SummaryWriter once opened
     self._writer_class = require_tensorboard() if tensorboard and enabled else None
     self._tensorboard_dir = os.path.join(out_dir, "tensorboard")
     self._losses: list[float] = []
