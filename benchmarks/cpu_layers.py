@@ -29,7 +29,7 @@ seed-cnn train step). Prints a markdown table.
 ``--steps`` times whole train steps instead (``cnnjax train``'s compiled step,
 ``benchmarks/_step.py``) of seed-cnn and resnet20 at the batch size, traced with the
 forms of :func:`cnnjax._lowering.cpu_rows.plan` (the default, "on"), with
-``CNNJAX_CPU_ROWS=0`` (lax's convolutions, "off") and with the rule less one form (no
+``cnnjax.cpu_forms(rows=False)`` (lax's convolutions, "off") and with the rule less one form (no
 batch chunks of dw; no dw barrier; no dx barrier), alternating
 blocks of ``--block`` steps. The dw chunks show only here: XLA:CPU runs a program of at
 most 8 operations (one layer's) sequentially, and only a whole step's independent chunks
