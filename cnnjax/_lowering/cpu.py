@@ -18,7 +18,7 @@ XLA:CPU in a few configurations; :func:`conv` picks:
 Each form computes the products lax computes (no zero taps: NaN and ±inf land where
 lax's do). ``benchmarks/ops.py`` and ``benchmarks/cpu_layers.py`` re-measure the choices
 (figures, and the forms removed when they stopped paying, in ``benchmarks/README.md``);
-``cnnjax.cpu_forms(False)`` turns them all off. XLA:CPU's defects are worked around with
+``cnnjax.cpu_forms(enabled=False)`` turns them all off. XLA:CPU's defects are worked around with
 the forms on or off (:mod:`cnnjax._lowering.workarounds`).
 """
 

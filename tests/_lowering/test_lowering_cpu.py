@@ -56,7 +56,7 @@ class FormsMatchLaxTest(chex.TestCase):
     cfg = _cfg(2, stride=(1, 1), pads=((1, 1), (1, 1)), groups=4)
     f = lambda: functools.partial(cpu.conv, cfg=cfg)  # a new function: no cached trace
     self.assertEqual(_count(_lowered_text(f(), x, w), "convolution"), 0)
-    with cpu_forms(False):
+    with cpu_forms(enabled=False):
       self.assertEqual(_count(_lowered_text(f(), x, w), "convolution"), 1)
 
 
@@ -111,7 +111,7 @@ class SwapDefectTest(chex.TestCase):
     g = _random(jax.eval_shape(f, x, w).shape, 2)
     for dtype in (np.float64, jnp.float32, jnp.bfloat16):
       xs, ws, gs = (np.asarray(a.astype(dtype), np.float64) for a in (x, w, g))
-      with cpu_forms(forms_on):
+      with cpu_forms(enabled=forms_on):
         got = jax.jit(step)(*(a.astype(dtype) for a in (xs, ws, gs)))
         got = (*got, jax.jit(adjoint)(gs.astype(dtype), ws.astype(dtype)))
       dx = ref_correlate_adjoint(gs, ws, x_shape, **kw)
