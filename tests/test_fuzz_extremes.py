@@ -26,12 +26,10 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import re
 from fractions import Fraction
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
@@ -64,13 +62,8 @@ from references import (
     ref_unfold,
     round_float32,
 )
-from test_fuzz import geometry, pool_geometry, tiled_geometry
+from test_fuzz import _SETTINGS, EXAMPLES, geometry, pool_geometry, tiled_geometry
 
-EXAMPLES = int(os.environ.get("CNNJAX_FUZZ_EXAMPLES", "3"))
-_SETTINGS = settings(
-    max_examples=EXAMPLES, deadline=None, derandomize=EXAMPLES <= 10,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-)
 _CONFIG_SETTINGS = settings(
     max_examples=30 * EXAMPLES, deadline=None, derandomize=EXAMPLES <= 10,
     suppress_health_check=[HealthCheck.too_slow],
