@@ -37,8 +37,9 @@ def compiled_flops(compiled) -> float | None:
   return float(cost["flops"])
 
 
-def model_flops(model: Any, input_shape, *, train: bool = True,
-                options: Mapping[str, Any] | None = None) -> float:
+def model_flops(
+    model: Any, input_shape, *, train: bool = True, options: Mapping[str, Any] | None = None
+) -> float:
   """FLOPs per image from :func:`cnnjax.summary.summary`: 2 × multiply-adds of the forward
   pass, × 3 for a train step (``train=True``).
 
@@ -65,10 +66,8 @@ def step_flops(compiled, model_count: float) -> dict[str, Any]:
   """
   counted = compiled_flops(compiled)
   if counted is not None and counted >= model_count:
-    return {"flops": counted, "source": "cost_analysis", "compiled": counted,
-            "model": model_count}
-  return {"flops": model_count, "source": "summary", "compiled": counted,
-          "model": model_count}
+    return {"flops": counted, "source": "cost_analysis", "compiled": counted, "model": model_count}
+  return {"flops": model_count, "source": "summary", "compiled": counted, "model": model_count}
 
 
 def step_dtype(config=None, options: Mapping[str, Any] | None = None) -> jnp.dtype:
@@ -83,8 +82,9 @@ def step_dtype(config=None, options: Mapping[str, Any] | None = None) -> jnp.dty
   return jnp.dtype(dtype or jnp.float32)
 
 
-def matmul_ceiling(n: int, dtype: Any = jnp.float32, *, block: bool = True
-                   ) -> tuple[Callable[[], jax.Array], float, jnp.dtype]:
+def matmul_ceiling(
+    n: int, dtype: Any = jnp.float32, *, block: bool = True
+) -> tuple[Callable[[], jax.Array], float, jnp.dtype]:
   """A compiled ``n × n @ n × n`` matmul in ``dtype``, warmed up.
 
   Args:
@@ -108,6 +108,7 @@ def matmul_ceiling(n: int, dtype: Any = jnp.float32, *, block: bool = True
     # accumulating in float32 (AMX), which is what the bf16 steps' lowering does.
     def matmul(a, b):
       return jnp.matmul(a, b, preferred_element_type=jnp.float32).astype(dtype)
+
   f = jax.jit(matmul).lower(a, b).compile()
   f(a, b).block_until_ready()
   if block:

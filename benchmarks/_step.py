@@ -29,12 +29,17 @@ from typing import Any
 import jax
 import numpy as np
 
-__all__ = ["TrainProgram", "Timing", "build", "compile_train", "random_dataset",
-           "time_train"]
+__all__ = ["TrainProgram", "Timing", "build", "compile_train", "random_dataset", "time_train"]
 
 
-def random_dataset(num_train: int = 45_000, num_val: int = 5_000, *, seed: int = 0,
-                   image_shape=(32, 32, 3), num_classes: int = 10):
+def random_dataset(
+    num_train: int = 45_000,
+    num_val: int = 5_000,
+    *,
+    seed: int = 0,
+    image_shape=(32, 32, 3),
+    num_classes: int = 10,
+):
   """Random uint8 images and int32 labels, shaped like CIFAR-10 (45,000 / 5,000)."""
   from cnnjax.data.dataset import Dataset
 
@@ -43,8 +48,17 @@ def random_dataset(num_train: int = 45_000, num_val: int = 5_000, *, seed: int =
   labels = rng.integers(0, num_classes, num_train).astype(np.int32)
   val = rng.integers(0, 256, (num_val, *image_shape), dtype=np.uint8)
   val_labels = rng.integers(0, num_classes, num_val).astype(np.int32)
-  return Dataset("random", images, labels, val, val_labels, None, None,
-                 tuple(str(i) for i in range(num_classes)), "generated")
+  return Dataset(
+      "random",
+      images,
+      labels,
+      val,
+      val_labels,
+      None,
+      None,
+      tuple(str(i) for i in range(num_classes)),
+      "generated",
+  )
 
 
 def build(config, dataset):
@@ -95,13 +109,15 @@ def compile_train(run, state=None) -> TrainProgram:
 
   leaves, treedef = jax.tree.flatten(state)
   t0 = time.perf_counter()
-  lowered = over_leaves(getattr(steps, name), treedef).lower(leaves, images, labels, perm,
-                                                             np.int32(0))
+  lowered = over_leaves(getattr(steps, name), treedef).lower(
+      leaves, images, labels, perm, np.int32(0)
+  )
   t1 = time.perf_counter()
   fn = LeafProgram(lowered.compile(), treedef)
   t2 = time.perf_counter()
-  return TrainProgram(fn=fn, name=name, steps_per_call=k, lower_seconds=t1 - t0,
-                      compile_seconds=t2 - t1, perm=perm)
+  return TrainProgram(
+      fn=fn, name=name, steps_per_call=k, lower_seconds=t1 - t0, compile_seconds=t2 - t1, perm=perm
+  )
 
 
 @dataclasses.dataclass
@@ -140,9 +156,18 @@ def _ceiling_reps(ceiling: Callable[[], Any], target_seconds: float) -> int:
   return int(min(max(1, round(target_seconds / one)), 1000))
 
 
-def time_train(program: TrainProgram, run, state=None, *, calls: int, rounds: int,
-               ceiling: Callable[[], Any] | None = None, ceiling_flops: float = 0.0,
-               ceiling_seconds: float = 0.05, warmup_calls: int = 1) -> Timing:
+def time_train(
+    program: TrainProgram,
+    run,
+    state=None,
+    *,
+    calls: int,
+    rounds: int,
+    ceiling: Callable[[], Any] | None = None,
+    ceiling_flops: float = 0.0,
+    ceiling_seconds: float = 0.05,
+    warmup_calls: int = 1,
+) -> Timing:
   """Times ``rounds`` blocks of ``calls`` back-to-back train calls, alternating with
   blocks of ceiling matmuls.
 
@@ -172,8 +197,9 @@ def time_train(program: TrainProgram, run, state=None, *, calls: int, rounds: in
     nonlocal leaves, position
     out = []
     for _ in range(n):
-      leaves, m = program.fn.leaves(leaves, images, labels, program.perm,
-                                    np.int32((position % starts) * k))
+      leaves, m = program.fn.leaves(
+          leaves, images, labels, program.perm, np.int32((position % starts) * k)
+      )
       position += 1
       out.append(m)
     return out
@@ -194,9 +220,15 @@ def time_train(program: TrainProgram, run, state=None, *, calls: int, rounds: in
   loss = float(np.asarray(jax.device_get(metrics[-1]["loss"])).ravel()[-1])
   step_seconds = [b / (calls * k) for b in blocks]
   ceiling_fps = (ceiling_flops / statistics.median(mm)) if mm else None
-  return Timing(block_seconds=blocks, calls=calls, steps=calls * k,
-                step_seconds=step_seconds,
-                step_seconds_median=statistics.median(step_seconds),
-                ceiling_seconds=mm, ceiling_reps=reps,
-                ceiling_flops_per_second=ceiling_fps,
-                loss=loss, state=jax.tree.unflatten(program.fn.treedef, leaves))
+  return Timing(
+      block_seconds=blocks,
+      calls=calls,
+      steps=calls * k,
+      step_seconds=step_seconds,
+      step_seconds_median=statistics.median(step_seconds),
+      ceiling_seconds=mm,
+      ceiling_reps=reps,
+      ceiling_flops_per_second=ceiling_fps,
+      loss=loss,
+      state=jax.tree.unflatten(program.fn.treedef, leaves),
+  )

@@ -60,9 +60,18 @@ def _fastnet(dtype: str) -> TrainConfig:
 def _seed_cnn(dtype: str) -> TrainConfig:
   # README: cnnjax train --model seed-cnn --epochs 15 --optimizer sgd --lr 0.05
   #   --momentum 0.9 --weight-decay 5e-4 --schedule cosine --augment
-  return TrainConfig(model="seed-cnn", dtype=dtype, epochs=15, batch_size=128,
-                     optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4,
-                     schedule="cosine", augment=True)
+  return TrainConfig(
+      model="seed-cnn",
+      dtype=dtype,
+      epochs=15,
+      batch_size=128,
+      optimizer="sgd",
+      lr=0.05,
+      momentum=0.9,
+      weight_decay=5e-4,
+      schedule="cosine",
+      augment=True,
+  )
 
 
 def _resnet20(dtype: str) -> TrainConfig:
@@ -70,11 +79,24 @@ def _resnet20(dtype: str) -> TrainConfig:
   #   --lr 0.1 --momentum 0.9 --nesterov --weight-decay 5e-4 --label-smoothing 0.1
   #   --schedule cosine --warmup-epochs 1 --augment --flip alternating --tta flip
   #   --tta-final-only
-  return TrainConfig(model="resnet20", dtype=dtype, epochs=40, batch_size=128,
-                     optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True,
-                     weight_decay=5e-4, label_smoothing=0.1, schedule="cosine",
-                     warmup_epochs=1.0, augment=True, flip="alternating", tta="flip",
-                     tta_final_only=True)
+  return TrainConfig(
+      model="resnet20",
+      dtype=dtype,
+      epochs=40,
+      batch_size=128,
+      optimizer="sgd",
+      lr=0.1,
+      momentum=0.9,
+      nesterov=True,
+      weight_decay=5e-4,
+      label_smoothing=0.1,
+      schedule="cosine",
+      warmup_epochs=1.0,
+      augment=True,
+      flip="alternating",
+      tta="flip",
+      tta_final_only=True,
+  )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,18 +124,25 @@ def _select(only: list[str]) -> list[Case]:
   known = {c.name for c in CASES} | {c.model for c in CASES}
   unknown = [o for o in only if o not in known]
   if unknown:
-    raise SystemExit(f"accelerator.py: --only got {unknown}; expected names from "
-                     f"{sorted(known)}.")
+    raise SystemExit(
+        f"accelerator.py: --only got {unknown}; expected names from " f"{sorted(known)}."
+    )
   return [c for c in CASES if c.name in only or c.model in only]
 
 
 def machine() -> dict:
   device = jax.devices()[0]
-  return {"backend": jax.default_backend(), "device_kind": device.device_kind,
-          "device_count": jax.device_count(), "jax": jax.__version__,
-          "jaxlib": jaxlib.__version__, "host": platform.machine(),
-          "host_cpus": os.cpu_count(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
-          "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+  return {
+      "backend": jax.default_backend(),
+      "device_kind": device.device_kind,
+      "device_count": jax.device_count(),
+      "jax": jax.__version__,
+      "jaxlib": jaxlib.__version__,
+      "host": platform.machine(),
+      "host_cpus": os.cpu_count(),
+      "xla_flags": os.environ.get("XLA_FLAGS", ""),
+      "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+  }
 
 
 def run_case(case: Case, args, dataset, ceilings: dict) -> dict:
@@ -138,11 +167,13 @@ def run_case(case: Case, args, dataset, ceilings: dict) -> dict:
   if dtype.name not in ceilings:
     ceilings[dtype.name] = matmul_ceiling(args.matmul_size, dtype, block=False)
   mm, mm_flops, _ = ceilings[dtype.name]
-  timing = time_train(program, run, calls=calls, rounds=args.rounds, ceiling=mm,
-                      ceiling_flops=mm_flops)
+  timing = time_train(
+      program, run, calls=calls, rounds=args.rounds, ceiling=mm, ceiling_flops=mm_flops
+  )
 
-  forward = model_flops(config.model, run.spec.input_shape, train=False,
-                        options=config.model_options)
+  forward = model_flops(
+      config.model, run.spec.input_shape, train=False, options=config.model_options
+  )
   count = step_flops(program.fn, 3 * forward * batch * k)  # a call: k steps
   per_image = count["flops"] / (batch * k)
   step_s = timing.step_seconds_median
@@ -150,21 +181,34 @@ def run_case(case: Case, args, dataset, ceilings: dict) -> dict:
   achieved = per_image * images_s
   ceiling = timing.ceiling_flops_per_second
   return {
-      "name": case.name, "model": case.model, "dtype": dtype.name, "batch_size": batch,
-      "steps_per_call": k, "program": program.name, "unroll": config.unroll,
-      "init_seconds": init_seconds, "lower_seconds": program.lower_seconds,
+      "name": case.name,
+      "model": case.model,
+      "dtype": dtype.name,
+      "batch_size": batch,
+      "steps_per_call": k,
+      "program": program.name,
+      "unroll": config.unroll,
+      "init_seconds": init_seconds,
+      "lower_seconds": program.lower_seconds,
       "compile_seconds": program.compile_seconds,
-      "rounds": args.rounds, "calls_per_round": calls, "steps_per_round": timing.steps,
-      "round_seconds": timing.block_seconds, "step_seconds": timing.step_seconds,
-      "step_seconds_median": step_s, "images_per_second": images_s,
+      "rounds": args.rounds,
+      "calls_per_round": calls,
+      "steps_per_round": timing.steps,
+      "round_seconds": timing.block_seconds,
+      "step_seconds": timing.step_seconds,
+      "step_seconds_median": step_s,
+      "images_per_second": images_s,
       "seconds_per_epoch": (EPOCH_IMAGES // batch) * step_s,
       "epoch_steps": EPOCH_IMAGES // batch,
-      "flops_per_image": per_image, "flops_source": count["source"],
-      "flops_per_image_compiled": (count["compiled"] / (batch * k)
-                                   if count["compiled"] is not None else None),
+      "flops_per_image": per_image,
+      "flops_source": count["source"],
+      "flops_per_image_compiled": (
+          count["compiled"] / (batch * k) if count["compiled"] is not None else None
+      ),
       "flops_per_image_model": count["model"] / (batch * k),
       "achieved_flops_per_second": achieved,
-      "matmul_size": args.matmul_size, "matmul_dtype": dtype.name,
+      "matmul_size": args.matmul_size,
+      "matmul_dtype": dtype.name,
       "matmul_reps_per_round": timing.ceiling_reps,
       "matmul_seconds": timing.ceiling_seconds,
       "matmul_flops_per_second": ceiling,
@@ -173,52 +217,88 @@ def run_case(case: Case, args, dataset, ceilings: dict) -> dict:
   }
 
 
-HEADER = (f"{'name':<14} {'k':>2} {'batch':>5} {'images/s':>10} {'s/epoch':>9} "
-          f"{'lower s':>7} {'compile s':>9} {'GFLOP/img':>9} {'(src)':<7} "
-          f"{'TFLOP/s':>8} {'ceiling':>8} {'share':>6}")
+HEADER = (
+    f"{'name':<14} {'k':>2} {'batch':>5} {'images/s':>10} {'s/epoch':>9} "
+    f"{'lower s':>7} {'compile s':>9} {'GFLOP/img':>9} {'(src)':<7} "
+    f"{'TFLOP/s':>8} {'ceiling':>8} {'share':>6}"
+)
 
 
 def _line(r: dict) -> str:
   src = "summary" if r["flops_source"] == "summary" else "cost"
   share = f"{r['fraction_of_matmul']:.1%}" if r["fraction_of_matmul"] else "n/a"
   ceiling = r["matmul_flops_per_second"]
-  return (f"{r['name']:<14} {r['steps_per_call']:>2} {r['batch_size']:>5} "
-          f"{r['images_per_second']:>10,.0f} {r['seconds_per_epoch']:>9.3f} "
-          f"{r['lower_seconds']:>7.2f} {r['compile_seconds']:>9.2f} "
-          f"{r['flops_per_image'] / 1e9:>9.4f} {src:<7} "
-          f"{r['achieved_flops_per_second'] / 1e12:>8.3f} "
-          f"{(ceiling or 0) / 1e12:>8.3f} {share:>6}")
+  return (
+      f"{r['name']:<14} {r['steps_per_call']:>2} {r['batch_size']:>5} "
+      f"{r['images_per_second']:>10,.0f} {r['seconds_per_epoch']:>9.3f} "
+      f"{r['lower_seconds']:>7.2f} {r['compile_seconds']:>9.2f} "
+      f"{r['flops_per_image'] / 1e9:>9.4f} {src:<7} "
+      f"{r['achieved_flops_per_second'] / 1e12:>8.3f} "
+      f"{(ceiling or 0) / 1e12:>8.3f} {share:>6}"
+  )
 
 
 def main(argv=None) -> dict:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--json", default=None, help="also write the figures to this JSON file")
-  p.add_argument("--only", action="append", default=[], metavar="NAME",
-                 help="run only this case or model (repeatable)")
-  p.add_argument("--steps", type=int, default=None,
-                 help="timed steps per round, rounded up to whole calls (default: a few "
-                 "on CPU, up to an epoch (128 at most) on an accelerator)")
-  p.add_argument("--steps-per-call", type=int, default=None,
-                 help="override TrainConfig.steps_per_call (default: the config's)")
-  p.add_argument("--rounds", type=int, default=None,
-                 help="timed rounds (default: 3 on CPU, 5 on an accelerator)")
-  p.add_argument("--batch-size", type=int, default=None,
-                 help="override every case's batch size")
-  p.add_argument("--matmul-size", type=int, default=None,
-                 help="n of the n×n ceiling matmul (default: 2048 CPU, 8192 accelerator)")
-  p.add_argument("--num-train", type=int, default=EPOCH_IMAGES,
-                 help="random training images on the device")
-  p.add_argument("--compile-cache", default="off", metavar="DIR|off",
-                 help="JAX's persistent compilation cache (default off: cold compiles)")
-  p.add_argument("--quick", action="store_true",
-                 help="tiny settings (batch 32, 512 images, 2 rounds of 2 steps, a 256² "
-                 "matmul): checks that it runs, measures nothing")
+  p.add_argument(
+      "--only",
+      action="append",
+      default=[],
+      metavar="NAME",
+      help="run only this case or model (repeatable)",
+  )
+  p.add_argument(
+      "--steps",
+      type=int,
+      default=None,
+      help="timed steps per round, rounded up to whole calls (default: a few "
+      "on CPU, up to an epoch (128 at most) on an accelerator)",
+  )
+  p.add_argument(
+      "--steps-per-call",
+      type=int,
+      default=None,
+      help="override TrainConfig.steps_per_call (default: the config's)",
+  )
+  p.add_argument(
+      "--rounds",
+      type=int,
+      default=None,
+      help="timed rounds (default: 3 on CPU, 5 on an accelerator)",
+  )
+  p.add_argument("--batch-size", type=int, default=None, help="override every case's batch size")
+  p.add_argument(
+      "--matmul-size",
+      type=int,
+      default=None,
+      help="n of the n×n ceiling matmul (default: 2048 CPU, 8192 accelerator)",
+  )
+  p.add_argument(
+      "--num-train", type=int, default=EPOCH_IMAGES, help="random training images on the device"
+  )
+  p.add_argument(
+      "--compile-cache",
+      default="off",
+      metavar="DIR|off",
+      help="JAX's persistent compilation cache (default off: cold compiles)",
+  )
+  p.add_argument(
+      "--quick",
+      action="store_true",
+      help="tiny settings (batch 32, 512 images, 2 rounds of 2 steps, a 256² "
+      "matmul): checks that it runs, measures nothing",
+  )
   args = p.parse_args(argv)
   if args.quick:
-    for name, value in (("batch_size", 32), ("num_train", 512), ("steps", 2),
-                        ("rounds", 2), ("matmul_size", 256)):
-      if getattr(args, name) is None or (name == "num_train"
-                                         and args.num_train == EPOCH_IMAGES):
+    for name, value in (
+        ("batch_size", 32),
+        ("num_train", 512),
+        ("steps", 2),
+        ("rounds", 2),
+        ("matmul_size", 256),
+    ):
+      if getattr(args, name) is None or (name == "num_train" and args.num_train == EPOCH_IMAGES):
         setattr(args, name, value)
   cases = _select(args.only)
 
@@ -229,12 +309,16 @@ def main(argv=None) -> dict:
   cpu = info["backend"] == "cpu"
   args.rounds = args.rounds or (3 if cpu else 5)
   args.matmul_size = args.matmul_size or (2048 if cpu else 8192)
-  print(f"accelerator.py on {info['device_kind']} ({info['backend']}, "
-        f"{info['device_count']} device(s)), host {info['host']} with {info['host_cpus']} "
-        f"CPUs, jax {info['jax']}, jaxlib {info['jaxlib']}, {info['date']}")
-  print(f"  {args.rounds} rounds; ceiling: {args.matmul_size}² matmul in each step's dtype; "
-        f"compile cache {cache or 'off'}; {args.num_train} random training images; "
-        f"images/s per optimizer step; s/epoch for {EPOCH_IMAGES:,} images")
+  print(
+      f"accelerator.py on {info['device_kind']} ({info['backend']}, "
+      f"{info['device_count']} device(s)), host {info['host']} with {info['host_cpus']} "
+      f"CPUs, jax {info['jax']}, jaxlib {info['jaxlib']}, {info['date']}"
+  )
+  print(
+      f"  {args.rounds} rounds; ceiling: {args.matmul_size}² matmul in each step's dtype; "
+      f"compile cache {cache or 'off'}; {args.num_train} random training images; "
+      f"images/s per optimizer step; s/epoch for {EPOCH_IMAGES:,} images"
+  )
   t_start = time.perf_counter()
   dataset = random_dataset(args.num_train, min(5_000, max(args.num_train // 4, 128)))
   ceilings: dict = {}
@@ -245,11 +329,20 @@ def main(argv=None) -> dict:
     results.append(r)
     print(_line(r), flush=True)
   total = time.perf_counter() - t_start
-  print(f"  total {total:.1f} s; FLOP/img: the larger of cost_analysis() and 3 x 2 x "
-        "cnnjax.summary MACs (src); share: achieved / the ceiling matmul in the same dtype")
-  out = {"machine": info, "compile_cache": cache, "rounds": args.rounds,
-         "matmul_size": args.matmul_size, "num_train": args.num_train,
-         "quick": args.quick, "total_seconds": total, "results": results}
+  print(
+      f"  total {total:.1f} s; FLOP/img: the larger of cost_analysis() and 3 x 2 x "
+      "cnnjax.summary MACs (src); share: achieved / the ceiling matmul in the same dtype"
+  )
+  out = {
+      "machine": info,
+      "compile_cache": cache,
+      "rounds": args.rounds,
+      "matmul_size": args.matmul_size,
+      "num_train": args.num_train,
+      "quick": args.quick,
+      "total_seconds": total,
+      "results": results,
+  }
   write_json(args.json, out)
   return out
 

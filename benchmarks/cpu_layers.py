@@ -77,8 +77,10 @@ class Layer(NamedTuple):
   first: bool  # the network's first layer: training needs no dx
 
   def describe(self, batch):
-    return (f"{self.k}×{self.k} {self.padding}, {self.hw}×{self.hw}×{self.c_in} → "
-            f"{self.c_out}, batch {batch}")
+    return (
+        f"{self.k}×{self.k} {self.padding}, {self.hw}×{self.hw}×{self.c_in} → "
+        f"{self.c_out}, batch {batch}"
+    )
 
 
 LAYERS = (
@@ -108,17 +110,22 @@ def _contenders(layer: Layer, forms: bool) -> dict:
   }
   if forms:
     p = cpu_rows.Plan
-    out.update({
-        "form: rows fwd": _form(p(forward="rows"), layer.padding, layer.k),
-        "form: rows dx": _form(p(input_grad="rows"), layer.padding, layer.k),
-        **{f"form: dw {c} chunks": _form(p(weight_chunks=c), layer.padding, layer.k)
-           for c in (2, 4, 8)},
-    })
+    out.update(
+        {
+            "form: rows fwd": _form(p(forward="rows"), layer.padding, layer.k),
+            "form: rows dx": _form(p(input_grad="rows"), layer.padding, layer.k),
+            **{
+                f"form: dw {c} chunks": _form(p(weight_chunks=c), layer.padding, layer.k)
+                for c in (2, 4, 8)
+            },
+        }
+    )
   return out
 
 
 def _jax_thunks(fn, x, w, g, first):
   """AOT-compiled thunks per quantity (g is an argument: no constant folding)."""
+
   def dx(x, w, g):
     return jax.vjp(lambda x: fn(x, w), x)[1](g)[0]
 
@@ -133,10 +140,14 @@ def _jax_thunks(fn, x, w, g, first):
     return y, vjp(g)
 
   thunks = {}
-  for name, f, args in (("fwd", fn, (x, w)), ("dx", dx, (x, w, g)), ("dw", dw, (x, w, g)),
-                        ("train", train, (x, w, g))):
+  for name, f, args in (
+      ("fwd", fn, (x, w)),
+      ("dx", dx, (x, w, g)),
+      ("dw", dw, (x, w, g)),
+      ("train", train, (x, w, g)),
+  ):
     compiled = jax.jit(f).lower(*args).compile()
-    thunks[name] = (lambda c=compiled, a=args: jax.block_until_ready(c(*a)))
+    thunks[name] = lambda c=compiled, a=args: jax.block_until_ready(c(*a))
   return thunks
 
 
@@ -150,7 +161,8 @@ def _torch_thunks(x_np, w_np, g_np, layer: Layer):
 
   def backward(mask):
     return torch.ops.aten.convolution_backward(
-        g, x, w, None, [1, 1], [pad, pad], [1, 1], False, [0, 0], 1, mask)
+        g, x, w, None, [1, 1], [pad, pad], [1, 1], False, [0, 0], 1, mask
+    )
 
   def train():
     xt = x.detach().requires_grad_(not layer.first)
@@ -163,8 +175,12 @@ def _torch_thunks(x_np, w_np, g_np, layer: Layer):
     with torch.no_grad():
       return F.conv2d(x, w, padding=pad)
 
-  return {"fwd": fwd, "dx": lambda: backward([True, False, False]),
-          "dw": lambda: backward([False, True, False]), "train": train}
+  return {
+      "fwd": fwd,
+      "dx": lambda: backward([True, False, False]),
+      "dw": lambda: backward([False, True, False]),
+      "train": train,
+  }
 
 
 def _check(name, thunks, ref):
@@ -174,8 +190,11 @@ def _check(name, thunks, ref):
     if not isinstance(got, tuple):
       got, want = (got,), (want,)
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
-      a = a.detach().numpy().transpose(0, 2, 3, 1) if torch is not None and isinstance(
-          a, torch.Tensor) else np.asarray(a)
+      a = (
+          a.detach().numpy().transpose(0, 2, 3, 1)
+          if torch is not None and isinstance(a, torch.Tensor)
+          else np.asarray(a)
+      )
       b = np.asarray(b)
       if a.shape != b.shape:
         continue  # torch weight gradients are OIHW
@@ -190,8 +209,9 @@ def run_layer(layer: Layer, batch: int, rounds: int, forms: bool) -> dict:
   out_hw = layer.hw - layer.k + 1 if layer.padding == "VALID" else layer.hw
   g_np = _random((batch, out_hw, out_hw, layer.c_out), 2)
   x, w, g = jnp.asarray(x_np), jnp.asarray(w_np), jnp.asarray(g_np)
-  contenders = {name: _jax_thunks(fn, x, w, g, layer.first)
-                for name, fn in _contenders(layer, forms).items()}
+  contenders = {
+      name: _jax_thunks(fn, x, w, g, layer.first) for name, fn in _contenders(layer, forms).items()
+  }
   if torch is not None:
     contenders["torch"] = _torch_thunks(x_np, w_np, g_np, layer)
   for name, thunks in contenders.items():
@@ -228,19 +248,25 @@ def markdown(results, batch) -> list[str]:
     names = list(dict.fromkeys(name for name, _ in med))
     for name in names:
       cells = [_cell(med[name, q], med[name, q] / med["lax", q]) for q in QUANTITIES]
-      vs_torch = (f"{med[name, 'train'] / med['torch', 'train']:.2f}"
-                  if ("torch", "train") in med else "")
+      vs_torch = (
+          f"{med[name, 'train'] / med['torch', 'train']:.2f}" if ("torch", "train") in med else ""
+      )
       shown = f"**{name}**" if name == "cnnjax" else name
-      lines.append(f"| {layer.name}: {layer.describe(batch)} | {shown} | "
-                   + " | ".join(cells) + f" | {vs_torch} |")
+      lines.append(
+          f"| {layer.name}: {layer.describe(batch)} | {shown} | "
+          + " | ".join(cells)
+          + f" | {vs_torch} |"
+      )
       if layer.name.startswith("seed-cnn"):
         totals.setdefault(name, []).append(med[name, "train"])
   seed = {name: sum(ts) for name, ts in totals.items() if len(ts) == 2}
   if "lax" in seed:
     for name, total in seed.items():
       vs_torch = f"{total / seed['torch']:.2f}" if "torch" in seed else ""
-      lines.append(f"| **seed-cnn, both layers** (conv1 fwd+dw, conv2 fwd+dx+dw) | {name} "
-                   f"| | | | {_cell(total, total / seed['lax'])} | {vs_torch} |")
+      lines.append(
+          f"| **seed-cnn, both layers** (conv1 fwd+dw, conv2 fwd+dx+dw) | {name} "
+          f"| | | | {_cell(total, total / seed['lax'])} | {vs_torch} |"
+      )
   return lines
 
 
@@ -270,14 +296,22 @@ def time_steps(models, batch: int, rounds: int, block: int) -> list[str]:
   lines = ["| model | forms | ms per step | images/s | ÷ off |", "|---|---|---:|---:|---:|"]
   rule = cpu_rows.plan
   for model in models:
-    config = TrainConfig(model=model, batch_size=batch, eval_batch_size=batch,
-                         optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=5e-4,
-                         schedule="constant", warmup_epochs=0.0, epochs=1)
+    config = TrainConfig(
+        model=model,
+        batch_size=batch,
+        eval_batch_size=batch,
+        optimizer="sgd",
+        lr=0.01,
+        momentum=0.9,
+        weight_decay=5e-4,
+        schedule="constant",
+        warmup_epochs=0.0,
+        epochs=1,
+    )
     run, _ = build(config, data)
     programs, states = {}, {}
     for name, (switch, change) in _step_variants().items():
-      planner = rule if change is None else (
-          lambda *a, change=change: rule(*a)._replace(**change))
+      planner = rule if change is None else (lambda *a, change=change: rule(*a)._replace(**change))
       with cnnjax.cpu_forms(rows=switch), mock.patch.object(cpu_rows, "plan", planner):
         jax.clear_caches()  # jit's cache does not see the patched plan
         states[name] = jax.tree.map(jnp.copy, run.state)
@@ -285,14 +319,22 @@ def time_steps(models, batch: int, rounds: int, block: int) -> list[str]:
     times = {name: [] for name in programs}
     for r in range(rounds):
       for name in (list(programs) if r % 2 == 0 else list(programs)[::-1]):
-        t = time_train(programs[name], run, states[name], calls=block, rounds=1,
-                       warmup_calls=1 if r == 0 else 0)
+        t = time_train(
+            programs[name],
+            run,
+            states[name],
+            calls=block,
+            rounds=1,
+            warmup_calls=1 if r == 0 else 0,
+        )
         states[name] = t.state
         times[name].append(t.step_seconds_median)
     med = {name: statistics.median(ts) for name, ts in times.items()}
     for name in programs:
-      lines.append(f"| {model} | {name} | {med[name] * 1e3:.1f} | {batch / med[name]:,.0f} "
-                   f"| {med[name] / med['off']:.2f} |")
+      lines.append(
+          f"| {model} | {name} | {med[name] * 1e3:.1f} | {batch / med[name]:,.0f} "
+          f"| {med[name] / med['off']:.2f} |"
+      )
   return lines
 
 
@@ -301,12 +343,23 @@ def main(argv=None):
   p.add_argument("--rounds", type=int, default=None, help="rounds (default 9, 3 with --quick)")
   p.add_argument("--quick", action="store_true", help="batch 16, 3 rounds (smoke test)")
   p.add_argument("--batch-size", type=int, default=None, help="default 128 (16 with --quick)")
-  p.add_argument("--only", action="append", default=None, metavar="TEXT",
-                 help="layers whose name contains TEXT (repeatable)")
-  p.add_argument("--forms", action="store_true",
-                 help="also time each form of cnnjax._lowering.cpu_rows on its own")
-  p.add_argument("--steps", action="store_true",
-                 help="time whole train steps (seed-cnn, resnet20), forms on vs off")
+  p.add_argument(
+      "--only",
+      action="append",
+      default=None,
+      metavar="TEXT",
+      help="layers whose name contains TEXT (repeatable)",
+  )
+  p.add_argument(
+      "--forms",
+      action="store_true",
+      help="also time each form of cnnjax._lowering.cpu_rows on its own",
+  )
+  p.add_argument(
+      "--steps",
+      action="store_true",
+      help="time whole train steps (seed-cnn, resnet20), forms on vs off",
+  )
   p.add_argument("--block", type=int, default=5, help="steps per block with --steps")
   args = p.parse_args(argv)
   rounds = args.rounds or (3 if args.quick else 9)
@@ -314,16 +367,21 @@ def main(argv=None):
   if torch is not None:
     torch.set_num_threads(2)
   else:
-    print("note: torch not importable; PyTorch columns skipped "
-          "(pip install torch==2.13.0 to add them)")
+    print(
+        "note: torch not importable; PyTorch columns skipped "
+        "(pip install torch==2.13.0 to add them)"
+    )
   load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
-  header = (f"CPU {'train steps' if args.steps else 'layers'}, {datetime.date.today()}; "
-            f"{_machine()}; {_versions()}; `python benchmarks/cpu_layers.py "
-            f"{' '.join(sys.argv[1:] if argv is None else argv)}`; medians of {rounds} "
-            f"alternating rounds; load average before {load}, after ")
+  header = (
+      f"CPU {'train steps' if args.steps else 'layers'}, {datetime.date.today()}; "
+      f"{_machine()}; {_versions()}; `python benchmarks/cpu_layers.py "
+      f"{' '.join(sys.argv[1:] if argv is None else argv)}`; medians of {rounds} "
+      f"alternating rounds; load average before {load}, after "
+  )
   if args.steps:
-    models = [m for m in ("seed-cnn", "resnet20")
-              if not args.only or any(s in m for s in args.only)]
+    models = [
+        m for m in ("seed-cnn", "resnet20") if not args.only or any(s in m for s in args.only)
+    ]
     lines = time_steps(models, batch, rounds, args.block)
     print(header + ", ".join(f"{v:.1f}" for v in os.getloadavg()) + "\n")
     print("\n".join(lines))

@@ -40,13 +40,32 @@ from _report import write_json
 _TRAIN = "import sys; from cnnjax.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
-def cnnjax_epochs(data: str, data_dir: str | None, *, epochs: int, batch_size: int,
-                  extra: list[str], out: str) -> list[dict]:
+def cnnjax_epochs(
+    data: str, data_dir: str | None, *, epochs: int, batch_size: int, extra: list[str], out: str
+) -> list[dict]:
   """Runs ``cnnjax train`` in its own process; returns its per-epoch metrics records."""
-  cmd = [sys.executable, "-c", _TRAIN, "train", "--model", "seed-cnn", "--data", data,
-         *(["--data-dir", data_dir] if data_dir else []), "--epochs", str(epochs),
-         "--batch-size", str(batch_size), "--quiet", "--no-plots", "--compile-cache", "off",
-         "--out", out, *extra]
+  cmd = [
+      sys.executable,
+      "-c",
+      _TRAIN,
+      "train",
+      "--model",
+      "seed-cnn",
+      "--data",
+      data,
+      *(["--data-dir", data_dir] if data_dir else []),
+      "--epochs",
+      str(epochs),
+      "--batch-size",
+      str(batch_size),
+      "--quiet",
+      "--no-plots",
+      "--compile-cache",
+      "off",
+      "--out",
+      out,
+      *extra,
+  ]
   proc = subprocess.run(cmd, capture_output=True, text=True)
   if proc.returncode != 0:
     raise RuntimeError(f"cnnjax train failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -56,8 +75,14 @@ def cnnjax_epochs(data: str, data_dir: str | None, *, epochs: int, batch_size: i
 
 def torch_epoch(steps: int, batch_size: int) -> dict:
   """Runs PyTorch's epoch in its own process; returns ``{"images_per_second", "seconds"}``."""
-  cmd = [sys.executable, os.path.abspath(__file__), "--torch-steps", str(steps),
-         "--batch-size", str(batch_size)]
+  cmd = [
+      sys.executable,
+      os.path.abspath(__file__),
+      "--torch-steps",
+      str(steps),
+      "--batch-size",
+      str(batch_size),
+  ]
   proc = subprocess.run(cmd, capture_output=True, text=True)
   if proc.returncode != 0:
     raise RuntimeError(f"the PyTorch epoch failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -90,27 +115,37 @@ def main(argv=None) -> dict:
   p.add_argument("--torch-steps", type=int, default=None, help=argparse.SUPPRESS)
   argv = list(sys.argv[1:] if argv is None else argv)
   cut = argv.index("--") if "--" in argv else len(argv)
-  args, extra = p.parse_args(argv[:cut]), argv[cut + 1:]
+  args, extra = p.parse_args(argv[:cut]), argv[cut + 1 :]
   if args.torch_steps is not None:
     _torch_main(args.torch_steps, args.batch_size)
     return {}
   if not args.no_torch and importlib.util.find_spec("torch") is None:
     p.error("PyTorch is not importable: pip install torch==2.13.0, or pass --no-torch")
 
-  print(f"seed-cnn epochs, cnnjax train vs PyTorch, batch {args.batch_size}; "
-        f"{platform.machine()}, {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}")
+  print(
+      f"seed-cnn epochs, cnnjax train vs PyTorch, batch {args.batch_size}; "
+      f"{platform.machine()}, {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}"
+  )
   rows = []
   for pair in range(args.pairs):
     with tempfile.TemporaryDirectory() as tmp:
-      records = cnnjax_epochs(args.data, args.data_dir, epochs=args.epochs,
-                              batch_size=args.batch_size, extra=extra,
-                              out=os.path.join(tmp, "run"))
-    row = {"pair": pair + 1, "cnnjax_images_per_second": [r["images_per_second"]
-                                                          for r in records],
-           "steps_per_epoch": records[0]["step"]}
+      records = cnnjax_epochs(
+          args.data,
+          args.data_dir,
+          epochs=args.epochs,
+          batch_size=args.batch_size,
+          extra=extra,
+          out=os.path.join(tmp, "run"),
+      )
+    row = {
+        "pair": pair + 1,
+        "cnnjax_images_per_second": [r["images_per_second"] for r in records],
+        "steps_per_epoch": records[0]["step"],
+    }
     if not args.no_torch:
-      row["torch_images_per_second"] = torch_epoch(row["steps_per_epoch"],
-                                                   args.batch_size)["images_per_second"]
+      row["torch_images_per_second"] = torch_epoch(row["steps_per_epoch"], args.batch_size)[
+          "images_per_second"
+      ]
       row["ratio"] = row["cnnjax_images_per_second"][-1] / row["torch_images_per_second"]
     rows.append(row)
 
@@ -121,12 +156,12 @@ def main(argv=None) -> dict:
     theirs = f"{row['torch_images_per_second']:,.0f}" if "ratio" in row else "—"
     ratio = f"{row['ratio']:.2f}" if "ratio" in row else "—"
     print(f"| {row['pair']} | {ours} | {theirs} | {ratio} |")
-  result = {"batch_size": args.batch_size, "epochs": args.epochs, "data": args.data,
-            "pairs": rows}
+  result = {"batch_size": args.batch_size, "epochs": args.epochs, "data": args.data, "pairs": rows}
   if not args.no_torch:
     result["median_ratio"] = statistics.median(row["ratio"] for row in rows)
-    print(f"\nmedian ratio (cnnjax's last epoch ÷ PyTorch's epoch): "
-          f"{result['median_ratio']:.2f}")
+    print(
+        f"\nmedian ratio (cnnjax's last epoch ÷ PyTorch's epoch): " f"{result['median_ratio']:.2f}"
+    )
   write_json(args.json, result)
   return result
 

@@ -49,32 +49,56 @@ def main(argv=None) -> dict:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--batch-size", type=int, default=None, help="default: the recipe's (1024)")
   p.add_argument("--epochs", type=int, default=None, help="default: the recipe's (10)")
-  p.add_argument("--num-train", type=int, default=45_000,
-                 help="training images (45,000: CIFAR-10 less 5,000 validation)")
+  p.add_argument(
+      "--num-train",
+      type=int,
+      default=45_000,
+      help="training images (45,000: CIFAR-10 less 5,000 validation)",
+  )
   p.add_argument("--num-val", type=int, default=5_000, help="validation images")
-  p.add_argument("--steps", type=int, default=None,
-                 help="timed steps (default: 20 on an accelerator, 3 on CPU)")
-  p.add_argument("--matmul-size", type=int, default=None,
-                 help="n of the n×n ceiling matmul, in the step's dtype (default: 8192 "
-                 "accelerator, 4096 CPU)")
+  p.add_argument(
+      "--steps",
+      type=int,
+      default=None,
+      help="timed steps (default: 20 on an accelerator, 3 on CPU)",
+  )
+  p.add_argument(
+      "--matmul-size",
+      type=int,
+      default=None,
+      help="n of the n×n ceiling matmul, in the step's dtype (default: 8192 "
+      "accelerator, 4096 CPU)",
+  )
   p.add_argument("--tta", default=None, help="evaluation TTA (default: the recipe's)")
-  p.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
-                 help="fastnet option, e.g. dtype=bfloat16 (repeatable)")
+  p.add_argument(
+      "--model-option",
+      action="append",
+      default=[],
+      metavar="KEY=VALUE",
+      help="fastnet option, e.g. dtype=bfloat16 (repeatable)",
+  )
   p.add_argument("--json", default=None, help="also write the figures to this JSON file")
   args = p.parse_args(argv)
 
   cpu = jax.default_backend() == "cpu"
-  overrides = {k: v for k, v in (("batch_size", args.batch_size), ("epochs", args.epochs),
-                                 ("tta", args.tta)) if v is not None}
+  overrides = {
+      k: v
+      for k, v in (("batch_size", args.batch_size), ("epochs", args.epochs), ("tta", args.tta))
+      if v is not None
+  }
   options = dict(o.split("=", 1) for o in args.model_option)
   config = TrainConfig.from_recipe("fast", model_options=options, **overrides)
   steps_timed = args.steps or (3 if cpu else 20)
   n_mm = args.matmul_size or (4096 if cpu else 8192)
   device = jax.devices()[0]
-  print(f"fastnet --recipe fast on {device.device_kind} ({jax.default_backend()}, "
-        f"{jax.device_count()} device(s)), {platform.machine()}, jax {jax.__version__}")
-  print(f"  batch {config.batch_size}, {args.num_train} training images, "
-        f"{config.epochs} epochs, tta {config.tta}")
+  print(
+      f"fastnet --recipe fast on {device.device_kind} ({jax.default_backend()}, "
+      f"{jax.device_count()} device(s)), {platform.machine()}, jax {jax.__version__}"
+  )
+  print(
+      f"  batch {config.batch_size}, {args.num_train} training images, "
+      f"{config.epochs} epochs, tta {config.tta}"
+  )
 
   eval_batch = min(config.eval_batch_size, args.num_val)
   config = config.replace(eval_batch_size=eval_batch)
@@ -89,16 +113,24 @@ def main(argv=None) -> dict:
   val_views = {"none": 1, "flip": 2, "flip_translate": 6}[config.tta]
   forward_img = model_flops("fastnet", (32, 32, 3), train=False, options=options)
   train_count = step_flops(train, 3 * forward_img * config.batch_size * k)
-  evaluate = steps.evaluate.lower(state.params, state.model_state, x_dev[:eval_batch],
-                                  y_dev[:eval_batch], np.int32(0)).compile()
+  evaluate = steps.evaluate.lower(
+      state.params, state.model_state, x_dev[:eval_batch], y_dev[:eval_batch], np.int32(0)
+  ).compile()
   eval_count = step_flops(evaluate, val_views * forward_img * eval_batch)
 
   dtype = step_dtype(config)
   mm, mm_flops, _ = matmul_ceiling(n_mm, dtype, block=False)
   # One call per round, blocked on, alternating with one ceiling matmul (as before the
   # shared helper): a round per timed call.
-  timing = time_train(program, run, calls=1, rounds=-(-steps_timed // k), ceiling=mm,
-                      ceiling_flops=mm_flops, ceiling_seconds=0.0)
+  timing = time_train(
+      program,
+      run,
+      calls=1,
+      rounds=-(-steps_timed // k),
+      ceiling=mm,
+      ceiling_flops=mm_flops,
+      ceiling_seconds=0.0,
+  )
   step_times, loss = timing.step_seconds, timing.loss
 
   step_s = statistics.median(step_times)
@@ -117,43 +149,88 @@ def main(argv=None) -> dict:
   run_flops = per_img * steps_per_epoch * config.batch_size * config.epochs + eval_total
   achieved = per_img * img_s
   result = {
-      "device": device.device_kind, "backend": jax.default_backend(),
-      "batch_size": config.batch_size, "num_train": args.num_train, "epochs": config.epochs,
-      "init_seconds": init_seconds, "compile_seconds": compile_seconds,
-      "lower_seconds": program.lower_seconds, "xla_compile_seconds": program.compile_seconds,
-      "steps_per_call": k, "program": program.name,
-      "step_seconds_median": step_s, "step_seconds": step_times,
-      "images_per_second": img_s, "seconds_per_epoch": epoch_s,
-      "flops_per_image_compiled": flops_img, "flops_per_image_model": model_flops_img,
-      "flops_per_image": per_img, "flops_source": train_count["source"],
-      "eval_flops_source": eval_count["source"], "dtype": dtype.name,
-      "flops_per_run": run_flops, "eval_flops_per_run": eval_total,
-      "achieved_flops_per_second": achieved, "matmul_size": n_mm,
-      "matmul_dtype": dtype.name, "matmul_flops_per_second": ceiling,
+      "device": device.device_kind,
+      "backend": jax.default_backend(),
+      "batch_size": config.batch_size,
+      "num_train": args.num_train,
+      "epochs": config.epochs,
+      "init_seconds": init_seconds,
+      "compile_seconds": compile_seconds,
+      "lower_seconds": program.lower_seconds,
+      "xla_compile_seconds": program.compile_seconds,
+      "steps_per_call": k,
+      "program": program.name,
+      "step_seconds_median": step_s,
+      "step_seconds": step_times,
+      "images_per_second": img_s,
+      "seconds_per_epoch": epoch_s,
+      "flops_per_image_compiled": flops_img,
+      "flops_per_image_model": model_flops_img,
+      "flops_per_image": per_img,
+      "flops_source": train_count["source"],
+      "eval_flops_source": eval_count["source"],
+      "dtype": dtype.name,
+      "flops_per_run": run_flops,
+      "eval_flops_per_run": eval_total,
+      "achieved_flops_per_second": achieved,
+      "matmul_size": n_mm,
+      "matmul_dtype": dtype.name,
+      "matmul_flops_per_second": ceiling,
       "fraction_of_matmul": achieved / ceiling,
       "loss_after_warmup_and_timed_steps": loss,
   }
   print(_row("init (build + whitening), s", f"{init_seconds:.2f}"))
-  print(_row("train step lower + compile, s", f"{compile_seconds:.2f}",
-             f"{program.lower_seconds:.2f} + {program.compile_seconds:.2f}; "
-             f"steps.{program.name}, {k} step(s) per call"))
-  print(_row("train step (median), s", f"{step_s:.4f}",
-             f"over {len(step_times) * k} steps: {', '.join(f'{t:.3f}' for t in step_times)}"))
+  print(
+      _row(
+          "train step lower + compile, s",
+          f"{compile_seconds:.2f}",
+          f"{program.lower_seconds:.2f} + {program.compile_seconds:.2f}; "
+          f"steps.{program.name}, {k} step(s) per call",
+      )
+  )
+  print(
+      _row(
+          "train step (median), s",
+          f"{step_s:.4f}",
+          f"over {len(step_times) * k} steps: {', '.join(f'{t:.3f}' for t in step_times)}",
+      )
+  )
   print(_row("images/s", f"{img_s:,.0f}"))
   print(_row("seconds per epoch", f"{epoch_s:.2f}", f"{steps_per_epoch} steps"))
-  print(_row("FLOP/image, compiled step", f"{flops_img / 1e9:.3f} G" if flops_img else "n/a",
-             "cost_analysis() / batch"))
+  print(
+      _row(
+          "FLOP/image, compiled step",
+          f"{flops_img / 1e9:.3f} G" if flops_img else "n/a",
+          "cost_analysis() / batch",
+      )
+  )
   print(_row("FLOP/image, 3 x 2 x summary MACs", f"{model_flops_img / 1e9:.3f} G"))
-  print(_row("FLOP/image used", f"{per_img / 1e9:.3f} G",
-             f"from {train_count['source']} (the larger)"))
-  print(_row("FLOP/run (train + eval)", f"{run_flops / 1e15:.3f} P",
-             f"eval {eval_total / 1e12:.1f} T"))
+  print(
+      _row(
+          "FLOP/image used", f"{per_img / 1e9:.3f} G", f"from {train_count['source']} (the larger)"
+      )
+  )
+  print(
+      _row(
+          "FLOP/run (train + eval)", f"{run_flops / 1e15:.3f} P", f"eval {eval_total / 1e12:.1f} T"
+      )
+  )
   print(_row("achieved FLOP/s", f"{achieved / 1e12:.3f} T"))
-  print(_row(f"{dtype.name} matmul {n_mm}^2 FLOP/s", f"{ceiling / 1e12:.3f} T",
-             "the ceiling, in the step's dtype"))
+  print(
+      _row(
+          f"{dtype.name} matmul {n_mm}^2 FLOP/s",
+          f"{ceiling / 1e12:.3f} T",
+          "the ceiling, in the step's dtype",
+      )
+  )
   print(_row("achieved / matmul ceiling", f"{achieved / ceiling:.1%}"))
-  print(_row("train time of a run at this speed, s", f"{epoch_s * config.epochs:.1f}",
-             "(without evaluation)"))
+  print(
+      _row(
+          "train time of a run at this speed, s",
+          f"{epoch_s * config.epochs:.1f}",
+          "(without evaluation)",
+      )
+  )
   write_json(args.json, result)
   return result
 

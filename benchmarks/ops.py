@@ -96,14 +96,30 @@ def _lax_conv(stride=1, padding="SAME", dilation=1, groups=1, flip=False):
     if flip:
       w = jnp.flip(w, axis=(0, 1))
     return lax.conv_general_dilated(
-        x, w, (stride, stride), padding, rhs_dilation=(dilation, dilation),
-        dimension_numbers=_DN, feature_group_count=groups,
+        x,
+        w,
+        (stride, stride),
+        padding,
+        rhs_dilation=(dilation, dilation),
+        dimension_numbers=_DN,
+        feature_group_count=groups,
     )
+
   return f
 
 
-def _torch_conv(x_np, w_np, g_np, *, stride=1, padding=1, dilation=1, groups=1,
-                transpose=False, output_padding=0):
+def _torch_conv(
+    x_np,
+    w_np,
+    g_np,
+    *,
+    stride=1,
+    padding=1,
+    dilation=1,
+    groups=1,
+    transpose=False,
+    output_padding=0,
+):
   """PyTorch CPU thunks on channels-last tensors holding the same data."""
   # An NCHW view of NHWC data is PyTorch's channels-last memory format.
   xt = torch.from_numpy(np.array(x_np)).permute(0, 3, 1, 2).requires_grad_(True)
@@ -116,11 +132,16 @@ def _torch_conv(x_np, w_np, g_np, *, stride=1, padding=1, dilation=1, groups=1,
 
   def apply():
     if transpose:
-      return F.conv_transpose2d(xt, wt, stride=stride, padding=padding,
-                                output_padding=output_padding, groups=groups,
-                                dilation=dilation)
-    return F.conv2d(xt, wt, stride=stride, padding=padding, dilation=dilation,
-                    groups=groups)
+      return F.conv_transpose2d(
+          xt,
+          wt,
+          stride=stride,
+          padding=padding,
+          output_padding=output_padding,
+          groups=groups,
+          dilation=dilation,
+      )
+    return F.conv2d(xt, wt, stride=stride, padding=padding, dilation=dilation, groups=groups)
 
   def fwd():
     with torch.no_grad():
@@ -143,26 +164,53 @@ def _torch_conv(x_np, w_np, g_np, *, stride=1, padding=1, dilation=1, groups=1,
 # --------------------------------------------------------------------- cases
 
 
-def _conv_case(name, description, batch, hw, c_in, c_out, k, *, op=cross_correlate,
-               stride=1, dilation=1, groups=1, torch_ok=True, dtype=None):
+def _conv_case(
+    name,
+    description,
+    batch,
+    hw,
+    c_in,
+    c_out,
+    k,
+    *,
+    op=cross_correlate,
+    stride=1,
+    dilation=1,
+    groups=1,
+    torch_ok=True,
+    dtype=None,
+):
   """A convolution case; with ``dtype`` (e.g. bfloat16) both contenders cast the float32
   inputs to it first, and lax in float32 joins as a third row."""
   x = _random((batch, hw, hw, c_in), 0)
   w = _random((k, k, c_in // groups, c_out), 1) * 0.05
   pad = dilation * (k - 1) // 2
   anchor = _lax_conv(stride, "SAME", dilation, groups, flip=op is convolve)
-  cast = (lambda f: f) if dtype is None else (
-      lambda f: lambda x, w: f(x.astype(dtype), w.astype(dtype)))
+  cast = (
+      (lambda f: f)
+      if dtype is None
+      else (lambda f: lambda x, w: f(x.astype(dtype), w.astype(dtype)))
+  )
   contenders = [
-      Contender(op.__name__, "cnnjax", cast(lambda x, w: op(
-          x, w, stride=stride, padding="SAME", dilation=dilation, groups=groups))),
+      Contender(
+          op.__name__,
+          "cnnjax",
+          cast(
+              lambda x, w: op(x, w, stride=stride, padding="SAME", dilation=dilation, groups=groups)
+          ),
+      ),
       Contender("lax.conv_general_dilated", "anchor", cast(anchor)),
   ]
   if dtype is not None:
     contenders.append(Contender("lax.conv_general_dilated, float32", "jax", anchor))
   if torch is not None and torch_ok and dtype is None:
-    contenders.append(Contender("torch conv2d (channels-last)", "torch", torch_kwargs=dict(
-        stride=stride, padding=pad, dilation=dilation, groups=groups)))
+    contenders.append(
+        Contender(
+            "torch conv2d (channels-last)",
+            "torch",
+            torch_kwargs=dict(stride=stride, padding=pad, dilation=dilation, groups=groups),
+        )
+    )
   return Case(name, description, x, w, contenders)
 
 
@@ -174,17 +222,26 @@ def _conv_transpose_case(batch, hw, c):
     return lax.conv_transpose(y, w, (2, 2), "SAME", dimension_numbers=_DN)
 
   contenders = [
-      Contender("conv_transpose", "cnnjax",
-                lambda y, w: conv_transpose(y, w, stride=2, padding="SAME")),
+      Contender(
+          "conv_transpose", "cnnjax", lambda y, w: conv_transpose(y, w, stride=2, padding="SAME")
+      ),
       Contender("lax.conv_transpose", "anchor", anchor),
   ]
   if torch is not None:
-    contenders.append(Contender("torch conv_transpose2d (channels-last)", "torch",
-                                torch_kwargs=dict(stride=2, padding=1, output_padding=1,
-                                               transpose=True)))
+    contenders.append(
+        Contender(
+            "torch conv_transpose2d (channels-last)",
+            "torch",
+            torch_kwargs=dict(stride=2, padding=1, output_padding=1, transpose=True),
+        )
+    )
   return Case(
-      "conv_transpose", f"stride 2, 3×3, SAME, {hw}×{hw}×{c} → {2 * hw}×{2 * hw}×{c}, "
-      f"batch {batch}", y, w, contenders)
+      "conv_transpose",
+      f"stride 2, 3×3, SAME, {hw}×{hw}×{c} → {2 * hw}×{2 * hw}×{c}, " f"batch {batch}",
+      y,
+      w,
+      contenders,
+  )
 
 
 def _locally_connected_case(batch, hw, c_in, c_out, k):
@@ -199,12 +256,12 @@ def _locally_connected_case(batch, hw, c_in, c_out, k):
   def anchor(x, w):
     # lax wants [*out, C_in·k·k (C_in major), C_out].
     rhs = jnp.moveaxis(w, 4, 2).reshape(hw, hw, c_in * k * k, c_out)
-    return lax.conv_general_dilated_local(
-        x, rhs, (1, 1), "SAME", (k, k), dimension_numbers=_DN)
+    return lax.conv_general_dilated_local(x, rhs, (1, 1), "SAME", (k, k), dimension_numbers=_DN)
 
   contenders = [
-      Contender("locally_connected", "cnnjax",
-                lambda x, w: locally_connected(x, w, padding="SAME")),
+      Contender(
+          "locally_connected", "cnnjax", lambda x, w: locally_connected(x, w, padding="SAME")
+      ),
       Contender("lax.conv_general_dilated_local", "anchor", anchor),
   ]
   try:
@@ -223,8 +280,13 @@ def _locally_connected_case(batch, hw, c_in, c_out, k):
   except Exception as e:  # pragma: no cover - optional anchor
     print(f"note: flax.linen.ConvLocal skipped ({type(e).__name__}: {e})")
   return Case(
-      "locally_connected", f"3×3 SAME, {hw}×{hw}×{c_in} → {c_out}, batch {batch} "
-      f"({hw * hw * k * k * c_in * c_out / 1e6:.1f}M weights)", x, w, contenders)
+      "locally_connected",
+      f"3×3 SAME, {hw}×{hw}×{c_in} → {c_out}, batch {batch} "
+      f"({hw * hw * k * k * c_in * c_out / 1e6:.1f}M weights)",
+      x,
+      w,
+      contenders,
+  )
 
 
 def _tiled_case(batch, hw, c, tile=2, k=3):
@@ -236,16 +298,21 @@ def _tiled_case(batch, hw, c, tile=2, k=3):
   x = _random((batch, hw, hw, c), 0)
   w = _random((tile, tile, k, k, c, c), 1) * 0.05
   contenders = [
-      Contender("tiled_conv", "cnnjax",
-                lambda x, w: tiled_conv(x, w, tile=tile, padding="SAME")),
-      Contender("cross_correlate (shared kernel)", "anchor",
-                lambda x, w: cross_correlate(x, w[0, 0], padding="SAME")),
-      Contender("lax.conv_general_dilated (shared)", "jax",
-                lambda x, w: _lax_conv()(x, w[0, 0])),
+      Contender("tiled_conv", "cnnjax", lambda x, w: tiled_conv(x, w, tile=tile, padding="SAME")),
+      Contender(
+          "cross_correlate (shared kernel)",
+          "anchor",
+          lambda x, w: cross_correlate(x, w[0, 0], padding="SAME"),
+      ),
+      Contender("lax.conv_general_dilated (shared)", "jax", lambda x, w: _lax_conv()(x, w[0, 0])),
   ]
   return Case(
-      "tiled_conv", f"tile {tile}×{tile}, {k}×{k}, SAME, {hw}×{hw}×{c} → {c}, "
-      f"batch {batch}", x, w, contenders)
+      "tiled_conv",
+      f"tile {tile}×{tile}, {k}×{k}, SAME, {hw}×{hw}×{c} → {c}, " f"batch {batch}",
+      x,
+      w,
+      contenders,
+  )
 
 
 def build_cases(quick: bool) -> list[Case]:
@@ -253,23 +320,64 @@ def build_cases(quick: bool) -> list[Case]:
   hw = 16 if quick else 32
   cases = [
       _conv_case("conv3x3", f"3×3 SAME, {hw}×{hw}×64 → 64, batch {b}", b, hw, 64, 64, 3),
-      _conv_case("convolve", f"true convolution, 3×3 SAME, {hw}×{hw}×64 → 64, batch {b}",
-                 b, hw, 64, 64, 3, op=convolve),
-      _conv_case("dilated", f"3×3 dilation 2 SAME, {hw}×{hw}×64 → 64, batch {b}",
-                 b, hw, 64, 64, 3, dilation=2),
-      _conv_case("strided", f"3×3 stride 2 SAME, {hw}×{hw}×64 → 64, batch {b}",
-                 b, hw, 64, 64, 3, stride=2),
+      _conv_case(
+          "convolve",
+          f"true convolution, 3×3 SAME, {hw}×{hw}×64 → 64, batch {b}",
+          b,
+          hw,
+          64,
+          64,
+          3,
+          op=convolve,
+      ),
+      _conv_case(
+          "dilated",
+          f"3×3 dilation 2 SAME, {hw}×{hw}×64 → 64, batch {b}",
+          b,
+          hw,
+          64,
+          64,
+          3,
+          dilation=2,
+      ),
+      _conv_case(
+          "strided", f"3×3 stride 2 SAME, {hw}×{hw}×64 → 64, batch {b}", b, hw, 64, 64, 3, stride=2
+      ),
       _conv_case("conv1x1", f"1×1, {hw}×{hw}×64 → 64, batch {b}", b, hw, 64, 64, 1),
-      _conv_case("depthwise", f"3×3 depthwise (groups 64), {hw}×{hw}×64 → 64, batch {b}",
-                 b, hw, 64, 64, 3, groups=64),
-      _conv_case("conv3x3_bf16", f"bfloat16, 3×3 SAME, {hw}×{hw}×64 → 64, batch {b}",
-                 b, hw, 64, 64, 3, dtype=jnp.bfloat16),
-      _conv_case("conv3x3_bf16_wide",
-                 f"bfloat16, 3×3 SAME, {hw // 2}×{hw // 2}×256 → 256, batch {b}",
-                 b, hw // 2, 256, 256, 3, dtype=jnp.bfloat16),
+      _conv_case(
+          "depthwise",
+          f"3×3 depthwise (groups 64), {hw}×{hw}×64 → 64, batch {b}",
+          b,
+          hw,
+          64,
+          64,
+          3,
+          groups=64,
+      ),
+      _conv_case(
+          "conv3x3_bf16",
+          f"bfloat16, 3×3 SAME, {hw}×{hw}×64 → 64, batch {b}",
+          b,
+          hw,
+          64,
+          64,
+          3,
+          dtype=jnp.bfloat16,
+      ),
+      _conv_case(
+          "conv3x3_bf16_wide",
+          f"bfloat16, 3×3 SAME, {hw // 2}×{hw // 2}×256 → 256, batch {b}",
+          b,
+          hw // 2,
+          256,
+          256,
+          3,
+          dtype=jnp.bfloat16,
+      ),
       _conv_transpose_case(b // 4 if quick else 32, hw // 2, 64),
-      _locally_connected_case(8 if quick else 32, 8 if quick else 16, 32 if quick else 64,
-                              32 if quick else 64, 3),
+      _locally_connected_case(
+          8 if quick else 32, 8 if quick else 16, 32 if quick else 64, 32 if quick else 64, 3
+      ),
       _tiled_case(8 if quick else 32, 16 if quick else 32, 32),
   ]
   return [c for c in cases if c is not None]
@@ -331,7 +439,7 @@ def run_case(case: Case, rounds: int) -> list[dict]:
     rows.append(row)
   order = list(range(len(rows)))
   for r in range(rounds):
-    for i in order[r % len(order):] + order[:r % len(order)]:
+    for i in order[r % len(order) :] + order[: r % len(order)]:
       for mode, thunk in zip(("fwd", "fwd_bwd"), rows[i]["thunks"]):
         rows[i]["times"][mode].append(_time_once(thunk, rows[i]["role"] == "torch"))
   for row in rows:
@@ -354,15 +462,20 @@ def run_case(case: Case, rounds: int) -> list[dict]:
 def _versions() -> str:
   parts = [f"Python {platform.python_version()}", f"jax {jax.__version__}"]
   import jaxlib
+
   parts.append(f"jaxlib {jaxlib.__version__}")
   try:
     import flax
+
     parts.append(f"flax {flax.__version__}")
   except ImportError:
     pass
   parts.append(f"numpy {np.__version__}")
-  parts.append(f"torch {torch.__version__} ({torch.get_num_threads()} threads)"
-               if torch is not None else "torch not installed")
+  parts.append(
+      f"torch {torch.__version__} ({torch.get_num_threads()} threads)"
+      if torch is not None
+      else "torch not installed"
+  )
   return ", ".join(parts)
 
 
@@ -396,7 +509,7 @@ def markdown(results, args, load_before, load_after) -> str:
       f"- Load average before / after: {load_before} / {load_after}",
       *([f"- Note: {args.note}"] if args.note else []),
       "",
-      "Ratios are to the case's anchor (**bold** row ratio = cnnjax). \"cpu\" is process "
+      'Ratios are to the case\'s anchor (**bold** row ratio = cnnjax). "cpu" is process '
       "CPU time (user + system over all threads), less sensitive to other processes on "
       "a shared machine than wall time. Peak = XLA's arguments + outputs + temporaries.",
       "",
@@ -414,8 +527,11 @@ def markdown(results, args, load_before, load_after) -> str:
       name = f"**{r['name']}**" if r["role"] == "cnnjax" else r["name"]
       if r["role"] == "anchor":
         name += " (anchor)"
-      peak = ("" if r["peak_fwd"] is None
-              else f"{_fmt_mib(r['peak_fwd'])} / {_fmt_mib(r['peak_fwd_bwd'])}")
+      peak = (
+          ""
+          if r["peak_fwd"] is None
+          else f"{_fmt_mib(r['peak_fwd'])} / {_fmt_mib(r['peak_fwd_bwd'])}"
+      )
       lines.append(
           f"| {name} | {r['fwd_wall'] * 1e3:.1f} | {r['fwd_ratio']:.2f} "
           f"| {r['fwd_cpu'] * 1e3:.1f} | {r['fwd_cpu_ratio']:.2f} "
@@ -425,10 +541,13 @@ def markdown(results, args, load_before, load_after) -> str:
     ours = next(r for r in rows if r["role"] == "cnnjax")
     for r in rows:
       if r["role"] == "torch":
-        lines += ["", f"cnnjax ÷ PyTorch: fwd {ours['fwd_wall'] / r['fwd_wall']:.2f}, "
-                  f"fwd+bwd {ours['fwd_bwd_wall'] / r['fwd_bwd_wall']:.2f} (wall); "
-                  f"fwd {ours['fwd_cpu'] / r['fwd_cpu']:.2f}, "
-                  f"fwd+bwd {ours['fwd_bwd_cpu'] / r['fwd_bwd_cpu']:.2f} (cpu)."]
+        lines += [
+            "",
+            f"cnnjax ÷ PyTorch: fwd {ours['fwd_wall'] / r['fwd_wall']:.2f}, "
+            f"fwd+bwd {ours['fwd_bwd_wall'] / r['fwd_bwd_wall']:.2f} (wall); "
+            f"fwd {ours['fwd_cpu'] / r['fwd_cpu']:.2f}, "
+            f"fwd+bwd {ours['fwd_bwd_cpu'] / r['fwd_bwd_cpu']:.2f} (cpu).",
+        ]
     lines.append("")
   return "\n".join(lines)
 
@@ -436,22 +555,36 @@ def markdown(results, args, load_before, load_after) -> str:
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
   parser.add_argument("--quick", action="store_true", help="small shapes (development)")
-  parser.add_argument("--only", action="append", default=None, metavar="NAME",
-                      help="run only cases whose name contains NAME (repeatable)")
-  parser.add_argument("--rounds", type=int, default=None,
-                      help="interleaved timing rounds (default 7, 5 with --quick)")
-  parser.add_argument("--note", default="",
-                      help="a line for the report's header (e.g. the machine's state)")
-  parser.add_argument("--out", default=None,
-                      help="markdown output (default benchmarks/results/ops-cpu[-quick].md)")
+  parser.add_argument(
+      "--only",
+      action="append",
+      default=None,
+      metavar="NAME",
+      help="run only cases whose name contains NAME (repeatable)",
+  )
+  parser.add_argument(
+      "--rounds",
+      type=int,
+      default=None,
+      help="interleaved timing rounds (default 7, 5 with --quick)",
+  )
+  parser.add_argument(
+      "--note", default="", help="a line for the report's header (e.g. the machine's state)"
+  )
+  parser.add_argument(
+      "--out", default=None, help="markdown output (default benchmarks/results/ops-cpu[-quick].md)"
+  )
   args = parser.parse_args(argv)
   args.rounds = args.rounds or (5 if args.quick else 7)
   here = os.path.dirname(os.path.abspath(__file__))
   out = args.out or os.path.join(
-      here, "results", "ops-cpu-quick.md" if args.quick else "ops-cpu.md")
+      here, "results", "ops-cpu-quick.md" if args.quick else "ops-cpu.md"
+  )
   if torch is None:
-    print("note: torch not importable; PyTorch rows skipped "
-          "(pip install torch==2.13.0 to add them)")
+    print(
+        "note: torch not importable; PyTorch rows skipped "
+        "(pip install torch==2.13.0 to add them)"
+    )
   load_before = ", ".join(f"{v:.1f}" for v in os.getloadavg())
   results = []
   for case in build_cases(args.quick):
@@ -460,9 +593,12 @@ def main(argv=None):
     print(f"{case.name}: {case.description} ...", flush=True)
     rows = run_case(case, args.rounds)
     for r in rows:
-      print(f"  {r['name']:40s} fwd {r['fwd_wall'] * 1e3:8.1f} ms ({r['fwd_ratio']:.2f})"
-            f"  fwd+bwd {r['fwd_bwd_wall'] * 1e3:8.1f} ms ({r['fwd_bwd_ratio']:.2f})"
-            f"  cpu {r['fwd_cpu_ratio']:.2f} / {r['fwd_bwd_cpu_ratio']:.2f}", flush=True)
+      print(
+          f"  {r['name']:40s} fwd {r['fwd_wall'] * 1e3:8.1f} ms ({r['fwd_ratio']:.2f})"
+          f"  fwd+bwd {r['fwd_bwd_wall'] * 1e3:8.1f} ms ({r['fwd_bwd_ratio']:.2f})"
+          f"  cpu {r['fwd_cpu_ratio']:.2f} / {r['fwd_bwd_cpu_ratio']:.2f}",
+          flush=True,
+      )
     results.append((case, rows))
   load_after = ", ".join(f"{v:.1f}" for v in os.getloadavg())
   text = markdown(results, args, load_before, load_after)

@@ -44,15 +44,19 @@ def _anchors(kind: str, k: int, s: int, p: int):
   out = {}
   if kind == "max":
     out["reduce_window"] = lambda x: lax.reduce_window(
-        x, -jnp.inf, lax.max, (1, k, k, 1), (1, s, s, 1), pads)
+        x, -jnp.inf, lax.max, (1, k, k, 1), (1, s, s, 1), pads
+    )
   else:
     out["reduce_window"] = lambda x: lax.reduce_window(
-        x, 0.0, lax.add, (1, k, k, 1), (1, s, s, 1), pads) / (k * k)
+        x, 0.0, lax.add, (1, k, k, 1), (1, s, s, 1), pads
+    ) / (k * k)
   if k == s and p == 0:
+
     def reshape(x):
       n, h, w, c = x.shape
       blocks = x[:, : h // k * k, : w // k * k].reshape(n, h // k, k, w // k, k, c)
       return (jnp.max if kind == "max" else jnp.mean)(blocks, axis=(2, 4))
+
     out["reshape"] = reshape
   return out
 
@@ -71,7 +75,8 @@ def _torch_pair(kind, k, s, p, x_np, g_np):
   gt = torch.from_numpy(np.array(g_np)).permute(0, 3, 1, 2)
   assert xt.is_contiguous(memory_format=torch.channels_last)
   pool = (
-      (lambda t: F.max_pool2d(t, k, s, p)) if kind == "max"
+      (lambda t: F.max_pool2d(t, k, s, p))
+      if kind == "max"
       else (lambda t: F.avg_pool2d(t, k, s, p, count_include_pad=True))
   )
 
@@ -95,8 +100,8 @@ def _time(fn, *args) -> tuple[float, float]:
 
 def run_case(kind, k, s, p, x, rounds):
   g = jax.random.normal(
-      jax.random.key(1), jax.eval_shape(_anchors(kind, k, s, p)["reduce_window"], x).shape,
-      x.dtype)
+      jax.random.key(1), jax.eval_shape(_anchors(kind, k, s, p)["reduce_window"], x).shape, x.dtype
+  )
   pool = max_pool if kind == "max" else avg_pool
   extra = {} if kind == "max" else {"count_include_pad": True}
   fns = {"cnnjax": lambda x: pool(x, k, stride=s, padding=p, **extra)}
@@ -126,8 +131,10 @@ def run_case(kind, k, s, p, x, rounds):
       cpus[key].append(c)
   med_w = {key: statistics.median(v) * 1e3 for key, v in walls.items()}
   med_c = {key: statistics.median(v) * 1e3 for key, v in cpus.items()}
-  print(f"\n{kind}_pool  window {k}, stride {s}, padding {p}, x {tuple(x.shape)} "
-        f"{x.dtype}, {rounds} rounds (median ms)")
+  print(
+      f"\n{kind}_pool  window {k}, stride {s}, padding {p}, x {tuple(x.shape)} "
+      f"{x.dtype}, {rounds} rounds (median ms)"
+  )
   print(f"  {'impl':14s} {'pass':8s} {'wall':>9s} {'cpu':>9s} {'wall/best':>10s} {'cpu/best':>9s}")
   jax_anchor_names = [n for n in fns if n != "cnnjax"]
   for phase in ("fwd", "fwd+bwd"):
@@ -135,8 +142,10 @@ def run_case(kind, k, s, p, x, rounds):
     best_c = min(med_c[(n, phase)] for n in jax_anchor_names)
     for name in [*fns, *(["torch"] if torch is not None else [])]:
       key = (name, phase)
-      print(f"  {name:14s} {phase:8s} {med_w[key]:9.2f} {med_c[key]:9.2f} "
-            f"{med_w[key] / best_w:10.2f} {med_c[key] / best_c:9.2f}")
+      print(
+          f"  {name:14s} {phase:8s} {med_w[key]:9.2f} {med_c[key]:9.2f} "
+          f"{med_w[key] / best_w:10.2f} {med_c[key] / best_c:9.2f}"
+      )
 
 
 def main(argv=None):
@@ -145,15 +154,22 @@ def main(argv=None):
   parser.add_argument("--size", type=int, default=32)
   parser.add_argument("--channels", type=int, default=64)
   parser.add_argument("--rounds", type=int, default=7)
-  parser.add_argument("--cases", default="2,2,0;3,2,1",
-                      help="window,stride,padding triples separated by ';'")
+  parser.add_argument(
+      "--cases", default="2,2,0;3,2,1", help="window,stride,padding triples separated by ';'"
+  )
   parser.add_argument("--kinds", default="max,avg")
   args = parser.parse_args(argv)
-  print(f"jax {jax.__version__} on {jax.devices()[0].platform}"
-        + (f"; torch {torch.__version__}, {torch.get_num_threads()} threads" if torch else
-           "; torch not installed"))
+  print(
+      f"jax {jax.__version__} on {jax.devices()[0].platform}"
+      + (
+          f"; torch {torch.__version__}, {torch.get_num_threads()} threads"
+          if torch
+          else "; torch not installed"
+      )
+  )
   x = jax.random.normal(
-      jax.random.key(0), (args.batch, args.size, args.size, args.channels), jnp.float32)
+      jax.random.key(0), (args.batch, args.size, args.size, args.channels), jnp.float32
+  )
   for case in args.cases.split(";"):
     k, s, p = (int(v) for v in case.split(","))
     for kind in args.kinds.split(","):

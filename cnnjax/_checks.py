@@ -138,8 +138,7 @@ def compute_dtype(x: jax.Array, w: jax.Array, *, op: str, names=("x", "w")):
     kind = _kind(a.dtype)
     if kind == "other":
       raise TypeError(
-          f"{op}: {name} has dtype {a.dtype}; expected an integer, floating or complex "
-          "dtype."
+          f"{op}: {name} has dtype {a.dtype}; expected an integer, floating or complex " "dtype."
       )
     kinds.append(kind)
   if "complex" in kinds:
@@ -197,8 +196,7 @@ def result_dtype(dtype, preferred_element_type, *, op: str):
     preferred = jnp.dtype(preferred_element_type)
   except TypeError:
     raise TypeError(
-        f"{op}: preferred_element_type got {preferred_element_type!r}; expected None or "
-        "a dtype."
+        f"{op}: preferred_element_type got {preferred_element_type!r}; expected None or " "a dtype."
     ) from None
   if _kind(preferred) != _kind(dtype):
     raise TypeError(

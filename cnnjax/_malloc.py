@@ -46,7 +46,8 @@ SETTINGS = ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 2**31 - 1))
 
 def _user_configured() -> bool:
   return "GLIBC_TUNABLES" in os.environ or any(
-      k.startswith("MALLOC_") and k.endswith("_") for k in os.environ)
+      k.startswith("MALLOC_") and k.endswith("_") for k in os.environ
+  )
 
 
 def wanted() -> bool:
@@ -54,8 +55,11 @@ def wanted() -> bool:
   settings)."""
   if not _env.switch(OPT_OUT):
     return False
-  return (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
-          and not _user_configured())
+  return (
+      sys.platform.startswith("linux")
+      and platform.libc_ver()[0] == "glibc"
+      and not _user_configured()
+  )
 
 
 def apply() -> bool:

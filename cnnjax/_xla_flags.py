@@ -59,7 +59,8 @@ def _read_cache(path: Path) -> dict[str, bool]:
   except (OSError, ValueError, RecursionError):
     return {}
   if not isinstance(data, dict) or not all(
-      isinstance(k, str) and isinstance(v, bool) for k, v in data.items()):
+      isinstance(k, str) and isinstance(v, bool) for k, v in data.items()
+  ):
     return {}
   return data
 
@@ -68,8 +69,9 @@ def _write_cache(path: Path, data: dict[str, bool]) -> None:
   """Writes ``data`` atomically; a cache that cannot be written is left out."""
   try:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp",
-                                     encoding="utf-8") as f:
+    with tempfile.NamedTemporaryFile(
+        "w", dir=path.parent, delete=False, suffix=".tmp", encoding="utf-8"
+    ) as f:
       json.dump(data, f, indent=1, sort_keys=True)
     os.replace(f.name, path)
   except OSError:
@@ -80,8 +82,14 @@ def _probe(flag: str) -> bool:
   """Whether a child Python with ``XLA_FLAGS=flag`` runs an operation on XLA:CPU."""
   env = dict(os.environ, XLA_FLAGS=flag, JAX_PLATFORMS="cpu")
   try:
-    done = subprocess.run([sys.executable, "-c", _PROBE], env=env, timeout=_PROBE_TIMEOUT_S,
-                          stdin=subprocess.DEVNULL, capture_output=True, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE],
+        env=env,
+        timeout=_PROBE_TIMEOUT_S,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        check=False,
+    )
   except (OSError, subprocess.TimeoutExpired):
     return False
   return done.returncode == 0
@@ -114,7 +122,9 @@ def apply(environ: MutableMapping[str, str] | None = None) -> bool:
     warnings.warn(
         f"cnnjax.configure_cpu: this XLA (jaxlib {_jaxlib_version()}) does not accept "
         f"{YNN_CONV_OFF}, so it was not set; XLA:CPU runs its default convolutions.",
-        RuntimeWarning, stacklevel=3)
+        RuntimeWarning,
+        stacklevel=3,
+    )
     return False
   environ["XLA_FLAGS"] = f"{flags} {YNN_CONV_OFF}".strip()
   return True

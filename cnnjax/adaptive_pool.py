@@ -47,7 +47,8 @@ def _check(x: jax.Array, output_size, *, op: str, floating: bool) -> tuple[int, 
         "[batch, *spatial(d), channels] with d = 1, 2 or 3 spatial dims."
     )
   kind_ok = jnp.issubdtype(x.dtype, jnp.floating) or (
-      not floating and jnp.issubdtype(x.dtype, jnp.integer))
+      not floating and jnp.issubdtype(x.dtype, jnp.integer)
+  )
   if not kind_ok:
     expected = "a floating dtype" if floating else "a floating or integer dtype"
     raise TypeError(f"{op}: x has dtype {x.dtype}; expected {expected}.")
@@ -73,8 +74,9 @@ def _check(x: jax.Array, output_size, *, op: str, floating: bool) -> tuple[int, 
     raise ValueError(
         f"{op}: output_size got {output_size!r}; expected {expected} (at most 2**63 - 1)."
     )
-  _checks.check_extent((x.shape[0], *sizes, x.shape[-1]), x.dtype, name="output_size",
-                       value=output_size, op=op)
+  _checks.check_extent(
+      (x.shape[0], *sizes, x.shape[-1]), x.dtype, name="output_size", value=output_size, op=op
+  )
   if any(n == 0 for n in spatial):
     raise ValueError(
         f"{op}: x has shape {tuple(x.shape)}, an empty spatial dim; expected every "

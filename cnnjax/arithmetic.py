@@ -154,8 +154,14 @@ def output_size(
         f"pair of non-negative ints, or one of {PADDING_STRINGS}."
     )
   geo = conv_geometry(
-      (n,), (kernel,), stride=stride, padding=pads, dilation=dilation,
-      strict=strict, op=op, kernel_name="kernel",
+      (n,),
+      (kernel,),
+      stride=stride,
+      padding=pads,
+      dilation=dilation,
+      strict=strict,
+      op=op,
+      kernel_name="kernel",
   )
   return geo.out_spatial[0]
 
@@ -417,8 +423,6 @@ def op_count(
   _check_groups(groups, cin, out[-1], op=op)
   if kind == "conv_transpose":
     if shape_in is None:
-      raise ValueError(
-          f"{op}: in_shape is missing; expected {what_in}, for kind='conv_transpose'."
-      )
+      raise ValueError(f"{op}: in_shape is missing; expected {what_in}, for kind='conv_transpose'.")
     return math.prod(shape_in[:-1]) * math.prod(k) * (cin // groups) * out[-1] + math.prod(out)
   return math.prod(out) * (math.prod(k) * (cin // groups) + 1)

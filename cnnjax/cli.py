@@ -47,8 +47,10 @@ def _summary(args: argparse.Namespace) -> int:
     try:
       shape = tuple(int(v) for v in args.input.replace("x", ",").split(","))
     except ValueError:
-      print(f"cnnjax summary: --input got {args.input!r}; expected H,W,C such as 32,32,3.",
-            file=sys.stderr)
+      print(
+          f"cnnjax summary: --input got {args.input!r}; expected H,W,C such as 32,32,3.",
+          file=sys.stderr,
+      )
       return 2
   options = {"conv": args.conv, "tile": args.tile} if args.conv != "shared" else {}
   try:
@@ -80,8 +82,10 @@ def _models(args: argparse.Namespace) -> int:
   header = ("model", "params", "input", "classes")
   widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
   for row in [header, *rows]:
-    print(f"{row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]:<{widths[2]}}  "
-          f"{row[3]:>{widths[3]}}".rstrip())
+    print(
+        f"{row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]:<{widths[2]}}  "
+        f"{row[3]:>{widths[3]}}".rstrip()
+    )
   return 0
 
 
@@ -100,17 +104,29 @@ def build_parser() -> argparse.ArgumentParser:
   demo.set_defaults(func=_demo)
   summ = sub.add_parser("summary", help="a model's layer table: params, ops, output shapes")
   summ.add_argument("--model", required=True, help="a zoo name, e.g. seed-cnn, vgg16, resnet20")
-  summ.add_argument("--input", default=None, metavar="H,W,C",
-                    help="input shape without the batch (default: the model's)")
-  summ.add_argument("--num-classes", type=int, default=None,
-                    help="number of classes (default: the model's)")
-  summ.add_argument("--conv", choices=("shared", "tiled", "local"), default="shared",
-                    help="convolution kind (default: shared)")
+  summ.add_argument(
+      "--input",
+      default=None,
+      metavar="H,W,C",
+      help="input shape without the batch (default: the model's)",
+  )
+  summ.add_argument(
+      "--num-classes", type=int, default=None, help="number of classes (default: the model's)"
+  )
+  summ.add_argument(
+      "--conv",
+      choices=("shared", "tiled", "local"),
+      default="shared",
+      help="convolution kind (default: shared)",
+  )
   summ.add_argument("--tile", type=int, default=2, help="tile of --conv tiled (default: 2)")
   summ.add_argument("--format", choices=("table", "markdown", "csv"), default="table")
   summ.set_defaults(func=_summary)
-  mods = sub.add_parser("models", help="list the model zoo: parameters, default input shape "
-                        "and classes (any input shape and class count can be trained)")
+  mods = sub.add_parser(
+      "models",
+      help="list the model zoo: parameters, default input shape "
+      "and classes (any input shape and class count can be trained)",
+  )
   mods.set_defaults(func=_models)
   from cnnjax.train.cli import add_subcommands as add_train_subcommands
 

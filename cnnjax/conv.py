@@ -81,8 +81,13 @@ def cross_correlate(
   _padding.check_padding_mode(padding_mode, op=op)
   groups = _checks.check_groups(groups, x.shape[-1], w.shape[-2], w.shape[-1], op=op)
   geo = _padding.conv_geometry(
-      x.shape[1:-1], w.shape[:-2], stride=stride, padding=padding,
-      dilation=dilation, strict=strict, op=op,
+      x.shape[1:-1],
+      w.shape[:-2],
+      stride=stride,
+      padding=padding,
+      dilation=dilation,
+      strict=strict,
+      op=op,
   )
   dtype = _checks.compute_dtype(x, w, op=op)
   out_dtype = _checks.result_dtype(dtype, preferred_element_type, op=op)
@@ -92,8 +97,13 @@ def cross_correlate(
     x = _padding.pad_spatial(x, pads, padding_mode)
     pads = ((0, 0),) * num_spatial
   cfg = _lowering.ConvConfig.make(
-      num_spatial, stride=geo.stride, pads=pads, dilation=geo.dilation, groups=groups,
-      precision=precision, preferred_element_type=out_dtype,
+      num_spatial,
+      stride=geo.stride,
+      pads=pads,
+      dilation=geo.dilation,
+      groups=groups,
+      precision=precision,
+      preferred_element_type=out_dtype,
   )
   return _lowering.conv(x, w, cfg)
 
@@ -129,8 +139,15 @@ def convolve(
   w = jnp.flip(w, axis=tuple(range(num_spatial)))
   try:
     return cross_correlate(
-        x, w, stride=stride, padding=padding, dilation=dilation, groups=groups,
-        padding_mode=padding_mode, strict=strict, precision=precision,
+        x,
+        w,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        padding_mode=padding_mode,
+        strict=strict,
+        precision=precision,
         preferred_element_type=preferred_element_type,
     )
   except (ValueError, TypeError) as e:
@@ -193,27 +210,26 @@ def conv_transpose(
   stride_t = _padding.normalize_ints(stride, num_spatial, name="stride", op=op)
   dilation_t = _padding.normalize_ints(dilation, num_spatial, name="dilation", op=op)
   kernel_eff = tuple(
-      _padding.effective_kernel_size(k, dilation=t)
-      for k, t in zip(w.shape[:-2], dilation_t)
+      _padding.effective_kernel_size(k, dilation=t) for k, t in zip(w.shape[:-2], dilation_t)
   )
   user_input_shape = input_shape is not None
   if input_shape is None:
     if isinstance(padding, str) and padding.upper() == "SAME":
       input_shape = tuple(m * s for m, s in zip(out_spatial, stride_t))
     else:
-      probe = _padding.resolve_padding(
-          padding, (0,) * num_spatial, kernel_eff, stride_t, op=op
-      )
+      probe = _padding.resolve_padding(padding, (0,) * num_spatial, kernel_eff, stride_t, op=op)
       input_shape = tuple(
           max((m - 1) * s + r - lo - hi, 1)
           for m, s, r, (lo, hi) in zip(out_spatial, stride_t, kernel_eff, probe)
       )
-  input_shape = _padding.normalize_ints(
-      tuple(input_shape), num_spatial, name="input_shape", op=op
-  )
+  input_shape = _padding.normalize_ints(tuple(input_shape), num_spatial, name="input_shape", op=op)
   geo = _padding.conv_geometry(
-      input_shape, w.shape[:-2], stride=stride_t, padding=padding,
-      dilation=dilation_t, op=op,
+      input_shape,
+      w.shape[:-2],
+      stride=stride_t,
+      padding=padding,
+      dilation=dilation_t,
+      op=op,
   )
   if geo.out_spatial != out_spatial and not user_input_shape:
     raise ValueError(
@@ -238,8 +254,13 @@ def conv_transpose(
     dropped = n + lo + hi - r - (m - 1) * s
     pads.append((r - 1 - lo, r - 1 - hi + dropped))
   forward = _lowering.ConvConfig.make(
-      num_spatial, stride=stride_t, pads=geo.pads, dilation=dilation_t, groups=groups,
-      precision=precision, preferred_element_type=out_dtype,
+      num_spatial,
+      stride=stride_t,
+      pads=geo.pads,
+      dilation=dilation_t,
+      groups=groups,
+      precision=precision,
+      preferred_element_type=out_dtype,
   )
   spec = _adjoint.AdjointSpec(forward, tuple(pads), input_shape)
   return _adjoint.adjoint_conv(y, w, spec)

@@ -91,8 +91,9 @@ def group_inverse(group: str) -> np.ndarray:
   return np.argmax(table == 0, axis=1)
 
 
-def transform_plane(a: ArrayLike, element: int, *, group: str,
-                    axes: tuple[int, int] = (0, 1)) -> jax.Array:
+def transform_plane(
+    a: ArrayLike, element: int, *, group: str, axes: tuple[int, int] = (0, 1)
+) -> jax.Array:
   """``T_g``: group element ``element`` acting on the two axes ``axes`` of ``a``.
 
   ``M^m R^r`` for ``element = 4·m + r``: ``r`` quarter turns (``jnp.rot90``), then for
@@ -116,9 +117,7 @@ def transform_plane(a: ArrayLike, element: int, *, group: str,
 
 def _check_kernel(w: jax.Array, rank: int, *, name: str, op: str, layout: str) -> None:
   if w.ndim != rank or w.shape[0] != w.shape[1]:
-    raise ValueError(
-        f"{op}: {name} has shape {tuple(w.shape)}; expected a square kernel {layout}."
-    )
+    raise ValueError(f"{op}: {name} has shape {tuple(w.shape)}; expected a square kernel {layout}.")
   if w.shape[0] == 0:
     raise ValueError(
         f"{op}: {name} has a zero-size kernel dim: shape {tuple(w.shape)}; expected a "
@@ -135,14 +134,13 @@ def _correlate(x: jax.Array, w: jax.Array, *, op: str, **settings) -> jax.Array:
     message = str(e)
     if not message.startswith("cross_correlate:"):
       raise
-    raise type(e)(op + message[len("cross_correlate"):]) from None
+    raise type(e)(op + message[len("cross_correlate") :]) from None
 
 
 def _check_x(x: jax.Array, rank: int, *, op: str, layout: str) -> None:
   if x.ndim != rank:
     raise ValueError(
-        f"{op}: x has shape {tuple(x.shape)} (rank {x.ndim}); expected rank {rank}, "
-        f"{layout}."
+        f"{op}: x has shape {tuple(x.shape)} (rank {x.ndim}); expected rank {rank}, " f"{layout}."
     )
 
 
@@ -179,7 +177,10 @@ def lift_conv(
   _check_kernel(w, 4, name="w", op=op, layout="[k, k, C_in, C_out]")
   stacked = jnp.stack([transform_plane(w, g, group=group) for g in range(n)], axis=-2)
   y = _correlate(
-      x, stacked.reshape(*w.shape[:3], n * w.shape[-1]), stride=stride, padding=padding,
+      x,
+      stacked.reshape(*w.shape[:3], n * w.shape[-1]),
+      stride=stride,
+      padding=padding,
       op=op,
   )
   return y.reshape(*y.shape[:-1], n, w.shape[-1])
@@ -236,8 +237,11 @@ def group_conv(
   stacked = jnp.stack(parts, axis=-2)  # [k, k, |G| (s), C_in, |G| (g), C_out]
   k, c_in, c_out = w.shape[0], w.shape[3], w.shape[4]
   y = _correlate(
-      x.reshape(*x.shape[:3], n * c_in), stacked.reshape(k, k, n * c_in, n * c_out),
-      stride=stride, padding=padding, op=op,
+      x.reshape(*x.shape[:3], n * c_in),
+      stacked.reshape(k, k, n * c_in, n * c_out),
+      stride=stride,
+      padding=padding,
+      op=op,
   )
   return y.reshape(*y.shape[:-1], n, c_out)
 
@@ -284,5 +288,6 @@ def _integer_mean(x: jax.Array) -> jax.Array:
   off by up to 128, and an int32 sum wraps)."""
   n = x.shape[3]
   planes = exact_mean.sum_planes(
-      exact_mean.split(x), n, lambda a: jnp.sum(a, axis=3, dtype=jnp.int32))
+      exact_mean.split(x), n, lambda a: jnp.sum(a, axis=3, dtype=jnp.int32)
+  )
   return exact_mean.quotient_truncated(planes, n, x.dtype)

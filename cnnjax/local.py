@@ -99,8 +99,12 @@ def locally_connected(
   _padding.check_padding_mode(padding_mode, op=op)
   check_in_channels(x, w, op=op)
   geo = _padding.conv_geometry(
-      x.shape[1:-1], w.shape[num_spatial:2 * num_spatial], stride=stride,
-      padding=padding, dilation=dilation, op=op,
+      x.shape[1:-1],
+      w.shape[num_spatial : 2 * num_spatial],
+      stride=stride,
+      padding=padding,
+      dilation=dilation,
+      op=op,
   )
   if tuple(w.shape[:num_spatial]) != geo.out_spatial:
     raise ValueError(
@@ -113,5 +117,6 @@ def locally_connected(
   dtype = _checks.compute_dtype(x, w, op=op)
   out_dtype = _checks.result_dtype(dtype, preferred_element_type, op=op)
   x, w = x.astype(dtype), w.astype(dtype)
-  return unshared_conv(x, w, geo, padding_mode, precision=precision,
-                       preferred_element_type=out_dtype)
+  return unshared_conv(
+      x, w, geo, padding_mode, precision=precision, preferred_element_type=out_dtype
+  )

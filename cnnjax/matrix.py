@@ -124,8 +124,12 @@ def conv_matrix(
   _checks.compute_dtype(w, w, op=op, names=("w", "w"))  # refuses bool and the like
   max_bytes = _checks.check_positive_int(max_bytes, name="max_bytes", op=op)
   geo = _padding.conv_geometry(
-      input_shape[:-1], w.shape[:-2], stride=stride, padding=padding,
-      dilation=dilation, op=op,
+      input_shape[:-1],
+      w.shape[:-2],
+      stride=stride,
+      padding=padding,
+      dilation=dilation,
+      op=op,
   )
   rows, cols = math.prod(geo.out_spatial) * c_out, math.prod(geo.in_spatial) * c_in
   size = rows * cols * w.dtype.itemsize

@@ -70,7 +70,5 @@ def local_response_norm(
   pads = ((0, 0),) * (x.ndim - 1) + ((size // 2, (size - 1) // 2),)
   # A concrete zero init (NumPy, not a traced jnp value) lets lax pick its
   # differentiable windowed-sum primitive.
-  sums = lax.reduce_window(
-      jnp.square(a), np.zeros((), acc), lax.add, window, (1,) * x.ndim, pads
-  )
+  sums = lax.reduce_window(jnp.square(a), np.zeros((), acc), lax.add, window, (1,) * x.ndim, pads)
   return (a / jnp.power(k + alpha * sums, beta)).astype(x.dtype)

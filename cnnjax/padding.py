@@ -168,7 +168,9 @@ def resolve_padding(
     if all(_is_int(p) for p in items):
       pads = tuple((int(p), int(p)) for p in cast("tuple[int, ...]", items))
     elif all(
-        isinstance(p, Sequence) and not isinstance(p, _TEXT) and len(p) == 2
+        isinstance(p, Sequence)
+        and not isinstance(p, _TEXT)
+        and len(p) == 2
         and all(_is_int(q) for q in p)
         for p in items
     ):
@@ -277,7 +279,8 @@ def conv_geometry(
     positions *= size
   if positions > INT64_MAX:
     blame = (
-        f"padding got {padding!r}, which makes" if any(lo or hi for lo, hi in pads)
+        f"padding got {padding!r}, which makes"
+        if any(lo or hi for lo, hi in pads)
         else "the input's spatial shape makes"
     )
     raise ValueError(
@@ -319,9 +322,7 @@ def check_spatial_rank(x: jax.Array, num_spatial: int, *, name: str, op: str) ->
 
 def check_padding_mode(padding_mode: str, *, op: str) -> str:
   if padding_mode not in PADDING_MODES:
-    raise ValueError(
-        f"{op}: padding_mode got {padding_mode!r}; expected one of {PADDING_MODES}."
-    )
+    raise ValueError(f"{op}: padding_mode got {padding_mode!r}; expected one of {PADDING_MODES}.")
   return padding_mode
 
 

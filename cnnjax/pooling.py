@@ -59,9 +59,7 @@ def _check_input(x: jax.Array, *, op: str, name: str = "x") -> int:
         "or 5: [batch, *spatial(d), channels] with d = 1, 2 or 3 spatial dims."
     )
   if not (jnp.issubdtype(x.dtype, jnp.floating) or jnp.issubdtype(x.dtype, jnp.integer)):
-    raise TypeError(
-        f"{op}: {name} has dtype {x.dtype}; expected a floating or integer dtype."
-    )
+    raise TypeError(f"{op}: {name} has dtype {x.dtype}; expected a floating or integer dtype.")
   return x.ndim - 2
 
 
@@ -70,8 +68,12 @@ def _pool_geometry(x: jax.Array, window, stride, padding: PaddingLike, *, op: st
   num_spatial = x.ndim - 2
   window = _padding.normalize_ints(window, num_spatial, name="window", op=op)
   geo = _padding.conv_geometry(
-      x.shape[1:-1], window, stride=window if stride is None else stride,
-      padding=padding, op=op, kernel_name="window",
+      x.shape[1:-1],
+      window,
+      stride=window if stride is None else stride,
+      padding=padding,
+      op=op,
+      kernel_name="window",
   )
   for d, (n, k, s, m, (lo, hi)) in enumerate(
       zip(geo.in_spatial, geo.kernel, geo.stride, geo.out_spatial, geo.pads)
@@ -106,7 +108,10 @@ def max_pool(
     stride: int | Sequence[int] | None = None,
     padding: PaddingLike = "VALID",
     return_indices: Literal[False] = False,
-) -> jax.Array: ...
+) -> jax.Array:
+  ...
+
+
 @overload
 def max_pool(
     x: ArrayLike,
@@ -115,7 +120,10 @@ def max_pool(
     stride: int | Sequence[int] | None = None,
     padding: PaddingLike = "VALID",
     return_indices: Literal[True],
-) -> tuple[jax.Array, jax.Array]: ...
+) -> tuple[jax.Array, jax.Array]:
+  ...
+
+
 @overload
 def max_pool(
     x: ArrayLike,
@@ -124,7 +132,10 @@ def max_pool(
     stride: int | Sequence[int] | None = None,
     padding: PaddingLike = "VALID",
     return_indices: bool = False,
-) -> jax.Array | tuple[jax.Array, jax.Array]: ...
+) -> jax.Array | tuple[jax.Array, jax.Array]:
+  ...
+
+
 def max_pool(
     x: ArrayLike,
     window: int | Sequence[int],
@@ -423,8 +434,12 @@ def blur_pool(
   x = x.astype(_checks.mean_dtype(x.dtype))  # integers: the weights are fractions
   w = jnp.asarray(np.broadcast_to(taps[..., None, None], (*sizes, 1, channels)), x.dtype)
   return cross_correlate(
-      x, w, stride=stride, padding=tuple(((k - 1) // 2, k // 2) for k in sizes),
-      groups=channels, padding_mode=padding_mode,
+      x,
+      w,
+      stride=stride,
+      padding=tuple(((k - 1) // 2, k // 2) for k in sizes),
+      groups=channels,
+      padding_mode=padding_mode,
   )
 
 

@@ -46,12 +46,15 @@ def _accelerator_plugin() -> bool:
   """Whether a JAX GPU/TPU plugin is installed and ``JAX_PLATFORMS`` does not say cpu."""
   if os.environ.get("JAX_PLATFORMS", "").strip().lower() == "cpu":
     return False
-  return any((d.metadata["Name"] or "").lower().startswith(_ACCELERATOR_PLUGINS)
-             for d in importlib.metadata.distributions())
+  return any(
+      (d.metadata["Name"] or "").lower().startswith(_ACCELERATOR_PLUGINS)
+      for d in importlib.metadata.distributions()
+  )
 
 
-def configure_cpu(*, xla_flag: bool = True, allocator: bool | None = False,
-                  bf16_matmul: bool | None = None) -> CpuSettings:
+def configure_cpu(
+    *, xla_flag: bool = True, allocator: bool | None = False, bf16_matmul: bool | None = None
+) -> CpuSettings:
   """Tunes this process for XLA:CPU; call it before JAX computes anything.
 
   - ``xla_flag``: appends ``--xla_cpu_experimental_ynn_fusion_type=-individual_convolution``
@@ -95,7 +98,8 @@ def configure_cpu(*, xla_flag: bool = True, allocator: bool | None = False,
     raise RuntimeError(
         "configure_cpu: a JAX backend has already started, so XLA's flags can no longer "
         "change; call cnnjax.configure_cpu() before the first JAX computation (at the top "
-        "of the script, before anything runs on a device).")
+        "of the script, before anything runs on a device)."
+    )
   flag = _xla_flags.apply() if xla_flag else False
   if allocator is None:
     allocator = not _accelerator_plugin()

@@ -157,9 +157,11 @@ def register_describer(cls: type) -> Callable[[Describer], Describer]:
     ---------------------------
     total        0   48
   """
+
   def add(describer: Describer) -> Describer:
     _DESCRIBERS[cls] = describer
     return describer
+
   return add
 
 
@@ -207,8 +209,15 @@ def _name(kind: str, *items) -> str:
   return f"{kind}({', '.join(str(i) for i in items if i is not None)})"
 
 
-def _extras(m, num_dims: int, *, stride: int | Sequence[int] = 1, padding: Any = "VALID",
-            dilation: int | Sequence[int] = 1, groups: int = 1) -> list:
+def _extras(
+    m,
+    num_dims: int,
+    *,
+    stride: int | Sequence[int] = 1,
+    padding: Any = "VALID",
+    dilation: int | Sequence[int] = 1,
+    groups: int = 1,
+) -> list:
   # (padding: a cnnjax or a Flax padding spec)
   extras = []
   if _ints(stride, num_dims) != (1,) * num_dims:
@@ -226,7 +235,11 @@ def _extras(m, num_dims: int, *, stride: int | Sequence[int] = 1, padding: Any =
 
 def _pool_name(kind: str, window, stride, padding, num_dims: int) -> str:
   w = _size(window, num_dims)
-  s = None if stride is None or _ints(stride, num_dims) == _ints(window, num_dims) else _size(stride, num_dims)
+  s = (
+      None
+      if stride is None or _ints(stride, num_dims) == _ints(window, num_dims)
+      else _size(stride, num_dims)
+  )
   return _name(kind, w, s, _padding(padding, num_dims))
 
 
@@ -246,10 +259,16 @@ def _conv(m: cnn.Conv, in_shape, out_shape):
     ops = math.prod(out_shape[:-1]) * (math.prod(k) * links + m.out_features)
   else:
     params = arithmetic.param_count(
-        "conv", kernel=k, in_channels=m.in_features, out_channels=m.out_features,
-        groups=m.groups, use_bias=m.use_bias,
+        "conv",
+        kernel=k,
+        in_channels=m.in_features,
+        out_channels=m.out_features,
+        groups=m.groups,
+        use_bias=m.use_bias,
     )
-    ops = arithmetic.op_count("conv", in_shape=in_shape, out_shape=out_shape, kernel=k, groups=m.groups)
+    ops = arithmetic.op_count(
+        "conv", in_shape=in_shape, out_shape=out_shape, kernel=k, groups=m.groups
+    )
   return _name("conv", _size(k, nd), m.out_features, *extras), params, ops
 
 
@@ -258,8 +277,12 @@ def _conv_transpose(m: cnn.ConvTranspose, in_shape, out_shape):
   k, nd = m.kernel_size, len(m.kernel_size)
   extras = _extras(m, nd, stride=m.stride, padding=m.padding, dilation=m.dilation, groups=m.groups)
   params = arithmetic.param_count(
-      "conv_transpose", kernel=k, in_channels=m.out_features, out_channels=m.in_features,
-      groups=m.groups, use_bias=False,
+      "conv_transpose",
+      kernel=k,
+      in_channels=m.out_features,
+      out_channels=m.in_features,
+      groups=m.groups,
+      use_bias=False,
   ) + (m.out_features if m.use_bias else 0)
   ops = arithmetic.op_count(
       "conv_transpose", in_shape=in_shape, out_shape=out_shape, kernel=k, groups=m.groups
@@ -272,8 +295,12 @@ def _local(m: cnn.LocallyConnected, in_shape, out_shape):
   k, nd = m.kernel_size, len(m.kernel_size)
   extras = _extras(m, nd, stride=m.stride, padding=m.padding, dilation=m.dilation)
   params = arithmetic.param_count(
-      "locally_connected", kernel=k, in_channels=m.in_features, out_channels=m.out_features,
-      use_bias=m.use_bias, out_spatial=m.out_spatial,
+      "locally_connected",
+      kernel=k,
+      in_channels=m.in_features,
+      out_channels=m.out_features,
+      use_bias=m.use_bias,
+      out_spatial=m.out_spatial,
   )
   ops = arithmetic.op_count("locally_connected", in_shape=in_shape, out_shape=out_shape, kernel=k)
   return _name("local", _size(k, nd), m.out_features, *extras), params, ops
@@ -285,8 +312,12 @@ def _tiled(m: cnn.TiledConv, in_shape, out_shape):
   extras = [f"t{_size(m.tile, nd)}"]
   extras += _extras(m, nd, stride=m.stride, padding=m.padding, dilation=m.dilation)
   params = arithmetic.param_count(
-      "tiled", kernel=k, in_channels=m.in_features, out_channels=m.out_features,
-      use_bias=m.use_bias, tile=m.tile,
+      "tiled",
+      kernel=k,
+      in_channels=m.in_features,
+      out_channels=m.out_features,
+      use_bias=m.use_bias,
+      tile=m.tile,
   )
   ops = arithmetic.op_count("tiled", in_shape=in_shape, out_shape=out_shape, kernel=k)
   return _name("tiled", _size(k, nd), m.out_features, *extras), params, ops
@@ -304,14 +335,27 @@ def _group_conv(m, in_shape, out_shape):
   lifting = isinstance(m, cnn.LiftConv)
   k = (m.kernel_size, m.kernel_size)
   in_channels = m.in_features * (1 if lifting else in_shape[-2])
-  params = arithmetic.param_count("conv", kernel=k, in_channels=in_channels,
-                                  out_channels=m.out_features, use_bias=m.use_bias)
+  params = arithmetic.param_count(
+      "conv", kernel=k, in_channels=in_channels, out_channels=m.out_features, use_bias=m.use_bias
+  )
   # The |G| output maps of each channel as output channels of one 2-D convolution.
-  ops = arithmetic.op_count("conv", in_shape=(*in_shape[:2], in_channels),
-                            out_shape=(*out_shape[:2], math.prod(out_shape[2:])), kernel=k)
+  ops = arithmetic.op_count(
+      "conv",
+      in_shape=(*in_shape[:2], in_channels),
+      out_shape=(*out_shape[:2], math.prod(out_shape[2:])),
+      kernel=k,
+  )
   kind = "lift" if lifting else "gconv"
-  return _name(f"{kind}-{m.group}", _size(k, 2), m.out_features, *_extras(
-      m, 2, stride=m.stride, padding=m.padding)), params, ops
+  return (
+      _name(
+          f"{kind}-{m.group}",
+          _size(k, 2),
+          m.out_features,
+          *_extras(m, 2, stride=m.stride, padding=m.padding),
+      ),
+      params,
+      ops,
+  )
 
 
 @register_describer(cnn.GroupPool)
@@ -321,7 +365,11 @@ def _group_pool(m, in_shape, out_shape):
 
 @register_describer(cnn.MaxPool)
 def _max_pool(m, in_shape, out_shape):
-  return _pool_name("pool", m.window, m.stride, m.padding, len(in_shape) - 1), 0, _pool_ops(in_shape)
+  return (
+      _pool_name("pool", m.window, m.stride, m.padding, len(in_shape) - 1),
+      0,
+      _pool_ops(in_shape),
+  )
 
 
 @register_describer(cnn.AvgPool)
@@ -387,12 +435,20 @@ def _linear(m: nnx.Linear, in_shape, out_shape):
 def _flax_conv(m: nnx.Conv, in_shape, out_shape):
   k, nd = tuple(m.kernel_size), len(m.kernel_size)
   extras = _extras(
-      m, nd, stride=m.strides or 1, padding=m.padding, dilation=m.kernel_dilation or 1,
+      m,
+      nd,
+      stride=m.strides or 1,
+      padding=m.padding,
+      dilation=m.kernel_dilation or 1,
       groups=m.feature_group_count,
   )
   params = arithmetic.param_count(
-      "conv", kernel=k, in_channels=m.in_features, out_channels=m.out_features,
-      groups=m.feature_group_count, use_bias=m.use_bias,
+      "conv",
+      kernel=k,
+      in_channels=m.in_features,
+      out_channels=m.out_features,
+      groups=m.feature_group_count,
+      use_bias=m.use_bias,
   )
   ops = arithmetic.op_count(
       "conv", in_shape=in_shape, out_shape=out_shape, kernel=k, groups=m.feature_group_count
@@ -440,8 +496,11 @@ def _recording_call(orig: Callable) -> Callable:
       row = Row(name, int(params), int(ops), out_shape)
     else:
       row = Row(
-          self.summary_name(), sum(r.params for r in children),
-          sum(r.ops for r in children), out_shape, children,
+          self.summary_name(),
+          sum(r.params for r in children),
+          sum(r.ops for r in children),
+          out_shape,
+          children,
       )
     rec.frames[-1].append(row)
     return out

@@ -86,23 +86,34 @@ def tiled_conv(
         "w.shape[:d] == tile, one kernel per tile position."
     )
   check_in_channels(x, w, op=op)
-  kernel = w.shape[num_spatial:2 * num_spatial]
+  kernel = w.shape[num_spatial : 2 * num_spatial]
   geo = _padding.conv_geometry(
-      x.shape[1:-1], kernel, stride=stride, padding=padding, dilation=dilation, op=op,
+      x.shape[1:-1],
+      kernel,
+      stride=stride,
+      padding=padding,
+      dilation=dilation,
+      op=op,
   )
   dtype = _checks.compute_dtype(x, w, op=op)
   out_dtype = _checks.result_dtype(dtype, preferred_element_type, op=op)
   x, w = x.astype(dtype), w.astype(dtype)
   if all(t == 1 for t in tile):
     return cross_correlate(
-        x, w.reshape(w.shape[num_spatial:]), stride=geo.stride, padding=geo.pads,
-        dilation=geo.dilation, padding_mode=padding_mode, precision=precision,
+        x,
+        w.reshape(w.shape[num_spatial:]),
+        stride=geo.stride,
+        padding=geo.pads,
+        dilation=geo.dilation,
+        padding_mode=padding_mode,
+        precision=precision,
         preferred_element_type=out_dtype,
     )
   pads = geo.pads
   if padding_mode != "zeros":
     x = _padding.pad_spatial(x, pads, padding_mode)
     pads = ((0, 0),) * num_spatial
-  spec = _tiled.TiledSpec(tile, geo.stride, geo.dilation, pads, geo.out_spatial,
-                          precision, out_dtype)
+  spec = _tiled.TiledSpec(
+      tile, geo.stride, geo.dilation, pads, geo.out_spatial, precision, out_dtype
+  )
   return _tiled.tiled_conv(x, w, spec)

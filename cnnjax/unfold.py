@@ -80,7 +80,12 @@ def unfold(
   kernel = _kernel_size(kernel_size, num_spatial, op=op)
   _padding.check_padding_mode(padding_mode, op=op)
   geo = _padding.conv_geometry(
-      x.shape[1:-1], kernel, stride=stride, padding=padding, dilation=dilation, op=op,
+      x.shape[1:-1],
+      kernel,
+      stride=stride,
+      padding=padding,
+      dilation=dilation,
+      op=op,
   )
   patches = extract_patches(_padding.pad_spatial(x, geo.pads, padding_mode), geo)
   return patches.reshape(*patches.shape[:-2], math.prod(kernel) * x.shape[-1])
@@ -132,7 +137,11 @@ def fold(
   output_shape = tuple(int(v) for v in output_shape)
   kernel = _kernel_size(kernel_size, num_spatial, op=op)
   geo = _padding.conv_geometry(
-      output_shape[1:-1], kernel, stride=stride, padding=padding, dilation=dilation,
+      output_shape[1:-1],
+      kernel,
+      stride=stride,
+      padding=padding,
+      dilation=dilation,
       op=op,
   )
   c = output_shape[-1]
@@ -149,8 +158,9 @@ def fold(
   # Each kernel offset's slice goes back to positions n·s + k·t of the padded input.
   for i, offset in enumerate(itertools.product(*(range(k) for k in kernel))):
     config = [(0, 0, 0)]
-    for o, t, s, m, size in zip(offset, geo.dilation, geo.stride, geo.out_spatial,
-                                geo.padded_spatial):
+    for o, t, s, m, size in zip(
+        offset, geo.dilation, geo.stride, geo.out_spatial, geo.padded_spatial
+    ):
       low = o * t
       config.append((low, size - low - (m - 1) * s - 1, s - 1))
     config.append((0, 0, 0))

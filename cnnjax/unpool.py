@@ -33,9 +33,7 @@ def _unpool_core(y: jax.Array, indices: jax.Array, output_shape: tuple[int, ...]
   return out.reshape(output_shape)
 
 
-def max_unpool(
-    y: ArrayLike, indices: ArrayLike, output_shape: Sequence[int]
-) -> jax.Array:
+def max_unpool(y: ArrayLike, indices: ArrayLike, output_shape: Sequence[int]) -> jax.Array:
   """Scatters ``y`` into zeros of ``output_shape`` at ``indices`` (max-unpooling).
 
   ``out[b, unravel(indices[b, o, c]), c] = y[b, o, c]`` and zero elsewhere. With
@@ -68,8 +66,7 @@ def max_unpool(
     )
   if indices.shape != y.shape:
     raise ValueError(
-        f"{op}: indices has shape {tuple(indices.shape)}; expected y's shape "
-        f"{tuple(y.shape)}."
+        f"{op}: indices has shape {tuple(indices.shape)}; expected y's shape " f"{tuple(y.shape)}."
     )
   if not jnp.issubdtype(indices.dtype, jnp.integer):
     raise TypeError(f"{op}: indices has dtype {indices.dtype}; expected an integer dtype.")

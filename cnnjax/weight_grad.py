@@ -80,7 +80,12 @@ def conv_weight_grad(
   *kernel, cg, c_out = kernel_shape
   groups = _checks.check_groups(groups, x.shape[-1], cg, c_out, op=op)
   geo = _padding.conv_geometry(
-      x.shape[1:-1], kernel, stride=stride, padding=padding, dilation=dilation, op=op,
+      x.shape[1:-1],
+      kernel,
+      stride=stride,
+      padding=padding,
+      dilation=dilation,
+      op=op,
   )
   expected = (x.shape[0], *geo.out_spatial, c_out)
   if tuple(g.shape) != expected:

@@ -18,9 +18,7 @@ sys.path.insert(0, os.path.join(_HERE, "ext"))  # coverage_check, aliases
 # The tutorials' kernels (and the processes they start) inherit this environment: they
 # import cnnjax from this checkout too, and run on the CPU whatever accelerator the
 # machine has, so that the built pages are the same everywhere.
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (_ROOT, os.environ.get("PYTHONPATH")) if p
-)
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, os.environ.get("PYTHONPATH")) if p)
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 project = "cnnjax"

@@ -28,27 +28,39 @@ def main(argv=None) -> str:
   sgd = dict(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4, augment=True)
   runs = [
       common.train_model("linear", ds, args, epochs=common.pick(args, 10, 1), **adam),
-      common.train_model("mlp", ds, args, label="mlp (100 hidden)",
-                         epochs=common.pick(args, 20, 1), **adam),
+      common.train_model(
+          "mlp", ds, args, label="mlp (100 hidden)", epochs=common.pick(args, 20, 1), **adam
+      ),
       common.train_model("seed-cnn", ds, args, epochs=common.pick(args, 15, 1), **sgd),
   ]
   recipes = ["Adam 1e-3, cosine", "Adam 1e-3, cosine", "SGD 0.05 m0.9, wd 5e-4, crop+flip"]
 
   # 2. The table: our figure beside the lecture's.
   report = common.Report(
-      "baselines", args, title="Baselines: linear vs MLP(100) vs seed CNN",
+      "baselines",
+      args,
+      title="Baselines: linear vs MLP(100) vs seed CNN",
       intro="\n\n".join(__doc__.split("\n\n")[1:-1]),
   )
   rows = []
   for run, recipe, lecture in zip(runs, recipes, LECTURE.values()):
-    rows.append([
-        run.label, common.count(run.params), run.epochs, recipe,
-        common.percent(run.val_accuracy), common.percent(lecture, 0),
-        common.versus(run.val_accuracy, lecture),
-        f"{run.seconds:.0f} s ({run.seconds_per_epoch:.1f} s/epoch)",
-    ])
-  report.table(["model", "params", "epochs", "recipe", "val accuracy", "lecture",
-                "difference", "time"], rows, align="lrrlrrrr")
+    rows.append(
+        [
+            run.label,
+            common.count(run.params),
+            run.epochs,
+            recipe,
+            common.percent(run.val_accuracy),
+            common.percent(lecture, 0),
+            common.versus(run.val_accuracy, lecture),
+            f"{run.seconds:.0f} s ({run.seconds_per_epoch:.1f} s/epoch)",
+        ]
+    )
+  report.table(
+      ["model", "params", "epochs", "recipe", "val accuracy", "lecture", "difference", "time"],
+      rows,
+      align="lrrlrrrr",
+  )
 
   # 3. What it shows, and where a figure misses the lecture's.
   acc = [r.val_accuracy for r in runs]
@@ -63,15 +75,21 @@ def main(argv=None) -> str:
     if run.val_accuracy < lecture:
       report.text(
           f"**{run.label} misses the lecture's {lecture:.0%}** ({run.val_accuracy:.1%}). "
-          + ("A --quick smoke run: tiny generated data and one epoch, not comparable."
-             if args.quick else
-             "Likely causes: the JPEG copy of CIFAR-10 costs about a point (its README), "
-             f"and {run.epochs} epoch(s) on this machine's budget may not reach the lecture's "
-             "(unstated) training length.")
+          + (
+              "A --quick smoke run: tiny generated data and one epoch, not comparable."
+              if args.quick
+              else "Likely causes: the JPEG copy of CIFAR-10 costs about a point (its README), "
+              f"and {run.epochs} epoch(s) on this machine's budget may not reach the lecture's "
+              "(unstated) training length."
+          )
       )
-  report.figure(common.accuracy_figure(runs, title="CIFAR-10 validation accuracy"
-                                       if not args.quick else "quick run (shapes)"),
-                "curves", "Validation accuracy after each epoch.")
+  report.figure(
+      common.accuracy_figure(
+          runs, title="CIFAR-10 validation accuracy" if not args.quick else "quick run (shapes)"
+      ),
+      "curves",
+      "Validation accuracy after each epoch.",
+  )
   return report.write()
 
 

@@ -69,17 +69,15 @@ def formula_macs() -> dict[str, int]:
 
 def op_counts() -> dict[str, int]:
   """The same from `cnnjax.op_count`, layer by layer (multiply-adds + bias adds)."""
-  direct = cnnjax.op_count("conv", in_shape=(H, W, C_IN), out_shape=(H, W, C_OUT),
-                           kernel=(K, K))
-  reduce = cnnjax.op_count("conv", in_shape=(H, W, C_IN), out_shape=(H, W, C_MID),
-                           kernel=(1, 1))
-  conv = cnnjax.op_count("conv", in_shape=(H, W, C_MID), out_shape=(H, W, C_OUT),
-                         kernel=(K, K))
+  direct = cnnjax.op_count("conv", in_shape=(H, W, C_IN), out_shape=(H, W, C_OUT), kernel=(K, K))
+  reduce = cnnjax.op_count("conv", in_shape=(H, W, C_IN), out_shape=(H, W, C_MID), kernel=(1, 1))
+  conv = cnnjax.op_count("conv", in_shape=(H, W, C_MID), out_shape=(H, W, C_OUT), kernel=(K, K))
   return {"direct": direct, "reduce": reduce, "conv": conv, "bottleneck": reduce + conv}
 
 
-def time_forward(models: dict[str, nnx.Module], x: jax.Array, *, repeats: int
-                 ) -> dict[str, list[float]]:
+def time_forward(
+    models: dict[str, nnx.Module], x: jax.Array, *, repeats: int
+) -> dict[str, list[float]]:
   """Seconds per jit-compiled forward pass of each model on ``x``, interleaved."""
   fns = {}
   for name, model in models.items():
@@ -97,10 +95,18 @@ def time_forward(models: dict[str, nnx.Module], x: jax.Array, *, repeats: int
 
 
 def _flags(parser) -> None:
-  parser.add_argument("--batch", type=int, default=None,
-                      help="images per timed forward pass (default 16; 2 with --quick)")
-  parser.add_argument("--repeats", type=int, default=None,
-                      help="timed passes of each network (default 31; 5 with --quick)")
+  parser.add_argument(
+      "--batch",
+      type=int,
+      default=None,
+      help="images per timed forward pass (default 16; 2 with --quick)",
+  )
+  parser.add_argument(
+      "--repeats",
+      type=int,
+      default=None,
+      help="timed passes of each network (default 31; 5 with --quick)",
+  )
 
 
 def main(argv=None) -> str:
@@ -131,23 +137,48 @@ def main(argv=None) -> str:
   gflops = {name: 2 * macs[name] * batch / median[name] / 1e9 for name in models}
 
   # 3. The page.
-  report = common.Report("bottleneck", args,
-                         title="1×1 bottleneck: 5×5 conv 200 → 32 on 32×32, with and without",
-                         intro=__doc__.split("\n\n")[1])
+  report = common.Report(
+      "bottleneck",
+      args,
+      title="1×1 bottleneck: 5×5 conv 200 → 32 on 32×32, with and without",
+      intro=__doc__.split("\n\n")[1],
+  )
   op_ratio = macs["direct"] / macs["bottleneck"]
   time_ratio = median["direct"] / median["bottleneck"]
   report.heading("Operations and parameters per image")
   report.table(
-      ["network", "multiply-adds (formula)", "ops (`op_count` = `summary`, + bias)",
-       "params", "lecture"],
-      [["5×5 conv, 200 → 32", common.count(macs["direct"]), common.count(ops["direct"]),
-        common.count(params["direct"]), f"≈{LECTURE_MACS / 1e6:.0f}M multiply-adds"],
-       ["1×1 conv 200 → 16", common.count(macs["reduce"]), common.count(ops["reduce"]), "", ""],
-       ["5×5 conv 16 → 32", common.count(macs["conv"]), common.count(ops["conv"]), "", ""],
-       ["bottleneck total", common.count(macs["bottleneck"]), common.count(ops["bottleneck"]),
-        common.count(params["bottleneck"]), "—"],
-       ["ratio without / with", f"{op_ratio:.1f}×", f"{ops['direct'] / ops['bottleneck']:.1f}×",
-        f"{params['direct'] / params['bottleneck']:.1f}×", ""]],
+      [
+          "network",
+          "multiply-adds (formula)",
+          "ops (`op_count` = `summary`, + bias)",
+          "params",
+          "lecture",
+      ],
+      [
+          [
+              "5×5 conv, 200 → 32",
+              common.count(macs["direct"]),
+              common.count(ops["direct"]),
+              common.count(params["direct"]),
+              f"≈{LECTURE_MACS / 1e6:.0f}M multiply-adds",
+          ],
+          ["1×1 conv 200 → 16", common.count(macs["reduce"]), common.count(ops["reduce"]), "", ""],
+          ["5×5 conv 16 → 32", common.count(macs["conv"]), common.count(ops["conv"]), "", ""],
+          [
+              "bottleneck total",
+              common.count(macs["bottleneck"]),
+              common.count(ops["bottleneck"]),
+              common.count(params["bottleneck"]),
+              "—",
+          ],
+          [
+              "ratio without / with",
+              f"{op_ratio:.1f}×",
+              f"{ops['direct'] / ops['bottleneck']:.1f}×",
+              f"{params['direct'] / params['bottleneck']:.1f}×",
+              "",
+          ],
+      ],
       align="lrrrl",
   )
   report.text(
@@ -161,22 +192,45 @@ def main(argv=None) -> str:
   report.heading("Measured time of a forward pass")
   backend = jax.default_backend()
   report.table(
-      ["network", f"median ms / batch of {batch}", "min ms", "GFLOP/s (2 × multiply-adds)",
-       "time ratio without / with", "op ratio"],
-      [["5×5 conv, 200 → 32", f"{1e3 * median['direct']:.2f}",
-        f"{1e3 * min(times['direct']):.2f}", f"{gflops['direct']:.0f}",
-        f"{time_ratio:.1f}×", f"{op_ratio:.1f}×"],
-       ["1×1 → 5×5 bottleneck", f"{1e3 * median['bottleneck']:.2f}",
-        f"{1e3 * min(times['bottleneck']):.2f}", f"{gflops['bottleneck']:.0f}", "", ""]],
+      [
+          "network",
+          f"median ms / batch of {batch}",
+          "min ms",
+          "GFLOP/s (2 × multiply-adds)",
+          "time ratio without / with",
+          "op ratio",
+      ],
+      [
+          [
+              "5×5 conv, 200 → 32",
+              f"{1e3 * median['direct']:.2f}",
+              f"{1e3 * min(times['direct']):.2f}",
+              f"{gflops['direct']:.0f}",
+              f"{time_ratio:.1f}×",
+              f"{op_ratio:.1f}×",
+          ],
+          [
+              "1×1 → 5×5 bottleneck",
+              f"{1e3 * median['bottleneck']:.2f}",
+              f"{1e3 * min(times['bottleneck']):.2f}",
+              f"{gflops['bottleneck']:.0f}",
+              "",
+              "",
+          ],
+      ],
   )
   if gflops["bottleneck"] < 0.9 * gflops["direct"]:
-    why = (f"less than the operation count: its two small convolutions run at "
-           f"{gflops['bottleneck']:.0f} GFLOP/s against the large one's "
-           f"{gflops['direct']:.0f} (less work per weight loaded and per call)")
+    why = (
+        f"less than the operation count: its two small convolutions run at "
+        f"{gflops['bottleneck']:.0f} GFLOP/s against the large one's "
+        f"{gflops['direct']:.0f} (less work per weight loaded and per call)"
+    )
   elif gflops["bottleneck"] > 1.1 * gflops["direct"]:
-    why = (f"more than the operation count: its convolutions run at "
-           f"{gflops['bottleneck']:.0f} GFLOP/s against the large one's "
-           f"{gflops['direct']:.0f}")
+    why = (
+        f"more than the operation count: its convolutions run at "
+        f"{gflops['bottleneck']:.0f} GFLOP/s against the large one's "
+        f"{gflops['direct']:.0f}"
+    )
   else:
     why = "about as much as the operation count (both run at a similar rate)"
   report.text(
@@ -184,8 +238,11 @@ def main(argv=None) -> str:
       f"after one warm-up pass; the two networks alternate, so load on the machine affects "
       f"both alike; load average before timing: {load}). The bottleneck is "
       f"{time_ratio:.1f}× faster for {op_ratio:.0f}× fewer operations: time shrinks {why}."
-      + (" (A --quick smoke run: batch and repeats too small for stable timings.)"
-         if args.quick else "")
+      + (
+          " (A --quick smoke run: batch and repeats too small for stable timings.)"
+          if args.quick
+          else ""
+      )
   )
   return report.write()
 

@@ -83,8 +83,9 @@ __all__ = [
 
 EXPERIMENTS_DIR = os.path.dirname(os.path.abspath(__file__))
 RESULTS_DIR = os.path.join(EXPERIMENTS_DIR, "results")
-DEFAULT_DATA = os.path.join(EXPERIMENTS_DIR, os.pardir, os.pardir, "shared", "data",
-                            "cifar10-train-jpeg.zip")
+DEFAULT_DATA = os.path.join(
+    EXPERIMENTS_DIR, os.pardir, os.pardir, "shared", "data", "cifar10-train-jpeg.zip"
+)
 CIFAR_ZIP = "cifar10-train-jpeg.zip"
 
 # The --quick data: small, generated, 32×32×3 like CIFAR-10, 4 shape classes.
@@ -95,9 +96,13 @@ QUICK_DATA = dict(num_train=640, num_test=1, val_size=128, num_classes=4)
 # Arguments.
 
 
-def parse_args(argv: Sequence[str] | None = None, *, name: str, description: str | None = None,
-               extra: Callable[[argparse.ArgumentParser], None] | None = None
-               ) -> argparse.Namespace:
+def parse_args(
+    argv: Sequence[str] | None = None,
+    *,
+    name: str,
+    description: str | None = None,
+    extra: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> argparse.Namespace:
   """Parses an experiment's command line.
 
   Args:
@@ -112,34 +117,47 @@ def parse_args(argv: Sequence[str] | None = None, *, name: str, description: str
     or None), ``name`` and ``argv`` (for the command line on the page).
   """
   parser = argparse.ArgumentParser(
-      prog=f"python experiments/{name}.py", description=description,
+      prog=f"python experiments/{name}.py",
+      description=description,
       formatter_class=argparse.RawDescriptionHelpFormatter,
   )
   parser.add_argument(
-      "--data-dir", default=None,
+      "--data-dir",
+      default=None,
       help="CIFAR-10: the image-folder zip (cifar10-train-jpeg.zip), a directory holding "
       "it, or any offline copy cnnjax.data.load reads (default: ../shared/data/"
       f"{CIFAR_ZIP} beside the repository). Unused with --quick.",
   )
   parser.add_argument(
-      "--quick", action="store_true",
+      "--quick",
+      action="store_true",
       help="a smoke run: small generated 'shapes' data, tiny models and epochs (seconds).",
   )
   parser.add_argument(
-      "--out", default=None,
+      "--out",
+      default=None,
       help="where NAME.md and its PNGs are written (default: experiments/results; with "
       "--quick a temporary directory, so committed results are never overwritten).",
   )
   parser.add_argument(
-      "--runs", default=None,
+      "--runs",
+      default=None,
       help="keep the training runs (config, metrics, checkpoints, curves) under this "
       "directory (default: a temporary directory, deleted at the end).",
   )
-  parser.add_argument("--seed", type=int, default=0,
-                      help="seed of the data split, initialisation and shuffling (default 0).")
-  parser.add_argument("--epochs", type=int, default=None,
-                      help="override every model's number of epochs (default: the "
-                      "experiment's choice per model).")
+  parser.add_argument(
+      "--seed",
+      type=int,
+      default=0,
+      help="seed of the data split, initialisation and shuffling (default 0).",
+  )
+  parser.add_argument(
+      "--epochs",
+      type=int,
+      default=None,
+      help="override every model's number of epochs (default: the "
+      "experiment's choice per model).",
+  )
   if extra is not None:
     extra(parser)
   argv = list(sys.argv[1:] if argv is None else argv)
@@ -149,8 +167,9 @@ def parse_args(argv: Sequence[str] | None = None, *, name: str, description: str
   if args.epochs is not None and args.epochs < 1:
     parser.error(f"--epochs got {args.epochs!r}; expected a positive int.")
   if args.out is None:
-    args.out = (os.path.join(tempfile.gettempdir(), "cnnjax-experiments") if args.quick
-                else RESULTS_DIR)
+    args.out = (
+        os.path.join(tempfile.gettempdir(), "cnnjax-experiments") if args.quick else RESULTS_DIR
+    )
   args.out = os.path.abspath(args.out)
   os.makedirs(args.out, exist_ok=True)
   args.started = time.time()
@@ -267,11 +286,11 @@ class Trained:
     size = min(batch_size, n)
     out = []
     for i in range(0, n, size):
-      batch = images[i:i + size]
+      batch = images[i : i + size]
       pad = size - batch.shape[0]
       if pad:
         batch = jnp.concatenate([batch, jnp.zeros((pad, *batch.shape[1:]), batch.dtype)])
-      out.append(self._predict(batch)[:size - pad])
+      out.append(self._predict(batch)[: size - pad])
     return jnp.concatenate(out)
 
   def accuracy(self, images, labels) -> float:
@@ -317,31 +336,53 @@ def train_model(
   from cnnjax import train as cnn_train
 
   label = label or model
-  settings = dict(optimizer="adam", lr=1e-3, weight_decay=0.0, schedule="cosine",
-                  batch_size=pick(args, 128, 64), eval_batch_size=pick(args, 1000, 128),
-                  checkpoint_every=10_000, keep_checkpoints=1)
+  settings = dict(
+      optimizer="adam",
+      lr=1e-3,
+      weight_decay=0.0,
+      schedule="cosine",
+      batch_size=pick(args, 128, 64),
+      eval_batch_size=pick(args, 1000, 128),
+      checkpoint_every=10_000,
+      keep_checkpoints=1,
+  )
   settings.update(config)
   settings.setdefault("seed", args.seed)
   cfg = cnn_train.TrainConfig(
-      model=model, model_options=dict(model_options or {}), data=dataset.name,
-      epochs=args.epochs or epochs, **settings,
+      model=model,
+      model_options=dict(model_options or {}),
+      data=dataset.name,
+      epochs=args.epochs or epochs,
+      **settings,
   )
   slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", label).strip("-") or "run"
-  print(f"[{args.name}] training {label}: {cfg.epochs} epoch(s), {cfg.optimizer} lr "
-        f"{cfg.lr:g}", flush=True)
+  print(
+      f"[{args.name}] training {label}: {cfg.epochs} epoch(s), {cfg.optimizer} lr " f"{cfg.lr:g}",
+      flush=True,
+  )
   with _run_dir(args, slug) as out_dir:
     t0 = time.perf_counter()
-    result = cnn_train.train(cfg, out_dir=out_dir, dataset=dataset, model_fn=model_fn,
-                             quiet=args.quick, plots=False)
+    result = cnn_train.train(
+        cfg, out_dir=out_dir, dataset=dataset, model_fn=model_fn, quiet=args.quick, plots=False
+    )
     seconds = time.perf_counter() - t0
   mean, std = jnp.asarray(result.spec.mean), jnp.asarray(result.spec.std)
   run = Trained(
-      label=label, val_accuracy=float(result.history[-1]["val_accuracy"]),
-      params=count_params(result.state.params), seconds=seconds, epochs=cfg.epochs,
-      history=result.history, result=result, mean=mean, std=std,
+      label=label,
+      val_accuracy=float(result.history[-1]["val_accuracy"]),
+      params=count_params(result.state.params),
+      seconds=seconds,
+      epochs=cfg.epochs,
+      history=result.history,
+      result=result,
+      mean=mean,
+      std=std,
   )
-  print(f"[{args.name}] {label}: val accuracy {run.val_accuracy:.4f}, {run.params:,} "
-        f"parameters, {seconds:.1f} s", flush=True)
+  print(
+      f"[{args.name}] {label}: val accuracy {run.val_accuracy:.4f}, {run.params:,} "
+      f"parameters, {seconds:.1f} s",
+      flush=True,
+  )
   return run
 
 
@@ -399,8 +440,13 @@ def accuracy_figure(runs: Sequence[Trained], *, title: str = ""):
   fig, ax = plt.subplots(figsize=(5.5, 3.6))
   for run in runs:
     epochs = [r["epoch"] for r in run.history]
-    ax.plot(epochs, [100 * r["val_accuracy"] for r in run.history], marker="o",
-            markersize=3, label=f"{run.label} ({run.val_accuracy:.1%})")
+    ax.plot(
+        epochs,
+        [100 * r["val_accuracy"] for r in run.history],
+        marker="o",
+        markersize=3,
+        label=f"{run.label} ({run.val_accuracy:.1%})",
+    )
   ax.set_xlabel("epoch")
   ax.set_ylabel("validation accuracy (%)")
   ax.grid(alpha=0.3)
@@ -411,8 +457,9 @@ def accuracy_figure(runs: Sequence[Trained], *, title: str = ""):
   return fig
 
 
-def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]],
-                   align: str | None = None) -> str:
+def markdown_table(
+    headers: Sequence[str], rows: Sequence[Sequence[Any]], align: str | None = None
+) -> str:
   """A GitHub markdown table.
 
   Args:
@@ -425,8 +472,7 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]],
   if len(align) != len(headers):
     raise ValueError(f"markdown_table: align got {align!r}; expected {len(headers)} letters.")
   marks = {"l": ":--", "r": "--:", "c": ":-:"}
-  lines = ["| " + " | ".join(headers) + " |",
-           "|" + "|".join(marks[a] for a in align) + "|"]
+  lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(marks[a] for a in align) + "|"]
   for row in rows:
     if len(row) != len(headers):
       raise ValueError(
@@ -440,20 +486,25 @@ def _versions() -> str:
   import flax
   import optax
 
-  return (f"Python {platform.python_version()}, jax {jax.__version__}, flax {flax.__version__}"
-          f", optax {optax.__version__}, numpy {np.__version__}, cnnjax {cnnjax.__version__}"
-          f"; jax_threefry_partitionable={jax.config.jax_threefry_partitionable}")
+  return (
+      f"Python {platform.python_version()}, jax {jax.__version__}, flax {flax.__version__}"
+      f", optax {optax.__version__}, numpy {np.__version__}, cnnjax {cnnjax.__version__}"
+      f"; jax_threefry_partitionable={jax.config.jax_threefry_partitionable}"
+  )
 
 
 def _git_commit() -> str | None:
   """The short commit of the checkout, noting uncommitted changes to tracked files."""
+
   def git(*cmd):
-    return subprocess.run(["git", *cmd], cwd=EXPERIMENTS_DIR, capture_output=True,
-                          text=True, timeout=10)
+    return subprocess.run(
+        ["git", *cmd], cwd=EXPERIMENTS_DIR, capture_output=True, text=True, timeout=10
+    )
 
   try:
-    head, status = git("rev-parse", "--short", "HEAD"), git("status", "--porcelain",
-                                                            "--untracked-files=no")
+    head, status = git("rev-parse", "--short", "HEAD"), git(
+        "status", "--porcelain", "--untracked-files=no"
+    )
   except (OSError, subprocess.SubprocessError):
     return None
   if head.returncode != 0 or not head.stdout.strip():
@@ -475,8 +526,8 @@ def machine_info() -> dict[str, str]:
     pass
   return {
       "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU core(s) "
-                 f"({cpu}); jax backend {jax.default_backend()}: {len(devices)} x "
-                 f"{', '.join(kinds)}",
+      f"({cpu}); jax backend {jax.default_backend()}: {len(devices)} x "
+      f"{', '.join(kinds)}",
       "versions": _versions(),
       "commit": _git_commit() or "unknown",
       "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -496,8 +547,10 @@ def _mode(args: argparse.Namespace) -> str:
   if args.quick:
     return "--quick smoke run (generated data, tiny epochs): NOT the real figures"
   if args.epochs is not None:
-    return (f"full data, every model cut to --epochs {args.epochs}: a sanity run, not the "
-            "experiment's figures")
+    return (
+        f"full data, every model cut to --epochs {args.epochs}: a sanity run, not the "
+        "experiment's figures"
+    )
   return "full run"
 
 
@@ -511,8 +564,7 @@ class Report:
     >>> report.write()  # returns the path of the page
   """
 
-  def __init__(self, name: str, args: argparse.Namespace, *, title: str,
-               intro: str | None = None):
+  def __init__(self, name: str, args: argparse.Namespace, *, title: str, intro: str | None = None):
     self.name, self.args, self.title = name, args, title
     self.parts: list[str] = []
     self.figures: list[str] = []
@@ -527,8 +579,9 @@ class Report:
     """A section heading."""
     self.parts.append(f"## {text}")
 
-  def table(self, headers: Sequence[str], rows: Sequence[Sequence[Any]],
-            align: str | None = None) -> str:
+  def table(
+      self, headers: Sequence[str], rows: Sequence[Sequence[Any]], align: str | None = None
+  ) -> str:
     """A table (see :func:`markdown_table`); returns its markdown."""
     md = markdown_table(headers, rows, align)
     self.parts.append(md)

@@ -29,23 +29,33 @@ CNN = dict(model="seed-cnn", options=dict(hidden=1208), lecture=0.678, lecture_p
 def main(argv=None) -> str:
   args = common.parse_args(argv, name="fc_vs_cnn", description=__doc__)
   ds = common.load_data(args)
-  report = common.Report("fc_vs_cnn", args, title="Fully connected (9M) vs CNN (2M)",
-                         intro="\n\n".join(__doc__.split("\n\n")[1:-1]))
+  report = common.Report(
+      "fc_vs_cnn",
+      args,
+      title="Fully connected (9M) vs CNN (2M)",
+      intro="\n\n".join(__doc__.split("\n\n")[1:-1]),
+  )
 
   # 1. The layer tables: where each net keeps its parameters (cnnjax.summary).
   nets = {"FC": FC, "CNN": CNN}
   tables = {}
   for label, net in nets.items():
-    tables[label] = cnnjax.summary(net["model"], ds.image_shape, num_classes=ds.num_classes,
-                                   **net["options"])
+    tables[label] = cnnjax.summary(
+        net["model"], ds.image_shape, num_classes=ds.num_classes, **net["options"]
+    )
     print(tables[label], flush=True)
 
   # 2. Train both with one recipe.
   epochs = common.pick(args, 10, 1)
   runs = {
-      label: common.train_model(net["model"], ds, args, epochs=epochs,
-                                label=f"{label}: {net['model']} {net['options']}",
-                                model_options=net["options"])
+      label: common.train_model(
+          net["model"],
+          ds,
+          args,
+          epochs=epochs,
+          label=f"{label}: {net['model']} {net['options']}",
+          model_options=net["options"],
+      )
       for label, net in nets.items()
   }
 
@@ -53,19 +63,40 @@ def main(argv=None) -> str:
   rows = []
   for label, net in nets.items():
     run, table = runs[label], tables[label]
-    rows.append([
-        label, net["model"] + "".join(f", {k}={v}" for k, v in net["options"].items()),
-        common.count(table.total_params), net["lecture_params"],
-        f"{table.total_ops / 1e6:.1f}M", common.percent(run.val_accuracy),
-        common.percent(net["lecture"]), common.versus(run.val_accuracy, net["lecture"]),
-        f"{run.seconds:.0f} s",
-    ])
-  report.table(["net", "zoo model", "params (summary)", "lecture params", "ops/image",
-                "val accuracy", "lecture", "difference", "time"], rows, align="llrrrrrrr")
+    rows.append(
+        [
+            label,
+            net["model"] + "".join(f", {k}={v}" for k, v in net["options"].items()),
+            common.count(table.total_params),
+            net["lecture_params"],
+            f"{table.total_ops / 1e6:.1f}M",
+            common.percent(run.val_accuracy),
+            common.percent(net["lecture"]),
+            common.versus(run.val_accuracy, net["lecture"]),
+            f"{run.seconds:.0f} s",
+        ]
+    )
+  report.table(
+      [
+          "net",
+          "zoo model",
+          "params (summary)",
+          "lecture params",
+          "ops/image",
+          "val accuracy",
+          "lecture",
+          "difference",
+          "time",
+      ],
+      rows,
+      align="llrrrrrrr",
+  )
   for k in nets:  # the layer table counts what was trained
     if tables[k].total_params != runs[k].params:
-      raise RuntimeError(f"fc_vs_cnn: summary counts {tables[k].total_params:,} parameters "
-                         f"for {k}, training {runs[k].params:,}.")
+      raise RuntimeError(
+          f"fc_vs_cnn: summary counts {tables[k].total_params:,} parameters "
+          f"for {k}, training {runs[k].params:,}."
+      )
 
   fc, cnn = runs["FC"], runs["CNN"]
   conv_params = sum(r.params for r in tables["CNN"].rows if r.name.startswith("conv"))
@@ -82,15 +113,20 @@ def main(argv=None) -> str:
     if run.val_accuracy < net["lecture"] - 0.01:
       report.text(
           f"**{label} misses the lecture's {net['lecture']:.1%}** ({run.val_accuracy:.1%}). "
-          + ("A --quick smoke run: tiny generated data and one epoch, not comparable."
-             if args.quick else
-             "The lecture's exact architecture and recipe are not given; this one has no "
-             "augmentation, dropout or weight decay, so a big net overfits the 45,000 "
-             "images (compare its train accuracy "
-             f"{run.history[-1]['train_accuracy']:.1%}), and JPEG costs about a point.")
+          + (
+              "A --quick smoke run: tiny generated data and one epoch, not comparable."
+              if args.quick
+              else "The lecture's exact architecture and recipe are not given; this one has no "
+              "augmentation, dropout or weight decay, so a big net overfits the 45,000 "
+              "images (compare its train accuracy "
+              f"{run.history[-1]['train_accuracy']:.1%}), and JPEG costs about a point."
+          )
       )
-  report.figure(common.accuracy_figure([fc, cnn], title="validation accuracy"), "curves",
-                "Validation accuracy after each epoch.")
+  report.figure(
+      common.accuracy_figure([fc, cnn], title="validation accuracy"),
+      "curves",
+      "Validation accuracy after each epoch.",
+  )
   for label in nets:
     report.heading(f"{label} layer table (`cnnjax.summary`)")
     report.text(tables[label].to_markdown())

@@ -40,14 +40,22 @@ def _outer(row) -> np.ndarray:
 # name -> (kernel, what it does). Wikipedia's "Kernel (image processing)" table, + Sobel.
 KERNELS = {
     "identity": (np.array([[0, 0, 0], [0, 1, 0], [0, 0, 0]], np.float32), "returns the image"),
-    "edges (4-neighbour Laplacian)": (np.array([[0, -1, 0], [-1, 4, -1], [0, -1, 0]],
-                                               np.float32), "edges in every direction"),
-    "edges (8-neighbour Laplacian)": (np.array([[-1, -1, -1], [-1, 8, -1], [-1, -1, -1]],
-                                               np.float32), "edges, stronger"),
-    "Sobel x": (np.array([[1, 0, -1], [2, 0, -2], [1, 0, -1]], np.float32),
-                "vertical edges (horizontal gradient)"),
-    "sharpen": (np.array([[0, -1, 0], [-1, 5, -1], [0, -1, 0]], np.float32),
-                "identity + Laplacian: crisper edges"),
+    "edges (4-neighbour Laplacian)": (
+        np.array([[0, -1, 0], [-1, 4, -1], [0, -1, 0]], np.float32),
+        "edges in every direction",
+    ),
+    "edges (8-neighbour Laplacian)": (
+        np.array([[-1, -1, -1], [-1, 8, -1], [-1, -1, -1]], np.float32),
+        "edges, stronger",
+    ),
+    "Sobel x": (
+        np.array([[1, 0, -1], [2, 0, -2], [1, 0, -1]], np.float32),
+        "vertical edges (horizontal gradient)",
+    ),
+    "sharpen": (
+        np.array([[0, -1, 0], [-1, 5, -1], [0, -1, 0]], np.float32),
+        "identity + Laplacian: crisper edges",
+    ),
     "box blur 3×3": (np.ones((3, 3), np.float32) / 9, "local mean"),
     "Gaussian blur 3×3": (_outer([1, 2, 1]), "smooth local mean"),
     "Gaussian blur 5×5": (_outer([1, 4, 6, 4, 1]), "smoother"),
@@ -84,15 +92,20 @@ def kernel_checks(image: jnp.ndarray) -> list[dict]:
   for name, (k, what) in KERNELS.items():
     y = apply(image, k)
     flipped = apply(image, k[::-1, ::-1].copy(), flip=False)  # convolve == xcorr of flip(k)
-    results.append({
-        "name": name, "kernel": k, "what": what, "output": np.asarray(y),
-        "sum": float(k.sum()),
-        "flip_error": float(jnp.max(jnp.abs(y - flipped))),
-        "identity_error": float(jnp.max(jnp.abs(y - image))),
-        "mean_change": float(jnp.mean(y) - jnp.mean(image)),
-        "contrast": float(jnp.std(y) / jnp.std(image)),
-        "constant_response": float(jnp.max(jnp.abs(apply(constant, k) - 0.5 * k.sum()))),
-    })
+    results.append(
+        {
+            "name": name,
+            "kernel": k,
+            "what": what,
+            "output": np.asarray(y),
+            "sum": float(k.sum()),
+            "flip_error": float(jnp.max(jnp.abs(y - flipped))),
+            "identity_error": float(jnp.max(jnp.abs(y - image))),
+            "mean_change": float(jnp.mean(y) - jnp.mean(image)),
+            "contrast": float(jnp.std(y) / jnp.std(image)),
+            "constant_response": float(jnp.max(jnp.abs(apply(constant, k) - 0.5 * k.sum()))),
+        }
+    )
   return results
 
 
@@ -102,22 +115,45 @@ def main(argv=None) -> str:
 
   # 1. Train seed-cnn (the baselines recipe) and read its first-layer filters.
   run = common.train_model(
-      "seed-cnn", ds, args, epochs=common.pick(args, 10, 1), optimizer="sgd", lr=0.05,
-      momentum=0.9, weight_decay=5e-4, augment=common.pick(args, True, False),
+      "seed-cnn",
+      ds,
+      args,
+      epochs=common.pick(args, 10, 1),
+      optimizer="sgd",
+      lr=0.05,
+      momentum=0.9,
+      weight_decay=5e-4,
+      augment=common.pick(args, True, False),
   )
   filters = np.moveaxis(np.asarray(run.model.conv1.kernel[...]), -1, 0)  # [32, 5, 5, 3]
   low = low_frequency_share(filters)
 
-  report = common.Report("filters", args, title="Learned first-layer filters and classic kernels",
-                         intro=__doc__.split("\n\n")[1])
+  report = common.Report(
+      "filters",
+      args,
+      title="Learned first-layer filters and classic kernels",
+      intro=__doc__.split("\n\n")[1],
+  )
   report.heading("Learned filters of seed-cnn")
   report.table(
-      ["model", "val accuracy", "filters", "low-frequency energy (median)",
-       "filters above white noise's 36%", "lecture"],
-      [["seed-cnn", common.percent(run.val_accuracy), f"{len(filters)} × 5×5×3",
-        common.percent(float(np.median(low))),
-        f"{int(np.sum(low > LOW_FREQUENCY_NOISE))} of {len(filters)}",
-        "smooth oriented edges and colour blobs (AlexNet, ZFNet)"]],
+      [
+          "model",
+          "val accuracy",
+          "filters",
+          "low-frequency energy (median)",
+          "filters above white noise's 36%",
+          "lecture",
+      ],
+      [
+          [
+              "seed-cnn",
+              common.percent(run.val_accuracy),
+              f"{len(filters)} × 5×5×3",
+              common.percent(float(np.median(low))),
+              f"{int(np.sum(low > LOW_FREQUENCY_NOISE))} of {len(filters)}",
+              "smooth oriented edges and colour blobs (AlexNet, ZFNet)",
+          ]
+      ],
       align="lrrrrl",
   )
   smooth = np.median(low) >= SMOOTH
@@ -125,16 +161,25 @@ def main(argv=None) -> str:
       f"The learned filters keep a median {np.median(low):.0%} of their energy at the lowest "
       f"frequencies, against {LOW_FREQUENCY_NOISE:.0%} for random ones (called smooth here "
       f"from {SMOOTH:.0%}): "
-      + ("they are smooth, as the lecture's filters are." if smooth else
-         "**they are not smoother than noise**"
-         + (" — a --quick smoke run: one epoch on generated shapes barely moves them from "
-            "their random initialisation." if args.quick else
-            " — fewer epochs than the lecture's networks and 5×5 filters on 32×32 images "
-            "leave them noisy."))
+      + (
+          "they are smooth, as the lecture's filters are."
+          if smooth
+          else "**they are not smoother than noise**"
+          + (
+              " — a --quick smoke run: one epoch on generated shapes barely moves them from "
+              "their random initialisation."
+              if args.quick
+              else " — fewer epochs than the lecture's networks and 5×5 filters on 32×32 images "
+              "leave them noisy."
+          )
+      )
   )
-  report.figure(_filter_grid(filters, low), "learned",
-                "The 32 first-layer filters of the trained seed-cnn (each scaled to its own "
-                "range, RGB); the number is its low-frequency energy share.")
+  report.figure(
+      _filter_grid(filters, low),
+      "learned",
+      "The 32 first-layer filters of the trained seed-cnn (each scaled to its own "
+      "range, RGB); the number is its low-frequency energy share.",
+  )
 
   # 2. Classic kernels on a validation image.
   image = jnp.asarray(ds.val_images[:1], jnp.float32) / 255.0
@@ -142,16 +187,33 @@ def main(argv=None) -> str:
   report.heading("Classic kernels")
   rows = []
   for r in results:
-    rows.append([
-        r["name"], _matrix(r["kernel"]), f"{r['sum']:g}", r["what"],
-        f"{r['flip_error']:.1g}", f"{r['identity_error']:.2g}", f"{r['mean_change']:+.3f}",
-        f"{r['contrast']:.2f}", f"{r['constant_response']:.1g}",
-    ])
+    rows.append(
+        [
+            r["name"],
+            _matrix(r["kernel"]),
+            f"{r['sum']:g}",
+            r["what"],
+            f"{r['flip_error']:.1g}",
+            f"{r['identity_error']:.2g}",
+            f"{r['mean_change']:+.3f}",
+            f"{r['contrast']:.2f}",
+            f"{r['constant_response']:.1g}",
+        ]
+    )
   report.table(
-      ["kernel", "weights", "sum", "what it does (lecture)",
-       "max abs(convolve − xcorr of flipped)", "max abs(out − image)", "mean change",
-       "contrast (std out / in)", "error on a constant image"],
-      rows, align="lllrrrrrr",
+      [
+          "kernel",
+          "weights",
+          "sum",
+          "what it does (lecture)",
+          "max abs(convolve − xcorr of flipped)",
+          "max abs(out − image)",
+          "mean change",
+          "contrast (std out / in)",
+          "error on a constant image",
+      ],
+      rows,
+      align="lllrrrrrr",
   )
   by = {r["name"]: r for r in results}
   blurs = [n for n in by if "blur" in n]
@@ -166,9 +228,12 @@ def main(argv=None) -> str:
       f"{by['sharpen']['contrast']:.2f}. Kernels whose weights sum to zero (the edge "
       "detectors) give zero on a constant image; the others give the constant times their sum."
   )
-  report.figure(_kernel_grid(np.asarray(image[0]), results), "kernels",
-                "A validation image through each classic kernel (`cnnjax.convolve`, per "
-                "channel, reflect padding). Edge detectors show |output|, scaled.")
+  report.figure(
+      _kernel_grid(np.asarray(image[0]), results),
+      "kernels",
+      "A validation image through each classic kernel (`cnnjax.convolve`, per "
+      "channel, reflect padding). Edge detectors show |output|, scaled.",
+  )
   return report.write()
 
 
@@ -201,8 +266,11 @@ def _filter_grid(filters: np.ndarray, low: np.ndarray):
     if i < k:
       f = filters[i]
       f = (f - f.min()) / max(float(f.max() - f.min()), 1e-12)
-      ax.imshow(f if f.shape[-1] == 3 else f.mean(-1), cmap=None if f.shape[-1] == 3 else "gray",
-                interpolation="nearest")
+      ax.imshow(
+          f if f.shape[-1] == 3 else f.mean(-1),
+          cmap=None if f.shape[-1] == 3 else "gray",
+          interpolation="nearest",
+      )
       ax.set_title(f"{low[i]:.0%}", fontsize=7)
   fig.tight_layout()
   return fig

@@ -27,20 +27,22 @@ SIZE = 8  # the grey square's side, pixels
 CENTRE = 16  # the central region's side, for the centre-vs-border comparison
 
 
-def occluded(image: np.ndarray, grey: np.ndarray, *, size: int, stride: int
-             ) -> tuple[np.ndarray, list[tuple[int, int]]]:
+def occluded(
+    image: np.ndarray, grey: np.ndarray, *, size: int, stride: int
+) -> tuple[np.ndarray, list[tuple[int, int]]]:
   """Copies of ``image`` (``[H, W, C]``) with a ``size``² square of ``grey`` at every
   ``stride``-th position; returns them ``[P, H, W, C]`` and the squares' top-left corners."""
   h, w = image.shape[:2]
   corners = [(r, c) for r in range(0, h - size + 1, stride) for c in range(0, w - size + 1, stride)]
   out = np.repeat(image[None], len(corners), axis=0)
   for i, (r, c) in enumerate(corners):
-    out[i, r:r + size, c:c + size] = grey
+    out[i, r : r + size, c : c + size] = grey
   return out, corners
 
 
-def pick_images(run: common.Trained, images: np.ndarray, labels: np.ndarray, *, count: int
-                ) -> list[int]:
+def pick_images(
+    run: common.Trained, images: np.ndarray, labels: np.ndarray, *, count: int
+) -> list[int]:
   """Indices of the first correctly classified image of each class (up to ``count``)."""
   correct = np.argmax(run.logits(images), -1) == labels
   chosen: list[int] = []
@@ -58,8 +60,15 @@ def main(argv=None) -> str:
 
   # 1. Train seed-cnn.
   run = common.train_model(
-      "seed-cnn", ds, args, epochs=common.pick(args, 10, 1), optimizer="sgd", lr=0.05,
-      momentum=0.9, weight_decay=5e-4, augment=common.pick(args, True, False),
+      "seed-cnn",
+      ds,
+      args,
+      epochs=common.pick(args, 10, 1),
+      optimizer="sgd",
+      lr=0.05,
+      momentum=0.9,
+      weight_decay=5e-4,
+      augment=common.pick(args, True, False),
   )
 
   # 2. Occlude: every image's occluded copies (and the image itself) in one batch.
@@ -86,39 +95,71 @@ def main(argv=None) -> str:
     drops.append((drop[central].mean(), drop[~central].mean()))
     worst = int(np.argmin(p))
     maps.append(p.reshape(side, side))
-    rows.append([i, ds.class_names[label], f"{p0:.3f}", f"{p.min():.3f}",
-                 f"rows {corners[worst][0]}–{corners[worst][0] + SIZE - 1}, "
-                 f"cols {corners[worst][1]}–{corners[worst][1] + SIZE - 1}",
-                 common.percent(wrong), f"{drops[-1][0]:+.3f}", f"{drops[-1][1]:+.3f}"])
+    rows.append(
+        [
+            i,
+            ds.class_names[label],
+            f"{p0:.3f}",
+            f"{p.min():.3f}",
+            f"rows {corners[worst][0]}–{corners[worst][0] + SIZE - 1}, "
+            f"cols {corners[worst][1]}–{corners[worst][1] + SIZE - 1}",
+            common.percent(wrong),
+            f"{drops[-1][0]:+.3f}",
+            f"{drops[-1][1]:+.3f}",
+        ]
+    )
   centre_drop, border_drop = np.mean(drops, axis=0)
 
-  report = common.Report("occlusion", args, title="Occlusion sensitivity (ZFNet) of seed-cnn",
-                         intro=__doc__.split("\n\n")[1] + "\n\n" + __doc__.split("\n\n")[2])
+  report = common.Report(
+      "occlusion",
+      args,
+      title="Occlusion sensitivity (ZFNet) of seed-cnn",
+      intro=__doc__.split("\n\n")[1] + "\n\n" + __doc__.split("\n\n")[2],
+  )
   report.table(
-      ["validation image", "class", "p(class)", "lowest p(class) occluded", "square there",
-       "positions where the class is lost", f"mean drop, centre {CENTRE}×{CENTRE}",
-       "mean drop, border"],
-      rows, align="rlrrlrrr",
+      [
+          "validation image",
+          "class",
+          "p(class)",
+          "lowest p(class) occluded",
+          "square there",
+          "positions where the class is lost",
+          f"mean drop, centre {CENTRE}×{CENTRE}",
+          "mean drop, border",
+      ],
+      rows,
+      align="rlrrlrrr",
   )
   report.text(
       f"seed-cnn: validation accuracy {run.val_accuracy:.1%}. Over the {len(chosen)} images, "
       f"covering the centre lowers the correct class's probability by {centre_drop:.3f} on "
       f"average, covering the border by {border_drop:.3f}. ZFNet's observation: the "
       "probability falls when the object is covered. "
-      + (("(A --quick smoke run on generated shapes, placed anywhere, with a barely trained "
-          "network: not comparable.)" if args.quick else
-          "Here too: the centre, where CIFAR-10's objects are, matters more than the border.")
-         if centre_drop > border_drop else
-         "**Not reproduced here: the border matters as much as the centre** — "
-         + ("a --quick smoke run on generated shapes, whose objects are anywhere in the image "
-            "and whose network is barely trained." if args.quick else
-            "the small network may lean on the background (sky, grass, water) as much as "
-            "on the object, and an 8×8 square hides little of a 32×32 image."))
+      + (
+          (
+              "(A --quick smoke run on generated shapes, placed anywhere, with a barely trained "
+              "network: not comparable.)"
+              if args.quick
+              else "Here too: the centre, where CIFAR-10's objects are, matters more than the border."
+          )
+          if centre_drop > border_drop
+          else "**Not reproduced here: the border matters as much as the centre** — "
+          + (
+              "a --quick smoke run on generated shapes, whose objects are anywhere in the image "
+              "and whose network is barely trained."
+              if args.quick
+              else "the small network may lean on the background (sky, grass, water) as much as "
+              "on the object, and an 8×8 square hides little of a 32×32 image."
+          )
+      )
   )
-  report.figure(_heatmaps(ds, chosen, maps, corners, stride), "heatmaps",
-                f"Top: validation images, with the {SIZE}×{SIZE} position that lowers the "
-                "correct class most outlined. Bottom: the correct class's probability with "
-                "the grey square centred at each position (dark: the square hurts).")
+  report.figure(
+      _heatmaps(ds, chosen, maps, corners, stride),
+      "heatmaps",
+      f"Top: validation images, with the {SIZE}×{SIZE} position that lowers the "
+      "correct class most outlined. Bottom: the correct class's probability with "
+      "the grey square centred at each position (dark: the square hurts).",
+  )
   return report.write()
 
 
@@ -140,8 +181,14 @@ def _heatmaps(ds, chosen, maps, corners, stride):
     r, c = corners[int(np.argmin(heat))]
     ax.add_patch(Rectangle((c - 0.5, r - 0.5), SIZE, SIZE, fill=False, edgecolor="red", lw=1.5))
     ax.set_title(ds.class_names[label], fontsize=8)
-    im = axes[1, j].imshow(heat, cmap="magma", vmin=0, vmax=1, interpolation="nearest",
-                           extent=(first - 0.5, last - 0.5, last - 0.5, first - 0.5))
+    im = axes[1, j].imshow(
+        heat,
+        cmap="magma",
+        vmin=0,
+        vmax=1,
+        interpolation="nearest",
+        extent=(first - 0.5, last - 0.5, last - 0.5, first - 0.5),
+    )
     axes[1, j].set_xlim(-0.5, ds.image_shape[1] - 0.5)
     axes[1, j].set_ylim(ds.image_shape[0] - 0.5, -0.5)
     for ax in axes[:, j]:

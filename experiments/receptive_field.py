@@ -50,8 +50,10 @@ class BlockNet(nnx.Module):
     self.pool = cnn.MaxPool(2)
     layers = []
     for k in kernels:
-      layers += [cnn.Conv(channels, channels, k, padding="SAME", kernel_init=he, rngs=rngs),
-                 jax.nn.relu]
+      layers += [
+          cnn.Conv(channels, channels, k, padding="SAME", kernel_init=he, rngs=rngs),
+          jax.nn.relu,
+      ]
     self.block = nnx.Sequential(*layers)
     self.fc = nnx.Linear((h // 4) * (w // 4) * channels, num_classes, rngs=rngs)
 
@@ -76,6 +78,7 @@ def gradient_map(f, x: jax.Array) -> jax.Array:
   ``f`` maps ``[N, H, W, C]`` to ``[N, H', W', C']``; the centre output's channels are
   summed (every channel's gradient at once, as Luo et al. do).
   """
+
   def centre(x):
     y = f(x)
     return y[:, y.shape[1] // 2, y.shape[2] // 2, :].sum()
@@ -98,13 +101,19 @@ def random_stack(dilations, *, size: int, channels: int, samples: int, seed: int
         x = cnnjax.cross_correlate(x, w, padding="SAME", dilation=d)
         x = jax.nn.relu(x) if i < len(ws) - 1 else x
       return x
+
     return gradient_map(f, x)
 
   maps = []
   for _ in range(samples):
     x = jnp.asarray(rng.standard_normal((1, size, size, channels), np.float32))
-    ws = [jnp.asarray(rng.standard_normal((3, 3, channels, channels), np.float32)
-                      * np.sqrt(2.0 / (9 * channels))) for _ in dilations]
+    ws = [
+        jnp.asarray(
+            rng.standard_normal((3, 3, channels, channels), np.float32)
+            * np.sqrt(2.0 / (9 * channels))
+        )
+        for _ in dilations
+    ]
     maps.append(np.asarray(draw_map(x, ws)))
   return np.mean(maps, 0)
 
@@ -123,7 +132,8 @@ def main(argv=None) -> str:
   ds = common.load_data(args)
   channels = common.pick(args, 32, 8)
   report = common.Report(
-      "receptive_field", args,
+      "receptive_field",
+      args,
       title="Receptive fields: 3×3 stacks vs 7×7, dilation, effective field",
       intro="\n\n".join(__doc__.split("\n\n")[1:-1]),
   )
@@ -131,37 +141,75 @@ def main(argv=None) -> str:
   # 1. Three 3×3 vs one 7×7: receptive field, weights, accuracy.
   runs = {}
   for label, kernels in BLOCKS.items():
+
     def model_fn(*, num_classes, rngs, input_shape, kernels=kernels):
-      return BlockNet(kernels=kernels, channels=channels, num_classes=num_classes,
-                      input_shape=input_shape, rngs=rngs)
-    runs[label] = common.train_model(f"block {label}", ds, args, label=f"block {label}",
-                                     model_fn=model_fn, epochs=common.pick(args, 10, 1))
+      return BlockNet(
+          kernels=kernels,
+          channels=channels,
+          num_classes=num_classes,
+          input_shape=input_shape,
+          rngs=rngs,
+      )
+
+    runs[label] = common.train_model(
+        f"block {label}",
+        ds,
+        args,
+        label=f"block {label}",
+        model_fn=model_fn,
+        epochs=common.pick(args, 10, 1),
+    )
   rows = []
   for label, kernels in BLOCKS.items():
     c = channels
-    weights = sum(cnnjax.param_count("conv", kernel=(k, k), in_channels=c, out_channels=c,
-                                     use_bias=False) for k in kernels)
+    weights = sum(
+        cnnjax.param_count("conv", kernel=(k, k), in_channels=c, out_channels=c, use_bias=False)
+        for k in kernels
+    )
     model = runs[label].model
     table = cnnjax.summary(model, ds.image_shape)
-    rows.append([
-        label, cnnjax.receptive_field([(k, 1) for k in kernels]),
-        f"{weights // c**2}C² = {weights:,}", len(kernels),
-        common.count(table.total_params), f"{table.total_ops / 1e6:.1f}M",
-        common.percent(runs[label].val_accuracy), f"{runs[label].seconds:.0f} s",
-    ])
+    rows.append(
+        [
+            label,
+            cnnjax.receptive_field([(k, 1) for k in kernels]),
+            f"{weights // c**2}C² = {weights:,}",
+            len(kernels),
+            common.count(table.total_params),
+            f"{table.total_ops / 1e6:.1f}M",
+            common.percent(runs[label].val_accuracy),
+            f"{runs[label].seconds:.0f} s",
+        ]
+    )
   report.heading("Three 3×3 vs one 7×7")
-  report.table(["block (C → C)", "receptive field", f"block weights (C = {channels})",
-                "nonlinearities", "net params", "net ops/image", "val accuracy", "time"],
-               rows, align="lrrrrrrr")
+  report.table(
+      [
+          "block (C → C)",
+          "receptive field",
+          f"block weights (C = {channels})",
+          "nonlinearities",
+          "net params",
+          "net ops/image",
+          "val accuracy",
+          "time",
+      ],
+      rows,
+      align="lrrrrrrr",
+  )
   a, b = (runs[k].val_accuracy for k in BLOCKS)
   report.text(
       f"Lecture: the same receptive field (7) for 27C² instead of 49C² weights "
       f"({27 / 49:.0%}), and more nonlinearity. Here the 3×3 stack "
       + ("matches or beats" if a >= b - 0.005 else "**does worse than**")
       + f" the 7×7 layer ({a:.1%} vs {b:.1%})"
-      + ("." if a >= b - 0.005 else
-         (": a --quick smoke run, tiny data and one epoch, not comparable." if args.quick else
-          ": deeper stacks train more slowly and these are short runs; see the curves."))
+      + (
+          "."
+          if a >= b - 0.005
+          else (
+              ": a --quick smoke run, tiny data and one epoch, not comparable."
+              if args.quick
+              else ": deeper stacks train more slowly and these are short runs; see the curves."
+          )
+      )
   )
 
   # 2. Receptive-field growth with depth: plain, dilated, pooled.
@@ -169,22 +217,28 @@ def main(argv=None) -> str:
   growth = {
       "3×3, dilation 1": lambda n: [(3, 1, 1)] * n,
       "3×3, dilation 1, 2, 4, …": lambda n: [(3, 1, 2**i) for i in range(n)],
-      "3×3 then pool 2, repeated": lambda n: [layer for _ in range(n) for layer in
-                                              ((3, 1), (2, 2))],
+      "3×3 then pool 2, repeated": lambda n: [
+          layer for _ in range(n) for layer in ((3, 1), (2, 2))
+      ],
   }
-  fields = {name: [cnnjax.receptive_field(make(n)) for n in depths]
-            for name, make in growth.items()}
+  fields = {
+      name: [cnnjax.receptive_field(make(n)) for n in depths] for name, make in growth.items()
+  }
   report.heading("Receptive-field growth with depth (`cnnjax.receptive_field`)")
-  report.table(["stack", *(f"L = {n}" for n in depths)],
-               [[name, *values] for name, values in fields.items()], align="l" + "r" * 6)
-  report.text("2L + 1 without dilation; 2^(L+1) − 1 with dilations doubling, as with a "
-              "pooling (stride 2) after every convolution, but without losing resolution.")
+  report.table(
+      ["stack", *(f"L = {n}" for n in depths)],
+      [[name, *values] for name, values in fields.items()],
+      align="l" + "r" * 6,
+  )
+  report.text(
+      "2L + 1 without dilation; 2^(L+1) − 1 with dilations doubling, as with a "
+      "pooling (stride 2) after every convolution, but without losing resolution."
+  )
   report.figure(_growth_figure(depths, fields), "growth", "Receptive field vs depth.")
 
   # 3. Effective receptive fields: trained block outputs and random stacks.
-  probe = runs["3×3 ×3"].normalize(ds.val_images[:common.pick(args, 64, 4)])
-  trained = {label: np.asarray(gradient_map(runs[label].model.features, probe))
-             for label in BLOCKS}
+  probe = runs["3×3 ×3"].normalize(ds.val_images[: common.pick(args, 64, 4)])
+  trained = {label: np.asarray(gradient_map(runs[label].model.features, probe)) for label in BLOCKS}
   size, samples = common.pick(args, (64, 16), (32, 2))
   stacks = {
       "3×3 ×3": [1, 1, 1],
@@ -193,17 +247,32 @@ def main(argv=None) -> str:
       "3×3 ×15": [1] * 15,
       "3×3, d = 1, 2, 4, 8": [1, 2, 4, 8],
   }
-  random = {name: random_stack(d, size=size, channels=channels // 2 or 4, samples=samples,
-                               seed=args.seed) for name, d in stacks.items()}
-  rows = [[f"trained net, block {label} (at its output)",
-           cnnjax.receptive_field(block_layers(BLOCKS[label])), f"{spread(g):.1f}"]
-          for label, g in trained.items()]
-  rows += [[f"random stack {name}",
-            cnnjax.receptive_field([(3, 1, d) for d in stacks[name]]), f"{spread(g):.1f}"]
-           for name, g in random.items()]
+  random = {
+      name: random_stack(d, size=size, channels=channels // 2 or 4, samples=samples, seed=args.seed)
+      for name, d in stacks.items()
+  }
+  rows = [
+      [
+          f"trained net, block {label} (at its output)",
+          cnnjax.receptive_field(block_layers(BLOCKS[label])),
+          f"{spread(g):.1f}",
+      ]
+      for label, g in trained.items()
+  ]
+  rows += [
+      [
+          f"random stack {name}",
+          cnnjax.receptive_field([(3, 1, d) for d in stacks[name]]),
+          f"{spread(g):.1f}",
+      ]
+      for name, g in random.items()
+  ]
   report.heading("Effective receptive field")
-  report.table(["gradient of the centre output of", "theoretical field (px)",
-                "effective spread σ (px)"], rows, align="lrr")
+  report.table(
+      ["gradient of the centre output of", "theoretical field (px)", "effective spread σ (px)"],
+      rows,
+      align="lrr",
+  )
   s3, s7, s15 = (spread(random[k]) for k in ("3×3 ×3", "3×3 ×7", "3×3 ×15"))
   report.text(
       f"Luo et al. (2016): the effective field is a Gaussian-like blob much smaller than the "
@@ -213,14 +282,26 @@ def main(argv=None) -> str:
       "field grows 7 → 15 → 31. Dilated stacks reach the same theoretical field with fewer "
       "layers, but leave a grid of untouched pixels at small depth (see the plot)."
   )
-  fields_px = {**{f"trained, {k}": (g, cnnjax.receptive_field(block_layers(BLOCKS[k])))
-                  for k, g in trained.items()},
-               **{f"random {k}": (g, cnnjax.receptive_field([(3, 1, d) for d in stacks[k]]))
-                  for k, g in random.items()}}
-  report.figure(_erf_figure(fields_px), "erf",
-                "|∂ centre output / ∂ input|, averaged; the square is the theoretical field.")
-  report.figure(common.accuracy_figure(list(runs.values()), title="validation accuracy"),
-                "curves", "Validation accuracy after each epoch.")
+  fields_px = {
+      **{
+          f"trained, {k}": (g, cnnjax.receptive_field(block_layers(BLOCKS[k])))
+          for k, g in trained.items()
+      },
+      **{
+          f"random {k}": (g, cnnjax.receptive_field([(3, 1, d) for d in stacks[k]]))
+          for k, g in random.items()
+      },
+  }
+  report.figure(
+      _erf_figure(fields_px),
+      "erf",
+      "|∂ centre output / ∂ input|, averaged; the square is the theoretical field.",
+  )
+  report.figure(
+      common.accuracy_figure(list(runs.values()), title="validation accuracy"),
+      "curves",
+      "Validation accuracy after each epoch.",
+  )
   return report.write()
 
 

@@ -46,8 +46,9 @@ def rotate(images: np.ndarray, quarter_turns: int) -> np.ndarray:
 
 def rotated_predictions(run: common.Trained, images: np.ndarray) -> np.ndarray:
   """``[4, N]`` predicted classes of the images rotated by 0, 90, 180 and 270°."""
-  return np.stack([np.asarray(np.argmax(run.logits(rotate(images, k)), -1))
-                   for k in range(len(ANGLES))])
+  return np.stack(
+      [np.asarray(np.argmax(run.logits(rotate(images, k)), -1)) for k in range(len(ANGLES))]
+  )
 
 
 def main(argv=None) -> str:
@@ -55,15 +56,23 @@ def main(argv=None) -> str:
   ds = common.load_data(args)
 
   # 1. Train both models on upright images, identically.
-  sgd = dict(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4,
-             augment=common.pick(args, True, False))  # --quick: one compile less
+  sgd = dict(
+      optimizer="sgd",
+      lr=0.05,
+      momentum=0.9,
+      weight_decay=5e-4,
+      augment=common.pick(args, True, False),
+  )  # --quick: one compile less
   options = {
       "seed-cnn": {},
       "p4-cnn": common.pick(args, {}, {"widths": (8, 16), "hidden": 32}),
   }
-  runs = {name: common.train_model(name, ds, args, epochs=common.pick(args, EPOCHS, 1),
-                                   model_options=options[name], **sgd)
-          for name in MODELS}
+  runs = {
+      name: common.train_model(
+          name, ds, args, epochs=common.pick(args, EPOCHS, 1), model_options=options[name], **sgd
+      )
+      for name in MODELS
+  }
 
   # 2. Evaluate on rotated validation images.
   labels = np.asarray(ds.val_labels)
@@ -74,22 +83,49 @@ def main(argv=None) -> str:
     acc = [float(np.mean(p == labels)) for p in preds]
     consistent = float(np.mean(np.all(preds == preds[:1], axis=0)))
     measured[name] = dict(acc=acc, consistency=consistent)
-    rows.append([name, common.count(run.params), run.epochs,
-                 *(common.percent(a) for a in acc), common.percent(float(np.mean(acc))),
-                 common.percent(consistent, 2),
-                 f"{run.seconds:.0f} s ({run.seconds_per_epoch:.0f} s/epoch)"])
+    rows.append(
+        [
+            name,
+            common.count(run.params),
+            run.epochs,
+            *(common.percent(a) for a in acc),
+            common.percent(float(np.mean(acc))),
+            common.percent(consistent, 2),
+            f"{run.seconds:.0f} s ({run.seconds_per_epoch:.0f} s/epoch)",
+        ]
+    )
 
   # 3. The page.
-  report = common.Report("rotation", args,
-                         title="Rotation: seed-cnn vs p4-cnn, trained upright, evaluated rotated",
-                         intro="\n\n".join(__doc__.split("\n\n")[1:5]))
-  report.table(["model", "params", "epochs", *(f"{a}°" for a in ANGLES), "mean",
-                "same class at all 4 rotations", "time"], rows, align="lrrrrrrrrr")
+  report = common.Report(
+      "rotation",
+      args,
+      title="Rotation: seed-cnn vs p4-cnn, trained upright, evaluated rotated",
+      intro="\n\n".join(__doc__.split("\n\n")[1:5]),
+  )
+  report.table(
+      [
+          "model",
+          "params",
+          "epochs",
+          *(f"{a}°" for a in ANGLES),
+          "mean",
+          "same class at all 4 rotations",
+          "time",
+      ],
+      rows,
+      align="lrrrrrrrrr",
+  )
   report.text(_findings(measured))
-  report.figure(_bar_figure(measured), "accuracy",
-                "Validation accuracy with the images rotated; both models trained upright.")
-  report.figure(common.accuracy_figure(list(runs.values()), title="validation accuracy"),
-                "curves", "Validation accuracy (upright) after each epoch.")
+  report.figure(
+      _bar_figure(measured),
+      "accuracy",
+      "Validation accuracy with the images rotated; both models trained upright.",
+  )
+  report.figure(
+      common.accuracy_figure(list(runs.values()), title="validation accuracy"),
+      "curves",
+      "Validation accuracy (upright) after each epoch.",
+  )
   return report.write()
 
 
@@ -102,22 +138,26 @@ def _findings(measured) -> str:
       f"{', '.join(f'{a:.1%}' for a in p4['acc'][1:])}.",
   ]
   if p4["consistency"] == 1.0:
-    lines.append("p4-cnn predicts the same class for all four rotations of every validation "
-                 "image: the invariance the architecture proves (tests/models/test_gcnn.py) holds "
-                 "for the trained network too.")
+    lines.append(
+        "p4-cnn predicts the same class for all four rotations of every validation "
+        "image: the invariance the architecture proves (tests/models/test_gcnn.py) holds "
+        "for the trained network too."
+    )
   else:
     lines.append(
         f"p4-cnn predicts the same class for all four rotations of {p4['consistency']:.2%} "
         "of the images, not 100%: its logits agree only up to float32 rounding (the "
         "convolutions sum in a different order on a rotated image), which can flip a "
-        "near-tie between two classes.")
+        "near-tie between two classes."
+    )
   lines.append(
       f"seed-cnn's consistency is {seed['consistency']:.2%}: its features are not tied to "
       "rotations, and CIFAR-10's upright photographs (sky above, ground below) give it "
       "nothing to learn them from. What p4-cnn pays for the guarantee: it cannot tell a 6 "
       "from a 9 or sky from ground, which upright photographs reward, and its group "
       "convolution costs 16× seed-cnn's second conv in multiply-adds at the same parameter "
-      "count.")
+      "count."
+  )
   return " ".join(lines)
 
 

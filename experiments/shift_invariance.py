@@ -78,14 +78,12 @@ def he_normal(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
   took seconds (a large part of these small networks' start-up).
   """
   fan_in = math.prod(shape[:-1])
-  return (jax.random.normal(key, (math.prod(shape),), dtype) * math.sqrt(2 / fan_in)
-          ).reshape(shape)
+  return (jax.random.normal(key, (math.prod(shape),), dtype) * math.sqrt(2 / fan_in)).reshape(shape)
 
 
 def circular_max_pool(x: jax.Array) -> jax.Array:
   """2×2 max pooling with stride 1 and circular padding: shape kept, circularly equivariant."""
-  return cnnjax.max_pool(cnnjax.padding.pad_spatial(x, ((0, 1), (0, 1)), "circular"), 2,
-                         stride=1)
+  return cnnjax.max_pool(cnnjax.padding.pad_spatial(x, ((0, 1), (0, 1)), "circular"), 2, stride=1)
 
 
 class DownsampleNet(nnx.Module):
@@ -101,21 +99,32 @@ class DownsampleNet(nnx.Module):
     rngs: the ``nnx.Rngs`` for the parameters.
   """
 
-  def __init__(self, *, num_classes: int, input_shape, downsample: str,
-               widths=WIDTHS, rngs: nnx.Rngs):
+  def __init__(
+      self, *, num_classes: int, input_shape, downsample: str, widths=WIDTHS, rngs: nnx.Rngs
+  ):
     if downsample not in DOWNSAMPLING:
-      raise ValueError(f"DownsampleNet: downsample got {downsample!r}; expected one of "
-                       f"{DOWNSAMPLING}.")
+      raise ValueError(
+          f"DownsampleNet: downsample got {downsample!r}; expected one of " f"{DOWNSAMPLING}."
+      )
     self.input_shape = tuple(input_shape)
     self.downsample = downsample
     channels = [input_shape[-1], *widths]
     last = len(widths) - 1  # every convolution but the last is followed by a downsampling
-    self.convs = nnx.List([
-        cnn.Conv(channels[i], channels[i + 1], 3, padding="SAME", padding_mode="circular",
-                 stride=2 if downsample == "strided" and i < last else 1,
-                 kernel_init=he_normal, rngs=rngs)
-        for i in range(len(widths))
-    ])
+    self.convs = nnx.List(
+        [
+            cnn.Conv(
+                channels[i],
+                channels[i + 1],
+                3,
+                padding="SAME",
+                padding_mode="circular",
+                stride=2 if downsample == "strided" and i < last else 1,
+                kernel_init=he_normal,
+                rngs=rngs,
+            )
+            for i in range(len(widths))
+        ]
+    )
     self.fc = nnx.Linear(widths[-1], num_classes, kernel_init=he_normal, rngs=rngs)
     self.down = {
         "max": cnn.MaxPool(2),
@@ -144,11 +153,12 @@ def crops(images: np.ndarray, offsets: np.ndarray, *, pad: int) -> np.ndarray:
   reflect-padded by ``pad``: a shift by ``offsets[i] − pad`` with mirrored borders."""
   padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
   h, w = images.shape[1:3]
-  return np.stack([img[r:r + h, c:c + w] for img, (r, c) in zip(padded, offsets)])
+  return np.stack([img[r : r + h, c : c + w] for img, (r, c) in zip(padded, offsets)])
 
 
-def crop_consistency(run: common.Trained, images: np.ndarray, *, max_shift: int,
-                     rng: np.random.Generator) -> float:
+def crop_consistency(
+    run: common.Trained, images: np.ndarray, *, max_shift: int, rng: np.random.Generator
+) -> float:
   """Zhang's consistency under crop shifts: two random crops; the same class?"""
   preds = []
   for _ in range(2):
@@ -183,13 +193,26 @@ def main(argv=None) -> str:
   # 1. Train the five variants, identically.
   runs = {}
   for kind in DOWNSAMPLING:
+
     def model_fn(*, num_classes, rngs, input_shape, kind=kind):
-      return DownsampleNet(num_classes=num_classes, input_shape=input_shape,
-                           downsample=kind, widths=widths, rngs=rngs)
+      return DownsampleNet(
+          num_classes=num_classes,
+          input_shape=input_shape,
+          downsample=kind,
+          widths=widths,
+          rngs=rngs,
+      )
 
     runs[kind] = common.train_model(
-        f"downsample-{kind}", ds, args, label=kind, model_fn=model_fn,
-        epochs=common.pick(args, 8, 1), optimizer="adam", lr=1e-3, weight_decay=0.0,
+        f"downsample-{kind}",
+        ds,
+        args,
+        label=kind,
+        model_fn=model_fn,
+        epochs=common.pick(args, 8, 1),
+        optimizer="adam",
+        lr=1e-3,
+        weight_decay=0.0,
         augment=common.pick(args, True, False),  # --quick: one compile less
     )
 
@@ -198,35 +221,61 @@ def main(argv=None) -> str:
   rows, measured = [], {}
   for kind, run in runs.items():
     m = measured[kind] = {
-        "circular": cnnjax.shift_consistency(run.logits, images, max_shift=MAX_SHIFT,
-                                             key=jax.random.key(args.seed), mode="circular"),
-        "crop": crop_consistency(run, images, max_shift=MAX_SHIFT,
-                                 rng=np.random.default_rng(args.seed)),
+        "circular": cnnjax.shift_consistency(
+            run.logits, images, max_shift=MAX_SHIFT, key=jax.random.key(args.seed), mode="circular"
+        ),
+        "crop": crop_consistency(
+            run, images, max_shift=MAX_SHIFT, rng=np.random.default_rng(args.seed)
+        ),
         "flip_circular": one_pixel_flips(run, images, mode="circular"),
         "flip_crop": one_pixel_flips(run, images, mode="crop"),
     }
-    rows.append([kind, common.count(run.params), common.percent(run.val_accuracy),
-                 common.percent(m["circular"], 2), common.percent(m["crop"], 2),
-                 common.percent(m["flip_circular"], 2), common.percent(m["flip_crop"], 2),
-                 EXPECTED[kind]])
+    rows.append(
+        [
+            kind,
+            common.count(run.params),
+            common.percent(run.val_accuracy),
+            common.percent(m["circular"], 2),
+            common.percent(m["crop"], 2),
+            common.percent(m["flip_circular"], 2),
+            common.percent(m["flip_crop"], 2),
+            EXPECTED[kind],
+        ]
+    )
 
   # 3. The page.
-  report = common.Report("shift_invariance", args,
-                         title="Shift invariance: max vs avg vs blur pool vs APS vs strided conv",
-                         intro="\n\n".join(__doc__.split("\n\n")[1:6]))
+  report = common.Report(
+      "shift_invariance",
+      args,
+      title="Shift invariance: max vs avg vs blur pool vs APS vs strided conv",
+      intro="\n\n".join(__doc__.split("\n\n")[1:6]),
+  )
   report.table(
-      ["downsampling", "params", "val accuracy",
-       f"circular consistency (±{MAX_SHIFT} px)", f"crop consistency (±{MAX_SHIFT} px)",
-       "1-px shift changes class (circular)", "1-px shift changes class (crop)",
-       "expected"],
-      rows, align="lrrrrrrl",
+      [
+          "downsampling",
+          "params",
+          "val accuracy",
+          f"circular consistency (±{MAX_SHIFT} px)",
+          f"crop consistency (±{MAX_SHIFT} px)",
+          "1-px shift changes class (circular)",
+          "1-px shift changes class (crop)",
+          "expected",
+      ],
+      rows,
+      align="lrrrrrrl",
   )
   report.text(_findings(measured, args))
-  report.figure(_bar_figure(measured), "consistency",
-                "Consistency (higher is better) and one-pixel prediction changes (lower is "
-                "better) of each downsampling, on the validation images.")
-  report.figure(common.accuracy_figure(list(runs.values()), title="validation accuracy"),
-                "curves", "Validation accuracy after each epoch.")
+  report.figure(
+      _bar_figure(measured),
+      "consistency",
+      "Consistency (higher is better) and one-pixel prediction changes (lower is "
+      "better) of each downsampling, on the validation images.",
+  )
+  report.figure(
+      common.accuracy_figure(list(runs.values()), title="validation accuracy"),
+      "curves",
+      "Validation accuracy after each epoch.",
+  )
   return report.write()
 
 
@@ -236,27 +285,38 @@ def _findings(measured: dict[str, dict[str, float]], args) -> str:
   lines = []
   lines.append(
       f"APS: circular consistency {c['aps']:.2%} "
-      + ("(exact, as Chaman & Dokmanić prove: the whole network commutes with circular "
-         "shifts)." if c["aps"] == 1.0 else
-         "— **not 100%**: float rounding in the polyphase norms can flip a near-tie between "
-         "components, or global pooling sums in another order; see the one-pixel column.")
+      + (
+          "(exact, as Chaman & Dokmanić prove: the whole network commutes with circular " "shifts)."
+          if c["aps"] == 1.0
+          else "— **not 100%**: float rounding in the polyphase norms can flip a near-tie between "
+          "components, or global pooling sums in another order; see the one-pixel column."
+      )
   )
   lines.append(
       f"Blur pool vs max pool: circular {c['blur']:.2%} vs {c['max']:.2%}, crop "
       f"{measured['blur']['crop']:.2%} vs {measured['max']['crop']:.2%} — "
-      + ("blur is more consistent, as Zhang reports." if c["blur"] > c["max"] else
-         "**blur is not more consistent here**" + (
-             " (a --quick smoke run: tiny nets trained for one epoch on generated shapes; "
-             "its figures are not comparable)." if args.quick else
-             ": with this few epochs and this small a network the difference is within "
-             "seed noise; Zhang's gains were on deep ImageNet and CIFAR networks."))
+      + (
+          "blur is more consistent, as Zhang reports."
+          if c["blur"] > c["max"]
+          else "**blur is not more consistent here**"
+          + (
+              " (a --quick smoke run: tiny nets trained for one epoch on generated shapes; "
+              "its figures are not comparable)."
+              if args.quick
+              else ": with this few epochs and this small a network the difference is within "
+              "seed noise; Zhang's gains were on deep ImageNet and CIFAR networks."
+          )
+      )
   )
   worst = min(c, key=c.get)
   lines.append(
       f"Least consistent under circular shifts: {worst} ({c[worst]:.2%})"
-      + ("; strided convolution was expected last — but its learned 3×3 kernel can act as "
-         "a low-pass before its own subsampling, while a max is no low-pass at all."
-         if worst != "strided" else ", as expected: it subsamples with no low-pass.")
+      + (
+          "; strided convolution was expected last — but its learned 3×3 kernel can act as "
+          "a low-pass before its own subsampling, while a max is no low-pass at all."
+          if worst != "strided"
+          else ", as expected: it subsamples with no low-pass."
+      )
   )
   harder = [k for k, m in measured.items() if m["crop"] < m["circular"]]
   lines.append(
@@ -279,8 +339,12 @@ def _bar_figure(measured: dict[str, dict[str, float]]):
   fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
   for ax, keys, labels, title in (
       (ax1, ("circular", "crop"), ("circular shifts", "crops"), "consistency (%)"),
-      (ax2, ("flip_circular", "flip_crop"), ("circular", "crop"),
-       "1-pixel shift changes the class (%)"),
+      (
+          ax2,
+          ("flip_circular", "flip_crop"),
+          ("circular", "crop"),
+          "1-pixel shift changes the class (%)",
+      ),
   ):
     for j, (key, label) in enumerate(zip(keys, labels)):
       values = [100 * measured[k][key] for k in kinds]

@@ -44,10 +44,10 @@ def main(argv=None) -> str:
   h, w, _ = ds.image_shape
   permutation = np.random.default_rng(1234 + args.seed).permutation(h * w)
   shuffled = dataclasses.replace(
-      ds, train_images=shuffle_pixels(ds.train_images, permutation),
+      ds,
+      train_images=shuffle_pixels(ds.train_images, permutation),
       val_images=shuffle_pixels(ds.val_images, permutation),
-      test_images=None if ds.test_images is None else shuffle_pixels(ds.test_images,
-                                                                       permutation),
+      test_images=None if ds.test_images is None else shuffle_pixels(ds.test_images, permutation),
   )
 
   # 2. Train the MLP (several seeds) and the CNN on both versions.
@@ -56,13 +56,13 @@ def main(argv=None) -> str:
   results = {}  # (model, version) -> list of Trained
   for version, data in (("original", ds), ("shuffled", shuffled)):
     results["mlp", version] = [
-        common.train_model("mlp", data, args, epochs=mlp_epochs, seed=s,
-                           label=f"mlp, {version}, seed {s}")
+        common.train_model(
+            "mlp", data, args, epochs=mlp_epochs, seed=s, label=f"mlp, {version}, seed {s}"
+        )
         for s in mlp_seeds
     ]
     results["seed-cnn", version] = [
-        common.train_model("seed-cnn", data, args, epochs=cnn_epochs,
-                           label=f"seed-cnn, {version}")
+        common.train_model("seed-cnn", data, args, epochs=cnn_epochs, label=f"seed-cnn, {version}")
     ]
 
   # 3. The table: accuracy before and after shuffling.
@@ -74,7 +74,9 @@ def main(argv=None) -> str:
     return common.percent(mean) + ("" if std is None else f" ± {100 * std:.1f}")
 
   report = common.Report(
-      "shuffled_pixels", args, title="Shuffled pixels: the MLP does not care, the CNN does",
+      "shuffled_pixels",
+      args,
+      title="Shuffled pixels: the MLP does not care, the CNN does",
       intro="\n\n".join(__doc__.split("\n\n")[1:-1]),
   )
   rows = []
@@ -85,10 +87,30 @@ def main(argv=None) -> str:
   ):
     (m0, s0), (m1, s1) = acc(model, "original"), acc(model, "shuffled")
     drops[model] = m0 - m1
-    rows.append([model, runs_label, common.count(results[model, "original"][0].params),
-                 cell(m0, s0), cell(m1, s1), f"{100 * (m1 - m0):+.1f} pt", lecture])
-  report.table(["model", "runs", "params", "val accuracy, original",
-                "val accuracy, shuffled", "change", "lecture"], rows, align="lrrrrrl")
+    rows.append(
+        [
+            model,
+            runs_label,
+            common.count(results[model, "original"][0].params),
+            cell(m0, s0),
+            cell(m1, s1),
+            f"{100 * (m1 - m0):+.1f} pt",
+            lecture,
+        ]
+    )
+  report.table(
+      [
+          "model",
+          "runs",
+          "params",
+          "val accuracy, original",
+          "val accuracy, shuffled",
+          "change",
+          "lecture",
+      ],
+      rows,
+      align="lrrrrrl",
+  )
 
   mlp_noise = acc("mlp", "original")[1]
   noise = 0.01 if mlp_noise is None else max(2 * mlp_noise, 0.005)
@@ -98,26 +120,35 @@ def main(argv=None) -> str:
       f"MLP change {-100 * drops['mlp']:+.1f} pt "
       + ("(within" if mlp_same else "(OUTSIDE")
       + f" ±{100 * noise:.1f} pt, twice the seed standard deviation or 0.5 pt); CNN change "
-      f"{-100 * drops['seed-cnn']:+.1f} pt"
-      + (" (a drop)." if cnn_drops else " (NO clear drop).")
+      f"{-100 * drops['seed-cnn']:+.1f} pt" + (" (a drop)." if cnn_drops else " (NO clear drop).")
   )
   if not (mlp_same and cnn_drops):
     report.text(
         "**The expected pattern is not (fully) reproduced.** "
-        + ("A --quick smoke run: tiny generated data and one epoch, not comparable."
-           if args.quick else
-           "With one CNN seed and few epochs, seed noise or under-training can hide the "
-           "effect; see the per-run accuracies below.")
+        + (
+            "A --quick smoke run: tiny generated data and one epoch, not comparable."
+            if args.quick
+            else "With one CNN seed and few epochs, seed noise or under-training can hide the "
+            "effect; see the per-run accuracies below."
+        )
     )
-  report.text("Per run: " + "; ".join(
-      f"{r.label} {r.val_accuracy:.1%}" for runs in results.values() for r in runs) + ".")
+  report.text(
+      "Per run: "
+      + "; ".join(f"{r.label} {r.val_accuracy:.1%}" for runs in results.values() for r in runs)
+      + "."
+  )
 
   # 4. A picture: the same images before and after shuffling.
-  report.figure(_examples(ds, shuffled), "examples",
-                "Validation images (top) and the same images with shuffled pixels (bottom).")
+  report.figure(
+      _examples(ds, shuffled),
+      "examples",
+      "Validation images (top) and the same images with shuffled pixels (bottom).",
+  )
   report.figure(
       common.accuracy_figure([results[k][0] for k in results], title="validation accuracy"),
-      "curves", "Validation accuracy after each epoch (first seed of each).")
+      "curves",
+      "Validation accuracy after each epoch (first seed of each).",
+  )
   return report.write()
 
 

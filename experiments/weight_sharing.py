@@ -40,10 +40,8 @@ def first_layer_error(run: common.Trained, images, shift: int) -> float:
   """The equivariance error of the trained model's first conv layer under a shift."""
   conv1 = run.model.conv1  # the zoo's seed-cnn names its first convolution conv1
   x = run.normalize(images)
-  region = cnnjax.interior_region(x.shape[1:3], [(5, 1)], shift=(shift, shift),
-                                  padding="VALID")
-  return cnnjax.equivariance_error(conv1, x, equivariance.translate((shift, shift)),
-                                   region=region)
+  region = cnnjax.interior_region(x.shape[1:3], [(5, 1)], shift=(shift, shift), padding="VALID")
+  return cnnjax.equivariance_error(conv1, x, equivariance.translate((shift, shift)), region=region)
 
 
 def main(argv=None) -> str:
@@ -53,34 +51,61 @@ def main(argv=None) -> str:
   # 1. Train the three variants.
   epochs = common.pick(args, 10, 1)
   runs = {
-      kind: common.train_model("seed-cnn", ds, args, epochs=epochs, label=f"seed-cnn, {kind}",
-                               model_options=dict(conv=kind, **options))
+      kind: common.train_model(
+          "seed-cnn",
+          ds,
+          args,
+          epochs=epochs,
+          label=f"seed-cnn, {kind}",
+          model_options=dict(conv=kind, **options),
+      )
       for kind, options in KINDS.items()
   }
 
   # 2. Measure: parameters (summary), equivariance of the first layer, shift consistency.
-  probe = ds.val_images[:common.pick(args, 256, 32)]
+  probe = ds.val_images[: common.pick(args, 256, 32)]
   key = jax.random.key(args.seed)
   rows, errors, consistency = [], {}, {}
   for kind, options in KINDS.items():
     run = runs[kind]
-    table = cnnjax.summary("seed-cnn", ds.image_shape, num_classes=ds.num_classes,
-                           conv=kind, **options)
+    table = cnnjax.summary(
+        "seed-cnn", ds.image_shape, num_classes=ds.num_classes, conv=kind, **options
+    )
     conv_params = sum(r.params for r in table.rows if not r.name.startswith(("fc", "pool")))
     errors[kind] = [first_layer_error(run, probe, s) for s in SHIFTS]
-    consistency[kind] = cnnjax.shift_consistency(run.logits, ds.val_images, max_shift=MAX_SHIFT,
-                                                 key=key, mode="circular")
-    rows.append([kind + (f" (tile {options['tile']})" if options else ""),
-                 common.count(table.total_params), common.count(conv_params),
-                 common.percent(run.val_accuracy),
-                 *(f"{e:.2g}" for e in errors[kind]),
-                 common.percent(consistency[kind]), f"{run.seconds:.0f} s"])
-  report = common.Report("weight_sharing", args,
-                         title="Weight sharing: shared vs tiled vs locally connected",
-                         intro="\n\n".join(__doc__.split("\n\n")[1:-1]))
-  report.table(["conv", "params", "conv params", "val accuracy",
-                *(f"layer-1 equivariance error, shift {s}" for s in SHIFTS),
-                f"shift consistency (±{MAX_SHIFT} px)", "time"], rows, align="lrrrrrrr")
+    consistency[kind] = cnnjax.shift_consistency(
+        run.logits, ds.val_images, max_shift=MAX_SHIFT, key=key, mode="circular"
+    )
+    rows.append(
+        [
+            kind + (f" (tile {options['tile']})" if options else ""),
+            common.count(table.total_params),
+            common.count(conv_params),
+            common.percent(run.val_accuracy),
+            *(f"{e:.2g}" for e in errors[kind]),
+            common.percent(consistency[kind]),
+            f"{run.seconds:.0f} s",
+        ]
+    )
+  report = common.Report(
+      "weight_sharing",
+      args,
+      title="Weight sharing: shared vs tiled vs locally connected",
+      intro="\n\n".join(__doc__.split("\n\n")[1:-1]),
+  )
+  report.table(
+      [
+          "conv",
+          "params",
+          "conv params",
+          "val accuracy",
+          *(f"layer-1 equivariance error, shift {s}" for s in SHIFTS),
+          f"shift consistency (±{MAX_SHIFT} px)",
+          "time",
+      ],
+      rows,
+      align="lrrrrrrr",
+  )
   report.text(
       f"Lecture: shared is exactly equivariant (error at float32 rounding, here "
       f"{errors['shared'][0]:.1g}); tiled with tile 2 is equivariant to a 2-pixel shift "
@@ -92,16 +117,23 @@ def main(argv=None) -> str:
   best = max(runs, key=lambda k: runs[k].val_accuracy)
   report.text(
       f"Accuracy: {best} is best. "
-      + ("Expected: shared first — the prior matches images and the parameters are few; "
-         "the unshared nets must learn each feature at each place from 45,000 images."
-         if best == "shared" else
-         "**This misses the expected order (shared first).** "
-         + ("A --quick smoke run: tiny generated data and one epoch, not comparable."
-            if args.quick else
-            "With no augmentation and few epochs the comparison is noisy; see the curves."))
+      + (
+          "Expected: shared first — the prior matches images and the parameters are few; "
+          "the unshared nets must learn each feature at each place from 45,000 images."
+          if best == "shared"
+          else "**This misses the expected order (shared first).** "
+          + (
+              "A --quick smoke run: tiny generated data and one epoch, not comparable."
+              if args.quick
+              else "With no augmentation and few epochs the comparison is noisy; see the curves."
+          )
+      )
   )
-  report.figure(common.accuracy_figure(list(runs.values()), title="validation accuracy"),
-                "curves", "Validation accuracy after each epoch.")
+  report.figure(
+      common.accuracy_figure(list(runs.values()), title="validation accuracy"),
+      "curves",
+      "Validation accuracy after each epoch.",
+  )
   return report.write()
 
 

@@ -56,8 +56,9 @@ def _wide(*arrays):
   return [np.asarray(a).astype(dtype) for a in arrays]
 
 
-def ref_correlate(x, w, *, stride=1, padding="VALID", dilation=1, groups=1,
-                  padding_mode="zeros", flip=False):
+def ref_correlate(
+    x, w, *, stride=1, padding="VALID", dilation=1, groups=1, padding_mode="zeros", flip=False
+):
   """y[b, n, o] = Σ_k Σ_c w[k, c, o] · x̃[b, n·s + k·t, c], one output at a time.
 
   With ``flip``: true convolution, x̃[b, n·s + (r̂ − 1) − k·t, c].
@@ -81,13 +82,12 @@ def ref_correlate(x, w, *, stride=1, padding="VALID", dilation=1, groups=1,
       xv = xp[(slice(None), *idx)]  # [N, C]
       for g in range(groups):
         y[(slice(None), *n, slice(g * og, (g + 1) * og))] += (
-            xv[:, g * cg:(g + 1) * cg] @ w[k][:, g * og:(g + 1) * og]
+            xv[:, g * cg : (g + 1) * cg] @ w[k][:, g * og : (g + 1) * og]
         )
   return y
 
 
-def ref_correlate_adjoint(y, w, x_shape, *, stride=1, padding="VALID", dilation=1,
-                          groups=1):
+def ref_correlate_adjoint(y, w, x_shape, *, stride=1, padding="VALID", dilation=1, groups=1):
   """The adjoint of ``x ↦ ref_correlate(x, w)`` (zero padding) applied to ``y``.
 
   The textbook scatter: each y[b, n, o] adds w[k, c, o] · y[b, n, o] back onto
@@ -109,7 +109,7 @@ def ref_correlate_adjoint(y, w, x_shape, *, stride=1, padding="VALID", dilation=
       idx = tuple(n[d] * s[d] + k[d] * t[d] for d in range(nd))
       for g in range(groups):
         xp[(slice(None), *idx, slice(g * cg, (g + 1) * cg))] += (
-            y[(slice(None), *n, slice(g * og, (g + 1) * og))] @ w[k][:, g * og:(g + 1) * og].T
+            y[(slice(None), *n, slice(g * og, (g + 1) * og))] @ w[k][:, g * og : (g + 1) * og].T
         )
   crop = tuple(slice(lo, lo + size) for size, (lo, _) in zip(x_shape[1:-1], pads))
   return xp[(slice(None), *crop)]
@@ -119,7 +119,7 @@ def _ref_unshared(x, w, kernel_at, *, stride, padding, dilation, padding_mode):
   """Σ_k Σ_c kernel_at(n)[k, c, o] · x̃[b, n·s + k·t, c] for unshared weights."""
   x, w = _wide(x, w)
   nd = (w.ndim - 2) // 2
-  kernel = w.shape[nd:2 * nd]
+  kernel = w.shape[nd : 2 * nd]
   s, t, pads, out = ref_geometry(
       x.shape[1:-1], kernel, stride=stride, padding=padding, dilation=dilation
   )
@@ -135,16 +135,30 @@ def _ref_unshared(x, w, kernel_at, *, stride, padding, dilation, padding_mode):
 
 def ref_local(x, w, *, stride=1, padding="VALID", dilation=1, padding_mode="zeros"):
   """y[b, n, o] = Σ_k Σ_c w[n, k, c, o] · x̃[b, n·s + k·t, c], one output at a time."""
-  return _ref_unshared(x, w, lambda n: n, stride=stride, padding=padding,
-                       dilation=dilation, padding_mode=padding_mode)
+  return _ref_unshared(
+      x,
+      w,
+      lambda n: n,
+      stride=stride,
+      padding=padding,
+      dilation=dilation,
+      padding_mode=padding_mode,
+  )
 
 
 def ref_tiled(x, w, *, tile, stride=1, padding="VALID", dilation=1, padding_mode="zeros"):
   """y[b, n, o] = Σ_k Σ_c w[n mod T, k, c, o] · x̃[b, n·s + k·t, c], one output at a time."""
   nd = (np.ndim(w) - 2) // 2
   tile = per_dim(tile, nd)
-  return _ref_unshared(x, w, lambda n: tuple(i % t for i, t in zip(n, tile)), stride=stride,
-                       padding=padding, dilation=dilation, padding_mode=padding_mode)
+  return _ref_unshared(
+      x,
+      w,
+      lambda n: tuple(i % t for i, t in zip(n, tile)),
+      stride=stride,
+      padding=padding,
+      dilation=dilation,
+      padding_mode=padding_mode,
+  )
 
 
 # ---------------------------------------------------------------------- pooling
@@ -157,9 +171,7 @@ def pool_windows(x, window, stride, padding):
   out = [(n + lo + hi - k) // s + 1 for n, k, s, (lo, hi) in zip(spatial, window, stride, pads)]
   for o in np.ndindex(*out):
     starts = [oi * s - lo for oi, s, (lo, _) in zip(o, stride, pads)]
-    slices = tuple(
-        slice(max(a, 0), min(a + k, n)) for a, k, n in zip(starts, window, spatial)
-    )
+    slices = tuple(slice(max(a, 0), min(a + k, n)) for a, k, n in zip(starts, window, spatial))
     yield o, slices, out
 
 
@@ -234,7 +246,7 @@ def ref_aps_phase(x, stride, p=2):
   for r in phases:
     comp = x[(slice(None), *(slice(ri, None, s) for ri, s in zip(r, stride)), slice(None))]
     a = np.abs(comp).reshape(x.shape[0], -1)
-    norms.append(a.max(axis=1) if np.isinf(p) else (a ** p).sum(axis=1))
+    norms.append(a.max(axis=1) if np.isinf(p) else (a**p).sum(axis=1))
   return [phases[i] for i in np.argmax(np.stack(norms, axis=1), axis=1)]
 
 
@@ -266,8 +278,14 @@ def ref_lrn(x, size, alpha, beta, k):
 # sum of up to a few hundred products. float32 contractions on GPU default to TF32
 # (10-bit mantissa) and on TPU to bfloat16 passes, so default-precision float32 is
 # held to the TF32/bf16 rounding there; precision="highest" to float32 rounding anywhere.
-_RTOL = {"bfloat16": 3e-2, "float16": 5e-3, "float32": 2e-5, "float64": 1e-10,
-         "complex64": 2e-5, "complex128": 1e-10}
+_RTOL = {
+    "bfloat16": 3e-2,
+    "float16": 5e-3,
+    "float32": 2e-5,
+    "float64": 1e-10,
+    "complex64": 2e-5,
+    "complex128": 1e-10,
+}
 
 
 def on_cpu() -> bool:
@@ -291,9 +309,7 @@ def assert_close(got, want, dtype=None, *, precision=None, scale=None):
   rtol = tolerance(dtype, precision=precision)
   if scale is None:
     scale = max(float(np.max(np.abs(want))) if want.size else 0.0, 1.0)
-  np.testing.assert_allclose(
-      got.astype(want.dtype), want, rtol=rtol, atol=rtol * scale
-  )
+  np.testing.assert_allclose(got.astype(want.dtype), want, rtol=rtol, atol=rtol * scale)
 
 
 # ============================================================================
@@ -302,8 +318,7 @@ def assert_close(got, want, dtype=None, *, precision=None, scale=None):
 # ============================================================================
 
 
-def lax_correlate(x, w, *, stride=1, padding="VALID", dilation=1, groups=1,
-                  padding_mode="zeros"):
+def lax_correlate(x, w, *, stride=1, padding="VALID", dilation=1, groups=1, padding_mode="zeros"):
   """``lax.conv_general_dilated`` (channels-last, HWIO), other modes padded by ``jnp.pad``.
 
   A JAX reference (differentiable, so ``jax.jacfwd`` / ``jax.grad`` can be taken) that
@@ -324,8 +339,13 @@ def lax_correlate(x, w, *, stride=1, padding="VALID", dilation=1, groups=1,
   letters = "DHW"[-nd:] if nd < 3 else "DHW"
   spec = (f"N{letters}C", f"{letters}IO", f"N{letters}C")
   return lax.conv_general_dilated(
-      x, w, window_strides=s, padding=pads, rhs_dilation=t,
-      dimension_numbers=spec, feature_group_count=groups,
+      x,
+      w,
+      window_strides=s,
+      padding=pads,
+      rhs_dilation=t,
+      dimension_numbers=spec,
+      feature_group_count=groups,
       precision=lax.Precision.HIGHEST,
   )
 
@@ -355,8 +375,9 @@ def ref_unfold(x, kernel, *, stride=1, padding="VALID", dilation=1, padding_mode
   (x,) = _wide(x)
   nd = x.ndim - 2
   kernel = per_dim(kernel, nd)
-  s, t, pads, out = ref_geometry(x.shape[1:-1], kernel, stride=stride, padding=padding,
-                                 dilation=dilation)
+  s, t, pads, out = ref_geometry(
+      x.shape[1:-1], kernel, stride=stride, padding=padding, dilation=dilation
+  )
   xp = np.pad(x, [(0, 0), *pads, (0, 0)], mode=NUMPY_MODE[padding_mode])
   p = np.zeros((x.shape[0], *out, math.prod(kernel), x.shape[-1]), x.dtype)
   for n in np.ndindex(*out):
@@ -371,8 +392,9 @@ def ref_fold(p, output_shape, kernel, *, stride=1, padding="VALID", dilation=1):
   (p,) = _wide(p)
   nd = len(output_shape) - 2
   kernel = per_dim(kernel, nd)
-  s, t, pads, out = ref_geometry(output_shape[1:-1], kernel, stride=stride,
-                                 padding=padding, dilation=dilation)
+  s, t, pads, out = ref_geometry(
+      output_shape[1:-1], kernel, stride=stride, padding=padding, dilation=dilation
+  )
   c = output_shape[-1]
   p = p.reshape(*p.shape[:-1], math.prod(kernel), c)
   x = np.zeros(output_shape, p.dtype)
@@ -398,7 +420,7 @@ def toeplitz_1d(w, n, *, lo=0, hi=0):
   first_row[:k] = w
   first_col = np.zeros(m, w.dtype)
   first_col[0] = w[0]
-  return toeplitz(first_col, first_row)[:, lo:lo + n]
+  return toeplitz(first_col, first_row)[:, lo : lo + n]
 
 
 def circulant_1d(w, n, *, lo):
@@ -409,7 +431,7 @@ def circulant_1d(w, n, *, lo):
 
   w = np.asarray(w)
   wn = np.zeros(n, w.dtype)
-  wn[:len(w)] = w
+  wn[: len(w)] = w
   # circulant(c)[i, j] = c[(i − j) mod n]; take c[m] = wn[(lo − m) mod n].
   c = wn[(lo - np.arange(n)) % n]
   return circulant(c)
@@ -439,8 +461,7 @@ def ref_adaptive_pool(x, output_size, kind):
   y = np.zeros((x.shape[0], *out, x.shape[-1]))
   for o in np.ndindex(*out):
     sl = tuple(
-        slice(math.floor(i * n / m), math.ceil((i + 1) * n / m))
-        for i, n, m in zip(o, spatial, out)
+        slice(math.floor(i * n / m), math.ceil((i + 1) * n / m)) for i, n, m in zip(o, spatial, out)
     )
     win = x[(slice(None), *sl, slice(None))]
     axes = tuple(range(1, len(spatial) + 1))
@@ -658,9 +679,9 @@ def ref_int_adaptive_max_pool(x, output_size):
   y = np.zeros((x.shape[0], *out, x.shape[-1]), x.dtype)
   for o in np.ndindex(*out):
     sl = tuple(
-        slice(math.floor(i * n / m), math.ceil((i + 1) * n / m))
-        for i, n, m in zip(o, spatial, out)
+        slice(math.floor(i * n / m), math.ceil((i + 1) * n / m)) for i, n, m in zip(o, spatial, out)
     )
     y[(slice(None), *o, slice(None))] = x[(slice(None), *sl, slice(None))].max(
-        axis=tuple(range(1, len(spatial) + 1)))
+        axis=tuple(range(1, len(spatial) + 1))
+    )
   return y

@@ -55,10 +55,12 @@ class ReferenceTest(chex.TestCase):
 
   def test_divisible_sizes_are_plain_pooling(self):
     xv = _random((2, 8, 12, 3), 2)
-    np.testing.assert_allclose(adaptive_avg_pool(xv, (4, 3)),
-                               ref_pool(xv, (2, 4), None, "VALID", "avg"), atol=1e-12)
-    np.testing.assert_array_equal(adaptive_max_pool(xv, (4, 3)),
-                                  ref_pool(xv, (2, 4), None, "VALID", "max"))
+    np.testing.assert_allclose(
+        adaptive_avg_pool(xv, (4, 3)), ref_pool(xv, (2, 4), None, "VALID", "avg"), atol=1e-12
+    )
+    np.testing.assert_array_equal(
+        adaptive_max_pool(xv, (4, 3)), ref_pool(xv, (2, 4), None, "VALID", "max")
+    )
     np.testing.assert_array_equal(adaptive_max_pool(xv, (8, 12)), xv)
 
   @parameterized.parameters(np.float32, jnp.bfloat16)

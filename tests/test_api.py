@@ -61,9 +61,15 @@ def _positional_defaults(fn) -> list[str]:
 
 def test_functions_are_found():
   # The walk itself works: the known functions are in it.
-  for name in ("cnnjax.cross_correlate", "cnnjax.convolve", "cnnjax.conv_transpose",
-               "cnnjax.arithmetic.output_size", "cnnjax.arithmetic.receptive_field",
-               "cnnjax.arithmetic.param_count", "cnnjax.arithmetic.op_count"):
+  for name in (
+      "cnnjax.cross_correlate",
+      "cnnjax.convolve",
+      "cnnjax.conv_transpose",
+      "cnnjax.arithmetic.output_size",
+      "cnnjax.arithmetic.receptive_field",
+      "cnnjax.arithmetic.param_count",
+      "cnnjax.arithmetic.op_count",
+  ):
     assert name in _FUNCTIONS
 
 

@@ -97,9 +97,7 @@ def test_output_size_matches_formula_and_op(n, kernel, stride, dilation, padding
   # The op returns exactly this size.
   op_padding = (tuple(padding),) if isinstance(padding, tuple) else padding
   shape = jax.eval_shape(
-      lambda x, w: cross_correlate(
-          x, w, stride=stride, padding=op_padding, dilation=dilation
-      ),
+      lambda x, w: cross_correlate(x, w, stride=stride, padding=op_padding, dilation=dilation),
       jax.ShapeDtypeStruct((1, n, 1), jnp.float32),
       jax.ShapeDtypeStruct((kernel, 1, 1), jnp.float32),
   ).shape
@@ -216,11 +214,13 @@ def test_seed_cnn_table():
   def conv(k, c):
     nonlocal shape
     out = (output_size(shape[0], k), output_size(shape[1], k), c)
-    rows.append((
-        param_count("conv", kernel=(k, k), in_channels=shape[-1], out_channels=c),
-        op_count("conv", in_shape=shape, out_shape=out, kernel=(k, k)),
-        out,
-    ))
+    rows.append(
+        (
+            param_count("conv", kernel=(k, k), in_channels=shape[-1], out_channels=c),
+            op_count("conv", in_shape=shape, out_shape=out, kernel=(k, k)),
+            out,
+        )
+    )
     shape = out
 
   def pool(k):
@@ -233,11 +233,13 @@ def test_seed_cnn_table():
     nonlocal shape
     features = math.prod(shape)
     out = (c,)
-    rows.append((
-        param_count("fc", in_channels=features, out_channels=c),
-        op_count("fc", in_shape=shape, out_shape=out),
-        out,
-    ))
+    rows.append(
+        (
+            param_count("fc", in_channels=features, out_channels=c),
+            op_count("fc", in_shape=shape, out_shape=out),
+            out,
+        )
+    )
     shape = out
 
   conv(5, 32)
@@ -287,9 +289,7 @@ def test_param_counts_per_kind():
   assert param_count("tiled", tile=2, use_bias=False, **conv) == 4 * 9 * 8 * 4
   assert param_count("tiled", tile=1, **conv) == param_count("conv", **conv)
   assert param_count("tiled", tile=(3, 1), **conv) == 3 * 9 * 8 * 4 + 4
-  assert param_count("locally_connected", out_spatial=(1, 1), **conv) == param_count(
-      "conv", **conv
-  )
+  assert param_count("locally_connected", out_spatial=(1, 1), **conv) == param_count("conv", **conv)
   assert param_count("fc", in_channels=10, out_channels=3) == 33
   assert param_count("fc", in_channels=10, out_channels=3, use_bias=False) == 30
   for kind in ("pool", "norm", "activation", "softmax"):
@@ -302,9 +302,9 @@ def test_op_counts_per_kind():
   assert op_count("conv", **conv) == 36 * 4 * (9 * 6 + 1)
   assert op_count("conv", groups=2, **conv) == 36 * 4 * (9 * 3 + 1)
   assert op_count("conv", in_channels=6, **conv) == op_count("conv", **conv)
-  assert op_count(
-      "conv", out_shape=(6, 6, 4), kernel=(3, 3), in_channels=6
-  ) == op_count("conv", **conv)
+  assert op_count("conv", out_shape=(6, 6, 4), kernel=(3, 3), in_channels=6) == op_count(
+      "conv", **conv
+  )
   assert op_count("tiled", **conv) == op_count("conv", **conv)
   assert op_count("locally_connected", **conv) == op_count("conv", **conv)
   assert op_count("conv", in_shape=(10, 3), out_shape=(8, 2), kernel=(3,)) == 16 * 10
@@ -348,26 +348,51 @@ def test_conv_transpose_ops_are_the_forward_multiply_adds(n, k, s, groups):
         ("conv", {"in_channels": 3, "out_channels": 4}, "param_count: kernel is missing"),
         ("conv", {"kernel": 5, "in_channels": 3, "out_channels": 4}, "param_count: kernel got 5"),
         ("conv", {"kernel": (5, 0), "in_channels": 3, "out_channels": 4}, "kernel got"),
-        ("conv", {"kernel": (3,), "in_channels": 3, "out_channels": 4, "groups": 0},
-         "param_count: groups got 0"),
-        ("conv", {"kernel": (3,), "in_channels": 3, "out_channels": 4, "groups": 2},
-         "groups got 2, which does not divide in_channels"),
-        ("conv", {"kernel": (3,), "in_channels": 4, "out_channels": 6, "groups": 4},
-         "groups got 4, which does not divide out_channels"),
-        ("locally_connected", {"kernel": (3, 3), "in_channels": 3, "out_channels": 4},
-         "param_count: out_spatial is missing"),
-        ("locally_connected",
-         {"kernel": (3, 3), "in_channels": 3, "out_channels": 4, "out_spatial": (5,)},
-         r"param_count: out_spatial got \(5,\)"),
-        ("locally_connected",
-         {"kernel": (3, 3), "in_channels": 3, "out_channels": 4, "out_spatial": (5, 0)},
-         "param_count: out_spatial got"),
-        ("tiled", {"kernel": (3, 3), "in_channels": 3, "out_channels": 4},
-         "param_count: tile is missing"),
-        ("tiled", {"kernel": (3, 3), "in_channels": 3, "out_channels": 4, "tile": 0},
-         "param_count: tile got 0"),
-        ("tiled", {"kernel": (3, 3), "in_channels": 3, "out_channels": 4, "tile": (2, 2, 2)},
-         r"param_count: tile got \(2, 2, 2\)"),
+        (
+            "conv",
+            {"kernel": (3,), "in_channels": 3, "out_channels": 4, "groups": 0},
+            "param_count: groups got 0",
+        ),
+        (
+            "conv",
+            {"kernel": (3,), "in_channels": 3, "out_channels": 4, "groups": 2},
+            "groups got 2, which does not divide in_channels",
+        ),
+        (
+            "conv",
+            {"kernel": (3,), "in_channels": 4, "out_channels": 6, "groups": 4},
+            "groups got 4, which does not divide out_channels",
+        ),
+        (
+            "locally_connected",
+            {"kernel": (3, 3), "in_channels": 3, "out_channels": 4},
+            "param_count: out_spatial is missing",
+        ),
+        (
+            "locally_connected",
+            {"kernel": (3, 3), "in_channels": 3, "out_channels": 4, "out_spatial": (5,)},
+            r"param_count: out_spatial got \(5,\)",
+        ),
+        (
+            "locally_connected",
+            {"kernel": (3, 3), "in_channels": 3, "out_channels": 4, "out_spatial": (5, 0)},
+            "param_count: out_spatial got",
+        ),
+        (
+            "tiled",
+            {"kernel": (3, 3), "in_channels": 3, "out_channels": 4},
+            "param_count: tile is missing",
+        ),
+        (
+            "tiled",
+            {"kernel": (3, 3), "in_channels": 3, "out_channels": 4, "tile": 0},
+            "param_count: tile got 0",
+        ),
+        (
+            "tiled",
+            {"kernel": (3, 3), "in_channels": 3, "out_channels": 4, "tile": (2, 2, 2)},
+            r"param_count: tile got \(2, 2, 2\)",
+        ),
     ],
 )
 def test_param_count_errors(kind, kwargs, match):
@@ -385,18 +410,36 @@ def test_param_count_errors(kind, kwargs, match):
         ("fc", {"in_shape": (10,)}, "op_count: out_shape is missing"),
         ("fc", {"out_shape": (3,)}, r"op_count: in_channels \(or in_shape\) got 0"),
         ("conv", {"in_shape": (8, 8, 3), "out_shape": (6, 6, 4)}, "op_count: kernel is missing"),
-        ("conv", {"out_shape": (6, 6, 4), "kernel": (3, 3)},
-         r"op_count: in_channels \(or in_shape\) got 0"),
-        ("conv", {"in_shape": (8, 8, 3), "out_shape": (6, 4), "kernel": (3, 3)},
-         r"op_count: out_shape got \(6, 4\) \(rank 2\)"),
-        ("conv", {"in_shape": (8, 3), "out_shape": (6, 6, 4), "kernel": (3, 3)},
-         r"op_count: in_shape got \(8, 3\) \(rank 2\)"),
-        ("conv", {"in_shape": (8, 8, 3), "out_shape": (6, 6, 4), "kernel": (3, 3),
-                  "in_channels": 5}, "op_count: in_channels got 5"),
-        ("conv", {"in_shape": (8, 8, 3), "out_shape": (6, 6, 4), "kernel": (3, 3),
-                  "groups": 2}, "op_count: groups got 2"),
-        ("conv_transpose", {"out_shape": (8, 8, 3), "kernel": (3, 3), "in_channels": 4},
-         "op_count: in_shape is missing"),
+        (
+            "conv",
+            {"out_shape": (6, 6, 4), "kernel": (3, 3)},
+            r"op_count: in_channels \(or in_shape\) got 0",
+        ),
+        (
+            "conv",
+            {"in_shape": (8, 8, 3), "out_shape": (6, 4), "kernel": (3, 3)},
+            r"op_count: out_shape got \(6, 4\) \(rank 2\)",
+        ),
+        (
+            "conv",
+            {"in_shape": (8, 3), "out_shape": (6, 6, 4), "kernel": (3, 3)},
+            r"op_count: in_shape got \(8, 3\) \(rank 2\)",
+        ),
+        (
+            "conv",
+            {"in_shape": (8, 8, 3), "out_shape": (6, 6, 4), "kernel": (3, 3), "in_channels": 5},
+            "op_count: in_channels got 5",
+        ),
+        (
+            "conv",
+            {"in_shape": (8, 8, 3), "out_shape": (6, 6, 4), "kernel": (3, 3), "groups": 2},
+            "op_count: groups got 2",
+        ),
+        (
+            "conv_transpose",
+            {"out_shape": (8, 8, 3), "kernel": (3, 3), "in_channels": 4},
+            "op_count: in_shape is missing",
+        ),
     ],
 )
 def test_op_count_errors(kind, kwargs, match):

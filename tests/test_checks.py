@@ -9,7 +9,6 @@
 References are the NumPy loops of ``references.py``.
 """
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -48,8 +47,9 @@ def test_is_int():
 def test_numpy_integer_scalars_are_accepted_everywhere():
   x, w = np.ones((1, 8, 8, 2)), np.ones((3, 3, 2, 2))
   i = np.int64
-  assert cnnjax.cross_correlate(x, w, stride=i(2), dilation=(i(1), 1), padding=i(1),
-                                groups=i(1)).shape == (1, 4, 4, 2)
+  assert cnnjax.cross_correlate(
+      x, w, stride=i(2), dilation=(i(1), 1), padding=i(1), groups=i(1)
+  ).shape == (1, 4, 4, 2)
   assert cnnjax.convolve(x, w, padding=((i(1), i(0)), (0, 1))).shape == (1, 7, 7, 2)
   assert cnnjax.conv_transpose(np.ones((1, 3, 3, 2)), w, stride=i(2)).shape == (1, 7, 7, 2)
   assert cnnjax.tiled_conv(x, np.ones((2, 2, 3, 3, 2, 2)), tile=i(2)).shape == (1, 6, 6, 2)
@@ -75,17 +75,27 @@ def test_integer_conv_family_is_exact(dtype):
   cfg = dict(stride=(2, 1), padding="SAME", dilation=(1, 2), groups=2)
   cases = [
       (cnnjax.cross_correlate(x, w, **cfg), ref_correlate(x, w, **cfg)),
-      (cnnjax.convolve(x, w, padding_mode="circular", padding=1, groups=2),
-       ref_correlate(x, w, padding_mode="circular", padding=1, groups=2, flip=True)),
+      (
+          cnnjax.convolve(x, w, padding_mode="circular", padding=1, groups=2),
+          ref_correlate(x, w, padding_mode="circular", padding=1, groups=2, flip=True),
+      ),
   ]
   y = cnnjax.cross_correlate(x, w, **cfg)
-  cases.append((cnnjax.conv_transpose(y, w, input_shape=(7, 6), **cfg),
-                ref_correlate_adjoint(y, w, x.shape, **cfg)))
+  cases.append(
+      (
+          cnnjax.conv_transpose(y, w, input_shape=(7, 6), **cfg),
+          ref_correlate_adjoint(y, w, x.shape, **cfg),
+      )
+  )
   wl = _ints((5, 5, 3, 2, 4, 3), 2, dtype, lo, 4)
   cases.append((cnnjax.locally_connected(x, wl), ref_local(x, wl)))
   wt = _ints((2, 3, 3, 2, 4, 3), 3, dtype, lo, 4)
-  cases.append((cnnjax.tiled_conv(x, wt, tile=(2, 3), padding="SAME"),
-                ref_tiled(x, wt, tile=(2, 3), padding="SAME")))
+  cases.append(
+      (
+          cnnjax.tiled_conv(x, wt, tile=(2, 3), padding="SAME"),
+          ref_tiled(x, wt, tile=(2, 3), padding="SAME"),
+      )
+  )
   for got, want in cases:
     assert got.dtype == dtype
     # The exact integer result, wrapped to the dtype as two's complement arithmetic does.
@@ -96,8 +106,9 @@ def test_integer_conv_family_is_exact(dtype):
 def test_integer_pools(dtype):
   x = _ints((2, 6, 6, 3), 4, dtype, 0, 50)
   xf = x.astype(np.float64)
-  np.testing.assert_array_equal(cnnjax.max_pool(x, 2, padding="SAME"),
-                                ref_pool(xf, 2, None, "SAME", "max").astype(dtype))
+  np.testing.assert_array_equal(
+      cnnjax.max_pool(x, 2, padding="SAME"), ref_pool(xf, 2, None, "SAME", "max").astype(dtype)
+  )
   for got, want in (
       (cnnjax.avg_pool(x, 3, stride=2, padding="SAME"), ref_pool(xf, 3, 2, "SAME", "avg")),
       (cnnjax.lp_pool(x, 2), ref_pool(xf, 2, None, "VALID", "lp")),
@@ -171,13 +182,18 @@ def test_complex_conv_family(dtype):
       (cnnjax.convolve(x, w, padding="FULL"), ref_correlate(x, w, padding="FULL", flip=True)),
   ]
   y = c((2, 3, 5, 3))
-  cases.append((cnnjax.conv_transpose(y, w, input_shape=(6, 5), **cfg),
-                ref_correlate_adjoint(y, w, x.shape, **cfg)))
+  cases.append(
+      (
+          cnnjax.conv_transpose(y, w, input_shape=(6, 5), **cfg),
+          ref_correlate_adjoint(y, w, x.shape, **cfg),
+      )
+  )
   wl = c((4, 4, 3, 2, 2, 3))
   cases.append((cnnjax.locally_connected(x, wl), ref_local(x, wl)))
   wt = c((2, 2, 3, 2, 2, 3))
-  cases.append((cnnjax.tiled_conv(x, wt, tile=2, padding="SAME"),
-                ref_tiled(x, wt, tile=2, padding="SAME")))
+  cases.append(
+      (cnnjax.tiled_conv(x, wt, tile=2, padding="SAME"), ref_tiled(x, wt, tile=2, padding="SAME"))
+  )
   for got, want in cases:
     assert got.dtype == dtype
     assert_close(got, want, dtype)
@@ -216,8 +232,9 @@ def test_check_bool_takes_only_bools():
 def test_check_positive_int_bounds():
   assert _checks.check_positive_int(np.uint64(2**63 - 1), name="n", op="op") == 2**63 - 1
   for value in (2**63, 2**70, np.uint64(2**64 - 1)):
-    with pytest.raises(ValueError, match=r"op: n got .*; expected a positive int of at most "
-                       r"2\*\*63 - 1"):
+    with pytest.raises(
+        ValueError, match=r"op: n got .*; expected a positive int of at most " r"2\*\*63 - 1"
+    ):
       _checks.check_positive_int(value, name="n", op="op")
   for value in (0, -1, True, "3", 3.0, None):
     with pytest.raises(ValueError, match=r"op: n got .*; expected a positive int\."):
@@ -237,6 +254,9 @@ def test_check_kernel_refuses_a_zero_size_kernel_dim():
 
 def test_check_extent_refuses_what_xla_aborts_on():
   _checks.check_extent((2**30, 2**30, 4), jnp.int8, name="shape", value=1, op="op")
-  with pytest.raises(ValueError, match=r"op: shape got 7, a result of 4611686018427387904 "
-                     r"float32 elements \(18446744073709551616 bytes\)"):
+  with pytest.raises(
+      ValueError,
+      match=r"op: shape got 7, a result of 4611686018427387904 "
+      r"float32 elements \(18446744073709551616 bytes\)",
+  ):
     _checks.check_extent((2**31, 2**31), jnp.float32, name="shape", value=7, op="op")

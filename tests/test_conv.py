@@ -128,9 +128,7 @@ class ReferenceTest(chex.TestCase):
     forward = functools.partial(cross_correlate, **config)
     y = _random(jax.eval_shape(forward, x, w).shape, case["seed"] + 2)
     expected = ref_correlate_adjoint(y, w, x.shape, **config)
-    got = self.variant(
-        functools.partial(conv_transpose, input_shape=x.shape[1:-1], **config)
-    )(y, w)
+    got = self.variant(functools.partial(conv_transpose, input_shape=x.shape[1:-1], **config))(y, w)
     assert got.shape == x.shape
     np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-10)
     # Without input_shape, the smallest input size with this output is taken.
@@ -160,10 +158,10 @@ class ReferenceTest(chex.TestCase):
     x_shape = (2, 1, 4, 6)
     w = _random((2, 2, 2, 6), 1)
     y = _random(ref_correlate(np.zeros(x_shape), w, **config).shape, 2)
-    got = self.variant(
-        functools.partial(conv_transpose, input_shape=x_shape[1:-1], **config))(y, w)
-    np.testing.assert_allclose(got, ref_correlate_adjoint(y, w, x_shape, **config),
-                               rtol=1e-10, atol=1e-10)
+    got = self.variant(functools.partial(conv_transpose, input_shape=x_shape[1:-1], **config))(y, w)
+    np.testing.assert_allclose(
+        got, ref_correlate_adjoint(y, w, x_shape, **config), rtol=1e-10, atol=1e-10
+    )
 
   @chex.variants(with_jit=True, without_jit=True)
   @parameterized.parameters(
@@ -181,8 +179,9 @@ class ReferenceTest(chex.TestCase):
     forward = functools.partial(cross_correlate, **config)
     assert jax.eval_shape(forward, x, w).shape == y.shape
     got = self.variant(functools.partial(conv_transpose, **config))(y, w)
-    np.testing.assert_allclose(got, ref_correlate_adjoint(y, w, x.shape, **config),
-                               rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(
+        got, ref_correlate_adjoint(y, w, x.shape, **config), rtol=1e-10, atol=1e-10
+    )
 
 
 def _default_input_shape(out_spatial, kernel, *, stride, padding, dilation, groups):
@@ -220,12 +219,16 @@ class ScipyTest(chex.TestCase):
     corr = self.variant(functools.partial(cross_correlate, padding=padding))(xb, wb)
     conv = self.variant(functools.partial(convolve, padding=padding))(xb, wb)
     np.testing.assert_allclose(
-        corr[0, ..., 0], scipy.signal.correlate(x, w, mode=mode, method="direct"),
-        rtol=1e-10, atol=1e-12,
+        corr[0, ..., 0],
+        scipy.signal.correlate(x, w, mode=mode, method="direct"),
+        rtol=1e-10,
+        atol=1e-12,
     )
     np.testing.assert_allclose(
-        conv[0, ..., 0], scipy.signal.convolve(x, w, mode=mode, method="direct"),
-        rtol=1e-10, atol=1e-12,
+        conv[0, ..., 0],
+        scipy.signal.convolve(x, w, mode=mode, method="direct"),
+        rtol=1e-10,
+        atol=1e-12,
     )
 
   @chex.variants(with_jit=True, without_jit=True)
@@ -302,11 +305,15 @@ class ExampleTest(chex.TestCase):
 
   def test_docstring_shapes(self):
     assert cross_correlate(jnp.ones((1, 5, 5, 1)), jnp.ones((3, 3, 1, 1))).shape == (1, 3, 3, 1)
-    y = convolve(jnp.arange(5.0).reshape(1, 5, 1), jnp.array([1.0, 2.0]).reshape(2, 1, 1),
-                 padding="FULL")
+    y = convolve(
+        jnp.arange(5.0).reshape(1, 5, 1), jnp.array([1.0, 2.0]).reshape(2, 1, 1), padding="FULL"
+    )
     np.testing.assert_array_equal(y[0, :, 0], [0.0, 1.0, 4.0, 7.0, 10.0, 8.0])
     assert conv_transpose(jnp.ones((1, 3, 3, 2)), jnp.ones((3, 3, 4, 2)), stride=2).shape == (
-        1, 7, 7, 4
+        1,
+        7,
+        7,
+        4,
     )
 
   def test_strict_accepts_settings_that_click(self):
@@ -373,8 +380,7 @@ class TransformTest(chex.TestCase):
   def test_conv_transpose_grads(self, **config):
     w = _random((3, 2, 2 // config["groups"], 2), 24)
     y = _random((1, 2, 2, 2), 25)
-    check_grads(functools.partial(conv_transpose, **config), (y, w), order=1,
-                modes=("fwd", "rev"))
+    check_grads(functools.partial(conv_transpose, **config), (y, w), order=1, modes=("fwd", "rev"))
 
   @chex.variants(with_jit=True, without_jit=True)
   @parameterized.parameters(
@@ -383,13 +389,20 @@ class TransformTest(chex.TestCase):
   def test_dtype_is_kept(self, dtype, mode):
     x = jnp.asarray(_random((2, 6, 5, 4), 26), dtype)
     w = jnp.asarray(_random((3, 3, 2, 4), 27), dtype)
-    expected = ref_correlate(np.asarray(x, np.float64), np.asarray(w, np.float64),
-                             padding="SAME", groups=2, padding_mode=mode)
+    expected = ref_correlate(
+        np.asarray(x, np.float64),
+        np.asarray(w, np.float64),
+        padding="SAME",
+        groups=2,
+        padding_mode=mode,
+    )
     tol = {jnp.float32: 1e-4, jnp.bfloat16: 1e-1, jnp.float64: 1e-10}[dtype]
-    corr = self.variant(functools.partial(
-        cross_correlate, padding="SAME", groups=2, padding_mode=mode))(x, w)
-    conv = self.variant(functools.partial(
-        convolve, padding="SAME", groups=2, padding_mode=mode))(x, w)
+    corr = self.variant(
+        functools.partial(cross_correlate, padding="SAME", groups=2, padding_mode=mode)
+    )(x, w)
+    conv = self.variant(functools.partial(convolve, padding="SAME", groups=2, padding_mode=mode))(
+        x, w
+    )
     trans = self.variant(functools.partial(conv_transpose, stride=2, groups=2))(x, w)
     for out in (corr, conv, trans):
       assert out.dtype == dtype
@@ -440,14 +453,29 @@ _W2 = np.ones((3, 3, 2, 4))
 @pytest.mark.parametrize(
     "x, w, kwargs, error, match",
     [
-        (np.ones((1, 5, 5, 3)), _W2, {}, ValueError,
-         r"channel mismatch: x has 3 channels .* "
-         r"expected x.shape\[-1\] == w.shape\[-2\] \* groups"),
+        (
+            np.ones((1, 5, 5, 3)),
+            _W2,
+            {},
+            ValueError,
+            r"channel mismatch: x has 3 channels .* "
+            r"expected x.shape\[-1\] == w.shape\[-2\] \* groups",
+        ),
         (_X2, np.ones((3, 3, 1, 4)), {}, ValueError, "channel mismatch: x has 2 channels"),
-        (np.ones((5, 5, 2)), _W2, {}, ValueError,
-         r"x has shape \(5, 5, 2\) \(rank 3\) \(an unbatched input"),
-        (np.ones((1, 5, 5, 5, 2)), _W2, {}, ValueError,
-         r"x has shape \(1, 5, 5, 5, 2\) \(rank 5\); expected rank 4"),
+        (
+            np.ones((5, 5, 2)),
+            _W2,
+            {},
+            ValueError,
+            r"x has shape \(5, 5, 2\) \(rank 3\) \(an unbatched input",
+        ),
+        (
+            np.ones((1, 5, 5, 5, 2)),
+            _W2,
+            {},
+            ValueError,
+            r"x has shape \(1, 5, 5, 5, 2\) \(rank 5\); expected rank 4",
+        ),
         (_X2, np.ones((3, 3)), {}, ValueError, r"w has shape \(3, 3\) \(rank 2\)"),
         (_X2, np.ones((2, 2, 2, 2, 2, 2)), {}, ValueError, r"w has shape .* \(rank 6\)"),
         (_X2, _W2, {"stride": 0}, ValueError, "stride got 0"),
@@ -458,27 +486,62 @@ _W2 = np.ones((3, 3, 2, 4))
         (_X2, _W2, {"dilation": (2, -2)}, ValueError, r"dilation got \(2, -2\)"),
         (_X2, _W2, {"groups": 0}, ValueError, "groups got 0"),
         (_X2, _W2, {"groups": True}, ValueError, "groups got True"),
-        (_X2, np.ones((3, 3, 1, 3)), {"groups": 2}, ValueError,
-         r"out_channels \(3\) is not divisible by groups \(2\)"),
-        (_X2, np.ones((3, 6, 2, 4)), {}, ValueError,
-         r"effective kernel size 6 \(kernel 6, dilation 1\) is larger than the padded input "
-         r"size 5"),
+        (
+            _X2,
+            np.ones((3, 3, 1, 3)),
+            {"groups": 2},
+            ValueError,
+            r"out_channels \(3\) is not divisible by groups \(2\)",
+        ),
+        (
+            _X2,
+            np.ones((3, 6, 2, 4)),
+            {},
+            ValueError,
+            r"effective kernel size 6 \(kernel 6, dilation 1\) is larger than the padded input "
+            r"size 5",
+        ),
         (_X2, _W2, {"dilation": 3}, ValueError, "effective kernel size 7 .* dilation 3"),
-        (np.ones((1, 5, 1, 2)), _W2, {"padding": ((0, 0), (1, 0))}, ValueError,
-         r"larger than the padded input size 2 \(input 1, padding \(1, 0\)\) in spatial dim 1"),
+        (
+            np.ones((1, 5, 1, 2)),
+            _W2,
+            {"padding": ((0, 0), (1, 0))},
+            ValueError,
+            r"larger than the padded input size 2 \(input 1, padding \(1, 0\)\) in spatial dim 1",
+        ),
         (_X2, _W2, {"padding": "HALF"}, ValueError, "padding got 'HALF'"),
         (_X2, _W2, {"padding": -1}, ValueError, "padding got -1"),
         (_X2, _W2, {"padding": (1, 1, 1)}, ValueError, r"padding got \(1, 1, 1\)"),
         (_X2, _W2, {"padding": 1.5}, TypeError, "padding got 1.5"),
-        (_X2, _W2, {"padding_mode": "wrap"}, ValueError,
-         r"padding_mode got 'wrap'; expected one of \('zeros', 'circular', 'reflect', 'edge'\)"),
+        (
+            _X2,
+            _W2,
+            {"padding_mode": "wrap"},
+            ValueError,
+            r"padding_mode got 'wrap'; expected one of \('zeros', 'circular', 'reflect', 'edge'\)",
+        ),
         (_X2, _W2, {"padding_mode": "ZEROS"}, ValueError, "padding_mode got 'ZEROS'"),
-        (np.ones((1, 7, 7, 2)), _W2, {"stride": 3, "strict": True}, ValueError,
-         r"stride 3 does not click in spatial dim 0.*strict=True"),
-        (np.ones((1, 7, 6, 2)), _W2, {"stride": (2, 2), "strict": True}, ValueError,
-         "stride 2 does not click in spatial dim 1"),
-        (_X2, _W2, {"preferred_element_type": np.int32}, TypeError,
-         "preferred_element_type got int32 for a computation in float"),
+        (
+            np.ones((1, 7, 7, 2)),
+            _W2,
+            {"stride": 3, "strict": True},
+            ValueError,
+            r"stride 3 does not click in spatial dim 0.*strict=True",
+        ),
+        (
+            np.ones((1, 7, 6, 2)),
+            _W2,
+            {"stride": (2, 2), "strict": True},
+            ValueError,
+            "stride 2 does not click in spatial dim 1",
+        ),
+        (
+            _X2,
+            _W2,
+            {"preferred_element_type": np.int32},
+            TypeError,
+            "preferred_element_type got int32 for a computation in float",
+        ),
         (_X2, np.ones((3, 3, 2, 4), bool), {}, TypeError, "w has dtype bool"),
     ],
 )
@@ -493,30 +556,60 @@ _Y = np.ones((1, 3, 3, 4))
 @pytest.mark.parametrize(
     "y, w, kwargs, error, match",
     [
-        (np.ones((1, 3, 3, 3)), _W2, {}, ValueError,
-         r"channel mismatch: y has 3 channels but the kernel's out_channels "
-         r"\(w.shape\[-1\]\) is 4"),
-        (np.ones((3, 3, 4)), _W2, {}, ValueError,
-         r"y has shape \(3, 3, 4\) \(rank 3\) \(an unbatched"),
+        (
+            np.ones((1, 3, 3, 3)),
+            _W2,
+            {},
+            ValueError,
+            r"channel mismatch: y has 3 channels but the kernel's out_channels "
+            r"\(w.shape\[-1\]\) is 4",
+        ),
+        (
+            np.ones((3, 3, 4)),
+            _W2,
+            {},
+            ValueError,
+            r"y has shape \(3, 3, 4\) \(rank 3\) \(an unbatched",
+        ),
         (np.ones((1, 3, 3, 3, 4)), _W2, {}, ValueError, r"y has shape .* \(rank 5\)"),
         (_Y, np.ones((4,)), {}, ValueError, r"w has shape \(4,\) \(rank 1\)"),
         (_Y, _W2, {"groups": 0}, ValueError, "groups got 0"),
-        (_Y, np.ones((3, 3, 2, 4)), {"groups": 3}, ValueError,
-         r"out_channels \(4\) is not divisible by groups \(3\)"),
+        (
+            _Y,
+            np.ones((3, 3, 2, 4)),
+            {"groups": 3},
+            ValueError,
+            r"out_channels \(4\) is not divisible by groups \(3\)",
+        ),
         (_Y, _W2, {"stride": 0}, ValueError, "stride got 0"),
         (_Y, _W2, {"stride": (2,)}, ValueError, r"stride got \(2,\)"),
         (_Y, _W2, {"dilation": -1}, ValueError, "dilation got -1"),
         (_Y, _W2, {"padding": "HALF"}, ValueError, "padding got 'HALF'"),
         (_Y, _W2, {"padding": -1}, ValueError, "padding got -1"),
-        (_Y, _W2, {"input_shape": (9, 9)}, ValueError,
-         r"input_shape \(9, 9\) gives a forward output of spatial shape \(7, 7\) .* but y has "
-         r"spatial shape \(3, 3\)"),
-        (_Y, _W2, {"stride": 2, "input_shape": (9, 5)}, ValueError,
-         r"input_shape \(9, 5\) gives a forward output of spatial shape \(4, 2\)"),
+        (
+            _Y,
+            _W2,
+            {"input_shape": (9, 9)},
+            ValueError,
+            r"input_shape \(9, 9\) gives a forward output of spatial shape \(7, 7\) .* but y has "
+            r"spatial shape \(3, 3\)",
+        ),
+        (
+            _Y,
+            _W2,
+            {"stride": 2, "input_shape": (9, 5)},
+            ValueError,
+            r"input_shape \(9, 5\) gives a forward output of spatial shape \(4, 2\)",
+        ),
         (_Y, _W2, {"input_shape": (0, 5)}, ValueError, r"input_shape got \(0, 5\)"),
         (_Y, _W2, {"input_shape": (5,)}, ValueError, r"input_shape got \(5,\)"),
-        (_Y, _W2, {"input_shape": (2, 2)}, ValueError,
-         "effective kernel size 3 .* larger than the padded input size 2"),
+        (
+            _Y,
+            _W2,
+            {"input_shape": (2, 2)},
+            ValueError,
+            "effective kernel size 3 .* larger than the padded input size 2",
+        ),
         (np.ones((1, 3, 3, 4), bool), _W2, {}, TypeError, "y has dtype bool"),
     ],
 )

@@ -64,7 +64,9 @@ from references import (
 
 EXAMPLES = int(os.environ.get("CNNJAX_FUZZ_EXAMPLES", "3"))
 _SETTINGS = settings(
-    max_examples=EXAMPLES, deadline=None, derandomize=EXAMPLES <= 10,
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=EXAMPLES <= 10,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 _LOW = (jnp.float32, jnp.bfloat16)
@@ -90,8 +92,9 @@ def _rounded(a, dtype):
   return np.asarray(np.asarray(a).astype(dtype), np.float64)
 
 
-def check_op(f, inputs, reference=None, *, diff=None, forms=False, conv=False,
-             nonfinite_reference=...):
+def check_op(
+    f, inputs, reference=None, *, diff=None, forms=False, conv=False, nonfinite_reference=...
+):
   """Checks ``f(*inputs)`` in float64 against ``reference`` and in float32/bfloat16, then
   again with non-finite values planted (:func:`check_nonfinite`).
 
@@ -108,9 +111,10 @@ def check_op(f, inputs, reference=None, *, diff=None, forms=False, conv=False,
 
   @jax.jit
   def run(args, ct):
-    y, vjp = jax.vjp(lambda *d: f(*[d[diff.index(i)] if i in diff else a
-                                     for i, a in enumerate(args)]),
-                     *[args[i] for i in diff])
+    y, vjp = jax.vjp(
+        lambda *d: f(*[d[diff.index(i)] if i in diff else a for i, a in enumerate(args)]),
+        *[args[i] for i in diff],
+    )
     return y, vjp(ct.astype(y.dtype))
 
   shape = jax.eval_shape(f, *inputs).shape
@@ -163,7 +167,8 @@ def assert_same_values(got, want, dtype, what):
   differ = np.argwhere(_pattern(got) != _pattern(want))
   assert not differ.size, (
       f"{what}: the non-finite pattern differs at {len(differ)} of {got.size} positions, "
-      f"first {tuple(differ[0])}: got {got[tuple(differ[0])]}, want {want[tuple(differ[0])]}")
+      f"first {tuple(differ[0])}: got {got[tuple(differ[0])]}, want {want[tuple(differ[0])]}"
+  )
   finite = np.isfinite(want)
   assert_close(np.where(finite, got, 0), np.where(finite, want, 0), dtype)
 
@@ -252,9 +257,14 @@ def geometry(draw, *, max_kernel=3, dilation=True, modes=MODES, strings=("VALID"
   if mode == "reflect":
     assume(all(lo < n and hi < n for n, (lo, hi) in zip(sizes, pads)))
   batch = draw(st.sampled_from([0, 1, 2, 2, 3]))
-  return dict(nd=nd, batch=batch, sizes=sizes, kernel=kernel,
-              config=dict(stride=tuple(stride), padding=padding, dilation=tuple(dil)),
-              mode=mode)
+  return dict(
+      nd=nd,
+      batch=batch,
+      sizes=sizes,
+      kernel=kernel,
+      config=dict(stride=tuple(stride), padding=padding, dilation=tuple(dil)),
+      mode=mode,
+  )
 
 
 @st.composite
@@ -278,11 +288,17 @@ class TestConvolutionFamily:
     x = np.ones((1, 6, 6, 1))
     x[0, where[0], where[1], 0] = value
     w = np.ones((3, 3, 1, 1))
-    for op, ref in ((cnnjax.cross_correlate, ref_correlate),
-                    (cnnjax.convolve, functools.partial(ref_correlate, flip=True))):
+    for op, ref in (
+        (cnnjax.cross_correlate, ref_correlate),
+        (cnnjax.convolve, functools.partial(ref_correlate, flip=True)),
+    ):
       for padding in ("VALID", "SAME"):
-        assert_same_values(op(x.astype(dtype), w.astype(dtype), padding=padding),
-                           ref(x, w, padding=padding), dtype, f"{op.__name__} {padding}")
+        assert_same_values(
+            op(x.astype(dtype), w.astype(dtype), padding=padding),
+            ref(x, w, padding=padding),
+            dtype,
+            f"{op.__name__} {padding}",
+        )
     got = cnnjax.conv_transpose(x.astype(dtype), w.astype(dtype), padding="VALID")
     want = ref_correlate_adjoint(x, w, (1, 8, 8, 1), padding="VALID")
     assert_same_values(got, want, dtype, "conv_transpose")
@@ -294,8 +310,12 @@ class TestConvolutionFamily:
     w = _normal((*g["kernel"], 2, groups * c_out_per_group), 1)
     op = cnnjax.convolve if flip else cnnjax.cross_correlate
     config = dict(g["config"], groups=groups, padding_mode=g["mode"])
-    check_op(functools.partial(op, **config), [x, w],
-             functools.partial(ref_correlate, flip=flip, **config), forms=True)
+    check_op(
+        functools.partial(op, **config),
+        [x, w],
+        functools.partial(ref_correlate, flip=flip, **config),
+        forms=True,
+    )
 
   @_SETTINGS
   @given(geometry(modes=("zeros",)), st.sampled_from([1, 2]))
@@ -305,9 +325,12 @@ class TestConvolutionFamily:
     _, _, _, out = ref_geometry(g["sizes"], g["kernel"], **g["config"])
     y = _normal((g["batch"], *out, 2 * groups), 0)
     config = dict(g["config"], groups=groups)
-    check_op(functools.partial(cnnjax.conv_transpose, input_shape=g["sizes"], **config),
-             [y, w], functools.partial(ref_correlate_adjoint, x_shape=x_shape, **config),
-             forms=True)
+    check_op(
+        functools.partial(cnnjax.conv_transpose, input_shape=g["sizes"], **config),
+        [y, w],
+        functools.partial(ref_correlate_adjoint, x_shape=x_shape, **config),
+        forms=True,
+    )
 
   @_SETTINGS
   @given(geometry())
@@ -316,19 +339,35 @@ class TestConvolutionFamily:
     x = _normal((g["batch"], *g["sizes"], 2), 0)
     w = _normal((*out, *g["kernel"], 2, 3), 1)
     config = dict(g["config"], padding_mode=g["mode"])
-    check_op(functools.partial(cnnjax.locally_connected, **config), [x, w],
-             functools.partial(ref_local, **config))
+    check_op(
+        functools.partial(cnnjax.locally_connected, **config),
+        [x, w],
+        functools.partial(ref_local, **config),
+    )
 
   @_SETTINGS
   @given(tiled_geometry())
-  @example(dict(nd=2, batch=2, sizes=[8, 8], kernel=[3, 3], tile=(4, 4), mode="zeros",
-                config=dict(stride=(1, 1), padding="SAME", dilation=(1, 1))))  # issue 18
+  @example(
+      dict(
+          nd=2,
+          batch=2,
+          sizes=[8, 8],
+          kernel=[3, 3],
+          tile=(4, 4),
+          mode="zeros",
+          config=dict(stride=(1, 1), padding="SAME", dilation=(1, 1)),
+      )
+  )  # issue 18
   def test_tiled_conv(self, g):
     x = _normal((g["batch"], *g["sizes"], 2), 0)
     w = _normal((*g["tile"], *g["kernel"], 2, 3), 1)
     config = dict(g["config"], tile=g["tile"], padding_mode=g["mode"])
-    check_op(functools.partial(cnnjax.tiled_conv, **config), [x, w],
-             functools.partial(ref_tiled, **config), forms=True)
+    check_op(
+        functools.partial(cnnjax.tiled_conv, **config),
+        [x, w],
+        functools.partial(ref_tiled, **config),
+        forms=True,
+    )
 
   @_SETTINGS
   @given(geometry(), st.sampled_from([1, 2]))
@@ -341,19 +380,39 @@ class TestConvolutionFamily:
 
     def reference(x, dy):
       xp = np.pad(x, [(0, 0), *pads, (0, 0)], mode=NUMPY_MODE[g["mode"]])
-      return np.concatenate([
-          ref_correlate_weight_grad(xp[..., 2 * i:2 * i + 2], dy[..., 2 * i:2 * i + 2],
-                                    g["kernel"], stride=g["config"]["stride"], padding=0,
-                                    dilation=g["config"]["dilation"])
-          for i in range(groups)], axis=-1)
+      return np.concatenate(
+          [
+              ref_correlate_weight_grad(
+                  xp[..., 2 * i : 2 * i + 2],
+                  dy[..., 2 * i : 2 * i + 2],
+                  g["kernel"],
+                  stride=g["config"]["stride"],
+                  padding=0,
+                  dilation=g["config"]["dilation"],
+              )
+              for i in range(groups)
+          ],
+          axis=-1,
+      )
 
     w_shape = (*g["kernel"], 2, 2 * groups)
-    check_op(functools.partial(cnnjax.conv_weight_grad, kernel_shape=w_shape, **config),
-             [x, dy], reference, forms=True)
+    check_op(
+        functools.partial(cnnjax.conv_weight_grad, kernel_shape=w_shape, **config),
+        [x, dy],
+        reference,
+        forms=True,
+    )
 
   @_SETTINGS
-  @given(st.sampled_from(["p4", "p4m"]), st.booleans(), st.integers(1, 3), st.integers(1, 2),
-         st.sampled_from(["VALID", "SAME", 1]), st.integers(0, 2), st.integers(3, 7))
+  @given(
+      st.sampled_from(["p4", "p4m"]),
+      st.booleans(),
+      st.integers(1, 3),
+      st.integers(1, 2),
+      st.sampled_from(["VALID", "SAME", 1]),
+      st.integers(0, 2),
+      st.integers(3, 7),
+  )
   def test_lift_and_group_conv(self, group, lift, k, stride, padding, batch, size):
     assume(size >= k or padding != "VALID")
     order = {"p4": 4, "p4m": 8}[group]
@@ -364,8 +423,13 @@ class TestConvolutionFamily:
     else:
       x, w = _normal((batch, size, size, order, 2), 0), _normal((k, k, order, 2, 3), 1)
       op, ref = cnnjax.group_conv, ref_group_conv
-    check_op(functools.partial(op, group=group, **settings), [x, w],
-             functools.partial(ref, group=group, **settings), forms=True)
+    check_op(
+        functools.partial(op, group=group, **settings),
+        [x, w],
+        functools.partial(ref, group=group, **settings),
+        forms=True,
+    )
+
 
 # -------------------------------------------------------------- the matrix view
 
@@ -392,8 +456,12 @@ class TestMatrixView:
       tap = np.rint(reference(labels)).astype(np.int64)
       return np.where(tap > 0, w.reshape(-1)[np.maximum(tap, 1) - 1], 0.0)
 
-    check_op(functools.partial(cnnjax.conv_matrix, input_shape=in_shape, **config), [w],
-             reference, nonfinite_reference=placed if g["mode"] == "zeros" else None)
+    check_op(
+        functools.partial(cnnjax.conv_matrix, input_shape=in_shape, **config),
+        [w],
+        reference,
+        nonfinite_reference=placed if g["mode"] == "zeros" else None,
+    )
 
   @_SETTINGS
   @given(geometry(), st.booleans())
@@ -403,12 +471,18 @@ class TestMatrixView:
       _, _, _, out = ref_geometry(g["sizes"], kernel, **config)
       shape = (g["batch"], *g["sizes"], 2)
       p = _normal((g["batch"], *out, math.prod(kernel) * 2), 0)
-      check_op(lambda p: cnnjax.fold(p, shape, kernel, **config), [p],
-               lambda p: ref_fold(p, shape, kernel, **config))
+      check_op(
+          lambda p: cnnjax.fold(p, shape, kernel, **config),
+          [p],
+          lambda p: ref_fold(p, shape, kernel, **config),
+      )
     else:
       x = _normal((g["batch"], *g["sizes"], 2), 0)
-      check_op(lambda x: cnnjax.unfold(x, kernel, padding_mode=g["mode"], **config), [x],
-               lambda x: ref_unfold(x, kernel, padding_mode=g["mode"], **config))
+      check_op(
+          lambda x: cnnjax.unfold(x, kernel, padding_mode=g["mode"], **config),
+          [x],
+          lambda x: ref_unfold(x, kernel, padding_mode=g["mode"], **config),
+      )
 
 
 # ------------------------------------------------------------------- the pools
@@ -418,12 +492,20 @@ class TestMatrixView:
 def pool_geometry(draw):
   g = draw(geometry(dilation=False, modes=("zeros",), strings=("VALID", "SAME")))
   stride = draw(st.sampled_from([None, g["config"]["stride"]]))
-  _, _, pads, out = ref_geometry(g["sizes"], g["kernel"], padding=g["config"]["padding"],
-                                 stride=g["kernel"] if stride is None else stride)
+  _, _, pads, out = ref_geometry(
+      g["sizes"],
+      g["kernel"],
+      padding=g["config"]["padding"],
+      stride=g["kernel"] if stride is None else stride,
+  )
   # Every window must overlap the input (the pools refuse all-padding windows).
   s = g["kernel"] if stride is None else stride
-  assume(all(lo < k and (m - 1) * si - lo < n
-             for (lo, _), k, si, m, n in zip(pads, g["kernel"], s, out, g["sizes"])))
+  assume(
+      all(
+          lo < k and (m - 1) * si - lo < n
+          for (lo, _), k, si, m, n in zip(pads, g["kernel"], s, out, g["sizes"])
+      )
+  )
   return dict(g, stride=stride)
 
 
@@ -434,10 +516,16 @@ class TestPools:
   def test_window_pools(self, g, kind):
     x = _normal((g["batch"], *g["sizes"], 3), 0)
     window, stride, padding = tuple(g["kernel"]), g["stride"], g["config"]["padding"]
-    op = {"max": cnnjax.max_pool, "avg": cnnjax.avg_pool,
-          "lp": functools.partial(cnnjax.lp_pool, p=2)}[kind]
-    check_op(lambda x: op(x, window, stride=stride, padding=padding), [x],
-             lambda x: ref_pool(x, window, stride, padding, kind))
+    op = {
+        "max": cnnjax.max_pool,
+        "avg": cnnjax.avg_pool,
+        "lp": functools.partial(cnnjax.lp_pool, p=2),
+    }[kind]
+    check_op(
+        lambda x: op(x, window, stride=stride, padding=padding),
+        [x],
+        lambda x: ref_pool(x, window, stride, padding, kind),
+    )
 
   @_SETTINGS
   @given(geometry(), st.booleans())
@@ -452,16 +540,22 @@ class TestPools:
   @given(st.integers(0, 3), st.integers(1, 4), st.integers(1, 3))
   def test_maxout(self, batch, groups, pieces):
     x = _normal((batch, 3, groups * pieces), 0)
-    check_op(lambda x: cnnjax.maxout(x, pieces), [x],
-             lambda x: x.reshape(batch, 3, groups, pieces).max(axis=-1))
+    check_op(
+        lambda x: cnnjax.maxout(x, pieces),
+        [x],
+        lambda x: x.reshape(batch, 3, groups, pieces).max(axis=-1),
+    )
 
   @_SETTINGS
   @given(geometry(), st.integers(1, 3), st.sampled_from([2, 3, 4]))
   def test_blur_pool(self, g, stride, taps):
     assume(all(n >= taps for n in g["sizes"]))  # reflect padding needs the room
     x = _normal((g["batch"], *g["sizes"], 2), 0)
-    check_op(lambda x: cnnjax.blur_pool(x, stride=stride, kernel_size=taps), [x],
-             lambda x: ref_binomial_blur(x, stride, taps))
+    check_op(
+        lambda x: cnnjax.blur_pool(x, stride=stride, kernel_size=taps),
+        [x],
+        lambda x: ref_binomial_blur(x, stride, taps),
+    )
 
   @_SETTINGS
   @given(geometry(), st.integers(1, 3))
@@ -469,28 +563,39 @@ class TestPools:
     stride = (s,) * g["nd"]
     g["sizes"] = [max(n // s, 1) * s for n in g["sizes"]]  # APS needs multiples of the stride
     x = _normal((g["batch"], *g["sizes"], 2), 0)
-    check_op(lambda x: cnnjax.polyphase_downsample(x, stride=stride), [x],
-             lambda x: ref_aps(x, stride))
+    check_op(
+        lambda x: cnnjax.polyphase_downsample(x, stride=stride), [x], lambda x: ref_aps(x, stride)
+    )
 
   @_SETTINGS
-  @given(st.integers(0, 3), st.integers(1, 7), st.integers(1, 6),
-         st.floats(1e-3, 1.0), st.floats(0.25, 1.0))
+  @given(
+      st.integers(0, 3),
+      st.integers(1, 7),
+      st.integers(1, 6),
+      st.floats(1e-3, 1.0),
+      st.floats(0.25, 1.0),
+  )
   def test_local_response_norm(self, batch, channels, size, alpha, beta):
     x = _normal((batch, 3, 2, channels), 0) * 2
     f = functools.partial(cnnjax.local_response_norm, size=size, alpha=alpha, beta=beta, k=1.0)
     check_op(f, [x], lambda x: ref_lrn(x, size, alpha, beta, 1.0))
 
   @_SETTINGS
-  @given(st.integers(1, 3).flatmap(lambda nd: st.tuples(
-      st.lists(st.integers(1, 7), min_size=nd, max_size=nd),
-      st.lists(st.one_of(st.none(), st.integers(1, 9)), min_size=nd, max_size=nd))),
-      st.sampled_from(["avg", "max"]), st.integers(0, 2))
+  @given(
+      st.integers(1, 3).flatmap(
+          lambda nd: st.tuples(
+              st.lists(st.integers(1, 7), min_size=nd, max_size=nd),
+              st.lists(st.one_of(st.none(), st.integers(1, 9)), min_size=nd, max_size=nd),
+          )
+      ),
+      st.sampled_from(["avg", "max"]),
+      st.integers(0, 2),
+  )
   def test_adaptive_pools(self, sizes_and_outputs, kind, batch):
     sizes, output_size = sizes_and_outputs  # an output may exceed the input size
     x = _normal((batch, *sizes, 3), 0)
     op = cnnjax.adaptive_avg_pool if kind == "avg" else cnnjax.adaptive_max_pool
-    check_op(lambda x: op(x, output_size), [x],
-             lambda x: ref_adaptive_pool(x, output_size, kind))
+    check_op(lambda x: op(x, output_size), [x], lambda x: ref_adaptive_pool(x, output_size, kind))
 
   @_SETTINGS
   @given(pool_geometry())
@@ -500,15 +605,21 @@ class TestPools:
     x = _normal((g["batch"], *g["sizes"], 2), 0)
     indices = ref_max_pool_indices(x, window, None, padding)
     y = _normal(indices.shape, 1)
-    check_op(lambda y: cnnjax.max_unpool(y, indices, x.shape), [y],
-             lambda y: ref_max_unpool(y, indices, x.shape))
+    check_op(
+        lambda y: cnnjax.max_unpool(y, indices, x.shape),
+        [y],
+        lambda y: ref_max_unpool(y, indices, x.shape),
+    )
 
   @_SETTINGS
   @given(st.integers(0, 3), st.sampled_from([4, 8]), st.sampled_from(["max", "mean"]))
   def test_group_pool(self, batch, order, reduce):
     x = _normal((batch, 3, 2, order, 2), 0)
-    check_op(functools.partial(cnnjax.group_pool, reduce=reduce), [x],
-             lambda x: x.max(axis=3) if reduce == "max" else x.mean(axis=3))
+    check_op(
+        functools.partial(cnnjax.group_pool, reduce=reduce),
+        [x],
+        lambda x: x.max(axis=3) if reduce == "max" else x.mean(axis=3),
+    )
 
 
 # ------------------------------------------------ again: the XLA:CPU flag off
@@ -521,18 +632,31 @@ def test_the_flag_and_the_optimization_are_as_this_run_says():
   assert not jax.config.read("jax_disable_most_optimizations")
 
 
-@pytest.mark.skipif(jax.default_backend() != "cpu",
-                    reason="the XLA:CPU flag only changes XLA:CPU's kernels")
+@pytest.mark.skipif(
+    jax.default_backend() != "cpu", reason="the XLA:CPU flag only changes XLA:CPU's kernels"
+)
 def test_the_convolutions_again_with_the_xla_cpu_flag_off():
   # The flag changes which kernels XLA:CPU runs convolutions with; nothing else
   # (locally_connected is a dot_general). The child must pass and skip nothing.
   proc = subprocess.run(
-      [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
-       f"{__file__}::TestConvolutionFamily",
-       f"{__file__}::test_the_flag_and_the_optimization_are_as_this_run_says",
-       "-k", "not locally_connected"],
-      env=dict(os.environ, CNNJAX_XLA_FLAGS="0", XLA_FLAGS=""), capture_output=True,
-      text=True, timeout=600, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+      [
+          sys.executable,
+          "-m",
+          "pytest",
+          "-q",
+          "-p",
+          "no:cacheprovider",
+          "-x",
+          f"{__file__}::TestConvolutionFamily",
+          f"{__file__}::test_the_flag_and_the_optimization_are_as_this_run_says",
+          "-k",
+          "not locally_connected",
+      ],
+      env=dict(os.environ, CNNJAX_XLA_FLAGS="0", XLA_FLAGS=""),
+      capture_output=True,
+      text=True,
+      timeout=600,
+      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
   )
   assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
   assert " passed" in proc.stdout and " skipped" not in proc.stdout, proc.stdout[-2000:]

@@ -58,15 +58,17 @@ class TableTest(parameterized.TestCase):
   @parameterized.parameters(*range(8))
   def test_transform_plane(self, element):
     a = _random((5, 5, 2), element)
-    np.testing.assert_array_equal(transform_plane(a, element, group="p4m"),
-                                  ref_plane_transform(a, element))
+    np.testing.assert_array_equal(
+        transform_plane(a, element, group="p4m"), ref_plane_transform(a, element)
+    )
 
 
 _CONV_CASES = (
     dict(testcase_name="p4_same", group="p4", k=3, settings=dict(padding="SAME")),
     dict(testcase_name="p4m_same_k5", group="p4m", k=5, settings=dict(padding="SAME")),
-    dict(testcase_name="p4_valid_stride2", group="p4", k=3,
-         settings=dict(padding="VALID", stride=2)),
+    dict(
+        testcase_name="p4_valid_stride2", group="p4", k=3, settings=dict(padding="VALID", stride=2)
+    ),
     dict(testcase_name="p4m_valid", group="p4m", k=2, settings=dict(padding="VALID")),
 )
 
@@ -108,7 +110,8 @@ class ReferenceTest(chex.TestCase):
 
   @parameterized.product(
       dtype=(np.int8, np.int16, np.int32, np.uint8, np.uint16, np.uint32, np.int64, np.uint64),
-      x64=(False, True))
+      x64=(False, True),
+  )
   def test_integer_group_mean_is_exact(self, dtype, x64):
     # trunc(exact mean) in x's dtype. The mean was a float32 (x64 off) of an int32 sum:
     # four int32 2**24 + 1 gave 2**24, and int32 max values rounded up to 2**31.
@@ -118,11 +121,15 @@ class ReferenceTest(chex.TestCase):
     rng = np.random.default_rng(7)
     lo, hi = np.array(info.min, dtype), np.array(info.max, dtype)
     shape = (2, 2, 4, 3)  # [H, W, |G|, C]
-    x = np.stack([
-        np.full(shape, hi), np.full(shape, lo), np.where(rng.random(shape) < 0.5, lo, hi),
-        rng.integers(info.min, info.max, shape, dtype=dtype, endpoint=True),
-        np.full(shape, min(info.max, 2**24 + 1)).astype(dtype),
-    ])
+    x = np.stack(
+        [
+            np.full(shape, hi),
+            np.full(shape, lo),
+            np.where(rng.random(shape) < 0.5, lo, hi),
+            rng.integers(info.min, info.max, shape, dtype=dtype, endpoint=True),
+            np.full(shape, min(info.max, 2**24 + 1)).astype(dtype),
+        ]
+    )
     with jax.enable_x64(x64):
       got = group_pool(x, reduce="mean")
     totals = x.astype(object).sum(axis=3)
@@ -131,8 +138,9 @@ class ReferenceTest(chex.TestCase):
     np.testing.assert_array_equal(np.asarray(got).astype(object), want)
 
   def test_empty_group_axis_is_refused(self):
-    with pytest.raises(ValueError, match=r"group_pool: x has shape \(1, 2, 2, 0, 3\), an empty "
-                       "group axis"):
+    with pytest.raises(
+        ValueError, match=r"group_pool: x has shape \(1, 2, 2, 0, 3\), an empty " "group axis"
+    ):
       group_pool(np.ones((1, 2, 2, 0, 3)), reduce="mean")
 
 
@@ -199,7 +207,9 @@ class EquivarianceTest(parameterized.TestCase):
     for a in range(8):
       for b in range(8):
         ga, gb = eq.group_action(a, group="p4m"), eq.group_action(b, group="p4m")
-        np.testing.assert_array_equal(ga(gb(y8)), eq.group_action(int(table[a, b]), group="p4m")(y8))
+        np.testing.assert_array_equal(
+            ga(gb(y8)), eq.group_action(int(table[a, b]), group="p4m")(y8)
+        )
 
 
 class ErrorTest(parameterized.TestCase):
@@ -250,8 +260,9 @@ class ErrorTest(parameterized.TestCase):
           op(a, b, group="p4", **kwargs)
       with pytest.raises(ValueError, match=f"{name}: the effective kernel size 3"):
         op(a[:, :2, :2], b, group="p4", padding="VALID")
-    with pytest.raises(ValueError, match=r"lift_conv: w has a zero-size kernel dim: shape "
-                       r"\(0, 0, 2, 4\)"):
+    with pytest.raises(
+        ValueError, match=r"lift_conv: w has a zero-size kernel dim: shape " r"\(0, 0, 2, 4\)"
+    ):
       lift_conv(x, jnp.ones((0, 0, 2, 4)), group="p4")
     with pytest.raises(ValueError, match="group_conv: w has a zero-size kernel dim"):
       group_conv(y, jnp.ones((0, 0, 4, 2, 2)), group="p4")

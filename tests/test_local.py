@@ -59,15 +59,19 @@ def local_cases(draw):
       x_shape=(draw(st.integers(1, 2)), *sizes, draw(st.integers(1, 2))),
       kernel=kernel,
       c_out=draw(st.integers(1, 2)),
-      config=dict(stride=tuple(stride), padding=padding, dilation=tuple(dilation),
-                  padding_mode=mode),
+      config=dict(
+          stride=tuple(stride), padding=padding, dilation=tuple(dilation), padding_mode=mode
+      ),
       seed=draw(st.integers(0, 2**16)),
   )
 
 
 def _weights_for(x_shape, kernel, c_out, config, seed):
   _, _, _, out = ref_geometry(
-      x_shape[1:-1], kernel, stride=config["stride"], padding=config["padding"],
+      x_shape[1:-1],
+      kernel,
+      stride=config["stride"],
+      padding=config["padding"],
       dilation=config["dilation"],
   )
   return _random((*out, *kernel, x_shape[-1], c_out), seed)
@@ -83,8 +87,9 @@ class ReferenceTest(chex.TestCase):
   @given(case=local_cases())
   def test_matches_loop(self, case):
     x = _random(case["x_shape"], case["seed"])
-    w = _weights_for(case["x_shape"], case["kernel"], case["c_out"], case["config"],
-                     case["seed"] + 1)
+    w = _weights_for(
+        case["x_shape"], case["kernel"], case["c_out"], case["config"], case["seed"] + 1
+    )
     got = self.variant(functools.partial(locally_connected, **case["config"]))(x, w)
     expected = ref_local(x, w, **case["config"])
     assert got.shape == expected.shape
@@ -94,13 +99,21 @@ class ReferenceTest(chex.TestCase):
   @chex.variants(with_jit=True, without_jit=True)
   @parameterized.parameters(
       dict(x_shape=(2, 7, 3), kernel=(3,), config=dict(stride=2, padding="SAME")),
-      dict(x_shape=(1, 6, 5, 2), kernel=(3, 2),
-           config=dict(stride=(1, 2), dilation=(2, 1), padding_mode="circular",
-                       padding="SAME")),
-      dict(x_shape=(2, 4, 5, 3, 1), kernel=(2, 3, 1),
-           config=dict(padding=((1, 0), (0, 2), (1, 1)), padding_mode="edge")),
-      dict(x_shape=(1, 6, 6, 2), kernel=(3, 3),
-           config=dict(padding="FULL", padding_mode="reflect", stride=3)),
+      dict(
+          x_shape=(1, 6, 5, 2),
+          kernel=(3, 2),
+          config=dict(stride=(1, 2), dilation=(2, 1), padding_mode="circular", padding="SAME"),
+      ),
+      dict(
+          x_shape=(2, 4, 5, 3, 1),
+          kernel=(2, 3, 1),
+          config=dict(padding=((1, 0), (0, 2), (1, 1)), padding_mode="edge"),
+      ),
+      dict(
+          x_shape=(1, 6, 6, 2),
+          kernel=(3, 3),
+          config=dict(padding="FULL", padding_mode="reflect", stride=3),
+      ),
   )
   def test_configurations(self, x_shape, kernel, config):
     full = dict(dict(stride=1, padding="VALID", dilation=1, padding_mode="zeros"), **config)
@@ -118,10 +131,16 @@ class PropertyTest(chex.TestCase):
   @chex.variants(with_jit=True, without_jit=True)
   @parameterized.parameters(
       dict(x_shape=(2, 9, 2), kernel=(3,), config=dict(stride=2, padding="SAME")),
-      dict(x_shape=(2, 6, 7, 3), kernel=(3, 2),
-           config=dict(dilation=(1, 2), padding=1, padding_mode="circular")),
-      dict(x_shape=(1, 4, 5, 4, 2), kernel=(2, 2, 3),
-           config=dict(stride=(1, 2, 1), padding="FULL", padding_mode="edge")),
+      dict(
+          x_shape=(2, 6, 7, 3),
+          kernel=(3, 2),
+          config=dict(dilation=(1, 2), padding=1, padding_mode="circular"),
+      ),
+      dict(
+          x_shape=(1, 4, 5, 4, 2),
+          kernel=(2, 2, 3),
+          config=dict(stride=(1, 2, 1), padding="FULL", padding_mode="edge"),
+      ),
   )
   def test_equal_kernels_is_cross_correlate(self, x_shape, kernel, config):
     # jax's own lax_test property: every position's kernel equal → shared convolution.
@@ -163,7 +182,8 @@ class PropertyTest(chex.TestCase):
     np.testing.assert_allclose(
         np.asarray(y, np.float64),
         ref_local(np.asarray(x, np.float64), np.asarray(w, np.float64)),
-        rtol=tol, atol=tol,
+        rtol=tol,
+        atol=tol,
     )
 
   def test_vmap(self):
@@ -215,13 +235,15 @@ class ErrorTest(parameterized.TestCase):
       locally_connected(jnp.zeros((1, 5, 5, 3)), jnp.zeros((3, 3, 3, 3, 2, 1)))
 
   def test_weight_grid_mismatch(self):
-    with pytest.raises(ValueError, match=r"weight grid .* is \(4, 4\) but the output's "
-                                         r"spatial shape is \(3, 3\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"weight grid .* is \(4, 4\) but the output's " r"spatial shape is \(3, 3\)",
+    ):
       locally_connected(jnp.zeros((1, 5, 5, 2)), jnp.zeros((4, 4, 3, 3, 2, 1)))
-    with pytest.raises(ValueError, match=r"is \(3, 3\) but the output's spatial shape is "
-                                         r"\(5, 5\)"):
-      locally_connected(jnp.zeros((1, 5, 5, 2)), jnp.zeros((3, 3, 3, 3, 2, 1)),
-                        padding="SAME")
+    with pytest.raises(
+        ValueError, match=r"is \(3, 3\) but the output's spatial shape is " r"\(5, 5\)"
+    ):
+      locally_connected(jnp.zeros((1, 5, 5, 2)), jnp.zeros((3, 3, 3, 3, 2, 1)), padding="SAME")
 
   @parameterized.parameters(
       dict(kwargs=dict(padding_mode="mirror"), match="padding_mode"),

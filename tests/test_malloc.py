@@ -17,7 +17,8 @@ from cnnjax import _malloc
 
 pytestmark = pytest.mark.skipif(
     not (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"),
-    reason="the allocator settings are glibc's (Linux); elsewhere nothing is changed")
+    reason="the allocator settings are glibc's (Linux); elsewhere nothing is changed",
+)
 
 # seed-cnn's gradient at batch 128 (its temporaries: activations and gradients of a few
 # MiB to 12 MiB each), run 6 times after a warm-up; prints the minor page faults of those
@@ -43,13 +44,22 @@ print(json.dumps({"faults": after - before, "wanted": _malloc.wanted()}))
 
 
 def _probe(**env_changes):
-  env = {k: v for k, v in os.environ.items()
-         if k != "GLIBC_TUNABLES" and not (k.startswith("MALLOC_") and k.endswith("_"))}
+  env = {
+      k: v
+      for k, v in os.environ.items()
+      if k != "GLIBC_TUNABLES" and not (k.startswith("MALLOC_") and k.endswith("_"))
+  }
   env.pop(_malloc.OPT_OUT, None)
   env["JAX_PLATFORMS"] = "cpu"  # XLA:CPU's temporaries (an accelerator's live on it)
   env.update(env_changes)
-  out = subprocess.run([sys.executable, "-c", _PROBE], env=env, check=True, timeout=300,
-                       capture_output=True, text=True).stdout
+  out = subprocess.run(
+      [sys.executable, "-c", _PROBE],
+      env=env,
+      check=True,
+      timeout=300,
+      capture_output=True,
+      text=True,
+  ).stdout
   return json.loads(out.strip().splitlines()[-1])
 
 
@@ -62,8 +72,7 @@ def test_freed_temporaries_are_reused_not_faulted_in_again():
 
 
 def test_a_users_own_allocator_settings_are_kept(monkeypatch):
-  for name, value in (("GLIBC_TUNABLES", "glibc.malloc.arena_max=2"),
-                      ("MALLOC_ARENA_MAX_", "2")):
+  for name, value in (("GLIBC_TUNABLES", "glibc.malloc.arena_max=2"), ("MALLOC_ARENA_MAX_", "2")):
     monkeypatch.setenv(name, value)
     assert not _malloc.wanted() and not _malloc.apply()
     monkeypatch.delenv(name)

@@ -28,18 +28,39 @@ from tests.references import (
 
 _CASES = (
     dict(testcase_name="1d", x=(7, 2), w=(3, 2, 3), config={}),
-    dict(testcase_name="1d_same_stride", x=(8, 3), w=(3, 3, 2),
-         config=dict(stride=2, padding="SAME")),
-    dict(testcase_name="2d_full_dilated", x=(5, 4, 2), w=(2, 3, 2, 2),
-         config=dict(padding="FULL", dilation=(2, 1))),
-    dict(testcase_name="2d_groups_pairs", x=(6, 5, 4), w=(3, 2, 2, 6),
-         config=dict(padding=((2, 0), (1, 1)), stride=(1, 2), groups=2)),
-    dict(testcase_name="2d_circular", x=(5, 5, 2), w=(3, 3, 2, 3),
-         config=dict(padding="SAME", padding_mode="circular")),
-    dict(testcase_name="2d_reflect_strided", x=(6, 5, 1), w=(3, 3, 1, 2),
-         config=dict(padding=2, stride=2, padding_mode="reflect")),
-    dict(testcase_name="2d_edge_depthwise", x=(4, 5, 3), w=(3, 2, 1, 6),
-         config=dict(padding="SAME", groups=3, padding_mode="edge")),
+    dict(
+        testcase_name="1d_same_stride", x=(8, 3), w=(3, 3, 2), config=dict(stride=2, padding="SAME")
+    ),
+    dict(
+        testcase_name="2d_full_dilated",
+        x=(5, 4, 2),
+        w=(2, 3, 2, 2),
+        config=dict(padding="FULL", dilation=(2, 1)),
+    ),
+    dict(
+        testcase_name="2d_groups_pairs",
+        x=(6, 5, 4),
+        w=(3, 2, 2, 6),
+        config=dict(padding=((2, 0), (1, 1)), stride=(1, 2), groups=2),
+    ),
+    dict(
+        testcase_name="2d_circular",
+        x=(5, 5, 2),
+        w=(3, 3, 2, 3),
+        config=dict(padding="SAME", padding_mode="circular"),
+    ),
+    dict(
+        testcase_name="2d_reflect_strided",
+        x=(6, 5, 1),
+        w=(3, 3, 1, 2),
+        config=dict(padding=2, stride=2, padding_mode="reflect"),
+    ),
+    dict(
+        testcase_name="2d_edge_depthwise",
+        x=(4, 5, 3),
+        w=(3, 2, 1, 6),
+        config=dict(padding="SAME", groups=3, padding_mode="edge"),
+    ),
     dict(testcase_name="3d", x=(3, 4, 3, 2), w=(2, 2, 2, 2, 2), config=dict(padding=1)),
 )
 
@@ -94,8 +115,7 @@ class ReferenceTest(chex.TestCase):
     got = conv_matrix(jnp.asarray(w, dtype), (5, 4, 2), padding="SAME")
     assert got.dtype == dtype
     # The matrix only copies kernel entries: exact up to the kernel's own rounding.
-    want = ref_conv_matrix(np.asarray(jnp.asarray(w, dtype), np.float64), (5, 4, 2),
-                           padding="SAME")
+    want = ref_conv_matrix(np.asarray(jnp.asarray(w, dtype), np.float64), (5, 4, 2), padding="SAME")
     np.testing.assert_array_equal(np.asarray(got, np.float64), want)
     assert_close(got, ref_conv_matrix(w, (5, 4, 2), padding="SAME"), dtype)
 
@@ -109,8 +129,10 @@ class ReferenceTest(chex.TestCase):
     got = np.stack([np.asarray(m) @ x[b].reshape(-1) for b in range(2)])
     assert_close(got, want.reshape(2, -1), dtype)
     np.testing.assert_allclose(
-        m, ref_conv_matrix(w, (5, 4, 2), padding="SAME", padding_mode="circular"),
-        rtol=1e-6 if dtype == np.complex64 else 1e-12, atol=1e-6,
+        m,
+        ref_conv_matrix(w, (5, 4, 2), padding="SAME", padding_mode="circular"),
+        rtol=1e-6 if dtype == np.complex64 else 1e-12,
+        atol=1e-6,
     )
     # And against cnnjax's own complex cross_correlate.
     y = cnnjax.cross_correlate(x, w, padding="SAME", padding_mode="circular")
@@ -132,7 +154,9 @@ class StructureTest(chex.TestCase):
   """The lecture's matrix forms, from scipy.linalg."""
 
   @parameterized.parameters(
-      dict(k=3, n=7, lo=0, hi=0), dict(k=3, n=6, lo=1, hi=1), dict(k=4, n=5, lo=3, hi=3),
+      dict(k=3, n=7, lo=0, hi=0),
+      dict(k=3, n=6, lo=1, hi=1),
+      dict(k=4, n=5, lo=3, hi=3),
       dict(k=2, n=5, lo=0, hi=1),
   )
   def test_1d_is_toeplitz(self, k, n, lo, hi):
@@ -167,7 +191,8 @@ class StructureTest(chex.TestCase):
       for j in range(4):
         np.testing.assert_array_equal(blocks[i, j], blocks[(i + 1) % 4, (j + 1) % 4])
         np.testing.assert_array_equal(  # each block circulant
-            np.roll(blocks[i, j], 1, axis=1)[:-1], blocks[i, j][1:])
+            np.roll(blocks[i, j], 1, axis=1)[:-1], blocks[i, j][1:]
+        )
 
   def test_docstring_example(self):
     np.testing.assert_array_equal(
@@ -180,7 +205,9 @@ class ErrorTest(parameterized.TestCase):
 
   def test_refuses_a_matrix_over_the_limit(self):
     w = jnp.ones((3, 3, 64, 64), jnp.float32)
-    with pytest.raises(ValueError, match=r"conv_matrix: input_shape got \(256, 256, 64\).*max_bytes"):
+    with pytest.raises(
+        ValueError, match=r"conv_matrix: input_shape got \(256, 256, 64\).*max_bytes"
+    ):
       conv_matrix(w, (256, 256, 64))
     with pytest.raises(ValueError, match="max_bytes"):
       conv_matrix(jnp.ones((3, 1, 1)), (10, 1), max_bytes=100)

@@ -92,11 +92,20 @@ def test_effective_kernel_size(r, t, expected):
 
 @pytest.mark.parametrize(
     "r, t, match",
-    [(0, 1, "kernel_size got 0"), (2.0, 1, "kernel_size got 2.0"), (3, 0, "dilation got 0"),
-     (True, 1, "kernel_size got True"), (3, "2", "dilation got '2'"),
-     (2**63, 1, r"kernel_size got 9223372036854775808; .* 2\*\*63 - 1"),
-     (3, 2**62, r"dilation got 4611686018427387904, which makes the effective kernel size "
-      r"9223372036854775809 \(kernel 3\) exceed 2\*\*63 - 1")],
+    [
+        (0, 1, "kernel_size got 0"),
+        (2.0, 1, "kernel_size got 2.0"),
+        (3, 0, "dilation got 0"),
+        (True, 1, "kernel_size got True"),
+        (3, "2", "dilation got '2'"),
+        (2**63, 1, r"kernel_size got 9223372036854775808; .* 2\*\*63 - 1"),
+        (
+            3,
+            2**62,
+            r"dilation got 4611686018427387904, which makes the effective kernel size "
+            r"9223372036854775809 \(kernel 3\) exceed 2\*\*63 - 1",
+        ),
+    ],
 )
 def test_effective_kernel_size_errors(r, t, match):
   with pytest.raises(ValueError, match=match):
@@ -263,12 +272,18 @@ def test_strict_mode():
         # incompatible function arguments") and a "Negative padding" from JAX's internals.
         ({"stride": 2**70}, ValueError, r"g: stride got 1180591620717411303424; .* 2\*\*63"),
         ({"padding": 2**70}, ValueError, r"g: padding got 1180591620717411303424; .* 2\*\*63"),
-        ({"padding": 2**62}, ValueError,
-         r"g: padding got 4611686018427387904, which makes the padded input .* 2\*\*63 - 1 "
-         r"positions"),
-        ({"dilation": 2**62}, ValueError,
-         r"g: dilation got 4611686018427387904, which makes the effective kernel size "
-         r"9223372036854775809 \(kernel 3\) in spatial dim 0 exceed 2\*\*63 - 1"),
+        (
+            {"padding": 2**62},
+            ValueError,
+            r"g: padding got 4611686018427387904, which makes the padded input .* 2\*\*63 - 1 "
+            r"positions",
+        ),
+        (
+            {"dilation": 2**62},
+            ValueError,
+            r"g: dilation got 4611686018427387904, which makes the effective kernel size "
+            r"9223372036854775809 \(kernel 3\) in spatial dim 0 exceed 2\*\*63 - 1",
+        ),
         ({"strict": "no"}, ValueError, r"g: strict got 'no'; expected a bool"),
         ({"strict": 1}, ValueError, r"g: strict got 1; expected a bool"),
         ({"strict": None}, ValueError, r"g: strict got None; expected a bool"),
@@ -281,8 +296,10 @@ def test_conv_geometry_errors(kwargs, error, match):
 
 def test_conv_geometry_kernel_and_bool_options():
   # A zero-size kernel dim was reported as "effective_kernel_size: kernel_size got 0".
-  with pytest.raises(ValueError, match=r"g: w has a zero-size kernel dim: kernel spatial "
-                     r"shape \(3, 0\) \(spatial dim 1\)"):
+  with pytest.raises(
+      ValueError,
+      match=r"g: w has a zero-size kernel dim: kernel spatial " r"shape \(3, 0\) \(spatial dim 1\)",
+  ):
     conv_geometry((5, 5), (3, 0), op="g")
   with pytest.raises(ValueError, match=r"g: window has a zero-size kernel dim"):
     conv_geometry((5,), (0,), op="g", kernel_name="window")

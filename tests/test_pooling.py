@@ -82,11 +82,17 @@ class PoolReferenceTest(parameterized.TestCase):
   def test_avg_pool(self, shape, window, stride, padding):
     x = np.random.default_rng(1).normal(size=shape)
     for include in (False, True):
-      y = self.variant(functools.partial(
-          avg_pool, window=window, stride=stride, padding=padding, count_include_pad=include))(x)
+      y = self.variant(
+          functools.partial(
+              avg_pool, window=window, stride=stride, padding=padding, count_include_pad=include
+          )
+      )(x)
       np.testing.assert_allclose(
-          y, ref_pool(x, window, stride, padding, "avg", count_include_pad=include),
-          rtol=1e-12, atol=1e-12)
+          y,
+          ref_pool(x, window, stride, padding, "avg", count_include_pad=include),
+          rtol=1e-12,
+          atol=1e-12,
+      )
 
   @chex.variants(with_jit=True, without_jit=True)
   @parameterized.named_parameters(*CASES)
@@ -120,7 +126,8 @@ class PoolReferenceTest(parameterized.TestCase):
     x = np.random.default_rng(4).normal(size=shape)
     for include in (False, True):
       f = functools.partial(
-          avg_pool, window=window, stride=stride, padding=padding, count_include_pad=include)
+          avg_pool, window=window, stride=stride, padding=padding, count_include_pad=include
+      )
       dx = self.variant(jax.grad(lambda x: jnp.sum(f(x))))(x)
       # Reference: every window adds 1 / divisor to each input it covers.
       win = per_dim(window, len(shape) - 2)
@@ -145,13 +152,16 @@ def test_lecture_example():
 def test_max_grad_all_tied_goes_to_window_top_left():
   dx = jax.grad(lambda x: jnp.sum(max_pool(x, 2)))(jnp.ones((1, 4, 4, 1)))
   np.testing.assert_array_equal(
-      dx[0, :, :, 0], [[1, 0, 1, 0], [0, 0, 0, 0], [1, 0, 1, 0], [0, 0, 0, 0]])
+      dx[0, :, :, 0], [[1, 0, 1, 0], [0, 0, 0, 0], [1, 0, 1, 0], [0, 0, 0, 0]]
+  )
   # jnp.max would split each tie four ways instead.
   x = jnp.array([[0.0, 5.0], [5.0, 5.0]]).reshape(1, 2, 2, 1)
   np.testing.assert_array_equal(
-      jax.grad(lambda x: max_pool(x, 2).sum())(x)[0, :, :, 0], [[0, 1], [0, 0]])
+      jax.grad(lambda x: max_pool(x, 2).sum())(x)[0, :, :, 0], [[0, 1], [0, 0]]
+  )
   np.testing.assert_allclose(
-      jax.grad(lambda x: jnp.max(x))(x)[0, :, :, 0], [[0, 1 / 3], [1 / 3, 1 / 3]])
+      jax.grad(lambda x: jnp.max(x))(x)[0, :, :, 0], [[0, 1 / 3], [1 / 3, 1 / 3]]
+  )
 
 
 def test_max_grad_overlapping_ties_accumulate():
@@ -159,7 +169,8 @@ def test_max_grad_overlapping_ties_accumulate():
   # real pixel, so corner (0, 0) receives from four windows.
   dx = jax.grad(lambda x: max_pool(x, 3, stride=1, padding="SAME").sum())(jnp.ones((1, 4, 4, 1)))
   np.testing.assert_array_equal(
-      dx[0, :, :, 0], [[4, 2, 2, 0], [2, 1, 1, 0], [2, 1, 1, 0], [0, 0, 0, 0]])
+      dx[0, :, :, 0], [[4, 2, 2, 0], [2, 1, 1, 0], [2, 1, 1, 0], [0, 0, 0, 0]]
+  )
 
 
 @pytest.mark.parametrize("window,stride", [((9, 9), 1), (12, None)])
@@ -204,11 +215,14 @@ def _extreme_ints(shape, dtype, seed):
   info = np.iinfo(dtype)
   rng = np.random.default_rng(seed)
   lo, hi = np.array(info.min, dtype), np.array(info.max, dtype)
-  return np.stack([
-      np.full(shape[1:], hi), np.full(shape[1:], lo),
-      np.where(rng.random(shape[1:]) < 0.5, lo, hi),
-      rng.integers(info.min, info.max, shape[1:], dtype=dtype, endpoint=True),
-  ])
+  return np.stack(
+      [
+          np.full(shape[1:], hi),
+          np.full(shape[1:], lo),
+          np.where(rng.random(shape[1:]) < 0.5, lo, hi),
+          rng.integers(info.min, info.max, shape[1:], dtype=dtype, endpoint=True),
+      ]
+  )
 
 
 _INT_AVG_CASES = [
@@ -245,22 +259,29 @@ def test_integer_averages_are_exact_at_the_extremes(dtype, x64):
 
 def test_integer_averages_of_the_issue():
   with jax.enable_x64(False):
-    np.testing.assert_array_equal(avg_pool(jnp.full((1, 3, 3, 1), 300_000_000, jnp.int32), 3),
-                                  np.full((1, 1, 1, 1), 3e8, np.float32))
-    np.testing.assert_array_equal(avg_pool(jnp.full((1, 2, 1), 2**31, jnp.uint32), 2),
-                                  np.full((1, 1, 1), 2**31, np.float32))
-    np.testing.assert_array_equal(global_avg_pool(jnp.full((1, 3, 3, 1), 300_000_000, jnp.int32)),
-                                  np.full((1, 1), 3e8, np.float32))
+    np.testing.assert_array_equal(
+        avg_pool(jnp.full((1, 3, 3, 1), 300_000_000, jnp.int32), 3),
+        np.full((1, 1, 1, 1), 3e8, np.float32),
+    )
+    np.testing.assert_array_equal(
+        avg_pool(jnp.full((1, 2, 1), 2**31, jnp.uint32), 2), np.full((1, 1, 1), 2**31, np.float32)
+    )
+    np.testing.assert_array_equal(
+        global_avg_pool(jnp.full((1, 3, 3, 1), 300_000_000, jnp.int32)),
+        np.full((1, 1), 3e8, np.float32),
+    )
 
 
 @pytest.mark.parametrize("dtype", [np.int64, np.uint64])
 def test_64_bit_integer_averages_are_exact(dtype):  # (x64, as conftest sets)
   x = _extreme_ints((4, 6, 3, 1), dtype, 18)
-  np.testing.assert_array_equal(avg_pool(x, (3, 2), stride=1, padding=1),
-                                ref_int_avg_pool(x, (3, 2), (1, 1), 1))
+  np.testing.assert_array_equal(
+      avg_pool(x, (3, 2), stride=1, padding=1), ref_int_avg_pool(x, (3, 2), (1, 1), 1)
+  )
   np.testing.assert_array_equal(
       avg_pool(x, 3, padding=1, count_include_pad=True),
-      ref_int_avg_pool(x, 3, None, 1, count_include_pad=True))
+      ref_int_avg_pool(x, 3, None, 1, count_include_pad=True),
+  )
 
 
 @pytest.mark.parametrize("x64", [False, True])
@@ -271,14 +292,23 @@ def test_integer_averages_over_many_positions_and_near_ties(x64):
   big = np.iinfo(np.int32).max
   x = np.where(rng.random((3, 70000, 1)) < 0.5, big, np.iinfo(np.int32).min).astype(np.int32)
   x[2] = rng.integers(-3, 4, (70000, 1)) + big // 70000
-  ties = np.array([[2**24 + 1, 0], [2**24 + 3, 0], [2**25 + 2, 0], [-(2**24) - 1, 0],
-                   [2**31 - 1, 2**31 - 1], [2**24 + 2, 1]], np.int32).reshape(6, 2, 1)
+  ties = np.array(
+      [
+          [2**24 + 1, 0],
+          [2**24 + 3, 0],
+          [2**25 + 2, 0],
+          [-(2**24) - 1, 0],
+          [2**31 - 1, 2**31 - 1],
+          [2**24 + 2, 1],
+      ],
+      np.int32,
+  ).reshape(6, 2, 1)
   with jax.enable_x64(x64):
     for count_include_pad in (False, True):
-      y = avg_pool(x, 40000, stride=30000, padding=((0, 10000),),
-                   count_include_pad=count_include_pad)
-      want = ref_int_avg_pool(x, 40000, 30000, ((0, 10000),),
-                              count_include_pad=count_include_pad)
+      y = avg_pool(
+          x, 40000, stride=30000, padding=((0, 10000),), count_include_pad=count_include_pad
+      )
+      want = ref_int_avg_pool(x, 40000, 30000, ((0, 10000),), count_include_pad=count_include_pad)
       np.testing.assert_array_equal(y, want)
     y = global_avg_pool(x)
     want = [[round_float32(Fraction(int(x[b].astype(object).sum()), 70000))] for b in range(3)]
@@ -293,11 +323,15 @@ def test_integer_averages_over_many_positions_and_near_ties(x64):
 def test_integer_means_over_too_many_positions_are_refused():
   # Refused while tracing, so no gigabyte input is needed.
   x = jax.ShapeDtypeStruct((1, 2**15, 2**15, 1), jnp.int8)
-  with pytest.raises(ValueError, match=r"global_avg_pool: x got \(1, 32768, 32768, 1\): an "
-                     r"integer mean over 1073741824 positions; expected at most 1073741823"):
+  with pytest.raises(
+      ValueError,
+      match=r"global_avg_pool: x got \(1, 32768, 32768, 1\): an "
+      r"integer mean over 1073741824 positions; expected at most 1073741823",
+  ):
     jax.eval_shape(global_avg_pool, x)
-  with pytest.raises(ValueError, match=r"avg_pool: window got 32768: an integer mean over "
-                     r"1073741824 positions"):
+  with pytest.raises(
+      ValueError, match=r"avg_pool: window got 32768: an integer mean over " r"1073741824 positions"
+  ):
     jax.eval_shape(lambda x: avg_pool(x, 2**15), x)
   assert jax.eval_shape(global_avg_pool, x.update(dtype=jnp.float32)).shape == (1, 1)
 
@@ -320,8 +354,9 @@ def _ref_lp(x, window, stride, padding, p):
 def test_lp_pool_non_finite_windows_follow_the_formula(p, dtype, window, stride, padding):
   # (Σ|x|^p)^(1/p): a window holding NaN is NaN (it was 0 for every finite p: the root
   # was kept where total > 0, which a NaN total is not), ±inf gives inf, zeros give 0.
-  x = np.array([np.nan, 1, np.inf, 2, -np.inf, -3, 0, 0, 0, 1, np.nan, 0, -0.0, np.inf, np.nan],
-               dtype).reshape(1, 15, 1)
+  x = np.array(
+      [np.nan, 1, np.inf, 2, -np.inf, -3, 0, 0, 0, 1, np.nan, 0, -0.0, np.inf, np.nan], dtype
+  ).reshape(1, 15, 1)
   y = lp_pool(x, window, p=p, stride=stride, padding=padding)
   assert y.dtype == dtype
   want = _ref_lp(x.astype(np.float64), window, stride or window, padding, p)
@@ -352,9 +387,7 @@ def pool_settings(draw):
   else:
     padding = kind
   pads = ref_pads(padding, (0,) * nd, window, stride) if kind != "SAME" else [(0, 0)] * nd
-  spatial = tuple(
-      draw(st.integers(max(k - lo - hi, 1), 6)) for k, (lo, hi) in zip(window, pads)
-  )
+  spatial = tuple(draw(st.integers(max(k - lo - hi, 1), 6)) for k, (lo, hi) in zip(window, pads))
   real = ref_pads(padding, spatial, window, stride)
   for n, k, s, (lo, hi) in zip(spatial, window, stride, real):
     m = (n + lo + hi - k) // s + 1
@@ -374,17 +407,22 @@ def test_pools_match_references_hypothesis(settings, seed):
   @jax.jit  # one compilation per example
   def run(x, g):
     y, vjp = jax.vjp(lambda x: max_pool(x, window, **kw), x)
-    return (y, vjp(g)[0], avg_pool(x, window, **kw),
-            avg_pool(x, window, count_include_pad=True, **kw), lp_pool(x + 1, window, p=3, **kw))
+    return (
+        y,
+        vjp(g)[0],
+        avg_pool(x, window, **kw),
+        avg_pool(x, window, count_include_pad=True, **kw),
+        lp_pool(x + 1, window, p=3, **kw),
+    )
 
   y, dx, avg, avg_incl, lp = run(x, g)
   np.testing.assert_array_equal(y, ref_pool(x, window, stride, padding, "max"))
   np.testing.assert_allclose(dx, ref_max_grad(x, g, window, stride, padding), rtol=1e-12)
   np.testing.assert_allclose(avg, ref_pool(x, window, stride, padding, "avg"), rtol=1e-12)
   np.testing.assert_allclose(
-      avg_incl, ref_pool(x, window, stride, padding, "avg", count_include_pad=True), rtol=1e-12)
-  np.testing.assert_allclose(
-      lp, ref_pool(x + 1, window, stride, padding, "lp", p=3), rtol=1e-10)
+      avg_incl, ref_pool(x, window, stride, padding, "avg", count_include_pad=True), rtol=1e-12
+  )
+  np.testing.assert_allclose(lp, ref_pool(x + 1, window, stride, padding, "lp", p=3), rtol=1e-10)
 
 
 # --------------------------------------------------------------------- global pools
@@ -444,7 +482,7 @@ class MaxoutTest(parameterized.TestCase):
     ref_dx = np.zeros_like(xm)
     for idx in np.ndindex(*xm.shape[:-1]):
       for grp in range(xm.shape[-1] // pieces):
-        first = np.argmax(xm[idx][grp * pieces:(grp + 1) * pieces])
+        first = np.argmax(xm[idx][grp * pieces : (grp + 1) * pieces])
         ref_dx[(*idx, grp * pieces + first)] = gm[(*idx, grp)]
     np.testing.assert_allclose(dx, np.moveaxis(ref_dx, -1, axis), rtol=1e-12)
 
@@ -460,8 +498,13 @@ class MaxoutTest(parameterized.TestCase):
 class BlurPoolTest(parameterized.TestCase):
 
   @chex.variants(with_jit=True, without_jit=True)
-  @parameterized.parameters(((1, 7, 2), 2, 3), ((2, 6, 5, 2), 2, 3), ((1, 8, 8, 1), 2, 5),
-                            ((1, 9, 9, 1), 3, 4), ((1, 5, 4, 6, 1), 2, 3))
+  @parameterized.parameters(
+      ((1, 7, 2), 2, 3),
+      ((2, 6, 5, 2), 2, 3),
+      ((1, 8, 8, 1), 2, 5),
+      ((1, 9, 9, 1), 3, 4),
+      ((1, 5, 4, 6, 1), 2, 3),
+  )
   def test_matches_binomial_reference(self, shape, stride, k):
     x = np.random.default_rng(8).normal(size=shape)
     y = self.variant(functools.partial(blur_pool, stride=stride, kernel_size=k))(x)
@@ -496,8 +539,13 @@ class BlurPoolTest(parameterized.TestCase):
 class PolyphaseTest(parameterized.TestCase):
 
   @chex.variants(with_jit=True, without_jit=True)
-  @parameterized.parameters(((3, 8, 2), 2, 2), ((3, 6, 4, 2), 2, 1), ((2, 6, 6, 1), 3, np.inf),
-                            ((2, 4, 6, 2), (2, 3), 2), ((2, 4, 2, 4, 1), 2, 2))
+  @parameterized.parameters(
+      ((3, 8, 2), 2, 2),
+      ((3, 6, 4, 2), 2, 1),
+      ((2, 6, 6, 1), 3, np.inf),
+      ((2, 4, 6, 2), (2, 3), 2),
+      ((2, 4, 2, 4, 1), 2, 2),
+  )
   def test_keeps_the_largest_norm_component(self, shape, stride, p):
     nd = len(shape) - 2
     stride_t = (stride,) * nd if isinstance(stride, int) else stride
@@ -547,14 +595,18 @@ class PolyphaseTest(parameterized.TestCase):
     # powers overflow (1e20) or underflow (1e-30) in float32 chose the first phase; the
     # float64 reference, exact for float32 inputs here, sees their order.
     rows = [
-        [1, np.nan, 5, 0, 2, 1], [0, 5, np.nan, 1, 7, 7], [np.inf, 1, 2, np.inf, 0, 0],
-        [1, 2, np.inf, np.nan, 0, 0], [1e20, 2e20, 1e20, 2e20, 1e20, 2e20],
-        [3e-30, 2e-30, 1e-30, 2e-30, 3e-30, 2e-30], [1, -np.inf, 3, 4, 5, 6],
+        [1, np.nan, 5, 0, 2, 1],
+        [0, 5, np.nan, 1, 7, 7],
+        [np.inf, 1, 2, np.inf, 0, 0],
+        [1, 2, np.inf, np.nan, 0, 0],
+        [1e20, 2e20, 1e20, 2e20, 1e20, 2e20],
+        [3e-30, 2e-30, 1e-30, 2e-30, 3e-30, 2e-30],
+        [1, -np.inf, 3, 4, 5, 6],
     ]
     for dtype in (np.float32, np.float64):
       x = np.array(rows, dtype)[:, :, None]
       y = polyphase_downsample(x, p=p)
-      want = [x[b, r[0]::2] for b, r in enumerate(ref_aps_phase(x.astype(np.float64), (2,), p))]
+      want = [x[b, r[0] :: 2] for b, r in enumerate(ref_aps_phase(x.astype(np.float64), (2,), p))]
       np.testing.assert_array_equal(y, np.stack(want))
 
   def test_integer_norms_that_overflow_float32(self):
@@ -563,7 +615,7 @@ class PolyphaseTest(parameterized.TestCase):
     y = polyphase_downsample(x, p=10)
     assert y.dtype == np.int32
     (r,) = ref_aps_phase(x, (2,), 10)
-    np.testing.assert_array_equal(y[0], x[0, r[0]::2])
+    np.testing.assert_array_equal(y[0], x[0, r[0] :: 2])
 
   def test_ties_choose_the_first_phase_and_gradient_flows_to_it(self):
     x = np.array([1.0, 2.0, 2.0, 1.0]).reshape(1, 4, 1)  # phases [1, 2] and [2, 1] tie
@@ -580,17 +632,27 @@ class PolyphaseTest(parameterized.TestCase):
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16, jnp.float32])
 def test_dtype_kept(dtype):
   x = jnp.asarray(np.random.default_rng(14).normal(size=(1, 4, 4, 4)), dtype)
-  outs = jax.jit(lambda x: [
-      max_pool(x, 2), avg_pool(x, 3, stride=1, padding="SAME"), lp_pool(x, 2),
-      global_max_pool(x), global_avg_pool(x), maxout(x, 2), blur_pool(x),
-      polyphase_downsample(x), jax.grad(lambda x: max_pool(x, 2).astype(jnp.float32).sum())(x),
-      avg_pool(x, 2),
-  ])(x)
+  outs = jax.jit(
+      lambda x: [
+          max_pool(x, 2),
+          avg_pool(x, 3, stride=1, padding="SAME"),
+          lp_pool(x, 2),
+          global_max_pool(x),
+          global_avg_pool(x),
+          maxout(x, 2),
+          blur_pool(x),
+          polyphase_downsample(x),
+          jax.grad(lambda x: max_pool(x, 2).astype(jnp.float32).sum())(x),
+          avg_pool(x, 2),
+      ]
+  )(x)
   for y in outs:
     assert y.dtype == dtype
   np.testing.assert_allclose(
       np.asarray(outs[-1], np.float32),
-      ref_pool(np.asarray(x, np.float64), 2, None, "VALID", "avg"), rtol=1e-2)
+      ref_pool(np.asarray(x, np.float64), 2, None, "VALID", "avg"),
+      rtol=1e-2,
+  )
 
 
 def test_vmap():
@@ -632,34 +694,67 @@ def test_optional_arguments_are_keyword_only():
         (lambda: global_max_pool(np.ones((1, 2, 2, 2, 2, 1))), ValueError, "x has shape"),
         (lambda: avg_pool(np.ones((1, 4, 1), np.complex64), 2), TypeError, "x has dtype"),
         (lambda: max_pool(np.ones((1, 4, 1), bool), 2), TypeError, "x has dtype"),
-        (lambda: avg_pool(np.ones((1, 4, 1)), 2, count_include_pad="yes"), ValueError,
-         "avg_pool: count_include_pad got 'yes'; expected a bool"),
-        (lambda: max_pool(np.ones((1, 4, 1)), 2, return_indices="no"), ValueError,
-         "max_pool: return_indices got 'no'; expected a bool"),
+        (
+            lambda: avg_pool(np.ones((1, 4, 1)), 2, count_include_pad="yes"),
+            ValueError,
+            "avg_pool: count_include_pad got 'yes'; expected a bool",
+        ),
+        (
+            lambda: max_pool(np.ones((1, 4, 1)), 2, return_indices="no"),
+            ValueError,
+            "max_pool: return_indices got 'no'; expected a bool",
+        ),
         (lambda: lp_pool(np.ones((1, 4, 1)), 2, p=0), ValueError, "p got"),
         (lambda: lp_pool(np.ones((1, 4, 1)), 2, p="2"), ValueError, "p got"),
-        (lambda: global_avg_pool(np.ones((1, 4, 1)), keepdims=1), ValueError,
-         "global_avg_pool: keepdims got 1; expected a bool"),
-        (lambda: global_max_pool(np.ones((1, 4, 1)), keepdims="True"), ValueError,
-         "global_max_pool: keepdims got 'True'; expected a bool"),
+        (
+            lambda: global_avg_pool(np.ones((1, 4, 1)), keepdims=1),
+            ValueError,
+            "global_avg_pool: keepdims got 1; expected a bool",
+        ),
+        (
+            lambda: global_max_pool(np.ones((1, 4, 1)), keepdims="True"),
+            ValueError,
+            "global_max_pool: keepdims got 'True'; expected a bool",
+        ),
         # An empty spatial dim: global_avg_pool returned NaN, global_max_pool blamed a
         # "window" the caller never gave.
-        (lambda: global_avg_pool(np.ones((2, 0, 3, 1))), ValueError,
-         r"global_avg_pool: x has shape \(2, 0, 3, 1\), an empty spatial dim"),
-        (lambda: global_avg_pool(np.ones((2, 3, 0, 1), np.int32)), ValueError,
-         "global_avg_pool: x has shape"),
-        (lambda: global_max_pool(np.ones((1, 0, 1))), ValueError,
-         r"global_max_pool: x has shape \(1, 0, 1\), an empty spatial dim"),
-        (lambda: max_pool(np.ones((1, 4, 1)), 2, stride=2**70), ValueError,
-         r"max_pool: stride got 1180591620717411303424; .* 2\*\*63 - 1"),
-        (lambda: avg_pool(np.ones((1, 4, 1)), 2**63), ValueError,
-         r"avg_pool: window got 9223372036854775808; .* 2\*\*63 - 1"),
-        (lambda: lp_pool(np.ones((1, 4, 1)), 2, padding=((0, np.uint64(2**64 - 1)),)),
-         ValueError, r"lp_pool: padding got .* 2\*\*63 - 1"),
+        (
+            lambda: global_avg_pool(np.ones((2, 0, 3, 1))),
+            ValueError,
+            r"global_avg_pool: x has shape \(2, 0, 3, 1\), an empty spatial dim",
+        ),
+        (
+            lambda: global_avg_pool(np.ones((2, 3, 0, 1), np.int32)),
+            ValueError,
+            "global_avg_pool: x has shape",
+        ),
+        (
+            lambda: global_max_pool(np.ones((1, 0, 1))),
+            ValueError,
+            r"global_max_pool: x has shape \(1, 0, 1\), an empty spatial dim",
+        ),
+        (
+            lambda: max_pool(np.ones((1, 4, 1)), 2, stride=2**70),
+            ValueError,
+            r"max_pool: stride got 1180591620717411303424; .* 2\*\*63 - 1",
+        ),
+        (
+            lambda: avg_pool(np.ones((1, 4, 1)), 2**63),
+            ValueError,
+            r"avg_pool: window got 9223372036854775808; .* 2\*\*63 - 1",
+        ),
+        (
+            lambda: lp_pool(np.ones((1, 4, 1)), 2, padding=((0, np.uint64(2**64 - 1)),)),
+            ValueError,
+            r"lp_pool: padding got .* 2\*\*63 - 1",
+        ),
         (lambda: max_pool(np.ones((1, 4, 1)), True), ValueError, "max_pool: window got True"),
         (lambda: max_pool(np.ones((1, 4, 1)), "2"), ValueError, "max_pool: window got '2'"),
-        (lambda: maxout(np.ones((2, 6)), 2**64), ValueError,
-         r"maxout: pieces got 18446744073709551616; expected a positive int of at most"),
+        (
+            lambda: maxout(np.ones((2, 6)), 2**64),
+            ValueError,
+            r"maxout: pieces got 18446744073709551616; expected a positive int of at most",
+        ),
         (lambda: maxout(np.ones((2, 6)), True), ValueError, "maxout: pieces got True"),
         (lambda: maxout(np.ones((2, 6)), 2, axis=np.bool_(True)), ValueError, "maxout: axis"),
         (lambda: maxout(np.ones((2, 6)), 4), ValueError, "pieces"),
@@ -667,13 +762,19 @@ def test_optional_arguments_are_keyword_only():
         (lambda: maxout(np.ones((2, 6)), 2, axis=2), ValueError, "axis"),
         (lambda: blur_pool(np.ones((1, 4, 4, 1)), stride=0), ValueError, "stride"),
         (lambda: blur_pool(np.ones((1, 4, 4, 1)), kernel_size=(3,)), ValueError, "kernel_size"),
-        (lambda: blur_pool(np.ones((1, 4, 4, 1)), padding_mode="mirror"), ValueError,
-         "padding_mode"),
+        (
+            lambda: blur_pool(np.ones((1, 4, 4, 1)), padding_mode="mirror"),
+            ValueError,
+            "padding_mode",
+        ),
         (lambda: blur_pool(np.ones((1, 2, 2, 1)), kernel_size=5), ValueError, "kernel_size"),
         (lambda: polyphase_downsample(np.ones((1, 5, 4, 1))), ValueError, "stride"),
         (lambda: polyphase_downsample(np.ones((1, 4, 4, 1)), p=-1), ValueError, "p got"),
-        (lambda: polyphase_downsample(np.ones((1, 4, 4, 1)), stride=(2, 2, 2)), ValueError,
-         "stride"),
+        (
+            lambda: polyphase_downsample(np.ones((1, 4, 4, 1)), stride=(2, 2, 2)),
+            ValueError,
+            "stride",
+        ),
     ],
 )
 def test_errors_name_the_argument(call, error, match):

@@ -78,17 +78,24 @@ def _flip_all(w):
 class TranslationEquivarianceTest(chex.TestCase):
 
   @SETTINGS
-  @given(problem=eq.conv_problems(stride=1, padding=("SAME",), padding_mode=("circular",)),
-         op=OPS, shift=st.tuples(st.integers(-5, 5), st.integers(-5, 5)))
+  @given(
+      problem=eq.conv_problems(stride=1, padding=("SAME",), padding_mode=("circular",)),
+      op=OPS,
+      shift=st.tuples(st.integers(-5, 5), st.integers(-5, 5)),
+  )
   def test_circular_padding_is_exactly_equivariant(self, problem, op, shift):
     x, w, kw = problem  # any kernel size and dilation
     assert_equivariant(conv(op, w, **kw), x, translate(shift))
 
   @SETTINGS
-  @given(problem=eq.conv_problems(size=(10, 13), padding=("SAME", "VALID", "FULL"),
-                                  padding_mode=("zeros",)),
-         op=OPS, k=st.tuples(st.integers(-2, 2), st.integers(-2, 2)),
-         mode=st.sampled_from(["zeros", "circular"]))
+  @given(
+      problem=eq.conv_problems(
+          size=(10, 13), padding=("SAME", "VALID", "FULL"), padding_mode=("zeros",)
+      ),
+      op=OPS,
+      k=st.tuples(st.integers(-2, 2), st.integers(-2, 2)),
+      mode=st.sampled_from(["zeros", "circular"]),
+  )
   def test_zero_padding_is_equivariant_on_the_interior(self, problem, op, k, mode):
     x, w, kw = problem  # stride 1 or 2, dilation 1 or 2
     layers = [(w.shape[:2], kw["stride"], kw["dilation"])]
@@ -102,11 +109,18 @@ class TranslationEquivarianceTest(chex.TestCase):
     assert_equivariant(f, x, translate(shift, mode=mode), g_out, region=region)
 
   @SETTINGS
-  @given(stride=st.tuples(st.integers(1, 3), st.integers(1, 3)).filter(lambda s: max(s) > 1),
-         q=st.integers(2, 4), k=st.tuples(st.integers(-3, 3), st.integers(-3, 3)),
-         kernel=st.integers(1, 3), dilation=st.integers(1, 2), op=OPS, seed=SEEDS)
+  @given(
+      stride=st.tuples(st.integers(1, 3), st.integers(1, 3)).filter(lambda s: max(s) > 1),
+      q=st.integers(2, 4),
+      k=st.tuples(st.integers(-3, 3), st.integers(-3, 3)),
+      kernel=st.integers(1, 3),
+      dilation=st.integers(1, 2),
+      op=OPS,
+      seed=SEEDS,
+  )
   def test_stride_is_equivariant_to_multiples_of_the_stride_only(
-      self, stride, q, k, kernel, dilation, op, seed):
+      self, stride, q, k, kernel, dilation, op, seed
+  ):
     n = tuple(q * s for s in stride)  # circular: sizes divisible by the stride
     x, w = _normal(seed, 1, *n, 2), _normal(seed + 1, kernel, kernel, 2, 2)
     f = conv(op, w, stride=stride, dilation=dilation, padding="SAME", padding_mode="circular")
@@ -116,8 +130,10 @@ class TranslationEquivarianceTest(chex.TestCase):
     # A one-pixel shift along a strided dim has no output counterpart.
     one = tuple(int(s > 1) for s in stride)
     out = f(x).shape[1:3]
-    errors = [equivariance_error(f, x, translate(one), translate(c))
-              for c in itertools.product(*(range(m) for m in out))]
+    errors = [
+        equivariance_error(f, x, translate(one), translate(c))
+        for c in itertools.product(*(range(m) for m in out))
+    ]
     assert min(errors) > 1e-3, min(errors)
     with pytest.raises(ValueError, match="not a multiple of the stack's total stride"):
       output_shift(one, layers)
@@ -130,9 +146,14 @@ class TranslationEquivarianceTest(chex.TestCase):
 class AlgebraTest(chex.TestCase):
 
   @SETTINGS
-  @given(problem=eq.conv_problems(padding=("SAME", "VALID", "FULL"),
-                                  padding_mode=("zeros", "circular", "reflect")),
-         op=OPS, ab=st.tuples(st.floats(-3, 3), st.floats(-3, 3)), seed=SEEDS)
+  @given(
+      problem=eq.conv_problems(
+          padding=("SAME", "VALID", "FULL"), padding_mode=("zeros", "circular", "reflect")
+      ),
+      op=OPS,
+      ab=st.tuples(st.floats(-3, 3), st.floats(-3, 3)),
+      seed=SEEDS,
+  )
   def test_linear(self, problem, op, ab, seed):
     x, w, kw = problem
     y = _normal(seed, *x.shape)
@@ -141,17 +162,27 @@ class AlgebraTest(chex.TestCase):
     np.testing.assert_allclose(f(a * x + b * y), a * f(x) + b * f(y), rtol=1e-10, atol=1e-10)
 
   @FEW
-  @given(nd=st.integers(1, 2), n=st.integers(2, 6), r=st.integers(1, 4), r2=st.integers(1, 3),
-         seed=SEEDS)
+  @given(
+      nd=st.integers(1, 2),
+      n=st.integers(2, 6),
+      r=st.integers(1, 4),
+      r2=st.integers(1, 3),
+      seed=SEEDS,
+  )
   def test_convolution_commutes_and_associates(self, nd, n, r, r2, seed):
-    x, h, h2 = _normal(seed, *(n,) * nd), _normal(seed + 1, *(r,) * nd), _normal(seed + 2, *(r2,) * nd)
+    x, h, h2 = (
+        _normal(seed, *(n,) * nd),
+        _normal(seed + 1, *(r,) * nd),
+        _normal(seed + 2, *(r2,) * nd),
+    )
     img = lambda a: a[None, ..., None]  # [*s] → [1, *s, 1]
     ker = lambda a: a[..., None, None]  # [*s] → [*s, 1, 1]
     full = lambda a, k: conv("convolve", k, padding="FULL")(a)
     np.testing.assert_allclose(full(img(x), ker(h)), full(img(h), ker(x)), rtol=1e-12, atol=1e-12)
     h_h2 = full(img(h), ker(h2))[0, ..., 0]
-    np.testing.assert_allclose(full(full(img(x), ker(h)), ker(h2)), full(img(x), ker(h_h2)),
-                               rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(
+        full(full(img(x), ker(h)), ker(h2)), full(img(x), ker(h_h2)), rtol=1e-10, atol=1e-10
+    )
 
   @SETTINGS
   @given(nd=st.integers(1, 2), n=st.integers(2, 6), r=st.integers(2, 4), seed=SEEDS)
@@ -164,18 +195,27 @@ class AlgebraTest(chex.TestCase):
     assert np.linalg.norm(h_x - x_h) > 1e-3 * np.linalg.norm(x_h)
 
   @SETTINGS
-  @given(problem=eq.conv_problems(padding=("SAME", "VALID", "FULL", 1),
-                                  padding_mode=("zeros", "circular", "edge")))
+  @given(
+      problem=eq.conv_problems(
+          padding=("SAME", "VALID", "FULL", 1), padding_mode=("zeros", "circular", "edge")
+      )
+  )
   def test_convolve_is_correlation_with_the_flipped_kernel(self, problem):
     x, w, kw = problem
-    np.testing.assert_allclose(conv("convolve", w, **kw)(x),
-                               conv("cross_correlate", w[::-1, ::-1], **kw)(x),
-                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        conv("convolve", w, **kw)(x),
+        conv("cross_correlate", w[::-1, ::-1], **kw)(x),
+        rtol=1e-12,
+        atol=1e-12,
+    )
     np.testing.assert_array_equal(_flip_all(w), w[::-1, ::-1])
 
   @FEW
-  @given(w=eq.kernels(size=(1, 4), in_channels=(1, 2), out_channels=(1, 2)),
-         pos=st.tuples(st.integers(0, 5), st.integers(0, 5)), data=st.data())
+  @given(
+      w=eq.kernels(size=(1, 4), in_channels=(1, 2), out_channels=(1, 2)),
+      pos=st.tuples(st.integers(0, 5), st.integers(0, 5)),
+      data=st.data(),
+  )
   def test_impulse_response_is_the_kernel(self, w, pos, data):
     c = data.draw(st.integers(0, w.shape[-2] - 1))
     delta = np.zeros((1, 6, 6, w.shape[-2]))
@@ -195,9 +235,12 @@ class AlgebraTest(chex.TestCase):
 class TiledAndLocalTest(chex.TestCase):
 
   @FEW
-  @given(tile=st.tuples(st.integers(1, 3), st.integers(1, 3)).filter(lambda t: max(t) > 1),
-         k=st.tuples(st.integers(-2, 2), st.integers(-2, 2)), kernel=st.sampled_from([1, 3]),
-         seed=SEEDS)
+  @given(
+      tile=st.tuples(st.integers(1, 3), st.integers(1, 3)).filter(lambda t: max(t) > 1),
+      k=st.tuples(st.integers(-2, 2), st.integers(-2, 2)),
+      kernel=st.sampled_from([1, 3]),
+      seed=SEEDS,
+  )
   def test_tiled_conv_is_equivariant_to_multiples_of_the_tile(self, tile, k, kernel, seed):
     n = (6, 6)  # divisible by every tile size drawn
     x, w = _normal(seed, 2, *n, 2), _normal(seed + 1, *tile, kernel, kernel, 2, 3)
@@ -214,8 +257,11 @@ class TiledAndLocalTest(chex.TestCase):
     assert_equivariant(g, x, translate(shift, mode="zeros"), region=region)
 
   @SETTINGS
-  @given(shift=st.tuples(st.integers(-3, 3), st.integers(-3, 3)).filter(any),
-         kernel=st.integers(1, 3), seed=SEEDS)
+  @given(
+      shift=st.tuples(st.integers(-3, 3), st.integers(-3, 3)).filter(any),
+      kernel=st.integers(1, 3),
+      seed=SEEDS,
+  )
   def test_locally_connected_is_equivariant_only_with_equal_kernels(self, shift, kernel, seed):
     x = _normal(seed, 2, 6, 5, 2)
     kw = dict(padding="SAME", padding_mode="circular")
@@ -252,8 +298,11 @@ def _goodfellow_fractions(x, w):
 class PoolingInvarianceTest(chex.TestCase):
 
   @SETTINGS
-  @given(pool=st.sampled_from(["max", "avg"]), shift=st.tuples(st.integers(-7, 7), st.integers(-7, 7)),
-         seed=SEEDS)
+  @given(
+      pool=st.sampled_from(["max", "avg"]),
+      shift=st.tuples(st.integers(-7, 7), st.integers(-7, 7)),
+      seed=SEEDS,
+  )
   def test_global_pooling_is_exactly_invariant(self, pool, shift, seed):
     x, w = _normal(seed, 2, 8, 7, 3), _normal(seed + 1, 3, 3, 3, 4)
     f = lambda a: _conv_relu_global(a, w, pool)
@@ -279,8 +328,12 @@ class PoolingInvarianceTest(chex.TestCase):
 # 5. Flips and rotations.
 
 _SYMMETRIES = {
-    "flip0": (flip(0), 2), "flip1": (flip(1), 2), "rot90": (rot90(1), 4), "rot180": (rot90(2), 2),
-    "transpose": (transpose(), 2), "antitranspose": (compose(transpose(), rot90(2)), 2),
+    "flip0": (flip(0), 2),
+    "flip1": (flip(1), 2),
+    "rot90": (rot90(1), 4),
+    "rot180": (rot90(2), 2),
+    "transpose": (transpose(), 2),
+    "antitranspose": (compose(transpose(), rot90(2)), 2),
 }
 _SQUARE = ("rot90", "transpose", "antitranspose")
 
@@ -296,11 +349,15 @@ def _symmetrise(w, g, order):
 class FlipRotationTest(chex.TestCase):
 
   @FEW
-  @given(op=OPS, padding=st.sampled_from(["VALID", "SAME", "FULL"]),
-         padding_mode=st.sampled_from(["zeros", "circular"]),
-         shape=st.tuples(st.integers(5, 7), st.integers(5, 7)),
-         kernel=st.tuples(st.integers(1, 3), st.integers(1, 3)), dilation=st.integers(1, 2),
-         seed=SEEDS)
+  @given(
+      op=OPS,
+      padding=st.sampled_from(["VALID", "SAME", "FULL"]),
+      padding_mode=st.sampled_from(["zeros", "circular"]),
+      shape=st.tuples(st.integers(5, 7), st.integers(5, 7)),
+      kernel=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+      dilation=st.integers(1, 2),
+      seed=SEEDS,
+  )
   def test_flips_and_rotations(self, op, padding, padding_mode, shape, kernel, dilation, seed):
     if padding == "SAME":  # symmetric padding needs an odd kernel
       kernel = tuple(k | 1 for k in kernel)
@@ -360,11 +417,17 @@ def _circular_convolve(x, h):
 class LinearTimeInvarianceTest(chex.TestCase):
 
   @SETTINGS
-  @given(shape=st.sampled_from([(5, 4), (3, 6)]), cin=st.integers(1, 2), cout=st.just(2),
-         support=st.integers(1, 3), seed=SEEDS,
-         shifts=st.lists(st.tuples(st.integers(-5, 5), st.integers(-5, 5)), min_size=3, max_size=3))
+  @given(
+      shape=st.sampled_from([(5, 4), (3, 6)]),
+      cin=st.integers(1, 2),
+      cout=st.just(2),
+      support=st.integers(1, 3),
+      seed=SEEDS,
+      shifts=st.lists(st.tuples(st.integers(-5, 5), st.integers(-5, 5)), min_size=3, max_size=3),
+  )
   def test_translation_commuting_linear_map_is_its_impulse_response(
-      self, shape, cin, cout, support, seed, shifts):
+      self, shape, cin, cout, support, seed, shifts
+  ):
     h = np.zeros((*shape, cin, cout))
     s0, s1 = min(support, shape[0]), min(support, shape[1])
     h[:s0, :s1] = _normal(seed, s0, s1, cin, cout)  # a small hidden kernel, embedded
@@ -473,8 +536,13 @@ class DownsamplingInvarianceTest(chex.TestCase):
     shifts = [(1, 0), (0, 1), (-1, 0), (0, -1), (1, 1)]
 
     def mean_error(down):
-      return np.mean([invariance_error(lambda a: _downsampling_net(a, ws, down), x, translate(s))
-                      for ws in nets for s in shifts])
+      return np.mean(
+          [
+              invariance_error(lambda a: _downsampling_net(a, ws, down), x, translate(s))
+              for ws in nets
+              for s in shifts
+          ]
+      )
 
     plain, blur3, blur5 = mean_error("blur1"), mean_error("blur3"), mean_error("blur5")
     assert plain > max(blur3, blur5) and min(blur3, blur5) > 1e-4, (plain, blur3, blur5)

@@ -16,8 +16,15 @@ import cnnjax
 from cnnjax import _env, _malloc, _xla_flags, runtime
 from cnnjax._lowering import forms
 
-_SUBPACKAGES = ("cnnjax.nn", "cnnjax.models", "cnnjax.train", "cnnjax.data",
-                "cnnjax.equivariance", "cnnjax.summary", "cnnjax.cli")
+_SUBPACKAGES = (
+    "cnnjax.nn",
+    "cnnjax.models",
+    "cnnjax.train",
+    "cnnjax.data",
+    "cnnjax.equivariance",
+    "cnnjax.summary",
+    "cnnjax.cli",
+)
 
 
 def _python(*parts: str, args=(), **env_changes) -> subprocess.CompletedProcess:
@@ -25,8 +32,14 @@ def _python(*parts: str, args=(), **env_changes) -> subprocess.CompletedProcess:
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   env.update(JAX_PLATFORMS="cpu", **env_changes)
   script = "\n".join(textwrap.dedent(part) for part in parts)
-  return subprocess.run([sys.executable, "-c", script, *args], capture_output=True,
-                        text=True, env=env, timeout=300, check=False)
+  return subprocess.run(
+      [sys.executable, "-c", script, *args],
+      capture_output=True,
+      text=True,
+      env=env,
+      timeout=300,
+      check=False,
+  )
 
 
 def _last_json(proc: subprocess.CompletedProcess):
@@ -50,12 +63,16 @@ def own_mapping():
 """
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"),
-                    reason="reads /proc/self/maps (Linux) for the allocation's mapping")
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux"),
+    reason="reads /proc/self/maps (Linux) for the allocation's mapping",
+)
 def test_import_changes_no_environment_variable_and_no_allocator_setting():
   # Whatever jax, flax, optax and orbax set when imported is recorded first; importing
   # cnnjax and every subpackage afterwards changes nothing more.
-  proc = _python(_OWN_MAPPING, f"""
+  proc = _python(
+      _OWN_MAPPING,
+      f"""
       import json, os
       import jax, flax, optax, orbax.checkpoint
       before = dict(os.environ)
@@ -65,24 +82,36 @@ def test_import_changes_no_environment_variable_and_no_allocator_setting():
       changed = sorted(k for k in set(os.environ) | set(before)
                        if os.environ.get(k) != before.get(k))
       print(json.dumps({{"changed": changed, "own_mapping": own_mapping()}}))
-  """)
+  """,
+  )
   got = _last_json(proc)
   assert got == {"changed": [], "own_mapping": True}
 
 
 def test_import_after_jax_has_computed_warns_about_nothing():
   proc = subprocess.run(
-      [sys.executable, "-W", "error", "-c",
-       "import jax.numpy as jnp; jnp.ones(3).block_until_ready(); import cnnjax; "
-       "import cnnjax.nn, cnnjax.models, cnnjax.train"],
-      capture_output=True, text=True, timeout=300, check=False,
-      env=dict(os.environ, JAX_PLATFORMS="cpu"))
+      [
+          sys.executable,
+          "-W",
+          "error",
+          "-c",
+          "import jax.numpy as jnp; jnp.ones(3).block_until_ready(); import cnnjax; "
+          "import cnnjax.nn, cnnjax.models, cnnjax.train",
+      ],
+      capture_output=True,
+      text=True,
+      timeout=300,
+      check=False,
+      env=dict(os.environ, JAX_PLATFORMS="cpu"),
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux") or not _malloc.wanted(),
-                    reason="the allocator setting is glibc's (Linux), and not with "
-                           "CNNJAX_MALLOC=0 or a GLIBC_TUNABLES/MALLOC_*_ of your own")
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or not _malloc.wanted(),
+    reason="the allocator setting is glibc's (Linux), and not with "
+    "CNNJAX_MALLOC=0 or a GLIBC_TUNABLES/MALLOC_*_ of your own",
+)
 def test_configure_cpu_sets_the_flag_and_the_allocator_only_when_asked():
   script = """
       import json, os, sys
@@ -92,8 +121,11 @@ def test_configure_cpu_sets_the_flag_and_the_allocator_only_when_asked():
                         "flags": os.environ.get("XLA_FLAGS", "")}))
   """
   got = {a: _last_json(_python(_OWN_MAPPING, script, args=(a,))) for a in ("0", "1")}
-  assert got["0"]["settings"] == {"xla_flag": True, "allocator": False,
-                                  "bf16_matmul": got["0"]["settings"]["bf16_matmul"]}
+  assert got["0"]["settings"] == {
+      "xla_flag": True,
+      "allocator": False,
+      "bf16_matmul": got["0"]["settings"]["bf16_matmul"],
+  }
   assert got["0"]["flags"] == _xla_flags.YNN_CONV_OFF and got["0"]["own_mapping"]
   assert got["1"]["settings"]["allocator"] and not got["1"]["own_mapping"]
 
@@ -104,9 +136,14 @@ def test_configure_cpu_raises_once_a_backend_started():
     cnnjax.configure_cpu()
 
 
-@pytest.mark.parametrize("kwargs, name", [
-    (dict(xla_flag="yes"), "xla_flag"), (dict(allocator=1), "allocator"),
-    (dict(bf16_matmul="no"), "bf16_matmul")])
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        (dict(xla_flag="yes"), "xla_flag"),
+        (dict(allocator=1), "allocator"),
+        (dict(bf16_matmul="no"), "bf16_matmul"),
+    ],
+)
 def test_configure_cpu_names_a_bad_argument(kwargs, name):
   with pytest.raises(ValueError, match=f"configure_cpu: {name} got"):
     cnnjax.configure_cpu(**kwargs)
@@ -162,7 +199,8 @@ def test_appends_to_existing_flags(monkeypatch):
   environ = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
   assert _xla_flags.apply(environ)
   assert environ["XLA_FLAGS"] == (
-      "--xla_force_host_platform_device_count=2 " + _xla_flags.YNN_CONV_OFF)
+      "--xla_force_host_platform_device_count=2 " + _xla_flags.YNN_CONV_OFF
+  )
 
 
 def test_keeps_the_users_own_ynn_setting_and_the_opt_out(monkeypatch):
@@ -178,8 +216,18 @@ def test_keeps_the_users_own_ynn_setting_and_the_opt_out(monkeypatch):
     assert "XLA_FLAGS" not in environ
 
 
-@pytest.mark.parametrize("value, on", [(None, True), ("1", True), ("yes", True), ("0", False),
-                                       ("False", False), (" off ", False), ("NO", False)])
+@pytest.mark.parametrize(
+    "value, on",
+    [
+        (None, True),
+        ("1", True),
+        ("yes", True),
+        ("0", False),
+        ("False", False),
+        (" off ", False),
+        ("NO", False),
+    ],
+)
 def test_one_parser_for_switches(value, on):
   environ = {} if value is None else {"CNNJAX_X": value}
   assert _env.switch("CNNJAX_X", environ) is on

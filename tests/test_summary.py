@@ -109,8 +109,10 @@ class ZooTablesTest(parameterized.TestCase):
     self.assertEqual(s.total_params, 269_722)
     names = [r.name for r in s.rows]
     self.assertEqual(names[:2], ["conv(3, 16, p1)", "bn"])
-    self.assertEqual(names[2:11], ["res(16)"] * 3 + ["res(32, s2)"] + ["res(32)"] * 2
-                     + ["res(64, s2)"] + ["res(64)"] * 2)
+    self.assertEqual(
+        names[2:11],
+        ["res(16)"] * 3 + ["res(32, s2)"] + ["res(32)"] * 2 + ["res(64, s2)"] + ["res(64)"] * 2,
+    )
     self.assertEqual(names[11:], ["avg(global)", "fc(10)"])
     self.assertEqual(s.rows[5].shape, (16, 16, 32))
 
@@ -123,17 +125,32 @@ class ZooTablesTest(parameterized.TestCase):
 
   def test_zfnet_names(self):
     names = [r.name for r in summary("zfnet").rows]
-    self.assertEqual(names[:6], [
-        "conv(7, 96, s2, p1)", "pool(3, 2, p1)", "lrn(5)", "conv(5, 256, s2)",
-        "pool(3, 2, p1)", "lrn(5)",
-    ])
+    self.assertEqual(
+        names[:6],
+        [
+            "conv(7, 96, s2, p1)",
+            "pool(3, 2, p1)",
+            "lrn(5)",
+            "conv(5, 256, s2)",
+            "pool(3, 2, p1)",
+            "lrn(5)",
+        ],
+    )
 
 
 def _every_layer(rngs):
   return nnx.Sequential(
       cnn.Conv(3, 8, 3, stride=2, padding="SAME", dilation=1, rngs=rngs),
-      cnn.Conv(8, 8, (3, 1), padding=((2, 0), (0, 0)), groups=4, flip_kernel=True,
-               padding_mode="circular", rngs=rngs),
+      cnn.Conv(
+          8,
+          8,
+          (3, 1),
+          padding=((2, 0), (0, 0)),
+          groups=4,
+          flip_kernel=True,
+          padding_mode="circular",
+          rngs=rngs,
+      ),
       cnn.ConvTranspose(8, 4, 2, stride=2, use_bias=False, rngs=rngs),
       cnn.LocallyConnected(4, 6, 3, input_shape=(32, 28), stride=2, rngs=rngs),
       cnn.TiledConv(6, 8, 2, tile=(2, 3), rngs=rngs),
@@ -186,7 +203,9 @@ class EveryLayerTest(parameterized.TestCase):
         by_name["conv(3, 8, s2, same)"].ops,
         ops("conv", in_shape=(32, 28, 3), out_shape=(16, 14, 8), kernel=(3, 3)),
     )
-    self.assertEqual(by_name["conv(3x1, 8, p2:0,0:0, g4, circular, flipped)"].ops, 16 * 14 * 8 * (3 * 2 + 1))
+    self.assertEqual(
+        by_name["conv(3x1, 8, p2:0,0:0, g4, circular, flipped)"].ops, 16 * 14 * 8 * (3 * 2 + 1)
+    )
     self.assertEqual(by_name["convT(2, 4, s2)"].ops, 16 * 14 * 4 * 8 * 4 + 32 * 28 * 4)
     self.assertEqual(by_name["local(3, 6, s2)"].params, 15 * 13 * (9 * 4 * 6 + 6))
     self.assertEqual(by_name["tiled(2, 8, t2x3)"].params, 6 * 4 * 6 * 8 + 8)
@@ -209,12 +228,20 @@ class EveryLayerTest(parameterized.TestCase):
     self.assertEqual(y.shape, (1, 2, 2, 2))
 
   @parameterized.named_parameters(
-      dict(testcase_name="input_shape", match="input_shape",
-           call=lambda: summary("seed-cnn", (32, 32, "3"))),
-      dict(testcase_name="input_shape_int", match="input_shape", call=lambda: summary("seed-cnn", 32)),
+      dict(
+          testcase_name="input_shape",
+          match="input_shape",
+          call=lambda: summary("seed-cnn", (32, 32, "3")),
+      ),
+      dict(
+          testcase_name="input_shape_int", match="input_shape", call=lambda: summary("seed-cnn", 32)
+      ),
       dict(testcase_name="name", match="model", call=lambda: summary("seed_cnn")),
-      dict(testcase_name="options", match="options",
-           call=lambda: summary(cnn.MaxPool(2), (4, 4, 1), conv="tiled")),
+      dict(
+          testcase_name="options",
+          match="options",
+          call=lambda: summary(cnn.MaxPool(2), (4, 4, 1), conv="tiled"),
+      ),
       dict(testcase_name="no_shape", match="input_shape", call=lambda: summary(cnn.MaxPool(2))),
   )
   def test_errors_name_the_argument(self, call, match):

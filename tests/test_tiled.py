@@ -36,7 +36,7 @@ _SETTINGS = dict(
 def jnp_tiled(x, w, *, tile, stride=1, padding="VALID", dilation=1, padding_mode="zeros"):
   """The same formula in plain jax.numpy, differentiable by jax's own rules."""
   nd = (w.ndim - 2) // 2
-  kernel, tile = w.shape[nd:2 * nd], per_dim(tile, nd)
+  kernel, tile = w.shape[nd : 2 * nd], per_dim(tile, nd)
   s, t, pads, out = ref_geometry(
       x.shape[1:-1], kernel, stride=stride, padding=padding, dilation=dilation
   )
@@ -46,9 +46,7 @@ def jnp_tiled(x, w, *, tile, stride=1, padding="VALID", dilation=1, padding_mode
   w_pos = w[index]
   y = 0
   for k in np.ndindex(*kernel):
-    sl = tuple(
-        slice(k[d] * t[d], k[d] * t[d] + (out[d] - 1) * s[d] + 1, s[d]) for d in range(nd)
-    )
+    sl = tuple(slice(k[d] * t[d], k[d] * t[d] + (out[d] - 1) * s[d] + 1, s[d]) for d in range(nd))
     patch = xp[(slice(None), *sl)]  # [N, *out, C_in]
     wk = w_pos[(*([slice(None)] * nd), *k)]  # [*out, C_in, C_out]
     y = y + jnp.einsum("n...c,...co->n...o", patch, wk)
@@ -88,8 +86,13 @@ def tiled_cases(draw, max_nd=3, modes=MODES):
       x_shape=(draw(st.integers(1, 2)), *sizes, draw(st.integers(1, 2))),
       w_shape=(*per_dim(tile, nd), *kernel),
       c_out=draw(st.integers(1, 2)),
-      config=dict(tile=tile if isinstance(tile, int) else tuple(tile), stride=tuple(stride),
-                  padding=padding, dilation=tuple(dilation), padding_mode=mode),
+      config=dict(
+          tile=tile if isinstance(tile, int) else tuple(tile),
+          stride=tuple(stride),
+          padding=padding,
+          dilation=tuple(dilation),
+          padding_mode=mode,
+      ),
       seed=draw(st.integers(0, 2**16)),
   )
 
@@ -119,14 +122,21 @@ class ReferenceTest(chex.TestCase):
   @chex.variants(with_jit=True, without_jit=True)
   @parameterized.parameters(
       dict(x_shape=(2, 9, 2), w_shape=(3, 3), config=dict(tile=3, stride=2, padding="SAME")),
-      dict(x_shape=(1, 7, 6, 2), w_shape=(2, 3, 3, 2),
-           config=dict(tile=(2, 3), dilation=(2, 1), padding="SAME",
-                       padding_mode="circular")),
-      dict(x_shape=(2, 5, 4, 3, 1), w_shape=(2, 1, 2, 2, 3, 1),
-           config=dict(tile=(2, 1, 2), padding=((1, 0), (0, 2), (1, 1)),
-                       padding_mode="edge")),
-      dict(x_shape=(1, 8, 8, 2), w_shape=(4, 4, 3, 3),
-           config=dict(tile=4, padding="FULL", padding_mode="reflect", stride=2)),
+      dict(
+          x_shape=(1, 7, 6, 2),
+          w_shape=(2, 3, 3, 2),
+          config=dict(tile=(2, 3), dilation=(2, 1), padding="SAME", padding_mode="circular"),
+      ),
+      dict(
+          x_shape=(2, 5, 4, 3, 1),
+          w_shape=(2, 1, 2, 2, 3, 1),
+          config=dict(tile=(2, 1, 2), padding=((1, 0), (0, 2), (1, 1)), padding_mode="edge"),
+      ),
+      dict(
+          x_shape=(1, 8, 8, 2),
+          w_shape=(4, 4, 3, 3),
+          config=dict(tile=4, padding="FULL", padding_mode="reflect", stride=2),
+      ),
       # A tile larger than the output: only the first kernels are ever used.
       dict(x_shape=(1, 4, 3), w_shape=(5, 2), config=dict(tile=5, padding=((0, 2),))),
   )
@@ -150,10 +160,15 @@ class ReferenceTest(chex.TestCase):
     # where the reference is at most ~18. The phases now crop by lax.pad first.
     x = _random((2, 8, 8, 3), 5, np.float32)
     w = _random((4, 4, 3, 3, 3, 3), 6, np.float32)
-    for config in (dict(tile=4, padding="SAME"), dict(tile=4, padding="FULL", stride=2),
-                   dict(tile=(3, 2), padding=((2, 0), (1, 2)))):
-      kernels = w[:config["tile"] if isinstance(config["tile"], int) else 3,
-                  :config["tile"] if isinstance(config["tile"], int) else 2]
+    for config in (
+        dict(tile=4, padding="SAME"),
+        dict(tile=4, padding="FULL", stride=2),
+        dict(tile=(3, 2), padding=((2, 0), (1, 2))),
+    ):
+      kernels = w[
+          : config["tile"] if isinstance(config["tile"], int) else 3,
+          : config["tile"] if isinstance(config["tile"], int) else 2,
+      ]
       got = jax.jit(functools.partial(tiled_conv, **config))(x, kernels)
       assert_close(got, ref_tiled(x, kernels, **config), np.float32, precision="highest")
 
@@ -161,8 +176,12 @@ class ReferenceTest(chex.TestCase):
     x = jnp.zeros((1, 8, 8, 1), jnp.float32)
     w = jnp.zeros((4, 4, 3, 3, 1, 1), jnp.float32)
     jaxpr = jax.make_jaxpr(functools.partial(tiled_conv, tile=4, padding="SAME"))(x, w)
-    pads = [p for eqn in _equations(jaxpr.jaxpr) if eqn.primitive.name == "conv_general_dilated"
-            for p in eqn.params["padding"]]
+    pads = [
+        p
+        for eqn in _equations(jaxpr.jaxpr)
+        if eqn.primitive.name == "conv_general_dilated"
+        for p in eqn.params["padding"]
+    ]
     assert pads and all(lo >= 0 and hi >= 0 for lo, hi in pads), pads
 
 
@@ -174,7 +193,6 @@ def _equations(jaxpr):
       yield from _equations(sub)
 
 
-
 # ------------------------------------------------------------------ properties
 
 
@@ -183,10 +201,16 @@ class PropertyTest(chex.TestCase):
   @chex.variants(with_jit=True, without_jit=True)
   @parameterized.parameters(
       dict(x_shape=(2, 9, 2), kernel=(3,), config=dict(stride=2, padding="SAME")),
-      dict(x_shape=(1, 6, 7, 3), kernel=(3, 2),
-           config=dict(dilation=(1, 2), padding=1, padding_mode="circular")),
-      dict(x_shape=(1, 4, 5, 4, 2), kernel=(2, 2, 3),
-           config=dict(stride=(1, 2, 1), padding="FULL", padding_mode="edge")),
+      dict(
+          x_shape=(1, 6, 7, 3),
+          kernel=(3, 2),
+          config=dict(dilation=(1, 2), padding=1, padding_mode="circular"),
+      ),
+      dict(
+          x_shape=(1, 4, 5, 4, 2),
+          kernel=(2, 2, 3),
+          config=dict(stride=(1, 2, 1), padding="FULL", padding_mode="edge"),
+      ),
   )
   def test_tile_one_is_cross_correlate(self, x_shape, kernel, config):
     x = _random(x_shape, 5)
@@ -198,10 +222,16 @@ class PropertyTest(chex.TestCase):
   @chex.variants(with_jit=True, without_jit=True)
   @parameterized.parameters(
       dict(x_shape=(2, 9, 2), kernel=(3,), config=dict(stride=2, padding="SAME")),
-      dict(x_shape=(1, 6, 7, 3), kernel=(3, 2),
-           config=dict(dilation=(1, 2), padding=1, padding_mode="reflect")),
-      dict(x_shape=(1, 3, 4, 4, 2), kernel=(2, 2, 3),
-           config=dict(stride=(1, 2, 2), padding="VALID", padding_mode="edge")),
+      dict(
+          x_shape=(1, 6, 7, 3),
+          kernel=(3, 2),
+          config=dict(dilation=(1, 2), padding=1, padding_mode="reflect"),
+      ),
+      dict(
+          x_shape=(1, 3, 4, 4, 2),
+          kernel=(2, 2, 3),
+          config=dict(stride=(1, 2, 2), padding="VALID", padding_mode="edge"),
+      ),
   )
   def test_tile_as_large_as_the_output_is_locally_connected(self, x_shape, kernel, config):
     x = _random(x_shape, 7)
@@ -234,9 +264,11 @@ class PropertyTest(chex.TestCase):
     tol = 1e-1 if dtype == jnp.bfloat16 else 1e-5
     np.testing.assert_allclose(
         np.asarray(y, np.float64),
-        ref_tiled(np.asarray(x, np.float64), np.asarray(w, np.float64), tile=(2, 3),
-                  padding="SAME"),
-        rtol=tol, atol=tol,
+        ref_tiled(
+            np.asarray(x, np.float64), np.asarray(w, np.float64), tile=(2, 3), padding="SAME"
+        ),
+        rtol=tol,
+        atol=tol,
     )
 
   def test_gradient_dtype_is_kept(self):
@@ -248,8 +280,9 @@ class PropertyTest(chex.TestCase):
       gx, gw = grad(x, w)
       assert gx.dtype == dtype and gw.dtype == dtype
       # d(sum y)/dx[i] = Σ over the kernels that read x[i]: compare with the formula.
-      ref_gx = jax.grad(lambda x: jnp_tiled(x, w.astype(jnp.float64), tile=(2, 3),
-                                            padding="SAME").sum())(x.astype(jnp.float64))
+      ref_gx = jax.grad(
+          lambda x: jnp_tiled(x, w.astype(jnp.float64), tile=(2, 3), padding="SAME").sum()
+      )(x.astype(jnp.float64))
       np.testing.assert_allclose(np.asarray(gx, np.float64), ref_gx, rtol=0.1, atol=0.1)
 
   def test_vmap(self):
@@ -296,8 +329,11 @@ class GradientTest(chex.TestCase):
     # Second order, forward and reverse, in 1-D with stride, dilation and padding.
     x = jnp.asarray(_random((1, 7, 2), 14))
     w = jnp.asarray(_random((3, 2, 2, 2), 15))
-    f = jax.jit(functools.partial(tiled_conv, tile=3, stride=2, dilation=2,
-                                  padding=((3, 1),), padding_mode="circular"))
+    f = jax.jit(
+        functools.partial(
+            tiled_conv, tile=3, stride=2, dilation=2, padding=((3, 1),), padding_mode="circular"
+        )
+    )
     check_grads(f, (x, w), order=2, modes=("fwd", "rev"))
     # (2-D and 3-D derivatives are compared with autodiff of the formula above.)
 
@@ -308,7 +344,8 @@ class GradientTest(chex.TestCase):
     for argnum in (0, 1):
       np.testing.assert_allclose(
           jax.jit(jax.grad(lambda *a: (f(*a) ** 2).sum(), argnum))(x, w),
-          jax.jit(jax.grad(lambda *a: (g(*a) ** 2).sum(), argnum))(x, w), rtol=1e-10,
+          jax.jit(jax.grad(lambda *a: (g(*a) ** 2).sum(), argnum))(x, w),
+          rtol=1e-10,
       )
 
 
@@ -336,8 +373,9 @@ class ErrorTest(parameterized.TestCase):
       self._call(tile=2.0)
 
   def test_tile_must_match_weight_grid(self):
-    with pytest.raises(ValueError, match=r"kernel grid w\.shape\[:2\] is \(2, 2\) but tile "
-                                         r"is \(3, 2\)"):
+    with pytest.raises(
+        ValueError, match=r"kernel grid w\.shape\[:2\] is \(2, 2\) but tile " r"is \(3, 2\)"
+    ):
       self._call(tile=(3, 2))
 
   def test_weight_rank(self):

@@ -17,16 +17,33 @@ from tests.references import assert_close, ref_correlate, ref_fold, ref_unfold
 _CASES = (
     dict(testcase_name="1d", x=(2, 9, 3), k=3, config={}),
     dict(testcase_name="1d_stride_drops", x=(2, 10, 2), k=(3,), config=dict(stride=3)),
-    dict(testcase_name="2d_same_strided", x=(2, 7, 6, 3), k=3,
-         config=dict(stride=2, padding="SAME")),
-    dict(testcase_name="2d_dilated_pairs", x=(1, 8, 7, 2), k=(2, 3),
-         config=dict(padding=((2, 1), (0, 3)), dilation=(2, 1), stride=(1, 2))),
-    dict(testcase_name="2d_circular", x=(2, 5, 5, 2), k=3,
-         config=dict(padding="SAME", padding_mode="circular")),
-    dict(testcase_name="2d_reflect", x=(1, 6, 5, 2), k=(3, 2),
-         config=dict(padding=2, padding_mode="reflect")),
-    dict(testcase_name="3d_edge", x=(1, 4, 4, 3, 2), k=2,
-         config=dict(padding="SAME", padding_mode="edge")),
+    dict(
+        testcase_name="2d_same_strided", x=(2, 7, 6, 3), k=3, config=dict(stride=2, padding="SAME")
+    ),
+    dict(
+        testcase_name="2d_dilated_pairs",
+        x=(1, 8, 7, 2),
+        k=(2, 3),
+        config=dict(padding=((2, 1), (0, 3)), dilation=(2, 1), stride=(1, 2)),
+    ),
+    dict(
+        testcase_name="2d_circular",
+        x=(2, 5, 5, 2),
+        k=3,
+        config=dict(padding="SAME", padding_mode="circular"),
+    ),
+    dict(
+        testcase_name="2d_reflect",
+        x=(1, 6, 5, 2),
+        k=(3, 2),
+        config=dict(padding=2, padding_mode="reflect"),
+    ),
+    dict(
+        testcase_name="3d_edge",
+        x=(1, 4, 4, 3, 2),
+        k=2,
+        config=dict(padding="SAME", padding_mode="edge"),
+    ),
 )
 
 
@@ -76,8 +93,9 @@ class FoldTest(chex.TestCase):
   @parameterized.named_parameters(*_CASES)
   def test_matches_the_scatter(self, x, k, config):
     config = _zeros_only(config)
-    p_shape = jax.eval_shape(functools.partial(unfold, kernel_size=k, **config),
-                             jax.ShapeDtypeStruct(x, jnp.float64)).shape
+    p_shape = jax.eval_shape(
+        functools.partial(unfold, kernel_size=k, **config), jax.ShapeDtypeStruct(x, jnp.float64)
+    ).shape
     p = _random(p_shape, 4)
     got = self.variant(functools.partial(fold, output_shape=x, kernel_size=k, **config))(p)
     np.testing.assert_allclose(got, ref_fold(p, x, k, **config), atol=1e-12)
@@ -88,9 +106,7 @@ class FoldTest(chex.TestCase):
     xv = _random(x, 5)
     px = unfold(xv, k, **config)
     p = _random(px.shape, 6)
-    np.testing.assert_allclose(
-        jnp.vdot(px, p), jnp.vdot(xv, fold(p, x, k, **config)), rtol=1e-12
-    )
+    np.testing.assert_allclose(jnp.vdot(px, p), jnp.vdot(xv, fold(p, x, k, **config)), rtol=1e-12)
 
   def test_overlap_counts(self):
     # fold(unfold(1)) counts the windows covering each position.
@@ -114,8 +130,7 @@ class FoldTest(chex.TestCase):
     assert_close(got, ref_fold(pr, (2, 6, 6, 3), 3), dtype)
 
   def test_docstring_example(self):
-    np.testing.assert_array_equal(fold(jnp.ones((1, 3, 2)), (1, 4, 1), 2)[0, :, 0],
-                                  [1, 2, 2, 1])
+    np.testing.assert_array_equal(fold(jnp.ones((1, 3, 2)), (1, 4, 1), 2)[0, :, 0], [1, 2, 2, 1])
 
 
 class ErrorTest(parameterized.TestCase):
@@ -138,6 +153,8 @@ class ErrorTest(parameterized.TestCase):
       fold(p, (5, 5, 1), 3)
     with pytest.raises(ValueError, match="fold: output_shape got"):
       fold(p, (1, 5, 0, 1), 3)
-    with pytest.raises(ValueError, match=r"fold: p has shape \(1, 3, 3, 9\); expected \(1, 4, 4, 9\)"):
+    with pytest.raises(
+        ValueError, match=r"fold: p has shape \(1, 3, 3, 9\); expected \(1, 4, 4, 9\)"
+    ):
       fold(p, (1, 6, 6, 1), 3)
     assert fold(p, (np.int64(1), 5, 5, 1), 3).shape == (1, 5, 5, 1)

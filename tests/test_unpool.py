@@ -18,12 +18,19 @@ from tests.references import ref_max_pool_indices, ref_max_unpool, ref_pool
 _CASES = (
     dict(testcase_name="1d", x=(2, 9, 3), window=2, config={}),
     dict(testcase_name="2d", x=(2, 6, 7, 2), window=2, config={}),
-    dict(testcase_name="2d_overlap_same", x=(2, 7, 6, 2), window=3,
-         config=dict(stride=2, padding="SAME")),
-    dict(testcase_name="2d_padded_rect", x=(1, 5, 6, 3), window=(3, 2),
-         config=dict(stride=(1, 2), padding=((1, 1), (1, 0)))),
-    dict(testcase_name="2d_large_overlapping", x=(1, 12, 12, 1), window=9,
-         config=dict(stride=3)),
+    dict(
+        testcase_name="2d_overlap_same",
+        x=(2, 7, 6, 2),
+        window=3,
+        config=dict(stride=2, padding="SAME"),
+    ),
+    dict(
+        testcase_name="2d_padded_rect",
+        x=(1, 5, 6, 3),
+        window=(3, 2),
+        config=dict(stride=(1, 2), padding=((1, 1), (1, 0))),
+    ),
+    dict(testcase_name="2d_large_overlapping", x=(1, 12, 12, 1), window=9, config=dict(stride=3)),
     dict(testcase_name="2d_large_disjoint", x=(1, 18, 9, 2), window=9, config={}),
     dict(testcase_name="3d", x=(1, 4, 5, 4, 2), window=2, config=dict(padding="SAME")),
 )
@@ -39,8 +46,9 @@ class IndicesTest(chex.TestCase):
   @parameterized.named_parameters(*_CASES)
   def test_indices_match_torch_convention(self, x, window, config):
     xv = _random(x, 0)
-    y, idx = self.variant(functools.partial(max_pool, window=window, return_indices=True,
-                                            **config))(xv)
+    y, idx = self.variant(
+        functools.partial(max_pool, window=window, return_indices=True, **config)
+    )(xv)
     stride = config.get("stride")
     padding = config.get("padding", "VALID")
     assert idx.dtype == jnp.int32 and idx.shape == y.shape
@@ -49,7 +57,8 @@ class IndicesTest(chex.TestCase):
     # The index points at the maximum.
     flat = xv.reshape(x[0], -1, x[-1])
     np.testing.assert_array_equal(
-        np.take_along_axis(flat, np.asarray(idx).reshape(x[0], -1, x[-1]), 1).reshape(y.shape), y)
+        np.take_along_axis(flat, np.asarray(idx).reshape(x[0], -1, x[-1]), 1).reshape(y.shape), y
+    )
 
   def test_ties_take_the_first_and_padding_never_wins(self):
     x = jnp.array([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0], [-jnp.inf, -jnp.inf, 2.0]])

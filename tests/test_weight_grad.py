@@ -14,22 +14,46 @@ from tests.references import assert_close, ref_geometry, ref_unfold, ref_weight_
 
 _CASES = (
     dict(testcase_name="1d", x=(2, 9, 3), w=(3, 3, 2), config={}),
-    dict(testcase_name="1d_stride_drops", x=(3, 10, 2), w=(3, 2, 4),
-         config=dict(stride=3)),
-    dict(testcase_name="2d_same_strided", x=(2, 7, 6, 3), w=(3, 3, 3, 4),
-         config=dict(stride=2, padding="SAME")),
-    dict(testcase_name="2d_dilated_pairs", x=(2, 8, 7, 2), w=(2, 3, 2, 3),
-         config=dict(padding=((2, 1), (0, 3)), dilation=(2, 1), stride=(1, 2))),
-    dict(testcase_name="2d_groups", x=(3, 6, 6, 4), w=(3, 3, 2, 6),
-         config=dict(padding=1, groups=2)),
-    dict(testcase_name="2d_depthwise_batch1", x=(1, 6, 5, 3), w=(3, 3, 1, 6),
-         config=dict(padding="SAME", groups=3)),
-    dict(testcase_name="2d_circular", x=(2, 5, 5, 2), w=(3, 3, 2, 2),
-         config=dict(padding="SAME", padding_mode="circular")),
-    dict(testcase_name="2d_reflect_strided", x=(2, 7, 6, 2), w=(3, 2, 2, 3),
-         config=dict(padding=2, stride=2, padding_mode="reflect")),
-    dict(testcase_name="3d_edge", x=(2, 4, 4, 3, 2), w=(2, 2, 2, 2, 2),
-         config=dict(padding="SAME", padding_mode="edge")),
+    dict(testcase_name="1d_stride_drops", x=(3, 10, 2), w=(3, 2, 4), config=dict(stride=3)),
+    dict(
+        testcase_name="2d_same_strided",
+        x=(2, 7, 6, 3),
+        w=(3, 3, 3, 4),
+        config=dict(stride=2, padding="SAME"),
+    ),
+    dict(
+        testcase_name="2d_dilated_pairs",
+        x=(2, 8, 7, 2),
+        w=(2, 3, 2, 3),
+        config=dict(padding=((2, 1), (0, 3)), dilation=(2, 1), stride=(1, 2)),
+    ),
+    dict(
+        testcase_name="2d_groups", x=(3, 6, 6, 4), w=(3, 3, 2, 6), config=dict(padding=1, groups=2)
+    ),
+    dict(
+        testcase_name="2d_depthwise_batch1",
+        x=(1, 6, 5, 3),
+        w=(3, 3, 1, 6),
+        config=dict(padding="SAME", groups=3),
+    ),
+    dict(
+        testcase_name="2d_circular",
+        x=(2, 5, 5, 2),
+        w=(3, 3, 2, 2),
+        config=dict(padding="SAME", padding_mode="circular"),
+    ),
+    dict(
+        testcase_name="2d_reflect_strided",
+        x=(2, 7, 6, 2),
+        w=(3, 2, 2, 3),
+        config=dict(padding=2, stride=2, padding_mode="reflect"),
+    ),
+    dict(
+        testcase_name="3d_edge",
+        x=(2, 4, 4, 3, 2),
+        w=(2, 2, 2, 2, 2),
+        config=dict(padding="SAME", padding_mode="edge"),
+    ),
 )
 
 
@@ -103,7 +127,12 @@ class ErrorTest(parameterized.TestCase):
   @parameterized.parameters(
       dict(x=(2, 5, 2), g=(2, 3, 4), k=(3, 2), match="kernel_shape got"),
       dict(x=(2, 5, 2), g=(2, 3, 4), k=(3, 0, 4), match="kernel_shape got"),
-      dict(x=(2, 5, 2), g=(2, 4, 4), k=(3, 2, 4), match=r"g has shape \(2, 4, 4\); expected \(2, 3, 4\)"),
+      dict(
+          x=(2, 5, 2),
+          g=(2, 4, 4),
+          k=(3, 2, 4),
+          match=r"g has shape \(2, 4, 4\); expected \(2, 3, 4\)",
+      ),
       dict(x=(2, 5, 5, 2), g=(2, 3, 4), k=(3, 2, 4), match="x has shape"),
       dict(x=(2, 5, 3), g=(2, 3, 4), k=(3, 2, 4), match="channel mismatch"),
   )

@@ -32,8 +32,7 @@ from cnnjax._lowering.config import ConvConfig, dimension_numbers
 __all__ = ["ConvConfig", "conv", "dimension_numbers"]
 
 
-def conv(x: jax.Array, w: jax.Array, cfg: ConvConfig, *, linear: str | None = None
-         ) -> jax.Array:
+def conv(x: jax.Array, w: jax.Array, cfg: ConvConfig, *, linear: str | None = None) -> jax.Array:
   """``lax.conv_general_dilated(x, w, cfg)``, channels-last and HWIO, on every platform.
 
   ``x`` and ``w`` share one dtype (integer, floating or complex). The result has
@@ -47,7 +46,8 @@ def conv(x: jax.Array, w: jax.Array, cfg: ConvConfig, *, linear: str | None = No
   if jnp.issubdtype(x.dtype, jnp.integer):
     return portable.patch_conv(x, w, cfg)
   return lax.platform_dependent(
-      x, w,
+      x,
+      w,
       cpu=lambda x, w: cpu.conv(x, w, cfg, linear=linear),
       default=lambda x, w: portable.lax_conv(x, w, cfg),
   )

@@ -52,8 +52,7 @@ def transpose_kernel(w: jax.Array, groups: int) -> jax.Array:
 def _impl(y, w, spec: AdjointSpec, *, linear=None):
   """vjp of ``x ↦ cross_correlate(x, w)`` at ``y``: one lhs-dilated convolution."""
   f = spec.forward
-  cfg = f._replace(stride=(1,) * len(f.stride), pads=spec.adjoint_pads,
-                   lhs_dilation=f.stride)
+  cfg = f._replace(stride=(1,) * len(f.stride), pads=spec.adjoint_pads, lhs_dilation=f.stride)
   return conv(y, transpose_kernel(w, f.groups), cfg, linear=linear)
 
 

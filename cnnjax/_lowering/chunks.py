@@ -5,8 +5,9 @@ from __future__ import annotations
 __all__ = ["batch_chunks"]
 
 
-def batch_chunks(batch: int, bytes_per_example: int, *, chunk_bytes: int,
-                 max_chunks: int = 16) -> list[tuple[int, int]]:
+def batch_chunks(
+    batch: int, bytes_per_example: int, *, chunk_bytes: int, max_chunks: int = 16
+) -> list[tuple[int, int]]:
   """``(lo, hi)`` bounds of near-equal batch chunks of at most ``chunk_bytes`` each.
 
   At most ``max_chunks`` chunks (they are unrolled in the program: a ``lax.map`` over

@@ -30,8 +30,18 @@ class ConvConfig(NamedTuple):
   preferred_element_type: Any = None
 
   @classmethod
-  def make(cls, num_spatial, *, stride, pads, dilation=None, lhs_dilation=None, groups=1,
-           precision=None, preferred_element_type=None) -> "ConvConfig":
+  def make(
+      cls,
+      num_spatial,
+      *,
+      stride,
+      pads,
+      dilation=None,
+      lhs_dilation=None,
+      groups=1,
+      precision=None,
+      preferred_element_type=None,
+  ) -> "ConvConfig":
     ones = (1,) * num_spatial
     return cls(
         stride=tuple(int(s) for s in stride),
@@ -58,6 +68,4 @@ def dimension_numbers(num_spatial: int) -> lax.ConvDimensionNumbers:
   """lax dimension numbers for channels-last inputs and HWIO kernels."""
   letters = _SPATIAL_LETTERS[num_spatial]
   spec = (f"N{letters}C", f"{letters}IO", f"N{letters}C")
-  return lax.conv_dimension_numbers(
-      (1,) * (num_spatial + 2), (1,) * (num_spatial + 2), spec
-  )
+  return lax.conv_dimension_numbers((1,) * (num_spatial + 2), (1,) * (num_spatial + 2), spec)

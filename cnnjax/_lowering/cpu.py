@@ -41,8 +41,7 @@ from cnnjax.patches import shifted_slices
 __all__ = ["conv", "depthwise_conv"]
 
 
-def conv(x: jax.Array, w: jax.Array, cfg: ConvConfig, *, linear: str | None = None
-         ) -> jax.Array:
+def conv(x: jax.Array, w: jax.Array, cfg: ConvConfig, *, linear: str | None = None) -> jax.Array:
   """The XLA:CPU lowering: the fastest measured form for the configuration.
 
   Args:
@@ -79,8 +78,12 @@ def depthwise_conv(x: jax.Array, w: jax.Array, cfg: ConvConfig) -> jax.Array:
   """
   nd = w.ndim - 2
   geo = _padding.conv_geometry(
-      x.shape[1:-1], w.shape[:-2], stride=cfg.stride, padding=cfg.pads,
-      dilation=cfg.dilation, op="depthwise_conv",
+      x.shape[1:-1],
+      w.shape[:-2],
+      stride=cfg.stride,
+      padding=cfg.pads,
+      dilation=cfg.dilation,
+      op="depthwise_conv",
   )
   out_dtype = result_dtype(x, cfg)
   acc = _checks.accumulation_dtype(out_dtype, x.dtype)

@@ -58,12 +58,17 @@ def applies(x: jax.Array, w: jax.Array, cfg: ConvConfig) -> bool:
   """Whether the bf16 patch-matmul form is used for this configuration."""
   kernel = w.shape[:-2]
   return (
-      x.dtype == jnp.bfloat16 and forms.current().bf16_matmul
+      x.dtype == jnp.bfloat16
+      and forms.current().bf16_matmul
       # (not ``in (None, jnp.bfloat16)``: np.dtype("float64") == None is True in NumPy)
-      and (cfg.preferred_element_type is None
-           or jnp.dtype(cfg.preferred_element_type) == jnp.bfloat16)
-      and cfg.groups == 1 and math.prod(kernel) > 1
-      and all(s == 1 for s in cfg.stride) and all(d == 1 for d in cfg.dilation)
+      and (
+          cfg.preferred_element_type is None
+          or jnp.dtype(cfg.preferred_element_type) == jnp.bfloat16
+      )
+      and cfg.groups == 1
+      and math.prod(kernel) > 1
+      and all(s == 1 for s in cfg.stride)
+      and all(d == 1 for d in cfg.dilation)
       and all(d == 1 for d in cfg.lhs_dilation)
       and all(0 <= lo < k and 0 <= hi < k for (lo, hi), k in zip(cfg.pads, kernel))
   )
@@ -78,7 +83,11 @@ def _patch_chunks(x, kernel, pads):
   """``(lo, hi, patches)`` per batch chunk: bf16 ``[hi − lo, *out, K·C]``."""
   nd = len(kernel)
   geo = _padding.conv_geometry(
-      x.shape[1:-1], kernel, stride=(1,) * nd, padding=pads, dilation=(1,) * nd,
+      x.shape[1:-1],
+      kernel,
+      stride=(1,) * nd,
+      padding=pads,
+      dilation=(1,) * nd,
       op="cross_correlate",
   )
   bits = lax.bitcast_convert_type(x, jnp.uint16)
@@ -105,8 +114,9 @@ def patch_conv(x, w, pads):
   nd = w.ndim - 2
   wm = w.reshape(-1, w.shape[-1])
   ys = [
-      lax.dot_general(p, wm, (((nd + 1,), (0,)), ((), ())),
-                      preferred_element_type=jnp.float32).astype(x.dtype)
+      lax.dot_general(
+          p, wm, (((nd + 1,), (0,)), ((), ())), preferred_element_type=jnp.float32
+      ).astype(x.dtype)
       for _, _, p in _patch_chunks(x, w.shape[:-2], pads)
   ]
   return ys[0] if len(ys) == 1 else jnp.concatenate(ys, axis=0)
@@ -158,8 +168,9 @@ def _input_grad(g, w, pads):
   if w.shape[-2] >= w.shape[-1]:
     return patch_conv(g, back_w, back_pads)
   ones = (1,) * nd
-  return lax_conv(g, back_w, ConvConfig(stride=ones, pads=back_pads, dilation=ones,
-                                        lhs_dilation=ones))
+  return lax_conv(
+      g, back_w, ConvConfig(stride=ones, pads=back_pads, dilation=ones, lhs_dilation=ones)
+  )
 
 
 def _patch_conv_fwd(x, w, pads):

@@ -83,17 +83,27 @@ class Plan(NamedTuple):
 
   @property
   def trivial(self) -> bool:
-    return (self.forward == "lax" and self.input_grad == "lax" and self.weight_chunks == 1
-            and not self.dw_barrier and not self.dx_barrier)
+    return (
+        self.forward == "lax"
+        and self.input_grad == "lax"
+        and self.weight_chunks == 1
+        and not self.dw_barrier
+        and not self.dx_barrier
+    )
 
 
 def applies(x: jax.Array, w: jax.Array, cfg: ConvConfig) -> bool:
   """Whether the configuration can take these forms (before :func:`plan` picks)."""
   return (
-      w.ndim == 4 and x.dtype in (jnp.float32, jnp.float64)
-      and (cfg.preferred_element_type is None  # (np.dtype("float64") == None is True)
-           or jnp.dtype(cfg.preferred_element_type) == x.dtype)
-      and cfg.groups == 1 and cfg.plain and all(d == 1 for d in cfg.dilation)
+      w.ndim == 4
+      and x.dtype in (jnp.float32, jnp.float64)
+      and (
+          cfg.preferred_element_type is None  # (np.dtype("float64") == None is True)
+          or jnp.dtype(cfg.preferred_element_type) == x.dtype
+      )
+      and cfg.groups == 1
+      and cfg.plain
+      and all(d == 1 for d in cfg.dilation)
       and forms.current().rows
   )
 
@@ -115,8 +125,12 @@ def plan(x_shape, w_shape, cfg: ConvConfig) -> Plan:
   rows = unit and kh >= 3 and (top + bottom < kh - 1 or narrow)
   wide = (kh, kw) == (3, 3) and c_in >= WIDE_C_IN and x_shape[0] >= CHUNKED_BATCH
   chunks = WIDE_WEIGHT_CHUNKS if wide else 1
-  return Plan(input_grad="rows" if rows else "lax",
-              weight_chunks=chunks, dw_barrier=(kh, kw) == (3, 3), dx_barrier=rows)
+  return Plan(
+      input_grad="rows" if rows else "lax",
+      weight_chunks=chunks,
+      dw_barrier=(kh, kw) == (3, 3),
+      dx_barrier=rows,
+  )
 
 
 def rows_conv(x: jax.Array, w: jax.Array, cfg: ConvConfig) -> jax.Array:
@@ -127,8 +141,11 @@ def rows_conv(x: jax.Array, w: jax.Array, cfg: ConvConfig) -> jax.Array:
   if top or bottom:
     x = lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (top, bottom, 0), (0, 0, 0), (0, 0, 0)))
   rows = x.shape[1] - kh + 1
-  stacked = x if kh == 1 else jnp.concatenate(
-      [lax.slice_in_dim(x, a, a + rows, axis=1) for a in range(kh)], axis=-1)
+  stacked = (
+      x
+      if kh == 1
+      else jnp.concatenate([lax.slice_in_dim(x, a, a + rows, axis=1) for a in range(kh)], axis=-1)
+  )
   w_rows = jnp.transpose(w, (1, 0, 2, 3)).reshape(1, kw, kh * c_in, c_out)
   return lax_conv(stacked, w_rows, cfg._replace(pads=((0, 0), width_pads)))
 
@@ -137,23 +154,23 @@ def _chunked(x: jax.Array, w: jax.Array, cfg: ConvConfig, chunks: int) -> jax.Ar
   """lax's convolution per batch chunk, concatenated along the batch."""
   if chunks <= 1:
     return lax_conv(x, w, cfg)
-  bounds = batch_chunks(x.shape[0], 1, chunk_bytes=-(-x.shape[0] // chunks),
-                        max_chunks=chunks)
+  bounds = batch_chunks(x.shape[0], 1, chunk_bytes=-(-x.shape[0] // chunks), max_chunks=chunks)
   if len(bounds) == 1:
     return lax_conv(x, w, cfg)
   return jnp.concatenate(
-      [lax_conv(lax.slice_in_dim(x, lo, hi, axis=0), w, cfg) for lo, hi in bounds], axis=0)
+      [lax_conv(lax.slice_in_dim(x, lo, hi, axis=0), w, cfg) for lo, hi in bounds], axis=0
+  )
 
 
 def _form(name: str):
   return rows_conv if name == "rows" else lax_conv
 
 
-
 def _check(cfg: ConvConfig, how: Plan) -> None:
   if (how.forward, how.input_grad) != ("lax", "lax") and any(s != 1 for s in cfg.stride):
-    raise ValueError(f"cpu_rows.conv: the stacked forms of {how} are stride-1 forms; "
-                     f"got stride {cfg.stride}")
+    raise ValueError(
+        f"cpu_rows.conv: the stacked forms of {how} are stride-1 forms; " f"got stride {cfg.stride}"
+    )
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))

@@ -39,8 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-__all__ = ["MAX_COUNT", "Plane", "quotient_float32", "quotient_truncated", "split",
-           "sum_planes"]
+__all__ = ["MAX_COUNT", "Plane", "quotient_float32", "quotient_truncated", "split", "sum_planes"]
 
 _INT32_MAX = 2**31 - 1
 _DIGIT = 16
@@ -68,8 +67,9 @@ def split(x: jax.Array) -> list[Plane]:
   for shift in range(0, info.bits, _DIGIT):
     field = x >> np.asarray(shift, x.dtype) if shift else x  # arithmetic for signed
     if shift + _DIGIT < info.bits:
-      planes.append(Plane(shift, (field & np.asarray(_DIGIT_MASK, x.dtype)).astype(jnp.int32),
-                          0, _DIGIT_MASK))
+      planes.append(
+          Plane(shift, (field & np.asarray(_DIGIT_MASK, x.dtype)).astype(jnp.int32), 0, _DIGIT_MASK)
+      )
     else:
       low, high = (-(2**15), 2**15 - 1) if info.min < 0 else (0, _DIGIT_MASK)
       planes.append(Plane(shift, field.astype(jnp.int32), low, high))
@@ -85,13 +85,18 @@ def _cut(plane: Plane, count: int) -> list[Plane]:
   bits = (_INT32_MAX // count + 1).bit_length() - 1  # (2**bits - 1) · count fits
   mask = 2**bits - 1
   low = Plane(plane.shift, plane.values & np.int32(mask), 0, mask)
-  high = Plane(plane.shift + bits, plane.values >> np.int32(bits),
-               min(plane.low >> bits, 0), plane.high >> bits)
+  high = Plane(
+      plane.shift + bits,
+      plane.values >> np.int32(bits),
+      min(plane.low >> bits, 0),
+      plane.high >> bits,
+  )
   return [low, *_cut(high, count)]
 
 
-def sum_planes(planes: list[Plane], count: int,
-               reduce: Callable[[jax.Array], jax.Array]) -> list[Plane]:
+def sum_planes(
+    planes: list[Plane], count: int, reduce: Callable[[jax.Array], jax.Array]
+) -> list[Plane]:
   """Sums of at most ``count`` terms of each plane (``reduce``), exact in int32.
 
   ``reduce`` maps an int32 array to its sums (a window or an axis sum); terms it adds
@@ -102,8 +107,7 @@ def sum_planes(planes: list[Plane], count: int,
   out = []
   for plane in planes:
     for p in _cut(plane, count):
-      out.append(Plane(p.shift, reduce(p.values).astype(jnp.int32), p.low * count,
-                       p.high * count))
+      out.append(Plane(p.shift, reduce(p.values).astype(jnp.int32), p.low * count, p.high * count))
   return out
 
 
@@ -138,8 +142,9 @@ def _magnitude(planes: list[Plane]) -> tuple[jax.Array, list[jax.Array]]:
   return negative, [jnp.where(negative, n, d) for n, d in zip(negated, digits)]
 
 
-def _divide(digits: list[jax.Array], divisor, max_divisor: int, extra: int
-            ) -> tuple[list[jax.Array], jax.Array]:
+def _divide(
+    digits: list[jax.Array], divisor, max_divisor: int, extra: int
+) -> tuple[list[jax.Array], jax.Array]:
   """``floor(M · 2**(16·extra) / divisor)`` as digits (high first) and the remainder.
 
   ``M`` is given by its digits, low first; ``divisor`` is an int or an int32 array of
@@ -193,15 +198,17 @@ def quotient_float32(planes: list[Plane], divisor, max_divisor: int) -> jax.Arra
   for _ in range(k - 1):
     lead_zero = q[0] == 0
     q = [jnp.where(lead_zero, q[i + 1], q[i]) for i in range(k - 1)] + [
-        jnp.where(lead_zero, jnp.zeros_like(q[0]), q[k - 1])]
+        jnp.where(lead_zero, jnp.zeros_like(q[0]), q[k - 1])
+    ]
     moves = moves + lead_zero.astype(jnp.int32)
   is_zero = q[0] == 0
   s = lax.clz(q[0]) - np.int32(_DIGIT)  # leading zeros of the 16-bit digit, 0 .. 15
   s = jnp.where(is_zero, np.int32(0), s)
   us = s.astype(jnp.uint32)
   lead, second, third = (d.astype(jnp.uint32) for d in q[:3])
-  top = ((lead << (us + np.uint32(16))) | (second << us)
-         | (third >> (np.uint32(16) - us)))  # 32 bits, the highest set
+  top = (
+      (lead << (us + np.uint32(16))) | (second << us) | (third >> (np.uint32(16) - us))
+  )  # 32 bits, the highest set
   below = q[2] & ((np.int32(1) << (np.int32(_DIGIT) - s)) - np.int32(1))
   sticky = (below != 0) | (remainder != 0)
   for d in q[3:]:
@@ -220,7 +227,7 @@ def quotient_truncated(planes: list[Plane], divisor: int, dtype) -> jax.Array:
   bits = jnp.iinfo(dtype).bits
   wide = jnp.dtype(jnp.uint64 if bits == 64 else jnp.uint32)
   acc = jnp.zeros(q[0].shape, wide)
-  for d in q[-(max(bits, 32) // _DIGIT):]:  # the digits below 2**32 (or 2**64)
+  for d in q[-(max(bits, 32) // _DIGIT) :]:  # the digits below 2**32 (or 2**64)
     acc = (acc << np.asarray(_DIGIT, wide)) | d.astype(wide)
   acc = jnp.where(negative, np.asarray(0, wide) - acc, acc)  # modulo 2**32 (or 2**64)
   signed = jnp.dtype(wide.name[1:])  # uint32 -> int32: the same bits

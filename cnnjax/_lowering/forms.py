@@ -49,8 +49,9 @@ def current() -> CpuForms:
   return _SETTING.value
 
 
-def _changed(enabled: bool | None, rows: bool | None, bf16_matmul: bool | None,
-             *, op: str) -> CpuForms:
+def _changed(
+    enabled: bool | None, rows: bool | None, bf16_matmul: bool | None, *, op: str
+) -> CpuForms:
   changes = {}
   for name, value in (("enabled", enabled), ("rows", rows), ("bf16_matmul", bf16_matmul)):
     if value is None:
@@ -62,8 +63,9 @@ def _changed(enabled: bool | None, rows: bool | None, bf16_matmul: bool | None,
 
 
 @contextlib.contextmanager
-def cpu_forms(*, enabled: bool | None = None, rows: bool | None = None,
-              bf16_matmul: bool | None = None) -> Iterator[CpuForms]:
+def cpu_forms(
+    *, enabled: bool | None = None, rows: bool | None = None, bf16_matmul: bool | None = None
+) -> Iterator[CpuForms]:
   """Chooses cnnjax's XLA:CPU convolution forms inside a ``with`` block.
 
   Functions traced inside the block take these forms, and jit traces and compiles them

@@ -166,7 +166,11 @@ def _index_dtype(size: int):
 def _max_primal(x: jax.Array, geo: Geometry) -> jax.Array:
   if _overlaps(geo):
     return lax.reduce_window(
-        x, _lowest(x.dtype), lax.max, (1, *geo.kernel, 1), (1, *geo.stride, 1),
+        x,
+        _lowest(x.dtype),
+        lax.max,
+        (1, *geo.kernel, 1),
+        (1, *geo.stride, 1),
         ((0, 0), *geo.pads, (0, 0)),
     )
   blocks, axes = _window_blocks(x, geo, _lowest(x.dtype))
@@ -241,10 +245,8 @@ def max_pool_indices(x: jax.Array, geo: Geometry) -> jax.Array:
   _, idx = _max_and_argmax(lax.stop_gradient(x), geo)
   idx = idx.astype(jnp.int32)
   flat = jnp.zeros(idx.shape, jnp.int32)
-  for d, (n, k, s, (lo, _)) in enumerate(
-      zip(geo.in_spatial, geo.kernel, geo.stride, geo.pads)
-  ):
-    offset = (idx // math.prod(geo.kernel[d + 1:])) % k
+  for d, (n, k, s, (lo, _)) in enumerate(zip(geo.in_spatial, geo.kernel, geo.stride, geo.pads)):
+    offset = (idx // math.prod(geo.kernel[d + 1 :])) % k
     out = lax.broadcasted_iota(jnp.int32, idx.shape, d + 1)
     # A window's first maximum is in the padding only when every input value it covers
     # equals the padding value; clipping then picks one of those (equal) inputs.
@@ -257,7 +259,11 @@ def _sum_pool_geo(x: jax.Array, geo: Geometry) -> jax.Array:
   """Sum over every window, zero padding."""
   if _overlaps(geo):
     return lax.reduce_window(
-        x, np.zeros((), x.dtype), lax.add, (1, *geo.kernel, 1), (1, *geo.stride, 1),
+        x,
+        np.zeros((), x.dtype),
+        lax.add,
+        (1, *geo.kernel, 1),
+        (1, *geo.stride, 1),
         ((0, 0), *geo.pads, (0, 0)),
     )
   blocks, axes = _window_blocks(x, geo, np.zeros((), x.dtype))
@@ -294,8 +300,7 @@ def avg_pool_core(x: jax.Array, geo: Geometry, count_include_pad: bool) -> jax.A
   size = math.prod(geo.kernel)
   if jnp.issubdtype(x.dtype, jnp.integer):
     # The exact window sums, divided once (see exact_mean): an int32 sum wrapped.
-    planes = exact_mean.sum_planes(
-        exact_mean.split(x), size, lambda a: window_pool(a, geo, "sum"))
+    planes = exact_mean.sum_planes(exact_mean.split(x), size, lambda a: window_pool(a, geo, "sum"))
     divisor = size if count_include_pad else _window_counts(geo)
     return exact_mean.quotient_float32(planes, divisor, size)
   out = _checks.mean_dtype(x.dtype)
@@ -312,8 +317,10 @@ def global_avg_core(x: jax.Array, keepdims: bool) -> jax.Array:
   count = math.prod(x.shape[1:-1])
   if jnp.issubdtype(x.dtype, jnp.integer):
     planes = exact_mean.sum_planes(
-        exact_mean.split(x), count,
-        lambda a: jnp.sum(a, axis=axes, keepdims=keepdims, dtype=jnp.int32))
+        exact_mean.split(x),
+        count,
+        lambda a: jnp.sum(a, axis=axes, keepdims=keepdims, dtype=jnp.int32),
+    )
     return exact_mean.quotient_float32(planes, count, count)
   out = _checks.mean_dtype(x.dtype)
   total = jnp.sum(x.astype(_checks.accumulation_dtype(x.dtype)), axis=axes, keepdims=keepdims)

@@ -35,8 +35,11 @@ def materialize(x: jax.Array, cfg: ConvConfig) -> tuple[jax.Array, ConvConfig]:
   same convolution, over an input that holds the zeros (and crops) explicitly.
   """
   nd = len(cfg.stride)
-  config = [(0, 0, 0), *((lo, hi, d - 1) for (lo, hi), d in zip(cfg.pads, cfg.lhs_dilation)),
-            (0, 0, 0)]
+  config = [
+      (0, 0, 0),
+      *((lo, hi, d - 1) for (lo, hi), d in zip(cfg.pads, cfg.lhs_dilation)),
+      (0, 0, 0),
+  ]
   x = lax.pad(x, jnp.zeros((), x.dtype), config)
   return x, cfg._replace(pads=((0, 0),) * nd, lhs_dilation=(1,) * nd)
 
@@ -46,7 +49,8 @@ def lax_conv(x: jax.Array, w: jax.Array, cfg: ConvConfig) -> jax.Array:
   if workarounds.negative_padding(cfg):
     x, cfg = materialize(x, cfg)
   return lax.conv_general_dilated(
-      x, w,
+      x,
+      w,
       window_strides=cfg.stride,
       padding=cfg.pads,
       lhs_dilation=cfg.lhs_dilation,
@@ -70,8 +74,12 @@ def patch_conv(x: jax.Array, w: jax.Array, cfg: ConvConfig) -> jax.Array:
   if not cfg.plain or any(lo or hi for lo, hi in cfg.pads):
     x, cfg = materialize(x, cfg)
   geo = _padding.conv_geometry(
-      x.shape[1:-1], w.shape[:-2], stride=cfg.stride, padding=cfg.pads,
-      dilation=cfg.dilation, op="patch_conv",
+      x.shape[1:-1],
+      w.shape[:-2],
+      stride=cfg.stride,
+      padding=cfg.pads,
+      dilation=cfg.dilation,
+      op="patch_conv",
   )
   acc = _checks.accumulation_dtype(out_dtype, x.dtype)
   slices = shifted_slices(x, geo)
@@ -79,8 +87,11 @@ def patch_conv(x: jax.Array, w: jax.Array, cfg: ConvConfig) -> jax.Array:
   kernel_volume, c_out, groups = len(slices), w.shape[-1], cfg.groups
   if groups == 1:
     y = lax.dot_general(
-        patches, w.reshape(-1, c_out), (((nd + 1,), (0,)), ((), ())),
-        precision=cfg.precision, preferred_element_type=acc,
+        patches,
+        w.reshape(-1, c_out),
+        (((nd + 1,), (0,)), ((), ())),
+        precision=cfg.precision,
+        preferred_element_type=acc,
     )
     return y.astype(out_dtype)
   cg, og = w.shape[-2], c_out // groups
@@ -88,8 +99,11 @@ def patch_conv(x: jax.Array, w: jax.Array, cfg: ConvConfig) -> jax.Array:
   wg = w.reshape(kernel_volume, cg, groups, og)
   # Contract (kernel offset, channel in group), batch over groups: [G, N, *out, O_g].
   y = lax.dot_general(
-      patches, wg, (((nd + 1, nd + 3), (0, 1)), ((nd + 2,), (2,))),
-      precision=cfg.precision, preferred_element_type=acc,
+      patches,
+      wg,
+      (((nd + 1, nd + 3), (0, 1)), ((nd + 2,), (2,))),
+      precision=cfg.precision,
+      preferred_element_type=acc,
   )
   y = jnp.moveaxis(y, 0, -2)
   return y.reshape(*y.shape[:-2], c_out).astype(out_dtype)

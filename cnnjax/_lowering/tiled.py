@@ -45,8 +45,7 @@ class TiledSpec:
   preferred_element_type: Any = None
 
 
-def _phase_convs(x: jax.Array, w: jax.Array, spec: TiledSpec, *, linear=None
-                 ) -> jax.Array:
+def _phase_convs(x: jax.Array, w: jax.Array, spec: TiledSpec, *, linear=None) -> jax.Array:
   """The tiled correlation of ``x`` (zero padded by ``spec.pads``) with ``w``.
 
   Phase ``p`` (the outputs ``n = q·T + p``) is one convolution with stride ``T·s``
@@ -57,7 +56,7 @@ def _phase_convs(x: jax.Array, w: jax.Array, spec: TiledSpec, *, linear=None
   num_spatial = len(spec.tile)
   batch, c_out = x.shape[0], w.shape[-1]
   in_spatial = x.shape[1:-1]
-  kernel = w.shape[num_spatial:2 * num_spatial]
+  kernel = w.shape[num_spatial : 2 * num_spatial]
   kernel_eff = tuple((k - 1) * t + 1 for k, t in zip(kernel, spec.dilation))
   per_phase = tuple(-(-m // t) for m, t in zip(spec.out_spatial, spec.tile))
   strides = tuple(t * s for t, s in zip(spec.tile, spec.stride))
@@ -75,8 +74,12 @@ def _phase_convs(x: jax.Array, w: jax.Array, spec: TiledSpec, *, linear=None
       phases.append(jnp.zeros((batch, *per_phase, c_out), out_dtype))
       continue
     cfg = ConvConfig.make(
-        num_spatial, stride=strides, pads=pads, dilation=spec.dilation,
-        precision=spec.precision, preferred_element_type=spec.preferred_element_type,
+        num_spatial,
+        stride=strides,
+        pads=pads,
+        dilation=spec.dilation,
+        precision=spec.precision,
+        preferred_element_type=spec.preferred_element_type,
     )
     phases.append(conv(x, w[p], cfg, linear=linear))
   # Interleave: [N, *q, *T, C_out] → [N, q0, T0, q1, T1, …, C_out] → [N, *(q·T), C_out].
@@ -101,13 +104,15 @@ def _adjoint(g: jax.Array, w: jax.Array, spec: TiledSpec, in_spatial) -> jax.Arr
   mode runs its transpose, i.e. what plain autodiff would run.)
   """
   num_spatial = len(spec.tile)
-  kernel = w.shape[num_spatial:2 * num_spatial]
+  kernel = w.shape[num_spatial : 2 * num_spatial]
   if any(s > 1 for s in spec.stride):
     g = lax.pad(
-        g, jnp.zeros((), g.dtype),
+        g,
+        jnp.zeros((), g.dtype),
         ((0, 0, 0), *((0, 0, s - 1) for s in spec.stride), (0, 0, 0)),
     )
   big = tuple(t * s for t, s in zip(spec.tile, spec.stride))
+
   # Gather V with static indices: per dim a [T·s, K] table of tile index, tap and
   # validity, broadcast to [*T·s, *K] (dim d on axes d and d + num_spatial).
   def per_dim(d, table):
@@ -126,14 +131,13 @@ def _adjoint(g: jax.Array, w: jax.Array, spec: TiledSpec, in_spatial) -> jax.Arr
   if not valid.all():
     v = v * jnp.asarray(valid, v.dtype)[..., None, None]
   pads = []
-  for n, k, t, length, (lo, _) in zip(
-      in_spatial, kernel, spec.dilation, g.shape[1:-1], spec.pads
-  ):
+  for n, k, t, length, (lo, _) in zip(in_spatial, kernel, spec.dilation, g.shape[1:-1], spec.pads):
     r = (k - 1) * t + 1
     lo_g = r - 1 - lo
     pads.append((lo_g, n - 1 + r - length - lo_g))
-  inner = TiledSpec(big, (1,) * num_spatial, spec.dilation, tuple(pads), tuple(in_spatial),
-                    spec.precision)
+  inner = TiledSpec(
+      big, (1,) * num_spatial, spec.dilation, tuple(pads), tuple(in_spatial), spec.precision
+  )
   return _phase_convs(g, v, inner, linear="x")
 
 

@@ -22,8 +22,15 @@ from cnnjax.patches import shifted_slices
 __all__ = ["unshared_conv"]
 
 
-def unshared_conv(x: jax.Array, w: jax.Array, geo: _padding.Geometry, padding_mode: str, *,
-                  precision=None, preferred_element_type=None) -> jax.Array:
+def unshared_conv(
+    x: jax.Array,
+    w: jax.Array,
+    geo: _padding.Geometry,
+    padding_mode: str,
+    *,
+    precision=None,
+    preferred_element_type=None,
+) -> jax.Array:
   """``y[b, n, o] = Σ_k Σ_c w[n, k, c, o] · x̃[b, n·s + k·t, c]`` for validated operands."""
   num_spatial = len(geo.out_spatial)
   batch, c_out = x.shape[0], w.shape[-1]
@@ -38,9 +45,11 @@ def unshared_conv(x: jax.Array, w: jax.Array, geo: _padding.Geometry, padding_mo
   patches = patches.reshape(positions, batch, window)
   acc = _checks.accumulation_dtype(out_dtype, x.dtype)
   y = lax.dot_general(
-      patches, w.reshape(positions, window, c_out),
+      patches,
+      w.reshape(positions, window, c_out),
       dimension_numbers=(((2,), (1,)), ((0,), (0,))),
-      precision=precision, preferred_element_type=acc,
+      precision=precision,
+      preferred_element_type=acc,
   )  # [P, N, C_out]
   y = y.reshape(*geo.out_spatial, batch, c_out).astype(out_dtype)
   return jnp.moveaxis(y, num_spatial, 0)

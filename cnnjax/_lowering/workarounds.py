@@ -59,8 +59,9 @@ def aborts(x_shape, w_shape, cfg: ConvConfig) -> bool:
   lowering asks.)
   """
   forward, gradient = [], []
-  for n, r, s, t, d, (lo, hi) in zip(x_shape[1:-1], w_shape[:-2], cfg.stride, cfg.dilation,
-                                     cfg.lhs_dilation, cfg.pads):
+  for n, r, s, t, d, (lo, hi) in zip(
+      x_shape[1:-1], w_shape[:-2], cfg.stride, cfg.dilation, cfg.lhs_dilation, cfg.pads
+  ):
     dilated, window = (n - 1) * d + 1, _padding.effective_kernel_size(r, dilation=t)
     m = (dilated + lo + hi - window) // s + 1  # the output's size
     before = window - 1 - lo
@@ -72,11 +73,11 @@ def aborts(x_shape, w_shape, cfg: ConvConfig) -> bool:
 
 def _mishandled(dims) -> bool:
   """``dims``: (size, window, input dilation, window dilation, stride, low, high) each."""
+
   def kept(size, window, base, window_dilation, stride, lo, hi):
     group = window == base == stride + 1
     contraction = window == size and base == stride == 1
     return (group or contraction) and window_dilation == 1 and lo == hi == 0
 
   kept_dims = [kept(*dim) for dim in dims]
-  return not all(kept_dims) and any(
-      k and dim[0] != dim[1] for k, dim in zip(kept_dims, dims))
+  return not all(kept_dims) and any(k and dim[0] != dim[1] for k, dim in zip(kept_dims, dims))

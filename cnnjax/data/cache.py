@@ -88,9 +88,13 @@ def _entry_path(cache_dir: Path, label: str, key: str) -> Path:
   return Path(cache_dir) / f"{safe}-{key}.npz"
 
 
-def read_entry(cache_dir: str | os.PathLike[str], label: str, key: str, *,
-               check: Callable[[dict[str, np.ndarray]], str | None] | None = None,
-               ) -> dict[str, np.ndarray] | None:
+def read_entry(
+    cache_dir: str | os.PathLike[str],
+    label: str,
+    key: str,
+    *,
+    check: Callable[[dict[str, np.ndarray]], str | None] | None = None,
+) -> dict[str, np.ndarray] | None:
   """The arrays stored under ``key``, or None if there is no (usable) entry.
 
   An unreadable entry (truncated, not a zip, damaged compressed data, a bad array
@@ -105,13 +109,19 @@ def read_entry(cache_dir: str | os.PathLike[str], label: str, key: str, *,
     with np.load(path, allow_pickle=False) as entry:
       arrays = {name: entry[name] for name in entry.files}
   except Exception as e:  # whatever the damage: zip, zlib, npy header, encryption, ...
-    warnings.warn(f"cnnjax.data: ignoring the unreadable cache entry {path} "
-                  f"({type(e).__name__}: {e}); decoding again.", stacklevel=2)
+    warnings.warn(
+        f"cnnjax.data: ignoring the unreadable cache entry {path} "
+        f"({type(e).__name__}: {e}); decoding again.",
+        stacklevel=2,
+    )
     return None
   reason = check(arrays) if check is not None else None
   if reason is not None:
-    warnings.warn(f"cnnjax.data: ignoring the cache entry {path} with wrong contents "
-                  f"({reason}); decoding again.", stacklevel=2)
+    warnings.warn(
+        f"cnnjax.data: ignoring the cache entry {path} with wrong contents "
+        f"({reason}); decoding again.",
+        stacklevel=2,
+    )
     return None
   return arrays
 

@@ -53,18 +53,28 @@ __all__ = [
 ]
 
 CIFAR10_CLASSES = (
-    "airplane", "automobile", "bird", "cat", "deer",
-    "dog", "frog", "horse", "ship", "truck",
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
 )
 _PIXELS = 32 * 32 * 3
 
 # format -> (training files, test file, metadata file)
 FORMATS: dict[str, tuple[tuple[str, ...], str, str]] = {
-    "cifar10-binary": (tuple(f"data_batch_{i}.bin" for i in range(1, 6)), "test_batch.bin",
-                       "batches.meta.txt"),
+    "cifar10-binary": (
+        tuple(f"data_batch_{i}.bin" for i in range(1, 6)),
+        "test_batch.bin",
+        "batches.meta.txt",
+    ),
     "cifar100-binary": (("train.bin",), "test.bin", "fine_label_names.txt"),
-    "cifar10-python": (tuple(f"data_batch_{i}" for i in range(1, 6)), "test_batch",
-                       "batches.meta"),
+    "cifar10-python": (tuple(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta"),
     "cifar100-python": (("train",), "test", "meta"),
 }
 _NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
@@ -138,9 +148,7 @@ def _read_names_txt(path: Path | None, default, num_classes: int) -> tuple[str, 
     return tuple(default) if default else tuple(str(i) for i in range(num_classes))
   names = tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
   if len(names) != num_classes:
-    raise ValueError(
-        f"read_cifar: {path} lists {len(names)} class names; expected {num_classes}."
-    )
+    raise ValueError(f"read_cifar: {path} lists {len(names)} class names; expected {num_classes}.")
   return names
 
 
@@ -266,20 +274,24 @@ def _read_pickled_batch(path: Path, *, label_key: str, num_classes: int):
         f"read_cifar: {path} holds {keys}; expected a dict with keys b'data' and "
         f"b'{label_key}'."
     ) from None
-  if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or (
-      data.shape[1] != _PIXELS
+  if (
+      not isinstance(data, np.ndarray)
+      or data.dtype != np.uint8
+      or data.ndim != 2
+      or (data.shape[1] != _PIXELS)
   ):
     desc = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
     raise ValueError(
         f"read_cifar: {path}: b'data' is {desc}; expected a uint8 array [n, {_PIXELS}] "
         "(32×32 pixels × 3 channels)."
     )
-  if not isinstance(labels, (list, tuple, np.ndarray)) or len(labels) != len(data) or not all(
-      isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in labels
+  if (
+      not isinstance(labels, (list, tuple, np.ndarray))
+      or len(labels) != len(data)
+      or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in labels)
   ):
     raise ValueError(
-        f"read_cifar: {path}: b'{label_key}' is not a list of {len(data)} ints (one per "
-        "image)."
+        f"read_cifar: {path}: b'{label_key}' is not a list of {len(data)} ints (one per " "image)."
     )
   labels = np.asarray(labels, np.int64)
   bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
@@ -301,9 +313,7 @@ def _read_pickled_names(path: Path | None, key: str, default, num_classes: int):
   except (KeyError, TypeError):
     raise ValueError(f"read_cifar: {path} lacks {key!r}; expected the class names.") from None
   if not isinstance(names, list) or len(names) != num_classes:
-    raise ValueError(
-        f"read_cifar: {path}: {key!r} is not a list of {num_classes} class names."
-    )
+    raise ValueError(f"read_cifar: {path}: {key!r} is not a list of {num_classes} class names.")
   return tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
 
 

@@ -57,8 +57,9 @@ class RawSplits:
     )
 
 
-def check_raw_arrays(arrays: Mapping[str, np.ndarray], *,
-                     image_shape: Sequence[int] | None = None) -> str | None:
+def check_raw_arrays(
+    arrays: Mapping[str, np.ndarray], *, image_shape: Sequence[int] | None = None
+) -> str | None:
   """Why ``arrays`` (as :meth:`RawSplits.to_arrays` gives) are not a valid decoded source.
 
   Checks what a file in the right format can still get wrong: the arrays present, uint8
@@ -98,8 +99,10 @@ def check_raw_arrays(arrays: Mapping[str, np.ndarray], *,
       return f"{len(labels)} {split}_labels for {len(images)} {split}_images"
     bad = labels[(labels < 0) | (labels >= len(names))]
     if bad.size:
-      return (f"{split}_labels hold {int(bad[0])}, outside [0, {len(names)}) for "
-              f"{len(names)} classes")
+      return (
+          f"{split}_labels hold {int(bad[0])}, outside [0, {len(names)}) for "
+          f"{len(names)} classes"
+      )
   return None
 
 
@@ -182,8 +185,10 @@ def split_validation(
     [7, 7, 3, 3]
   """
   n = len(labels)
-  if isinstance(val_size, bool) or not isinstance(val_size, (int, np.integer)) or not (
-      0 <= val_size < n
+  if (
+      isinstance(val_size, bool)
+      or not isinstance(val_size, (int, np.integer))
+      or not (0 <= val_size < n)
   ):
     raise ValueError(
         f"{op}: val_size got {val_size!r}; expected an int in [0, {n}) for a training "

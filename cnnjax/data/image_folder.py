@@ -107,8 +107,11 @@ def _index(path: Path, archive: zipfile.ZipFile | None, class_names: Sequence[st
   by_split: dict[str, dict[str, list[str]]] = {s: {} for s in SPLITS}
   for full in files:
     parts = full[skip:]
-    if (skip and full[0] + "/" != root) or not parts or parts[0] not in SPLITS or (
-        os.path.splitext(parts[-1])[1].lower() not in IMAGE_EXTENSIONS
+    if (
+        (skip and full[0] + "/" != root)
+        or not parts
+        or parts[0] not in SPLITS
+        or (os.path.splitext(parts[-1])[1].lower() not in IMAGE_EXTENSIONS)
     ):
       continue
     rel = "/".join(full)
@@ -127,9 +130,13 @@ def _index(path: Path, archive: zipfile.ZipFile | None, class_names: Sequence[st
     )
   train_classes = sorted(by_split["train"])
   empty = sorted(
-      d[skip + 1] for d in (d.split("/") for d in _list_dirs(path, archive))
-      if _visible(d) and len(d) == skip + 2 and "/".join(d[:skip]) + "/" * bool(skip) == root
-      and d[skip] == "train" and d[skip + 1] not in by_split["train"]
+      d[skip + 1]
+      for d in (d.split("/") for d in _list_dirs(path, archive))
+      if _visible(d)
+      and len(d) == skip + 2
+      and "/".join(d[:skip]) + "/" * bool(skip) == root
+      and d[skip] == "train"
+      and d[skip + 1] not in by_split["train"]
   )
   empty = [c for c in empty if class_names is None or c not in class_names]
   if empty:
@@ -160,8 +167,10 @@ def _index(path: Path, archive: zipfile.ZipFile | None, class_names: Sequence[st
       )
     members = [m for c in sorted(classes, key=label_of.__getitem__) for m in classes[c]]
     labels = np.concatenate(
-        [np.full(len(classes[c]), label_of[c], np.int32)
-         for c in sorted(classes, key=label_of.__getitem__)]
+        [
+            np.full(len(classes[c]), label_of[c], np.int32)
+            for c in sorted(classes, key=label_of.__getitem__)
+        ]
     )
     splits[split] = (members, labels)
   return splits, class_names
@@ -170,8 +179,7 @@ def _index(path: Path, archive: zipfile.ZipFile | None, class_names: Sequence[st
 # ----------------------------------------------------------------------------- decoding
 
 
-def decode_image(data: bytes, *, name: str = "<bytes>", op: str = "decode_image"
-                 ) -> np.ndarray:
+def decode_image(data: bytes, *, name: str = "<bytes>", op: str = "decode_image") -> np.ndarray:
   """Decodes PNG/JPEG bytes to ``uint8 [H, W, C]`` in the image's own channel count.
 
   Args:
@@ -272,7 +280,7 @@ def _shape_hint(got, want) -> str:
 def _decode_all(reader: _Reader, members: list[str], shape, *, num_workers: int, progress, desc):
   from tqdm.auto import tqdm
 
-  chunks = [members[i:i + _CHUNK] for i in range(0, len(members), _CHUNK)]
+  chunks = [members[i : i + _CHUNK] for i in range(0, len(members), _CHUNK)]
   out: list[np.ndarray | None] = [None] * len(chunks)
   with tqdm(total=len(members), desc=desc, unit="img", disable=not progress, leave=False) as bar:
     if num_workers <= 1 or len(chunks) <= 1:
@@ -348,12 +356,19 @@ def read_image_folder(
     splits, class_names = _index(path, reader.zip, class_names)
     if image_shape is None:
       first = splits["train"][0][0]
-      image_shape = decode_image(reader.read(first), name=reader.name(first),
-                                 op="read_image_folder").shape
+      image_shape = decode_image(
+          reader.read(first), name=reader.name(first), op="read_image_folder"
+      ).shape
     arrays = {
         split: (
-            _decode_all(reader, members, tuple(image_shape), num_workers=num_workers,
-                        progress=progress, desc=f"decoding {path.name} {split}"),
+            _decode_all(
+                reader,
+                members,
+                tuple(image_shape),
+                num_workers=num_workers,
+                progress=progress,
+                desc=f"decoding {path.name} {split}",
+            ),
             labels,
         )
         for split, (members, labels) in splits.items()

@@ -77,19 +77,25 @@ def make_shapes(
     >>> images.shape, sorted(set(labels.tolist()))
     ((12, 32, 32, 3), [0, 1, 2])
   """
-  if isinstance(num_examples, bool) or not isinstance(num_examples, (int, np.integer)) or (
-      num_examples < 1
+  if (
+      isinstance(num_examples, bool)
+      or not isinstance(num_examples, (int, np.integer))
+      or (num_examples < 1)
   ):
     raise ValueError(f"make_shapes: num_examples got {num_examples!r}; expected a positive int.")
-  if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or not (
-      2 <= num_classes <= len(SHAPE_NAMES)
+  if (
+      isinstance(num_classes, bool)
+      or not isinstance(num_classes, (int, np.integer))
+      or not (2 <= num_classes <= len(SHAPE_NAMES))
   ):
     raise ValueError(
         f"make_shapes: num_classes got {num_classes!r}; expected an int in "
         f"[2, {len(SHAPE_NAMES)}] (the shapes {SHAPE_NAMES})."
     )
-  if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or (
-      image_size < 24
+  if (
+      isinstance(image_size, bool)
+      or not isinstance(image_size, (int, np.integer))
+      or (image_size < 24)
   ):
     raise ValueError(f"make_shapes: image_size got {image_size!r}; expected an int >= 24.")
   rng = np.random.default_rng(seed)
@@ -116,9 +122,12 @@ def make_shapes(
       dx = grid[None, None, :] - cx[idx, None, None]
       dy = grid[None, :, None] - cy[idx, None, None]
       mask[idx - sl.start] = _mask(k, dx, dy, radius[idx, None, None])
-    cover = mask.reshape(m, image_size, _SUPERSAMPLE, image_size, _SUPERSAMPLE).sum(
-        (2, 4), dtype=np.uint8
-    ).astype(np.float32) / _SUPERSAMPLE**2
+    cover = (
+        mask.reshape(m, image_size, _SUPERSAMPLE, image_size, _SUPERSAMPLE)
+        .sum((2, 4), dtype=np.uint8)
+        .astype(np.float32)
+        / _SUPERSAMPLE**2
+    )
     back = (
         bg[sl, None, None, :]
         + gradient[sl, 0, None, None, None] * pixel[None, None, :, None]

@@ -57,10 +57,12 @@ class DatasetSpec:
 
 DATASETS = {
     "shapes": DatasetSpec((32, 32, 3), None, 1000),
-    "cifar10": DatasetSpec((32, 32, 3), 10, 5000, "cifar10",
-                           ("cifar-10-batches-bin", "cifar-10-batches-py")),
-    "cifar100": DatasetSpec((32, 32, 3), 100, 5000, "cifar100",
-                            ("cifar-100-binary", "cifar-100-python")),
+    "cifar10": DatasetSpec(
+        (32, 32, 3), 10, 5000, "cifar10", ("cifar-10-batches-bin", "cifar-10-batches-py")
+    ),
+    "cifar100": DatasetSpec(
+        (32, 32, 3), 100, 5000, "cifar100", ("cifar-100-binary", "cifar-100-python")
+    ),
     "mnist": DatasetSpec((28, 28, 1), 10, 5000, "mnist"),
     "fashion_mnist": DatasetSpec((28, 28, 1), 10, 5000, "fashion_mnist"),
     "folder": DatasetSpec(None, None, None),
@@ -125,7 +127,8 @@ def _check_against_spec(raw: RawSplits, name: str, spec: DatasetSpec, source: st
     if spec.image_shape and images.shape[1:] != spec.image_shape:
       got, want = images.shape[1:], spec.image_shape
       what = (
-          f"image size {got[0]}×{got[1]} (expected {want[0]}×{want[1]})" if got[:2] != want[:2]
+          f"image size {got[0]}×{got[1]} (expected {want[0]}×{want[1]})"
+          if got[:2] != want[:2]
           else f"{got[2]} channel(s) (expected {want[2]})"
       )
       raise ValueError(
@@ -150,21 +153,29 @@ def _read_offline(name, spec, data_dir, *, class_names, cache_dir, num_workers, 
       )
     return _cifar.read_cifar(path, fmt=fmt), str(path)
   if fmt == "tfds":
-    return _read_tfds(name, spec, data_dir=path, cache_dir=cache_dir, download=False,
-                      progress=progress), f"tfds:{spec.tfds_name}@{path}"
+    return (
+        _read_tfds(
+            name, spec, data_dir=path, cache_dir=cache_dir, download=False, progress=progress
+        ),
+        f"tfds:{spec.tfds_name}@{path}",
+    )
 
   def decode():
     return _folder.read_image_folder(
-        path, class_names=class_names, image_shape=spec.image_shape,
-        num_workers=num_workers, progress=progress,
+        path,
+        class_names=class_names,
+        image_shape=spec.image_shape,
+        num_workers=num_workers,
+        progress=progress,
     ).to_arrays()
 
   key = _cache.cache_key(
       "image-folder", _cache.source_fingerprint(path), list(class_names or []), spec.image_shape
   )
   check = functools.partial(check_raw_arrays, image_shape=spec.image_shape)
-  arrays = _cache.cached_arrays(decode, cache_dir=cache_dir, label=f"folder-{path.stem}", key=key,
-                                check=check)
+  arrays = _cache.cached_arrays(
+      decode, cache_dir=cache_dir, label=f"folder-{path.stem}", key=key, check=check
+  )
   return RawSplits.from_arrays(arrays), str(path)
 
 
@@ -191,8 +202,9 @@ def _read_tfds(name, spec, *, data_dir, cache_dir, download, progress) -> RawSpl
   # Preparation may have created the directory: key on what is there now.
   key = _cache.cache_key("tfds", _tfds.tfds_fingerprint(spec.tfds_name, data_dir=data_dir))
   return RawSplits.from_arrays(
-      _cache.cached_arrays(lambda: arrays, cache_dir=cache_dir, label=f"tfds-{name}", key=key,
-                           check=check)
+      _cache.cached_arrays(
+          lambda: arrays, cache_dir=cache_dir, label=f"tfds-{name}", key=key, check=check
+      )
   )
 
 
@@ -287,14 +299,20 @@ def load(
     source = "generated"
   elif data_dir is not None:
     raw, source = _read_offline(
-        name, spec, data_dir, class_names=class_names, cache_dir=cache_dir,
-        num_workers=num_workers, progress=progress,
+        name,
+        spec,
+        data_dir,
+        class_names=class_names,
+        cache_dir=cache_dir,
+        num_workers=num_workers,
+        progress=progress,
     )
   elif spec.tfds_name is None:
     raise ValueError(f"{op}: data_dir got None; name={name!r} needs a data_dir (an image folder).")
   else:
-    raw = _read_tfds(name, spec, data_dir=None, cache_dir=cache_dir, download=download,
-                     progress=progress)
+    raw = _read_tfds(
+        name, spec, data_dir=None, cache_dir=cache_dir, download=download, progress=progress
+    )
     source = f"tfds:{spec.tfds_name}"
   _check_against_spec(raw, name, spec, source)
 

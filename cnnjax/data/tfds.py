@@ -44,9 +44,11 @@ def _missing_tensorflow(error: BaseException | None) -> bool:
   seen = set()
   while error is not None and id(error) not in seen:
     seen.add(id(error))
-    if isinstance(error, ImportError) and (
-        getattr(error, "name", None) in ("tensorflow", "tf") or "tensorflow" in str(error)
-    ) and "tensorflow_datasets" not in str(error):
+    if (
+        isinstance(error, ImportError)
+        and (getattr(error, "name", None) in ("tensorflow", "tf") or "tensorflow" in str(error))
+        and "tensorflow_datasets" not in str(error)
+    ):
       return True
     error = error.__cause__ or error.__context__
   return False
@@ -80,8 +82,9 @@ def _builder(tfds_name: str, data_dir: str | os.PathLike[str] | None, download: 
   return builder
 
 
-def tfds_fingerprint(tfds_name: str, *, data_dir: str | os.PathLike[str] | None = None
-                     ) -> list[Any]:
+def tfds_fingerprint(
+    tfds_name: str, *, data_dir: str | os.PathLike[str] | None = None
+) -> list[Any]:
   """What identifies a prepared TFDS dataset (name, version, directory), for the cache."""
   tfds = _import_tfds()
   builder = tfds.builder(tfds_name, data_dir=data_dir)
@@ -105,7 +108,10 @@ def _to_arrays(source, *, progress: bool, desc: str) -> tuple[np.ndarray, np.nda
 
 
 def read_tfds(
-    tfds_name: str, *, data_dir: str | os.PathLike[str] | None = None, download: bool = True,
+    tfds_name: str,
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    download: bool = True,
     progress: bool = True,
 ) -> RawSplits:
   """Reads the ``train`` and ``test`` splits of a TFDS image-classification dataset.
@@ -147,7 +153,9 @@ def read_tfds(
       for split, source in zip(splits, sources)
   }
   # (TFDS types features as an optional FeatureConnector; it is a FeaturesDict here)
-  label = builder.info.features["label"]  # pyright: ignore[reportIndexIssue, reportOptionalSubscript]
+  label = builder.info.features[
+      "label"
+  ]  # pyright: ignore[reportIndexIssue, reportOptionalSubscript]
   class_names = tuple(label.names)
   test = arrays.get("test", (None, None))
   return RawSplits(arrays["train"][0], arrays["train"][1], test[0], test[1], class_names)

@@ -31,7 +31,6 @@ __all__ = [
 Region = Union[tuple[slice, ...], np.ndarray, jax.Array, None]
 
 
-
 def default_tolerance(dtype: DTypeLike) -> tuple[float, float]:
   """The default ``(rtol, atol)`` of :func:`assert_equivariant` for a result dtype.
 
@@ -115,8 +114,17 @@ class _Comparison:
     return float(diff / ref)
 
 
-def _compare(f, x, g_in, g_out, region, *, op: str, names: tuple[str, str],
-             args: tuple[str, str] = ("f", "g_in")) -> _Comparison:
+def _compare(
+    f,
+    x,
+    g_in,
+    g_out,
+    region,
+    *,
+    op: str,
+    names: tuple[str, str],
+    args: tuple[str, str] = ("f", "g_in"),
+) -> _Comparison:
   for name, fn in zip(args, (f, g_in)):
     if not callable(fn):
       raise TypeError(f"{op}: {name} got {fn!r}; expected a callable.")
@@ -134,9 +142,7 @@ def _compare(f, x, g_in, g_out, region, *, op: str, names: tuple[str, str],
   dtype = jnp.result_type(test.dtype, reference.dtype)
   wide = np.complex128 if jnp.issubdtype(dtype, jnp.complexfloating) else np.float64
   mask = _region_mask(region, tuple(test.shape), op=op)
-  return _Comparison(
-      np.asarray(test).astype(wide), np.asarray(reference).astype(wide), mask, dtype
-  )
+  return _Comparison(np.asarray(test).astype(wide), np.asarray(reference).astype(wide), mask, dtype)
 
 
 def equivariance_error(
@@ -178,8 +184,13 @@ def equivariance_error(
     0.0
   """
   cmp = _compare(
-      f, x, g_in, g_out if g_out is not None else g_in, region,
-      op="equivariance_error", names=("f(g_in(x))", "g_out(f(x))"),
+      f,
+      x,
+      g_in,
+      g_out if g_out is not None else g_in,
+      region,
+      op="equivariance_error",
+      names=("f(g_in(x))", "g_out(f(x))"),
   )
   return cmp.relative_error
 
@@ -209,14 +220,21 @@ def invariance_error(
     0.0
   """
   cmp = _compare(
-      f, x, g, None, region, op="invariance_error", names=("f(g(x))", "f(x)"),
+      f,
+      x,
+      g,
+      None,
+      region,
+      op="invariance_error",
+      names=("f(g(x))", "f(x)"),
       args=("f", "g"),
   )
   return cmp.relative_error
 
 
-def _check(cmp: _Comparison, *, rtol: float | None, atol: float | None, op: str,
-           names: tuple[str, str]) -> None:
+def _check(
+    cmp: _Comparison, *, rtol: float | None, atol: float | None, op: str, names: tuple[str, str]
+) -> None:
   default_rtol, default_atol = default_tolerance(cmp.dtype)
   defaults = []
   if rtol is None:

@@ -15,7 +15,6 @@ from cnnjax.equivariance.transforms import TRANSLATE_MODES, _translate_array
 __all__ = ["shift_consistency"]
 
 
-
 @functools.partial(jax.jit, static_argnames="mode")
 def _shift_each(x: jax.Array, shifts: jax.Array, mode: str) -> jax.Array:
   """Translates image ``i`` of ``x`` (``[N, *spatial, C]``) by ``shifts[i]`` (``[N, d]``)."""

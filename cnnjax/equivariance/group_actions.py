@@ -99,9 +99,7 @@ def group_action(element: int, *, group: str) -> Transform:
 
   def spatial(x: jax.Array, axes: tuple[int, ...]) -> jax.Array:
     if x.ndim != 5 or x.shape[3] != n:
-      raise ValueError(
-          f"{name}: x has shape {tuple(x.shape)}; expected [N, H, W, |G| = {n}, C]."
-      )
+      raise ValueError(f"{name}: x has shape {tuple(x.shape)}; expected [N, H, W, |G| = {n}, C].")
     _check_plane(x, axes, name=name)
     moved = _group.transform_plane(x, element, group=group, axes=(1, 2))
     return jnp.take(moved, jnp.asarray(source), axis=3)

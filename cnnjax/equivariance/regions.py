@@ -169,9 +169,7 @@ def interior_region(
         f"{op}: in_spatial got {in_spatial!r}; expected the input's spatial shape, a "
         "tuple of positive ints."
     )
-  in_spatial = _padding.normalize_ints(
-      tuple(in_spatial), len(in_spatial), name="in_spatial", op=op
-  )
+  in_spatial = _padding.normalize_ints(tuple(in_spatial), len(in_spatial), name="in_spatial", op=op)
   d = len(in_spatial)
   layer_dims = _layer_dims(layers, op=op)
   if layer_dims not in (None, d):

@@ -20,7 +20,6 @@ if TYPE_CHECKING:  # Hypothesis is a test extra, imported when a strategy is cal
 __all__ = ["conv_problems", "conv_settings", "images", "kernels"]
 
 
-
 def _hypothesis():
   try:
     from hypothesis import strategies
@@ -35,11 +34,7 @@ def _bounds(value, *, name: str, op: str, minimum: int = 1) -> tuple[int, int]:
   """An int ``v`` → ``(v, v)``; a pair ``(lo, hi)`` → itself, both ``>= minimum``."""
   if is_int(value):
     lo = hi = int(value)
-  elif (
-      isinstance(value, Sequence)
-      and len(value) == 2
-      and all(is_int(v) for v in value)
-  ):
+  elif isinstance(value, Sequence) and len(value) == 2 and all(is_int(v) for v in value):
     lo, hi = (int(v) for v in value)
   else:
     lo, hi = minimum - 1, minimum - 2  # fails below
@@ -204,18 +199,18 @@ def conv_settings(
   dilation = _bounds(dilation, name="dilation", op=op)
   for name, options in (("padding", padding), ("padding_mode", padding_mode)):
     if isinstance(options, str) or not isinstance(options, Sequence) or not options:
-      raise ValueError(
-          f"{op}: {name} got {options!r}; expected a non-empty sequence of options."
-      )
+      raise ValueError(f"{op}: {name} got {options!r}; expected a non-empty sequence of options.")
   for mode in padding_mode:
     _padding.check_padding_mode(mode, op=op)
   per_dim = lambda lo_hi: st.tuples(*(st.integers(*lo_hi) for _ in range(num_spatial)))
-  return st.fixed_dictionaries({
-      "stride": per_dim(stride),
-      "dilation": per_dim(dilation),
-      "padding": st.sampled_from(tuple(padding)),
-      "padding_mode": st.sampled_from(tuple(padding_mode)),
-  })
+  return st.fixed_dictionaries(
+      {
+          "stride": per_dim(stride),
+          "dilation": per_dim(dilation),
+          "padding": st.sampled_from(tuple(padding)),
+          "padding_mode": st.sampled_from(tuple(padding_mode)),
+      }
+  )
 
 
 def conv_problems(
@@ -260,19 +255,26 @@ def conv_problems(
   @st.composite
   def draw_problem(draw):
     c = draw(st.integers(*channel_bounds))
-    x = draw(images(
-        num_spatial=num_spatial, batch=batch, size=size, channels=c, dtype=dtype
-    ))
-    w = draw(kernels(
-        num_spatial=num_spatial, size=kernel_size, in_channels=c,
-        out_channels=out_channels, dtype=dtype,
-    ))
+    x = draw(images(num_spatial=num_spatial, batch=batch, size=size, channels=c, dtype=dtype))
+    w = draw(
+        kernels(
+            num_spatial=num_spatial,
+            size=kernel_size,
+            in_channels=c,
+            out_channels=out_channels,
+            dtype=dtype,
+        )
+    )
     kw = draw(settings_strategy)
     geo_ok = True
     try:
       _padding.conv_geometry(
-          x.shape[1:-1], w.shape[:-2], stride=kw["stride"], padding=kw["padding"],
-          dilation=kw["dilation"], op="conv_problems",
+          x.shape[1:-1],
+          w.shape[:-2],
+          stride=kw["stride"],
+          padding=kw["padding"],
+          dilation=kw["dilation"],
+          op="conv_problems",
       )
     except ValueError:
       geo_ok = False

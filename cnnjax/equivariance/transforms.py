@@ -22,7 +22,6 @@ __all__ = ["TRANSLATE_MODES", "Transform", "compose", "flip", "rot90", "translat
 TRANSLATE_MODES = ("circular", "zeros")
 
 
-
 @dataclasses.dataclass(frozen=True, eq=False)
 class Transform:
   """A spatial transform of batched, channels-last arrays, with its kernel counterpart.
@@ -109,7 +108,9 @@ def translate(shift: int | Sequence[int], *, mode: str = "circular") -> Transfor
   return Transform(f"translate({shift!r}, mode={mode!r})", spatial, None)
 
 
-def _translate_array(x: jax.Array, shifts: jax.Array, *, axes: tuple[int, ...], mode: str) -> jax.Array:
+def _translate_array(
+    x: jax.Array, shifts: jax.Array, *, axes: tuple[int, ...], mode: str
+) -> jax.Array:
   """Translates ``x`` along ``axes`` by ``shifts`` (an int array, which may be traced)."""
   # (jax annotates shift as ArrayLike | Sequence[int]; a tuple of traced ints works)
   shift = tuple(shifts[i] for i in range(len(axes)))

@@ -28,8 +28,13 @@ relu: Callable[[jax.Array], jax.Array] = jax.nn.relu
 
 def _classifier(b: LayerBuilder, num_classes: int, dropout: float) -> list[Any]:
   return [
-      flatten, b.fc(4096), relu, b.dropout(dropout),
-      b.fc(4096), relu, b.dropout(dropout),
+      flatten,
+      b.fc(4096),
+      relu,
+      b.dropout(dropout),
+      b.fc(4096),
+      relu,
+      b.dropout(dropout),
       b.fc(num_classes),
   ]
 
@@ -76,17 +81,33 @@ class AlexNet(nnx.Module):
       param_dtype: Any = jnp.float32,
       rngs: nnx.Rngs,
   ):
-    b = LayerBuilder(input_shape, rngs=rngs, conv=conv, tile=tile, op="alexnet",
-                     dtype=dtype, param_dtype=param_dtype)
+    b = LayerBuilder(
+        input_shape,
+        rngs=rngs,
+        conv=conv,
+        tile=tile,
+        op="alexnet",
+        dtype=dtype,
+        param_dtype=param_dtype,
+    )
     self.input_shape: tuple[int, ...] = b.shape
     lrn = dict(lrn or {})
     self.layers: nnx.Sequential = nnx.Sequential(
-        b.conv(96, 11, stride=4), relu, b.max_pool(3, stride=2), b.lrn(**lrn),
-        b.conv(256, 5, padding=2, groups=groups), relu, b.max_pool(3, stride=2),
+        b.conv(96, 11, stride=4),
+        relu,
+        b.max_pool(3, stride=2),
         b.lrn(**lrn),
-        b.conv(384, 3, padding=1), relu,
-        b.conv(384, 3, padding=1, groups=groups), relu,
-        b.conv(256, 3, padding=1, groups=groups), relu, b.max_pool(3, stride=2),
+        b.conv(256, 5, padding=2, groups=groups),
+        relu,
+        b.max_pool(3, stride=2),
+        b.lrn(**lrn),
+        b.conv(384, 3, padding=1),
+        relu,
+        b.conv(384, 3, padding=1, groups=groups),
+        relu,
+        b.conv(256, 3, padding=1, groups=groups),
+        relu,
+        b.max_pool(3, stride=2),
         *_classifier(b, num_classes, dropout),
     )
 
@@ -134,17 +155,33 @@ class ZFNet(nnx.Module):
       param_dtype: Any = jnp.float32,
       rngs: nnx.Rngs,
   ):
-    b = LayerBuilder(input_shape, rngs=rngs, conv=conv, tile=tile, op="zfnet",
-                     dtype=dtype, param_dtype=param_dtype)
+    b = LayerBuilder(
+        input_shape,
+        rngs=rngs,
+        conv=conv,
+        tile=tile,
+        op="zfnet",
+        dtype=dtype,
+        param_dtype=param_dtype,
+    )
     self.input_shape: tuple[int, ...] = b.shape
     lrn = dict(lrn or {})
     self.layers: nnx.Sequential = nnx.Sequential(
-        b.conv(96, 7, stride=2, padding=1), relu, b.max_pool(3, stride=2, padding=1),
+        b.conv(96, 7, stride=2, padding=1),
+        relu,
+        b.max_pool(3, stride=2, padding=1),
         b.lrn(**lrn),
-        b.conv(256, 5, stride=2), relu, b.max_pool(3, stride=2, padding=1), b.lrn(**lrn),
-        b.conv(512, 3, padding=1), relu,
-        b.conv(1024, 3, padding=1), relu,
-        b.conv(512, 3, padding=1), relu, b.max_pool(3, stride=2),
+        b.conv(256, 5, stride=2),
+        relu,
+        b.max_pool(3, stride=2, padding=1),
+        b.lrn(**lrn),
+        b.conv(512, 3, padding=1),
+        relu,
+        b.conv(1024, 3, padding=1),
+        relu,
+        b.conv(512, 3, padding=1),
+        relu,
+        b.max_pool(3, stride=2),
         *_classifier(b, num_classes, dropout),
     )
 

@@ -33,8 +33,7 @@ from cnnjax.nn import (
 from cnnjax.nn._dtypes import check_dtypes
 from cnnjax.padding import PaddingLike
 
-__all__ = ["CONV_KINDS", "LayerBuilder", "as_logits", "check_input", "check_input_shape",
-           "flatten"]
+__all__ = ["CONV_KINDS", "LayerBuilder", "as_logits", "check_input", "check_input_shape", "flatten"]
 
 CONV_KINDS = ("shared", "tiled", "local")
 _INITS = ("lecun", "he")
@@ -80,9 +79,18 @@ class LayerBuilder:
     (14, 14, 32)
   """
 
-  def __init__(self, shape: Sequence[int], *, rngs: nnx.Rngs, conv: str = "shared",
-               tile: int | Sequence[int] = 2, init: str = "lecun", dtype: Any = None,
-               param_dtype: Any = jnp.float32, op: str = "model") -> None:
+  def __init__(
+      self,
+      shape: Sequence[int],
+      *,
+      rngs: nnx.Rngs,
+      conv: str = "shared",
+      tile: int | Sequence[int] = 2,
+      init: str = "lecun",
+      dtype: Any = None,
+      param_dtype: Any = jnp.float32,
+      op: str = "model",
+  ) -> None:
     if conv not in CONV_KINDS:
       raise ValueError(f"{op}: conv got {conv!r}; expected one of {CONV_KINDS}.")
     if init not in _INITS:
@@ -100,8 +108,14 @@ class LayerBuilder:
   def at(self, shape: Sequence[int]) -> LayerBuilder:
     """A builder with the same settings at another shape (for a branch)."""
     return LayerBuilder(
-        tuple(shape), rngs=self.rngs, conv=self.conv_kind, tile=self.tile,
-        init=self.init, dtype=self.dtype, param_dtype=self.param_dtype, op=self.op,
+        tuple(shape),
+        rngs=self.rngs,
+        conv=self.conv_kind,
+        tile=self.tile,
+        init=self.init,
+        dtype=self.dtype,
+        param_dtype=self.param_dtype,
+        op=self.op,
     )
 
   @property
@@ -121,10 +135,21 @@ class LayerBuilder:
     make = nnx.initializers.he_normal if self.init == "he" else nnx.initializers.lecun_normal
     return make(batch_axis=tuple(range(num_lead)))
 
-  def _advance(self, kernel: Sequence[int], *, stride: int | Sequence[int], padding: PaddingLike,
-               dilation: int | Sequence[int] = 1, channels: int | None = None) -> None:
+  def _advance(
+      self,
+      kernel: Sequence[int],
+      *,
+      stride: int | Sequence[int],
+      padding: PaddingLike,
+      dilation: int | Sequence[int] = 1,
+      channels: int | None = None,
+  ) -> None:
     geo = _padding.conv_geometry(
-        self.spatial, kernel, stride=stride, padding=padding, dilation=dilation,
+        self.spatial,
+        kernel,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
         op=self.op,
     )
     self.shape = (*geo.out_spatial, self.channels if channels is None else channels)
@@ -145,8 +170,9 @@ class LayerBuilder:
     nd = len(self.spatial)
     kernel = (kernel_size,) * nd if isinstance(kernel_size, int) else tuple(kernel_size)
     common: dict[str, Any]
-    common = dict(stride=stride, padding=padding, dilation=dilation, use_bias=use_bias,
-                  **self.dtypes)
+    common = dict(
+        stride=stride, padding=padding, dilation=dilation, use_bias=use_bias, **self.dtypes
+    )
     if self.conv_kind != "shared":
       for name, value, default in (("groups", groups, 1), ("connections", connections, None)):
         if value != default:
@@ -156,18 +182,34 @@ class LayerBuilder:
           )
     if self.conv_kind == "shared":
       layer = Conv(
-          self.channels, features, kernel, groups=groups, connections=connections,
-          kernel_init=self._kernel_init(0), rngs=self.rngs, **common,
+          self.channels,
+          features,
+          kernel,
+          groups=groups,
+          connections=connections,
+          kernel_init=self._kernel_init(0),
+          rngs=self.rngs,
+          **common,
       )
     elif self.conv_kind == "tiled":
       layer = TiledConv(
-          self.channels, features, kernel, tile=self.tile,
-          kernel_init=self._kernel_init(nd), rngs=self.rngs, **common,
+          self.channels,
+          features,
+          kernel,
+          tile=self.tile,
+          kernel_init=self._kernel_init(nd),
+          rngs=self.rngs,
+          **common,
       )
     else:
       layer = LocallyConnected(
-          self.channels, features, kernel, input_shape=self.spatial,
-          kernel_init=self._kernel_init(nd), rngs=self.rngs, **common,
+          self.channels,
+          features,
+          kernel,
+          input_shape=self.spatial,
+          kernel_init=self._kernel_init(nd),
+          rngs=self.rngs,
+          **common,
       )
     self._advance(kernel, stride=stride, padding=padding, dilation=dilation, channels=features)
     return layer
@@ -175,15 +217,25 @@ class LayerBuilder:
   def _window(self, window: int | Sequence[int]) -> tuple[int, ...]:
     return (window,) * len(self.spatial) if isinstance(window, int) else tuple(window)
 
-  def max_pool(self, window: int | Sequence[int], *, stride: int | Sequence[int] | None = None,
-               padding: PaddingLike = "VALID") -> MaxPool:
+  def max_pool(
+      self,
+      window: int | Sequence[int],
+      *,
+      stride: int | Sequence[int] | None = None,
+      padding: PaddingLike = "VALID",
+  ) -> MaxPool:
     """Max pooling (stride defaults to the window)."""
     w = self._window(window)
     self._advance(w, stride=w if stride is None else stride, padding=padding)
     return MaxPool(window, stride=stride, padding=padding, **self.dtypes)
 
-  def avg_pool(self, window: int | Sequence[int], *, stride: int | Sequence[int] | None = None,
-               padding: PaddingLike = "VALID") -> AvgPool:
+  def avg_pool(
+      self,
+      window: int | Sequence[int],
+      *,
+      stride: int | Sequence[int] | None = None,
+      padding: PaddingLike = "VALID",
+  ) -> AvgPool:
     """Average pooling (stride defaults to the window)."""
     w = self._window(window)
     self._advance(w, stride=w if stride is None else stride, padding=padding)

@@ -76,8 +76,10 @@ def dirac_init(*, base: Initializer = _torch_default) -> Initializer:
     w = base(key, shape, dtype)
     k = min(shape[-2], shape[-1])
     centre = tuple(s // 2 for s in shape[:-2])
-    eye = jnp.zeros(shape[:-2] + (shape[-2], k), dtype).at[(*centre, slice(None), slice(None))].set(
-        jnp.eye(shape[-2], k, dtype=dtype)
+    eye = (
+        jnp.zeros(shape[:-2] + (shape[-2], k), dtype)
+        .at[(*centre, slice(None), slice(None))]
+        .set(jnp.eye(shape[-2], k, dtype=dtype))
     )
     return w.at[..., :k].set(eye)
 
@@ -88,11 +90,19 @@ def _gelu(x: jax.Array) -> jax.Array:
   return jax.nn.gelu(x, approximate=False)  # torch.nn.GELU(): the exact erf form
 
 
-def _batch_norm(features: int, *, momentum: float, epsilon: float, param_dtype: Any,
-                rngs: nnx.Rngs) -> nnx.BatchNorm:
+def _batch_norm(
+    features: int, *, momentum: float, epsilon: float, param_dtype: Any, rngs: nnx.Rngs
+) -> nnx.BatchNorm:
   # No scale (airbench freezes it at 1), a learned offset; statistics in float32.
-  return nnx.BatchNorm(features, use_scale=False, momentum=momentum, epsilon=epsilon,
-                       dtype=jnp.float32, param_dtype=param_dtype, rngs=rngs)
+  return nnx.BatchNorm(
+      features,
+      use_scale=False,
+      momentum=momentum,
+      epsilon=epsilon,
+      dtype=jnp.float32,
+      param_dtype=param_dtype,
+      rngs=rngs,
+  )
 
 
 class ConvGroup(nnx.Module):
@@ -110,13 +120,27 @@ class ConvGroup(nnx.Module):
     rngs: the ``nnx.Rngs`` for the parameters.
   """
 
-  def __init__(self, in_features: int, features: int, *, bn_momentum: float = 0.6,
-               bn_epsilon: float = 1e-12, dtype: Any = None, param_dtype: Any = jnp.float32,
-               rngs: nnx.Rngs):
+  def __init__(
+      self,
+      in_features: int,
+      features: int,
+      *,
+      bn_momentum: float = 0.6,
+      bn_epsilon: float = 1e-12,
+      dtype: Any = None,
+      param_dtype: Any = jnp.float32,
+      rngs: nnx.Rngs,
+  ):
     conv: dict[str, Any]
     norm: dict[str, Any]
-    conv = dict(padding="SAME", use_bias=False, kernel_init=dirac_init(), dtype=dtype,
-                param_dtype=param_dtype, rngs=rngs)
+    conv = dict(
+        padding="SAME",
+        use_bias=False,
+        kernel_init=dirac_init(),
+        dtype=dtype,
+        param_dtype=param_dtype,
+        rngs=rngs,
+    )
     norm = dict(momentum=bn_momentum, epsilon=bn_epsilon, param_dtype=param_dtype, rngs=rngs)
     self.features = features
     self.conv1: Conv = Conv(in_features, features, 3, **conv)
@@ -193,8 +217,11 @@ class FastNet(nnx.Module):
       raise ValueError(
           f"{op}: input_shape got {input_shape!r}; expected (H, W, C), a 2-D image shape."
       )
-    if (isinstance(widths, (str, int)) or len(widths) != 3
-        or not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths)):
+    if (
+        isinstance(widths, (str, int))
+        or len(widths) != 3
+        or not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths)
+    ):
       raise ValueError(f"{op}: widths got {widths!r}; expected three positive ints.")
     if isinstance(whiten_kernel, bool) or not isinstance(whiten_kernel, int) or whiten_kernel < 1:
       raise ValueError(f"{op}: whiten_kernel got {whiten_kernel!r}; expected a positive int.")
@@ -217,14 +244,18 @@ class FastNet(nnx.Module):
     groups: list[ConvGroup]
     groups, in_features = [], whiten_width
     for width in widths:
-      groups.append(ConvGroup(in_features, width, bn_momentum=bn_momentum,
-                              bn_epsilon=bn_epsilon, rngs=rngs, **dt))
+      groups.append(
+          ConvGroup(
+              in_features, width, bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, rngs=rngs, **dt
+          )
+      )
       in_features = width
     self.groups: nnx.List[ConvGroup] = nnx.List(groups)
     self.pool: GlobalMaxPool = GlobalMaxPool()
     self.head: nnx.Linear
-    self.head = nnx.Linear(in_features, num_classes, use_bias=False,
-                           kernel_init=_torch_default, rngs=rngs, **dt)
+    self.head = nnx.Linear(
+        in_features, num_classes, use_bias=False, kernel_init=_torch_default, rngs=rngs, **dt
+    )
 
   def __call__(self, x: jax.Array) -> jax.Array:
     """``[N, H, W, C]`` → float32 logits ``[N, num_classes]``."""

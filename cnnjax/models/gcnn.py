@@ -68,9 +68,7 @@ class P4CNN(nnx.Module):
     op = "p4-cnn"
     self.input_shape: tuple[int, ...] = check_input_shape(input_shape, op=op)
     if len(self.input_shape) != 3:
-      raise ValueError(
-          f"{op}: input_shape got {input_shape!r}; expected (H, W, C), a 2-D image."
-      )
+      raise ValueError(f"{op}: input_shape got {input_shape!r}; expected (H, W, C), a 2-D image.")
     if len(widths) != 2:
       raise ValueError(f"{op}: widths got {widths!r}; expected two positive ints.")
     size = self.input_shape[:2]
@@ -80,8 +78,7 @@ class P4CNN(nnx.Module):
     c1, c2 = widths
     dt = dict(zip(("dtype", "param_dtype"), check_dtypes(dtype, param_dtype, op=op)))
     self.lift: LiftConv
-    self.lift = LiftConv(self.input_shape[-1], c1, 5, group=group, padding="VALID",
-                         rngs=rngs, **dt)
+    self.lift = LiftConv(self.input_shape[-1], c1, 5, group=group, padding="VALID", rngs=rngs, **dt)
     self.pool1: MaxPool = MaxPool((2, 2, 1), **dt)  # space only; the group axis rides along
     self.gconv: GroupConv = GroupConv(c1, c2, 5, group=group, padding="VALID", rngs=rngs, **dt)
     self.pool2: MaxPool = MaxPool((2, 2, 1), **dt)

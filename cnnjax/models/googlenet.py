@@ -81,12 +81,15 @@ class Inception(nnx.Module):
 
   def __call__(self, x: jax.Array) -> jax.Array:
     """``[N, H, W, C]`` → ``[N, H, W, c1 + c3 + c5 + pool_proj]``."""
-    return jnp.concatenate([
-        relu(self.b1(x)),
-        relu(self.b3(relu(self.b3_reduce(x)))),
-        relu(self.b5(relu(self.b5_reduce(x)))),
-        relu(self.pool_proj(self.pool(x))),
-    ], axis=-1)
+    return jnp.concatenate(
+        [
+            relu(self.b1(x)),
+            relu(self.b3(relu(self.b3_reduce(x)))),
+            relu(self.b5(relu(self.b5_reduce(x)))),
+            relu(self.pool_proj(self.pool(x))),
+        ],
+        axis=-1,
+    )
 
   def summary_name(self) -> str:
     """The row name in layer tables."""
@@ -101,8 +104,13 @@ class AuxHead(nnx.Module):
   def __init__(self, num_classes: int, *, builder: LayerBuilder):
     b = builder.at(builder.shape)
     self.layers: nnx.Sequential = nnx.Sequential(
-        b.avg_pool(5, stride=3), b.conv(128, 1), relu,
-        flatten, b.fc(1024), relu, b.dropout(0.7),
+        b.avg_pool(5, stride=3),
+        b.conv(128, 1),
+        relu,
+        flatten,
+        b.fc(1024),
+        relu,
+        b.dropout(0.7),
         b.fc(num_classes),
     )
 
@@ -150,13 +158,26 @@ class GoogLeNet(nnx.Module):
       param_dtype: Any = jnp.float32,
       rngs: nnx.Rngs,
   ):
-    b = LayerBuilder(input_shape, rngs=rngs, conv=conv, tile=tile, op="googlenet",
-                     dtype=dtype, param_dtype=param_dtype)
+    b = LayerBuilder(
+        input_shape,
+        rngs=rngs,
+        conv=conv,
+        tile=tile,
+        op="googlenet",
+        dtype=dtype,
+        param_dtype=param_dtype,
+    )
     self.input_shape: tuple[int, ...] = b.shape
     self.stem: nnx.Sequential = nnx.Sequential(
-        b.conv(64, 7, stride=2, padding=3), relu,
-        b.max_pool(3, stride=2, padding="SAME"), b.lrn(),
-        b.conv(64, 1), relu, b.conv(192, 3, padding=1), relu, b.lrn(),
+        b.conv(64, 7, stride=2, padding=3),
+        relu,
+        b.max_pool(3, stride=2, padding="SAME"),
+        b.lrn(),
+        b.conv(64, 1),
+        relu,
+        b.conv(192, 3, padding=1),
+        relu,
+        b.lrn(),
         b.max_pool(3, stride=2, padding="SAME"),
     )
     inc = lambda name: Inception(*INCEPTION_CONFIGS[name], builder=b)  # noqa: E731
@@ -167,8 +188,13 @@ class GoogLeNet(nnx.Module):
     self.stage4: nnx.Sequential = nnx.Sequential(inc("4b"), inc("4c"), inc("4d"))
     self.aux2: AuxHead | None = AuxHead(num_classes, builder=b) if aux_heads else None
     self.stage5: nnx.Sequential = nnx.Sequential(
-        inc("4e"), b.max_pool(3, stride=2, padding="SAME"), inc("5a"), inc("5b"),
-        b.global_avg_pool(), b.dropout(dropout), b.fc(num_classes),
+        inc("4e"),
+        b.max_pool(3, stride=2, padding="SAME"),
+        inc("5a"),
+        inc("5b"),
+        b.global_avg_pool(),
+        b.dropout(dropout),
+        b.fc(num_classes),
     )
 
   def __call__(self, x: jax.Array) -> jax.Array | tuple[jax.Array, jax.Array, jax.Array]:

@@ -83,8 +83,15 @@ class LeNet5(nnx.Module):
   ):
     if activation not in _ACTIVATIONS:
       raise ValueError(f"lenet5: activation got {activation!r}; expected one of {_ACTIVATIONS}.")
-    b = LayerBuilder(input_shape, rngs=rngs, conv=conv, tile=tile, op="lenet5",
-                     dtype=dtype, param_dtype=param_dtype)
+    b = LayerBuilder(
+        input_shape,
+        rngs=rngs,
+        conv=conv,
+        tile=tile,
+        op="lenet5",
+        dtype=dtype,
+        param_dtype=param_dtype,
+    )
     self.input_shape: tuple[int, ...] = b.shape
     self.activation = activation
     self.c1: nnx.Module = b.conv(6, 5)

@@ -59,15 +59,33 @@ class NiN(nnx.Module):
       param_dtype: Any = jnp.float32,
       rngs: nnx.Rngs,
   ):
-    b = LayerBuilder(input_shape, rngs=rngs, conv=conv, tile=tile, op="nin",
-                     dtype=dtype, param_dtype=param_dtype)
+    b = LayerBuilder(
+        input_shape, rngs=rngs, conv=conv, tile=tile, op="nin", dtype=dtype, param_dtype=param_dtype
+    )
     self.input_shape: tuple[int, ...] = check_input_shape(input_shape, op="nin")
     self.layers: nnx.Sequential = nnx.Sequential(
-        b.conv(192, 5, padding=2), relu, b.conv(160, 1), relu, b.conv(96, 1), relu,
-        b.max_pool(3, stride=2, padding="SAME"), b.dropout(dropout),
-        b.conv(192, 5, padding=2), relu, b.conv(192, 1), relu, b.conv(192, 1), relu,
-        b.avg_pool(3, stride=2, padding="SAME"), b.dropout(dropout),
-        b.conv(192, 3, padding=1), relu, b.conv(192, 1), relu, b.conv(num_classes, 1), relu,
+        b.conv(192, 5, padding=2),
+        relu,
+        b.conv(160, 1),
+        relu,
+        b.conv(96, 1),
+        relu,
+        b.max_pool(3, stride=2, padding="SAME"),
+        b.dropout(dropout),
+        b.conv(192, 5, padding=2),
+        relu,
+        b.conv(192, 1),
+        relu,
+        b.conv(192, 1),
+        relu,
+        b.avg_pool(3, stride=2, padding="SAME"),
+        b.dropout(dropout),
+        b.conv(192, 3, padding=1),
+        relu,
+        b.conv(192, 1),
+        relu,
+        b.conv(num_classes, 1),
+        relu,
         b.global_avg_pool(),
     )
 

@@ -29,9 +29,15 @@ _C = TypeVar("_C", bound=type)
 
 
 @overload
-def register(name: str, cls: None = None, **fixed: Any) -> Callable[[_C], _C]: ...
+def register(name: str, cls: None = None, **fixed: Any) -> Callable[[_C], _C]:
+  ...
+
+
 @overload
-def register(name: str, cls: _C, **fixed: Any) -> _C: ...
+def register(name: str, cls: _C, **fixed: Any) -> _C:
+  ...
+
+
 def register(name: str, cls: _C | None = None, **fixed: Any) -> Callable[[_C], _C] | _C:
   """Adds a model class to the zoo under ``name``.
 
@@ -52,6 +58,7 @@ def register(name: str, cls: _C | None = None, **fixed: Any) -> Callable[[_C], _
     >>> model_class("resnet20") is CifarResNet  # registered when cnnjax.models loads
     True
   """
+
   def add(cls: _C) -> _C:
     if name in _MODELS:
       raise ValueError(f"register: name got {name!r}, which is already registered.")
@@ -136,7 +143,9 @@ def _host_counters(rngs: nnx.Rngs) -> nnx.Rngs:
   return rngs
 
 
-def abstract(name: str, *, num_classes: int | None = None, seed: int = 0, **options: Any) -> nnx.Module:
+def abstract(
+    name: str, *, num_classes: int | None = None, seed: int = 0, **options: Any
+) -> nnx.Module:
   """Builds the zoo model ``name`` abstractly, under ``nnx.eval_shape``.
 
   Its parameters are ``jax.ShapeDtypeStruct``s: nothing is allocated (VGG-16 costs no

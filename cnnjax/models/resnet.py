@@ -57,7 +57,7 @@ class BasicBlock(nnx.Module):
     if self.proj is not None:
       return self.proj(x)
     if self.stride != 1:
-      x = x[:, ::self.stride, ::self.stride, :]
+      x = x[:, :: self.stride, :: self.stride, :]
     if self.pad:
       x = jnp.pad(x, ((0, 0), (0, 0), (0, 0), (self.pad // 2, self.pad - self.pad // 2)))
     return x
@@ -118,12 +118,22 @@ class CifarResNet(nnx.Module):
       rngs: nnx.Rngs,
   ):
     if not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
-      raise ValueError(f"resnet: depth got {depth!r}; expected 6n + 2 for n >= 1 (20, 32, 44, 56, 110).")
+      raise ValueError(
+          f"resnet: depth got {depth!r}; expected 6n + 2 for n >= 1 (20, 32, 44, 56, 110)."
+      )
     if shortcut not in SHORTCUTS:
       raise ValueError(f"resnet: shortcut got {shortcut!r}; expected one of {SHORTCUTS}.")
     n = (depth - 2) // 6
-    b = LayerBuilder(input_shape, rngs=rngs, conv=conv, tile=tile, init="he", op="resnet",
-                     dtype=dtype, param_dtype=param_dtype)
+    b = LayerBuilder(
+        input_shape,
+        rngs=rngs,
+        conv=conv,
+        tile=tile,
+        init="he",
+        op="resnet",
+        dtype=dtype,
+        param_dtype=param_dtype,
+    )
     self.input_shape: tuple[int, ...] = check_input_shape(input_shape, op="resnet")
     self.depth = depth
     self.conv: nnx.Module = b.conv(width, 3, padding=1, use_bias=False)

@@ -46,8 +46,7 @@ class Linear(nnx.Module):
       param_dtype: Any = jnp.float32,
       rngs: nnx.Rngs,
   ):
-    b = LayerBuilder(input_shape, rngs=rngs, op="linear",
-                     dtype=dtype, param_dtype=param_dtype)
+    b = LayerBuilder(input_shape, rngs=rngs, op="linear", dtype=dtype, param_dtype=param_dtype)
     self.input_shape: tuple[int, ...] = b.shape
     self.fc: nnx.Linear = b.fc(num_classes)
 
@@ -84,8 +83,7 @@ class MLP(nnx.Module):
       param_dtype: Any = jnp.float32,
       rngs: nnx.Rngs,
   ):
-    b = LayerBuilder(input_shape, rngs=rngs, op="mlp",
-                     dtype=dtype, param_dtype=param_dtype)
+    b = LayerBuilder(input_shape, rngs=rngs, op="mlp", dtype=dtype, param_dtype=param_dtype)
     self.input_shape: tuple[int, ...] = b.shape
     self.fc1: nnx.Linear = b.fc(hidden)
     self.fc2: nnx.Linear = b.fc(num_classes)
@@ -131,8 +129,15 @@ class SeedCNN(nnx.Module):
       param_dtype: Any = jnp.float32,
       rngs: nnx.Rngs,
   ):
-    b = LayerBuilder(input_shape, rngs=rngs, conv=conv, tile=tile, op="seed-cnn",
-                     dtype=dtype, param_dtype=param_dtype)
+    b = LayerBuilder(
+        input_shape,
+        rngs=rngs,
+        conv=conv,
+        tile=tile,
+        op="seed-cnn",
+        dtype=dtype,
+        param_dtype=param_dtype,
+    )
     self.input_shape: tuple[int, ...] = b.shape
     self.conv1: nnx.Module = b.conv(32, 5)
     self.pool1: MaxPool = b.max_pool(2)

@@ -19,10 +19,30 @@ __all__ = ["CONFIGS", "VGG"]
 CONFIGS: dict[str, tuple[int | Literal["M"], ...]] = {
     "A": (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
     "B": (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
-    "D": (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
-          512, 512, 512, "M"),
-    "E": (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
-          512, 512, 512, 512, "M"),
+    "D": (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"),
+    "E": (
+        64,
+        64,
+        "M",
+        128,
+        128,
+        "M",
+        256,
+        256,
+        256,
+        256,
+        "M",
+        512,
+        512,
+        512,
+        512,
+        "M",
+        512,
+        512,
+        512,
+        512,
+        "M",
+    ),
 }
 
 
@@ -73,8 +93,16 @@ class VGG(nnx.Module):
   ):
     if config not in CONFIGS:
       raise ValueError(f"vgg: config got {config!r}; expected one of {tuple(CONFIGS)}.")
-    b = LayerBuilder(input_shape, rngs=rngs, conv=conv, tile=tile, init="he", op="vgg",
-                     dtype=dtype, param_dtype=param_dtype)
+    b = LayerBuilder(
+        input_shape,
+        rngs=rngs,
+        conv=conv,
+        tile=tile,
+        init="he",
+        op="vgg",
+        dtype=dtype,
+        param_dtype=param_dtype,
+    )
     self.input_shape: tuple[int, ...] = b.shape
     self.config = config
     layers = []
@@ -89,8 +117,14 @@ class VGG(nnx.Module):
       if lrn and i == 0:
         layers.append(b.lrn())
     layers += [
-        flatten, b.fc(hidden), jax.nn.relu, b.dropout(dropout),
-        b.fc(hidden), jax.nn.relu, b.dropout(dropout), b.fc(num_classes),
+        flatten,
+        b.fc(hidden),
+        jax.nn.relu,
+        b.dropout(dropout),
+        b.fc(hidden),
+        jax.nn.relu,
+        b.dropout(dropout),
+        b.fc(num_classes),
     ]
     self.layers: nnx.Sequential = nnx.Sequential(*layers)
 

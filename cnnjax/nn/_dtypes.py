@@ -12,9 +12,15 @@ __all__ = ["check_dtype", "check_dtypes", "compute"]
 
 
 @overload
-def check_dtype(value: Any, *, name: str, op: str, optional: Literal[False]) -> jnp.dtype: ...
+def check_dtype(value: Any, *, name: str, op: str, optional: Literal[False]) -> jnp.dtype:
+  ...
+
+
 @overload
-def check_dtype(value: Any, *, name: str, op: str, optional: bool = True) -> jnp.dtype | None: ...
+def check_dtype(value: Any, *, name: str, op: str, optional: bool = True) -> jnp.dtype | None:
+  ...
+
+
 def check_dtype(value: Any, *, name: str, op: str, optional: bool = True) -> jnp.dtype | None:
   """``value`` as a ``jnp.dtype`` (None stays None when ``optional``)."""
   if value is None and optional:
@@ -38,5 +44,7 @@ def compute(x: ArrayLike, dtype: Any) -> ArrayLike:
 
 def check_dtypes(dtype: Any, param_dtype: Any, *, op: str) -> tuple[jnp.dtype | None, jnp.dtype]:
   """``(dtype, param_dtype)`` checked: ``dtype`` may be None, ``param_dtype`` may not."""
-  return (check_dtype(dtype, name="dtype", op=op),
-          check_dtype(param_dtype, name="param_dtype", op=op, optional=False))
+  return (
+      check_dtype(dtype, name="dtype", op=op),
+      check_dtype(param_dtype, name="param_dtype", op=op, optional=False),
+  )

@@ -167,8 +167,7 @@ class Conv(nnx.Module):
     # An nnx.Param; a Variable as well, as FastNet's frozen whitening kernel is one.
     self.kernel: nnx.Variable[jax.Array] = nnx.Param(kernel_init(rngs.params(), shape, param_dtype))
     self.bias: nnx.Param[jax.Array] | None = (
-        nnx.Param(bias_init(rngs.params(), (out_features,), param_dtype))
-        if use_bias else None
+        nnx.Param(bias_init(rngs.params(), (out_features,), param_dtype)) if use_bias else None
     )
 
   def __call__(self, x: ArrayLike) -> jax.Array:
@@ -181,11 +180,20 @@ class Conv(nnx.Module):
       table = jnp.asarray(self.connections, kernel.dtype)
       kernel = kernel * table.reshape((1,) * len(self.kernel_size) + table.shape)
     conv = convolve if self.flip_kernel else cross_correlate
-    return _bias(bias, conv(
-        x, kernel, stride=self.stride, padding=self.padding, dilation=self.dilation,
-        groups=self.groups, padding_mode=self.padding_mode, strict=self.strict,
-        precision=self.precision,
-    ))
+    return _bias(
+        bias,
+        conv(
+            x,
+            kernel,
+            stride=self.stride,
+            padding=self.padding,
+            dilation=self.dilation,
+            groups=self.groups,
+            padding_mode=self.padding_mode,
+            strict=self.strict,
+            precision=self.precision,
+        ),
+    )
 
 
 class ConvTranspose(nnx.Module):
@@ -260,8 +268,7 @@ class ConvTranspose(nnx.Module):
     self.precision = precision
     self.kernel: nnx.Param[jax.Array] = nnx.Param(kernel_init(rngs.params(), shape, param_dtype))
     self.bias: nnx.Param[jax.Array] | None = (
-        nnx.Param(bias_init(rngs.params(), (out_features,), param_dtype))
-        if use_bias else None
+        nnx.Param(bias_init(rngs.params(), (out_features,), param_dtype)) if use_bias else None
     )
 
   def __call__(self, y: ArrayLike, *, input_shape: Sequence[int] | None = None) -> jax.Array:
@@ -270,11 +277,19 @@ class ConvTranspose(nnx.Module):
         (y, self.kernel[...], None if self.bias is None else self.bias[...]),
         dtype=self.dtype,
     )
-    return _bias(bias, conv_transpose(
-        y, kernel, stride=self.stride, padding=self.padding, dilation=self.dilation,
-        groups=self.groups, precision=self.precision,
-        input_shape=self.input_shape if input_shape is None else input_shape,
-    ))
+    return _bias(
+        bias,
+        conv_transpose(
+            y,
+            kernel,
+            stride=self.stride,
+            padding=self.padding,
+            dilation=self.dilation,
+            groups=self.groups,
+            precision=self.precision,
+            input_shape=self.input_shape if input_shape is None else input_shape,
+        ),
+    )
 
 
 class LocallyConnected(nnx.Module):
@@ -339,8 +354,12 @@ class LocallyConnected(nnx.Module):
       )
     input_shape = _padding.normalize_ints(tuple(input_shape), nd, name="input_shape", op=op)
     geo = _padding.conv_geometry(
-        input_shape, self.kernel_size, stride=stride, padding=padding,
-        dilation=dilation, op=op,
+        input_shape,
+        self.kernel_size,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        op=op,
     )
     self.in_features = in_features
     self.out_features = out_features
@@ -362,7 +381,8 @@ class LocallyConnected(nnx.Module):
     self.kernel: nnx.Param[jax.Array] = nnx.Param(kernel_init(rngs.params(), shape, param_dtype))
     self.bias: nnx.Param[jax.Array] | None = (
         nnx.Param(bias_init(rngs.params(), (*geo.out_spatial, out_features), param_dtype))
-        if use_bias else None
+        if use_bias
+        else None
     )
 
   def __call__(self, x: ArrayLike) -> jax.Array:
@@ -371,10 +391,18 @@ class LocallyConnected(nnx.Module):
         (x, self.kernel[...], None if self.bias is None else self.bias[...]),
         dtype=self.dtype,
     )
-    return _bias(bias, locally_connected(
-        x, kernel, stride=self.stride, padding=self.padding, dilation=self.dilation,
-        padding_mode=self.padding_mode, precision=self.precision,
-    ))
+    return _bias(
+        bias,
+        locally_connected(
+            x,
+            kernel,
+            stride=self.stride,
+            padding=self.padding,
+            dilation=self.dilation,
+            padding_mode=self.padding_mode,
+            precision=self.precision,
+        ),
+    )
 
 
 class TiledConv(nnx.Module):
@@ -448,8 +476,7 @@ class TiledConv(nnx.Module):
     shape = (*self.tile, *self.kernel_size, in_features, out_features)
     self.kernel: nnx.Param[jax.Array] = nnx.Param(kernel_init(rngs.params(), shape, param_dtype))
     self.bias: nnx.Param[jax.Array] | None = (
-        nnx.Param(bias_init(rngs.params(), (out_features,), param_dtype))
-        if use_bias else None
+        nnx.Param(bias_init(rngs.params(), (out_features,), param_dtype)) if use_bias else None
     )
 
   def __call__(self, x: ArrayLike) -> jax.Array:
@@ -458,7 +485,16 @@ class TiledConv(nnx.Module):
         (x, self.kernel[...], None if self.bias is None else self.bias[...]),
         dtype=self.dtype,
     )
-    return _bias(bias, tiled_conv(
-        x, kernel, tile=self.tile, stride=self.stride, padding=self.padding,
-        dilation=self.dilation, padding_mode=self.padding_mode, precision=self.precision,
-    ))
+    return _bias(
+        bias,
+        tiled_conv(
+            x,
+            kernel,
+            tile=self.tile,
+            stride=self.stride,
+            padding=self.padding,
+            dilation=self.dilation,
+            padding_mode=self.padding_mode,
+            precision=self.precision,
+        ),
+    )

@@ -29,8 +29,11 @@ Initializer = Any  # (key, shape, dtype) -> jax.Array
 
 
 def _check(in_features, out_features, kernel_size, group, *, op: str) -> None:
-  for name, value in (("in_features", in_features), ("out_features", out_features),
-                      ("kernel_size", kernel_size)):
+  for name, value in (
+      ("in_features", in_features),
+      ("out_features", out_features),
+      ("kernel_size", kernel_size),
+  ):
     _checks.check_positive_int(value, name=name, op=op)
   if group not in GROUPS:
     raise ValueError(f"{op}: group got {group!r}; expected one of {GROUPS}.")
@@ -100,8 +103,9 @@ class LiftConv(nnx.Module):
     self.kernel: nnx.Param[jax.Array]
     self.kernel = nnx.Param(kernel_init(rngs.params(), shape, self.param_dtype))
     self.bias: nnx.Param[jax.Array] | None
-    self.bias = (nnx.Param(bias_init(rngs.params(), (out_features,), self.param_dtype))
-                 if use_bias else None)
+    self.bias = (
+        nnx.Param(bias_init(rngs.params(), (out_features,), self.param_dtype)) if use_bias else None
+    )
 
   def __call__(self, x: ArrayLike) -> jax.Array:
     """``[N, H, W, C_in]`` → ``[N, H', W', |G|, C_out]``."""
@@ -109,8 +113,9 @@ class LiftConv(nnx.Module):
         (x, self.kernel[...], None if self.bias is None else self.bias[...]),
         dtype=self.dtype,
     )
-    return _bias(bias, lift_conv(x, kernel, group=self.group, stride=self.stride,
-                                 padding=self.padding))
+    return _bias(
+        bias, lift_conv(x, kernel, group=self.group, stride=self.stride, padding=self.padding)
+    )
 
 
 class GroupConv(nnx.Module):
@@ -167,8 +172,9 @@ class GroupConv(nnx.Module):
     self.kernel: nnx.Param[jax.Array]
     self.kernel = nnx.Param(kernel_init(rngs.params(), shape, self.param_dtype))
     self.bias: nnx.Param[jax.Array] | None
-    self.bias = (nnx.Param(bias_init(rngs.params(), (out_features,), self.param_dtype))
-                 if use_bias else None)
+    self.bias = (
+        nnx.Param(bias_init(rngs.params(), (out_features,), self.param_dtype)) if use_bias else None
+    )
 
   def __call__(self, x: ArrayLike) -> jax.Array:
     """``[N, H, W, |G|, C_in]`` → ``[N, H', W', |G|, C_out]``."""
@@ -176,8 +182,9 @@ class GroupConv(nnx.Module):
         (x, self.kernel[...], None if self.bias is None else self.bias[...]),
         dtype=self.dtype,
     )
-    return _bias(bias, group_conv(x, kernel, group=self.group, stride=self.stride,
-                                  padding=self.padding))
+    return _bias(
+        bias, group_conv(x, kernel, group=self.group, stride=self.stride, padding=self.padding)
+    )
 
 
 class GroupPool(nnx.Module):
@@ -193,8 +200,7 @@ class GroupPool(nnx.Module):
     (1, 5, 5, 8)
   """
 
-  def __init__(self, *, reduce: str = "max", dtype: Any = None,
-               param_dtype: Any = jnp.float32):
+  def __init__(self, *, reduce: str = "max", dtype: Any = None, param_dtype: Any = jnp.float32):
     self.dtype: jnp.dtype | None
     self.param_dtype: jnp.dtype
     self.dtype, self.param_dtype = check_dtypes(dtype, param_dtype, op="GroupPool")

@@ -36,8 +36,14 @@ class LocalResponseNorm(nnx.Module):
   """
 
   def __init__(
-      self, *, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0,
-      dtype: Any = None, param_dtype: Any = jnp.float32,
+      self,
+      *,
+      size: int = 5,
+      alpha: float = 1e-4,
+      beta: float = 0.75,
+      k: float = 2.0,
+      dtype: Any = None,
+      param_dtype: Any = jnp.float32,
   ):
     self.dtype: jnp.dtype | None
     self.param_dtype: jnp.dtype
@@ -49,5 +55,6 @@ class LocalResponseNorm(nnx.Module):
 
   def __call__(self, x: ArrayLike) -> jax.Array:
     """``[N, *spatial, C]`` → the same shape."""
-    return local_response_norm(compute(x, self.dtype), size=self.size, alpha=self.alpha,
-                               beta=self.beta, k=self.k)
+    return local_response_norm(
+        compute(x, self.dtype), size=self.size, alpha=self.alpha, beta=self.beta, k=self.k
+    )

@@ -73,8 +73,7 @@ class MaxPool(nnx.Module):
 
   def __call__(self, x: ArrayLike) -> jax.Array:
     """``[N, *spatial, C]`` → ``[N, *out_spatial, C]``."""
-    return max_pool(compute(x, self.dtype), self.window, stride=self.stride,
-                    padding=self.padding)
+    return max_pool(compute(x, self.dtype), self.window, stride=self.stride, padding=self.padding)
 
 
 class AvgPool(nnx.Module):
@@ -114,7 +113,10 @@ class AvgPool(nnx.Module):
   def __call__(self, x: ArrayLike) -> jax.Array:
     """``[N, *spatial, C]`` → ``[N, *out_spatial, C]``."""
     return avg_pool(
-        compute(x, self.dtype), self.window, stride=self.stride, padding=self.padding,
+        compute(x, self.dtype),
+        self.window,
+        stride=self.stride,
+        padding=self.padding,
         count_include_pad=self.count_include_pad,
     )
 
@@ -155,8 +157,9 @@ class LpPool(nnx.Module):
 
   def __call__(self, x: ArrayLike) -> jax.Array:
     """``[N, *spatial, C]`` → ``[N, *out_spatial, C]``."""
-    return lp_pool(compute(x, self.dtype), self.window, p=self.p, stride=self.stride,
-                   padding=self.padding)
+    return lp_pool(
+        compute(x, self.dtype), self.window, p=self.p, stride=self.stride, padding=self.padding
+    )
 
 
 class GlobalAvgPool(nnx.Module):
@@ -172,8 +175,7 @@ class GlobalAvgPool(nnx.Module):
     (2, 64)
   """
 
-  def __init__(self, *, keepdims: bool = False,
-               dtype: Any = None, param_dtype: Any = jnp.float32):
+  def __init__(self, *, keepdims: bool = False, dtype: Any = None, param_dtype: Any = jnp.float32):
     self.dtype: jnp.dtype | None
     self.param_dtype: jnp.dtype
     self.dtype, self.param_dtype = check_dtypes(dtype, param_dtype, op="GlobalAvgPool")
@@ -197,8 +199,7 @@ class GlobalMaxPool(nnx.Module):
     (2, 64)
   """
 
-  def __init__(self, *, keepdims: bool = False,
-               dtype: Any = None, param_dtype: Any = jnp.float32):
+  def __init__(self, *, keepdims: bool = False, dtype: Any = None, param_dtype: Any = jnp.float32):
     self.dtype: jnp.dtype | None
     self.param_dtype: jnp.dtype
     self.dtype, self.param_dtype = check_dtypes(dtype, param_dtype, op="GlobalMaxPool")
@@ -225,8 +226,9 @@ class Maxout(nnx.Module):
     (1, 8, 8, 8)
   """
 
-  def __init__(self, pieces: int, *, axis: int = -1,
-               dtype: Any = None, param_dtype: Any = jnp.float32):
+  def __init__(
+      self, pieces: int, *, axis: int = -1, dtype: Any = None, param_dtype: Any = jnp.float32
+  ):
     self.dtype: jnp.dtype | None
     self.param_dtype: jnp.dtype
     self.dtype, self.param_dtype = check_dtypes(dtype, param_dtype, op="Maxout")
@@ -272,7 +274,9 @@ class BlurPool(nnx.Module):
   def __call__(self, x: ArrayLike) -> jax.Array:
     """``[N, *spatial, C]`` → ``[N, *ceil(spatial / stride), C]``."""
     return blur_pool(
-        compute(x, self.dtype), stride=self.stride, kernel_size=self.kernel_size,
+        compute(x, self.dtype),
+        stride=self.stride,
+        kernel_size=self.kernel_size,
         padding_mode=self.padding_mode,
     )
 
@@ -295,8 +299,14 @@ class PolyphaseDownsample(nnx.Module):
     (1, 4, 4, 3)
   """
 
-  def __init__(self, *, stride: int | Sequence[int] = 2, p: float = 2,
-               dtype: Any = None, param_dtype: Any = jnp.float32):
+  def __init__(
+      self,
+      *,
+      stride: int | Sequence[int] = 2,
+      p: float = 2,
+      dtype: Any = None,
+      param_dtype: Any = jnp.float32,
+  ):
     self.dtype: jnp.dtype | None
     self.param_dtype: jnp.dtype
     self.dtype, self.param_dtype = check_dtypes(dtype, param_dtype, op="PolyphaseDownsample")

@@ -28,13 +28,12 @@ __all__ = ["FLIP_MODES", "TTA_MODES", "alternating_flip", "tta_logits"]
 
 def _check_images(x: jax.Array, *, op: str) -> None:
   if x.ndim != 4:
-    raise ValueError(
-        f"{op}: images has shape {tuple(x.shape)}; expected rank 4, [N, H, W, C]."
-    )
+    raise ValueError(f"{op}: images has shape {tuple(x.shape)}; expected rank 4, [N, H, W, C].")
 
 
-def alternating_flip(key: jax.Array, images: ArrayLike, indices: ArrayLike,
-                     epoch: ArrayLike) -> jax.Array:
+def alternating_flip(
+    key: jax.Array, images: ArrayLike, indices: ArrayLike, epoch: ArrayLike
+) -> jax.Array:
   """Flips image ``i`` left-right iff ``coin(key, i) XOR (epoch is odd)``.
 
   The coin of each training example is drawn from ``key`` and its index in the training
@@ -72,8 +71,9 @@ def alternating_flip(key: jax.Array, images: ArrayLike, indices: ArrayLike,
   return jnp.where(flip[:, None, None, None], x[:, :, ::-1, :], x)
 
 
-def tta_logits(model: Callable[[jax.Array], jax.Array], images: ArrayLike, *,
-               mode: str = "flip") -> jax.Array:
+def tta_logits(
+    model: Callable[[jax.Array], jax.Array], images: ArrayLike, *, mode: str = "flip"
+) -> jax.Array:
   """The model's logits averaged over test-time augmentations of ``images``.
 
   - ``"none"``: ``f(x)``.
@@ -112,5 +112,5 @@ def tta_logits(model: Callable[[jax.Array], jax.Array], images: ArrayLike, *,
     return logits
   h, w = x.shape[1:3]
   padded = _padding.pad_spatial(x, ((1, 1), (1, 1)), "reflect")
-  moved = [padded[:, :h, :w], padded[:, 2:h + 2, 2:w + 2]]  # down-right, up-left
+  moved = [padded[:, :h, :w], padded[:, 2 : h + 2, 2 : w + 2]]  # down-right, up-left
   return logits / 2 + (mirror(moved[0]) + mirror(moved[1])) / 4

@@ -55,8 +55,14 @@ from cnnjax.train.jsonfiles import read_json
 if TYPE_CHECKING:  # imported when a Checkpointer is made
   import orbax.checkpoint as ocp
 
-__all__ = ["CHECKSUM_FILE", "CheckpointError", "CheckpointWriteError", "Checkpointer",
-           "complete_epochs", "verify_checkpoint"]
+__all__ = [
+    "CHECKSUM_FILE",
+    "CheckpointError",
+    "CheckpointWriteError",
+    "Checkpointer",
+    "complete_epochs",
+    "verify_checkpoint",
+]
 
 _METADATA = "_CHECKPOINT_METADATA"
 CHECKSUM_FILE = "cnnjax_sha256.json"
@@ -64,7 +70,8 @@ CHECKSUM_FILE = "cnnjax_sha256.json"
 # orbax/checkpoint/_src/path/atomicity.py: TMP_DIR_SUFFIX, and step.py's
 # TMP_DIR_STEP_PATTERN), and cnnjax's old "<epoch>.incomplete<k>". Never a bare number.
 _UNFINISHED = re.compile(
-    r"^\d+(\.[A-Za-z_]+)?\.orbax-checkpoint-tmp(-[^/]*)?$|^\d+\.incomplete\d*$")
+    r"^\d+(\.[A-Za-z_]+)?\.orbax-checkpoint-tmp(-[^/]*)?$|^\d+\.incomplete\d*$"
+)
 
 
 class CheckpointError(ValueError):
@@ -119,8 +126,11 @@ def _release_orphaned_waiters() -> int:
     from orbax.checkpoint._src.futures import future as orbax_future
   except ImportError:  # another Orbax layout: nothing known to release
     return 0
-  waiting = [t for t in threading.enumerate()
-             if isinstance(t, orbax_future._SignalingThread) and t.is_alive()]
+  waiting = [
+      t
+      for t in threading.enumerate()
+      if isinstance(t, orbax_future._SignalingThread) and t.is_alive()
+  ]
   if not waiting:
     return 0
   for waiter in waiting:
@@ -138,16 +148,24 @@ def _check_checksums(value) -> str | None:
   if not isinstance(files, dict):
     return "no 'files' object"
   for rel, entry in files.items():
-    if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], int)
-            and not isinstance(entry[0], bool) and entry[0] >= 0
-            and isinstance(entry[1], str) and re.fullmatch(r"[0-9a-f]{64}", entry[1])):
+    if not (
+        isinstance(entry, list)
+        and len(entry) == 2
+        and isinstance(entry[0], int)
+        and not isinstance(entry[0], bool)
+        and entry[0] >= 0
+        and isinstance(entry[1], str)
+        and re.fullmatch(r"[0-9a-f]{64}", entry[1])
+    ):
       return f"files[{rel!r}] got {str(entry)[:80]}, not [size, SHA-256 hex]"
   return None
 
 
 def _is_key(x) -> bool:
   # (jax/dtypes.py imports issubdtype without marking it re-exported; it is public)
-  return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)  # pyright: ignore[reportPrivateImportUsage]
+  return isinstance(x, jax.Array) and jax.dtypes.issubdtype(
+      x.dtype, jax.dtypes.prng_key
+  )  # pyright: ignore[reportPrivateImportUsage]
 
 
 def _to_savable(tree):
@@ -157,7 +175,8 @@ def _to_savable(tree):
 def _from_savable(restored, target):
   return jax.tree.map(
       lambda r, t: jax.random.wrap_key_data(r, impl=jax.random.key_impl(t)) if _is_key(t) else r,
-      restored, target,
+      restored,
+      target,
   )
 
 
@@ -166,7 +185,8 @@ def complete_epochs(directory: str | os.PathLike[str]) -> list[int]:
   if not os.path.isdir(directory):
     return []
   return sorted(
-      int(name) for name in os.listdir(directory)
+      int(name)
+      for name in os.listdir(directory)
       if name.isdigit() and os.path.isfile(os.path.join(directory, name, _METADATA))
   )
 
@@ -217,8 +237,11 @@ def verify_checkpoint(path: str | os.PathLike[str]) -> str | None:
   """
   path = os.fspath(path)
   try:
-    expected = read_json(os.path.join(path, CHECKSUM_FILE), check=_check_checksums,
-                         expected=f"the {CHECKSUM_FILE} cnnjax writes")["files"]
+    expected = read_json(
+        os.path.join(path, CHECKSUM_FILE),
+        check=_check_checksums,
+        expected=f"the {CHECKSUM_FILE} cnnjax writes",
+    )["files"]
   except FileNotFoundError:
     return f"no {CHECKSUM_FILE}"
   except (OSError, ValueError) as e:
@@ -272,8 +295,14 @@ class Checkpointer:
     >>> ckpt.close()
   """
 
-  def __init__(self, directory: str | os.PathLike[str], *, keep: int = 2, cleanup: bool = True,
-               asynchronous: bool = False):
+  def __init__(
+      self,
+      directory: str | os.PathLike[str],
+      *,
+      keep: int = 2,
+      cleanup: bool = True,
+      asynchronous: bool = False,
+  ):
     import orbax.checkpoint as ocp
 
     self._ocp = ocp
@@ -295,7 +324,8 @@ class Checkpointer:
   def manager(self) -> ocp.CheckpointManager:
     if self._manager is None:
       options = self._ocp.CheckpointManagerOptions(
-          max_to_keep=self._keep, create=self.cleanup,
+          max_to_keep=self._keep,
+          create=self.cleanup,
           enable_async_checkpointing=self._asynchronous,
       )  # (Orbax's read_only=True would log three warnings; a reader never saves anyway)
       self._manager = self._ocp.CheckpointManager(self.directory, options=options)
@@ -305,7 +335,8 @@ class Checkpointer:
     for name in sorted(os.listdir(self.directory)):
       path = os.path.join(self.directory, name)
       unfinished = (name.isdigit() and not os.path.isfile(os.path.join(path, _METADATA))) or (
-          _UNFINISHED.match(name) is not None)
+          _UNFINISHED.match(name) is not None
+      )
       if unfinished and os.path.isdir(path):
         warnings.warn(
             f"Checkpointer: deleted {path}, an unfinished checkpoint (no {_METADATA}) left "
@@ -329,8 +360,10 @@ class Checkpointer:
 
   def _legacy(self) -> bool:
     """No checkpoint here has checksums: a run written before cnnjax kept them."""
-    return not any(os.path.exists(os.path.join(self.path(e), CHECKSUM_FILE))
-                   for e in complete_epochs(self.directory))
+    return not any(
+        os.path.exists(os.path.join(self.path(e), CHECKSUM_FILE))
+        for e in complete_epochs(self.directory)
+    )
 
   def verify(self, epoch: int) -> str | None:
     """None if the checkpoint of ``epoch`` is intact, else why not (see verify_checkpoint)."""
@@ -344,14 +377,14 @@ class Checkpointer:
     path = self.path(epoch)
     if not self.cleanup:
       self._skipped.add(epoch)
-      warnings.warn(f"Checkpointer: {path} failed verification ({reason}); skipped.",
-                    stacklevel=3)
+      warnings.warn(f"Checkpointer: {path} failed verification ({reason}); skipped.", stacklevel=3)
       return
     aside, n = f"{path}.corrupt", 1
     while os.path.exists(aside):
       aside, n = f"{path}.corrupt{n}", n + 1
-    warnings.warn(f"Checkpointer: {path} failed verification ({reason}); moved to {aside}.",
-                  stacklevel=3)
+    warnings.warn(
+        f"Checkpointer: {path} failed verification ({reason}); moved to {aside}.", stacklevel=3
+    )
     os.replace(path, aside)
     if self._manager is not None:
       self._manager.reload()
@@ -385,7 +418,9 @@ class Checkpointer:
         if legacy:
           warnings.warn(
               f"Checkpointer: {self.path(epoch)} has no checksums (written before cnnjax "
-              "kept them); restoring it unverified.", stacklevel=4)
+              "kept them); restoring it unverified.",
+              stacklevel=4,
+          )
         return epoch
       if move:
         self.quarantine(epoch, reason)
@@ -399,15 +434,15 @@ class Checkpointer:
     """
     self.wait()
     try:
-      self.manager.save(epoch, args=self._ocp.args.StandardSave(_to_savable(state)),
-                        force=True)
+      self.manager.save(epoch, args=self._ocp.args.StandardSave(_to_savable(state)), force=True)
     except Exception as e:
       raise self._write_error(epoch, e) from e
     if not self._asynchronous:
       self._finish(epoch)
       return
-    self._writer = threading.Thread(target=self._finish_in_background, args=(epoch,),
-                                    name=f"cnnjax-checkpoint-{epoch}")
+    self._writer = threading.Thread(
+        target=self._finish_in_background, args=(epoch,), name=f"cnnjax-checkpoint-{epoch}"
+    )
     self._writer.start()
 
   def _finish(self, epoch: int) -> None:
@@ -428,7 +463,8 @@ class Checkpointer:
       return error
     reason, code = _write_reason(error)
     written = CheckpointWriteError(
-        f"Checkpointer.save: could not write {self.path(epoch)}: {reason}.")
+        f"Checkpointer.save: could not write {self.path(epoch)}: {reason}."
+    )
     written.errno = code
     return written
 
@@ -469,7 +505,8 @@ class Checkpointer:
     reason = self.verify(epoch)
     if reason is not None:
       raise CheckpointError(
-          f"Checkpointer.restore: {self.path(epoch)} failed verification ({reason}).")
+          f"Checkpointer.restore: {self.path(epoch)} failed verification ({reason})."
+      )
     abstract = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
         _to_savable(target),
@@ -511,8 +548,10 @@ class Checkpointer:
       try:
         _release_orphaned_waiters()
       except Exception as e:  # a workaround must not hide the save's own error
-        warnings.warn(f"Checkpointer.close: could not release Orbax's waiting threads "
-                      f"({type(e).__name__}: {e}); the process may wait for them at exit.",
-                      stacklevel=2)
+        warnings.warn(
+            f"Checkpointer.close: could not release Orbax's waiting threads "
+            f"({type(e).__name__}: {e}); the process may wait for them at exit.",
+            stacklevel=2,
+        )
     if errors and not quiet:
       raise errors[0]

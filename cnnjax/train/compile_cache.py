@@ -54,8 +54,9 @@ def enable_compile_cache(directory: str | os.PathLike[str] | None = None) -> str
     jax.config.update("jax_enable_compilation_cache", False)
     jax.config.update("jax_compilation_cache_dir", None)
     return None
-  path = os.path.abspath(os.path.expanduser(os.fspath(
-      default_compile_cache_dir() if directory is None else directory)))
+  path = os.path.abspath(
+      os.path.expanduser(os.fspath(default_compile_cache_dir() if directory is None else directory))
+  )
   jax.config.update("jax_enable_compilation_cache", True)
   jax.config.update("jax_compilation_cache_dir", path)
   # Cache every program: small CPU programs compile in well under JAX's 1 s default.

@@ -204,19 +204,14 @@ class TrainConfig:
           f"TrainConfig: optimizer got {self.optimizer!r}; expected one of {OPTIMIZERS}."
       )
     if self.schedule not in SCHEDULES:
-      raise ValueError(
-          f"TrainConfig: schedule got {self.schedule!r}; expected one of {SCHEDULES}."
-      )
-    for name in ("nesterov", "decay_all", "lookahead", "augment", "tta_final_only",
-                 "tensorboard"):
+      raise ValueError(f"TrainConfig: schedule got {self.schedule!r}; expected one of {SCHEDULES}.")
+    for name in ("nesterov", "decay_all", "lookahead", "augment", "tta_final_only", "tensorboard"):
       if not isinstance(getattr(self, name), bool):
         raise ValueError(
             f"TrainConfig: {name} got {getattr(self, name)!r}; expected True or False."
         )
     if self.dtype is not None and self.dtype not in DTYPES:
-      raise ValueError(
-          f"TrainConfig: dtype got {self.dtype!r}; expected None or one of {DTYPES}."
-      )
+      raise ValueError(f"TrainConfig: dtype got {self.dtype!r}; expected None or one of {DTYPES}.")
     if self.dtype is not None and "dtype" in self.model_options:
       raise ValueError(
           f"TrainConfig: dtype got {self.dtype!r} with model_options dtype="
@@ -245,19 +240,22 @@ class TrainConfig:
     if self.num_devices is not None:
       _positive_int("num_devices", self.num_devices)
     if self.val_size is not None and (
-        not isinstance(self.val_size, int) or isinstance(self.val_size, bool)
-        or self.val_size < 0):
+        not isinstance(self.val_size, int) or isinstance(self.val_size, bool) or self.val_size < 0
+    ):
       raise ValueError(
           f"TrainConfig: val_size got {self.val_size!r}; expected None or an int >= 0."
       )
     if not cast(float, self.lr) > 0:  # (a float now: None was resolved above)
       raise ValueError(f"TrainConfig: lr got {self.lr!r}; expected a positive float.")
-    for name in ("weight_decay", "momentum", "warmup_epochs", "final_lr_fraction",
-                 "warmup_start_fraction"):
+    for name in (
+        "weight_decay",
+        "momentum",
+        "warmup_epochs",
+        "final_lr_fraction",
+        "warmup_start_fraction",
+    ):
       if not getattr(self, name) >= 0:
-        raise ValueError(
-            f"TrainConfig: {name} got {getattr(self, name)!r}; expected a float >= 0."
-        )
+        raise ValueError(f"TrainConfig: {name} got {getattr(self, name)!r}; expected a float >= 0.")
     if not 0 <= self.label_smoothing < 1:
       raise ValueError(
           f"TrainConfig: label_smoothing got {self.label_smoothing!r}; expected a float in "
@@ -364,8 +362,9 @@ class TrainConfig:
       )
     for name, value in d.items():
       wanted = [k.strip() for k in fields[name].type.split("|")]
-      if not any(k == "None" and value is None or k != "None" and _JSON_KINDS[k][0](value)
-                 for k in wanted):
+      if not any(
+          k == "None" and value is None or k != "None" and _JSON_KINDS[k][0](value) for k in wanted
+      ):
         text = repr(value)
         text = text if len(text) <= 60 else text[:57] + "..."
         kinds = " or ".join("null" if k == "None" else _JSON_KINDS[k][1] for k in wanted)
@@ -402,8 +401,13 @@ def config_changes(old: TrainConfig, new: TrainConfig) -> dict[str, tuple[Any, A
   return {k: (a[k], b[k]) for k in a if a[k] != b[k]}
 
 
-def append_history(path: str | os.PathLike[str], *, epoch: int, config: TrainConfig,
-                   changes: Mapping[str, tuple[Any, Any]] | None = None) -> None:
+def append_history(
+    path: str | os.PathLike[str],
+    *,
+    epoch: int,
+    config: TrainConfig,
+    changes: Mapping[str, tuple[Any, Any]] | None = None,
+) -> None:
   """Appends one line to a run's ``config_history.jsonl``.
 
   The run's ``config.json`` is the config its latest epochs ran under; the history says
@@ -420,8 +424,10 @@ def append_history(path: str | os.PathLike[str], *, epoch: int, config: TrainCon
     f.write(json.dumps(entry, sort_keys=True) + "\n")
 
 
-_HISTORY_EXPECTED = ("one JSON object per line: {'epoch', 'time', and 'config' (the whole "
-                     "config) or 'changes' ({field: [old, new]})}")
+_HISTORY_EXPECTED = (
+    "one JSON object per line: {'epoch', 'time', and 'config' (the whole "
+    "config) or 'changes' ({field: [old, new]})}"
+)
 
 
 def _check_history_entry(entry) -> str | None:
@@ -443,13 +449,15 @@ def _check_history_entry(entry) -> str | None:
     return None
   changes = entry["changes"]
   if not isinstance(changes, dict) or not all(
-      isinstance(v, list) and len(v) == 2 for v in changes.values()):
+      isinstance(v, list) and len(v) == 2 for v in changes.values()
+  ):
     return "'changes' is not an object of [old, new] pairs"
   return None
 
 
-def read_history(path: str | os.PathLike[str], *, drop_torn_tail: bool = False
-                 ) -> list[dict[str, Any]]:
+def read_history(
+    path: str | os.PathLike[str], *, drop_torn_tail: bool = False
+) -> list[dict[str, Any]]:
   """The entries of a run's ``config_history.jsonl`` (see :func:`append_history`;
   missing file: []).
 
@@ -461,9 +469,14 @@ def read_history(path: str | os.PathLike[str], *, drop_torn_tail: bool = False
   Raises:
     ValueError: a line is not a history entry; the message names the file and line.
   """
-  return read_jsonl(path, op="read_history", record="config history entry",
-                    expected=_HISTORY_EXPECTED, check=_check_history_entry,
-                    drop_torn_tail=drop_torn_tail)
+  return read_jsonl(
+      path,
+      op="read_history",
+      record="config history entry",
+      expected=_HISTORY_EXPECTED,
+      check=_check_history_entry,
+      drop_torn_tail=drop_torn_tail,
+  )
 
 
 def repair_history(path: str | os.PathLike[str]) -> None:
@@ -550,11 +563,26 @@ RECIPES: dict[str, Recipe] = {
         "translate + alternating flip, whitening init, flip+translate TTA of the final "
         "evaluation",
         values=dict(
-            model="fastnet", epochs=10, batch_size=1024, optimizer="sgd", momentum=0.85,
-            nesterov=True, decay_all=False, norm_lr_scale=64.0, label_smoothing=0.2,
-            schedule="linear", warmup_start_fraction=0.2, final_lr_fraction=0.07,
-            lookahead=True, lookahead_sync_period=5, lookahead_decay=0.95, augment=True,
-            crop_padding=2, flip="alternating", tta="flip_translate", tta_final_only=True,
+            model="fastnet",
+            epochs=10,
+            batch_size=1024,
+            optimizer="sgd",
+            momentum=0.85,
+            nesterov=True,
+            decay_all=False,
+            norm_lr_scale=64.0,
+            label_smoothing=0.2,
+            schedule="linear",
+            warmup_start_fraction=0.2,
+            final_lr_fraction=0.07,
+            lookahead=True,
+            lookahead_sync_period=5,
+            lookahead_decay=0.95,
+            augment=True,
+            crop_padding=2,
+            flip="alternating",
+            tta="flip_translate",
+            tta_final_only=True,
             data_init_images=5000,
         ),
         derive=_derive_fast,
@@ -569,8 +597,10 @@ _JSON_KINDS = {
     "float": (is_number, "a finite number"),
     "bool": (lambda v: isinstance(v, bool), "true or false"),
     "Mapping[str, Any]": (lambda v: isinstance(v, Mapping), "an object"),
-    "tuple[float, ...]": (lambda v: isinstance(v, (list, tuple)) and all(map(is_number, v)),
-                          "a list of finite numbers"),
+    "tuple[float, ...]": (
+        lambda v: isinstance(v, (list, tuple)) and all(map(is_number, v)),
+        "a list of finite numbers",
+    ),
 }
 
 

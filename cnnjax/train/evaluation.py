@@ -25,8 +25,14 @@ if TYPE_CHECKING:
 __all__ = ["eval_mesh", "eval_split", "evaluate", "load_run"]
 
 
-def eval_split(steps: Steps, state: TrainState, arrays: tuple[jax.Array, jax.Array],
-               eval_batch_size: int, *, tta: bool = True) -> dict[str, float]:
+def eval_split(
+    steps: Steps,
+    state: TrainState,
+    arrays: tuple[jax.Array, jax.Array],
+    eval_batch_size: int,
+    *,
+    tta: bool = True,
+) -> dict[str, float]:
   """Mean loss and accuracy of ``state`` on ``arrays = (images, labels)`` (on the devices)."""
   images, labels = arrays
   evaluate = steps.evaluate if tta else steps.evaluate_plain
@@ -45,10 +51,15 @@ def eval_mesh(config: TrainConfig) -> jax.sharding.Mesh:
   return _sh.make_mesh(n if n is not None and n <= len(jax.devices()) else None)
 
 
-def load_run(run_dir: str | os.PathLike[str], *, epoch: int | None = None,
-             dataset: Dataset | None = None,
-             model_fn: ModelFn | None = None, tta: str | None = None,
-             load_data: bool = True) -> Run:
+def load_run(
+    run_dir: str | os.PathLike[str],
+    *,
+    epoch: int | None = None,
+    dataset: Dataset | None = None,
+    model_fn: ModelFn | None = None,
+    tta: str | None = None,
+    load_data: bool = True,
+) -> Run:
   """Rebuilds a run from its directory and a checkpoint.
 
   Args:
@@ -74,10 +85,12 @@ def load_run(run_dir: str | os.PathLike[str], *, epoch: int | None = None,
     from cnnjax.train.run import load_dataset
 
     dataset = load_dataset(config)
-  run = build_run(config, dataset, spec=spec, model_fn=model_fn, mesh=eval_mesh(config),
-                  data_init=False)
-  ckpt = Checkpointer(os.path.join(run_dir, "checkpoints"), keep=config.keep_checkpoints,
-                      cleanup=False)
+  run = build_run(
+      config, dataset, spec=spec, model_fn=model_fn, mesh=eval_mesh(config), data_init=False
+  )
+  ckpt = Checkpointer(
+      os.path.join(run_dir, "checkpoints"), keep=config.keep_checkpoints, cleanup=False
+  )
   try:
     if epoch is None:
       epoch = ckpt.latest_verified()
@@ -93,9 +106,15 @@ def load_run(run_dir: str | os.PathLike[str], *, epoch: int | None = None,
   return run
 
 
-def evaluate(run_dir: str | os.PathLike[str], *, epoch: int | None = None,
-             splits: Sequence[str] = ("val", "test"), dataset: Dataset | None = None,
-             model_fn: ModelFn | None = None, tta: str | None = None) -> dict[str, Any]:
+def evaluate(
+    run_dir: str | os.PathLike[str],
+    *,
+    epoch: int | None = None,
+    splits: Sequence[str] = ("val", "test"),
+    dataset: Dataset | None = None,
+    model_fn: ModelFn | None = None,
+    tta: str | None = None,
+) -> dict[str, Any]:
   """Evaluates a run's checkpoint on the validation (and test, if present) splits.
 
   The inputs are normalised with the statistics saved in the run (``run.json``).

@@ -14,8 +14,15 @@ from flax import nnx
 from cnnjax.train.run import ModelFn
 from cnnjax.train.state import merge_model
 
-__all__ = ["Classifier", "UnreadableImageError", "load_model", "predict_files", "read_image",
-           "read_images", "top_classes"]
+__all__ = [
+    "Classifier",
+    "UnreadableImageError",
+    "load_model",
+    "predict_files",
+    "read_image",
+    "read_images",
+    "top_classes",
+]
 
 
 class Normalization(nnx.Variable[jax.Array]):
@@ -31,9 +38,15 @@ class Classifier(nnx.Module):
     class_names: one name per logit.
   """
 
-  def __init__(self, model: nnx.Module, *, mean: jax.typing.ArrayLike | Sequence[float],
-               std: jax.typing.ArrayLike | Sequence[float], class_names: Sequence[str],
-               input_shape: Sequence[int]):
+  def __init__(
+      self,
+      model: nnx.Module,
+      *,
+      mean: jax.typing.ArrayLike | Sequence[float],
+      std: jax.typing.ArrayLike | Sequence[float],
+      class_names: Sequence[str],
+      input_shape: Sequence[int],
+  ):
     self.model = model
     self.mean: Normalization = Normalization(jnp.asarray(mean, jnp.float32))
     self.std: Normalization = Normalization(jnp.asarray(std, jnp.float32))
@@ -55,14 +68,14 @@ class Classifier(nnx.Module):
       x = x.astype(jnp.float32) * 255.0
     elif x.dtype != jnp.uint8:
       raise ValueError(
-          f"Classifier: images got dtype {x.dtype}; expected uint8 (0-255) or floats in "
-          "[0, 1]."
+          f"Classifier: images got dtype {x.dtype}; expected uint8 (0-255) or floats in " "[0, 1]."
       )
     return self.model(pipeline.normalize(x, self.mean[...], self.std[...]))
 
 
-def load_model(run_dir: str | os.PathLike[str], *, epoch: int | None = None,
-               model_fn: ModelFn | None = None) -> Classifier:
+def load_model(
+    run_dir: str | os.PathLike[str], *, epoch: int | None = None, model_fn: ModelFn | None = None
+) -> Classifier:
   """A run's trained model, in evaluation mode, with its input normalisation.
 
   Reads only the run directory (``config.json``, ``run.json`` and a checkpoint), which
@@ -87,8 +100,13 @@ def load_model(run_dir: str | os.PathLike[str], *, epoch: int | None = None,
   run = load_run(run_dir, epoch=epoch, model_fn=model_fn, load_data=False)
   state = jax.device_get(run.state)
   model = merge_model(run.model_def.eval, state.params, state.model_state)
-  classifier = Classifier(model, mean=run.spec.mean, std=run.spec.std,
-                          class_names=run.spec.class_names, input_shape=run.spec.input_shape)
+  classifier = Classifier(
+      model,
+      mean=run.spec.mean,
+      std=run.spec.std,
+      class_names=run.spec.class_names,
+      input_shape=run.spec.input_shape,
+  )
   classifier.eval()
   return classifier
 
@@ -121,17 +139,25 @@ def read_image(path: str | os.PathLike[str], shape: Sequence[int]) -> np.ndarray
       data = f.read()
     x = decode_image(data, name=name, op="predict")
   except OSError as e:
-    raise UnreadableImageError(path, f"predict: {name} cannot be read ({e.strerror or e})."
-                               ) from None
+    raise UnreadableImageError(
+        path, f"predict: {name} cannot be read ({e.strerror or e})."
+    ) from None
   except ValueError as e:
     raise UnreadableImageError(path, str(e)) from None
   x = x[..., :1] if x.shape[-1] in (1, 2) else x[..., :3]  # no alpha
   if x.shape[:2] != (h, w):
-    x = np.asarray(Image.fromarray(x[..., 0] if x.shape[-1] == 1 else x).resize(
-        (w, h), Image.Resampling.BILINEAR), np.uint8).reshape(h, w, -1)
+    x = np.asarray(
+        Image.fromarray(x[..., 0] if x.shape[-1] == 1 else x).resize(
+            (w, h), Image.Resampling.BILINEAR
+        ),
+        np.uint8,
+    ).reshape(h, w, -1)
   if x.shape[-1] != c:
-    x = np.repeat(x, c, axis=-1) if x.shape[-1] == 1 else np.round(
-        x.mean(-1, keepdims=True)).astype(np.uint8)
+    x = (
+        np.repeat(x, c, axis=-1)
+        if x.shape[-1] == 1
+        else np.round(x.mean(-1, keepdims=True)).astype(np.uint8)
+    )
   return x
 
 
@@ -142,8 +168,9 @@ def read_images(paths: Sequence[str | os.PathLike[str]], shape: Sequence[int]) -
   return np.stack([read_image(path, shape) for path in paths])
 
 
-def top_classes(model: Classifier, images: np.ndarray, *, top_k: int = 3
-                ) -> list[list[tuple[str, float]]]:
+def top_classes(
+    model: Classifier, images: np.ndarray, *, top_k: int = 3
+) -> list[list[tuple[str, float]]]:
   """Each image's ``top_k`` ``(class name, probability)`` pairs, most probable first.
 
   Args:
@@ -155,8 +182,9 @@ def top_classes(model: Classifier, images: np.ndarray, *, top_k: int = 3
   probs = np.asarray(jax.nn.softmax(model(images), axis=-1))
   k = min(top_k, probs.shape[-1])
   best = np.argsort(-probs, axis=-1, kind="stable")[:, :k]
-  return [[(model.class_names[j], float(p[j])) for j in row]
-          for p, row in zip(probs, best, strict=True)]
+  return [
+      [(model.class_names[j], float(p[j])) for j in row] for p, row in zip(probs, best, strict=True)
+  ]
 
 
 def _check_top_k(top_k) -> None:
@@ -164,10 +192,14 @@ def _check_top_k(top_k) -> None:
     raise ValueError(f"predict: top_k got {top_k!r}; expected a positive int.")
 
 
-def predict_files(run_dir: str | os.PathLike[str], paths: Sequence[str | os.PathLike[str]], *,
-                  top_k: int = 3, epoch: int | None = None,
-                  on_unreadable: Callable[[UnreadableImageError], None] | None = None
-                  ) -> list[list[tuple[str, float]] | None]:
+def predict_files(
+    run_dir: str | os.PathLike[str],
+    paths: Sequence[str | os.PathLike[str]],
+    *,
+    top_k: int = 3,
+    epoch: int | None = None,
+    on_unreadable: Callable[[UnreadableImageError], None] | None = None,
+) -> list[list[tuple[str, float]] | None]:
   """Each file's ``top_k`` ``(class name, probability)`` pairs, most probable first.
 
   Args:

@@ -58,9 +58,13 @@ def loads(data: bytes | str) -> Any:
     raise ValueError(f"not valid JSON ({e})") from None
 
 
-def read_json(path: str | os.PathLike[str], *, expected: str,
-              check: Callable[[Any], str | None] | None = None,
-              max_bytes: int = MAX_BYTES) -> Any:
+def read_json(
+    path: str | os.PathLike[str],
+    *,
+    expected: str,
+    check: Callable[[Any], str | None] | None = None,
+    max_bytes: int = MAX_BYTES,
+) -> Any:
   """The JSON value in the file ``path``, checked.
 
   Args:
@@ -90,9 +94,16 @@ def read_json(path: str | os.PathLike[str], *, expected: str,
   return value
 
 
-def read_jsonl(path: str | os.PathLike[str], *, op: str, record: str, expected: str,
-               check: Callable[[Any], str | None], drop_torn_tail: bool = False,
-               torn_note: str = "") -> list[Any]:
+def read_jsonl(
+    path: str | os.PathLike[str],
+    *,
+    op: str,
+    record: str,
+    expected: str,
+    check: Callable[[Any], str | None],
+    drop_torn_tail: bool = False,
+    torn_note: str = "",
+) -> list[Any]:
   """The values of a JSON-lines file, one per non-blank line (missing file: ``[]``).
 
   Args:
@@ -125,10 +136,13 @@ def read_jsonl(path: str | os.PathLike[str], *, op: str, record: str, expected: 
       if reason is not None:
         raise ValueError(reason)
     except ValueError as e:
-      if drop_torn_tail and not any(rest.strip() for rest in lines[i + 1:]):
+      if drop_torn_tail and not any(rest.strip() for rest in lines[i + 1 :]):
         start = line[:40].decode("utf-8", errors="replace")
-        warnings.warn(f"{op}: {path} line {i + 1} is torn ({start!r}...: a kill while it "
-                      f"was written); dropped{torn_note}.", stacklevel=3)
+        warnings.warn(
+            f"{op}: {path} line {i + 1} is torn ({start!r}...: a kill while it "
+            f"was written); dropped{torn_note}.",
+            stacklevel=3,
+        )
         break
       raise ValueError(
           f"{op}: {path} line {i + 1} is not a {record} ({e}); expected {expected}."

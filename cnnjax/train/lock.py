@@ -72,8 +72,14 @@ class RunLock:
     return holder if isinstance(holder, dict) else {}
 
   def _in_use(self, holder: dict) -> RunInUseError:
-    who = (f"process {holder.get('pid', '?')} on {holder.get('host', '?')}, since "
-           f"{holder.get('since', '?')}") if holder else "another process"
+    who = (
+        (
+            f"process {holder.get('pid', '?')} on {holder.get('host', '?')}, since "
+            f"{holder.get('since', '?')}"
+        )
+        if holder
+        else "another process"
+    )
     return RunInUseError(
         f"train: out_dir {self.directory!r} is being written by {who} ({self.path}); "
         "expected one writer per run: wait for it to finish, stop it, or use another --out."
@@ -106,8 +112,16 @@ class RunLock:
         self.stale = previous  # flock free (or holder dead): its holder is gone
       os.ftruncate(fd, 0)
       os.lseek(fd, 0, os.SEEK_SET)
-      os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                               "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}).encode())
+      os.write(
+          fd,
+          json.dumps(
+              {
+                  "pid": os.getpid(),
+                  "host": socket.gethostname(),
+                  "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+              }
+          ).encode(),
+      )
     except BaseException:
       os.close(fd)
       raise

@@ -155,11 +155,22 @@ def train(
     lock.acquire()
   try:
     if lock is not None and lock.stale and not quiet:
-      print(f"Took over the stale lock {lock.path} of process {lock.stale.get('pid')} "
-            f"(no longer running).", flush=True)
-    return _train(config, out_dir=out_dir, resume=resume, dataset=dataset,
-                  model_fn=model_fn, callbacks=callbacks, quiet=quiet, plots=plots,
-                  allow_schedule_change=allow_schedule_change)
+      print(
+          f"Took over the stale lock {lock.path} of process {lock.stale.get('pid')} "
+          f"(no longer running).",
+          flush=True,
+      )
+    return _train(
+        config,
+        out_dir=out_dir,
+        resume=resume,
+        dataset=dataset,
+        model_fn=model_fn,
+        callbacks=callbacks,
+        quiet=quiet,
+        plots=plots,
+        allow_schedule_change=allow_schedule_change,
+    )
   except Exception as e:
     if not _sh.is_peer_failure(e):
       raise
@@ -179,9 +190,18 @@ def _arrays(run: Run) -> dict[str, Any]:
   return cast("dict[str, Any]", run.arrays)
 
 
-def _train(config: TrainConfig, *, out_dir: str, resume: bool, dataset, model_fn,
-           callbacks: Sequence[Callback], quiet: bool, plots: bool,
-           allow_schedule_change: bool) -> TrainResult:
+def _train(
+    config: TrainConfig,
+    *,
+    out_dir: str,
+    resume: bool,
+    dataset,
+    model_fn,
+    callbacks: Sequence[Callback],
+    quiet: bool,
+    plots: bool,
+    allow_schedule_change: bool,
+) -> TrainResult:
   _rd.check_out_dir(out_dir, resume)
   config_path = os.path.join(out_dir, _rd.CONFIG_FILE)
   saved = TrainConfig.load(config_path) if resume and os.path.exists(config_path) else None
@@ -197,28 +217,45 @@ def _train(config: TrainConfig, *, out_dir: str, resume: bool, dataset, model_fn
 
   os.makedirs(out_dir, exist_ok=True)
   log = MetricsLog(os.path.join(out_dir, "metrics.jsonl"))
-  steplog = StepLogger(out_dir, log_every=config.log_every, schedule=run.schedule,
-                       batch_size=config.batch_size, tensorboard=config.tensorboard,
-                       enabled=_is_main())
-  ckpt = Checkpointer(os.path.join(out_dir, "checkpoints"), keep=config.keep_checkpoints,
-                      asynchronous=True)  # written while the next epoch trains
+  steplog = StepLogger(
+      out_dir,
+      log_every=config.log_every,
+      schedule=run.schedule,
+      batch_size=config.batch_size,
+      tensorboard=config.tensorboard,
+      enabled=_is_main(),
+  )
+  ckpt = Checkpointer(
+      os.path.join(out_dir, "checkpoints"), keep=config.keep_checkpoints, asynchronous=True
+  )  # written while the next epoch trains
   start_epoch, history = 0, []
   say = (lambda s: None) if quiet or not _is_main() else (lambda s: print(s, flush=True))
   device = run.mesh.devices.flat[0]
-  say(f"Run directory: {out_dir} ({config.model} on "
+  say(
+      f"Run directory: {out_dir} ({config.model} on "
       f"{getattr(run.dataset, 'name', config.data)}, {spec.num_train} training images, "
       f"{steps_per_epoch} steps/epoch, {n_dev} {device.platform} device{'s' * (n_dev > 1)}: "
-      f"{device.device_kind})")
+      f"{device.device_kind})"
+  )
   try:  # until the epochs' own handler: Orbax's threads are shut down on any error
     pending = None  # config changes to record once an epoch under them completes
     if resume:
-      state, start_epoch = _restore(ckpt, state, saved, config, num_train=spec.num_train,
-                                    allow_schedule_change=allow_schedule_change, say=say)
+      state, start_epoch = _restore(
+          ckpt,
+          state,
+          saved,
+          config,
+          num_train=spec.num_train,
+          allow_schedule_change=allow_schedule_change,
+          say=say,
+      )
       changes = config_changes(saved, config) if saved is not None else {}
       if changes and start_epoch > 0:
         pending = changes
-        say(f"Resuming with a changed config: {_rd.describe_changes(changes)} (config.json "
-            f"takes it once epoch {start_epoch + 1} completes).")
+        say(
+            f"Resuming with a changed config: {_rd.describe_changes(changes)} (config.json "
+            f"takes it once epoch {start_epoch + 1} completes)."
+        )
       history = log.truncate(start_epoch) if _is_main() else []
       if _is_main():
         steplog.truncate(start_epoch)
@@ -227,13 +264,24 @@ def _train(config: TrainConfig, *, out_dir: str, resume: bool, dataset, model_fn
       if saved is None:
         append_history(history_path, epoch=start_epoch + 1, config=config)
       else:
-        append_history(history_path, epoch=start_epoch + 1, config=config,
-                       changes=config_changes(saved, config))
+        append_history(
+            history_path,
+            epoch=start_epoch + 1,
+            config=config,
+            changes=config_changes(saved, config),
+        )
     if _is_main():
-      _rd.write_run_info(out_dir, run, platform={
-          "platform": device.platform, "device_kind": device.device_kind,
-          "devices": n_dev, "processes": jax.process_count(),
-          "steps_per_call": run.steps.steps_per_call})
+      _rd.write_run_info(
+          out_dir,
+          run,
+          platform={
+              "platform": device.platform,
+              "device_kind": device.device_kind,
+              "devices": n_dev,
+              "processes": jax.process_count(),
+              "steps_per_call": run.steps.steps_per_call,
+          },
+      )
     if _is_main() and not resume:
       log.truncate(0)
       steplog.truncate(0)
@@ -243,9 +291,11 @@ def _train(config: TrainConfig, *, out_dir: str, resume: bool, dataset, model_fn
     if ran:
       steps, compiled = _compile(run, state)
       train_s = compiled.seconds
-      say(f"Compiled the train step in {train_s['compile_seconds']['train_step']:.1f} s "
+      say(
+          f"Compiled the train step in {train_s['compile_seconds']['train_step']:.1f} s "
           f"(+{train_s['trace_seconds']['train_step']:.1f} s tracing)"
-          + ("; the evaluation compiles in the background." if compiled.programs else "."))
+          + ("; the evaluation compiles in the background." if compiled.programs else ".")
+      )
     remaining = (config.epochs - start_epoch) * steps_per_epoch
     progress = Progress(remaining, enabled=not quiet and _is_main() and show_progress())
   except BaseException:
@@ -257,12 +307,27 @@ def _train(config: TrainConfig, *, out_dir: str, resume: bool, dataset, model_fn
       t0 = time.perf_counter()
       steplog.start_epoch()
       state, losses, correct = _train_epoch(
-          steps, state, images, labels, epoch=epoch, steps_per_epoch=steps_per_epoch,
-          progress=progress, last_good=lambda: _last(ckpt), steplog=steplog,
+          steps,
+          state,
+          images,
+          labels,
+          epoch=epoch,
+          steps_per_epoch=steps_per_epoch,
+          progress=progress,
+          last_good=lambda: _last(ckpt),
+          steplog=steplog,
       )
       jax.block_until_ready(state)
-      record = _epoch_record(run, steps, state, epoch=epoch, losses=losses, correct=correct,
-                             t0=t0, train_seconds=time.perf_counter() - t0)
+      record = _epoch_record(
+          run,
+          steps,
+          state,
+          epoch=epoch,
+          losses=losses,
+          correct=correct,
+          t0=t0,
+          train_seconds=time.perf_counter() - t0,
+      )
       # (epochs run only when `ran`, which compiled)
       record.update(cast(_CompileLog, compiled).take(wait=epoch == config.epochs))
       if _is_main():  # the record first: a resume truncates records past the checkpoint
@@ -299,13 +364,27 @@ def _train(config: TrainConfig, *, out_dir: str, resume: bool, dataset, model_fn
   if plots and _is_main():
     _write_plots(out_dir, history, state, spec)
   say(f"Run written to {out_dir}")
-  return TrainResult(config=config, out_dir=out_dir, history=history, state=state,
-                     model_def=run.model_def, steps=steps if ran else None, spec=spec)
+  return TrainResult(
+      config=config,
+      out_dir=out_dir,
+      history=history,
+      state=state,
+      model_def=run.model_def,
+      steps=steps if ran else None,
+      spec=spec,
+  )
 
 
-def _restore(ckpt: Checkpointer, state: TrainState, saved: TrainConfig | None,
-             config: TrainConfig, *, num_train: int, allow_schedule_change: bool,
-             say: Callable[[str], None]) -> tuple[TrainState, int]:
+def _restore(
+    ckpt: Checkpointer,
+    state: TrainState,
+    saved: TrainConfig | None,
+    config: TrainConfig,
+    *,
+    num_train: int,
+    allow_schedule_change: bool,
+    say: Callable[[str], None],
+) -> tuple[TrainState, int]:
   """Restores the latest verified checkpoint into ``state``; returns ``(state, its epoch)``
   (``(state, 0)`` when there is none)."""
   latest = ckpt.latest_verified()
@@ -322,8 +401,17 @@ def _restore(ckpt: Checkpointer, state: TrainState, saved: TrainConfig | None,
   return state, latest
 
 
-def _epoch_record(run: Run, steps: Steps, state: TrainState, *, epoch: int, losses,
-                  correct: int, t0: float, train_seconds: float) -> dict[str, Any]:
+def _epoch_record(
+    run: Run,
+    steps: Steps,
+    state: TrainState,
+    *,
+    epoch: int,
+    losses,
+    correct: int,
+    t0: float,
+    train_seconds: float,
+) -> dict[str, Any]:
   """The ``metrics.jsonl`` record of an epoch, with its evaluation (TTA as configured)."""
   config = run.config
   step = int(_sh.to_host(state.step))
@@ -394,15 +482,24 @@ def _compile(run: Run, state: TrainState) -> tuple[Steps, _CompileLog]:
     programs["tta"] = steps.evaluate
   pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="cnnjax-compile")
   for name, fn in programs.items():
-    programs[name] = log.programs[name] = _Background(name, {
-        tuple(x.shape): pool.submit(compile_, name, lower(
-            name, fn, state.params, state.model_state, x, y, np.int32(0)))
-        for x, y in splits}, log)
+    programs[name] = log.programs[name] = _Background(
+        name,
+        {
+            tuple(x.shape): pool.submit(
+                compile_, name, lower(name, fn, state.params, state.model_state, x, y, np.int32(0))
+            )
+            for x, y in splits
+        },
+        log,
+    )
   pool.shutdown(wait=False)
   steps = dataclasses.replace(
-      steps, train=train or steps.train, train_one=one or steps.train_one,
+      steps,
+      train=train or steps.train,
+      train_one=one or steps.train_one,
       evaluate=programs.get("tta", programs.get("eval_step", steps.evaluate)),
-      evaluate_plain=programs.get("eval_step", steps.evaluate_plain))
+      evaluate_plain=programs.get("eval_step", steps.evaluate_plain),
+  )
   return steps, log
 
 
@@ -440,12 +537,18 @@ class _CompileLog:
     if wait:
       for program in self.programs.values():
         program.wait()
-    ready = [name for name in self.seconds["trace_seconds"] if name not in self._taken and (
-        name not in self.programs or self.programs[name].done())]
+    ready = [
+        name
+        for name in self.seconds["trace_seconds"]
+        if name not in self._taken and (name not in self.programs or self.programs[name].done())
+    ]
     self._taken.update(ready)
     with self._lock:
-      return {key: {n: v[n] for n in ready if n in v} for key, v in self.seconds.items()
-              if any(n in v for n in ready)}
+      return {
+          key: {n: v[n] for n in ready if n in v}
+          for key, v in self.seconds.items()
+          if any(n in v for n in ready)
+      }
 
 
 class _Background:
@@ -476,9 +579,18 @@ class _Background:
     return self._get(tuple(images.shape))(params, model_state, images, labels, start)
 
 
-def _train_epoch(steps: Steps, state: TrainState, images, labels, *, epoch: int,
-                 steps_per_epoch: int, progress: Progress, last_good: Callable[[], str],
-                 steplog: StepLogger):
+def _train_epoch(
+    steps: Steps,
+    state: TrainState,
+    images,
+    labels,
+    *,
+    epoch: int,
+    steps_per_epoch: int,
+    progress: Progress,
+    last_good: Callable[[], str],
+    steplog: StepLogger,
+):
   """Runs one epoch; returns ``(state, per-step losses, correct count)``.
 
   The host does not wait for the device within an epoch. The state travels as its list of
@@ -543,8 +655,10 @@ def _last(ckpt: Checkpointer) -> str:
 
 
 def _epoch_line(r: dict[str, Any], epochs: int) -> str:
-  parts = [f"epoch {r['epoch']:>3}/{epochs}",
-           f"train loss {r['train_loss']:.4f} acc {r['train_accuracy']:.4f}"]
+  parts = [
+      f"epoch {r['epoch']:>3}/{epochs}",
+      f"train loss {r['train_loss']:.4f} acc {r['train_accuracy']:.4f}",
+  ]
   for split in ("val", "test"):
     if f"{split}_loss" in r:
       parts.append(f"{split} loss {r[f'{split}_loss']:.4f} acc {r[f'{split}_accuracy']:.4f}")
@@ -555,15 +669,19 @@ def _epoch_line(r: dict[str, Any], epochs: int) -> str:
 def _write_plots(out_dir: str, history, state, spec: InputSpec) -> None:
   from cnnjax.train import plots
 
-  plots.plot_curves(history, os.path.join(out_dir, "curves.png"),
-                    steps=read_metrics(os.path.join(out_dir, STEPS_FILE)))
+  plots.plot_curves(
+      history,
+      os.path.join(out_dir, "curves.png"),
+      steps=read_metrics(os.path.join(out_dir, STEPS_FILE)),
+  )
   if state is not None:
     # Trained parameters first; then frozen weights kept in the model state (fastnet's
     # whitening filters), floating arrays only (not RNG keys).
-    frozen = [x for x in jax.tree.leaves(state.model_state)
-              if jnp.issubdtype(x.dtype, jnp.floating)]
-    filters = plots.first_layer_filters(_sh.to_host([eval_params(state.params), frozen]),
-                                        image_shape=spec.input_shape)
+    frozen = [
+        x for x in jax.tree.leaves(state.model_state) if jnp.issubdtype(x.dtype, jnp.floating)
+    ]
+    filters = plots.first_layer_filters(
+        _sh.to_host([eval_params(state.params), frozen]), image_shape=spec.input_shape
+    )
     if filters is not None:
-      plots.plot_filters(filters, os.path.join(out_dir, "filters.png"),
-                         title="first-layer filters")
+      plots.plot_filters(filters, os.path.join(out_dir, "filters.png"), title="first-layer filters")

@@ -12,14 +12,31 @@ from cnnjax.train.jsonfiles import is_number, read_jsonl
 __all__ = ["MetricsLog", "read_metrics"]
 
 # Keys whose values depend on the machine and its load, not on the run's maths.
-TIMING_KEYS = ("seconds", "train_seconds", "images_per_second", "compile_seconds",
-               "trace_seconds", "compile_wait_seconds")
+TIMING_KEYS = (
+    "seconds",
+    "train_seconds",
+    "images_per_second",
+    "compile_seconds",
+    "trace_seconds",
+    "compile_wait_seconds",
+)
 
 
 # Values written as numbers (``_clean`` writes a non-finite one as a string).
-_NUMBER_KEYS = ("step", "lr", "loss", "train_loss", "train_accuracy", "val_loss",
-                "val_accuracy", "test_loss", "test_accuracy", "seconds", "train_seconds",
-                "images_per_second")
+_NUMBER_KEYS = (
+    "step",
+    "lr",
+    "loss",
+    "train_loss",
+    "train_accuracy",
+    "val_loss",
+    "val_accuracy",
+    "test_loss",
+    "test_accuracy",
+    "seconds",
+    "train_seconds",
+    "images_per_second",
+)
 _NON_FINITE = ("nan", "inf", "-inf")
 
 
@@ -36,14 +53,16 @@ def _check_record(record) -> str | None:
       return f"{key!r} got {value!r}, not a number"
   for key in ("compile_seconds", "trace_seconds", "compile_wait_seconds"):
     value = record.get(key)
-    if key in record and not (isinstance(value, dict)
-                              and all(is_number(v) for v in value.values())):
+    if key in record and not (
+        isinstance(value, dict) and all(is_number(v) for v in value.values())
+    ):
       return f"{key!r} got {value!r}, not an object of seconds per program"
   return None
 
 
-def read_metrics(path: str | os.PathLike[str], *, drop_torn_tail: bool = False
-                 ) -> list[dict[str, Any]]:
+def read_metrics(
+    path: str | os.PathLike[str], *, drop_torn_tail: bool = False
+) -> list[dict[str, Any]]:
   """The records of a ``metrics.jsonl`` (or ``steps.jsonl``) file (missing file: []).
 
   Every line must be a JSON object with an integer ``"epoch"``, its metrics numbers (or
@@ -60,10 +79,15 @@ def read_metrics(path: str | os.PathLike[str], *, drop_torn_tail: bool = False
       is not a number, ...); the message names the file and the line number.
   """
   return read_jsonl(
-      path, op="read_metrics", record="metrics record", check=_check_record,
+      path,
+      op="read_metrics",
+      record="metrics record",
+      check=_check_record,
       expected="one JSON object with an 'epoch' per line (`cnnjax train --resume` repairs "
-      "a torn last line)", drop_torn_tail=drop_torn_tail,
-      torn_note=", and rewritten from the checkpoint on")
+      "a torn last line)",
+      drop_torn_tail=drop_torn_tail,
+      torn_note=", and rewritten from the checkpoint on",
+  )
 
 
 def _clean(value):
@@ -95,8 +119,7 @@ class MetricsLog:
 
     A torn last line is dropped (with a warning); the file is rewritten atomically.
     """
-    records = [r for r in read_metrics(self.path, drop_torn_tail=True)
-               if r["epoch"] <= last_epoch]
+    records = [r for r in read_metrics(self.path, drop_torn_tail=True) if r["epoch"] <= last_epoch]
     tmp = f"{self.path}.tmp"
     with open(tmp, "w") as f:
       for r in records:

@@ -61,9 +61,7 @@ def make_schedule(config: TrainConfig, *, steps_per_epoch: int) -> optax.Schedul
         int(round(b * steps_per_epoch)) - warmup: config.piecewise_factor
         for b in config.piecewise_boundaries
     }
-    main = optax.piecewise_constant_schedule(
-        lr, {b: f for b, f in boundaries.items() if b > 0}
-    )
+    main = optax.piecewise_constant_schedule(lr, {b: f for b, f in boundaries.items() if b > 0})
   if not warmup:
     return main
   start = lr * config.warmup_start_fraction
@@ -120,7 +118,7 @@ def lookahead_schedule(config: TrainConfig, *, steps_per_epoch: int) -> optax.Sc
     (1.0, 0.226)
   """
   total = config.epochs * steps_per_epoch
-  rho = config.lookahead_decay ** config.lookahead_sync_period
+  rho = config.lookahead_decay**config.lookahead_sync_period
 
   def schedule(count):
     return 1.0 - rho * (jnp.minimum(count, total) / total) ** 3
@@ -162,23 +160,26 @@ def make_optimizer(config: TrainConfig, *, steps_per_epoch: int) -> optax.Gradie
   if config.optimizer == "adamw":
     parts.append(
         optax.adamw(
-            sched, b1=config.b1, b2=config.b2, eps=config.eps,
-            weight_decay=config.weight_decay, mask=mask,
+            sched,
+            b1=config.b1,
+            b2=config.b2,
+            eps=config.eps,
+            weight_decay=config.weight_decay,
+            mask=mask,
         )
     )
   else:
     if config.weight_decay:
       parts.append(optax.add_decayed_weights(config.weight_decay, mask=mask))
     if config.optimizer == "sgd":
-      parts.append(
-          optax.sgd(sched, momentum=config.momentum or None, nesterov=config.nesterov)
-      )
+      parts.append(optax.sgd(sched, momentum=config.momentum or None, nesterov=config.nesterov))
     else:
       parts.append(optax.adam(sched, b1=config.b1, b2=config.b2, eps=config.eps))
   tx = optax.chain(*parts)
   if config.lookahead:
     tx = optax.inject_hyperparams(optax.lookahead, static_args=("sync_period", "reset_state"))(
-        fast_optimizer=tx, sync_period=config.lookahead_sync_period,
+        fast_optimizer=tx,
+        sync_period=config.lookahead_sync_period,
         slow_step_size=lookahead_schedule(config, steps_per_epoch=steps_per_epoch),
     )
   return tx

@@ -25,8 +25,12 @@ def _pyplot():
   return plt
 
 
-def plot_curves(records: Sequence[dict[str, Any]], path: str | os.PathLike[str], *,
-                steps: Sequence[dict[str, Any]] = ()) -> None:
+def plot_curves(
+    records: Sequence[dict[str, Any]],
+    path: str | os.PathLike[str],
+    *,
+    steps: Sequence[dict[str, Any]] = (),
+) -> None:
   """Loss, accuracy and learning rate against epochs to a PNG.
 
   Args:
@@ -40,13 +44,15 @@ def plot_curves(records: Sequence[dict[str, Any]], path: str | os.PathLike[str],
   plt = _pyplot()
   epochs = [r["epoch"] for r in records]
   # Steps per epoch from the last record (its step count ends its epoch).
-  per_epoch = records[-1]["step"] / records[-1]["epoch"] if records and records[-1].get(
-      "step") else None
+  per_epoch = (
+      records[-1]["step"] / records[-1]["epoch"] if records and records[-1].get("step") else None
+  )
   step_x = [s["step"] / per_epoch for s in steps] if per_epoch and steps else []
   fig, (ax_loss, ax_acc, ax_lr) = plt.subplots(1, 3, figsize=(14, 4))
   if step_x:
-    ax_loss.plot(step_x, [float(s["loss"]) for s in steps], color="0.7", linewidth=1,
-                 label="train (steps)")
+    ax_loss.plot(
+        step_x, [float(s["loss"]) for s in steps], color="0.7", linewidth=1, label="train (steps)"
+    )
   for split in ("train", "val", "test"):
     for ax, what in ((ax_loss, "loss"), (ax_acc, "accuracy")):
       key = f"{split}_{what}"
@@ -56,8 +62,13 @@ def plot_curves(records: Sequence[dict[str, Any]], path: str | os.PathLike[str],
   if step_x:
     ax_lr.plot(step_x, [float(s["lr"]) for s in steps], label="per step")
   elif any("lr" in r for r in records):
-    ax_lr.plot(epochs, [float(r.get("lr", "nan")) for r in records], marker="o",
-               markersize=3, label="end of epoch")
+    ax_lr.plot(
+        epochs,
+        [float(r.get("lr", "nan")) for r in records],
+        marker="o",
+        markersize=3,
+        label="end of epoch",
+    )
   ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
   ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
   ax_lr.set(xlabel="epoch", ylabel="learning rate", title="learning rate")

@@ -11,11 +11,15 @@ __all__ = ["check_config", "check_schedule_change"]
 
 # Training images of the catalog datasets (before the validation split): an upper bound
 # whatever their source.
-_TRAIN_SIZES = {"cifar10": 50_000, "cifar100": 50_000, "mnist": 60_000,
-                "fashion_mnist": 60_000}
+_TRAIN_SIZES = {"cifar10": 50_000, "cifar100": 50_000, "mnist": 60_000, "fashion_mnist": 60_000}
 # cnnjax.data.load arguments that have flags of their own.
-_DATA_FLAGS = {"name": "--data", "data_dir": "--data-dir", "cache_dir": "--cache-dir",
-               "seed": "--seed", "val_size": "--val-size"}
+_DATA_FLAGS = {
+    "name": "--data",
+    "data_dir": "--data-dir",
+    "cache_dir": "--cache-dir",
+    "seed": "--seed",
+    "val_size": "--val-size",
+}
 
 
 def _accepted(fn) -> tuple[set[str], bool]:
@@ -40,8 +44,7 @@ def _check_data(config: TrainConfig) -> int | None:
       )
     if key not in allowed:
       raise ValueError(
-          f"--data-option got {key!r}; expected keys from "
-          f"{sorted(allowed - set(_DATA_FLAGS))}."
+          f"--data-option got {key!r}; expected keys from " f"{sorted(allowed - set(_DATA_FLAGS))}."
       )
   shapes_only = ("num_train", "num_test", "num_classes")
   for key in shapes_only:
@@ -53,8 +56,7 @@ def _check_data(config: TrainConfig) -> int | None:
   if config.data == "shapes":
     for key in shapes_only:
       value = config.data_options.get(key)
-      if value is not None and (not isinstance(value, int) or isinstance(value, bool)
-                                or value < 1):
+      if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
         raise ValueError(f"--data-option got {key}={value!r}; expected a positive int.")
     k = config.data_options.get("num_classes")
     if k is not None and not 2 <= k <= len(data.SHAPE_NAMES):
@@ -68,8 +70,9 @@ def _check_data(config: TrainConfig) -> int | None:
       )
     return config.data_options.get("num_train", 6000)
   if config.data == "folder" and config.data_dir is None:
-    raise ValueError("--data-dir got none with --data folder; expected an image folder "
-                     "directory or .zip.")
+    raise ValueError(
+        "--data-dir got none with --data folder; expected an image folder " "directory or .zip."
+    )
   return _TRAIN_SIZES.get(config.data)
 
 
@@ -115,8 +118,10 @@ def _check_model(config: TrainConfig) -> None:
     classes = config.data_options.get("num_classes", len(data.SHAPE_NAMES))
   if shape is None or classes is None:
     return  # an image folder: its shape and classes are known once it is read
-  options = {"input_shape": tuple(shape), **{k: v for k, v in config.model_options.items()
-                                             if k != "input_shape"}}
+  options = {
+      "input_shape": tuple(shape),
+      **{k: v for k, v in config.model_options.items() if k != "input_shape"},
+  }
   if config.dtype is not None:
     options["dtype"] = config.dtype
   try:
@@ -156,8 +161,9 @@ def _total_steps(config: TrainConfig, num_train: int) -> int:
   return config.epochs * (num_train // config.batch_size)
 
 
-def check_schedule_change(saved: TrainConfig, config: TrainConfig, *, num_train: int,
-                          start_epoch: int) -> None:
+def check_schedule_change(
+    saved: TrainConfig, config: TrainConfig, *, num_train: int, start_epoch: int
+) -> None:
   """Refuses a resume whose schedule length differs from the run's (the learning rate
   would jump where the run resumes), naming the change and the rates."""
   import jax.numpy as jnp
@@ -173,8 +179,11 @@ def check_schedule_change(saved: TrainConfig, config: TrainConfig, *, num_train:
   new_schedule = make_schedule(config, steps_per_epoch=num_train // config.batch_size)
   # (a schedule returns an ArrayLike: a scalar jax.Array here)
   old, new = float(jnp.asarray(old_schedule(step))), float(jnp.asarray(new_schedule(step)))
-  changed = [f"{k} {getattr(saved, k)!r} -> {getattr(config, k)!r}"
-             for k in ("epochs", "batch_size") if getattr(saved, k) != getattr(config, k)]
+  changed = [
+      f"{k} {getattr(saved, k)!r} -> {getattr(config, k)!r}"
+      for k in ("epochs", "batch_size")
+      if getattr(saved, k) != getattr(config, k)
+  ]
   raise ValueError(
       f"train: resume got {', '.join(changed) or 'a new length'}, which changes the "
       f"{config.schedule} schedule's length from {_total_steps(saved, num_train)} to "

@@ -78,15 +78,22 @@ class InputSpec:
 
     images = dataset.train_images if train_images is None else train_images
     mean, std = jax.jit(pipeline.channel_stats)(images)
-    return cls(class_names=tuple(str(c) for c in dataset.class_names),
-               input_shape=tuple(int(d) for d in dataset.train_images.shape[1:]),
-               mean=tuple(float(v) for v in np.asarray(mean, np.float32)),
-               std=tuple(float(v) for v in np.asarray(std, np.float32)),
-               num_train=int(len(dataset.train_labels)))
+    return cls(
+        class_names=tuple(str(c) for c in dataset.class_names),
+        input_shape=tuple(int(d) for d in dataset.train_images.shape[1:]),
+        mean=tuple(float(v) for v in np.asarray(mean, np.float32)),
+        std=tuple(float(v) for v in np.asarray(std, np.float32)),
+        num_train=int(len(dataset.train_labels)),
+    )
 
   def to_dict(self) -> dict[str, Any]:
-    return {"class_names": list(self.class_names), "input_shape": list(self.input_shape),
-            "mean": list(self.mean), "std": list(self.std), "num_train": self.num_train}
+    return {
+        "class_names": list(self.class_names),
+        "input_shape": list(self.input_shape),
+        "mean": list(self.mean),
+        "std": list(self.std),
+        "num_train": self.num_train,
+    }
 
   @classmethod
   def from_dict(cls, d: dict[str, Any]) -> InputSpec:
@@ -101,9 +108,13 @@ class InputSpec:
     reason = _spec_error(d)
     if reason is not None:
       raise ValueError(f"InputSpec.from_dict: {reason}.")
-    return cls(class_names=tuple(d["class_names"]), input_shape=tuple(d["input_shape"]),
-               mean=tuple(float(v) for v in d["mean"]),
-               std=tuple(float(v) for v in d["std"]), num_train=d["num_train"])
+    return cls(
+        class_names=tuple(d["class_names"]),
+        input_shape=tuple(d["input_shape"]),
+        mean=tuple(float(v) for v in d["mean"]),
+        std=tuple(float(v) for v in d["std"]),
+        num_train=d["num_train"],
+    )
 
 
 def _short(value: Any) -> str:
@@ -119,11 +130,12 @@ def _spec_error(d: Any) -> str | None:
   """Why ``d`` is not an :class:`InputSpec` dict (None: it is)."""
   if not isinstance(d, dict):
     return f"got a {type(d).__name__}; expected a JSON object"
-  missing = [k for k in ("class_names", "input_shape", "mean", "std", "num_train")
-             if k not in d]
+  missing = [k for k in ("class_names", "input_shape", "mean", "std", "num_train") if k not in d]
   if missing:
-    return (f"got no {', '.join(missing)}; expected class_names, input_shape, mean, std "
-            "and num_train")
+    return (
+        f"got no {', '.join(missing)}; expected class_names, input_shape, mean, std "
+        "and num_train"
+    )
   names, shape = d["class_names"], d["input_shape"]
   if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
     return f"class_names got {_short(names)}; expected a list of strings, one per class"
@@ -131,10 +143,15 @@ def _spec_error(d: Any) -> str | None:
     return f"input_shape got {_short(shape)}; expected [H, W, C], three positive ints"
   for key, low in (("mean", "[0"), ("std", "(0")):
     v = d[key]
-    if not isinstance(v, list) or len(v) != shape[2] or not all(
-        is_number(x) and (x > 0 if key == "std" else x >= 0) and x <= 255 for x in v):
-      return (f"{key} got {_short(v)}; expected {shape[2]} finite numbers in {low}, 255], "
-              f"one per channel of input_shape {shape}")
+    if (
+        not isinstance(v, list)
+        or len(v) != shape[2]
+        or not all(is_number(x) and (x > 0 if key == "std" else x >= 0) and x <= 255 for x in v)
+    ):
+      return (
+          f"{key} got {_short(v)}; expected {shape[2]} finite numbers in {low}, 255], "
+          f"one per channel of input_shape {shape}"
+      )
   if not _is_count(d["num_train"]):
     return f"num_train got {_short(d['num_train'])}; expected a positive int"
   return None
@@ -179,8 +196,13 @@ class Run:
   epoch: int | None = None
 
 
-def build_model(config: TrainConfig, *, num_classes: int, input_shape: Sequence[int],
-                model_fn: ModelFn | None = None) -> nnx.Module:
+def build_model(
+    config: TrainConfig,
+    *,
+    num_classes: int,
+    input_shape: Sequence[int],
+    model_fn: ModelFn | None = None,
+) -> nnx.Module:
   """Initialises the run's model with ``nnx.Rngs(config.seed)``.
 
   Args:
@@ -194,8 +216,12 @@ def build_model(config: TrainConfig, *, num_classes: int, input_shape: Sequence[
     return model_fn(num_classes=num_classes, rngs=rngs, input_shape=tuple(input_shape))
   from cnnjax import models
 
-  return models.get(config.model, num_classes=num_classes, rngs=rngs,
-                    **model_arguments(config, input_shape=input_shape))
+  return models.get(
+      config.model,
+      num_classes=num_classes,
+      rngs=rngs,
+      **model_arguments(config, input_shape=input_shape),
+  )
 
 
 def model_arguments(config: TrainConfig, *, input_shape: Sequence[int]) -> dict[str, Any]:
@@ -208,10 +234,17 @@ def model_arguments(config: TrainConfig, *, input_shape: Sequence[int]) -> dict[
   return options
 
 
-def init_state(config: TrainConfig, tx: optax.GradientTransformation, *, num_classes: int,
-               input_shape: Sequence[int], mesh: jax.sharding.Mesh,
-               model_fn: ModelFn | None = None, train_images: jax.Array | None = None,
-               preprocess: Preprocess | None = None) -> tuple[ModelDef, TrainState]:
+def init_state(
+    config: TrainConfig,
+    tx: optax.GradientTransformation,
+    *,
+    num_classes: int,
+    input_shape: Sequence[int],
+    mesh: jax.sharding.Mesh,
+    model_fn: ModelFn | None = None,
+    train_images: jax.Array | None = None,
+    preprocess: Preprocess | None = None,
+) -> tuple[ModelDef, TrainState]:
   """Builds the model and the optimizer state in one compiled call, placed on ``mesh``.
 
   Initialising inside ``jax.jit`` compiles one program instead of one per initialiser
@@ -231,16 +264,14 @@ def init_state(config: TrainConfig, tx: optax.GradientTransformation, *, num_cla
   defs = []
 
   def init(images):
-    model = build_model(config, num_classes=num_classes, input_shape=input_shape,
-                        model_fn=model_fn)
+    model = build_model(config, num_classes=num_classes, input_shape=input_shape, model_fn=model_fn)
     if images is not None and preprocess is not None and hasattr(model, "data_init"):
       # Evenly spaced over the training part: the first N of a class-sorted source (an
       # image folder) would all be one class.
       n = min(config.data_init_images, images.shape[0])
-      chosen = images[::images.shape[0] // n][:n]
+      chosen = images[:: images.shape[0] // n][:n]
       cast(Any, model).data_init(preprocess(None, chosen, train=False))  # (hasattr above)
-    model_def, state = create_train_state(model, tx, seed=config.seed,
-                                          lookahead=config.lookahead)
+    model_def, state = create_train_state(model, tx, seed=config.seed, lookahead=config.lookahead)
     defs.append(model_def)
     return state
 
@@ -263,13 +294,24 @@ def load_dataset(config: TrainConfig, *, progress: bool | None = None) -> Datase
   options = dict(config.data_options)
   if "progress" not in options:
     options["progress"] = sys.stderr.isatty() if progress is None else progress
-  return data.load(config.data, data_dir=config.data_dir, cache_dir=config.cache_dir,
-                   seed=config.seed, val_size=config.val_size, **options)
+  return data.load(
+      config.data,
+      data_dir=config.data_dir,
+      cache_dir=config.cache_dir,
+      seed=config.seed,
+      val_size=config.val_size,
+      **options,
+  )
 
 
-def make_preprocess(mean: ArrayLike | Sequence[float], std: ArrayLike | Sequence[float], *,
-                    augment: bool = False, crop_padding: int = 4,
-                    flip: str = "random") -> Preprocess:
+def make_preprocess(
+    mean: ArrayLike | Sequence[float],
+    std: ArrayLike | Sequence[float],
+    *,
+    augment: bool = False,
+    crop_padding: int = 4,
+    flip: str = "random",
+) -> Preprocess:
   """Per-channel normalisation (+ crop/flip) as ``preprocess(key, uint8 batch, *, train)``.
 
   ``mean`` and ``std`` are the training part's, in pixel units. The crop pads by
@@ -294,17 +336,23 @@ def _device_arrays(dataset, mesh):
   out = {
       "train": _sh.put_global((dataset.train_images, dataset.train_labels), repl),
       "val": _sh.put_global((dataset.val_images, dataset.val_labels), repl)
-      if len(dataset.val_images) else None,
+      if len(dataset.val_images)
+      else None,
   }
   if getattr(dataset, "test_images", None) is not None and len(dataset.test_images):
     out["test"] = _sh.put_global((dataset.test_images, dataset.test_labels), repl)
   return out
 
 
-def build_run(config: TrainConfig, dataset: Dataset | None = None, *,
-              spec: InputSpec | None = None,
-              model_fn: ModelFn | None = None, mesh: jax.sharding.Mesh | None = None,
-              data_init: bool = True) -> Run:
+def build_run(
+    config: TrainConfig,
+    dataset: Dataset | None = None,
+    *,
+    spec: InputSpec | None = None,
+    model_fn: ModelFn | None = None,
+    mesh: jax.sharding.Mesh | None = None,
+    data_init: bool = True,
+) -> Run:
   """Builds a run: mesh, optimizer, preprocessing, model and state, jitted steps.
 
   Args:
@@ -351,20 +399,50 @@ def build_run(config: TrainConfig, dataset: Dataset | None = None, *,
     )
   tx = make_optimizer(config, steps_per_epoch=steps_per_epoch)
   schedule = make_schedule(config, steps_per_epoch=steps_per_epoch)
-  preprocess = make_preprocess(spec.mean, spec.std, augment=config.augment,
-                               crop_padding=config.crop_padding, flip=config.flip)
-  model_def, state = init_state(
-      config, tx, num_classes=len(spec.class_names), input_shape=spec.input_shape,
-      mesh=mesh, model_fn=model_fn, train_images=images if data_init else None,
-      preprocess=preprocess)
-  steps = make_steps(
-      model_def, tx, preprocess=preprocess, mesh=mesh, num_train=spec.num_train,
-      steps_per_epoch=steps_per_epoch, batch_size=config.batch_size,
-      eval_batch_size=eval_batch_size, label_smoothing=config.label_smoothing,
-      steps_per_call=min(config.steps_per_call, steps_per_epoch), unroll=config.unroll,
-      alternating_flip=config.augment and config.flip == "alternating", tta=config.tta,
+  preprocess = make_preprocess(
+      spec.mean,
+      spec.std,
+      augment=config.augment,
+      crop_padding=config.crop_padding,
+      flip=config.flip,
   )
-  return Run(config=config, spec=spec, mesh=mesh, tx=tx, schedule=schedule,
-             preprocess=preprocess, model_def=model_def, state=state, steps=steps,
-             steps_per_epoch=steps_per_epoch, eval_batch_size=eval_batch_size,
-             dataset=dataset, arrays=arrays)
+  model_def, state = init_state(
+      config,
+      tx,
+      num_classes=len(spec.class_names),
+      input_shape=spec.input_shape,
+      mesh=mesh,
+      model_fn=model_fn,
+      train_images=images if data_init else None,
+      preprocess=preprocess,
+  )
+  steps = make_steps(
+      model_def,
+      tx,
+      preprocess=preprocess,
+      mesh=mesh,
+      num_train=spec.num_train,
+      steps_per_epoch=steps_per_epoch,
+      batch_size=config.batch_size,
+      eval_batch_size=eval_batch_size,
+      label_smoothing=config.label_smoothing,
+      steps_per_call=min(config.steps_per_call, steps_per_epoch),
+      unroll=config.unroll,
+      alternating_flip=config.augment and config.flip == "alternating",
+      tta=config.tta,
+  )
+  return Run(
+      config=config,
+      spec=spec,
+      mesh=mesh,
+      tx=tx,
+      schedule=schedule,
+      preprocess=preprocess,
+      model_def=model_def,
+      state=state,
+      steps=steps,
+      steps_per_epoch=steps_per_epoch,
+      eval_batch_size=eval_batch_size,
+      dataset=dataset,
+      arrays=arrays,
+  )

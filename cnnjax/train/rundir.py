@@ -35,9 +35,21 @@ CONFIG_FILE = "config.json"
 RUN_FILE = "run.json"
 
 # Config fields that shape the saved state (the model's and the optimizer's pytrees).
-_STATE_FIELDS = ("model", "model_options", "data", "data_dir", "data_options", "optimizer",
-                 "momentum", "nesterov", "weight_decay", "decay_all", "norm_lr_scale",
-                 "clip_grad_norm", "lookahead")
+_STATE_FIELDS = (
+    "model",
+    "model_options",
+    "data",
+    "data_dir",
+    "data_options",
+    "optimizer",
+    "momentum",
+    "nesterov",
+    "weight_decay",
+    "decay_all",
+    "norm_lr_scale",
+    "clip_grad_norm",
+    "lookahead",
+)
 
 
 def absolute_paths(config: TrainConfig) -> TrainConfig:
@@ -87,8 +99,9 @@ def check_resume_config(saved: TrainConfig, config: TrainConfig, out_dir: str) -
     )
 
 
-def restore_error(saved: TrainConfig | None, config: TrainConfig, path: str,
-                  error: CheckpointError) -> ValueError:
+def restore_error(
+    saved: TrainConfig | None, config: TrainConfig, path: str, error: CheckpointError
+) -> ValueError:
   changes = config_changes(saved, config) if saved is not None else {}
   changes = {k: v for k, v in changes.items() if k in _STATE_FIELDS}
   if changes:
@@ -107,9 +120,10 @@ def write_run_info(out_dir: str, run: Run, *, platform: dict[str, Any] | None = 
   info = {
       "cnnjax_version": __version__,
       "model": run.config.model,
-      "model_arguments": {"num_classes": len(run.spec.class_names),
-                          **_jsonable(model_arguments(run.config,
-                                                      input_shape=run.spec.input_shape))},
+      "model_arguments": {
+          "num_classes": len(run.spec.class_names),
+          **_jsonable(model_arguments(run.config, input_shape=run.spec.input_shape)),
+      },
       **run.spec.to_dict(),
   }
   if platform:
@@ -141,8 +155,9 @@ def read_run_info(run_dir: str) -> InputSpec | None:
     raise ValueError(f"{path}: {e}") from None
   arguments = info.get("model_arguments", {})
   if not isinstance(arguments, dict):
-    raise ValueError(f"{path}: model_arguments got a {type(arguments).__name__}; expected an "
-                     "object.")
+    raise ValueError(
+        f"{path}: model_arguments got a {type(arguments).__name__}; expected an " "object."
+    )
   num_classes = arguments.get("num_classes", len(spec.class_names))
   if num_classes != len(spec.class_names):
     raise ValueError(

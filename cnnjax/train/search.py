@@ -31,9 +31,21 @@ __all__ = ["DEFAULT_SPACE", "SearchSpace", "format_table", "sample", "search"]
 SearchSpace = Mapping[str, tuple[float, float]]
 DEFAULT_SPACE: SearchSpace = {"lr": (1e-3, 0.3), "weight_decay": (1e-5, 1e-2)}
 
-_SEARCHABLE_FLOATS = ("lr", "weight_decay", "label_smoothing", "momentum", "warmup_epochs",
-                      "final_lr_fraction", "b1", "b2", "eps", "clip_grad_norm",
-                      "warmup_start_fraction", "norm_lr_scale", "lookahead_decay")
+_SEARCHABLE_FLOATS = (
+    "lr",
+    "weight_decay",
+    "label_smoothing",
+    "momentum",
+    "warmup_epochs",
+    "final_lr_fraction",
+    "b1",
+    "b2",
+    "eps",
+    "clip_grad_norm",
+    "warmup_start_fraction",
+    "norm_lr_scale",
+    "lookahead_decay",
+)
 
 
 def _check_space(space: SearchSpace) -> None:
@@ -78,9 +90,14 @@ def format_table(results: list[dict[str, Any]], names: list[str]) -> str:
   for rank, r in enumerate(results, 1):
     acc = r.get("val_accuracy")
     loss = r.get("val_loss")
-    cells = [str(rank), str(r["trial"]), *(f"{r['params'][n]:.3g}" for n in names),
-             "-" if acc is None else f"{acc:.4f}", "-" if loss is None else f"{loss:.4f}",
-             r["status"]]
+    cells = [
+        str(rank),
+        str(r["trial"]),
+        *(f"{r['params'][n]:.3g}" for n in names),
+        "-" if acc is None else f"{acc:.4f}",
+        "-" if loss is None else f"{loss:.4f}",
+        r["status"],
+    ]
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
@@ -142,11 +159,13 @@ def search(
     trial_dir = os.path.join(out_dir, f"trial-{t:03d}")
     entry: dict[str, Any] = {"trial": t, "params": params, "out_dir": trial_dir}
     try:
-      run = train(config, out_dir=trial_dir, dataset=dataset, model_fn=model_fn, quiet=True,
-                  plots=False)
+      run = train(
+          config, out_dir=trial_dir, dataset=dataset, model_fn=model_fn, quiet=True, plots=False
+      )
       last = run.history[-1]
-      entry.update(val_accuracy=last.get("val_accuracy"), val_loss=last.get("val_loss"),
-                   status="ok")
+      entry.update(
+          val_accuracy=last.get("val_accuracy"), val_loss=last.get("val_loss"), status="ok"
+      )
     except NonFiniteLossError as e:
       entry.update(val_accuracy=None, val_loss=None, status="diverged", error=str(e))
     results.append(entry)
@@ -154,10 +173,11 @@ def search(
       f.write(json.dumps(entry) + "\n")
     shown = ", ".join(f"{n}={params[n]:.3g}" for n in names)
     acc = entry["val_accuracy"]
-    say(f"trial {t + 1}/{trials}: {shown} -> "
-        + ("diverged" if acc is None else f"val_accuracy {acc:.4f}"))
-  results.sort(key=lambda r: (r["val_accuracy"] is None, -(r["val_accuracy"] or 0.0),
-                              r["trial"]))
+    say(
+        f"trial {t + 1}/{trials}: {shown} -> "
+        + ("diverged" if acc is None else f"val_accuracy {acc:.4f}")
+    )
+  results.sort(key=lambda r: (r["val_accuracy"] is None, -(r["val_accuracy"] or 0.0), r["trial"]))
   table = format_table(results, names)
   with open(os.path.join(out_dir, "results.md"), "w") as f:
     f.write(table + "\n")
@@ -167,6 +187,8 @@ def search(
   say(table)
   if best["val_accuracy"] is not None:
     shown = ", ".join(f"{n}={best['params'][n]:.3g}" for n in names)
-    say(f"Best: trial {best['trial']} ({shown}); config in "
-        f"{os.path.join(out_dir, 'best_config.json')}")
+    say(
+        f"Best: trial {best['trial']} ({shown}); config in "
+        f"{os.path.join(out_dir, 'best_config.json')}"
+    )
   return results

@@ -34,10 +34,13 @@ DATA_AXIS = "data"
 _initialized = False
 
 
-def initialize_distributed(enabled: bool | None = None, *,
-                           coordinator_address: str | None = None,
-                           num_processes: int | None = None,
-                           process_id: int | None = None) -> bool:
+def initialize_distributed(
+    enabled: bool | None = None,
+    *,
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+) -> bool:
   """Joins a multi-process run with ``jax.distributed.initialize`` when asked.
 
   Args:
@@ -61,8 +64,11 @@ def initialize_distributed(enabled: bool | None = None, *,
     False
   """
   global _initialized
-  given = {"coordinator_address": coordinator_address, "num_processes": num_processes,
-           "process_id": process_id}
+  given = {
+      "coordinator_address": coordinator_address,
+      "num_processes": num_processes,
+      "process_id": process_id,
+  }
   explicit = any(v is not None for v in given.values())
   if explicit and enabled is False:
     raise ValueError(
@@ -87,14 +93,16 @@ def initialize_distributed(enabled: bool | None = None, *,
           f"initialize_distributed: coordinator_address got {coordinator_address!r}; "
           "expected HOST:PORT such as 127.0.0.1:12345."
       )
-    if isinstance(num_processes, bool) or not isinstance(num_processes, int) or (
-        num_processes < 1):
+    if isinstance(num_processes, bool) or not isinstance(num_processes, int) or (num_processes < 1):
       raise ValueError(
           f"initialize_distributed: num_processes got {num_processes!r}; expected a "
           "positive int."
       )
-    if isinstance(process_id, bool) or not isinstance(process_id, int) or not (
-        0 <= process_id < num_processes):
+    if (
+        isinstance(process_id, bool)
+        or not isinstance(process_id, int)
+        or not (0 <= process_id < num_processes)
+    ):
       raise ValueError(
           f"initialize_distributed: process_id got {process_id!r}; expected an int in "
           f"[0, {num_processes})."
@@ -126,8 +134,15 @@ class PeerLostError(RuntimeError):
 
 
 # What the CPU collectives (Gloo) and the coordination service say when a peer is gone.
-_PEER_SIGNS = ("Gloo", "Connection closed by peer", "Connection reset", "UNAVAILABLE",
-               "coordination service", "DEADLINE_EXCEEDED", "barrier")
+_PEER_SIGNS = (
+    "Gloo",
+    "Connection closed by peer",
+    "Connection reset",
+    "UNAVAILABLE",
+    "coordination service",
+    "DEADLINE_EXCEEDED",
+    "barrier",
+)
 
 
 def is_peer_failure(error: BaseException) -> bool:
@@ -189,7 +204,9 @@ def put_global(tree: Any, sharding: NamedSharding) -> Any:
 
   def put(x):
     # (jax/dtypes.py imports issubdtype without marking it re-exported; it is public)
-    if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):  # pyright: ignore[reportPrivateImportUsage]
+    if isinstance(x, jax.Array) and jax.dtypes.issubdtype(
+        x.dtype, jax.dtypes.prng_key
+    ):  # pyright: ignore[reportPrivateImportUsage]
       return jax.random.wrap_key_data(put(jax.random.key_data(x)), impl=jax.random.key_impl(x))
     x = np.asarray(x)
     return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
@@ -203,6 +220,7 @@ def to_host(tree: Any) -> Any:
   Unlike ``jax.device_get`` this also works in multi-process runs, where a global array is
   not fully addressable from one process (every replica holds the same values).
   """
+
   def get(x):
     if isinstance(x, jax.Array):
       return np.asarray(x.addressable_data(0))

@@ -31,8 +31,15 @@ from cnnjax.train import sharding as _sh
 from cnnjax.train import augment as _aug
 from cnnjax.train.state import ModelDef, TrainState, eval_params, fast_params
 
-__all__ = ["LeafProgram", "Preprocess", "Steps", "cross_entropy", "make_steps",
-           "make_train_step", "over_leaves"]
+__all__ = [
+    "LeafProgram",
+    "Preprocess",
+    "Steps",
+    "cross_entropy",
+    "make_steps",
+    "make_train_step",
+    "over_leaves",
+]
 
 # (key, uint8 images [B, H, W, C], *, train) -> float32 images [B, H, W, C]
 Preprocess = Callable[..., jax.Array]
@@ -61,8 +68,9 @@ def cross_entropy(
   logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
   if not label_smoothing:
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-  targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype),
-                                label_smoothing)
+  targets = optax.smooth_labels(
+      jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype), label_smoothing
+  )
   return optax.softmax_cross_entropy(logits, targets)
 
 
@@ -106,8 +114,9 @@ def make_train_step(
             "make_train_step: indices got None; expected the batch's training-set indices "
             "with alternating_flip_every."
         )
-      x = _aug.alternating_flip(jax.random.fold_in(base, _FLIP_STREAM), x, indices,
-                               state.step // alternating_flip_every)
+      x = _aug.alternating_flip(
+          jax.random.fold_in(base, _FLIP_STREAM), x, indices, state.step // alternating_flip_every
+      )
     if batch_sharding is not None:
       x = lax.with_sharding_constraint(x, batch_sharding)
       labels = lax.with_sharding_constraint(labels, batch_sharding)
@@ -133,8 +142,9 @@ def make_train_step(
   return step
 
 
-def epoch_permutation(rng: jax.Array, epoch: int, *, num_examples: int, steps: int,
-                      batch_size: int) -> np.ndarray:
+def epoch_permutation(
+    rng: jax.Array, epoch: int, *, num_examples: int, steps: int, batch_size: int
+) -> np.ndarray:
   """``[steps, batch_size]`` int32 indices: a fresh shuffle of the training set for ``epoch``.
 
   Drawn on the host with NumPy from the run's key data and the epoch (no compilation; the
@@ -220,13 +230,23 @@ def make_steps(
   batch = _sh.batch_sharding(mesh)
   repl = _sh.replicated(mesh)
   traces: collections.Counter = collections.Counter()
-  step = make_train_step(model_def, tx, preprocess=preprocess,
-                         label_smoothing=label_smoothing, batch_sharding=batch,
-                         alternating_flip_every=steps_per_epoch if alternating_flip else None)
+  step = make_train_step(
+      model_def,
+      tx,
+      preprocess=preprocess,
+      label_smoothing=label_smoothing,
+      batch_sharding=batch,
+      alternating_flip_every=steps_per_epoch if alternating_flip else None,
+  )
 
   def permutation(rng, epoch):
-    perm = epoch_permutation(_sh.to_host(rng), epoch, num_examples=num_train,
-                             steps=steps_per_epoch, batch_size=batch_size)
+    perm = epoch_permutation(
+        _sh.to_host(rng),
+        epoch,
+        num_examples=num_train,
+        steps=steps_per_epoch,
+        batch_size=batch_size,
+    )
     return _sh.put_global(perm, repl)
 
   def gather_step(state, images, labels, perm, i):
@@ -241,8 +261,9 @@ def make_steps(
       return gather_step(state, images, labels, perm, start + i)
 
     n = steps_per_call
-    return lax.scan(body, state, jnp.arange(n, dtype=jnp.int32),
-                    unroll=n if unroll == 0 else min(unroll, n))
+    return lax.scan(
+        body, state, jnp.arange(n, dtype=jnp.int32), unroll=n if unroll == 0 else min(unroll, n)
+    )
 
   def train_one(state, images, labels, perm, start):
     traces["train_one"] += 1
@@ -262,17 +283,23 @@ def make_steps(
     logits = _aug.tta_logits(model, x, mode=mode)
     losses = cross_entropy(logits, y).astype(jnp.float32)
     correct = (jnp.argmax(logits, -1) == y) & mask
-    return jnp.stack([
-        jnp.sum(jnp.where(mask, losses, 0.0)),
-        jnp.sum(correct).astype(jnp.float32),
-        jnp.sum(mask).astype(jnp.float32),
-    ])
+    return jnp.stack(
+        [
+            jnp.sum(jnp.where(mask, losses, 0.0)),
+            jnp.sum(correct).astype(jnp.float32),
+            jnp.sum(mask).astype(jnp.float32),
+        ]
+    )
 
   train_out = (repl, repl)
-  evaluate_tta = jax.jit(functools.partial(evaluate, mode=tta, name="evaluate"),
-                         out_shardings=repl)
-  evaluate_plain = evaluate_tta if tta == "none" else jax.jit(
-      functools.partial(evaluate, mode="none", name="evaluate_plain"), out_shardings=repl)
+  evaluate_tta = jax.jit(functools.partial(evaluate, mode=tta, name="evaluate"), out_shardings=repl)
+  evaluate_plain = (
+      evaluate_tta
+      if tta == "none"
+      else jax.jit(
+          functools.partial(evaluate, mode="none", name="evaluate_plain"), out_shardings=repl
+      )
+  )
   return Steps(
       permutation=permutation,
       train=jax.jit(train_many, donate_argnums=0, out_shardings=train_out),

@@ -48,8 +48,16 @@ class StepLogger:
     enabled: False on processes other than the first (nothing is written).
   """
 
-  def __init__(self, out_dir: str, *, log_every: int, schedule: Callable[[Any], Any],
-               batch_size: int, tensorboard: bool = False, enabled: bool = True):
+  def __init__(
+      self,
+      out_dir: str,
+      *,
+      log_every: int,
+      schedule: Callable[[Any], Any],
+      batch_size: int,
+      tensorboard: bool = False,
+      enabled: bool = True,
+  ):
     self.log: MetricsLog = MetricsLog(os.path.join(out_dir, STEPS_FILE))
     self.log_every: int = log_every if enabled else 0
     self.schedule: Callable[[Any], Any]
@@ -78,11 +86,13 @@ class StepLogger:
     if step % self.log_every:
       return
     now = time.perf_counter()
-    record = {"step": step, "epoch": epoch,
-              "loss": sum(self._losses) / len(self._losses),
-              "lr": float(self.schedule(step - 1)),
-              "images_per_second": len(self._losses) * self.batch_size / max(
-                  now - self._since, 1e-9)}
+    record = {
+        "step": step,
+        "epoch": epoch,
+        "loss": sum(self._losses) / len(self._losses),
+        "lr": float(self.schedule(step - 1)),
+        "images_per_second": len(self._losses) * self.batch_size / max(now - self._since, 1e-9),
+    }
     self.log.append(record)
     if self._open():
       for key in ("loss", "lr", "images_per_second"):

@@ -94,7 +94,10 @@ def _check(app: Sphinx, exception: Exception | None) -> None:
     for name in names:
       log.warning(
           "coverage_check: %s.%s is in %s.__all__ but has no entry in the API reference "
-          "(add it to a page in docs/api/)", module_name, name, module_name,
+          "(add it to a page in docs/api/)",
+          module_name,
+          name,
+          module_name,
           type="coverage_check",
       )
   if missing:

@@ -15,7 +15,6 @@ from jax import lax
 
 from cnnjax._lowering.config import ConvConfig
 
-
 _SETTINGS = dict(
     deadline=None,
     max_examples=8,
@@ -34,10 +33,14 @@ def lax_reference(x, w, *, stride, pads, dilation=None, groups=1, lhs_dilation=N
   nd = w.ndim - 2
   letters = _LETTERS[nd]
   ld = lhs_dilation or (1,) * nd
-  x = lax.pad(x, jnp.zeros((), x.dtype),
-              [(0, 0, 0), *((lo, hi, d - 1) for (lo, hi), d in zip(pads, ld)), (0, 0, 0)])
+  x = lax.pad(
+      x,
+      jnp.zeros((), x.dtype),
+      [(0, 0, 0), *((lo, hi, d - 1) for (lo, hi), d in zip(pads, ld)), (0, 0, 0)],
+  )
   return lax.conv_general_dilated(
-      x, w,
+      x,
+      w,
       window_strides=stride,
       padding=((0, 0),) * nd,
       rhs_dilation=dilation or (1,) * nd,
@@ -79,8 +82,10 @@ def _cpu_compiled_text(f, *args):
   """The optimised HLO of ``f`` as XLA:CPU compiles it, on any host (the arguments are
   committed to a CPU device; accelerator hosts have one too)."""
   if jax.lib.__version__ not in PROGRAM_TEXT_JAXLIB:
-    pytest.skip(f"matches XLA:CPU's program text as jaxlib {PROGRAM_TEXT_JAXLIB} compiles "
-                f"it; jaxlib {jax.lib.__version__} writes other text")
+    pytest.skip(
+        f"matches XLA:CPU's program text as jaxlib {PROGRAM_TEXT_JAXLIB} compiles "
+        f"it; jaxlib {jax.lib.__version__} writes other text"
+    )
   cpu = jax.devices("cpu")[0]
   return jax.jit(f).lower(*jax.device_put(args, cpu)).compile().as_text()
 
@@ -101,10 +106,9 @@ def lowering_cases(draw, *, groups=(1, 2, 3), negative_pads=False, lhs_dilation=
   max_extra = {1: 5, 2: 3, 3: 1}[nd]
   sizes = [draw(st.integers(1, 2 + max_extra)) for _ in range(nd)]
   r_eff = [(r - 1) * t + 1 for r, t in zip(kernel, dilation)]
-  assume(all(
-      (n - 1) * ld + 1 + lo + hi >= r
-      for n, ld, (lo, hi), r in zip(sizes, lhs, pads, r_eff)
-  ))
+  assume(
+      all((n - 1) * ld + 1 + lo + hi >= r for n, ld, (lo, hi), r in zip(sizes, lhs, pads, r_eff))
+  )
   g = draw(st.sampled_from(groups))
   c_in_per_group = draw(st.integers(1, 2))
   c_out = g * draw(st.integers(1, 2))
@@ -112,7 +116,10 @@ def lowering_cases(draw, *, groups=(1, 2, 3), negative_pads=False, lhs_dilation=
       x_shape=(draw(st.integers(1, 3)), *sizes, g * c_in_per_group),
       w_shape=(*kernel, c_in_per_group, c_out),
       config=dict(
-          stride=tuple(stride), pads=tuple(pads), dilation=tuple(dilation), groups=g,
+          stride=tuple(stride),
+          pads=tuple(pads),
+          dilation=tuple(dilation),
+          groups=g,
           lhs_dilation=tuple(lhs),
       ),
   )

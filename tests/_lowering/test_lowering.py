@@ -23,24 +23,32 @@ from cnnjax.conv import conv_transpose, convolve, cross_correlate
 from lowering_helpers import _count, _lax_padding, _lowered_text, _random, lax_reference
 from references import assert_close
 
-
 # --------------------------------------------------- the public ops on CPU vs lax
 
 
 _PUBLIC_CASES = (
     dict(testcase_name="3x3_same", x=(4, 9, 9, 4), w=(3, 3, 4, 5), kw=dict(padding="SAME")),
-    dict(testcase_name="strided_dilated", x=(3, 11, 10, 2), w=(3, 2, 2, 3),
-         kw=dict(stride=(2, 3), dilation=(2, 1), padding=((1, 2), (0, 1)))),
-    dict(testcase_name="grouped", x=(2, 8, 8, 4), w=(3, 3, 2, 6),
-         kw=dict(groups=2, padding=1)),
-    dict(testcase_name="depthwise", x=(2, 8, 7, 3), w=(3, 3, 1, 6),
-         kw=dict(groups=3, padding="SAME", stride=2)),
-    dict(testcase_name="one_by_one", x=(3, 7, 7, 4), w=(1, 1, 4, 5),
-         kw=dict(stride=2, padding=1)),
-    dict(testcase_name="conv1d", x=(3, 17, 3), w=(4, 3, 2),
-         kw=dict(dilation=3, padding="FULL")),
-    dict(testcase_name="conv3d", x=(2, 5, 6, 4, 2), w=(2, 3, 2, 2, 3),
-         kw=dict(stride=(1, 2, 1), padding="SAME")),
+    dict(
+        testcase_name="strided_dilated",
+        x=(3, 11, 10, 2),
+        w=(3, 2, 2, 3),
+        kw=dict(stride=(2, 3), dilation=(2, 1), padding=((1, 2), (0, 1))),
+    ),
+    dict(testcase_name="grouped", x=(2, 8, 8, 4), w=(3, 3, 2, 6), kw=dict(groups=2, padding=1)),
+    dict(
+        testcase_name="depthwise",
+        x=(2, 8, 7, 3),
+        w=(3, 3, 1, 6),
+        kw=dict(groups=3, padding="SAME", stride=2),
+    ),
+    dict(testcase_name="one_by_one", x=(3, 7, 7, 4), w=(1, 1, 4, 5), kw=dict(stride=2, padding=1)),
+    dict(testcase_name="conv1d", x=(3, 17, 3), w=(4, 3, 2), kw=dict(dilation=3, padding="FULL")),
+    dict(
+        testcase_name="conv3d",
+        x=(2, 5, 6, 4, 2),
+        w=(2, 3, 2, 2, 3),
+        kw=dict(stride=(1, 2, 1), padding="SAME"),
+    ),
 )
 
 
@@ -72,17 +80,16 @@ class PublicOpsOnCpuTest(chex.TestCase):
     ct = _random(y.shape, 2)
     (want,) = vjp(ct)
     config = {k: v for k, v in kw.items() if k in ("stride", "padding", "dilation", "groups")}
-    got = self.variant(
-        functools.partial(conv_transpose, input_shape=x[1:-1], **config)
-    )(ct, ws)
+    got = self.variant(functools.partial(conv_transpose, input_shape=x[1:-1], **config))(ct, ws)
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
 
   def test_float32_matches_lax_within_tolerance(self):
     # The main benchmark shape at a tiny batch; float32, as users run it, with the
     # precision pinned (the suite's default, conftest.py) and with the platform's default.
     x, w = _random((2, 16, 16, 32), 0, np.float32), _random((3, 3, 32, 16), 1, np.float32)
-    want = lax_reference(x.astype(np.float64), w.astype(np.float64),
-                         stride=(1, 1), pads=((1, 1), (1, 1)))
+    want = lax_reference(
+        x.astype(np.float64), w.astype(np.float64), stride=(1, 1), pads=((1, 1), (1, 1))
+    )
     f = jax.jit(functools.partial(cross_correlate, padding="SAME"))
     got = f(x, w)
     self.assertEqual(got.dtype, jnp.float32)
@@ -99,8 +106,12 @@ class TransformTest(chex.TestCase):
 
   @parameterized.named_parameters(
       dict(testcase_name="split", x=(3, 5, 5, 2), w=(3, 3, 2, 2), kw=dict(padding=1)),
-      dict(testcase_name="depthwise", x=(2, 5, 5, 2), w=(3, 3, 1, 4),
-           kw=dict(groups=2, stride=2, padding="SAME")),
+      dict(
+          testcase_name="depthwise",
+          x=(2, 5, 5, 2),
+          w=(3, 3, 1, 4),
+          kw=dict(groups=2, stride=2, padding="SAME"),
+      ),
       dict(testcase_name="one_by_one", x=(2, 5, 5, 2), w=(1, 1, 2, 3), kw=dict(stride=2)),
   )
   def test_grads_fwd_and_rev(self, x, w, kw):
@@ -191,26 +202,28 @@ class LoweredProgramTest(chex.TestCase):
         functools.partial(cross_correlate, groups=2, padding=1),
         functools.partial(conv_transpose, stride=2, padding="SAME"),
     ):
-      text = _lowered_text(f, x, w[..., :2, :] if "groups" in f.keywords else w,
-                           platform=platform)
+      text = _lowered_text(f, x, w[..., :2, :] if "groups" in f.keywords else w, platform=platform)
       self.assertEqual(_count(text, "convolution"), 0)
       self.assertGreaterEqual(_count(text, "dot_general"), 1)
 
 
-@pytest.mark.parametrize("name", ["cross_correlate", "conv_transpose", "locally_connected",
-                                  "tiled_conv"])
+@pytest.mark.parametrize(
+    "name", ["cross_correlate", "conv_transpose", "locally_connected", "tiled_conv"]
+)
 def test_default_precision_is_within_the_backends_tolerance(name):
   # The suite pins precision="highest" (conftest.py); users get the platform's default:
   # float32 on CPU, TF32 on NVIDIA GPUs, bf16 passes on TPU (references.tolerance).
   import cnnjax  # noqa: PLC0415
   from references import ref_correlate_adjoint, ref_local, ref_tiled  # noqa: PLC0415
+
   rng = np.random.default_rng(11)
   x = rng.normal(size=(2, 8, 8, 16)).astype(np.float32)
   if name == "cross_correlate":
     w = rng.normal(size=(3, 3, 16, 8)).astype(np.float32)
     f = functools.partial(cnnjax.cross_correlate, padding="SAME")
-    want = lax_reference(x.astype(np.float64), w.astype(np.float64), stride=(1, 1),
-                         pads=((1, 1), (1, 1)))
+    want = lax_reference(
+        x.astype(np.float64), w.astype(np.float64), stride=(1, 1), pads=((1, 1), (1, 1))
+    )
   elif name == "conv_transpose":
     w = rng.normal(size=(3, 3, 8, 16)).astype(np.float32)
     f = functools.partial(cnnjax.conv_transpose, stride=2, padding="SAME")

@@ -15,19 +15,33 @@ from jax.test_util import check_grads
 from cnnjax.conv import conv_transpose
 from lowering_helpers import _lax_padding, _random, lax_reference
 
-
 # ------------------------------------------------------------ transformations
 
 
 class TransformTest(chex.TestCase):
 
   @parameterized.named_parameters(
-      dict(testcase_name="stride2_same", kw=dict(stride=2, padding="SAME"), y=(2, 3, 3, 2),
-           w=(3, 3, 2, 2), x=(6, 6)),
-      dict(testcase_name="dilated_grouped", kw=dict(stride=(2, 3), dilation=(1, 2),
-           groups=2, padding=((1, 0), (2, 1))), y=(1, 3, 2, 4), w=(2, 3, 2, 4), x=(6, 6)),
-      dict(testcase_name="conv1d_dropped", kw=dict(stride=3, padding="VALID"),
-           y=(2, 3, 2), w=(2, 3, 2), x=(8,)),
+      dict(
+          testcase_name="stride2_same",
+          kw=dict(stride=2, padding="SAME"),
+          y=(2, 3, 3, 2),
+          w=(3, 3, 2, 2),
+          x=(6, 6),
+      ),
+      dict(
+          testcase_name="dilated_grouped",
+          kw=dict(stride=(2, 3), dilation=(1, 2), groups=2, padding=((1, 0), (2, 1))),
+          y=(1, 3, 2, 4),
+          w=(2, 3, 2, 4),
+          x=(6, 6),
+      ),
+      dict(
+          testcase_name="conv1d_dropped",
+          kw=dict(stride=3, padding="VALID"),
+          y=(2, 3, 2),
+          w=(2, 3, 2),
+          x=(8,),
+      ),
   )
   def test_conv_transpose_grads_match_lax(self, kw, y, w, x):
     # conv_transpose has a custom JVP (fast weight gradient on XLA:CPU); its derivatives
@@ -49,8 +63,9 @@ class TransformTest(chex.TestCase):
     # Forward mode, one tangent at a time and both (symbolic zeros in the custom JVP).
     jvp = lambda f, t: jax.jvp(f, (ys, ws), t)[1]
     for t in ((ys, np.zeros_like(ws)), (np.zeros_like(ys), ws), (ys, ws)):
-      np.testing.assert_allclose(jax.jit(jvp, static_argnums=0)(ours, t), jvp(lax_adjoint, t),
-                                 rtol=1e-10, atol=1e-10)
+      np.testing.assert_allclose(
+          jax.jit(jvp, static_argnums=0)(ours, t), jvp(lax_adjoint, t), rtol=1e-10, atol=1e-10
+      )
     # vmap over the batch, one kernel per example: the weight gradient per example.
     w_stack = np.stack([ws * (i + 1) for i in range(y[0])])
     vloss = lambda w: jnp.sum(jnp.sin(jax.vmap(ours)(ys[:, None], w)))
@@ -69,8 +84,9 @@ class TransformTest(chex.TestCase):
 
     ours = functools.partial(conv_transpose, stride=3, padding=((1, 0),), input_shape=(7,))
     hess = lambda f: jax.hessian(lambda w: jnp.sum(jnp.sin(f(ys, w)) * g))(ws)
-    np.testing.assert_allclose(jax.jit(hess, static_argnums=0)(ours), hess(lax_adjoint),
-                               rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(
+        jax.jit(hess, static_argnums=0)(ours), hess(lax_adjoint), rtol=1e-10, atol=1e-10
+    )
     check_grads(jax.jit(ours), (ys, ws), order=1, modes=("fwd", "rev"))
 
 

@@ -18,10 +18,16 @@ from cnnjax._lowering import cpu, workarounds
 from cnnjax.conv import conv_transpose, cross_correlate
 from cnnjax.tiled import tiled_conv
 from lowering_helpers import (
-    _SETTINGS, _arrays, _cfg, _count, _lowered_text, _random, lax_reference, lowering_cases,
+    _SETTINGS,
+    _arrays,
+    _cfg,
+    _count,
+    _lowered_text,
+    _random,
+    lax_reference,
+    lowering_cases,
 )
 from references import assert_close
-
 
 # ------------------------------------------------------- each form vs lax
 
@@ -74,8 +80,13 @@ def swap_defect_cases(draw, *, tiled=False):
   sizes, kernel, stride, pads, tile = [], [], [], [], []
   for i in range(nd):
     if i == special:
-      k, s, n, lo, hi = 2, 1 if tiled else 2, 2 * draw(st.integers(2, 3)), 1, draw(
-          st.integers(0 if tiled else 1, 2))
+      k, s, n, lo, hi = (
+          2,
+          1 if tiled else 2,
+          2 * draw(st.integers(2, 3)),
+          1,
+          draw(st.integers(0 if tiled else 1, 2)),
+      )
       t = 2
     else:
       k, s = draw(st.integers(1, 4 if nd == 2 else 3)), draw(st.integers(1, 2))
@@ -84,9 +95,13 @@ def swap_defect_cases(draw, *, tiled=False):
       t = draw(st.integers(1, 2))
     sizes.append(n), kernel.append(k), stride.append(s), pads.append((lo, hi)), tile.append(t)
   c_in = draw(st.integers(1, 2))
-  return dict(x_shape=(draw(st.integers(1, 2)), *sizes, c_in),
-              w_shape=(*kernel, c_in, draw(st.integers(1, 2))),
-              stride=tuple(stride), pads=tuple(pads), tile=tuple(tile))
+  return dict(
+      x_shape=(draw(st.integers(1, 2)), *sizes, c_in),
+      w_shape=(*kernel, c_in, draw(st.integers(1, 2))),
+      stride=tuple(stride),
+      pads=tuple(pads),
+      tile=tuple(tile),
+  )
 
 
 class SwapDefectTest(chex.TestCase):
@@ -101,7 +116,11 @@ class SwapDefectTest(chex.TestCase):
     # conv_transpose's output, against NumPy loops of the definitions; float64 exactly,
     # float32 and bfloat16 within their rounding (of the references on rounded inputs).
     from references import (  # noqa: PLC0415
-        ref_correlate, ref_correlate_adjoint, ref_correlate_weight_grad)
+        ref_correlate,
+        ref_correlate_adjoint,
+        ref_correlate_weight_grad,
+    )
+
     kw = dict(stride=case["stride"], padding=case["pads"])
     f = lambda x, w: cross_correlate(x, w, **kw)
     step = lambda x, w, g: (lambda y, vjp: (y, *vjp(g)))(*jax.vjp(f, x, w))
@@ -115,8 +134,12 @@ class SwapDefectTest(chex.TestCase):
         got = jax.jit(step)(*(a.astype(dtype) for a in (xs, ws, gs)))
         got = (*got, jax.jit(adjoint)(gs.astype(dtype), ws.astype(dtype)))
       dx = ref_correlate_adjoint(gs, ws, x_shape, **kw)
-      want = (ref_correlate(xs, ws, **kw), dx,
-              ref_correlate_weight_grad(xs, gs, ws.shape[:-2], **kw), dx)
+      want = (
+          ref_correlate(xs, ws, **kw),
+          dx,
+          ref_correlate_weight_grad(xs, gs, ws.shape[:-2], **kw),
+          dx,
+      )
       for a, b in zip(got, want):
         self.assertEqual(a.dtype, dtype)
         assert_close(a, b, dtype)
@@ -128,6 +151,7 @@ class SwapDefectTest(chex.TestCase):
     # in w): the gradients are the adjoints of the NumPy reference, <dx, u> =
     # <ref(u, w), g> and <dw, v> = <ref(x, v), g>.
     from references import ref_tiled  # noqa: PLC0415
+
     kw = dict(stride=case["stride"], padding=case["pads"], tile=case["tile"])
     x = _random(case["x_shape"])
     w = _random(case["tile"] + case["w_shape"], 1)
@@ -144,14 +168,17 @@ class SwapDefectTest(chex.TestCase):
     cfg = lambda **c: _cfg(2, **dict(dict(stride=(2, 1), pads=((1, 1), (0, 0))), **c))
     self.assertTrue(workarounds.aborts(x, w, cfg()))
     self.assertTrue(workarounds.aborts(x, w, cfg(pads=((1, 2), (0, 0)))))
-    self.assertTrue(workarounds.aborts((1, 1, 4, 6), (2, 2, 2, 6), cfg(stride=(2, 2), pads=((1, 1),) * 2)))
+    self.assertTrue(
+        workarounds.aborts((1, 1, 4, 6), (2, 2, 2, 6), cfg(stride=(2, 2), pads=((1, 1),) * 2))
+    )
     self.assertFalse(workarounds.aborts((1, 5, 4, 1), w, cfg()))  # odd size: the gradient is padded
     self.assertFalse(workarounds.aborts(x, w, cfg(pads=((0, 1), (0, 0)))))
     self.assertFalse(workarounds.aborts(x, w, cfg(stride=(1, 1))))
     self.assertFalse(workarounds.aborts(x, w, cfg(dilation=(2, 1))))
     self.assertFalse(workarounds.aborts((1, 4, 1), (2, 1, 1), _cfg(1, stride=(2,), pads=((1, 1),))))
-    self.assertFalse(workarounds.aborts((1, 6, 6, 1), (2, 2, 1, 1), cfg(stride=(2, 2),
-                                                                pads=((1, 1),) * 2)))
+    self.assertFalse(
+        workarounds.aborts((1, 6, 6, 1), (2, 2, 1, 1), cfg(stride=(2, 2), pads=((1, 1),) * 2))
+    )
     # An lhs-dilated convolution (conv_transpose's): window 2 = input dilation, stride 1,
     # no padding, an input size other than 2 (and the old case: window over 1 row).
     lhs = lambda **c: cfg(stride=(1, 1), lhs_dilation=(2, 1), **c)

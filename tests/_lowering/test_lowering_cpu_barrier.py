@@ -34,9 +34,9 @@ class CpuBarrierTest(chex.TestCase):
       x[0, 0, 0, 0], x[1, 1, 1, 1], x[2, 2, 2, 1], x[2, 3, 4, 0] = -0.0, np.nan, -np.inf, tiny
       after_a_trip = x.copy()
       after_a_trip[2, 3, 4, 0] = jax.jit(jnp.multiply)(
-          *jax.device_put((tiny, np.ones((), dtype)), host))
-      for source, want in ((np.ones(3, np.float32), after_a_trip),
-                           (np.array([1.0, np.nan]), x)):
+          *jax.device_put((tiny, np.ones((), dtype)), host)
+      )
+      for source, want in ((np.ones(3, np.float32), after_a_trip), (np.array([1.0, np.nan]), x)):
         got = np.asarray(jax.jit(cpu_barrier.barrier)(*jax.device_put((x, source), host)))
         self.assertEqual(got.dtype, dtype)
         np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))
@@ -48,7 +48,8 @@ class CpuBarrierTest(chex.TestCase):
     f = lambda x: jnp.sin(cpu_barrier.barrier(x * x, source))
     check_grads(f, (x,), order=2, modes=("fwd", "rev"))
     np.testing.assert_array_equal(
-        jax.grad(lambda x: jnp.sum(cpu_barrier.barrier(x, source) ** 2))(x), 2 * x)
+        jax.grad(lambda x: jnp.sum(cpu_barrier.barrier(x, source) ** 2))(x), 2 * x
+    )
     np.testing.assert_array_equal(jax.vmap(cpu_barrier.barrier, (0, None))(x, source), x)
 
   def test_linear_barrier_is_the_identity_in_every_transformation(self):
@@ -62,8 +63,7 @@ class CpuBarrierTest(chex.TestCase):
     check_grads(f, (x,), order=2, modes=("fwd", "rev"))
     (back,) = jax.linear_transpose(lambda t: cpu_barrier.linear_barrier(t, source), x)(x)
     np.testing.assert_array_equal(back, x)
-    np.testing.assert_array_equal(
-        jax.vmap(cpu_barrier.linear_barrier, (0, None))(x, source), x)
+    np.testing.assert_array_equal(jax.vmap(cpu_barrier.linear_barrier, (0, None))(x, source), x)
     grad = jax.grad(lambda x, s: jnp.sum(cpu_barrier.linear_barrier(x, s) ** 2))
     np.testing.assert_array_equal(jax.vmap(grad)(x, jnp.ones((2, 3))), 2 * x)
     self.assertEqual(cpu_barrier.linear_barrier(jnp.ones((0, 3)), source).shape, (0, 3))
@@ -104,8 +104,13 @@ class CpuBarrierTest(chex.TestCase):
         print(json.dumps(out))
         """)
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          env=dict(env, JAX_PLATFORMS="cpu"), timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=dict(env, JAX_PLATFORMS="cpu"),
+        timeout=300,
+    )
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     self.assertEqual(len(out), 4)

@@ -16,9 +16,15 @@ from cnnjax import cpu_forms
 from cnnjax._lowering import cpu, cpu_bf16
 from cnnjax.conv import conv_transpose, convolve, cross_correlate
 from lowering_helpers import (
-    _SETTINGS, _arrays, _cfg, _count, _lax_padding, _lowered_text, _random, lax_reference,
+    _SETTINGS,
+    _arrays,
+    _cfg,
+    _count,
+    _lax_padding,
+    _lowered_text,
+    _random,
+    lax_reference,
 )
-
 
 # ------------------------------------------- bfloat16 patch matmuls on XLA:CPU
 
@@ -67,7 +73,7 @@ def _bf16_arrays(case):
   return x, w, x.astype(jnp.float32), w.astype(jnp.float32)
 
 
-def _assert_bf16_close(got, want, *, rtol=2 ** -7):
+def _assert_bf16_close(got, want, *, rtol=2**-7):
   """bf16 result vs a float32 reference: within bf16 rounding of the largest entry."""
   assert got.dtype == jnp.bfloat16, got.dtype
   want = np.asarray(want, np.float32)
@@ -115,14 +121,23 @@ class Bf16PatchLoweringTest(chex.TestCase):
       # and its gradients (conv_transpose's custom JVP transposes the tangents, so
       # those take lax's convolution): reverse mode works (it raised before).
       ct = jnp.ones_like(jax.jit(f)(x, w))
-      gy, gw = jax.jit(jax.grad(lambda y, w: jnp.sum(
-          conv_transpose(y, w, padding=padding, input_shape=x.shape[1:-1]).astype(
-              jnp.float32) * x32), argnums=(0, 1)))(ct, w)
-      want_y, want_w = jax.grad(lambda y, w: jnp.sum(jax.vjp(
-          lambda x: lax_reference(x, w, **cfg), x32)[1](y)[0] * x32), argnums=(0, 1))(
-              ct.astype(jnp.float32), w32)
-      _assert_bf16_close(gy, want_y, rtol=2 ** -5)
-      _assert_bf16_close(gw, want_w, rtol=2 ** -5)
+      gy, gw = jax.jit(
+          jax.grad(
+              lambda y, w: jnp.sum(
+                  conv_transpose(y, w, padding=padding, input_shape=x.shape[1:-1]).astype(
+                      jnp.float32
+                  )
+                  * x32
+              ),
+              argnums=(0, 1),
+          )
+      )(ct, w)
+      want_y, want_w = jax.grad(
+          lambda y, w: jnp.sum(jax.vjp(lambda x: lax_reference(x, w, **cfg), x32)[1](y)[0] * x32),
+          argnums=(0, 1),
+      )(ct.astype(jnp.float32), w32)
+      _assert_bf16_close(gy, want_y, rtol=2**-5)
+      _assert_bf16_close(gw, want_w, rtol=2**-5)
       self.assertGreaterEqual(_count(text, "bitcast_convert"), 2)
     flipped = jnp.flip(w32, (0, 1))
     _assert_bf16_close(
@@ -132,9 +147,11 @@ class Bf16PatchLoweringTest(chex.TestCase):
 
     def second_order(conv):
       def h(x, w):
-        gx, gw = jax.grad(lambda x, w: jnp.sum(jnp.sin(conv(x, w).astype(jnp.float32))),
-                          argnums=(0, 1))(x, w)
+        gx, gw = jax.grad(
+            lambda x, w: jnp.sum(jnp.sin(conv(x, w).astype(jnp.float32))), argnums=(0, 1)
+        )(x, w)
         return jnp.sum(gx.astype(jnp.float32) ** 2) + jnp.sum(gw.astype(jnp.float32) ** 2)
+
       return jax.jit(jax.grad(h, argnums=(0, 1)))
 
     # C_in < C_out takes lax's convolution for the input gradient, C_in >= C_out patches.
@@ -144,13 +161,14 @@ class Bf16PatchLoweringTest(chex.TestCase):
       got = second_order(functools.partial(cross_correlate, padding="SAME"))(x, w)
       want = second_order(lambda x, w: lax_reference(x, w, **cfg))(x32, w32)
       for g, r in zip(got, want):
-        _assert_bf16_close(g, r, rtol=2 ** -5)  # three bf16 roundings deep
+        _assert_bf16_close(g, r, rtol=2**-5)  # three bf16 roundings deep
 
   def test_conv_transpose_gradients_through_the_module(self):
     # Reverse mode through bf16 conv_transpose with stride 1 raised NotImplementedError
     # (no transpose rule for custom_vjp_call): its custom JVP transposes its tangents.
     from flax import nnx  # noqa: PLC0415
     import cnnjax.nn  # noqa: PLC0415
+
     y = jnp.asarray(_random((2, 6, 6, 4), 3, np.float32), jnp.bfloat16)
     module = cnnjax.nn.ConvTranspose(4, 3, 3, padding="SAME", rngs=nnx.Rngs(0))
     loss = lambda m, y: jnp.sum(jnp.sin(m(y).astype(jnp.float32)))
@@ -158,10 +176,13 @@ class Bf16PatchLoweringTest(chex.TestCase):
     self.assertEqual(gy.dtype, jnp.bfloat16)
     module32 = cnnjax.nn.ConvTranspose(4, 3, 3, padding="SAME", rngs=nnx.Rngs(0))
     grads32, gy32 = nnx.grad(loss, argnums=(0, 1))(module32, y.astype(jnp.float32))
-    _assert_bf16_close(gy, gy32, rtol=2 ** -5)
-    np.testing.assert_allclose(np.asarray(grads.kernel[...], np.float32),
-                               grads32.kernel[...], rtol=2 ** -5,
-                               atol=2 ** -5 * float(np.abs(grads32.kernel[...]).max()))
+    _assert_bf16_close(gy, gy32, rtol=2**-5)
+    np.testing.assert_allclose(
+        np.asarray(grads.kernel[...], np.float32),
+        grads32.kernel[...],
+        rtol=2**-5,
+        atol=2**-5 * float(np.abs(grads32.kernel[...]).max()),
+    )
 
   def test_configurations_it_leaves_to_lax(self):
     # float32, strides, dilations, groups and pads of a whole kernel or more keep their
@@ -172,10 +193,15 @@ class Bf16PatchLoweringTest(chex.TestCase):
     applies = lambda x, w, **c: cpu_bf16.applies(x, w, _cfg(2, **c))
     self.assertTrue(applies(x, w, **base))
     self.assertFalse(applies(x.astype(jnp.float32), w, **base))
-    for change in (dict(stride=(2, 1)), dict(dilation=(1, 2)), dict(groups=2),
-                   dict(pads=((3, 0), (1, 1))), dict(lhs_dilation=(2, 1)),
-                   dict(preferred_element_type=jnp.dtype(jnp.float32)),
-                   dict(preferred_element_type=jnp.dtype(jnp.float64))):  # == None in NumPy
+    for change in (
+        dict(stride=(2, 1)),
+        dict(dilation=(1, 2)),
+        dict(groups=2),
+        dict(pads=((3, 0), (1, 1))),
+        dict(lhs_dilation=(2, 1)),
+        dict(preferred_element_type=jnp.dtype(jnp.float32)),
+        dict(preferred_element_type=jnp.dtype(jnp.float64)),
+    ):  # == None in NumPy
       self.assertFalse(applies(x, w, **{**base, **change}))
     self.assertTrue(applies(x, w, **base, preferred_element_type=jnp.dtype(jnp.bfloat16)))
     self.assertFalse(applies(x, w[:1, :1], **base))

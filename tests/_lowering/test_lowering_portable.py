@@ -4,7 +4,6 @@ each checked against a ``lax.conv_general_dilated`` call written here (float64) 
 hypothesis grid of dims, kernels, strides, dilations, paddings (including negative,
 cropping pads and ``lhs_dilation`` for the transposed convolution) and groups."""
 
-
 import chex
 import jax
 import jax.numpy as jnp
@@ -17,7 +16,6 @@ from cnnjax import _lowering
 from cnnjax._lowering import portable, workarounds
 from lowering_helpers import _SETTINGS, _arrays, _cfg, lax_reference, lowering_cases
 from references import on_cpu
-
 
 # ------------------------------------------------------- each form vs lax
 
@@ -45,8 +43,10 @@ class FormsMatchLaxTest(chex.TestCase):
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
 
   @settings(**_SETTINGS)
-  @given(lowering_cases(negative_pads=True, lhs_dilation=True),
-         st.sampled_from([np.int8, np.int16, np.int32, np.int64, np.uint8]))
+  @given(
+      lowering_cases(negative_pads=True, lhs_dilation=True),
+      st.sampled_from([np.int8, np.int16, np.int32, np.int64, np.uint8]),
+  )
   def test_integer_inputs_are_exact(self, case, dtype):
     # Integers take the patch form on every platform (XLA:GPU has no integer
     # convolution); narrow types accumulate in int32 and wrap only when cast back.
@@ -60,7 +60,8 @@ class FormsMatchLaxTest(chex.TestCase):
     self.assertEqual(got.dtype, dtype)
     np.testing.assert_array_equal(got, np.round(want).astype(np.int64).astype(dtype))
     wide = jax.jit(_lowering.conv, static_argnums=2)(
-        x, w, cfg._replace(preferred_element_type=jnp.dtype(np.int64)))
+        x, w, cfg._replace(preferred_element_type=jnp.dtype(np.int64))
+    )
     np.testing.assert_array_equal(wide, np.round(want).astype(np.int64))
 
 

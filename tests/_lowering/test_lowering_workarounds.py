@@ -18,9 +18,14 @@ from cnnjax._lowering.config import ConvConfig
 
 def _child(script: str, *args: str) -> subprocess.CompletedProcess:
   """``script`` in a fresh Python on XLA:CPU (a defect may kill the process)."""
-  return subprocess.run([sys.executable, "-c", textwrap.dedent(script), *args],
-                        env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True,
-                        text=True, timeout=300, check=False)
+  return subprocess.run(
+      [sys.executable, "-c", textwrap.dedent(script), *args],
+      env=dict(os.environ, JAX_PLATFORMS="cpu"),
+      capture_output=True,
+      text=True,
+      timeout=300,
+      check=False,
+  )
 
 
 def test_negative_padding_is_computed_wrongly_by_xla_cpu_before_jaxlib_0_12_1():
@@ -53,7 +58,8 @@ def test_negative_padding_is_computed_wrongly_by_xla_cpu_before_jaxlib_0_12_1():
   else:
     assert np.any(got["float32"]), (
         f"jaxlib {jaxlib.__version__} computes openxla/xla#48713's convolution right: "
-        "lower workarounds.NEGATIVE_PADDING_FIXED_IN")
+        "lower workarounds.NEGATIVE_PADDING_FIXED_IN"
+    )
 
 
 def _version(text: str) -> tuple[int, ...]:
@@ -70,20 +76,24 @@ def test_negative_padding_names_crops_only():
 def test_the_strided_input_gradient_still_aborts_xla_cpu(case):
   # jax.grad of lax's own convolution on workarounds.aborts's first case kills the
   # process; the case beside it (padding (0, 1)) compiles.
-  proc = _child("""
+  proc = _child(
+      """
       import sys, jax, jax.numpy as jnp
       pads = ((1, 1), (0, 0)) if sys.argv[1] == "abort" else ((0, 1), (0, 0))
       f = lambda x: jax.lax.conv_general_dilated(
           x, jnp.ones((2, 3, 1, 1)), (2, 1), pads, dimension_numbers=("NHWC", "HWIO", "NHWC"))
       jax.jit(jax.grad(lambda x: f(x).sum())).lower(jnp.ones((1, 4, 4, 1))).compile()
       print("compiled")
-  """, case)
+  """,
+      case,
+  )
   if case == "fine":
     assert proc.returncode == 0 and "compiled" in proc.stdout, proc.stderr[-2000:]
     return
   assert proc.returncode != 0, (
       f"jaxlib {jaxlib.__version__} compiles the strided input gradient XLA:CPU aborted "
-      "on: workarounds.aborts and cpu.conv's padding behind a barrier can go")
+      "on: workarounds.aborts and cpu.conv's padding behind a barrier can go"
+  )
   assert "Window dimensions do not match RHS shape" in proc.stderr, proc.stderr[-2000:]
   cfg = ConvConfig.make(2, stride=(2, 1), pads=((1, 1), (0, 0)))
   assert workarounds.aborts((1, 4, 4, 1), (2, 3, 1, 1), cfg)

@@ -22,7 +22,7 @@ def _deflated(path):
 def _bad_deflate(path):
   data = _deflated(path)
   start = data.index(b"PK\x03\x04") + 30 + len("images.npy") + 16
-  data[start:start + 8] = b"\xff" * 8  # zlib.error while inflating
+  data[start : start + 8] = b"\xff" * 8  # zlib.error while inflating
   path.write_bytes(data)
 
 
@@ -54,5 +54,6 @@ def test_a_damaged_entry_is_named_and_decoded_again(damage, tmp_path):
     got = cache.cached_arrays(decode, cache_dir=tmp_path, label="folder-x", key="k")
   assert calls == [1]
   np.testing.assert_array_equal(got["images"], arrays["images"])
-  np.testing.assert_array_equal(cache.read_entry(tmp_path, "folder-x", "k")["images"],
-                                arrays["images"])  # rewritten
+  np.testing.assert_array_equal(
+      cache.read_entry(tmp_path, "folder-x", "k")["images"], arrays["images"]
+  )  # rewritten

@@ -22,7 +22,7 @@ def _planes(images):
   out = np.empty((n, 3072), np.uint8)
   for i in range(n):
     for c in range(3):
-      out[i, c * 1024:(c + 1) * 1024] = images[i, :, :, c].ravel()
+      out[i, c * 1024 : (c + 1) * 1024] = images[i, :, :, c].ravel()
   return out
 
 
@@ -48,8 +48,12 @@ def write_cifar10_python(root, *, per_batch=3, test=2, protocol=2):
   names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
   bounds = [i * per_batch for i in range(6)] + [5 * per_batch + test]
   for name, lo, hi in zip(names, bounds[:-1], bounds[1:]):
-    batch = {b"batch_label": b"batch", b"labels": [int(v) for v in labels[lo:hi]],
-             b"data": rows[lo:hi], b"filenames": [b"x.png"] * (hi - lo)}
+    batch = {
+        b"batch_label": b"batch",
+        b"labels": [int(v) for v in labels[lo:hi]],
+        b"data": rows[lo:hi],
+        b"filenames": [b"x.png"] * (hi - lo),
+    }
     (root / name).write_bytes(pickle.dumps(batch, protocol=protocol))
   meta = {b"label_names": [n.encode() for n in CIFAR10_CLASSES], b"num_vis": 3072}
   (root / "batches.meta").write_bytes(pickle.dumps(meta, protocol=protocol))
@@ -67,11 +71,29 @@ def _py2_batch(rows: np.ndarray, labels) -> bytes:
 
   raw = rows.tobytes()
   array = (
-      b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n" + i(0) + b"\x85" + s(b"b")
-      + b"\x87R(" + i(1) + i(rows.shape[0]) + i(rows.shape[1]) + b"\x86"
-      + b"cnumpy\ndtype\n" + s(b"u1") + i(0) + i(1) + b"\x87R(" + i(3) + s(b"|")
-      + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xff" + i(0) + b"tb"
-      + b"\x89T" + struct.pack("<I", len(raw)) + raw + b"tb"
+      b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n"
+      + i(0)
+      + b"\x85"
+      + s(b"b")
+      + b"\x87R("
+      + i(1)
+      + i(rows.shape[0])
+      + i(rows.shape[1])
+      + b"\x86"
+      + b"cnumpy\ndtype\n"
+      + s(b"u1")
+      + i(0)
+      + i(1)
+      + b"\x87R("
+      + i(3)
+      + s(b"|")
+      + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xff"
+      + i(0)
+      + b"tb"
+      + b"\x89T"
+      + struct.pack("<I", len(raw))
+      + raw
+      + b"tb"
   )
   label_list = b"](" + b"".join(i(int(v)) for v in labels) + b"e"
   return b"\x80\x02}(" + s(b"data") + array + s(b"labels") + label_list + b"u."
@@ -147,9 +169,11 @@ def test_cifar100_python(tmp_path):
   batch = {b"data": rows[:3], b"fine_labels": fine[:3], b"coarse_labels": [0, 1, 2]}
   (tmp_path / "train").write_bytes(pickle.dumps(batch, protocol=2))
   (tmp_path / "test").write_bytes(
-      pickle.dumps({b"data": rows[3:], b"fine_labels": fine[3:]}, protocol=2))
+      pickle.dumps({b"data": rows[3:], b"fine_labels": fine[3:]}, protocol=2)
+  )
   (tmp_path / "meta").write_bytes(
-      pickle.dumps({b"fine_label_names": [f"n{i}".encode() for i in range(100)]}, protocol=2))
+      pickle.dumps({b"fine_label_names": [f"n{i}".encode() for i in range(100)]}, protocol=2)
+  )
   assert detect_cifar(tmp_path) == "cifar100-python"
   raw = read_cifar(tmp_path)
   assert raw.train_labels.tolist() == fine[:3] and raw.test_labels.tolist() == fine[3:]
@@ -220,11 +244,13 @@ def test_pickle_with_wrong_keys_or_data(tmp_path):
   with pytest.raises(ValueError, match=match):
     read_cifar(tmp_path)
   (tmp_path / "data_batch_1").write_bytes(
-      pickle.dumps({b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]}))
+      pickle.dumps({b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]})
+  )
   with pytest.raises(ValueError, match=r"uint8 \(2, 100\); expected a uint8 array \[n, 3072\]"):
     read_cifar(tmp_path)
   (tmp_path / "data_batch_1").write_bytes(
-      pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 10]}))
+      pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 10]})
+  )
   with pytest.raises(ValueError, match=r"labels\[1\] = 10; expected a label in \[0, 10\)"):
     read_cifar(tmp_path)
 
@@ -233,6 +259,7 @@ def test_pickle_with_wrong_keys_or_data(tmp_path):
 
 
 class _Exec:
+
   def __init__(self, marker):
     self.marker = marker
 
@@ -241,8 +268,10 @@ class _Exec:
 
 
 class _System:
+
   def __reduce__(self):
     import os
+
     return (os.system, ("true",))
 
 

@@ -130,7 +130,9 @@ def test_grayscale_gives_one_channel(tmp_path):
 def test_image_size_mismatch_is_named(tmp_path):
   files, _ = make_files({"train": {"a": 2}})
   files["train/b/odd.png"] = _encode(RNG.integers(0, 256, (9, 8, 3), dtype=np.uint8), "PNG")
-  with pytest.raises(ValueError, match=r"odd\.png has shape \(9, 8, 3\).*unexpected image size 9×8"):
+  with pytest.raises(
+      ValueError, match=r"odd\.png has shape \(9, 8, 3\).*unexpected image size 9×8"
+  ):
     read_image_folder(write_dir(tmp_path, files), progress=False)
 
 
@@ -203,8 +205,9 @@ def test_empty_class_folder_is_refused_unless_class_names_keep_it(tmp_path, as_z
   else:
     source = write_dir(tmp_path / "d", files)
     (source / "train" / "d").mkdir()
-  with pytest.raises(ValueError, match=re.escape("train/ has class folders without images "
-                                                 "['b', 'd']")):
+  with pytest.raises(
+      ValueError, match=re.escape("train/ has class folders without images " "['b', 'd']")
+  ):
     read_image_folder(source, progress=False)
   raw = read_image_folder(source, class_names=["a", "b", "c", "d"], progress=False)
   assert raw.class_names == ("a", "b", "c", "d")

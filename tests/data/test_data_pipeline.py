@@ -64,7 +64,11 @@ def _windows(x, padding, mode):
   padded = np.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)), mode=np_mode)
   h, w = x.shape[1:3]
   return [
-      [padded[i, a:a + h, b:b + w] for a in range(2 * padding + 1) for b in range(2 * padding + 1)]
+      [
+          padded[i, a : a + h, b : b + w]
+          for a in range(2 * padding + 1)
+          for b in range(2 * padding + 1)
+      ]
       for i in range(len(x))
   ]
 
@@ -138,8 +142,11 @@ def test_shuffled_epoch_covers_every_example_once():
   for b in batches:  # images travel with their labels
     np.testing.assert_array_equal(b.images[:, 0, 0, 0], b.labels)
     assert b.mask is None
+
   def order(key):
-    return np.concatenate([np.asarray(b.labels) for b in epoch_batches(x, y, batch_size=5, key=key)])
+    return np.concatenate(
+        [np.asarray(b.labels) for b in epoch_batches(x, y, batch_size=5, key=key)]
+    )
 
   again, other = order(jax.random.key(0)), order(jax.random.key(1))
   np.testing.assert_array_equal(seen, again)

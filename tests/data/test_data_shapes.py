@@ -35,12 +35,12 @@ def _area(kind, r, n=801, extent=16.0):
 @pytest.mark.parametrize(
     "kind, area",
     [
-        (0, lambda r: np.pi * r**2),                       # circle
-        (1, lambda r: (1.6 * r) ** 2),                     # square of half-side 0.8 r
-        (2, lambda r: 3 * np.sqrt(3) / 4 * r**2),          # equilateral, circumradius r
-        (3, lambda r: 2 * r**2),                           # diamond (a rotated square)
+        (0, lambda r: np.pi * r**2),  # circle
+        (1, lambda r: (1.6 * r) ** 2),  # square of half-side 0.8 r
+        (2, lambda r: 3 * np.sqrt(3) / 4 * r**2),  # equilateral, circumradius r
+        (3, lambda r: 2 * r**2),  # diamond (a rotated square)
         (4, lambda r: 2 * (2 * r * 2 * r / 3) - (2 * r / 3) ** 2),  # two bars less the middle
-        (5, lambda r: np.pi * r**2 * (1 - 0.55**2)),       # ring
+        (5, lambda r: np.pi * r**2 * (1 - 0.55**2)),  # ring
     ],
 )
 def test_shape_areas_match_the_formulas(kind, area):

@@ -28,10 +28,10 @@ def write_cifar10_binary(root, per_batch=4, test=3):
   labels = RNG.integers(0, 10, n).astype(np.int32)
   records = [bytes([labels[i]]) + images[i].transpose(2, 0, 1).tobytes() for i in range(n)]
   for b in range(5):
-    batch = records[b * per_batch:(b + 1) * per_batch]
+    batch = records[b * per_batch : (b + 1) * per_batch]
     (root / f"data_batch_{b + 1}.bin").write_bytes(b"".join(batch))
-  (root / "test_batch.bin").write_bytes(b"".join(records[5 * per_batch:]))
-  return images[:5 * per_batch], labels[:5 * per_batch]
+  (root / "test_batch.bin").write_bytes(b"".join(records[5 * per_batch :]))
+  return images[: 5 * per_batch], labels[: 5 * per_batch]
 
 
 def png(array):
@@ -72,7 +72,9 @@ CIFAR_CLASSES = list(data.CIFAR10_CLASSES)
 def test_detect_format(tmp_path):
   write_cifar10_binary(tmp_path / "parent" / "cifar-10-batches-bin")
   assert detect_format(tmp_path / "parent" / "cifar-10-batches-bin") == (
-      "cifar10-binary", tmp_path / "parent" / "cifar-10-batches-bin")
+      "cifar10-binary",
+      tmp_path / "parent" / "cifar-10-batches-bin",
+  )
   # The extracted tarball's parent directory works too, given the name.
   assert detect_format(tmp_path / "parent", name="cifar10")[0] == "cifar10-binary"
   py = tmp_path / "py"
@@ -91,7 +93,9 @@ def test_detect_format_errors_list_the_layouts(tmp_path):
   with pytest.raises(FileNotFoundError, match=match):
     detect_format(tmp_path / "nope")
   (tmp_path / "readme.txt").write_text("x")
-  with pytest.raises(FileNotFoundError, match=r"holds \['readme.txt'\]; expected a CIFAR binary release"):
+  with pytest.raises(
+      FileNotFoundError, match=r"holds \['readme.txt'\]; expected a CIFAR binary release"
+  ):
     detect_format(tmp_path)
 
 
@@ -157,7 +161,9 @@ def test_load_reports_unexpected_size_channels_and_classes(tmp_path):
   with pytest.raises(ValueError, match=r"unexpected channel count 1 \(expected 3\)"):
     load("cifar10", data_dir=gray, cache=False, progress=False)
   three = write_zip(tmp_path / "t.zip", folder_files(["a", "b", "c"], 2))
-  with pytest.raises(ValueError, match=r"has 3 classes \['a', 'b', 'c'\]; expected 10 for name='cifar10'"):
+  with pytest.raises(
+      ValueError, match=r"has 3 classes \['a', 'b', 'c'\]; expected 10 for name='cifar10'"
+  ):
     load("cifar10", data_dir=three, cache=False, progress=False)
   with pytest.raises(ValueError, match=r"unexpected channel count 3 \(expected 1\)"):
     load("mnist", data_dir=small, cache=False, progress=False)
@@ -261,16 +267,20 @@ def _wrong_length(a):
   a["train_labels"] = a["train_labels"][:-1]
 
 
-@pytest.mark.parametrize("damage, reason", [
-    (_wrong_label, r"train_labels hold 7, outside \[0, 2\)"),
-    # (a "folder" has no expected shape: train sets it, test must match)
-    (_wrong_shape, r"test_images have shape \(6, 6, 3\), expected \(4, 6, 3\)"),
-    (_wrong_dtype, r"test_images are float32"),
-    (_wrong_length, r"5 train_labels for 6 train_images"),
-])
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        (_wrong_label, r"train_labels hold 7, outside \[0, 2\)"),
+        # (a "folder" has no expected shape: train sets it, test must match)
+        (_wrong_shape, r"test_images have shape \(6, 6, 3\), expected \(4, 6, 3\)"),
+        (_wrong_dtype, r"test_images are float32"),
+        (_wrong_length, r"5 train_labels for 6 train_images"),
+    ],
+)
 def test_cache_entry_with_wrong_contents_is_rebuilt(tmp_path, damage, reason):
-  root = write_dir(tmp_path / "f", folder_files(["a", "b"], 3, shape=(6, 6, 3),
-                                                 splits=("train", "test")))
+  root = write_dir(
+      tmp_path / "f", folder_files(["a", "b"], 3, shape=(6, 6, 3), splits=("train", "test"))
+  )
   cache_dir = tmp_path / "cache"
   first = load("folder", data_dir=root, cache_dir=cache_dir, val_size=1, progress=False)
   (entry,) = cache_dir.glob("*.npz")
@@ -282,8 +292,9 @@ def test_cache_entry_with_wrong_contents_is_rebuilt(tmp_path, damage, reason):
     again = load("folder", data_dir=root, cache_dir=cache_dir, val_size=1, progress=False)
   for split in ("train", "val", "test"):
     for part in ("images", "labels"):
-      np.testing.assert_array_equal(getattr(again, f"{split}_{part}"),
-                                    getattr(first, f"{split}_{part}"))
+      np.testing.assert_array_equal(
+          getattr(again, f"{split}_{part}"), getattr(first, f"{split}_{part}")
+      )
   with np.load(entry) as f:  # rewritten: the next load reads it without a warning
     assert dataset_lib.check_raw_arrays(dict(f)) is None
 

@@ -16,8 +16,8 @@ _BUILDER = "tensorflow_datasets.core.dataset_builder.DatasetBuilder"
 
 
 @pytest.mark.parametrize(
-    "name, shape, num_classes", [("cifar10", (32, 32, 3), 10), ("mnist", (28, 28, 1), 10),
-                                 ("cifar100", (32, 32, 3), 100)]
+    "name, shape, num_classes",
+    [("cifar10", (32, 32, 3), 10), ("mnist", (28, 28, 1), 10), ("cifar100", (32, 32, 3), 100)],
 )
 def test_tfds_data_source_without_tensorflow(name, shape, num_classes):
   with tfds.testing.mock_data(num_examples=9):
@@ -56,18 +56,24 @@ def test_tfds_records_are_cached(tmp_path, monkeypatch):
 
 def test_missing_tensorflow_for_preparation_says_so():
   error = ModuleNotFoundError("No module named 'tensorflow'", name="tensorflow")
-  with tfds.testing.mock_data(num_examples=3), mock.patch(
-      f"{_BUILDER}.download_and_prepare", side_effect=error
+  with (
+      tfds.testing.mock_data(num_examples=3),
+      mock.patch(f"{_BUILDER}.download_and_prepare", side_effect=error),
   ):
     with pytest.raises(RuntimeError, match=r"needs TensorFlow, which is not installed.*--data-dir"):
       load("cifar10", cache=False, progress=False)
 
 
 def test_failed_download_suggests_data_dir():
-  with tfds.testing.mock_data(num_examples=3), mock.patch(
-      f"{_BUILDER}.download_and_prepare", side_effect=OSError("Name or service not known")
+  with (
+      tfds.testing.mock_data(num_examples=3),
+      mock.patch(
+          f"{_BUILDER}.download_and_prepare", side_effect=OSError("Name or service not known")
+      ),
   ):
-    with pytest.raises(RuntimeError, match=r"could not download.*Name or service.*network.*--data-dir"):
+    with pytest.raises(
+        RuntimeError, match=r"could not download.*Name or service.*network.*--data-dir"
+    ):
       load("mnist", cache=False, progress=False)
 
 
@@ -78,8 +84,9 @@ def test_not_prepared_without_download():
 
 
 def test_tfrecord_only_copy_is_explained():
-  with tfds.testing.mock_data(num_examples=3), mock.patch(
-      f"{_BUILDER}.as_data_source", side_effect=NotImplementedError("TFRECORD")
+  with (
+      tfds.testing.mock_data(num_examples=3),
+      mock.patch(f"{_BUILDER}.as_data_source", side_effect=NotImplementedError("TFRECORD")),
   ):
     with pytest.raises(RuntimeError, match="not in the array_record format"):
       load("cifar10", cache=False, progress=False)

@@ -66,13 +66,19 @@ class TransformTest(chex.TestCase):
 
   @chex.variants(with_jit=True, without_jit=True)
   @parameterized.parameters(
-      ((5,), 2), ((5,), -7), ((4, 6), (1, -2)), ((4, 6), 3), ((3, 4, 5), (0, 5, -1)),
+      ((5,), 2),
+      ((5,), -7),
+      ((4, 6), (1, -2)),
+      ((4, 6), 3),
+      ((3, 4, 5), (0, 5, -1)),
   )
   def test_translate_matches_numpy(self, spatial, shift):
     x = _rng().standard_normal((2, *spatial, 3))
     shifts = (shift,) * len(spatial) if isinstance(shift, int) else shift
     circular = self.variant(translate(shift))(x)
-    np.testing.assert_array_equal(circular, np.roll(x, shifts, axis=tuple(range(1, len(spatial) + 1))))
+    np.testing.assert_array_equal(
+        circular, np.roll(x, shifts, axis=tuple(range(1, len(spatial) + 1)))
+    )
     zeros = self.variant(translate(shift, mode="zeros"))(x)
     np.testing.assert_array_equal(zeros, _zeros_translate_reference(x, shifts))
 
@@ -164,7 +170,9 @@ class ErrorTest(chex.TestCase):
     identity = lambda a: a
     rolled = np.roll(x, (1, 1), axis=(1, 2))
     expected = np.linalg.norm(rolled - x) / np.linalg.norm(x)
-    self.assertAlmostEqual(equivariance_error(identity, x, translate(1), identity), expected, places=12)
+    self.assertAlmostEqual(
+        equivariance_error(identity, x, translate(1), identity), expected, places=12
+    )
     self.assertAlmostEqual(invariance_error(identity, x, translate(1)), expected, places=12)
     assert equivariance_error(identity, x, translate(1)) == 0.0
 
@@ -180,20 +188,28 @@ class ErrorTest(chex.TestCase):
     mask = np.zeros((5, 6), bool)
     mask[region] = True
     self.assertAlmostEqual(equivariance_error(f, x, g, region=mask), expected, places=12)
-    self.assertAlmostEqual(equivariance_error(f, x, g, region=jnp.asarray(mask)), expected, places=12)
-    self.assertAlmostEqual(equivariance_error(f, x, g, region=(slice(1, 4),)),
-                           np.linalg.norm((full_test - full_ref)[:, 1:4]) / np.linalg.norm(full_ref[:, 1:4]),
-                           places=12)
+    self.assertAlmostEqual(
+        equivariance_error(f, x, g, region=jnp.asarray(mask)), expected, places=12
+    )
+    self.assertAlmostEqual(
+        equivariance_error(f, x, g, region=(slice(1, 4),)),
+        np.linalg.norm((full_test - full_ref)[:, 1:4]) / np.linalg.norm(full_ref[:, 1:4]),
+        places=12,
+    )
 
   def test_zero_reference(self):
     x = jnp.ones((1, 4, 1))
     assert equivariance_error(lambda a: 0 * a, x, translate(1)) == 0.0
-    assert equivariance_error(lambda a: a, x, translate(1, mode="zeros"), lambda a: 0 * a) == float("inf")
+    assert equivariance_error(lambda a: a, x, translate(1, mode="zeros"), lambda a: 0 * a) == float(
+        "inf"
+    )
 
   @chex.variants(with_jit=True, without_jit=True)
   @hypothesis.settings(max_examples=6, deadline=None, derandomize=True)
-  @given(problem=eq.conv_problems(stride=1, padding=("SAME", "VALID"), padding_mode=("circular",)),
-         shift=st.tuples(st.integers(-4, 4), st.integers(-4, 4)))
+  @given(
+      problem=eq.conv_problems(stride=1, padding=("SAME", "VALID"), padding_mode=("circular",)),
+      shift=st.tuples(st.integers(-4, 4), st.integers(-4, 4)),
+  )
   def test_passes_on_circular_conv(self, problem, shift):
     x, w, kw = problem
     f = self.variant(lambda x: jax.nn.relu(cross_correlate(x, w, **kw)))
@@ -211,7 +227,9 @@ class ErrorTest(chex.TestCase):
     w = _rng(1).standard_normal((3, 3, 2, 4)).astype(np.float32)
     x = _rng(2).standard_normal((2, 8, 8, 2)).astype(np.float32)
     assert_equivariant(_circular_conv(w), x, translate((3, 2)))  # float32 round-off passes
-    noisy = lambda a: a * (1 + 1e-4 * jnp.linspace(0, 1, a.shape[1])[None, :, None, None]).astype(a.dtype)
+    noisy = lambda a: a * (1 + 1e-4 * jnp.linspace(0, 1, a.shape[1])[None, :, None, None]).astype(
+        a.dtype
+    )
     with pytest.raises(AssertionError, match="float32 default"):
       assert_equivariant(noisy, x, translate(1))
     assert_equivariant(noisy, x.astype(jnp.bfloat16), translate(1))  # below bfloat16's 1e-2
@@ -273,8 +291,13 @@ class PlantedViolationTest(chex.TestCase):
     message = _message(lambda: assert_equivariant(self.conv, self.x, g, off_by_one))
     test, ref = self.conv(g(self.x)), off_by_one(self.conv(self.x))
     index, _ = _largest(test, ref)
-    self._check_message(message, equivariance_error(self.conv, self.x, g, off_by_one),
-                        index, test[index], ref[index])
+    self._check_message(
+        message,
+        equivariance_error(self.conv, self.x, g, off_by_one),
+        index,
+        test[index],
+        ref[index],
+    )
     assert equivariance_error(self.conv, self.x, g, off_by_one) > 0.5
 
   def test_stride_mismatch(self):
@@ -316,7 +339,9 @@ class PlantedViolationTest(chex.TestCase):
     assert_equivariant(f, self.x, g, region=mask)
     mask[0, 0] = True
     message = _message(lambda: assert_equivariant(f, self.x, g, region=mask))
-    assert "compared region" in message and re.search(r"at index \(\d, 0, 0, \d\)", message), message
+    assert "compared region" in message and re.search(
+        r"at index \(\d, 0, 0, \d\)", message
+    ), message
 
   def test_assert_invariant(self):
     gap = lambda a: jnp.mean(jax.nn.relu(self.conv(a)), axis=(1, 2))
@@ -329,7 +354,10 @@ class PlantedViolationTest(chex.TestCase):
   def test_argument_errors(self):
     x = jnp.ones((1, 4, 4, 1))
     ident = lambda a: a
-    with pytest.raises(ValueError, match=r"f\(g_in\(x\)\) has shape \(1, 4, 4, 1\) but g_out\(f\(x\)\) has shape \(1, 2, 2, 1\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"f\(g_in\(x\)\) has shape \(1, 4, 4, 1\) but g_out\(f\(x\)\) has shape \(1, 2, 2, 1\)",
+    ):
       assert_equivariant(ident, x, ident, lambda a: a[:, ::2, ::2])
     with pytest.raises(ValueError, match="region got"):
       equivariance_error(ident, x, ident, region=(1, 2))
@@ -379,6 +407,7 @@ def _stack_fn(layers, paddings, weights):
       x = cross_correlate(x, w, stride=s, dilation=t, padding=pad)
       x = jnp.tanh(x) if i < len(layers) - 1 else x
     return x
+
   return f
 
 
@@ -401,10 +430,17 @@ class RegionTest(chex.TestCase):
     assert_equivariant(f, x, translate(shift, mode=mode), translate(k, mode=mode), region=region)
 
   @SETTINGS
-  @given(num_layers=st.integers(1, 3), kernel=st.integers(2, 3), n=st.integers(12, 16),
-         shift=st.integers(-3, 3).filter(bool), pad=st.sampled_from(["SAME", "VALID", "FULL"]),
-         seed=st.integers(0, 2**16))
-  def test_interior_region_is_tight_for_contiguous_stacks(self, num_layers, kernel, n, shift, pad, seed):
+  @given(
+      num_layers=st.integers(1, 3),
+      kernel=st.integers(2, 3),
+      n=st.integers(12, 16),
+      shift=st.integers(-3, 3).filter(bool),
+      pad=st.sampled_from(["SAME", "VALID", "FULL"]),
+      seed=st.integers(0, 2**16),
+  )
+  def test_interior_region_is_tight_for_contiguous_stacks(
+      self, num_layers, kernel, n, shift, pad, seed
+  ):
     """Stride 1, no dilation, circular input shift: the positions just outside differ."""
     layers, paddings = [(kernel, 1)] * num_layers, [pad] * num_layers
     rng = _rng(seed)
@@ -419,7 +455,10 @@ class RegionTest(chex.TestCase):
         assert abs(test[0, m, 0] - ref[0, m, 0]) > 1e-9, (m, region)
 
   def test_interior_region_values(self):
-    assert interior_region((16, 16), [(3, 1), (3, 1)], shift=(2, -1)) == (slice(4, 14), slice(2, 13))
+    assert interior_region((16, 16), [(3, 1), (3, 1)], shift=(2, -1)) == (
+        slice(4, 14),
+        slice(2, 13),
+    )
     # VALID padding, no shift: the whole output. FULL: only where no padding reaches.
     assert interior_region((10,), [(3, 1)], padding="VALID") == (slice(0, 8),)
     assert interior_region((10,), [(3, 1)], padding="FULL") == (slice(2, 10),)
@@ -482,8 +521,11 @@ class StrategyTest(chex.TestCase):
     assert all(k % 2 == 1 for k in w.shape[:2]) and w.shape[2] == 3
 
   @SETTINGS
-  @given(problem=eq.conv_problems(num_spatial=1, size=(3, 5), kernel_size=(2, 3),
-                                  padding=("VALID", "SAME", "FULL")))
+  @given(
+      problem=eq.conv_problems(
+          num_spatial=1, size=(3, 5), kernel_size=(2, 3), padding=("VALID", "SAME", "FULL")
+      )
+  )
   def test_conv_problems_are_consistent(self, problem):
     x, w, kw = problem
     assert set(kw) == {"stride", "dilation", "padding", "padding_mode"}

@@ -94,15 +94,23 @@ class FastNetTest(parameterized.TestCase):
     from cnnjax.summary import summary
 
     s = summary("fastnet", (32, 32, 3))
-    self.assertEqual([r.name for r in s.rows],
-                     ["conv(2, 24)", "group(64)", "group(256)", "group(256)", "pool(global)",
-                      "fc(10)"])
-    self.assertEqual([r.shape for r in s.rows][:4],
-                     [(31, 31, 24), (15, 15, 64), (7, 7, 256), (3, 3, 256)])
+    self.assertEqual(
+        [r.name for r in s.rows],
+        ["conv(2, 24)", "group(64)", "group(256)", "group(256)", "pool(global)", "fc(10)"],
+    )
+    self.assertEqual(
+        [r.shape for r in s.rows][:4], [(31, 31, 24), (15, 15, 64), (7, 7, 256), (3, 3, 256)]
+    )
     # Multiply-adds of the convs by hand: output positions x kernel volume x C_in x C_out.
-    macs = (31**2 * 4 * 3 * 24 + 31**2 * 9 * 24 * 64 + 15**2 * 9 * 64 * 64
-            + 15**2 * 9 * 64 * 256 + 7**2 * 9 * 256 * 256 + 7**2 * 9 * 256**2
-            + 3**2 * 9 * 256**2)
+    macs = (
+        31**2 * 4 * 3 * 24
+        + 31**2 * 9 * 24 * 64
+        + 15**2 * 9 * 64 * 64
+        + 15**2 * 9 * 64 * 256
+        + 7**2 * 9 * 256 * 256
+        + 7**2 * 9 * 256**2
+        + 3**2 * 9 * 256**2
+    )
     self.assertLess(abs(s.total_ops - macs) / macs, 0.01)
 
   def test_dirac_init_is_identity_on_the_first_filters(self):
@@ -141,8 +149,12 @@ class FastNetTest(parameterized.TestCase):
 def _numpy_patches(x, k):
   """Every k×k patch by loops, flattened (row, column, channel)."""
   n, h, w, c = x.shape
-  rows = [x[i, r:r + k, s:s + k, :].reshape(-1)
-          for i in range(n) for r in range(h - k + 1) for s in range(w - k + 1)]
+  rows = [
+      x[i, r : r + k, s : s + k, :].reshape(-1)
+      for i in range(n)
+      for r in range(h - k + 1)
+      for s in range(w - k + 1)
+  ]
   return np.stack(rows)
 
 
@@ -216,7 +228,8 @@ class AlternatingFlipTest(chex.TestCase):
     # A coin belongs to the example, not to its place in the batch.
     perm = np.random.default_rng(1).permutation(64)
     np.testing.assert_array_equal(
-        _flipped(np.asarray(flip(key, x[perm], idx[perm], 0)), x[perm]), by_epoch[0][perm])
+        _flipped(np.asarray(flip(key, x[perm], idx[perm], 0)), x[perm]), by_epoch[0][perm]
+    )
 
   def test_errors(self):
     with pytest.raises(ValueError, match="indices"):
@@ -228,9 +241,11 @@ class AlternatingFlipTest(chex.TestCase):
     # A zero linear model after one SGD step (lr 1) holds the image it was fed:
     # kernel[:, y] = (1 - 1/K) x.
     class Lin(nnx.Module):
+
       def __init__(self):
-        self.fc = nnx.Linear(3 * 4 * 1, 2, use_bias=False, kernel_init=nnx.initializers.zeros,
-                             rngs=nnx.Rngs(0))
+        self.fc = nnx.Linear(
+            3 * 4 * 1, 2, use_bias=False, kernel_init=nnx.initializers.zeros, rngs=nnx.Rngs(0)
+        )
 
       def __call__(self, x):
         return self.fc(x.reshape(x.shape[0], -1))
@@ -238,8 +253,11 @@ class AlternatingFlipTest(chex.TestCase):
     x = np.arange(12, dtype=np.float64).reshape(1, 3, 4, 1)
     tx = optax.sgd(1.0)
     model_def, state = create_train_state(Lin(), tx, seed=0)
-    step = jax.jit(make_train_step(model_def, tx, preprocess=lambda key, v, *, train: v,
-                                   alternating_flip_every=7))
+    step = jax.jit(
+        make_train_step(
+            model_def, tx, preprocess=lambda key, v, *, train: v, alternating_flip_every=7
+        )
+    )
     fed = []
     for epoch in range(3):
       s = state._replace(step=jnp.asarray(7 * epoch + 3, jnp.int32))
@@ -249,8 +267,9 @@ class AlternatingFlipTest(chex.TestCase):
     np.testing.assert_allclose(fed[2], fed[0])
     self.assertTrue(np.allclose(fed[0], x[0, ..., 0]) or np.allclose(fed[1], x[0, ..., 0]))
     with pytest.raises(ValueError, match="indices"):
-      make_train_step(model_def, tx, preprocess=lambda key, v, *, train: v,
-                      alternating_flip_every=7)(state, x, np.array([1]))
+      make_train_step(
+          model_def, tx, preprocess=lambda key, v, *, train: v, alternating_flip_every=7
+      )(state, x, np.array([1]))
 
 
 def _linear_model(hw=4, c=2, k=3, seed=0):
@@ -285,6 +304,7 @@ class TTATest(chex.TestCase):
 
   def test_eval_step_uses_tta(self):
     class Lin(nnx.Module):
+
       def __init__(self):
         self.fc = nnx.Linear(4 * 4 * 2, 3, rngs=nnx.Rngs(0))
 
@@ -297,17 +317,27 @@ class TTATest(chex.TestCase):
     model_def, state = create_train_state(model, tx, seed=0)
     x = np.random.default_rng(4).integers(0, 255, (5, 4, 4, 2)).astype(np.uint8)
     y = np.array([0, 1, 2, 0, 1], np.int32)
-    steps = make_steps(model_def, tx, preprocess=lambda key, v, *, train: v / 255.0,
-                       mesh=mesh, num_train=5, steps_per_epoch=1, batch_size=5,
-                       eval_batch_size=8, tta="flip")
+    steps = make_steps(
+        model_def,
+        tx,
+        preprocess=lambda key, v, *, train: v / 255.0,
+        mesh=mesh,
+        num_train=5,
+        steps_per_epoch=1,
+        batch_size=5,
+        eval_batch_size=8,
+        tta="flip",
+    )
     arrays = put_global((x, y), replicated(mesh))
     loss_sum, correct, count = np.asarray(
-        steps.evaluate(state.params, state.model_state, *arrays, np.int32(0)))
+        steps.evaluate(state.params, state.model_state, *arrays, np.int32(0))
+    )
     v = x / 255.0
     logits = (model(v) + model(v[:, :, ::-1])) / 2
     # Sums over different reduction orders (the device's, NumPy's): float32 tolerance.
-    np.testing.assert_allclose(loss_sum, np.sum(cross_entropy(logits, y)),
-                               rtol=tolerance(np.float32))
+    np.testing.assert_allclose(
+        loss_sum, np.sum(cross_entropy(logits, y)), rtol=tolerance(np.float32)
+    )
     self.assertEqual((correct, count), (np.sum(np.argmax(logits, -1) == y), 5))
 
 
@@ -317,11 +347,19 @@ class TTATest(chex.TestCase):
 class OptimizerTest(parameterized.TestCase):
 
   def test_lookahead_state_has_slow_params_that_sync_every_k_steps(self):
-    config = TrainConfig(lookahead=True, lookahead_sync_period=3, lr=0.1, momentum=0.0,
-                         weight_decay=0.0, schedule="constant", epochs=1)
+    config = TrainConfig(
+        lookahead=True,
+        lookahead_sync_period=3,
+        lr=0.1,
+        momentum=0.0,
+        weight_decay=0.0,
+        schedule="constant",
+        epochs=1,
+    )
     tx = make_optimizer(config, steps_per_epoch=6)
-    model_def, state = create_train_state(nnx.Linear(2, 1, rngs=nnx.Rngs(0)), tx, seed=0,
-                                          lookahead=True)
+    model_def, state = create_train_state(
+        nnx.Linear(2, 1, rngs=nnx.Rngs(0)), tx, seed=0, lookahead=True
+    )
     self.assertIsInstance(state.params, optax.LookaheadParams)
     slow0 = jax.tree.map(np.asarray, state.params.slow)
     self.assertIs(eval_params(state.params), state.params.slow)
@@ -349,8 +387,10 @@ class OptimizerTest(parameterized.TestCase):
 
   def test_norm_param_mask_and_scaled_norm_lr(self):
     params = nnx.state(models.abstract("fastnet", **SMALL), nnx.Param)
-    flat = {jax.tree_util.keystr(p): m
-            for p, m in jax.tree_util.tree_flatten_with_path(norm_param_mask(params))[0]}
+    flat = {
+        jax.tree_util.keystr(p): m
+        for p, m in jax.tree_util.tree_flatten_with_path(norm_param_mask(params))[0]
+    }
     norm = sorted(k for k, m in flat.items() if m)
     self.assertEqual(len(norm), 6)  # three groups x two BatchNorm offsets
     self.assertTrue(all("norm" in k and "bias" in k for k in norm))
@@ -361,7 +401,8 @@ class OptimizerTest(parameterized.TestCase):
     tree = {"norm": {"bias": jnp.ones(2)}, "conv": {"kernel": jnp.ones((2, 2))}}
     base = TrainConfig(lr=0.5, momentum=0.0, weight_decay=0.1, schedule="constant")
     plain, _ = make_optimizer(base, steps_per_epoch=1).update(
-        tree, make_optimizer(base, steps_per_epoch=1).init(tree), tree)
+        tree, make_optimizer(base, steps_per_epoch=1).init(tree), tree
+    )
     config = base.replace(norm_lr_scale=8.0, decay_all=True)
     tx = make_optimizer(config, steps_per_epoch=1)
     scaled, _ = tx.update(tree, tx.init(tree), tree)
@@ -391,11 +432,41 @@ class RecipeTest(parameterized.TestCase):
   def test_fast_recipe_values(self):
     c = TrainConfig.from_recipe("fast")
     self.assertEqual(
-        (c.model, c.batch_size, c.epochs, c.optimizer, c.momentum, c.nesterov,
-         c.label_smoothing, c.norm_lr_scale, c.decay_all, c.lookahead, c.augment,
-         c.crop_padding, c.flip, c.tta, c.schedule),
-        ("fastnet", 1024, 10, "sgd", 0.85, True, 0.2, 64.0, False, True, True, 2,
-         "alternating", "flip_translate", "linear"))
+        (
+            c.model,
+            c.batch_size,
+            c.epochs,
+            c.optimizer,
+            c.momentum,
+            c.nesterov,
+            c.label_smoothing,
+            c.norm_lr_scale,
+            c.decay_all,
+            c.lookahead,
+            c.augment,
+            c.crop_padding,
+            c.flip,
+            c.tta,
+            c.schedule,
+        ),
+        (
+            "fastnet",
+            1024,
+            10,
+            "sgd",
+            0.85,
+            True,
+            0.2,
+            64.0,
+            False,
+            True,
+            True,
+            2,
+            "alternating",
+            "flip_translate",
+            "linear",
+        ),
+    )
     # airbench: lr 11.5 per 1024 examples of a summed loss, divided by 1 + 1/(1 - 0.85).
     self.assertAlmostEqual(c.lr, 1.5)
     self.assertAlmostEqual(c.weight_decay, 0.0153 / 11.5)
@@ -415,10 +486,13 @@ class RecipeTest(parameterized.TestCase):
     self.assertEqual(c.weight_decay, 0.0)
 
   def test_command_line(self):
-    c = config_from_args(_parse(["--recipe", "fast", "--batch-size", "256", "--no-lookahead",
-                                 "--data", "cifar10"]))
-    self.assertEqual((c.model, c.batch_size, c.lookahead, c.data, c.flip),
-                     ("fastnet", 256, False, "cifar10", "alternating"))
+    c = config_from_args(
+        _parse(["--recipe", "fast", "--batch-size", "256", "--no-lookahead", "--data", "cifar10"])
+    )
+    self.assertEqual(
+        (c.model, c.batch_size, c.lookahead, c.data, c.flip),
+        ("fastnet", 256, False, "cifar10", "alternating"),
+    )
     self.assertAlmostEqual(c.lr, 1.5 / 4)
     self.assertEqual(config_from_args(_parse(["--epochs", "3"])).model, "seed-cnn")
     with self.assertRaisesRegex(ValueError, "--recipe"):
@@ -429,10 +503,16 @@ class RecipeTest(parameterized.TestCase):
       TrainConfig.from_recipe("slow")
     with self.assertRaisesRegex(ValueError, "unknown field"):
       TrainConfig.from_recipe("fast", epoch=3)
-    for field, value in (("flip", "sometimes"), ("tta", "mirror"), ("crop_padding", -1),
-                         ("lookahead_decay", 1.0), ("lookahead_sync_period", 0),
-                         ("data_init_images", -5), ("warmup_start_fraction", -0.1),
-                         ("norm_lr_scale", 0.0)):
+    for field, value in (
+        ("flip", "sometimes"),
+        ("tta", "mirror"),
+        ("crop_padding", -1),
+        ("lookahead_decay", 1.0),
+        ("lookahead_sync_period", 0),
+        ("data_init_images", -5),
+        ("warmup_start_fraction", -0.1),
+        ("norm_lr_scale", 0.0),
+    ):
       with self.assertRaisesRegex(ValueError, field):
         TrainConfig(**{field: value})
     with self.assertRaisesRegex(ValueError, "norm_lr_scale"):
@@ -451,16 +531,32 @@ def _tiny_cifar(n_train=48, n_val=16, hw=12, seed=0):
   x = r.integers(0, 120, (n, hw, hw, 3))
   x[y == 1, :, : hw // 2, 0] += 120  # class 1: a bright left half in red
   x = x.astype(np.uint8)
-  return Dataset("tiny", x[:n_train], y[:n_train], x[n_train:], y[n_train:], None, None,
-                 ("a", "b"), "generated")
+  return Dataset(
+      "tiny",
+      x[:n_train],
+      y[:n_train],
+      x[n_train:],
+      y[n_train:],
+      None,
+      None,
+      ("a", "b"),
+      "generated",
+  )
 
 
 def test_fast_recipe_trains_end_to_end_with_whitening_and_lookahead(tmp_path):
   data = _tiny_cifar()
   # (TTA and plots are covered elsewhere; each costs seconds of compilation or imports.)
   config = TrainConfig.from_recipe(
-      "fast", model_options={"widths": (4, 8, 8)}, epochs=2, batch_size=16,
-      eval_batch_size=16, data_init_images=16, checkpoint_every=2, tta="flip")
+      "fast",
+      model_options={"widths": (4, 8, 8)},
+      epochs=2,
+      batch_size=16,
+      eval_batch_size=16,
+      data_init_images=16,
+      checkpoint_every=2,
+      tta="flip",
+  )
   result = train(config, out_dir=tmp_path / "run", dataset=data, quiet=True, plots=False)
   records = read_metrics(tmp_path / "run" / "metrics.jsonl")
   assert [r["epoch"] for r in records] == [1, 2]
@@ -482,11 +578,15 @@ def test_fast_recipe_trains_end_to_end_with_whitening_and_lookahead(tmp_path):
   mean, std = x.mean((0, 1, 2)), x.std((0, 1, 2))
   reference = _fastnet(widths=(4, 8, 8), input_shape=(12, 12, 3))
   whiten_init(reference, ((x - mean) / std)[::3])  # 48 // 16
+
   def inverse_second_moment(kernel):  # V diag(1/(λ+ε)) Vᵀ: blind to eigenvector signs
     k = np.asarray(kernel, np.float64).reshape(12, 24)[:, :12]
     return k @ k.T
 
-  np.testing.assert_allclose(inverse_second_moment(result.model.whiten.kernel[...]),
-                             inverse_second_moment(reference.whiten.kernel[...]),
-                             rtol=1e-3, atol=1e-3)
+  np.testing.assert_allclose(
+      inverse_second_moment(result.model.whiten.kernel[...]),
+      inverse_second_moment(reference.whiten.kernel[...]),
+      rtol=1e-3,
+      atol=1e-3,
+  )
   assert result.steps.traces["train_one"] == 1

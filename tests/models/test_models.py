@@ -21,9 +21,26 @@ from cnnjax import nn as cnn
 from cnnjax.models.builder import LayerBuilder
 
 NAMES = (
-    "linear", "mlp", "seed-cnn", "lenet5", "alexnet", "zfnet", "vgg11", "vgg11-lrn", "vgg13",
-    "vgg16", "vgg19", "nin", "googlenet", "resnet20", "resnet32", "resnet44", "resnet56",
-    "resnet110", "fastnet", "p4-cnn",
+    "linear",
+    "mlp",
+    "seed-cnn",
+    "lenet5",
+    "alexnet",
+    "zfnet",
+    "vgg11",
+    "vgg11-lrn",
+    "vgg13",
+    "vgg16",
+    "vgg19",
+    "nin",
+    "googlenet",
+    "resnet20",
+    "resnet32",
+    "resnet44",
+    "resnet56",
+    "resnet110",
+    "fastnet",
+    "p4-cnn",
 )
 CONV_KINDS = (cnn.Conv, cnn.TiledConv, cnn.LocallyConnected)
 
@@ -71,6 +88,7 @@ def _eval_shape(model, x):
   def call(model, x):
     model.eval()
     return model(x)
+
   return nnx.eval_shape(call, model, x)
 
 
@@ -101,29 +119,64 @@ class RegistryTest(parameterized.TestCase):
     self.assertEqual(models.default_num_classes("googlenet"), 1000)
 
   @parameterized.named_parameters(
-      dict(testcase_name="name", match="name", call=lambda: models.get("resnet21", rngs=nnx.Rngs(0))),
-      dict(testcase_name="fixed", match="config",
-           call=lambda: models.get("vgg16", config="A", rngs=nnx.Rngs(0))),
-      dict(testcase_name="conv", match="conv",
-           call=lambda: models.abstract("seed-cnn", conv="dilated")),
-      dict(testcase_name="groups_tiled", match="groups",
-           call=lambda: models.abstract("alexnet", groups=2, conv="tiled")),
-      dict(testcase_name="table_local", match="connections",
-           call=lambda: models.abstract("lenet5", connection_table=True, conv="local")),
-      dict(testcase_name="depth", match="depth",
-           call=lambda: models.model_class("resnet20")(depth=21, rngs=nnx.Rngs(0))),
-      dict(testcase_name="shortcut", match="shortcut",
-           call=lambda: models.abstract("resnet20", shortcut="C")),
-      dict(testcase_name="activation", match="activation",
-           call=lambda: models.abstract("lenet5", activation="sigmoid")),
-      dict(testcase_name="vgg_config", match="config",
-           call=lambda: models.model_class("vgg16")(config="F", rngs=nnx.Rngs(0))),
-      dict(testcase_name="input_shape", match="input_shape",
-           call=lambda: models.abstract("seed-cnn", input_shape=(32, 32, 0))),
-      dict(testcase_name="too_small", match="kernel",
-           call=lambda: models.abstract("seed-cnn", input_shape=(8, 8, 3))),
-      dict(testcase_name="registered", match="already registered",
-           call=lambda: models.register("mlp", models.model_class("mlp"))),
+      dict(
+          testcase_name="name", match="name", call=lambda: models.get("resnet21", rngs=nnx.Rngs(0))
+      ),
+      dict(
+          testcase_name="fixed",
+          match="config",
+          call=lambda: models.get("vgg16", config="A", rngs=nnx.Rngs(0)),
+      ),
+      dict(
+          testcase_name="conv",
+          match="conv",
+          call=lambda: models.abstract("seed-cnn", conv="dilated"),
+      ),
+      dict(
+          testcase_name="groups_tiled",
+          match="groups",
+          call=lambda: models.abstract("alexnet", groups=2, conv="tiled"),
+      ),
+      dict(
+          testcase_name="table_local",
+          match="connections",
+          call=lambda: models.abstract("lenet5", connection_table=True, conv="local"),
+      ),
+      dict(
+          testcase_name="depth",
+          match="depth",
+          call=lambda: models.model_class("resnet20")(depth=21, rngs=nnx.Rngs(0)),
+      ),
+      dict(
+          testcase_name="shortcut",
+          match="shortcut",
+          call=lambda: models.abstract("resnet20", shortcut="C"),
+      ),
+      dict(
+          testcase_name="activation",
+          match="activation",
+          call=lambda: models.abstract("lenet5", activation="sigmoid"),
+      ),
+      dict(
+          testcase_name="vgg_config",
+          match="config",
+          call=lambda: models.model_class("vgg16")(config="F", rngs=nnx.Rngs(0)),
+      ),
+      dict(
+          testcase_name="input_shape",
+          match="input_shape",
+          call=lambda: models.abstract("seed-cnn", input_shape=(32, 32, 0)),
+      ),
+      dict(
+          testcase_name="too_small",
+          match="kernel",
+          call=lambda: models.abstract("seed-cnn", input_shape=(8, 8, 3)),
+      ),
+      dict(
+          testcase_name="registered",
+          match="already registered",
+          call=lambda: models.register("mlp", models.model_class("mlp")),
+      ),
   )
   def test_errors_name_the_argument(self, call, match):
     with pytest.raises(ValueError, match=match):

@@ -32,8 +32,12 @@ def _contraction_inputs(jaxpr):
 
 
 # Small inputs where a model takes any size; the ImageNet nets keep theirs (traced only).
-SMALL = {"seed-cnn": (32, 32, 3), "resnet20": (16, 16, 3), "nin": (32, 32, 3),
-         "googlenet": (64, 64, 3)}
+SMALL = {
+    "seed-cnn": (32, 32, 3),
+    "resnet20": (16, 16, 3),
+    "nin": (32, 32, 3),
+    "googlenet": (64, 64, 3),
+}
 
 
 @pytest.mark.parametrize("name", models.names())
@@ -75,8 +79,11 @@ def _same_weights(make, **kw):
 CONV_MODULES = [
     ("Conv", lambda **kw: cnn.Conv(3, 4, 3, padding="SAME", **kw), (1, 6, 6, 3)),
     ("ConvTranspose", lambda **kw: cnn.ConvTranspose(3, 4, 3, stride=2, **kw), (1, 4, 4, 3)),
-    ("LocallyConnected", lambda **kw: cnn.LocallyConnected(3, 4, 3, input_shape=(6, 6), **kw),
-     (1, 6, 6, 3)),
+    (
+        "LocallyConnected",
+        lambda **kw: cnn.LocallyConnected(3, 4, 3, input_shape=(6, 6), **kw),
+        (1, 6, 6, 3),
+    ),
     ("TiledConv", lambda **kw: cnn.TiledConv(3, 4, 3, tile=2, **kw), (1, 6, 6, 3)),
     ("LiftConv", lambda **kw: cnn.LiftConv(3, 4, 3, **kw), (1, 6, 6, 3)),
     ("GroupConv", lambda **kw: cnn.GroupConv(3, 4, 3, **kw), (1, 6, 6, 4, 3)),
@@ -122,8 +129,10 @@ def test_group_pool_dtype():
   assert cnn.GroupPool(dtype=BF16)(x).dtype == BF16
 
 
-@pytest.mark.parametrize("kw", [{"dtype": "int8"}, {"dtype": "nonsense"},
-                                {"param_dtype": None}, {"param_dtype": jnp.int32}])
+@pytest.mark.parametrize(
+    "kw",
+    [{"dtype": "int8"}, {"dtype": "nonsense"}, {"param_dtype": None}, {"param_dtype": jnp.int32}],
+)
 def test_bad_dtypes_are_one_line_errors_naming_the_argument(kw):
   name = next(iter(kw))
   with pytest.raises(ValueError, match=f"Conv: {name} got"):

@@ -55,18 +55,48 @@ def _expand(bias, y):
 
 CONV_CASES = [
     dict(testcase_name="valid", shape=(2, 9, 9, 3), features=4, kernel=3, options={}),
-    dict(testcase_name="same_stride", shape=(2, 9, 9, 3), features=4, kernel=3,
-         options=dict(stride=2, padding="SAME")),
-    dict(testcase_name="circular_dilated", shape=(1, 9, 8, 2), features=3, kernel=(3, 2),
-         options=dict(padding=2, dilation=2, padding_mode="circular")),
-    dict(testcase_name="reflect", shape=(1, 7, 7, 2), features=2, kernel=3,
-         options=dict(padding=1, padding_mode="reflect")),
-    dict(testcase_name="groups", shape=(2, 6, 6, 4), features=6, kernel=3,
-         options=dict(groups=2, padding="FULL")),
-    dict(testcase_name="flip_1d", shape=(2, 10, 2), features=3, kernel=(4,),
-         options=dict(flip_kernel=True, padding="FULL")),
-    dict(testcase_name="3d_no_bias", shape=(1, 5, 5, 5, 2), features=2, kernel=(3, 3, 3),
-         options=dict(use_bias=False, stride=(1, 2, 1))),
+    dict(
+        testcase_name="same_stride",
+        shape=(2, 9, 9, 3),
+        features=4,
+        kernel=3,
+        options=dict(stride=2, padding="SAME"),
+    ),
+    dict(
+        testcase_name="circular_dilated",
+        shape=(1, 9, 8, 2),
+        features=3,
+        kernel=(3, 2),
+        options=dict(padding=2, dilation=2, padding_mode="circular"),
+    ),
+    dict(
+        testcase_name="reflect",
+        shape=(1, 7, 7, 2),
+        features=2,
+        kernel=3,
+        options=dict(padding=1, padding_mode="reflect"),
+    ),
+    dict(
+        testcase_name="groups",
+        shape=(2, 6, 6, 4),
+        features=6,
+        kernel=3,
+        options=dict(groups=2, padding="FULL"),
+    ),
+    dict(
+        testcase_name="flip_1d",
+        shape=(2, 10, 2),
+        features=3,
+        kernel=(4,),
+        options=dict(flip_kernel=True, padding="FULL"),
+    ),
+    dict(
+        testcase_name="3d_no_bias",
+        shape=(1, 5, 5, 5, 2),
+        features=2,
+        kernel=(3, 3, 3),
+        options=dict(use_bias=False, stride=(1, 2, 1)),
+    ),
 ]
 
 
@@ -90,16 +120,22 @@ class ConvModuleTest(parameterized.TestCase):
     conv = cnn.Conv(64, 8, 3, groups=4, kernel_init=_init, rngs=nnx.Rngs(0))
     self.assertEqual(conv.kernel.shape, (3, 3, 16, 8))
     self.assertEqual(conv.bias.shape, (8,))
-    self.assertEqual(cnn.Conv(4, 8, (5,), use_bias=False, kernel_init=_init, rngs=nnx.Rngs(0)).bias, None)
+    self.assertEqual(
+        cnn.Conv(4, 8, (5,), use_bias=False, kernel_init=_init, rngs=nnx.Rngs(0)).bias, None
+    )
 
   def test_connection_table_masks_the_kernel(self):
     table = [[1, 0, 1], [0, 1, 1]]
-    conv = _with_random_bias(cnn.Conv(2, 3, 3, connections=table, kernel_init=_init, rngs=nnx.Rngs(0)))
+    conv = _with_random_bias(
+        cnn.Conv(2, 3, 3, connections=table, kernel_init=_init, rngs=nnx.Rngs(0))
+    )
     x = _x((1, 6, 6, 2))
     mask = jnp.asarray(table, jnp.float32)[None, None]
     np.testing.assert_allclose(
-        conv(x), _expand(conv.bias[...], cross_correlate(x, conv.kernel[...] * mask)),
-        rtol=1e-6, atol=1e-6,
+        conv(x),
+        _expand(conv.bias[...], cross_correlate(x, conv.kernel[...] * mask)),
+        rtol=1e-6,
+        atol=1e-6,
     )
     # Output map 0 sees input map 0 only: the gradient w.r.t. input map 1 is zero.
     g = jax.grad(lambda x: conv(x)[..., 0].sum())(x)
@@ -112,7 +148,9 @@ class ConvModuleTest(parameterized.TestCase):
       dict(testcase_name="input_shape", options=dict(stride=2, input_shape=(12, 12))),
   )
   def test_conv_transpose_equals_function(self, options):
-    up = _with_random_bias(cnn.ConvTranspose(4, 6, 3, kernel_init=_init, rngs=nnx.Rngs(0), **options))
+    up = _with_random_bias(
+        cnn.ConvTranspose(4, 6, 3, kernel_init=_init, rngs=nnx.Rngs(0), **options)
+    )
     self.assertEqual(up.kernel.shape, (3, 3, 6 // options.get("groups", 1), 4))
     y = _x((2, 5, 5, 4))
     expected = _expand(up.bias[...], conv_transpose(y, up.kernel[...], **options))
@@ -131,16 +169,26 @@ class ConvModuleTest(parameterized.TestCase):
 
   @parameterized.named_parameters(
       dict(testcase_name="valid", shape=(2, 8, 8, 3), options={}),
-      dict(testcase_name="strided_padded", shape=(1, 9, 7, 2),
-           options=dict(stride=2, padding=1, padding_mode="edge")),
+      dict(
+          testcase_name="strided_padded",
+          shape=(1, 9, 7, 2),
+          options=dict(stride=2, padding=1, padding_mode="edge"),
+      ),
       dict(testcase_name="1d_dilated", shape=(2, 11, 2), options=dict(dilation=2), kernel=(3,)),
   )
   def test_locally_connected_equals_function(self, shape, options, kernel=3):
-    lc = _with_random_bias(cnn.LocallyConnected(
-        shape[-1], 4, kernel, input_shape=shape[1:-1], kernel_init=_init, rngs=nnx.Rngs(0),
-        **options
-    ))
-    self.assertEqual(lc.kernel.shape[:len(shape) - 2], lc.out_spatial)
+    lc = _with_random_bias(
+        cnn.LocallyConnected(
+            shape[-1],
+            4,
+            kernel,
+            input_shape=shape[1:-1],
+            kernel_init=_init,
+            rngs=nnx.Rngs(0),
+            **options,
+        )
+    )
+    self.assertEqual(lc.kernel.shape[: len(shape) - 2], lc.out_spatial)
     self.assertEqual(lc.bias.shape, (*lc.out_spatial, 4))
     x = _x(shape)
     expected = _expand(lc.bias[...], locally_connected(x, lc.kernel[...], **options))
@@ -159,7 +207,9 @@ class ConvModuleTest(parameterized.TestCase):
   @parameterized.named_parameters(
       dict(testcase_name="tile2_same", tile=2, options=dict(padding="SAME")),
       dict(testcase_name="tile_2x3_strided", tile=(2, 3), options=dict(stride=2)),
-      dict(testcase_name="tile1_circular", tile=1, options=dict(padding=1, padding_mode="circular")),
+      dict(
+          testcase_name="tile1_circular", tile=1, options=dict(padding=1, padding_mode="circular")
+      ),
   )
   def test_tiled_equals_function(self, tile, options):
     tc = _with_random_bias(
@@ -172,15 +222,28 @@ class ConvModuleTest(parameterized.TestCase):
     np.testing.assert_allclose(tc(x), expected, rtol=1e-6, atol=1e-6)
 
   @parameterized.named_parameters(
-      dict(testcase_name="conv", make=lambda r: cnn.Conv(2, 3, 3, padding=1, kernel_init=_init, rngs=r),
-           fn=lambda x, k: cross_correlate(x, k, padding=1)),
-      dict(testcase_name="conv_transpose", make=lambda r: cnn.ConvTranspose(2, 3, 3, stride=2, kernel_init=_init, rngs=r),
-           fn=lambda x, k: conv_transpose(x, k, stride=2)),
-      dict(testcase_name="local",
-           make=lambda r: cnn.LocallyConnected(2, 3, 3, input_shape=(6, 6), kernel_init=_init, rngs=r),
-           fn=locally_connected),
-      dict(testcase_name="tiled", make=lambda r: cnn.TiledConv(2, 3, 3, tile=2, kernel_init=_init, rngs=r),
-           fn=lambda x, k: tiled_conv(x, k, tile=2)),
+      dict(
+          testcase_name="conv",
+          make=lambda r: cnn.Conv(2, 3, 3, padding=1, kernel_init=_init, rngs=r),
+          fn=lambda x, k: cross_correlate(x, k, padding=1),
+      ),
+      dict(
+          testcase_name="conv_transpose",
+          make=lambda r: cnn.ConvTranspose(2, 3, 3, stride=2, kernel_init=_init, rngs=r),
+          fn=lambda x, k: conv_transpose(x, k, stride=2),
+      ),
+      dict(
+          testcase_name="local",
+          make=lambda r: cnn.LocallyConnected(
+              2, 3, 3, input_shape=(6, 6), kernel_init=_init, rngs=r
+          ),
+          fn=locally_connected,
+      ),
+      dict(
+          testcase_name="tiled",
+          make=lambda r: cnn.TiledConv(2, 3, 3, tile=2, kernel_init=_init, rngs=r),
+          fn=lambda x, k: tiled_conv(x, k, tile=2),
+      ),
   )
   def test_nnx_jit_and_grad(self, make, fn):
     module = _with_random_bias(make(nnx.Rngs(0)))
@@ -212,35 +275,83 @@ class ConvModuleTest(parameterized.TestCase):
     self.assertEqual(lc(x.astype(jnp.float64)).dtype, jnp.float64)
 
   @parameterized.named_parameters(
-      dict(testcase_name="groups_in", match="in_features",
-           make=lambda r: cnn.Conv(3, 4, 3, groups=2, rngs=r)),
-      dict(testcase_name="groups_out", match="out_features",
-           make=lambda r: cnn.Conv(4, 3, 3, groups=2, rngs=r)),
-      dict(testcase_name="groups_zero", match="groups", make=lambda r: cnn.Conv(4, 4, 3, groups=0, rngs=r)),
-      dict(testcase_name="in_features", match="in_features", make=lambda r: cnn.Conv(0, 4, 3, rngs=r)),
-      dict(testcase_name="kernel_size", match="kernel_size", make=lambda r: cnn.Conv(2, 4, 0, rngs=r)),
-      dict(testcase_name="kernel_rank", match="kernel_size",
-           make=lambda r: cnn.Conv(2, 4, (1, 1, 1, 1), rngs=r)),
-      dict(testcase_name="padding_mode", match="padding_mode",
-           make=lambda r: cnn.Conv(2, 4, 3, padding_mode="mirror", rngs=r)),
-      dict(testcase_name="connections", match="connections",
-           make=lambda r: cnn.Conv(2, 4, 3, connections=[[1, 1, 1, 1]], rngs=r)),
-      dict(testcase_name="transpose_groups", match="out_features",
-           make=lambda r: cnn.ConvTranspose(4, 3, 3, groups=2, rngs=r)),
-      dict(testcase_name="local_input_shape", match="input_shape",
-           make=lambda r: cnn.LocallyConnected(2, 4, 3, input_shape=(8, 8, 2), rngs=r)),
-      dict(testcase_name="local_input_int", match="input_shape",
-           make=lambda r: cnn.LocallyConnected(2, 4, 3, input_shape=8, rngs=r)),
-      dict(testcase_name="local_too_small", match="kernel",
-           make=lambda r: cnn.LocallyConnected(2, 4, 5, input_shape=(3, 3), rngs=r)),
-      dict(testcase_name="local_stride", match="stride",
-           make=lambda r: cnn.LocallyConnected(2, 4, 3, input_shape=(8, 8), stride=0, rngs=r)),
-      dict(testcase_name="tile", match="tile", make=lambda r: cnn.TiledConv(2, 4, 3, tile=0, rngs=r)),
-      dict(testcase_name="stride", match="stride", make=lambda r: cnn.Conv(2, 4, 3, stride=0, rngs=r)),
-      dict(testcase_name="dilation", match="dilation",
-           make=lambda r: cnn.ConvTranspose(2, 4, 3, dilation=(1, 2, 1), rngs=r)),
-      dict(testcase_name="tiled_stride", match="stride",
-           make=lambda r: cnn.TiledConv(2, 4, 3, tile=2, stride=-1, rngs=r)),
+      dict(
+          testcase_name="groups_in",
+          match="in_features",
+          make=lambda r: cnn.Conv(3, 4, 3, groups=2, rngs=r),
+      ),
+      dict(
+          testcase_name="groups_out",
+          match="out_features",
+          make=lambda r: cnn.Conv(4, 3, 3, groups=2, rngs=r),
+      ),
+      dict(
+          testcase_name="groups_zero",
+          match="groups",
+          make=lambda r: cnn.Conv(4, 4, 3, groups=0, rngs=r),
+      ),
+      dict(
+          testcase_name="in_features", match="in_features", make=lambda r: cnn.Conv(0, 4, 3, rngs=r)
+      ),
+      dict(
+          testcase_name="kernel_size", match="kernel_size", make=lambda r: cnn.Conv(2, 4, 0, rngs=r)
+      ),
+      dict(
+          testcase_name="kernel_rank",
+          match="kernel_size",
+          make=lambda r: cnn.Conv(2, 4, (1, 1, 1, 1), rngs=r),
+      ),
+      dict(
+          testcase_name="padding_mode",
+          match="padding_mode",
+          make=lambda r: cnn.Conv(2, 4, 3, padding_mode="mirror", rngs=r),
+      ),
+      dict(
+          testcase_name="connections",
+          match="connections",
+          make=lambda r: cnn.Conv(2, 4, 3, connections=[[1, 1, 1, 1]], rngs=r),
+      ),
+      dict(
+          testcase_name="transpose_groups",
+          match="out_features",
+          make=lambda r: cnn.ConvTranspose(4, 3, 3, groups=2, rngs=r),
+      ),
+      dict(
+          testcase_name="local_input_shape",
+          match="input_shape",
+          make=lambda r: cnn.LocallyConnected(2, 4, 3, input_shape=(8, 8, 2), rngs=r),
+      ),
+      dict(
+          testcase_name="local_input_int",
+          match="input_shape",
+          make=lambda r: cnn.LocallyConnected(2, 4, 3, input_shape=8, rngs=r),
+      ),
+      dict(
+          testcase_name="local_too_small",
+          match="kernel",
+          make=lambda r: cnn.LocallyConnected(2, 4, 5, input_shape=(3, 3), rngs=r),
+      ),
+      dict(
+          testcase_name="local_stride",
+          match="stride",
+          make=lambda r: cnn.LocallyConnected(2, 4, 3, input_shape=(8, 8), stride=0, rngs=r),
+      ),
+      dict(
+          testcase_name="tile", match="tile", make=lambda r: cnn.TiledConv(2, 4, 3, tile=0, rngs=r)
+      ),
+      dict(
+          testcase_name="stride", match="stride", make=lambda r: cnn.Conv(2, 4, 3, stride=0, rngs=r)
+      ),
+      dict(
+          testcase_name="dilation",
+          match="dilation",
+          make=lambda r: cnn.ConvTranspose(2, 4, 3, dilation=(1, 2, 1), rngs=r),
+      ),
+      dict(
+          testcase_name="tiled_stride",
+          match="stride",
+          make=lambda r: cnn.TiledConv(2, 4, 3, tile=2, stride=-1, rngs=r),
+      ),
   )
   def test_errors_name_the_argument(self, make, match):
     with pytest.raises(ValueError, match=match):
@@ -256,26 +367,47 @@ class ConvModuleTest(parameterized.TestCase):
 
 
 POOL_CASES = [
-    dict(testcase_name="max", module=cnn.MaxPool(2),
-         fn=functools.partial(max_pool, window=2)),
-    dict(testcase_name="max_overlapping", module=cnn.MaxPool(3, stride=2, padding=1),
-         fn=functools.partial(max_pool, window=3, stride=2, padding=1)),
-    dict(testcase_name="avg", module=cnn.AvgPool((2, 3), padding="SAME"),
-         fn=functools.partial(avg_pool, window=(2, 3), padding="SAME")),
-    dict(testcase_name="avg_include_pad",
-         module=cnn.AvgPool(3, stride=1, padding=1, count_include_pad=True),
-         fn=functools.partial(avg_pool, window=3, stride=1, padding=1, count_include_pad=True)),
-    dict(testcase_name="lp", module=cnn.LpPool(2, p=3), fn=functools.partial(lp_pool, window=2, p=3)),
+    dict(testcase_name="max", module=cnn.MaxPool(2), fn=functools.partial(max_pool, window=2)),
+    dict(
+        testcase_name="max_overlapping",
+        module=cnn.MaxPool(3, stride=2, padding=1),
+        fn=functools.partial(max_pool, window=3, stride=2, padding=1),
+    ),
+    dict(
+        testcase_name="avg",
+        module=cnn.AvgPool((2, 3), padding="SAME"),
+        fn=functools.partial(avg_pool, window=(2, 3), padding="SAME"),
+    ),
+    dict(
+        testcase_name="avg_include_pad",
+        module=cnn.AvgPool(3, stride=1, padding=1, count_include_pad=True),
+        fn=functools.partial(avg_pool, window=3, stride=1, padding=1, count_include_pad=True),
+    ),
+    dict(
+        testcase_name="lp", module=cnn.LpPool(2, p=3), fn=functools.partial(lp_pool, window=2, p=3)
+    ),
     dict(testcase_name="global_avg", module=cnn.GlobalAvgPool(), fn=global_avg_pool),
-    dict(testcase_name="global_max_keepdims", module=cnn.GlobalMaxPool(keepdims=True),
-         fn=functools.partial(global_max_pool, keepdims=True)),
+    dict(
+        testcase_name="global_max_keepdims",
+        module=cnn.GlobalMaxPool(keepdims=True),
+        fn=functools.partial(global_max_pool, keepdims=True),
+    ),
     dict(testcase_name="maxout", module=cnn.Maxout(2), fn=functools.partial(maxout, pieces=2)),
-    dict(testcase_name="blur", module=cnn.BlurPool(stride=2, kernel_size=4, padding_mode="zeros"),
-         fn=functools.partial(blur_pool, stride=2, kernel_size=4, padding_mode="zeros")),
-    dict(testcase_name="aps", module=cnn.PolyphaseDownsample(stride=2, p=1),
-         fn=functools.partial(polyphase_downsample, stride=2, p=1)),
-    dict(testcase_name="lrn", module=cnn.LocalResponseNorm(size=3, alpha=0.1, beta=0.5, k=1.0),
-         fn=functools.partial(local_response_norm, size=3, alpha=0.1, beta=0.5, k=1.0)),
+    dict(
+        testcase_name="blur",
+        module=cnn.BlurPool(stride=2, kernel_size=4, padding_mode="zeros"),
+        fn=functools.partial(blur_pool, stride=2, kernel_size=4, padding_mode="zeros"),
+    ),
+    dict(
+        testcase_name="aps",
+        module=cnn.PolyphaseDownsample(stride=2, p=1),
+        fn=functools.partial(polyphase_downsample, stride=2, p=1),
+    ),
+    dict(
+        testcase_name="lrn",
+        module=cnn.LocalResponseNorm(size=3, alpha=0.1, beta=0.5, k=1.0),
+        fn=functools.partial(local_response_norm, size=3, alpha=0.1, beta=0.5, k=1.0),
+    ),
 ]
 
 
@@ -313,7 +445,8 @@ class LocalResponseNormTest(chex.TestCase):
     x = _x((2, 3, 3, channels), seed=size, dtype=jnp.float64) * 3
     np.testing.assert_allclose(
         _LRN_JIT(x, size=size, alpha=alpha, beta=beta, k=k),
-        ref_lrn(x, size, alpha, beta, k), rtol=1e-12,
+        ref_lrn(x, size, alpha, beta, k),
+        rtol=1e-12,
     )
 
   @chex.variants(with_jit=True, without_jit=True)
@@ -323,16 +456,16 @@ class LocalResponseNormTest(chex.TestCase):
         self.variant(local_response_norm)(x), ref_lrn(x, 5, 1e-4, 0.75, 2.0), rtol=1e-12
     )
     # Caffe's LRN(local_size=5, alpha=1e-4, k=1): alpha divided by the size.
-    caffe = x / (1 + 1e-4 / 5 * _window_sums(x ** 2, 5)) ** 0.75
-    np.testing.assert_allclose(local_response_norm(x, size=5, alpha=1e-4 / 5, k=1.0), caffe, rtol=1e-12)
+    caffe = x / (1 + 1e-4 / 5 * _window_sums(x**2, 5)) ** 0.75
+    np.testing.assert_allclose(
+        local_response_norm(x, size=5, alpha=1e-4 / 5, k=1.0), caffe, rtol=1e-12
+    )
 
   def test_dtype_rank_and_grad(self):
     x = _x((2, 5, 3), dtype=jnp.bfloat16) * 20
     y = _LRN_JIT(x, alpha=0.1)
     self.assertEqual(y.dtype, jnp.bfloat16)
-    np.testing.assert_allclose(
-        np.asarray(y, np.float64), ref_lrn(x, 5, 0.1, 0.75, 2.0), rtol=1e-2
-    )
+    np.testing.assert_allclose(np.asarray(y, np.float64), ref_lrn(x, 5, 0.1, 0.75, 2.0), rtol=1e-2)
     self.assertEqual(_LRN_JIT(_x((2, 4, 4, 4, 6))).shape, (2, 4, 4, 4, 6))
     g = jax.jit(jax.grad(lambda x: local_response_norm(x, alpha=1.0).sum()))(_x((1, 2, 2, 4)))
     self.assertTrue(bool(jnp.all(jnp.isfinite(g))))
@@ -350,7 +483,7 @@ def _window_sums(a, size):
   """Channel-window sums by explicit padding and slicing (an independent route)."""
   a = np.asarray(a)
   padded = np.pad(a, [(0, 0)] * (a.ndim - 1) + [(size // 2, (size - 1) // 2)])
-  return sum(padded[..., j:j + a.shape[-1]] for j in range(size))
+  return sum(padded[..., j : j + a.shape[-1]] for j in range(size))
 
 
 def test_optional_arguments_are_keyword_only():

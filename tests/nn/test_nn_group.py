@@ -17,8 +17,9 @@ def _init(key, shape, dtype):
 
 
 def test_lift_conv_module_is_the_function():
-  layer = cnn.LiftConv(3, 5, 3, group="p4m", stride=2, padding="VALID", kernel_init=_init,
-                       rngs=nnx.Rngs(0))
+  layer = cnn.LiftConv(
+      3, 5, 3, group="p4m", stride=2, padding="VALID", kernel_init=_init, rngs=nnx.Rngs(0)
+  )
   layer.bias[...] = jnp.arange(5.0, dtype=jnp.float32)
   x = jax.random.normal(jax.random.key(1), (2, 9, 9, 3))
   assert layer.kernel.shape == (3, 3, 3, 5) and layer.bias.shape == (5,)
@@ -27,8 +28,7 @@ def test_lift_conv_module_is_the_function():
 
 
 def test_group_conv_module_is_the_function():
-  layer = cnn.GroupConv(4, 6, 3, group="p4", use_bias=False, kernel_init=_init,
-                        rngs=nnx.Rngs(0))
+  layer = cnn.GroupConv(4, 6, 3, group="p4", use_bias=False, kernel_init=_init, rngs=nnx.Rngs(0))
   x = jax.random.normal(jax.random.key(2), (2, 7, 7, 4, 4))
   assert layer.kernel.shape == (3, 3, 4, 4, 6) and layer.bias is None
   np.testing.assert_array_equal(layer(x), group_conv(x, layer.kernel[...], group="p4"))

@@ -15,9 +15,13 @@ import accelerator  # noqa: E402
 
 
 def _dry_run(*args, cwd):
-  return subprocess.run(["bash", os.path.join(ROOT, "benchmarks", "device_run.sh"),
-                         "--dry-run", *args], cwd=cwd, capture_output=True, text=True,
-                        timeout=60)
+  return subprocess.run(
+      ["bash", os.path.join(ROOT, "benchmarks", "device_run.sh"), "--dry-run", *args],
+      cwd=cwd,
+      capture_output=True,
+      text=True,
+      timeout=60,
+  )
 
 
 def test_dry_run_lists_the_phases_within_one_call_and_valid_arguments():

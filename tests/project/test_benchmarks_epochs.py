@@ -9,15 +9,39 @@ import pytest
 sys.path.append(os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "benchmarks"))
 import epochs  # noqa: E402
 
-TINY = ["--data-option", "num_train=300", "--data-option", "num_test=50",
-        "--val-size", "44", "--eval-batch-size", "50"]
+TINY = [
+    "--data-option",
+    "num_train=300",
+    "--data-option",
+    "num_test=50",
+    "--val-size",
+    "44",
+    "--eval-batch-size",
+    "50",
+]
 
 
 def test_a_cnnjax_only_pair_reports_each_epoch(tmp_path, capsys):
   path = tmp_path / "epochs.json"
-  out = epochs.main(["--data", "shapes", "--epochs", "2", "--batch-size", "64", "--pairs",
-                     "1", "--no-torch", "--json", str(path), "--", *TINY,
-                     "--cache-dir", str(tmp_path / "cache")])
+  out = epochs.main(
+      [
+          "--data",
+          "shapes",
+          "--epochs",
+          "2",
+          "--batch-size",
+          "64",
+          "--pairs",
+          "1",
+          "--no-torch",
+          "--json",
+          str(path),
+          "--",
+          *TINY,
+          "--cache-dir",
+          str(tmp_path / "cache"),
+      ]
+  )
   assert json.loads(path.read_text()) == json.loads(json.dumps(out))
   (row,) = out["pairs"]
   # 256 training images in batches of 64: 4 steps per epoch, one figure per epoch.

@@ -21,8 +21,9 @@ _DIRECTIVE = re.compile(
 
 
 def _coverage_check():
-  spec = importlib.util.spec_from_file_location("coverage_check",
-                                                DOCS / "ext" / "coverage_check.py")
+  spec = importlib.util.spec_from_file_location(
+      "coverage_check", DOCS / "ext" / "coverage_check.py"
+  )
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
@@ -32,7 +33,8 @@ def _checked_modules() -> list[str]:
   """``coverage_check_modules`` of docs/conf.py (read, not executed)."""
   for node in ast.parse((DOCS / "conf.py").read_text(encoding="utf-8")).body:
     if isinstance(node, ast.Assign) and any(
-        getattr(t, "id", None) == "coverage_check_modules" for t in node.targets):
+        getattr(t, "id", None) == "coverage_check_modules" for t in node.targets
+    ):
       return ast.literal_eval(node.value)
   raise AssertionError("docs/conf.py sets no coverage_check_modules")
 
@@ -59,8 +61,14 @@ def _documented() -> dict[str, str]:
 
 def test_the_checked_modules_include_every_public_module():
   modules = _checked_modules()
-  for name in ("cnnjax", "cnnjax.nn", "cnnjax.models", "cnnjax.equivariance",
-               "cnnjax.train", "cnnjax.data"):
+  for name in (
+      "cnnjax",
+      "cnnjax.nn",
+      "cnnjax.models",
+      "cnnjax.equivariance",
+      "cnnjax.train",
+      "cnnjax.data",
+  ):
     assert name in modules
 
 

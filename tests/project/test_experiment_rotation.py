@@ -20,8 +20,9 @@ import rotation  # noqa: E402
 def test_rotate_is_quarter_turns():
   images = np.arange(2 * 3 * 3 * 1).reshape(2, 3, 3, 1)
   np.testing.assert_array_equal(rotation.rotate(images, 0), images)
-  np.testing.assert_array_equal(rotation.rotate(images, 1)[0, :, :, 0],
-                                [[2, 5, 8], [1, 4, 7], [0, 3, 6]])
+  np.testing.assert_array_equal(
+      rotation.rotate(images, 1)[0, :, :, 0], [[2, 5, 8], [1, 4, 7], [0, 3, 6]]
+  )
   np.testing.assert_array_equal(rotation.rotate(rotation.rotate(images, 1), 3), images)
 
 
@@ -30,14 +31,20 @@ def test_quick_run_writes_its_page_and_plots(tmp_path):
   committed = os.path.join(EXPERIMENTS, "results", "rotation.md")
   before = os.stat(committed).st_mtime_ns if os.path.exists(committed) else None
   proc = subprocess.run(
-      [sys.executable, os.path.join(EXPERIMENTS, "rotation.py"), "--quick", "--out",
-       str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+      [sys.executable, os.path.join(EXPERIMENTS, "rotation.py"), "--quick", "--out", str(tmp_path)],
+      cwd=ROOT,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=600,
   )
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
   page = (tmp_path / "rotation.md").read_text()
-  rows = [[c.strip() for c in line.strip().strip("|").split("|")]
-          for line in page.splitlines()
-          if line.startswith("|") and not re.match(r"^\|[:\- |]+\|$", line.strip())]
+  rows = [
+      [c.strip() for c in line.strip().strip("|").split("|")]
+      for line in page.splitlines()
+      if line.startswith("|") and not re.match(r"^\|[:\- |]+\|$", line.strip())
+  ]
   assert {"seed-cnn", "p4-cnn"} <= {row[0] for row in rows}
   p4 = next(row for row in rows if row[0] == "p4-cnn")
   # The four rotated accuracies of the invariant model agree (up to rare float ties).

@@ -33,8 +33,7 @@ def tables(markdown: str) -> list[tuple[list[str], list[list[str]]]]:
   found, lines = [], markdown.splitlines()
   i = 0
   while i < len(lines):
-    if lines[i].startswith("|") and i + 1 < len(lines) and re.match(r"^\|[:\-|]+\|$",
-                                                                     lines[i + 1]):
+    if lines[i].startswith("|") and i + 1 < len(lines) and re.match(r"^\|[:\-|]+\|$", lines[i + 1]):
       split = lambda line: [c.strip() for c in line.strip().strip("|").split(" | ")]
       header, body = split(lines[i]), []
       i += 2
@@ -58,14 +57,22 @@ def table_with(page: str, column: str):
 def run_quick(name: str, out) -> str:
   """Runs ``python experiments/NAME.py --quick --out OUT``; returns the page."""
   # JAX's defaults, except that the suite's compile setting (tests/conftest.py) carries over.
-  env = {k: v for k, v in os.environ.items()
-         if not k.startswith(("JAX_", "XLA_")) or k == "JAX_DISABLE_MOST_OPTIMIZATIONS"}
+  env = {
+      k: v
+      for k, v in os.environ.items()
+      if not k.startswith(("JAX_", "XLA_")) or k == "JAX_DISABLE_MOST_OPTIMIZATIONS"
+  }
   proc = subprocess.run(
       [sys.executable, os.path.join("experiments", f"{name}.py"), "--quick", "--out", str(out)],
-      cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+      cwd=ROOT,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=300,
   )
-  assert proc.returncode == 0, (
-      f"{name} --quick failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+  assert (
+      proc.returncode == 0
+  ), f"{name} --quick failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
   page_path = out / f"{name}.md"
   assert page_path.exists()
   page = page_path.read_text()
@@ -181,8 +188,7 @@ def test_parse_args(tmp_path):
 
 
 def test_missing_data_dir_names_the_flag(tmp_path):
-  args = common.parse_args(["--data-dir", str(tmp_path / "nope"), "--out", str(tmp_path)],
-                           name="x")
+  args = common.parse_args(["--data-dir", str(tmp_path / "nope"), "--out", str(tmp_path)], name="x")
   with pytest.raises(FileNotFoundError, match="--data-dir"):
     common.load_data(args)
 

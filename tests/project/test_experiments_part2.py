@@ -29,7 +29,6 @@ import filters  # noqa: E402
 import occlusion  # noqa: E402
 import shift_invariance  # noqa: E402
 
-
 # --------------------------------------------------------------------------------------
 # Helpers of the scripts.
 
@@ -38,20 +37,24 @@ def test_aps_net_is_exactly_invariant_to_circular_shifts_and_max_pool_net_is_not
   x = jax.random.normal(jax.random.key(0), (4, 16, 16, 3), jnp.float32)
   outputs = {}
   for kind in ("aps", "max"):
-    net = shift_invariance.DownsampleNet(num_classes=5, input_shape=(16, 16, 3),
-                                         downsample=kind, widths=(4, 8, 8), rngs=nnx.Rngs(1))
+    net = shift_invariance.DownsampleNet(
+        num_classes=5, input_shape=(16, 16, 3), downsample=kind, widths=(4, 8, 8), rngs=nnx.Rngs(1)
+    )
     f = jax.jit(lambda x, net=net: net(x))
     base = f(x)
-    outputs[kind] = max(float(jnp.max(jnp.abs(f(jnp.roll(x, s, axis=(1, 2))) - base)))
-                        for s in ((1, 0), (0, 1), (3, 5)))
+    outputs[kind] = max(
+        float(jnp.max(jnp.abs(f(jnp.roll(x, s, axis=(1, 2))) - base)))
+        for s in ((1, 0), (0, 1), (3, 5))
+    )
   assert outputs["aps"] < 1e-5 * (1 + outputs["max"])
   assert outputs["max"] > 1e-3
 
 
 def test_downsample_net_rejects_unknown_downsampling():
   with pytest.raises(ValueError, match="downsample"):
-    shift_invariance.DownsampleNet(num_classes=2, input_shape=(8, 8, 3), downsample="lp",
-                                   rngs=nnx.Rngs(0))
+    shift_invariance.DownsampleNet(
+        num_classes=2, input_shape=(8, 8, 3), downsample="lp", rngs=nnx.Rngs(0)
+    )
 
 
 def test_crops_at_the_padding_offset_are_the_image_and_others_are_reflect_shifts():
@@ -92,8 +95,9 @@ def test_classic_kernels_checks_hold_on_a_random_image():
   assert all(r["constant_response"] < 1e-5 for r in by.values())
   # Sobel is antisymmetric: true convolution is minus the cross-correlation.
   k = filters.KERNELS["Sobel x"][0]
-  np.testing.assert_allclose(filters.apply(image, k), -filters.apply(image, k, flip=False),
-                             atol=1e-6)
+  np.testing.assert_allclose(
+      filters.apply(image, k), -filters.apply(image, k, flip=False), atol=1e-6
+  )
 
 
 def test_occluded_places_a_grey_square_at_every_grid_position():
@@ -102,7 +106,7 @@ def test_occluded_places_a_grey_square_at_every_grid_position():
   assert corners == [(r, c) for r in (0, 3, 6) for c in (0, 3, 6)]
   assert copies.shape == (9, 10, 10, 3)
   for copy, (r, c) in zip(copies, corners):
-    np.testing.assert_array_equal(copy[r:r + 4, c:c + 4], np.broadcast_to([7, 8, 9], (4, 4, 3)))
+    np.testing.assert_array_equal(copy[r : r + 4, c : c + 4], np.broadcast_to([7, 8, 9], (4, 4, 3)))
     assert copy.sum() == 16 * (7 + 8 + 9)
 
 
@@ -118,19 +122,27 @@ def test_bottleneck_counts_match_the_lecture():
 
 # name -> (row labels its first table must have, PNGs it must write, text it must contain)
 EXPECTED = {
-    "shift_invariance": (shift_invariance.DOWNSAMPLING, ("consistency", "curves"),
-                         ("circular consistency",)),
+    "shift_invariance": (
+        shift_invariance.DOWNSAMPLING,
+        ("consistency", "curves"),
+        ("circular consistency",),
+    ),
     "filters": (("seed-cnn", *filters.KERNELS), ("learned", "kernels"), ("low-frequency",)),
     "occlusion": ((), ("heatmaps",), ("p(class)",)),
-    "bottleneck": (("5×5 conv, 200 → 32", "bottleneck total"), (),
-                   ("163,840,000", "16,384,000", "≈163M", "time ratio")),
+    "bottleneck": (
+        ("5×5 conv, 200 → 32", "bottleneck total"),
+        (),
+        ("163,840,000", "16,384,000", "≈163M", "time ratio"),
+    ),
 }
 
 
 def _table_rows(markdown: str) -> list[list[str]]:
-  return [[c.strip() for c in line.strip().strip("|").split("|")]
-          for line in markdown.splitlines()
-          if line.startswith("|") and not re.match(r"^\|[:\- |]+\|$", line.strip())]
+  return [
+      [c.strip() for c in line.strip().strip("|").split("|")]
+      for line in markdown.splitlines()
+      if line.startswith("|") and not re.match(r"^\|[:\- |]+\|$", line.strip())
+  ]
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -139,9 +151,12 @@ def test_quick_run_writes_its_page_and_plots(name, tmp_path):
   committed = os.path.join(EXPERIMENTS, "results", f"{name}.md")
   before = os.stat(committed).st_mtime_ns if os.path.exists(committed) else None
   proc = subprocess.run(
-      [sys.executable, os.path.join(EXPERIMENTS, f"{name}.py"), "--quick", "--out",
-       str(tmp_path)],
-      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+      [sys.executable, os.path.join(EXPERIMENTS, f"{name}.py"), "--quick", "--out", str(tmp_path)],
+      cwd=ROOT,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=600,
   )
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
   page = (tmp_path / f"{name}.md").read_text()

@@ -8,8 +8,11 @@ import numpy as np
 
 import cnnjax
 
-PAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                    "docs", "lecture-notes.md")
+PAGE = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+    "docs",
+    "lecture-notes.md",
+)
 
 
 def _page() -> str:
@@ -22,8 +25,9 @@ def _rows(a) -> str:
 
 
 def test_pooling_example():
-  x = jnp.array([[1, 4, 3, 6], [2, 1, 0, 9], [2, 2, 7, 7], [5, 3, 3, 6]],
-                jnp.float32)[None, :, :, None]
+  x = jnp.array([[1, 4, 3, 6], [2, 1, 0, 9], [2, 2, 7, 7], [5, 3, 3, 6]], jnp.float32)[
+      None, :, :, None
+  ]
   avg = np.asarray(cnnjax.avg_pool(x, 2)).reshape(-1)
   mx = np.asarray(cnnjax.max_pool(x, 2)).reshape(-1)
   np.testing.assert_array_equal(avg, [2, 4.5, 3, 5.75])
@@ -34,8 +38,10 @@ def test_pooling_example():
 
 
 def test_padding_and_edge_examples():
-  x = jnp.array([[1, 1, 1, 0, 0], [0, 1, 1, 1, 0], [0, 0, 1, 1, 1],
-                 [0, 0, 1, 1, 0], [0, 1, 1, 0, 0]], jnp.float32)[None, :, :, None]
+  x = jnp.array(
+      [[1, 1, 1, 0, 0], [0, 1, 1, 1, 0], [0, 0, 1, 1, 1], [0, 0, 1, 1, 0], [0, 1, 1, 0, 0]],
+      jnp.float32,
+  )[None, :, :, None]
   w = jnp.array([[1, 0, 1], [0, 1, 0], [1, 0, 1]], jnp.float32)[:, :, None, None]
   page = _page()
   assert "rows " + _rows(cnnjax.cross_correlate(x, w)[0, :, :, 0]) + " |" in page
@@ -48,8 +54,7 @@ def test_padding_and_edge_examples():
 
 
 def test_vgg16_first_layer_ops():
-  ops = cnnjax.op_count("conv", in_shape=(224, 224, 3), out_shape=(224, 224, 64),
-                        kernel=(3, 3))
+  ops = cnnjax.op_count("conv", in_shape=(224, 224, 3), out_shape=(224, 224, 64), kernel=(3, 3))
   assert ops == 224 * 224 * 64 * (3 * 3 * 3 + 1)
   assert f"**{ops:,}**" in _page()
 

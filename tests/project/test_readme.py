@@ -32,7 +32,8 @@ def _blocks(language, path=README):
 
 def test_readme_opens_with_two_commands():
   commands = [
-      line for line in _blocks("bash")[0].splitlines()
+      line
+      for line in _blocks("bash")[0].splitlines()
       if line.strip() and not line.lstrip().startswith("#")
   ]
   assert len(commands) == 2, commands
@@ -49,14 +50,17 @@ def _script(blocks):
       lines.append(line)
       continue
     indent, code, error, message = m.groups()
-    lines += textwrap.indent(textwrap.dedent(f"""\
+    lines += textwrap.indent(
+        textwrap.dedent(f"""\
         try:
           {code}
         except {error} as e:
           assert {message!r} in str(e), str(e)
         else:
           raise AssertionError({f"expected {error}: {message}"!r})
-        """), indent).splitlines()
+        """),
+        indent,
+    ).splitlines()
   return "\n".join(lines)
 
 
@@ -65,8 +69,13 @@ def test_readme_python_examples_run():
   # which must come before JAX computes anything.
   blocks = _blocks("python")
   assert blocks, "the README has Python examples"
-  proc = subprocess.run([sys.executable, "-c", _script(blocks)], capture_output=True,
-                        text=True, timeout=600, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  proc = subprocess.run(
+      [sys.executable, "-c", _script(blocks)],
+      capture_output=True,
+      text=True,
+      timeout=600,
+      env=dict(os.environ, JAX_PLATFORMS="cpu"),
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
 
 
@@ -108,9 +117,14 @@ def test_docs_python_examples_run(path):
   assert not unasserted, f"state these results with assert: {unasserted}"
   script = _script(blocks)
   script += f"\n_SOURCE = {script!r}\n{_CHECK_MODULE_NAMES}"
-  proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                        timeout=600, cwd=DOCS_CWD.get(path.name, ROOT),
-                        env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  proc = subprocess.run(
+      [sys.executable, "-c", script],
+      capture_output=True,
+      text=True,
+      timeout=600,
+      cwd=DOCS_CWD.get(path.name, ROOT),
+      env=dict(os.environ, JAX_PLATFORMS="cpu"),
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
 
 
@@ -131,7 +145,7 @@ def _cnnjax_commands():
         words.pop()
       for i, word in enumerate(words):
         if word.endswith("bin/cnnjax") or word == "cnnjax":
-          commands.append(words[i + 1:])
+          commands.append(words[i + 1 :])
           break
   return commands
 

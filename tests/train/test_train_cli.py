@@ -10,9 +10,25 @@ from cnnjax.train.cli import _FLAGS
 from cnnjax.train.config import TrainConfig
 from cnnjax.train.metrics import read_metrics
 
-TINY = ["--model", "linear", "--data", "shapes", "--data-option", "num_train=120",
-        "--data-option", "num_test=40", "--data-option", "num_classes=3", "--val-size", "40",
-        "--batch-size", "40", "--eval-batch-size", "40", "--quiet"]
+TINY = [
+    "--model",
+    "linear",
+    "--data",
+    "shapes",
+    "--data-option",
+    "num_train=120",
+    "--data-option",
+    "num_test=40",
+    "--data-option",
+    "num_classes=3",
+    "--val-size",
+    "40",
+    "--batch-size",
+    "40",
+    "--eval-batch-size",
+    "40",
+    "--quiet",
+]
 
 
 @pytest.mark.parametrize("command", ["train", "search"])
@@ -52,13 +68,19 @@ def test_train_resume_and_eval(tmp_path, capsys):
   capsys.readouterr()
   assert main(["train", "--out", run, "--resume", "--epochs", "2", "--quiet"]) == 2
   line = _one_line(capsys.readouterr().err)
-  assert "epochs 1 -> 2, which changes the cosine schedule's length from 2 to 4 steps: at " \
-      "step 2 the learning rate would go from 0 to 0.025" in line, line
+  assert (
+      "epochs 1 -> 2, which changes the cosine schedule's length from 2 to 4 steps: at "
+      "step 2 the learning rate would go from 0 to 0.025" in line
+  ), line
   assert "--allow-schedule-change" in line
   assert TrainConfig.load(os.path.join(run, "config.json")).epochs == 1
   # --resume keeps the saved config (linear on 3-class shapes) and changes only --epochs.
-  assert main(["train", "--out", run, "--resume", "--epochs", "2", "--quiet",
-               "--allow-schedule-change"]) == 0
+  assert (
+      main(
+          ["train", "--out", run, "--resume", "--epochs", "2", "--quiet", "--allow-schedule-change"]
+      )
+      == 0
+  )
   config = TrainConfig.load(os.path.join(run, "config.json"))
   assert (config.model, config.epochs, config.data_options["num_classes"]) == ("linear", 2, 3)
   records = read_metrics(os.path.join(run, "metrics.jsonl"))
@@ -78,15 +100,31 @@ def test_train_resume_and_eval(tmp_path, capsys):
   assert main(["eval", "--run", run, "--split", "val"]) == 0
   assert main(["eval", "--run", run, "--split", "val", "--tta", "flip"]) == 0
   names = sorted(n for n in os.listdir(run) if n.startswith("eval"))
-  assert names == ["eval-test-none.json", "eval-val-flip.json", "eval-val-none-2.json",
-                   "eval-val-none.json"]
+  assert names == [
+      "eval-test-none.json",
+      "eval-val-flip.json",
+      "eval-val-none-2.json",
+      "eval-val-none.json",
+  ]
   assert main(["eval", "--run", str(tmp_path)]) == 2  # not a run directory
 
 
 def test_search_writes_table_and_best_config(tmp_path, capsys):
   out = str(tmp_path / "search")
-  args = ["search", *TINY, "--cache-dir", str(tmp_path / "cache"), "--trials", "2",
-          "--trial-epochs", "1", "--space", "lr=1e-3:1e-1", "--out", out]
+  args = [
+      "search",
+      *TINY,
+      "--cache-dir",
+      str(tmp_path / "cache"),
+      "--trials",
+      "2",
+      "--trial-epochs",
+      "1",
+      "--space",
+      "lr=1e-3:1e-1",
+      "--out",
+      out,
+  ]
   assert main(args) == 0
   rows = [json.loads(line) for line in open(os.path.join(out, "results.jsonl"))]
   assert [r["trial"] for r in rows] == [0, 1]
@@ -138,8 +176,7 @@ def test_known_failures_are_one_line_with_exit_code_2(tmp_path, capsys, monkeypa
 
   from cnnjax.train import metrics
 
-  base = ["train", *TINY, "--cache-dir", str(tmp_path / "cache"), "--epochs", "1",
-          "--no-plots"]
+  base = ["train", *TINY, "--cache-dir", str(tmp_path / "cache"), "--epochs", "1", "--no-plots"]
   # An unreadable pickle (the CIFAR Python release).
   bad = str(tmp_path / "cifar-10-batches-py")
   _cifar_python_with_a_bad_pickle(bad)
@@ -153,6 +190,7 @@ def test_known_failures_are_one_line_with_exit_code_2(tmp_path, capsys, monkeypa
   open(tmp_path / "file", "w").close()
   assert main([*base, "--out", str(tmp_path / "file" / "run")]) == 2
   assert "NotADirectoryError" in _one_line(capsys.readouterr().err)
+
   # A full disk while the metrics are written.
   def full(self, record):
     raise OSError(errno.ENOSPC, "No space left on device", self.path)
@@ -173,14 +211,35 @@ def test_a_second_writer_and_orbax_errors_are_one_line(tmp_path, capsys):
   from cnnjax.train.checkpoint import CHECKSUM_FILE
 
   run = str(tmp_path / "run")
-  assert main(["train", *TINY, "--cache-dir", str(tmp_path / "cache"), "--epochs", "1",
-               "--no-plots", "--out", run]) == 0
+  assert (
+      main(
+          [
+              "train",
+              *TINY,
+              "--cache-dir",
+              str(tmp_path / "cache"),
+              "--epochs",
+              "1",
+              "--no-plots",
+              "--out",
+              run,
+          ]
+      )
+      == 0
+  )
   capsys.readouterr()
   # Another process holds the run.
   holder = subprocess.Popen(
-      [sys.executable, "-c", "import sys, time; from cnnjax.train.lock import RunLock; "
-       "RunLock(sys.argv[1]).acquire(); print('locked', flush=True); time.sleep(60)", run],
-      stdout=subprocess.PIPE, text=True)
+      [
+          sys.executable,
+          "-c",
+          "import sys, time; from cnnjax.train.lock import RunLock; "
+          "RunLock(sys.argv[1]).acquire(); print('locked', flush=True); time.sleep(60)",
+          run,
+      ],
+      stdout=subprocess.PIPE,
+      text=True,
+  )
   try:
     assert holder.stdout.readline().strip() == "locked"
     assert main(["train", "--out", run, "--resume", "--epochs", "2", "--quiet"]) == 2
@@ -192,8 +251,15 @@ def test_a_second_writer_and_orbax_errors_are_one_line(tmp_path, capsys):
   # A checkpoint written before checksums existed is read unverified: Orbax's own error.
   os.remove(os.path.join(run, "checkpoints", "1", CHECKSUM_FILE))
   ckpt = os.path.join(run, "checkpoints", "1")
-  data = max((os.path.join(r, n) for r, _, names in os.walk(ckpt) for n in names
-              if "/d/" in os.path.join(r, n)), key=os.path.getsize)
+  data = max(
+      (
+          os.path.join(r, n)
+          for r, _, names in os.walk(ckpt)
+          for n in names
+          if "/d/" in os.path.join(r, n)
+      ),
+      key=os.path.getsize,
+  )
   os.remove(data)
   with pytest.warns(UserWarning, match="restoring it unverified"):
     assert main(["eval", "--run", run]) == 2
@@ -201,25 +267,39 @@ def test_a_second_writer_and_orbax_errors_are_one_line(tmp_path, capsys):
   assert "checkpoints/1 could not be read into the target state" in line, line
 
 
-@pytest.mark.parametrize("flags, expected", [
-    (["--model-option", "hiden=200"],
-     "--model-option got 'hiden' for --model linear; expected keys from"),
-    (["--model", "seed-cnn", "--model-option", "conv=foo"],
-     "--model-option got conv='foo' for --model seed-cnn on (32, 32, 3) images and 3 "
-     "classes, which it rejects: seed-cnn: conv got 'foo'; expected one of"),
-    (["--model", "resnet"], "--model got 'resnet'; expected one of ("),
-    (["--data-option", "num_trian=600"], "--data-option got 'num_trian'; expected keys from"),
-    (["--data-option", "num_train=50", "--val-size", "50"],
-     "--val-size got 50, but --data shapes has 50 training images; expected fewer"),
-    (["--batch-size", "100"],
-     "--batch-size got 100; expected at most the 80 training images left after --val-size 40"),
-    (["--data", "cifar10", "--data-option", "num_classes=3"],
-     "with --data cifar10; it applies to --data shapes only"),
-    (["--data-option", "num_classes=9"], "--data-option got num_classes=9; expected 2 to 6"),
-    (["--data-dir", "somewhere"], "--data-dir got"),
-])
-def test_options_are_checked_before_any_data_is_read(flags, expected, tmp_path, capsys,
-                                                     monkeypatch):
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (
+            ["--model-option", "hiden=200"],
+            "--model-option got 'hiden' for --model linear; expected keys from",
+        ),
+        (
+            ["--model", "seed-cnn", "--model-option", "conv=foo"],
+            "--model-option got conv='foo' for --model seed-cnn on (32, 32, 3) images and 3 "
+            "classes, which it rejects: seed-cnn: conv got 'foo'; expected one of",
+        ),
+        (["--model", "resnet"], "--model got 'resnet'; expected one of ("),
+        (["--data-option", "num_trian=600"], "--data-option got 'num_trian'; expected keys from"),
+        (
+            ["--data-option", "num_train=50", "--val-size", "50"],
+            "--val-size got 50, but --data shapes has 50 training images; expected fewer",
+        ),
+        (
+            ["--batch-size", "100"],
+            "--batch-size got 100; expected at most the 80 training images left after --val-size 40",
+        ),
+        (
+            ["--data", "cifar10", "--data-option", "num_classes=3"],
+            "with --data cifar10; it applies to --data shapes only",
+        ),
+        (["--data-option", "num_classes=9"], "--data-option got num_classes=9; expected 2 to 6"),
+        (["--data-dir", "somewhere"], "--data-dir got"),
+    ],
+)
+def test_options_are_checked_before_any_data_is_read(
+    flags, expected, tmp_path, capsys, monkeypatch
+):
   import cnnjax.data
 
   monkeypatch.setattr(cnnjax.data, "load", lambda *a, **k: pytest.fail("data was read"))
@@ -249,14 +329,29 @@ def test_train_from_a_config_file_round_trip(tmp_path, capsys, monkeypatch):
   # Flags override the file.
   seen = []
   monkeypatch.setattr(loop, "train", lambda config, **kw: seen.append(config))
-  assert main(["train", "--config", str(a / "config.json"), "--epochs", "3",
-               "--model-option", "hidden=7", "--out", str(tmp_path / "c")]) == 0
+  assert (
+      main(
+          [
+              "train",
+              "--config",
+              str(a / "config.json"),
+              "--epochs",
+              "3",
+              "--model-option",
+              "hidden=7",
+              "--out",
+              str(tmp_path / "c"),
+          ]
+      )
+      == 0
+  )
   saved = TrainConfig.load(a / "config.json")
-  assert config_changes(saved, seen[0]) == {"epochs": (1, 3),
-                                            "model_options": ({}, {"hidden": 7})}
+  assert config_changes(saved, seen[0]) == {"epochs": (1, 3), "model_options": ({}, {"hidden": 7})}
   capsys.readouterr()
-  for flags, expected in [(["--resume", "--out", str(a)], "--config got"),
-                          (["--recipe", "fast"], "--recipe got 'fast' with --config")]:
+  for flags, expected in [
+      (["--resume", "--out", str(a)], "--config got"),
+      (["--recipe", "fast"], "--recipe got 'fast' with --config"),
+  ]:
     assert main(["train", "--config", str(a / "config.json"), *flags]) == 2
     assert expected in _one_line(capsys.readouterr().err)
   assert main(["train", "--config", str(tmp_path / "missing.json")]) == 2

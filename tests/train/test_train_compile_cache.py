@@ -9,20 +9,55 @@ from cnnjax.train.metrics import read_metrics
 
 # seed-cnn on 300 shapes images, one epoch; the TTA on the final (only) evaluation, so that
 # the train step, the plain evaluation and the TTA evaluation are all compiled.
-_ARGS = ["--model", "seed-cnn", "--data", "shapes", "--data-option", "num_train=300",
-         "--val-size", "100", "--epochs", "1", "--batch-size", "50", "--eval-batch-size", "100",
-         "--tta", "flip", "--tta-final-only", "--quiet", "--no-plots"]
+_ARGS = [
+    "--model",
+    "seed-cnn",
+    "--data",
+    "shapes",
+    "--data-option",
+    "num_train=300",
+    "--val-size",
+    "100",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "50",
+    "--eval-batch-size",
+    "100",
+    "--tta",
+    "flip",
+    "--tta-final-only",
+    "--quiet",
+    "--no-plots",
+]
 _PROGRAMS = {"train_step", "eval_step", "tta"}
 
 
 def _train(tmp_path, out, cache_home, *extra):
-  env = {k: v for k, v in os.environ.items()
-         if k not in ("JAX_COMPILATION_CACHE_DIR", "XDG_CACHE_HOME", "CNNJAX_COMPILE_CACHE")}
+  env = {
+      k: v
+      for k, v in os.environ.items()
+      if k not in ("JAX_COMPILATION_CACHE_DIR", "XDG_CACHE_HOME", "CNNJAX_COMPILE_CACHE")
+  }
   env["CNNJAX_CACHE"] = str(cache_home)
-  code = ("import sys; from cnnjax.cli import main; sys.exit(main(sys.argv[1:]))")
-  subprocess.run([sys.executable, "-c", code, "train", *_ARGS, "--cache-dir",
-                  str(tmp_path / "data"), "--out", str(tmp_path / out), *extra],
-                 env=env, check=True, timeout=300)
+  code = "import sys; from cnnjax.cli import main; sys.exit(main(sys.argv[1:]))"
+  subprocess.run(
+      [
+          sys.executable,
+          "-c",
+          code,
+          "train",
+          *_ARGS,
+          "--cache-dir",
+          str(tmp_path / "data"),
+          "--out",
+          str(tmp_path / out),
+          *extra,
+      ],
+      env=env,
+      check=True,
+      timeout=300,
+  )
   return read_metrics(tmp_path / out / "metrics.jsonl")[0]
 
 
@@ -69,6 +104,9 @@ def test_env_var_chooses_the_directory_or_off(monkeypatch, tmp_path):
       jax.config.update(k, v)
 
 
-_SETTINGS = ("jax_enable_compilation_cache", "jax_compilation_cache_dir",
-             "jax_persistent_cache_min_compile_time_secs",
-             "jax_persistent_cache_min_entry_size_bytes")
+_SETTINGS = (
+    "jax_enable_compilation_cache",
+    "jax_compilation_cache_dir",
+    "jax_persistent_cache_min_compile_time_secs",
+    "jax_persistent_cache_min_entry_size_bytes",
+)

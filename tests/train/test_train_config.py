@@ -21,11 +21,23 @@ from cnnjax.train.search import sample
 @pytest.mark.parametrize(
     "field, value",
     [
-        ("optimizer", "sgdd"), ("schedule", "cosin"), ("epochs", 0), ("batch_size", -1),
-        ("lr", -0.1), ("weight_decay", -1.0), ("label_smoothing", 1.0),
-        ("clip_grad_norm", 0.0), ("piecewise_boundaries", (5.0, 2.0)), ("val_size", -1),
-        ("steps_per_call", 0), ("unroll", -1), ("num_devices", 0), ("checkpoint_every", 0),
-        ("nesterov", "yes"), ("augment", 1), ("tta_final_only", None),
+        ("optimizer", "sgdd"),
+        ("schedule", "cosin"),
+        ("epochs", 0),
+        ("batch_size", -1),
+        ("lr", -0.1),
+        ("weight_decay", -1.0),
+        ("label_smoothing", 1.0),
+        ("clip_grad_norm", 0.0),
+        ("piecewise_boundaries", (5.0, 2.0)),
+        ("val_size", -1),
+        ("steps_per_call", 0),
+        ("unroll", -1),
+        ("num_devices", 0),
+        ("checkpoint_every", 0),
+        ("nesterov", "yes"),
+        ("augment", 1),
+        ("tta_final_only", None),
     ],
 )
 def test_config_rejects_bad_values_naming_the_field(field, value):
@@ -43,8 +55,14 @@ def test_config_cross_field_checks():
 
 
 def test_config_json_round_trip(tmp_path):
-  c = TrainConfig(model="mlp", model_options={"hidden": 7}, optimizer="adamw",
-                  schedule="piecewise", piecewise_boundaries=[2, 4], clip_grad_norm=1.0)
+  c = TrainConfig(
+      model="mlp",
+      model_options={"hidden": 7},
+      optimizer="adamw",
+      schedule="piecewise",
+      piecewise_boundaries=[2, 4],
+      clip_grad_norm=1.0,
+  )
   path = tmp_path / "config.json"
   c.save(path)
   assert TrainConfig.load(path) == c
@@ -82,13 +100,17 @@ def test_warmup_cosine_schedule_closed_form():
 
 
 def test_piecewise_onecycle_constant_linear():
-  pw = make_schedule(TrainConfig(lr=1.0, epochs=6, schedule="piecewise",
-                                 piecewise_boundaries=(2, 4), piecewise_factor=0.5),
-                     steps_per_epoch=3)
+  pw = make_schedule(
+      TrainConfig(
+          lr=1.0, epochs=6, schedule="piecewise", piecewise_boundaries=(2, 4), piecewise_factor=0.5
+      ),
+      steps_per_epoch=3,
+  )
   got = [float(pw(i)) for i in (0, 5, 6, 11, 12, 17)]
   np.testing.assert_allclose(got, [1.0, 1.0, 0.5, 0.5, 0.25, 0.25])
-  oc = make_schedule(TrainConfig(lr=1.0, epochs=10, schedule="onecycle", warmup_epochs=3),
-                     steps_per_epoch=10)
+  oc = make_schedule(
+      TrainConfig(lr=1.0, epochs=10, schedule="onecycle", warmup_epochs=3), steps_per_epoch=10
+  )
   values = np.array([float(oc(i)) for i in range(100)])
   assert values.argmax() == 30 and values.max() == pytest.approx(1.0)
   assert values[0] < 0.1 and values[-1] < 1e-3
@@ -101,8 +123,10 @@ def test_piecewise_onecycle_constant_linear():
 
 
 def _params():
-  return {"kernel": jnp.array([[1.0, -2.0], [0.5, 3.0]], jnp.float32),
-          "bias": jnp.array([0.5, -0.5], jnp.float32)}
+  return {
+      "kernel": jnp.array([[1.0, -2.0], [0.5, 3.0]], jnp.float32),
+      "bias": jnp.array([0.5, -0.5], jnp.float32),
+  }
 
 
 class OptimizerTest(parameterized.TestCase):
@@ -111,8 +135,7 @@ class OptimizerTest(parameterized.TestCase):
   @parameterized.parameters(False, True)
   def test_sgd_momentum_l2_matches_numpy(self, nesterov):
     lr, mu, wd = 0.1, 0.9, 0.01
-    c = TrainConfig(lr=lr, momentum=mu, nesterov=nesterov, weight_decay=wd,
-                    schedule="constant")
+    c = TrainConfig(lr=lr, momentum=mu, nesterov=nesterov, weight_decay=wd, schedule="constant")
     tx = make_optimizer(c, steps_per_epoch=1)
     params = _params()
     grads = {"kernel": jnp.full((2, 2), 0.3, jnp.float32), "bias": jnp.array([1.0, 2.0])}
@@ -143,8 +166,7 @@ class OptimizerTest(parameterized.TestCase):
     assert mask == {"kernel": True, "bias": True}
 
   def test_clipping_bounds_the_update(self):
-    c = TrainConfig(lr=1.0, momentum=0.0, weight_decay=0.0, clip_grad_norm=1.0,
-                    schedule="constant")
+    c = TrainConfig(lr=1.0, momentum=0.0, weight_decay=0.0, clip_grad_norm=1.0, schedule="constant")
     tx = make_optimizer(c, steps_per_epoch=1)
     params = _params()
     big = jax.tree.map(lambda p: jnp.full_like(p, 100.0), params)

@@ -13,16 +13,49 @@ from cnnjax.train.evaluation import load_run
 from cnnjax.train.metrics import read_metrics
 from cnnjax.train.run import model_arguments
 
-TINY = ["--data", "shapes", "--data-option", "num_train=120", "--data-option", "num_test=40",
-        "--data-option", "num_classes=3", "--val-size", "40", "--batch-size", "40",
-        "--eval-batch-size", "40", "--quiet", "--no-plots"]
+TINY = [
+    "--data",
+    "shapes",
+    "--data-option",
+    "num_train=120",
+    "--data-option",
+    "num_test=40",
+    "--data-option",
+    "num_classes=3",
+    "--val-size",
+    "40",
+    "--batch-size",
+    "40",
+    "--eval-batch-size",
+    "40",
+    "--quiet",
+    "--no-plots",
+]
 
 
 def test_train_in_bfloat16_keeps_float32_params_and_optimizer_state(tmp_path):
   run = str(tmp_path / "run")
-  assert main(["train", "--model", "seed-cnn", "--model-option", "hidden=16", "--dtype",
-               "bfloat16", *TINY, "--cache-dir", str(tmp_path / "cache"), "--epochs", "1",
-               "--out", run]) == 0
+  assert (
+      main(
+          [
+              "train",
+              "--model",
+              "seed-cnn",
+              "--model-option",
+              "hidden=16",
+              "--dtype",
+              "bfloat16",
+              *TINY,
+              "--cache-dir",
+              str(tmp_path / "cache"),
+              "--epochs",
+              "1",
+              "--out",
+              run,
+          ]
+      )
+      == 0
+  )
   (record,) = [r for r in read_metrics(f"{run}/metrics.jsonl") if "train_loss" in r]
   assert np.isfinite(record["train_loss"])
   loaded = load_run(run)
@@ -37,7 +70,8 @@ def test_train_in_bfloat16_keeps_float32_params_and_optimizer_state(tmp_path):
 
 def test_dtype_reaches_the_model_and_is_checked():
   assert model_arguments(TrainConfig(dtype="float16"), input_shape=(8, 8, 3))["dtype"] == (
-      "float16")
+      "float16"
+  )
   assert "dtype" not in model_arguments(TrainConfig(), input_shape=(8, 8, 3))
   with pytest.raises(ValueError, match="TrainConfig: dtype got 'int8'"):
     TrainConfig(dtype="int8")

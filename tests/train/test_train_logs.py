@@ -16,8 +16,16 @@ from cnnjax.train.optim import make_schedule
 
 from test_train_loop import Flat, toy_data
 
-CONFIG = TrainConfig(model="flat", epochs=2, batch_size=16, eval_batch_size=32, lr=0.1,
-                     log_every=2, schedule="cosine", warmup_epochs=0.5)
+CONFIG = TrainConfig(
+    model="flat",
+    epochs=2,
+    batch_size=16,
+    eval_batch_size=32,
+    lr=0.1,
+    log_every=2,
+    schedule="cosine",
+    warmup_epochs=0.5,
+)
 
 
 class FakeWriter:
@@ -47,8 +55,9 @@ def logged_run(tmp_path_factory):
   saved = sys.modules.get("tensorboardX")
   sys.modules["tensorboardX"] = fake
   try:
-    result = train(CONFIG.replace(tensorboard=True), out_dir=out, dataset=toy_data(),
-                   model_fn=Flat, quiet=True)
+    result = train(
+        CONFIG.replace(tensorboard=True), out_dir=out, dataset=toy_data(), model_fn=Flat, quiet=True
+    )
   finally:
     if saved is None:
       del sys.modules["tensorboardX"]
@@ -85,8 +94,9 @@ def test_resume_rewrites_steps_after_the_checkpoint(logged_run, tmp_path):
   copy = tmp_path / "run"
   shutil.copytree(out, copy)
   shutil.rmtree(copy / "checkpoints" / "2")
-  train(CONFIG, out_dir=copy, dataset=toy_data(), model_fn=Flat, quiet=True, resume=True,
-        plots=False)
+  train(
+      CONFIG, out_dir=copy, dataset=toy_data(), model_fn=Flat, quiet=True, resume=True, plots=False
+  )
   assert [s["step"] for s in read_metrics(copy / "steps.jsonl")] == [2, 4, 6, 8]
 
 

@@ -66,12 +66,29 @@ def toy_data(n_train=64, n_val=32, hw=6, seed=0):
   x = r.integers(0, 100, (n, hw, hw, 3))
   x[y == 1, :, :, 0] += 120
   x = x.astype(np.uint8)
-  return Dataset("toy", x[:n_train], y[:n_train], x[n_train:], y[n_train:], None, None,
-                 ("dark", "red"), "generated")
+  return Dataset(
+      "toy",
+      x[:n_train],
+      y[:n_train],
+      x[n_train:],
+      y[n_train:],
+      None,
+      None,
+      ("dark", "red"),
+      "generated",
+  )
 
 
-CONFIG = TrainConfig(model="tiny", epochs=2, batch_size=16, eval_batch_size=32, lr=0.1,
-                     augment=True, label_smoothing=0.1, weight_decay=1e-3)
+CONFIG = TrainConfig(
+    model="tiny",
+    epochs=2,
+    batch_size=16,
+    eval_batch_size=32,
+    lr=0.1,
+    augment=True,
+    label_smoothing=0.1,
+    weight_decay=1e-3,
+)
 
 
 def _strip(records):
@@ -109,9 +126,14 @@ def _flat_problem():
     model_def, state = create_train_state(model, tx, seed=0)
     return model_def, put_global(state, replicated(mesh))
 
-  common = dict(preprocess=lambda key, x, *, train: x.astype(jnp.float32) / 255 - 0.3,
-                mesh=mesh, num_train=64, steps_per_epoch=4, batch_size=16,
-                eval_batch_size=32)
+  common = dict(
+      preprocess=lambda key, x, *, train: x.astype(jnp.float32) / 255 - 0.3,
+      mesh=mesh,
+      num_train=64,
+      steps_per_epoch=4,
+      batch_size=16,
+      eval_batch_size=32,
+  )
   return tx, images, labels, fresh, common
 
 
@@ -168,8 +190,13 @@ def test_existing_run_needs_resume(full_run):
   with pytest.raises(ValueError, match="out_dir"):
     train(CONFIG, out_dir=full_run.out_dir, dataset=toy_data(), model_fn=TinyNet, quiet=True)
   with pytest.raises(ValueError, match="batch_size"):
-    train(CONFIG.replace(batch_size=100), out_dir=full_run.out_dir + "-x",
-          dataset=toy_data(), model_fn=TinyNet, quiet=True)
+    train(
+        CONFIG.replace(batch_size=100),
+        out_dir=full_run.out_dir + "-x",
+        dataset=toy_data(),
+        model_fn=TinyNet,
+        quiet=True,
+    )
 
 
 def test_evaluate_reproduces_the_last_validation_metrics(full_run):
@@ -196,17 +223,20 @@ def test_resume_equals_uninterrupted_and_skips_partial_checkpoints(full_run, tmp
   os.makedirs(out / "checkpoints" / "2.orbax-checkpoint-tmp-1700000000" / "default")
   os.makedirs(out / "checkpoints" / "2" / "default")
   with pytest.warns(UserWarning, match="unfinished checkpoint"):
-    resumed = train(CONFIG, out_dir=out, dataset=toy_data(), model_fn=TinyNet, quiet=True,
-                    resume=True)
+    resumed = train(
+        CONFIG, out_dir=out, dataset=toy_data(), model_fn=TinyNet, quiet=True, resume=True
+    )
   assert [r["epoch"] for r in resumed.history] == [1, 2]
   assert _strip(resumed.history) == _strip(full_run.history)
   assert _strip(read_metrics(out / "metrics.jsonl")) == _strip(full_run.history)
   raw = lambda t: jax.tree.map(  # noqa: E731
-      lambda x: jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
-      else x, t)
+      lambda x: jax.random.key_data(x)
+      if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+      else x,
+      t,
+  )
   for a, b in zip(resumed.state, full_run.state):  # params, BatchNorm stats, RNG, optimizer
-    jax.tree.map(np.testing.assert_array_equal, jax.device_get(raw(a)),
-                 jax.device_get(raw(b)))
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(raw(a)), jax.device_get(raw(b)))
 
 
 @pytest.mark.parametrize("log_every", [20, 1])  # metrics read at the epoch's end / lagging
@@ -236,8 +266,9 @@ def test_checkpointer_quarantines_partial_and_restores_keys(tmp_path):
   target = {"w": jnp.zeros(3, jnp.float32), "key": jax.random.key(0)}
   restored = ckpt.restore(1, target)
   np.testing.assert_array_equal(restored["w"], state["w"])
-  np.testing.assert_array_equal(jax.random.key_data(restored["key"]),
-                                jax.random.key_data(state["key"]))
+  np.testing.assert_array_equal(
+      jax.random.key_data(restored["key"]), jax.random.key_data(state["key"])
+  )
   ckpt.save(2, target)  # the planted "3" no longer blocks later saves
   assert ckpt.epochs() == [1, 2]
   with pytest.raises(ValueError, match="epoch"):
@@ -249,8 +280,12 @@ def test_checkpointer_quarantines_partial_and_restores_keys(tmp_path):
 
 
 def _largest_file(path):
-  files = [os.path.join(r, n) for r, _, names in os.walk(path) for n in names
-           if n != "cnnjax_sha256.json"]
+  files = [
+      os.path.join(r, n)
+      for r, _, names in os.walk(path)
+      for n in names
+      if n != "cnnjax_sha256.json"
+  ]
   return max(files, key=os.path.getsize)
 
 
@@ -300,16 +335,20 @@ def test_resume_skips_a_flipped_checkpoint_and_cleans_up_leftovers(full_run, tmp
   os.makedirs(out / "checkpoints" / "3.incomplete" / "default")  # left by older versions
   os.makedirs(out / "checkpoints" / "3.orbax-checkpoint-tmp-17" / "default")  # a kill
   with pytest.warns(UserWarning) as w:
-    resumed = train(CONFIG, out_dir=out, dataset=toy_data(), model_fn=TinyNet, quiet=True,
-                    resume=True)
+    resumed = train(
+        CONFIG, out_dir=out, dataset=toy_data(), model_fn=TinyNet, quiet=True, resume=True
+    )
   messages = [str(m.message) for m in w]
   assert any("2 failed verification" in m for m in messages), messages
   assert sum("deleted" in m for m in messages) == 2, messages
   assert sorted(os.listdir(out / "checkpoints")) == ["1", "2", "2.corrupt"]
   # Epoch 2 was trained again from epoch 1's checkpoint: bit for bit the same run.
   assert _strip(resumed.history) == _strip(full_run.history)
-  jax.tree.map(np.testing.assert_array_equal, jax.device_get(resumed.state.params),
-               jax.device_get(full_run.state.params))
+  jax.tree.map(
+      np.testing.assert_array_equal,
+      jax.device_get(resumed.state.params),
+      jax.device_get(full_run.state.params),
+  )
 
 
 def test_nan_stop_names_the_last_verified_checkpoint(tmp_path):
@@ -322,8 +361,14 @@ def test_nan_stop_names_the_last_verified_checkpoint(tmp_path):
 
   config = CONFIG.replace(epochs=3, augment=False, keep_checkpoints=3)
   with pytest.raises(NonFiniteLossError) as e:
-    train(config, out_dir=tmp_path, dataset=toy_data(), model_fn=model_fn, quiet=True,
-          callbacks=[corrupt_after_epoch_2])
+    train(
+        config,
+        out_dir=tmp_path,
+        dataset=toy_data(),
+        model_fn=model_fn,
+        quiet=True,
+        callbacks=[corrupt_after_epoch_2],
+    )
   assert "step 9 (epoch 3, batch 2 of 4)" in str(e.value)
   assert f"checkpoint is epoch 1 ({tmp_path}/checkpoints/1, verified)" in str(e.value)
 
@@ -341,17 +386,26 @@ def test_a_second_writer_fails_and_a_stale_lock_is_taken_over(tmp_path, capsys):
   config = CONFIG.replace(epochs=1)
   holder = RunLock(tmp_path / "run").acquire()  # flock: as good as another process
   with pytest.raises(RunInUseError, match=rf"being written by process {os.getpid()} on "):
-    train(config, out_dir=tmp_path / "run", dataset=toy_data(), model_fn=TinyNet,
-          quiet=True, plots=False)
+    train(
+        config,
+        out_dir=tmp_path / "run",
+        dataset=toy_data(),
+        model_fn=TinyNet,
+        quiet=True,
+        plots=False,
+    )
   assert not os.path.exists(tmp_path / "run" / "metrics.jsonl")
   holder.release()
   # A lock file naming a dead process (killed: its flock went with it) is stale.
-  dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                        capture_output=True, text=True, check=True).stdout.strip()
+  dead = subprocess.run(
+      [sys.executable, "-c", "import os; print(os.getpid())"],
+      capture_output=True,
+      text=True,
+      check=True,
+  ).stdout.strip()
   with open(tmp_path / "run" / ".lock", "w") as f:
     f.write(f'{{"pid": {dead}, "host": "{socket.gethostname()}", "since": "then"}}')
-  train(config, out_dir=tmp_path / "run", dataset=toy_data(), model_fn=TinyNet,
-        plots=False)
+  train(config, out_dir=tmp_path / "run", dataset=toy_data(), model_fn=TinyNet, plots=False)
   assert f"stale lock {tmp_path}/run/.lock of process {dead}" in capsys.readouterr().out
   assert open(tmp_path / "run" / ".lock").read() == ""  # released
 
@@ -363,14 +417,35 @@ def test_resume_records_config_changes_only_after_an_epoch_and_refuses_a_new_see
   train(config, out_dir=tmp_path, dataset=toy_data(), model_fn=Flat, quiet=True, plots=False)
   changed = config.replace(epochs=2, lr=0.5)
   with pytest.raises(NonFiniteLossError):  # diverges (here: NaN at its 2nd step) in epoch 2
-    train(changed, out_dir=tmp_path, dataset=toy_data(), resume=True, quiet=True,
-          plots=False, model_fn=lambda **kw: Flat(nan_after=1, **kw))
+    train(
+        changed,
+        out_dir=tmp_path,
+        dataset=toy_data(),
+        resume=True,
+        quiet=True,
+        plots=False,
+        model_fn=lambda **kw: Flat(nan_after=1, **kw),
+    )
   assert TrainConfig.load(tmp_path / "config.json") == config  # not poisoned
   with pytest.raises(ValueError, match=r"seed got 1 with resume=True.*expected seed=0"):
-    train(changed.replace(seed=1), out_dir=tmp_path, dataset=toy_data(), resume=True,
-          quiet=True, plots=False, model_fn=Flat)
-  train(changed, out_dir=tmp_path, dataset=toy_data(), resume=True, quiet=True,
-        plots=False, model_fn=Flat)
+    train(
+        changed.replace(seed=1),
+        out_dir=tmp_path,
+        dataset=toy_data(),
+        resume=True,
+        quiet=True,
+        plots=False,
+        model_fn=Flat,
+    )
+  train(
+      changed,
+      out_dir=tmp_path,
+      dataset=toy_data(),
+      resume=True,
+      quiet=True,
+      plots=False,
+      model_fn=Flat,
+  )
   assert TrainConfig.load(tmp_path / "config.json") == changed
   history = [json.loads(line) for line in open(tmp_path / "config_history.jsonl")]
   assert [h["epoch"] for h in history] == [1, 2]
@@ -388,8 +463,15 @@ def test_resume_repairs_a_torn_metrics_line(full_run, tmp_path):
   with pytest.raises(ValueError, match=rf"{out}/metrics.jsonl line 2 is not a metrics record"):
     read_metrics(out / "metrics.jsonl")
   with pytest.warns(UserWarning, match="line 2 is torn"):
-    resumed = train(CONFIG, out_dir=out, dataset=toy_data(), model_fn=TinyNet, quiet=True,
-                    resume=True, plots=False)
+    resumed = train(
+        CONFIG,
+        out_dir=out,
+        dataset=toy_data(),
+        model_fn=TinyNet,
+        quiet=True,
+        resume=True,
+        plots=False,
+    )
   assert _strip(read_metrics(out / "metrics.jsonl")) == _strip(full_run.history)
   assert _strip(resumed.history) == _strip(full_run.history)
   with open(out / "metrics.jsonl", "w") as f:  # damage that is not a torn tail
@@ -407,18 +489,23 @@ def test_leaf_program_is_the_jitted_step_over_the_states_leaves():
   steps = make_steps(model_def, tx, **common)
   perm = steps.permutation(state.rng, 0)
   leaves, treedef = jax.tree.flatten(state)
-  program = LeafProgram(over_leaves(steps.train_one, treedef).lower(
-      leaves, images, labels, perm, np.int32(0)).compile(), treedef)
-  want, m_want = steps.train_one(jax.tree.map(jnp.copy, state), images, labels, perm,
-                                 np.int32(1))
+  program = LeafProgram(
+      over_leaves(steps.train_one, treedef)
+      .lower(leaves, images, labels, perm, np.int32(0))
+      .compile(),
+      treedef,
+  )
+  want, m_want = steps.train_one(jax.tree.map(jnp.copy, state), images, labels, perm, np.int32(1))
   got, m_got = program(jax.tree.map(jnp.copy, state), images, labels, perm, np.int32(1))
   assert jax.tree.structure(got) == jax.tree.structure(want)
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(got), jax.device_get(want))
   np.testing.assert_array_equal(m_got["loss"], m_want["loss"])
-  out, m = program.leaves(jax.tree.leaves(jax.tree.map(jnp.copy, state)), images, labels,
-                          perm, np.int32(1))
-  jax.tree.map(np.testing.assert_array_equal, jax.device_get(out),
-               jax.device_get(jax.tree.leaves(want)))
+  out, m = program.leaves(
+      jax.tree.leaves(jax.tree.map(jnp.copy, state)), images, labels, perm, np.int32(1)
+  )
+  jax.tree.map(
+      np.testing.assert_array_equal, jax.device_get(out), jax.device_get(jax.tree.leaves(want))
+  )
   assert "train_one" in program.as_text()  # the compiled program's attributes
 
   def drops_a_leaf(state, *args):
@@ -431,8 +518,9 @@ def test_leaf_program_is_the_jitted_step_over_the_states_leaves():
 
 def test_evaluation_compiles_in_the_background_and_each_program_is_reported_once(tmp_path):
   config = CONFIG.replace(epochs=3, tta="flip", tta_final_only=True)
-  result = train(config, out_dir=tmp_path, dataset=toy_data(), model_fn=TinyNet, quiet=True,
-                 plots=False)
+  result = train(
+      config, out_dir=tmp_path, dataset=toy_data(), model_fn=TinyNet, quiet=True, plots=False
+  )
   records = read_metrics(tmp_path / "metrics.jsonl")
   assert "train_step" in records[0]["compile_seconds"]
   reported = [name for r in records for name in r.get("compile_seconds", {})]

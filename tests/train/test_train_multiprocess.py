@@ -22,10 +22,28 @@ import pytest
 from cnnjax.train.metrics import TIMING_KEYS, read_metrics
 
 TIMEOUT = 150  # seconds, per process
-RUN = ["--model", "linear", "--data", "shapes", "--data-option", "num_train=120",
-       "--data-option", "num_test=40", "--data-option", "num_classes=3", "--val-size", "40",
-       "--batch-size", "40", "--eval-batch-size", "40", "--epochs", "3", "--quiet",
-       "--no-plots"]
+RUN = [
+    "--model",
+    "linear",
+    "--data",
+    "shapes",
+    "--data-option",
+    "num_train=120",
+    "--data-option",
+    "num_test=40",
+    "--data-option",
+    "num_classes=3",
+    "--val-size",
+    "40",
+    "--batch-size",
+    "40",
+    "--eval-batch-size",
+    "40",
+    "--epochs",
+    "3",
+    "--quiet",
+    "--no-plots",
+]
 
 # `cnnjax` whose rank dies (os._exit) right after writing the checkpoint of epoch $DIE_AFTER.
 DYING = textwrap.dedent("""
@@ -52,8 +70,13 @@ def _env(devices: int = 1, **extra) -> dict:
 
 
 def _cnnjax(*args, devices=1, **env):
-  return subprocess.Popen([sys.executable, "-m", "cnnjax.cli", *args], env=_env(devices, **env),
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  return subprocess.Popen(
+      [sys.executable, "-m", "cnnjax.cli", *args],
+      env=_env(devices, **env),
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+  )
 
 
 def _free_port() -> int:
@@ -67,12 +90,24 @@ def _pair(out, *args, die_after: int):
 
   Returns (rank 0's return code and stderr, rank 1's return code, seconds rank 0 outlived 1).
   """
-  flags = ["--out", out, "--coordinator-address", f"127.0.0.1:{_free_port()}",
-           "--num-processes", "2"]
-  ranks = [_cnnjax("train", *args, *flags, "--process-id", "0"),
-           subprocess.Popen([sys.executable, "-c", DYING, "train", *args, *flags,
-                             "--process-id", "1"], env=_env(DIE_AFTER=str(die_after)),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)]
+  flags = [
+      "--out",
+      out,
+      "--coordinator-address",
+      f"127.0.0.1:{_free_port()}",
+      "--num-processes",
+      "2",
+  ]
+  ranks = [
+      _cnnjax("train", *args, *flags, "--process-id", "0"),
+      subprocess.Popen(
+          [sys.executable, "-c", DYING, "train", *args, *flags, "--process-id", "1"],
+          env=_env(DIE_AFTER=str(die_after)),
+          stdout=subprocess.PIPE,
+          stderr=subprocess.PIPE,
+          text=True,
+      ),
+  ]
   ended = [None, None]
   deadline = time.monotonic() + TIMEOUT
   try:
@@ -100,8 +135,10 @@ def _load(path):
 
 
 def _records(run):
-  return [{k: v for k, v in r.items() if k not in TIMING_KEYS}
-          for r in read_metrics(os.path.join(run, "metrics.jsonl"))]
+  return [
+      {k: v for k, v in r.items() if k not in TIMING_KEYS}
+      for r in read_metrics(os.path.join(run, "metrics.jsonl"))
+  ]
 
 
 def test_two_processes_match_two_devices_and_survive_a_dead_rank(tmp_path):

@@ -16,10 +16,28 @@ from cnnjax.train import TrainConfig, build_run, load_model
 from cnnjax.train.metrics import read_metrics
 from cnnjax.train.rundir import absolute_paths
 
-SHAPES = ["--model", "seed-cnn", "--data", "shapes", "--data-option", "num_train=160",
-          "--data-option", "num_test=40", "--data-option", "num_classes=3", "--val-size",
-          "40", "--batch-size", "40", "--eval-batch-size", "40", "--epochs", "1", "--quiet",
-          "--no-plots"]
+SHAPES = [
+    "--model",
+    "seed-cnn",
+    "--data",
+    "shapes",
+    "--data-option",
+    "num_train=160",
+    "--data-option",
+    "num_test=40",
+    "--data-option",
+    "num_classes=3",
+    "--val-size",
+    "40",
+    "--batch-size",
+    "40",
+    "--eval-batch-size",
+    "40",
+    "--epochs",
+    "1",
+    "--quiet",
+    "--no-plots",
+]
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +51,9 @@ def moved_run(tmp_path_factory):
   finally:
     os.chdir(cwd)
   config = TrainConfig.load(root / "a" / "config.json")
-  dataset = cnnjax.data.load("shapes", seed=0, val_size=40, num_train=160, num_test=40,
-                             num_classes=3)
+  dataset = cnnjax.data.load(
+      "shapes", seed=0, val_size=40, num_train=160, num_test=40, num_classes=3
+  )
   records = read_metrics(root / "a" / "metrics.jsonl")
   shutil.move(root / "a", root / "elsewhere" / "b")
   shutil.rmtree(root / "cache", ignore_errors=True)

@@ -53,8 +53,13 @@ def test_eight_devices_match_one(tmp_path):
   tests_dir = os.path.dirname(os.path.abspath(__file__))
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   env["JAX_PLATFORMS"] = "cpu"
-  proc = subprocess.run([sys.executable, "-c", SCRIPT, tests_dir, str(tmp_path)],
-                        capture_output=True, text=True, env=env, timeout=600)
+  proc = subprocess.run(
+      [sys.executable, "-c", SCRIPT, tests_dir, str(tmp_path)],
+      capture_output=True,
+      text=True,
+      env=env,
+      timeout=600,
+  )
   assert proc.returncode == 0, proc.stderr[-4000:]
   out = json.loads(proc.stdout.strip().splitlines()[-1])
   assert out["devices"] == 8  # parameters replicated over all eight
