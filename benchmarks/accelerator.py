@@ -39,9 +39,10 @@ import sys
 import time
 from collections.abc import Callable
 
-import cnnjax  # noqa: F401  (first: its XLA:CPU flags are set before a backend starts)
 import jax
 import jaxlib
+
+import cnnjax  # noqa: F401  (first: its XLA:CPU flags are set before a backend starts)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _flops import matmul_ceiling, model_flops, step_dtype, step_flops  # noqa: E402

@@ -189,7 +189,7 @@ def _check(name, thunks, ref):
     got, want = thunks[q](), ref[q]()
     if not isinstance(got, tuple):
       got, want = (got,), (want,)
-    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
       a = (
           a.detach().numpy().transpose(0, 2, 3, 1)
           if torch is not None and isinstance(a, torch.Tensor)
@@ -287,8 +287,12 @@ def time_steps(models, batch: int, rounds: int, block: int) -> list[str]:
   docstring)."""
   from unittest import mock  # noqa: PLC0415
 
-  from _step import build, compile_train, random_dataset  # noqa: PLC0415
-  from _step import time_train  # noqa: PLC0415
+  from _step import (  # noqa: PLC0415
+      build,
+      compile_train,
+      random_dataset,
+      time_train,  # noqa: PLC0415
+  )
 
   from cnnjax.train import TrainConfig  # noqa: PLC0415
 

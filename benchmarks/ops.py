@@ -440,11 +440,11 @@ def run_case(case: Case, rounds: int) -> list[dict]:
   order = list(range(len(rows)))
   for r in range(rounds):
     for i in order[r % len(order) :] + order[: r % len(order)]:
-      for mode, thunk in zip(("fwd", "fwd_bwd"), rows[i]["thunks"]):
+      for mode, thunk in zip(("fwd", "fwd_bwd"), rows[i]["thunks"], strict=True):
         rows[i]["times"][mode].append(_time_once(thunk, rows[i]["role"] == "torch"))
   for row in rows:
     for mode in ("fwd", "fwd_bwd"):
-      walls, cpus = zip(*row["times"][mode])
+      walls, cpus = zip(*row["times"][mode], strict=True)
       row[f"{mode}_wall"] = statistics.median(walls)
       row[f"{mode}_cpu"] = statistics.median(cpus)
     del row["thunks"], row["times"]

@@ -29,7 +29,6 @@ from cnnjax.local import locally_connected
 from cnnjax.matrix import conv_matrix
 from cnnjax.normalization import local_response_norm
 from cnnjax.padding import PADDING_MODES, effective_kernel_size
-from cnnjax.runtime import CpuForms, CpuSettings, configure_cpu, cpu_forms
 from cnnjax.pooling import (
     avg_pool,
     blur_pool,
@@ -40,9 +39,10 @@ from cnnjax.pooling import (
     maxout,
     polyphase_downsample,
 )
+from cnnjax.runtime import CpuForms, CpuSettings, configure_cpu, cpu_forms
 from cnnjax.tiled import tiled_conv
-from cnnjax.unpool import max_unpool
 from cnnjax.unfold import fold, unfold
+from cnnjax.unpool import max_unpool
 from cnnjax.weight_grad import conv_weight_grad
 
 __version__ = "0.1.0"

@@ -134,7 +134,7 @@ def compute_dtype(x: jax.Array, w: jax.Array, *, op: str, names=("x", "w")):
     TypeError: an operand is neither integer, floating nor complex (e.g. ``bool``).
   """
   kinds = []
-  for name, a in zip(names, (x, w)):
+  for name, a in zip(names, (x, w), strict=True):
     kind = _kind(a.dtype)
     if kind == "other":
       raise TypeError(

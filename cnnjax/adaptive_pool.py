@@ -69,7 +69,7 @@ def _check(x: jax.Array, output_size, *, op: str, floating: bool) -> tuple[int, 
       )
   else:
     raise ValueError(f"{op}: output_size got {output_size!r}; expected {expected}.")
-  sizes = tuple(n if o is None else o for n, o in zip(spatial, sizes))
+  sizes = tuple(n if o is None else o for n, o in zip(spatial, sizes, strict=True))
   if not all(_checks.is_int(o) and 1 <= o <= _checks.INT64_MAX for o in sizes):
     raise ValueError(
         f"{op}: output_size got {output_size!r}; expected {expected} (at most 2**63 - 1)."

@@ -210,17 +210,18 @@ def conv_transpose(
   stride_t = _padding.normalize_ints(stride, num_spatial, name="stride", op=op)
   dilation_t = _padding.normalize_ints(dilation, num_spatial, name="dilation", op=op)
   kernel_eff = tuple(
-      _padding.effective_kernel_size(k, dilation=t) for k, t in zip(w.shape[:-2], dilation_t)
+      _padding.effective_kernel_size(k, dilation=t)
+      for k, t in zip(w.shape[:-2], dilation_t, strict=True)
   )
   user_input_shape = input_shape is not None
   if input_shape is None:
     if isinstance(padding, str) and padding.upper() == "SAME":
-      input_shape = tuple(m * s for m, s in zip(out_spatial, stride_t))
+      input_shape = tuple(m * s for m, s in zip(out_spatial, stride_t, strict=True))
     else:
       probe = _padding.resolve_padding(padding, (0,) * num_spatial, kernel_eff, stride_t, op=op)
       input_shape = tuple(
           max((m - 1) * s + r - lo - hi, 1)
-          for m, s, r, (lo, hi) in zip(out_spatial, stride_t, kernel_eff, probe)
+          for m, s, r, (lo, hi) in zip(out_spatial, stride_t, kernel_eff, probe, strict=True)
       )
   input_shape = _padding.normalize_ints(tuple(input_shape), num_spatial, name="input_shape", op=op)
   geo = _padding.conv_geometry(
@@ -250,7 +251,9 @@ def conv_transpose(
   # The adjoint pads the dilated y by r̂ − 1 − lo below and r̂ − 1 − hi plus the
   # positions the forward stride dropped above (negative padding crops).
   pads = []
-  for n, r, s, m, (lo, hi) in zip(input_shape, kernel_eff, stride_t, out_spatial, geo.pads):
+  for n, r, s, m, (lo, hi) in zip(
+      input_shape, kernel_eff, stride_t, out_spatial, geo.pads, strict=True
+  ):
     dropped = n + lo + hi - r - (m - 1) * s
     pads.append((r - 1 - lo, r - 1 - hi + dropped))
   forward = _lowering.ConvConfig.make(

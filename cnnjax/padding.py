@@ -150,7 +150,7 @@ def resolve_padding(
       return tuple((r - 1, r - 1) for r in kernel_eff)
     if mode == "SAME":
       pads = []
-      for size, r, s in zip(in_spatial, kernel_eff, stride):
+      for size, r, s in zip(in_spatial, kernel_eff, stride, strict=True):
         out = -(-size // s)
         total = max((out - 1) * s + r - size, 0)
         pads.append((total // 2, total - total // 2))
@@ -213,7 +213,7 @@ class Geometry:
 
   @property
   def padded_spatial(self) -> tuple[int, ...]:
-    return tuple(n + lo + hi for n, (lo, hi) in zip(self.in_spatial, self.pads))
+    return tuple(n + lo + hi for n, (lo, hi) in zip(self.in_spatial, self.pads, strict=True))
 
 
 def conv_geometry(
@@ -263,8 +263,8 @@ def conv_geometry(
           f"{op}: {kernel_name} has {what} kernel dim: kernel spatial shape {kernel} "
           f"(spatial dim {d}); expected every kernel size in [1, 2**63 - 1]."
       )
-  kernel_eff = tuple(k + (k - 1) * (t - 1) for k, t in zip(kernel, dilation))
-  for d, (k, t, r) in enumerate(zip(kernel, dilation, kernel_eff)):
+  kernel_eff = tuple(k + (k - 1) * (t - 1) for k, t in zip(kernel, dilation, strict=True))
+  for d, (k, t, r) in enumerate(zip(kernel, dilation, kernel_eff, strict=True)):
     if r > INT64_MAX:
       raise ValueError(
           f"{op}: dilation got {t if len(set(dilation)) == 1 else dilation!r}, which "
@@ -273,7 +273,7 @@ def conv_geometry(
           "lax takes)."
       )
   pads = resolve_padding(padding, in_spatial, kernel_eff, stride, op=op)
-  padded = tuple(n + lo + hi for n, (lo, hi) in zip(in_spatial, pads))
+  padded = tuple(n + lo + hi for n, (lo, hi) in zip(in_spatial, pads, strict=True))
   positions = 1
   for size in padded:
     positions *= size
@@ -289,7 +289,7 @@ def conv_geometry(
         "what lax takes)."
     )
   out = []
-  for d, (n, r, s, (lo, hi)) in enumerate(zip(in_spatial, kernel_eff, stride, pads)):
+  for d, (n, r, s, (lo, hi)) in enumerate(zip(in_spatial, kernel_eff, stride, pads, strict=True)):
     span = n + lo + hi - r
     if span < 0:
       raise ValueError(

@@ -34,10 +34,13 @@ def shifted_slices(x_padded: jax.Array, geo: Geometry) -> list[jax.Array]:
   """
   slices = []
   for offset in itertools.product(*(range(k) for k in geo.kernel)):
-    start = (0, *(o * t for o, t in zip(offset, geo.dilation)), 0)
+    start = (0, *(o * t for o, t in zip(offset, geo.dilation, strict=True)), 0)
     limit = (
         x_padded.shape[0],
-        *(st + (m - 1) * s + 1 for st, m, s in zip(start[1:], geo.out_spatial, geo.stride)),
+        *(
+            st + (m - 1) * s + 1
+            for st, m, s in zip(start[1:-1], geo.out_spatial, geo.stride, strict=True)
+        ),
         x_padded.shape[-1],
     )
     slices.append(lax.slice(x_padded, start, limit, (1, *geo.stride, 1)))

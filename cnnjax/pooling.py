@@ -76,7 +76,7 @@ def _pool_geometry(x: jax.Array, window, stride, padding: PaddingLike, *, op: st
       kernel_name="window",
   )
   for d, (n, k, s, m, (lo, hi)) in enumerate(
-      zip(geo.in_spatial, geo.kernel, geo.stride, geo.out_spatial, geo.pads)
+      zip(geo.in_spatial, geo.kernel, geo.stride, geo.out_spatial, geo.pads, strict=True)
   ):
     if lo >= k or (m - 1) * s - lo >= n:
       raise ValueError(
@@ -420,7 +420,7 @@ def blur_pool(
   stride = _padding.normalize_ints(stride, num_spatial, name="stride", op=op)
   sizes = _padding.normalize_ints(kernel_size, num_spatial, name="kernel_size", op=op)
   if padding_mode == "reflect":
-    for d, (n, k) in enumerate(zip(x.shape[1:-1], sizes)):
+    for d, (n, k) in enumerate(zip(x.shape[1:-1], sizes, strict=True)):
       if k // 2 > n - 1:
         raise ValueError(
             f"{op}: kernel_size got {kernel_size!r}; reflect padding by {k // 2} needs "
@@ -486,7 +486,7 @@ def polyphase_downsample(
   ):
     raise ValueError(f"{op}: p got {p!r}; expected a positive number or inf.")
   spatial = x.shape[1:-1]
-  if any(n % s for n, s in zip(spatial, stride)):
+  if any(n % s for n, s in zip(spatial, stride, strict=True)):
     raise ValueError(
         f"{op}: stride got {stride!r}, which does not divide the spatial shape "
         f"{tuple(spatial)}; expected every spatial size to be a multiple of its stride."

@@ -159,7 +159,7 @@ def fold(
   for i, offset in enumerate(itertools.product(*(range(k) for k in kernel))):
     config = [(0, 0, 0)]
     for o, t, s, m, size in zip(
-        offset, geo.dilation, geo.stride, geo.out_spatial, geo.padded_spatial
+        offset, geo.dilation, geo.stride, geo.out_spatial, geo.padded_spatial, strict=True
     ):
       low = o * t
       config.append((low, size - low - (m - 1) * s - 1, s - 1))
@@ -167,5 +167,5 @@ def fold(
     part = lax.pad(patches[..., i, :], zero, config)
     total = part if total is None else total + part
   total = cast(jax.Array, total)  # (the kernel has at least one offset)
-  crop = tuple(slice(lo, lo + n) for n, (lo, _) in zip(geo.in_spatial, geo.pads))
+  crop = tuple(slice(lo, lo + n) for n, (lo, _) in zip(geo.in_spatial, geo.pads, strict=True))
   return total[(slice(None), *crop, slice(None))].astype(p.dtype)

@@ -43,7 +43,7 @@ def main(argv=None) -> str:
       intro="\n\n".join(__doc__.split("\n\n")[1:-1]),
   )
   rows = []
-  for run, recipe, lecture in zip(runs, recipes, LECTURE.values()):
+  for run, recipe, lecture in zip(runs, recipes, LECTURE.values(), strict=True):
     rows.append(
         [
             run.label,
@@ -71,7 +71,7 @@ def main(argv=None) -> str:
       "sharing, with about as many parameters as the MLP "
       f"({runs[2].params:,} vs {runs[1].params:,})."
   )
-  for run, lecture in zip(runs, LECTURE.values()):
+  for run, lecture in zip(runs, LECTURE.values(), strict=True):
     if run.val_accuracy < lecture:
       report.text(
           f"**{run.label} misses the lecture's {lecture:.0%}** ({run.val_accuracy:.1%}). "

@@ -284,7 +284,7 @@ def _kernel_grid(image: np.ndarray, results: list[dict]):
   cols = 3
   rows = -(-len(panels) // cols)
   fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.8 * rows), squeeze=False)
-  for ax, (name, out, edges) in zip(axes.flat, panels):
+  for ax, (name, out, edges) in zip(axes.flat, panels, strict=True):
     if edges:  # zero-sum kernels: show the magnitude of the response
       mag = np.abs(out).mean(-1)
       ax.imshow(mag / max(float(mag.max()), 1e-12), cmap="gray", interpolation="nearest")

@@ -174,7 +174,7 @@ def _heatmaps(ds, chosen, maps, corners, stride):
   fig, axes = plt.subplots(2, n, figsize=(1.9 * n + 0.8, 4.2), squeeze=False)
   first = corners[0][0] + SIZE / 2 - stride / 2  # heat-map cells span the squares' centres
   last = corners[-1][0] + SIZE / 2 + stride / 2
-  for j, (i, heat) in enumerate(zip(chosen, maps)):
+  for j, (i, heat) in enumerate(zip(chosen, maps, strict=True)):
     label = int(ds.val_labels[i])
     ax = axes[0, j]
     ax.imshow(ds.val_images[i], interpolation="nearest")

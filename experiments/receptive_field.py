@@ -97,7 +97,7 @@ def random_stack(dilations, *, size: int, channels: int, samples: int, seed: int
   @jax.jit
   def draw_map(x, ws):
     def f(x):
-      for i, (w, d) in enumerate(zip(ws, dilations)):
+      for i, (w, d) in enumerate(zip(ws, dilations, strict=True)):
         x = cnnjax.cross_correlate(x, w, padding="SAME", dilation=d)
         x = jax.nn.relu(x) if i < len(ws) - 1 else x
       return x
@@ -331,7 +331,7 @@ def _growth_figure(depths, fields):
 def _erf_figure(maps):
   plt = _plt()
   fig, axes = plt.subplots(1, len(maps), figsize=(2.2 * len(maps), 2.6))
-  for ax, (name, (g, field)) in zip(np.atleast_1d(axes), maps.items()):
+  for ax, (name, (g, field)) in zip(np.atleast_1d(axes), maps.items(), strict=True):
     h, w = g.shape
     ax.imshow(g / g.max(), cmap="magma")
     lo_y, lo_x = h // 2 - field // 2 - 0.5, w // 2 - field // 2 - 0.5

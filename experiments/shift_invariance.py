@@ -153,7 +153,7 @@ def crops(images: np.ndarray, offsets: np.ndarray, *, pad: int) -> np.ndarray:
   reflect-padded by ``pad``: a shift by ``offsets[i] − pad`` with mirrored borders."""
   padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
   h, w = images.shape[1:3]
-  return np.stack([img[r : r + h, c : c + w] for img, (r, c) in zip(padded, offsets)])
+  return np.stack([img[r : r + h, c : c + w] for img, (r, c) in zip(padded, offsets, strict=True)])
 
 
 def crop_consistency(
@@ -346,7 +346,7 @@ def _bar_figure(measured: dict[str, dict[str, float]]):
           "1-pixel shift changes the class (%)",
       ),
   ):
-    for j, (key, label) in enumerate(zip(keys, labels)):
+    for j, (key, label) in enumerate(zip(keys, labels, strict=True)):
       values = [100 * measured[k][key] for k in kinds]
       bars = ax.bar(xs + (j - 0.5) * 0.38, values, width=0.38, label=label)
       ax.bar_label(bars, fmt="%.1f", fontsize=7)

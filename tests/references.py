@@ -31,7 +31,7 @@ def ref_pads(padding, sizes, kernel_eff, stride):
     if padding.upper() == "FULL":
       return [(r - 1, r - 1) for r in kernel_eff]
     pads = []
-    for n, r, s in zip(sizes, kernel_eff, stride):
+    for n, r, s in zip(sizes, kernel_eff, stride, strict=True):
       total = max((-(-n // s) - 1) * s + r - n, 0)
       pads.append((total // 2, total - total // 2))
     return pads
@@ -44,9 +44,12 @@ def ref_geometry(x_spatial, kernel, *, stride=1, padding="VALID", dilation=1):
   """(stride, dilation, pads, out_spatial) of a sliding-window op, by the definitions."""
   nd = len(kernel)
   s, t = per_dim(stride, nd), per_dim(dilation, nd)
-  r_eff = [(r - 1) * d + 1 for r, d in zip(kernel, t)]
+  r_eff = [(r - 1) * d + 1 for r, d in zip(kernel, t, strict=True)]
   pads = ref_pads(padding, x_spatial, r_eff, s)
-  out = [(n + lo + hi - r) // si + 1 for n, (lo, hi), r, si in zip(x_spatial, pads, r_eff, s)]
+  out = [
+      (n + lo + hi - r) // si + 1
+      for n, (lo, hi), r, si in zip(x_spatial, pads, r_eff, s, strict=True)
+  ]
   return s, t, pads, out
 
 
@@ -69,7 +72,7 @@ def ref_correlate(
   s, t, pads, out = ref_geometry(
       x.shape[1:-1], kernel, stride=stride, padding=padding, dilation=dilation
   )
-  r_eff = [(r - 1) * d + 1 for r, d in zip(kernel, t)]
+  r_eff = [(r - 1) * d + 1 for r, d in zip(kernel, t, strict=True)]
   xp = np.pad(x, [(0, 0), *pads, (0, 0)], mode=NUMPY_MODE[padding_mode])
   cg, og = w.shape[-2], w.shape[-1] // groups
   y = np.zeros((x.shape[0], *out, w.shape[-1]), x.dtype)
@@ -99,9 +102,9 @@ def ref_correlate_adjoint(y, w, x_shape, *, stride=1, padding="VALID", dilation=
   nd = w.ndim - 2
   kernel = w.shape[:nd]
   s, t = per_dim(stride, nd), per_dim(dilation, nd)
-  r_eff = [(r - 1) * d + 1 for r, d in zip(kernel, t)]
+  r_eff = [(r - 1) * d + 1 for r, d in zip(kernel, t, strict=True)]
   pads = ref_pads(padding, x_shape[1:-1], r_eff, s)
-  padded = [size + lo + hi for size, (lo, hi) in zip(x_shape[1:-1], pads)]
+  padded = [size + lo + hi for size, (lo, hi) in zip(x_shape[1:-1], pads, strict=True)]
   xp = np.zeros((x_shape[0], *padded, x_shape[-1]), y.dtype)
   cg, og = w.shape[-2], w.shape[-1] // groups
   for n in np.ndindex(*y.shape[1:-1]):
@@ -111,7 +114,7 @@ def ref_correlate_adjoint(y, w, x_shape, *, stride=1, padding="VALID", dilation=
         xp[(slice(None), *idx, slice(g * cg, (g + 1) * cg))] += (
             y[(slice(None), *n, slice(g * og, (g + 1) * og))] @ w[k][:, g * og : (g + 1) * og].T
         )
-  crop = tuple(slice(lo, lo + size) for size, (lo, _) in zip(x_shape[1:-1], pads))
+  crop = tuple(slice(lo, lo + size) for size, (lo, _) in zip(x_shape[1:-1], pads, strict=True))
   return xp[(slice(None), *crop)]
 
 
@@ -153,7 +156,7 @@ def ref_tiled(x, w, *, tile, stride=1, padding="VALID", dilation=1, padding_mode
   return _ref_unshared(
       x,
       w,
-      lambda n: tuple(i % t for i, t in zip(n, tile)),
+      lambda n: tuple(i % t for i, t in zip(n, tile, strict=True)),
       stride=stride,
       padding=padding,
       dilation=dilation,
@@ -168,10 +171,15 @@ def pool_windows(x, window, stride, padding):
   """Yields (output index, clipped input slices, output shape) for every window."""
   spatial = x.shape[1:-1]
   pads = ref_pads(padding, spatial, window, stride)
-  out = [(n + lo + hi - k) // s + 1 for n, k, s, (lo, hi) in zip(spatial, window, stride, pads)]
+  out = [
+      (n + lo + hi - k) // s + 1
+      for n, k, s, (lo, hi) in zip(spatial, window, stride, pads, strict=True)
+  ]
   for o in np.ndindex(*out):
-    starts = [oi * s - lo for oi, s, (lo, _) in zip(o, stride, pads)]
-    slices = tuple(slice(max(a, 0), min(a + k, n)) for a, k, n in zip(starts, window, spatial))
+    starts = [oi * s - lo for oi, s, (lo, _) in zip(o, stride, pads, strict=True)]
+    slices = tuple(
+        slice(max(a, 0), min(a + k, n)) for a, k, n in zip(starts, window, spatial, strict=True)
+    )
     yield o, slices, out
 
 
@@ -212,7 +220,7 @@ def ref_max_grad(x, g, window, stride, padding):
       for c in range(x.shape[-1]):
         flat = win[(b, *(slice(None),) * nd, c)].ravel()
         local = np.unravel_index(np.argmax(flat), shape)  # argmax: the first maximum / NaN
-        pos = tuple(sl.start + i for sl, i in zip(slices, local))
+        pos = tuple(sl.start + i for sl, i in zip(slices, local, strict=True))
         dx[(b, *pos, c)] += g[(b, *o, c)]
   return dx
 
@@ -231,7 +239,11 @@ def ref_binomial_blur(x, stride, k, mode="reflect"):
     acc = 0.0
     for off in np.ndindex(*(k,) * nd):
       w = np.prod([row[i] for i in off])
-      acc = acc + w * xp[(slice(None), *(oi * stride + i for oi, i in zip(o, off)), slice(None))]
+      acc = (
+          acc
+          + w
+          * xp[(slice(None), *(oi * stride + i for oi, i in zip(o, off, strict=True)), slice(None))]
+      )
     y[(slice(None), *o, slice(None))] = acc
   return y
 
@@ -244,7 +256,9 @@ def ref_aps_phase(x, stride, p=2):
   phases = list(itertools.product(*(range(s) for s in stride)))
   norms = []
   for r in phases:
-    comp = x[(slice(None), *(slice(ri, None, s) for ri, s in zip(r, stride)), slice(None))]
+    comp = x[
+        (slice(None), *(slice(ri, None, s) for ri, s in zip(r, stride, strict=True)), slice(None))
+    ]
     a = np.abs(comp).reshape(x.shape[0], -1)
     norms.append(a.max(axis=1) if np.isinf(p) else (a**p).sum(axis=1))
   return [phases[i] for i in np.argmax(np.stack(norms, axis=1), axis=1)]
@@ -253,10 +267,16 @@ def ref_aps_phase(x, stride, p=2):
 def ref_aps(x, stride, p=2):
   """APS (polyphase downsampling): each example's chosen phase, ``[N, *(n // s), C]``."""
   x = np.asarray(x, np.float64)
-  out = [n // s for n, s in zip(x.shape[1:-1], stride)]
+  out = [n // s for n, s in zip(x.shape[1:-1], stride, strict=True)]
   y = np.zeros((x.shape[0], *out, x.shape[-1]))
   for b, r in enumerate(ref_aps_phase(x, stride, p)):
-    y[b] = x[(b, *(slice(ri, ri + m * s, s) for ri, m, s in zip(r, out, stride)), slice(None))]
+    y[b] = x[
+        (
+            b,
+            *(slice(ri, ri + m * s, s) for ri, m, s in zip(r, out, stride, strict=True)),
+            slice(None),
+        )
+    ]
   return y
 
 
@@ -457,11 +477,12 @@ def ref_adaptive_pool(x, output_size, kind):
   x = np.asarray(x, np.float64)
   spatial = x.shape[1:-1]
   sizes = (output_size,) * len(spatial) if np.ndim(output_size) == 0 else output_size
-  out = tuple(n if o is None else int(o) for n, o in zip(spatial, sizes))
+  out = tuple(n if o is None else int(o) for n, o in zip(spatial, sizes, strict=True))
   y = np.zeros((x.shape[0], *out, x.shape[-1]))
   for o in np.ndindex(*out):
     sl = tuple(
-        slice(math.floor(i * n / m), math.ceil((i + 1) * n / m)) for i, n, m in zip(o, spatial, out)
+        slice(math.floor(i * n / m), math.ceil((i + 1) * n / m))
+        for i, n, m in zip(o, spatial, out, strict=True)
     )
     win = x[(slice(None), *sl, slice(None))]
     axes = tuple(range(1, len(spatial) + 1))
@@ -484,7 +505,7 @@ def ref_max_pool_indices(x, window, stride, padding):
       for c in range(x.shape[-1]):
         win = x[(b, *slices, c)]
         local = np.unravel_index(np.argmax(win), win.shape)  # first max (first NaN)
-        pos = tuple(s.start + i for s, i in zip(slices, local))
+        pos = tuple(s.start + i for s, i in zip(slices, local, strict=True))
         idx[(b, *o, c)] = np.ravel_multi_index(pos, x.shape[1:-1])
   return idx
 
@@ -675,11 +696,12 @@ def ref_int_adaptive_max_pool(x, output_size):
   x = np.asarray(x)
   spatial = x.shape[1:-1]
   sizes = (output_size,) * len(spatial) if np.ndim(output_size) == 0 else output_size
-  out = tuple(n if o is None else int(o) for n, o in zip(spatial, sizes))
+  out = tuple(n if o is None else int(o) for n, o in zip(spatial, sizes, strict=True))
   y = np.zeros((x.shape[0], *out, x.shape[-1]), x.dtype)
   for o in np.ndindex(*out):
     sl = tuple(
-        slice(math.floor(i * n / m), math.ceil((i + 1) * n / m)) for i, n, m in zip(o, spatial, out)
+        slice(math.floor(i * n / m), math.ceil((i + 1) * n / m))
+        for i, n, m in zip(o, spatial, out, strict=True)
     )
     y[(slice(None), *o, slice(None))] = x[(slice(None), *sl, slice(None))].max(
         axis=tuple(range(1, len(spatial) + 1))

@@ -175,7 +175,7 @@ def test_receptive_field_is_the_gradient_support(layers):
   ws = [jnp.ones((k, 1, 1)) for k, _, _ in layers]
 
   def first_output(x):
-    for w, (_, s, t) in zip(ws, layers):
+    for w, (_, s, t) in zip(ws, layers, strict=True):
       x = cross_correlate(x, w, stride=s, dilation=t)
     return x[0, 0, 0]
 

@@ -14,10 +14,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-
-import cnnjax
-from cnnjax import _checks
-from cnnjax import equivariance as eq
 from references import (
     assert_close,
     ref_aps,
@@ -28,6 +24,10 @@ from references import (
     ref_pool,
     ref_tiled,
 )
+
+import cnnjax
+from cnnjax import _checks
+from cnnjax import equivariance as eq
 
 
 def _ints(shape, seed, dtype=np.int32, lo=-4, hi=5):

@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from jax import lax
 from jax.test_util import check_grads
+from references import MODES, per_dim, ref_correlate, ref_correlate_adjoint, ref_pads
 
 from cnnjax.conv import conv_transpose, convolve, cross_correlate
-from references import MODES, per_dim, ref_correlate, ref_correlate_adjoint, ref_pads
 
 # One @given test runs under several chex variants (several TestCase instances).
 _SETTINGS = dict(
@@ -56,7 +56,7 @@ def conv_cases(draw, modes=MODES, groups=(1, 2)):
   kernel = [draw(st.integers(1, 3)) for _ in range(nd)]
   stride = [draw(st.integers(1, 3)) for _ in range(nd)]
   dilation = [draw(st.integers(1, 2)) for _ in range(nd)]
-  r_eff = [(r - 1) * t + 1 for r, t in zip(kernel, dilation)]
+  r_eff = [(r - 1) * t + 1 for r, t in zip(kernel, dilation, strict=True)]
   max_extra = {1: 6, 2: 3, 3: 2}[nd]
   sizes = [draw(st.integers(max(1, r - 2), r + max_extra)) for r in r_eff]
   padding = draw(
@@ -68,7 +68,7 @@ def conv_cases(draw, modes=MODES, groups=(1, 2)):
       )
   )
   pads = ref_pads(padding, sizes, r_eff, stride)
-  assume(all(n + lo + hi >= r for n, (lo, hi), r in zip(sizes, pads, r_eff)))
+  assume(all(n + lo + hi >= r for n, (lo, hi), r in zip(sizes, pads, r_eff, strict=True)))
   g = draw(st.sampled_from(groups))
   c_in, c_out = g * draw(st.integers(1, 2)), g * draw(st.integers(1, 2))
   # Sometimes an int for every dim, as users write it.
@@ -189,12 +189,13 @@ def _default_input_shape(out_spatial, kernel, *, stride, padding, dilation, grou
   del groups
   nd = len(kernel)
   s, t = per_dim(stride, nd), per_dim(dilation, nd)
-  r_eff = [(r - 1) * d + 1 for r, d in zip(kernel, t)]
+  r_eff = [(r - 1) * d + 1 for r, d in zip(kernel, t, strict=True)]
   if isinstance(padding, str) and padding.upper() == "SAME":
-    return tuple(m * si for m, si in zip(out_spatial, s))
+    return tuple(m * si for m, si in zip(out_spatial, s, strict=True))
   pads = ref_pads(padding, [0] * nd, r_eff, s)
   return tuple(
-      (m - 1) * si + r - lo - hi for m, si, r, (lo, hi) in zip(out_spatial, s, r_eff, pads)
+      (m - 1) * si + r - lo - hi
+      for m, si, r, (lo, hi) in zip(out_spatial, s, r_eff, pads, strict=True)
   )
 
 

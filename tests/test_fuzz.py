@@ -37,8 +37,6 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
-
-import cnnjax
 from references import (
     MODES,
     NUMPY_MODE,
@@ -61,6 +59,8 @@ from references import (
     ref_tiled,
     ref_unfold,
 )
+
+import cnnjax
 
 EXAMPLES = int(os.environ.get("CNNJAX_FUZZ_EXAMPLES", "3"))
 _SETTINGS = settings(
@@ -132,7 +132,7 @@ def check_op(
     y_ref, grads_ref = run(high, ct_r)
     assert y.dtype == dtype, (y.dtype, dtype)
     assert_close(y, y_ref, dtype)
-    for g, g_ref in zip(grads, grads_ref):
+    for g, g_ref in zip(grads, grads_ref, strict=True):
       assert g.dtype == dtype, (g.dtype, dtype)
       assert_close(g, g_ref, dtype)
   if nonfinite_reference is ...:
@@ -220,10 +220,10 @@ def check_nonfinite(run, inputs, ct, reference=None, *, forms=False, conv=False)
       assert_same_values(y, want, dtype, f"{name_of} result vs NumPy")
     if not (forms or conv) and dtype != np.float64:
       _, grads_ref = run(rounded, _rounded(ct, dtype))
-      for i, (g, g_ref) in enumerate(zip(grads, grads_ref)):
+      for i, (g, g_ref) in enumerate(zip(grads, grads_ref, strict=True)):
         assert_same_values(g, g_ref, dtype, f"{name_of} gradient {i} vs float64")
     for name, got in results.items():
-      for i, (a, b) in enumerate(zip(got, results.get("lax", got))):
+      for i, (a, b) in enumerate(zip(got, results.get("lax", got), strict=True)):
         assert_same_values(a, b, dtype, f"{name_of} output {i}: {name} vs lax's form")
 
 
@@ -255,7 +255,7 @@ def geometry(draw, *, max_kernel=3, dilation=True, modes=MODES, strings=("VALID"
   _, _, pads, out = ref_geometry(sizes, kernel, stride=stride, padding=padding, dilation=dil)
   assume(all(o >= 1 for o in out))
   if mode == "reflect":
-    assume(all(lo < n and hi < n for n, (lo, hi) in zip(sizes, pads)))
+    assume(all(lo < n and hi < n for n, (lo, hi) in zip(sizes, pads, strict=True)))
   batch = draw(st.sampled_from([0, 1, 2, 2, 3]))
   return dict(
       nd=nd,
@@ -503,7 +503,7 @@ def pool_geometry(draw):
   assume(
       all(
           lo < k and (m - 1) * si - lo < n
-          for (lo, _), k, si, m, n in zip(pads, g["kernel"], s, out, g["sizes"])
+          for (lo, _), k, si, m, n in zip(pads, g["kernel"], s, out, g["sizes"], strict=True)
       )
   )
   return dict(g, stride=stride)

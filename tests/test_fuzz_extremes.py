@@ -34,9 +34,6 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
-
-import cnnjax
-from cnnjax import _checks
 from references import (
     NUMPY_MODE,
     assert_close,
@@ -63,6 +60,9 @@ from references import (
     round_float32,
 )
 from test_fuzz import _SETTINGS, EXAMPLES, geometry, pool_geometry, tiled_geometry
+
+import cnnjax
+from cnnjax import _checks
 
 _CONFIG_SETTINGS = settings(
     max_examples=30 * EXAMPLES,
@@ -432,7 +432,9 @@ class TestIntegerPools:
     assert_close(lrn, ref_lrn(xl, 3, 1e-4, 0.75, 2.0), lrn_dtype)
     strides = (stride,) * g["nd"]
     phases = [
-        np.asarray(aps_x[(slice(None), *(slice(r, None, t) for r, t in zip(p, strides)))])
+        np.asarray(
+            aps_x[(slice(None), *(slice(r, None, t) for r, t in zip(p, strides, strict=True)))]
+        )
         for p in np.ndindex(*strides)
     ]
     assert aps.dtype == s["dtype"]

@@ -16,10 +16,10 @@ from absl.testing import parameterized
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from jax.test_util import check_grads
+from references import MODES, ref_geometry, ref_local, ref_pads
 
 from cnnjax.conv import cross_correlate
 from cnnjax.local import locally_connected
-from references import MODES, ref_geometry, ref_local, ref_pads
 
 _SETTINGS = dict(
     deadline=None, suppress_health_check=[HealthCheck.differing_executors, HealthCheck.too_slow]
@@ -40,7 +40,7 @@ def local_cases(draw):
   kernel = [draw(st.integers(1, 3)) for _ in range(nd)]
   stride = [draw(st.integers(1, 3)) for _ in range(nd)]
   dilation = [draw(st.integers(1, 2)) for _ in range(nd)]
-  r_eff = [(r - 1) * t + 1 for r, t in zip(kernel, dilation)]
+  r_eff = [(r - 1) * t + 1 for r, t in zip(kernel, dilation, strict=True)]
   max_extra = {1: 5, 2: 3, 3: 1}[nd]
   sizes = [draw(st.integers(max(2, r - 2), r + max_extra)) for r in r_eff]
   padding = draw(
@@ -51,10 +51,10 @@ def local_cases(draw):
       )
   )
   pads = ref_pads(padding, sizes, r_eff, stride)
-  assume(all(n + lo + hi >= r for n, (lo, hi), r in zip(sizes, pads, r_eff)))
+  assume(all(n + lo + hi >= r for n, (lo, hi), r in zip(sizes, pads, r_eff, strict=True)))
   mode = draw(st.sampled_from(MODES))
   if mode == "reflect":  # numpy's reflect needs padding smaller than the input.
-    assume(all(lo < n and hi < n for n, (lo, hi) in zip(sizes, pads)))
+    assume(all(lo < n and hi < n for n, (lo, hi) in zip(sizes, pads, strict=True)))
   return dict(
       x_shape=(draw(st.integers(1, 2)), *sizes, draw(st.integers(1, 2))),
       kernel=kernel,

@@ -124,10 +124,10 @@ def test_effective_kernel_size_errors(r, t, match):
     )
 )
 def test_same_padding_matches_lax(sizes):
-  n, r, s = (tuple(v) for v in zip(*sizes))
+  n, r, s = (tuple(v) for v in zip(*sizes, strict=True))
   pads = resolve_padding("SAME", n, r, s, op="f")
   assert pads == tuple(tuple(p) for p in lax.padtype_to_pads(n, r, s, "SAME"))
-  for (lo, hi), size, k, stride in zip(pads, n, r, s):
+  for (lo, hi), size, k, stride in zip(pads, n, r, s, strict=True):
     assert 0 <= hi - lo <= 1  # the extra pixel goes on the high side
     assert (size + lo + hi - k) // stride + 1 == -(-size // stride)  # ceil(n / s)
   assert resolve_padding("same", n, r, s, op="f") == pads
@@ -214,9 +214,11 @@ def test_conv_geometry_fields():
     )
 )
 def test_conv_geometry_output_matches_lax_shape(dims):
-  n, k, s, t, lo, hi = (tuple(v) for v in zip(*dims))
-  pads = tuple(zip(lo, hi))
-  spans = [a + p + q - (b + (b - 1) * (d - 1)) for a, b, d, p, q in zip(n, k, t, lo, hi)]
+  n, k, s, t, lo, hi = (tuple(v) for v in zip(*dims, strict=True))
+  pads = tuple(zip(lo, hi, strict=True))
+  spans = [
+      a + p + q - (b + (b - 1) * (d - 1)) for a, b, d, p, q in zip(n, k, t, lo, hi, strict=True)
+  ]
   if min(spans) < 0:
     with pytest.raises(ValueError, match="larger than the padded input"):
       conv_geometry(n, k, stride=s, padding=pads, dilation=t, op="f")
@@ -228,7 +230,7 @@ def test_conv_geometry_output_matches_lax_shape(dims):
       jax.ShapeDtypeStruct((1, 1, *k), jnp.float32),
   ).shape
   assert geo.out_spatial == tuple(shape[2:])
-  if all(span % stride == 0 for span, stride in zip(spans, s)):
+  if all(span % stride == 0 for span, stride in zip(spans, s, strict=True)):
     assert conv_geometry(n, k, stride=s, padding=pads, dilation=t, strict=True, op="f") == geo
   else:
     with pytest.raises(ValueError, match="stride .* does not click"):

@@ -14,6 +14,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from absl.testing import parameterized
+from references import (
+    per_dim,
+    pool_windows,
+    ref_aps_phase,
+    ref_binomial_blur,
+    ref_int_avg_pool,
+    ref_max_grad,
+    ref_max_pool_indices,
+    ref_pads,
+    ref_pool,
+    round_float32,
+)
 
 import cnnjax.pooling as pooling
 from cnnjax.conv import cross_correlate
@@ -26,18 +38,6 @@ from cnnjax.pooling import (
     max_pool,
     maxout,
     polyphase_downsample,
-)
-from references import (
-    per_dim,
-    pool_windows,
-    ref_aps_phase,
-    ref_binomial_blur,
-    ref_max_grad,
-    ref_max_pool_indices,
-    ref_int_avg_pool,
-    ref_pads,
-    ref_pool,
-    round_float32,
 )
 
 LECTURE = np.array([[1, 4, 3, 6], [2, 1, 0, 9], [2, 2, 7, 7], [5, 3, 3, 6]], np.float64)
@@ -387,9 +387,11 @@ def pool_settings(draw):
   else:
     padding = kind
   pads = ref_pads(padding, (0,) * nd, window, stride) if kind != "SAME" else [(0, 0)] * nd
-  spatial = tuple(draw(st.integers(max(k - lo - hi, 1), 6)) for k, (lo, hi) in zip(window, pads))
+  spatial = tuple(
+      draw(st.integers(max(k - lo - hi, 1), 6)) for k, (lo, hi) in zip(window, pads, strict=True)
+  )
   real = ref_pads(padding, spatial, window, stride)
-  for n, k, s, (lo, hi) in zip(spatial, window, stride, real):
+  for n, k, s, (lo, hi) in zip(spatial, window, stride, real, strict=True):
     m = (n + lo + hi - k) // s + 1
     hypothesis.assume((m - 1) * s - lo < n)  # no window entirely in the padding
   return (2, *spatial, 2), window, stride, padding
@@ -552,7 +554,7 @@ class PolyphaseTest(parameterized.TestCase):
     x = np.random.default_rng(11).normal(size=shape)
     y = self.variant(functools.partial(polyphase_downsample, stride=stride, p=p))(x)
     for b, r in enumerate(ref_aps_phase(x, stride_t, p)):
-      comp = x[(b, *(slice(ri, None, s) for ri, s in zip(r, stride_t)), slice(None))]
+      comp = x[(b, *(slice(ri, None, s) for ri, s in zip(r, stride_t, strict=True)), slice(None))]
       np.testing.assert_array_equal(y[b], comp)
 
   def test_circular_shift_equivariance_every_shift(self):
@@ -563,7 +565,7 @@ class PolyphaseTest(parameterized.TestCase):
     for t in itertools.product(range(6), range(6)):
       ys = np.asarray(polyphase_downsample(np.roll(x, t, axis=(1, 2)), stride=s))
       for b, r in enumerate(phases):
-        shift = tuple((ri + ti) // s for ri, ti in zip(r, t))
+        shift = tuple((ri + ti) // s for ri, ti in zip(r, t, strict=True))
         np.testing.assert_array_equal(ys[b], np.roll(y[b], shift, axis=(0, 1)))
 
   def test_network_with_aps_is_exactly_shift_invariant(self):

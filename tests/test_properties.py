@@ -99,7 +99,7 @@ class TranslationEquivarianceTest(chex.TestCase):
   def test_zero_padding_is_equivariant_on_the_interior(self, problem, op, k, mode):
     x, w, kw = problem  # stride 1 or 2, dilation 1 or 2
     layers = [(w.shape[:2], kw["stride"], kw["dilation"])]
-    shift = tuple(ki * s for ki, s in zip(k, kw["stride"]))
+    shift = tuple(ki * s for ki, s in zip(k, kw["stride"], strict=True))
     try:
       region = interior_region(x.shape[1:-1], layers, shift=shift, padding=kw["padding"])
     except ValueError:
@@ -125,7 +125,7 @@ class TranslationEquivarianceTest(chex.TestCase):
     x, w = _normal(seed, 1, *n, 2), _normal(seed + 1, kernel, kernel, 2, 2)
     f = conv(op, w, stride=stride, dilation=dilation, padding="SAME", padding_mode="circular")
     layers = [(kernel, stride, dilation)]
-    shift = tuple(ki * s for ki, s in zip(k, stride))
+    shift = tuple(ki * s for ki, s in zip(k, stride, strict=True))
     assert_equivariant(f, x, translate(shift), translate(output_shift(shift, layers)))
     # A one-pixel shift along a strided dim has no output counterpart.
     one = tuple(int(s > 1) for s in stride)
@@ -245,14 +245,14 @@ class TiledAndLocalTest(chex.TestCase):
     n = (6, 6)  # divisible by every tile size drawn
     x, w = _normal(seed, 2, *n, 2), _normal(seed + 1, *tile, kernel, kernel, 2, 3)
     f = lambda a: tiled_conv(a, w, tile=tile, padding="SAME", padding_mode="circular")
-    assert_equivariant(f, x, translate(tuple(ki * t for ki, t in zip(k, tile))))
+    assert_equivariant(f, x, translate(tuple(ki * t for ki, t in zip(k, tile, strict=True))))
     one = tuple(int(t > 1) for t in tile)
     assert equivariance_error(f, x, translate(one)) > 1e-2
     with pytest.raises(AssertionError, match="relative error"):
       assert_equivariant(f, x, translate(one))
     # Zero padding: equivariant on the interior, for shifts by tile multiples.
     g = lambda a: tiled_conv(a, w, tile=tile, padding="SAME")
-    shift = tuple(t * (1 if ki >= 0 else -1) for ki, t in zip(k, tile))
+    shift = tuple(t * (1 if ki >= 0 else -1) for ki, t in zip(k, tile, strict=True))
     region = interior_region(n, [(kernel, 1)], shift=shift)
     assert_equivariant(g, x, translate(shift, mode="zeros"), region=region)
 
@@ -494,7 +494,10 @@ def _downsampling_net(x, ws, down):
 
 
 def _net_weights(seed, channels=(3, 6, 6, 5)):
-  return [_normal(seed + i, 3, 3, a, b) for i, (a, b) in enumerate(zip(channels, channels[1:]))]
+  return [
+      _normal(seed + i, 3, 3, a, b)
+      for i, (a, b) in enumerate(zip(channels, channels[1:], strict=True))
+  ]
 
 
 class DownsamplingInvarianceTest(chex.TestCase):

@@ -288,6 +288,5 @@ def test_cpu_forms_changes_the_program_traced():
 
 
 def test_cpu_forms_names_a_bad_value():
-  with pytest.raises(ValueError, match="cpu_forms: rows got 'no'"):
-    with cnnjax.cpu_forms(rows="no"):
-      pass
+  with pytest.raises(ValueError, match="cpu_forms: rows got 'no'"), cnnjax.cpu_forms(rows="no"):
+    pass

@@ -19,11 +19,11 @@ from absl.testing import parameterized
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from jax.test_util import check_grads
+from references import MODES, NUMPY_MODE, assert_close, per_dim, ref_geometry, ref_pads, ref_tiled
 
 from cnnjax.conv import cross_correlate
 from cnnjax.local import locally_connected
 from cnnjax.tiled import tiled_conv
-from references import MODES, NUMPY_MODE, assert_close, per_dim, ref_geometry, ref_pads, ref_tiled
 
 _SETTINGS = dict(
     deadline=None, suppress_health_check=[HealthCheck.differing_executors, HealthCheck.too_slow]
@@ -42,7 +42,7 @@ def jnp_tiled(x, w, *, tile, stride=1, padding="VALID", dilation=1, padding_mode
   )
   xp = jnp.pad(x, [(0, 0), *pads, (0, 0)], mode=NUMPY_MODE[padding_mode])
   # Per-position kernels w[n mod T] by integer indexing: [*out, *kernel, C_in, C_out].
-  index = np.ix_(*[np.arange(m) % tt for m, tt in zip(out, tile)])
+  index = np.ix_(*[np.arange(m) % tt for m, tt in zip(out, tile, strict=True)])
   w_pos = w[index]
   y = 0
   for k in np.ndindex(*kernel):
@@ -65,7 +65,7 @@ def tiled_cases(draw, max_nd=3, modes=MODES):
   stride = [draw(st.integers(1, 3)) for _ in range(nd)]
   dilation = [draw(st.integers(1, 2)) for _ in range(nd)]
   tile = [draw(st.integers(1, {1: 4, 2: 3, 3: 2}[nd])) for _ in range(nd)]
-  r_eff = [(r - 1) * t + 1 for r, t in zip(kernel, dilation)]
+  r_eff = [(r - 1) * t + 1 for r, t in zip(kernel, dilation, strict=True)]
   max_extra = {1: 6, 2: 3, 3: 1}[nd]
   sizes = [draw(st.integers(max(2, r - 2), r + max_extra)) for r in r_eff]
   padding = draw(
@@ -76,10 +76,10 @@ def tiled_cases(draw, max_nd=3, modes=MODES):
       )
   )
   pads = ref_pads(padding, sizes, r_eff, stride)
-  assume(all(n + lo + hi >= r for n, (lo, hi), r in zip(sizes, pads, r_eff)))
+  assume(all(n + lo + hi >= r for n, (lo, hi), r in zip(sizes, pads, r_eff, strict=True)))
   mode = draw(st.sampled_from(modes))
   if mode == "reflect":  # numpy's reflect needs padding smaller than the input.
-    assume(all(lo < n and hi < n for n, (lo, hi) in zip(sizes, pads)))
+    assume(all(lo < n and hi < n for n, (lo, hi) in zip(sizes, pads, strict=True)))
   if len(set(tile)) == 1 and draw(st.booleans()):
     tile = tile[0]
   return dict(
@@ -321,7 +321,7 @@ class GradientTest(chex.TestCase):
       return vjp_f, vjp_g, jvp_f, jvp_g
 
     vjp_f, vjp_g, jvp_f, jvp_g = derivatives(x, w)
-    for a, b in zip(vjp_f, vjp_g):
+    for a, b in zip(vjp_f, vjp_g, strict=True):
       np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(jvp_f, jvp_g, rtol=1e-10, atol=1e-10)
 

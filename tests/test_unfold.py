@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from absl.testing import parameterized
 
-import cnnjax
 from cnnjax.unfold import fold, unfold
 from tests.references import assert_close, ref_correlate, ref_fold, ref_unfold
 

@@ -17,4 +17,4 @@ def batch_chunks(
   chunk = max(1, chunk_bytes // max(bytes_per_example, 1))
   num = max(1, min(-(-batch // chunk), max_chunks))
   bounds = [round(i * batch / num) for i in range(num + 1)]
-  return list(zip(bounds[:-1], bounds[1:]))
+  return list(zip(bounds[:-1], bounds[1:], strict=True))

@@ -41,7 +41,7 @@ class ConvConfig(NamedTuple):
       groups=1,
       precision=None,
       preferred_element_type=None,
-  ) -> "ConvConfig":
+  ) -> ConvConfig:
     ones = (1,) * num_spatial
     return cls(
         stride=tuple(int(s) for s in stride),

@@ -32,10 +32,10 @@ import jax
 from cnnjax import _checks
 from cnnjax import padding as _padding
 from cnnjax._lowering import cpu_bf16, cpu_rows, forms
-from cnnjax._lowering.workarounds import aborts
-from cnnjax._lowering.cpu_barrier import linear_barrier
 from cnnjax._lowering.config import ConvConfig
+from cnnjax._lowering.cpu_barrier import linear_barrier
 from cnnjax._lowering.portable import lax_conv, materialize, patch_conv, result_dtype
+from cnnjax._lowering.workarounds import aborts
 from cnnjax.patches import shifted_slices
 
 __all__ = ["conv", "depthwise_conv"]
@@ -91,7 +91,7 @@ def depthwise_conv(x: jax.Array, w: jax.Array, cfg: ConvConfig) -> jax.Array:
   mult = c_out // c_in
   wk = w.reshape(-1, c_in, mult).astype(acc)
   y = None
-  for s, wi in zip(shifted_slices(_padding.pad_spatial(x, geo.pads), geo), wk):
+  for s, wi in zip(shifted_slices(_padding.pad_spatial(x, geo.pads), geo), wk, strict=True):
     term = s.astype(acc)[..., None] * wi.reshape((1,) * (nd + 1) + (c_in, mult))
     y = term if y is None else y + term
   y = cast(jax.Array, y)  # (the kernel has at least one position)

@@ -41,7 +41,7 @@ __all__ = ["applies", "has_bf16_matmul", "patch_conv"]
 _CHUNK_BYTES = 16 * 2**20  # patch-matrix bytes per batch chunk
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def has_bf16_matmul() -> bool:
   """Whether this host's CPU has bf16 matmul units (AMX-BF16 or AVX512-BF16; read from
   Linux's ``/proc/cpuinfo``, False elsewhere). Without them XLA:CPU emulates bf16 dots
@@ -70,7 +70,7 @@ def applies(x: jax.Array, w: jax.Array, cfg: ConvConfig) -> bool:
       and all(s == 1 for s in cfg.stride)
       and all(d == 1 for d in cfg.dilation)
       and all(d == 1 for d in cfg.lhs_dilation)
-      and all(0 <= lo < k and 0 <= hi < k for (lo, hi), k in zip(cfg.pads, kernel))
+      and all(0 <= lo < k and 0 <= hi < k for (lo, hi), k in zip(cfg.pads, kernel, strict=True))
   )
 
 
@@ -99,7 +99,7 @@ def _patch_chunks(x, kernel, pads):
 
 
 def _back_pads(kernel, pads):
-  return tuple((k - 1 - lo, k - 1 - hi) for (lo, hi), k in zip(pads, kernel))
+  return tuple((k - 1 - lo, k - 1 - hi) for (lo, hi), k in zip(pads, kernel, strict=True))
 
 
 def _back_kernel(w):
@@ -131,9 +131,11 @@ def _transposed_patches(x_bits, kernel, pads):
   """
   xt = jnp.moveaxis(x_bits, -1, 0)  # [C, n, *S]
   xt = jnp.pad(xt, ((0, 0), (0, 0), *pads))
-  out = [size - k + 1 for size, k in zip(xt.shape[2:], kernel)]
+  out = [size - k + 1 for size, k in zip(xt.shape[2:], kernel, strict=True)]
   slices = [
-      lax.slice(xt, (0, 0, *offset), (*xt.shape[:2], *(o + m for o, m in zip(offset, out))))
+      lax.slice(
+          xt, (0, 0, *offset), (*xt.shape[:2], *(o + m for o, m in zip(offset, out, strict=True)))
+      )
       for offset in itertools.product(*(range(k) for k in kernel))
   ]
   return jnp.concatenate(slices, axis=0).reshape(len(slices) * x_bits.shape[-1], -1)

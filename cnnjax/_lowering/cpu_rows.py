@@ -45,8 +45,8 @@ from jax.custom_derivatives import SymbolicZero
 
 from cnnjax._lowering import forms
 from cnnjax._lowering.chunks import batch_chunks
-from cnnjax._lowering.cpu_barrier import barrier, linear_barrier
 from cnnjax._lowering.config import ConvConfig
+from cnnjax._lowering.cpu_barrier import barrier, linear_barrier
 from cnnjax._lowering.portable import lax_conv
 
 __all__ = ["MEASURED_ON", "Plan", "applies", "conv", "plan", "rows_conv"]

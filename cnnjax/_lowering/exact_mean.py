@@ -139,7 +139,7 @@ def _magnitude(planes: list[Plane]) -> tuple[jax.Array, list[jax.Array]]:
     digits = _carry(digits)
   negative = digits[-1] < 0
   negated = _carry([-d for d in digits])
-  return negative, [jnp.where(negative, n, d) for n, d in zip(negated, digits)]
+  return negative, [jnp.where(negative, n, d) for n, d in zip(negated, digits, strict=True)]
 
 
 def _divide(

@@ -70,7 +70,7 @@ def _lowest(dtype) -> np.ndarray:
 
 
 def _overlaps(geo: Geometry) -> bool:
-  return any(k > s for k, s in zip(geo.kernel, geo.stride))
+  return any(k > s for k, s in zip(geo.kernel, geo.stride, strict=True))
 
 
 def _one_window(geo: Geometry) -> Geometry:
@@ -84,7 +84,7 @@ def _one_window(geo: Geometry) -> Geometry:
   """
   stride, pads = list(geo.stride), list(geo.pads)
   for d, (s, k, m, n, (lo, hi)) in enumerate(
-      zip(geo.stride, geo.kernel, geo.out_spatial, geo.in_spatial, geo.pads)
+      zip(geo.stride, geo.kernel, geo.out_spatial, geo.in_spatial, geo.pads, strict=True)
   ):
     if m == 1:
       hi = min(hi, max(k - lo - n, 0))
@@ -106,7 +106,9 @@ def _phase_view(a: jax.Array, geo: Geometry, fill) -> jax.Array:
   """
   config = [(0, 0, 0)]
   view = [a.shape[0]]
-  for n, k, s, m, (lo, _) in zip(geo.in_spatial, geo.kernel, geo.stride, geo.out_spatial, geo.pads):
+  for n, k, s, m, (lo, _) in zip(
+      geo.in_spatial, geo.kernel, geo.stride, geo.out_spatial, geo.pads, strict=True
+  ):
     q = m + -(-k // s) - 1
     config.append((lo, q * s - n - lo, 0))
     view += [q, s]
@@ -125,7 +127,7 @@ def _window_terms(a: jax.Array, geo: Geometry, fill) -> list[jax.Array]:
   terms = []
   for offset in itertools.product(*(range(k) for k in geo.kernel)):
     start, limit = [0], [n]
-    for k, s, m in zip(offset, geo.stride, geo.out_spatial):
+    for k, s, m in zip(offset, geo.stride, geo.out_spatial, strict=True):
       j, r = divmod(k, s)
       start += [j, r]
       limit += [j + m, r + 1]
@@ -139,7 +141,7 @@ def _window_blocks(a: jax.Array, geo: Geometry, fill) -> tuple[jax.Array, tuple[
   """Non-overlapping windows as ``[N, m_1, K_1, …, m_d, K_d, C]`` and the window axes."""
   view = _phase_view(a, geo, fill)
   limit = [view.shape[0]]
-  for k, m in zip(geo.kernel, geo.out_spatial):
+  for k, m in zip(geo.kernel, geo.out_spatial, strict=True):
     limit += [m, k]
   limit.append(view.shape[-1])
   blocks = lax.slice(view, [0] * view.ndim, limit)
@@ -245,7 +247,9 @@ def max_pool_indices(x: jax.Array, geo: Geometry) -> jax.Array:
   _, idx = _max_and_argmax(lax.stop_gradient(x), geo)
   idx = idx.astype(jnp.int32)
   flat = jnp.zeros(idx.shape, jnp.int32)
-  for d, (n, k, s, (lo, _)) in enumerate(zip(geo.in_spatial, geo.kernel, geo.stride, geo.pads)):
+  for d, (n, k, s, (lo, _)) in enumerate(
+      zip(geo.in_spatial, geo.kernel, geo.stride, geo.pads, strict=True)
+  ):
     offset = (idx // math.prod(geo.kernel[d + 1 :])) % k
     out = lax.broadcasted_iota(jnp.int32, idx.shape, d + 1)
     # A window's first maximum is in the padding only when every input value it covers
@@ -285,7 +289,7 @@ def _window_counts(geo: Geometry) -> np.ndarray:
   """The input positions each window covers (padding excluded), ``[1, *out, 1]`` int64."""
   counts = np.ones((1,) * (len(geo.kernel) + 2), np.int64)
   for d, (n, k, s, m, (lo, _)) in enumerate(
-      zip(geo.in_spatial, geo.kernel, geo.stride, geo.out_spatial, geo.pads)
+      zip(geo.in_spatial, geo.kernel, geo.stride, geo.out_spatial, geo.pads, strict=True)
   ):
     start = np.arange(m, dtype=np.int64) * s - lo
     count = np.minimum(start + k, n) - np.maximum(start, 0)
@@ -360,12 +364,12 @@ def polyphase_core(x: jax.Array, stride: tuple[int, ...], p: float) -> jax.Array
   spatial = x.shape[1:-1]
   n, c = x.shape[0], x.shape[-1]
   view = [n]
-  for size, s in zip(spatial, stride):
+  for size, s in zip(spatial, stride, strict=True):
     view += [size // s, s]
   view.append(c)
   # [N, Q_1, S_1, …, C] → [N, S_1, …, S_d, Q_1, …, Q_d, C] → [N, P, *Q, C]
   perm = [0, *range(2, 2 * num_spatial + 1, 2), *range(1, 2 * num_spatial, 2), len(view) - 1]
-  out_spatial = tuple(size // s for size, s in zip(spatial, stride))
+  out_spatial = tuple(size // s for size, s in zip(spatial, stride, strict=True))
   phases = x.reshape(view).transpose(perm).reshape(n, math.prod(stride), *out_spatial, c)
   mags = jnp.abs(phases.astype(_checks.accumulation_dtype(_checks.mean_dtype(x.dtype))))
   reduce_axes = tuple(range(2, phases.ndim))

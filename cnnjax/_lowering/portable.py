@@ -37,7 +37,7 @@ def materialize(x: jax.Array, cfg: ConvConfig) -> tuple[jax.Array, ConvConfig]:
   nd = len(cfg.stride)
   config = [
       (0, 0, 0),
-      *((lo, hi, d - 1) for (lo, hi), d in zip(cfg.pads, cfg.lhs_dilation)),
+      *((lo, hi, d - 1) for (lo, hi), d in zip(cfg.pads, cfg.lhs_dilation, strict=True)),
       (0, 0, 0),
   ]
   x = lax.pad(x, jnp.zeros((), x.dtype), config)

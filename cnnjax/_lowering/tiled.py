@@ -57,19 +57,19 @@ def _phase_convs(x: jax.Array, w: jax.Array, spec: TiledSpec, *, linear=None) ->
   batch, c_out = x.shape[0], w.shape[-1]
   in_spatial = x.shape[1:-1]
   kernel = w.shape[num_spatial : 2 * num_spatial]
-  kernel_eff = tuple((k - 1) * t + 1 for k, t in zip(kernel, spec.dilation))
-  per_phase = tuple(-(-m // t) for m, t in zip(spec.out_spatial, spec.tile))
-  strides = tuple(t * s for t, s in zip(spec.tile, spec.stride))
+  kernel_eff = tuple((k - 1) * t + 1 for k, t in zip(kernel, spec.dilation, strict=True))
+  per_phase = tuple(-(-m // t) for m, t in zip(spec.out_spatial, spec.tile, strict=True))
+  strides = tuple(t * s for t, s in zip(spec.tile, spec.stride, strict=True))
   out_dtype = jnp.dtype(spec.preferred_element_type or x.dtype)
   phases = []
   for p in itertools.product(*(range(t) for t in spec.tile)):
     pads = []
     for n, r, q, big, s, pi, (lo, _) in zip(
-        in_spatial, kernel_eff, per_phase, strides, spec.stride, p, spec.pads
+        in_spatial, kernel_eff, per_phase, strides, spec.stride, p, spec.pads, strict=True
     ):
       lo_p = lo - pi * s  # the phase reads the padded input from p·s on
       pads.append((lo_p, (q - 1) * big + r - n - lo_p))
-    if any(n + lo_p <= 0 for n, (lo_p, _) in zip(in_spatial, pads)):
+    if any(n + lo_p <= 0 for n, (lo_p, _) in zip(in_spatial, pads, strict=True)):
       # The phase starts past the input: it only ever sees padding (zeros).
       phases.append(jnp.zeros((batch, *per_phase, c_out), out_dtype))
       continue
@@ -88,7 +88,7 @@ def _phase_convs(x: jax.Array, w: jax.Array, spec: TiledSpec, *, linear=None) ->
   for d in range(num_spatial):
     order += [1 + d, 1 + num_spatial + d]
   y = jnp.transpose(y, (*order, 2 * num_spatial + 1))
-  y = y.reshape(batch, *(q * t for q, t in zip(per_phase, spec.tile)), c_out)
+  y = y.reshape(batch, *(q * t for q, t in zip(per_phase, spec.tile, strict=True)), c_out)
   return y[(slice(None), *(slice(0, m) for m in spec.out_spatial))]
 
 
@@ -111,7 +111,7 @@ def _adjoint(g: jax.Array, w: jax.Array, spec: TiledSpec, in_spatial) -> jax.Arr
         jnp.zeros((), g.dtype),
         ((0, 0, 0), *((0, 0, s - 1) for s in spec.stride), (0, 0, 0)),
     )
-  big = tuple(t * s for t, s in zip(spec.tile, spec.stride))
+  big = tuple(t * s for t, s in zip(spec.tile, spec.stride, strict=True))
 
   # Gather V with static indices: per dim a [T·s, K] table of tile index, tap and
   # validity, broadcast to [*T·s, *K] (dim d on axes d and d + num_spatial).
@@ -131,7 +131,9 @@ def _adjoint(g: jax.Array, w: jax.Array, spec: TiledSpec, in_spatial) -> jax.Arr
   if not valid.all():
     v = v * jnp.asarray(valid, v.dtype)[..., None, None]
   pads = []
-  for n, k, t, length, (lo, _) in zip(in_spatial, kernel, spec.dilation, g.shape[1:-1], spec.pads):
+  for n, k, t, length, (lo, _) in zip(
+      in_spatial, kernel, spec.dilation, g.shape[1:-1], spec.pads, strict=True
+  ):
     r = (k - 1) * t + 1
     lo_g = r - 1 - lo
     pads.append((lo_g, n - 1 + r - length - lo_g))

@@ -60,7 +60,13 @@ def aborts(x_shape, w_shape, cfg: ConvConfig) -> bool:
   """
   forward, gradient = [], []
   for n, r, s, t, d, (lo, hi) in zip(
-      x_shape[1:-1], w_shape[:-2], cfg.stride, cfg.dilation, cfg.lhs_dilation, cfg.pads
+      x_shape[1:-1],
+      w_shape[:-2],
+      cfg.stride,
+      cfg.dilation,
+      cfg.lhs_dilation,
+      cfg.pads,
+      strict=True,
   ):
     dilated, window = (n - 1) * d + 1, _padding.effective_kernel_size(r, dilation=t)
     m = (dilated + lo + hi - window) // s + 1  # the output's size
@@ -80,4 +86,6 @@ def _mishandled(dims) -> bool:
     return (group or contraction) and window_dilation == 1 and lo == hi == 0
 
   kept_dims = [kept(*dim) for dim in dims]
-  return not all(kept_dims) and any(k and dim[0] != dim[1] for k, dim in zip(kept_dims, dims))
+  return not all(kept_dims) and any(
+      k and dim[0] != dim[1] for k, dim in zip(kept_dims, dims, strict=True)
+  )

@@ -150,7 +150,7 @@ def read_tfds(
     ) from e
   arrays = {
       split: _to_arrays(source, progress=progress, desc=f"reading {tfds_name} {split}")
-      for split, source in zip(splits, sources)
+      for split, source in zip(splits, sources, strict=True)
   }
   # (TFDS types features as an optional FeatureConnector; it is a FeaturesDict here)
   label = builder.info.features[

@@ -125,7 +125,7 @@ def _compare(
     names: tuple[str, str],
     args: tuple[str, str] = ("f", "g_in"),
 ) -> _Comparison:
-  for name, fn in zip(args, (f, g_in)):
+  for name, fn in zip(args, (f, g_in), strict=True):
     if not callable(fn):
       raise TypeError(f"{op}: {name} got {fn!r}; expected a callable.")
   if g_out is not None and not callable(g_out):

@@ -63,7 +63,7 @@ def _jump(layers, dim: int) -> int:
 
 def _output_shift(shifts: tuple[int, ...], layers, *, shift, op: str) -> tuple[int, ...]:
   jumps = tuple(_jump(layers, dim) for dim in range(len(shifts)))
-  bad = [dim for dim, (s, j) in enumerate(zip(shifts, jumps)) if s % j]
+  bad = [dim for dim, (s, j) in enumerate(zip(shifts, jumps, strict=True)) if s % j]
   if bad:
     raise ValueError(
         f"{op}: shift got {shift!r}, which is not a multiple of the stack's total "
@@ -71,7 +71,7 @@ def _output_shift(shifts: tuple[int, ...], layers, *, shift, op: str) -> tuple[i
         "expected a multiple: a strided stack is only equivariant to shifts by multiples "
         "of its jump."
     )
-  return tuple(s // j for s, j in zip(shifts, jumps))
+  return tuple(s // j for s, j in zip(shifts, jumps, strict=True))
 
 
 def _num_dims(shift, layer_dims: int | None, *, op: str, default: int) -> int:
@@ -196,8 +196,10 @@ def interior_region(
     paddings = [padding] * len(layers)
   # Each layer's geometry, through the one place that resolves padding.
   sizes, lows = in_spatial, []
-  for dims_layer, pad in zip(zip(*(_dim_layers(layers, dim) for dim in range(d))), paddings):
-    kernel, stride, dilation = zip(*((*l, 1)[:3] for l in dims_layer))
+  for dims_layer, pad in zip(
+      zip(*(_dim_layers(layers, dim) for dim in range(d)), strict=True), paddings, strict=True
+  ):
+    kernel, stride, dilation = zip(*((*l, 1)[:3] for l in dims_layer), strict=True)
     geo = _padding.conv_geometry(
         sizes, kernel, stride=stride, padding=pad, dilation=dilation, op=op
     )

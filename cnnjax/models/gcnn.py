@@ -76,7 +76,7 @@ class P4CNN(nnx.Module):
       size = _padding.conv_geometry(size, (5, 5), op=op).out_spatial
       size = _padding.conv_geometry(size, (2, 2), stride=2, op=op).out_spatial
     c1, c2 = widths
-    dt = dict(zip(("dtype", "param_dtype"), check_dtypes(dtype, param_dtype, op=op)))
+    dt = dict(zip(("dtype", "param_dtype"), check_dtypes(dtype, param_dtype, op=op), strict=True))
     self.lift: LiftConv
     self.lift = LiftConv(self.input_shape[-1], c1, 5, group=group, padding="VALID", rngs=rngs, **dt)
     self.pool1: MaxPool = MaxPool((2, 2, 1), **dt)  # space only; the group axis rides along

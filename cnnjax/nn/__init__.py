@@ -15,8 +15,8 @@ from cnnjax.nn.pooling import (
     GlobalAvgPool,
     GlobalMaxPool,
     LpPool,
-    MaxPool,
     Maxout,
+    MaxPool,
     PolyphaseDownsample,
 )
 

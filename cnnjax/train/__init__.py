@@ -6,7 +6,7 @@ Example:
 """
 
 from cnnjax.train.augment import alternating_flip, tta_logits
-from cnnjax.train.checkpoint import CheckpointError, Checkpointer, verify_checkpoint
+from cnnjax.train.checkpoint import Checkpointer, CheckpointError, verify_checkpoint
 from cnnjax.train.config import (
     FLIP_MODES,
     OPTIMIZERS,
@@ -17,6 +17,7 @@ from cnnjax.train.config import (
 )
 from cnnjax.train.evaluation import evaluate, load_run
 from cnnjax.train.inference import Classifier, load_model
+from cnnjax.train.lock import RunInUseError, RunLock
 from cnnjax.train.loop import NonFiniteLossError, TrainResult, train
 from cnnjax.train.metrics import read_metrics
 from cnnjax.train.optim import (
@@ -27,7 +28,6 @@ from cnnjax.train.optim import (
 )
 from cnnjax.train.run import InputSpec, Run, build_run, load_dataset
 from cnnjax.train.search import SearchSpace, search
-from cnnjax.train.lock import RunInUseError, RunLock
 from cnnjax.train.sharding import PeerLostError, initialize_distributed, make_mesh
 from cnnjax.train.state import TrainState, create_train_state, eval_params
 from cnnjax.train.steps import cross_entropy, make_steps, make_train_step

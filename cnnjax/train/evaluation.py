@@ -14,8 +14,8 @@ import numpy as np
 from cnnjax.train import sharding as _sh
 from cnnjax.train.checkpoint import Checkpointer
 from cnnjax.train.config import TTA_MODES, TrainConfig
-from cnnjax.train.rundir import CONFIG_FILE, read_run_info, require_run_dir
 from cnnjax.train.run import ModelFn, Run, build_run
+from cnnjax.train.rundir import CONFIG_FILE, read_run_info, require_run_dir
 from cnnjax.train.state import TrainState
 from cnnjax.train.steps import Steps
 

@@ -31,7 +31,7 @@ from flax import nnx
 
 from cnnjax.train import rundir as _rd
 from cnnjax.train import sharding as _sh
-from cnnjax.train.checkpoint import CheckpointError, Checkpointer
+from cnnjax.train.checkpoint import Checkpointer, CheckpointError
 from cnnjax.train.config import (
     TrainConfig,
     append_history,
@@ -615,7 +615,7 @@ def _train_epoch(
     nonlocal correct
     n_new = 0
     for m in _sh.to_host(window):
-      for loss, c in zip(m["loss"], m["correct"]):
+      for loss, c in zip(m["loss"], m["correct"], strict=True):
         if not math.isfinite(float(loss)):
           b = len(losses)
           raise NonFiniteLossError(

@@ -27,8 +27,8 @@ import optax
 from flax import nnx
 from jax import lax
 
-from cnnjax.train import sharding as _sh
 from cnnjax.train import augment as _aug
+from cnnjax.train import sharding as _sh
 from cnnjax.train.state import ModelDef, TrainState, eval_params, fast_params
 
 __all__ = [

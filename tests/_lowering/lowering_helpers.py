@@ -36,7 +36,7 @@ def lax_reference(x, w, *, stride, pads, dilation=None, groups=1, lhs_dilation=N
   x = lax.pad(
       x,
       jnp.zeros((), x.dtype),
-      [(0, 0, 0), *((lo, hi, d - 1) for (lo, hi), d in zip(pads, ld)), (0, 0, 0)],
+      [(0, 0, 0), *((lo, hi, d - 1) for (lo, hi), d in zip(pads, ld, strict=True)), (0, 0, 0)],
   )
   return lax.conv_general_dilated(
       x,
@@ -105,9 +105,12 @@ def lowering_cases(draw, *, groups=(1, 2, 3), negative_pads=False, lhs_dilation=
   pads = [(draw(st.integers(low, 2)), draw(st.integers(low, 2))) for _ in range(nd)]
   max_extra = {1: 5, 2: 3, 3: 1}[nd]
   sizes = [draw(st.integers(1, 2 + max_extra)) for _ in range(nd)]
-  r_eff = [(r - 1) * t + 1 for r, t in zip(kernel, dilation)]
+  r_eff = [(r - 1) * t + 1 for r, t in zip(kernel, dilation, strict=True)]
   assume(
-      all((n - 1) * ld + 1 + lo + hi >= r for n, ld, (lo, hi), r in zip(sizes, lhs, pads, r_eff))
+      all(
+          (n - 1) * ld + 1 + lo + hi >= r
+          for n, ld, (lo, hi), r in zip(sizes, lhs, pads, r_eff, strict=True)
+      )
   )
   g = draw(st.sampled_from(groups))
   c_in_per_group = draw(st.integers(1, 2))
@@ -134,7 +137,7 @@ def _lax_padding(x_shape, w_shape, kw):
   nd = len(w_shape) - 2
   tup = lambda v: (v,) * nd if isinstance(v, int) else tuple(v)
   stride, dilation = tup(kw.get("stride", 1)), tup(kw.get("dilation", 1))
-  r_eff = [(r - 1) * t + 1 for r, t in zip(w_shape[:nd], dilation)]
+  r_eff = [(r - 1) * t + 1 for r, t in zip(w_shape[:nd], dilation, strict=True)]
   padding = kw.get("padding", "VALID")
   if padding == "FULL":
     pads = [(r - 1, r - 1) for r in r_eff]

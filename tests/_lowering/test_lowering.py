@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 from absl.testing import parameterized
 from jax.test_util import check_grads
-
-from cnnjax.conv import conv_transpose, convolve, cross_correlate
 from lowering_helpers import _count, _lax_padding, _lowered_text, _random, lax_reference
 from references import assert_close
+
+from cnnjax.conv import conv_transpose, convolve, cross_correlate
 
 # --------------------------------------------------- the public ops on CPU vs lax
 
@@ -128,7 +128,7 @@ class TransformTest(chex.TestCase):
     loss = lambda f: (lambda x, w: jnp.sum(jnp.sin(f(x, w))))
     want = jax.grad(loss(lambda x, w: lax_reference(x, w, **cfg)), (0, 1))(xs, ws)
     got = jax.jit(jax.grad(loss(functools.partial(cross_correlate, **kw)), (0, 1)))(xs, ws)
-    for g, r in zip(got, want):
+    for g, r in zip(got, want, strict=True):
       np.testing.assert_allclose(g, r, rtol=1e-10, atol=1e-10)
 
   @chex.variants(with_jit=True, without_jit=True)
@@ -213,8 +213,9 @@ class LoweredProgramTest(chex.TestCase):
 def test_default_precision_is_within_the_backends_tolerance(name):
   # The suite pins precision="highest" (conftest.py); users get the platform's default:
   # float32 on CPU, TF32 on NVIDIA GPUs, bf16 passes on TPU (references.tolerance).
-  import cnnjax  # noqa: PLC0415
   from references import ref_correlate_adjoint, ref_local, ref_tiled  # noqa: PLC0415
+
+  import cnnjax  # noqa: PLC0415
 
   rng = np.random.default_rng(11)
   x = rng.normal(size=(2, 8, 8, 16)).astype(np.float32)

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from absl.testing import parameterized
 from jax.test_util import check_grads
+from lowering_helpers import _lax_padding, _random, lax_reference
 
 from cnnjax.conv import conv_transpose
-from lowering_helpers import _lax_padding, _random, lax_reference
 
 # ------------------------------------------------------------ transformations
 
@@ -58,7 +58,7 @@ class TransformTest(chex.TestCase):
     loss = lambda f: (lambda y, w: jnp.sum(jnp.sin(f(y, w)) * g))
     want = jax.grad(loss(lax_adjoint), (0, 1))(ys, ws)
     got = jax.jit(jax.grad(loss(ours), (0, 1)))(ys, ws)
-    for a, b in zip(got, want):
+    for a, b in zip(got, want, strict=True):
       np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
     # Forward mode, one tangent at a time and both (symbolic zeros in the custom JVP).
     jvp = lambda f, t: jax.jvp(f, (ys, ws), t)[1]

@@ -12,11 +12,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from cnnjax import cpu_forms
-from cnnjax._lowering import cpu, workarounds
-from cnnjax.conv import conv_transpose, cross_correlate
-from cnnjax.tiled import tiled_conv
 from lowering_helpers import (
     _SETTINGS,
     _arrays,
@@ -28,6 +23,11 @@ from lowering_helpers import (
     lowering_cases,
 )
 from references import assert_close
+
+from cnnjax import cpu_forms
+from cnnjax._lowering import cpu, workarounds
+from cnnjax.conv import conv_transpose, cross_correlate
+from cnnjax.tiled import tiled_conv
 
 # ------------------------------------------------------- each form vs lax
 
@@ -140,7 +140,7 @@ class SwapDefectTest(chex.TestCase):
           ref_correlate_weight_grad(xs, gs, ws.shape[:-2], **kw),
           dx,
       )
-      for a, b in zip(got, want):
+      for a, b in zip(got, want, strict=True):
         self.assertEqual(a.dtype, dtype)
         assert_close(a, b, dtype)
 

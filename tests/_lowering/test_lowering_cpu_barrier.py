@@ -13,9 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.test_util import check_grads
+from lowering_helpers import _random
 
 from cnnjax._lowering import cpu_barrier
-from lowering_helpers import _random
 
 
 class CpuBarrierTest(chex.TestCase):

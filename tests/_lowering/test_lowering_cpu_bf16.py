@@ -11,10 +11,6 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-
-from cnnjax import cpu_forms
-from cnnjax._lowering import cpu, cpu_bf16
-from cnnjax.conv import conv_transpose, convolve, cross_correlate
 from lowering_helpers import (
     _SETTINGS,
     _arrays,
@@ -25,6 +21,10 @@ from lowering_helpers import (
     _random,
     lax_reference,
 )
+
+from cnnjax import cpu_forms
+from cnnjax._lowering import cpu, cpu_bf16
+from cnnjax.conv import conv_transpose, convolve, cross_correlate
 
 # ------------------------------------------- bfloat16 patch matmuls on XLA:CPU
 
@@ -57,7 +57,10 @@ def bf16_patch_cases(draw):
   kernel = [draw(st.integers(1, 3)) for _ in range(nd)]
   assume(np.prod(kernel) > 1)
   pads = tuple((draw(st.integers(0, k - 1)), draw(st.integers(0, k - 1))) for k in kernel)
-  sizes = [draw(st.integers(max(1, k - lo - hi), k + 3)) for k, (lo, hi) in zip(kernel, pads)]
+  sizes = [
+      draw(st.integers(max(1, k - lo - hi), k + 3))
+      for k, (lo, hi) in zip(kernel, pads, strict=True)
+  ]
   c_in, c_out = draw(st.integers(1, 5)), draw(st.integers(1, 4))
   return dict(
       x_shape=(draw(st.integers(1, 3)), *sizes, c_in),
@@ -160,13 +163,14 @@ class Bf16PatchLoweringTest(chex.TestCase):
       cfg = _lax_padding(x.shape, w.shape, dict(padding="SAME"))
       got = second_order(functools.partial(cross_correlate, padding="SAME"))(x, w)
       want = second_order(lambda x, w: lax_reference(x, w, **cfg))(x32, w32)
-      for g, r in zip(got, want):
+      for g, r in zip(got, want, strict=True):
         _assert_bf16_close(g, r, rtol=2**-5)  # three bf16 roundings deep
 
   def test_conv_transpose_gradients_through_the_module(self):
     # Reverse mode through bf16 conv_transpose with stride 1 raised NotImplementedError
     # (no transpose rule for custom_vjp_call): its custom JVP transposes its tangents.
     from flax import nnx  # noqa: PLC0415
+
     import cnnjax.nn  # noqa: PLC0415
 
     y = jnp.asarray(_random((2, 6, 6, 4), 3, np.float32), jnp.bfloat16)

@@ -14,11 +14,6 @@ from absl.testing import parameterized
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from jax.test_util import check_grads
-
-from cnnjax import cpu_forms
-from cnnjax._lowering import cpu_rows, workarounds
-from cnnjax.conv import conv_transpose, cross_correlate
-from cnnjax.pooling import max_pool
 from lowering_helpers import (
     _SETTINGS,
     _arrays,
@@ -31,6 +26,11 @@ from lowering_helpers import (
 )
 from references import assert_close
 
+from cnnjax import cpu_forms
+from cnnjax._lowering import cpu_rows, workarounds
+from cnnjax.conv import conv_transpose, cross_correlate
+from cnnjax.pooling import max_pool
+
 # ------------------------------------------ row-stacked forms on CPU (issue 19)
 
 
@@ -39,7 +39,10 @@ def rows_cases(draw):
   """2-D, stride-1 convolutions the row-stacked forms take, with every plan."""
   kernel = (draw(st.integers(1, 5)), draw(st.integers(1, 4)))
   pads = tuple((draw(st.integers(0, k)), draw(st.integers(0, k))) for k in kernel)
-  sizes = [draw(st.integers(max(1, k - lo - hi), k + 3)) for k, (lo, hi) in zip(kernel, pads)]
+  sizes = [
+      draw(st.integers(max(1, k - lo - hi), k + 3))
+      for k, (lo, hi) in zip(kernel, pads, strict=True)
+  ]
   how = cpu_rows.Plan(
       forward=draw(st.sampled_from(["rows", "lax"])),
       input_grad=draw(st.sampled_from(["rows", "lax"])),
@@ -99,7 +102,7 @@ class RowStackedFormsTest(chex.TestCase):
     x, w = _arrays(case)
     f, step = _rows_fns(case)
     g = _random(jax.eval_shape(f, x, w).shape, 2)
-    for got, want in zip(step(x, w, g), _rows_references(x, w, g, case)):
+    for got, want in zip(step(x, w, g), _rows_references(x, w, g, case), strict=True):
       self.assertEqual(got.dtype, jnp.float64)
       assert_close(got, want)
 
@@ -120,7 +123,7 @@ class RowStackedFormsTest(chex.TestCase):
     ):
       f, step = _rows_fns(dict(case, how=how))
       g = _random(jax.eval_shape(f, xs, ws).shape, 2, np.float32)
-      for got, want in zip(step(xs, ws, g), _rows_references(xs, ws, g, case)):
+      for got, want in zip(step(xs, ws, g), _rows_references(xs, ws, g, case), strict=True):
         self.assertEqual(got.dtype, jnp.float32)
         assert_close(got, want, np.float32)
 

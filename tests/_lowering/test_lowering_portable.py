@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from lowering_helpers import _SETTINGS, _arrays, _cfg, lax_reference, lowering_cases
+from references import on_cpu
 
 from cnnjax import _lowering
 from cnnjax._lowering import portable, workarounds
-from lowering_helpers import _SETTINGS, _arrays, _cfg, lax_reference, lowering_cases
-from references import on_cpu
 
 # ------------------------------------------------------- each form vs lax
 

@@ -32,7 +32,7 @@ def write_cifar10_binary(root, *, per_batch=3, test=2, meta=True):
   rows = _planes(images)
   names = [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]
   bounds = [i * per_batch for i in range(6)] + [5 * per_batch + test]
-  for name, lo, hi in zip(names, bounds[:-1], bounds[1:]):
+  for name, lo, hi in zip(names, bounds[:-1], bounds[1:], strict=True):
     with open(root / name, "wb") as f:
       for j in range(lo, hi):
         f.write(bytes([labels[j]]) + rows[j].tobytes())
@@ -47,7 +47,7 @@ def write_cifar10_python(root, *, per_batch=3, test=2, protocol=2):
   rows = _planes(images)
   names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
   bounds = [i * per_batch for i in range(6)] + [5 * per_batch + test]
-  for name, lo, hi in zip(names, bounds[:-1], bounds[1:]):
+  for name, lo, hi in zip(names, bounds[:-1], bounds[1:], strict=True):
     batch = {
         b"batch_label": b"batch",
         b"labels": [int(v) for v in labels[lo:hi]],

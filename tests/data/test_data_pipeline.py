@@ -84,7 +84,7 @@ class AugmentTest(chex.TestCase):
     self.assertEqual(out.shape, x.shape)
     self.assertEqual(out.dtype, np.uint8)
     offsets = []
-    for img, windows in zip(out, _windows(x, 3, mode)):
+    for img, windows in zip(out, _windows(x, 3, mode), strict=True):
       matches = [k for k, win in enumerate(windows) if np.array_equal(img, win)]
       self.assertTrue(matches, "the crop is not a window of the padded image")
       offsets.append(matches[0])
@@ -108,8 +108,8 @@ class AugmentTest(chex.TestCase):
     key = jax.random.key(3)
     once = np.asarray(flip(key, x))
     np.testing.assert_array_equal(flip(key, once), x)
-    flipped = np.array([np.array_equal(o, xi[:, ::-1]) for o, xi in zip(once, x)])
-    kept = np.array([np.array_equal(o, xi) for o, xi in zip(once, x)])
+    flipped = np.array([np.array_equal(o, xi[:, ::-1]) for o, xi in zip(once, x, strict=True)])
+    kept = np.array([np.array_equal(o, xi) for o, xi in zip(once, x, strict=True)])
     self.assertTrue(np.all(flipped | kept))
     self.assertTrue(60 < flipped.sum() < 140)
 

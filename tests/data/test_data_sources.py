@@ -124,7 +124,7 @@ def test_validation_split_is_deterministic_and_seeded():
   a = split_validation(x, y, val_size=10, seed=0)
   b = split_validation(x, y, val_size=10, seed=0)
   c = split_validation(x, y, val_size=10, seed=1)
-  for u, v in zip(a, b):
+  for u, v in zip(a, b, strict=True):
     np.testing.assert_array_equal(u, v)
   assert not np.array_equal(a[3], c[3])
   assert sorted(a[1].tolist() + a[3].tolist()) == list(range(100))  # a partition

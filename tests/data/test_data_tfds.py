@@ -70,11 +70,11 @@ def test_failed_download_suggests_data_dir():
       mock.patch(
           f"{_BUILDER}.download_and_prepare", side_effect=OSError("Name or service not known")
       ),
+      pytest.raises(
+          RuntimeError, match=r"could not download.*Name or service.*network.*--data-dir"
+      ),
   ):
-    with pytest.raises(
-        RuntimeError, match=r"could not download.*Name or service.*network.*--data-dir"
-    ):
-      load("mnist", cache=False, progress=False)
+    load("mnist", cache=False, progress=False)
 
 
 def test_not_prepared_without_download():

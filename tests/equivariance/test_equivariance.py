@@ -52,8 +52,8 @@ def _zeros_translate_reference(x, shift):
   out = np.zeros_like(x)
   spatial = x.shape[1:-1]
   for n in itertools.product(*(range(s) for s in spatial)):
-    src = tuple(i - s for i, s in zip(n, shift))
-    if all(0 <= j < size for j, size in zip(src, spatial)):
+    src = tuple(i - s for i, s in zip(n, shift, strict=True))
+    if all(0 <= j < size for j, size in zip(src, spatial, strict=True)):
       out[(slice(None), *n, slice(None))] = x[(slice(None), *src, slice(None))]
   return out
 
@@ -403,7 +403,7 @@ def _stacks(draw, num_spatial):
 
 def _stack_fn(layers, paddings, weights):
   def f(x):
-    for i, ((k, s, t), pad, w) in enumerate(zip(layers, paddings, weights)):
+    for i, ((k, s, t), pad, w) in enumerate(zip(layers, paddings, weights, strict=True)):
       x = cross_correlate(x, w, stride=s, dilation=t, padding=pad)
       x = jnp.tanh(x) if i < len(layers) - 1 else x
     return x

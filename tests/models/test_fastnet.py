@@ -17,15 +17,16 @@ import optax
 import pytest
 from absl.testing import parameterized
 from flax import nnx
+from references import tolerance
 
 from cnnjax import models
 from cnnjax.data.dataset import Dataset
-from cnnjax.models.fastnet import FastNet, FrozenParam, dirac_init, whiten_init
+from cnnjax.models.fastnet import FrozenParam, dirac_init, whiten_init
+from cnnjax.train import evaluate, train
 from cnnjax.train.augment import alternating_flip, tta_logits
 from cnnjax.train.checkpoint import Checkpointer
 from cnnjax.train.cli import add_subcommands, config_from_args
 from cnnjax.train.config import TrainConfig
-from cnnjax.train import evaluate, train
 from cnnjax.train.metrics import read_metrics
 from cnnjax.train.optim import (
     lookahead_schedule,
@@ -36,7 +37,6 @@ from cnnjax.train.optim import (
 from cnnjax.train.sharding import make_mesh, put_global, replicated
 from cnnjax.train.state import create_train_state, eval_params
 from cnnjax.train.steps import cross_entropy, make_steps, make_train_step
-from references import tolerance
 
 SMALL = dict(widths=(4, 8, 8), input_shape=(12, 12, 3))
 

@@ -16,7 +16,7 @@ def _params(model):
   return sum(p.size for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _model(name, seed=0, **options):
   """A zoo model with NumPy-drawn parameters (nnx's initialisers take seconds to
   compile on a busy CPU), called under one jit."""

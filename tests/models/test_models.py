@@ -45,7 +45,7 @@ NAMES = (
 CONV_KINDS = (cnn.Conv, cnn.TiledConv, cnn.LocallyConnected)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _abstract(name, **options):
   return models.abstract(name, **options)
 

@@ -7,11 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from references import assert_close
 
 from cnnjax import models
 from cnnjax import nn as cnn
 from cnnjax.models.builder import LayerBuilder
-from references import assert_close
 
 BF16 = jnp.bfloat16
 

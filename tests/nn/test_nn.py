@@ -12,6 +12,7 @@ from absl.testing import parameterized
 from flax import nnx
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from references import ref_lrn
 
 from cnnjax import nn as cnn
 from cnnjax.conv import conv_transpose, convolve, cross_correlate
@@ -28,7 +29,6 @@ from cnnjax.pooling import (
     polyphase_downsample,
 )
 from cnnjax.tiled import tiled_conv
-from references import ref_lrn
 
 
 def _x(shape, seed=0, dtype=jnp.float32):

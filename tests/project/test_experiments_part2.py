@@ -105,7 +105,7 @@ def test_occluded_places_a_grey_square_at_every_grid_position():
   copies, corners = occlusion.occluded(image, np.array([7, 8, 9], np.uint8), size=4, stride=3)
   assert corners == [(r, c) for r in (0, 3, 6) for c in (0, 3, 6)]
   assert copies.shape == (9, 10, 10, 3)
-  for copy, (r, c) in zip(copies, corners):
+  for copy, (r, c) in zip(copies, corners, strict=True):
     np.testing.assert_array_equal(copy[r : r + 4, c : c + 4], np.broadcast_to([7, 8, 9], (4, 4, 3)))
     assert copy.sum() == 16 * (7 + 8 + 9)
 

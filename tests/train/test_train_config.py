@@ -183,7 +183,7 @@ def test_search_sampling_is_log_uniform():
   counts = np.histogram(np.log10(draws), bins=[-4, -3, -2, -1, 0])[0]
   assert counts.min() > 60, counts
   linear = [sample({"label_smoothing": (0.0, 0.2)}, rng)["label_smoothing"] for _ in range(50)]
-  assert 0.0 <= min(linear) and max(linear) <= 0.2
+  assert min(linear) >= 0.0 and max(linear) <= 0.2
   with pytest.raises(ValueError, match="space"):
     sample({"epochs": (1, 2)}, rng)
   with pytest.raises(ValueError, match="space"):

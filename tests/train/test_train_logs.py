@@ -8,13 +8,12 @@ import types
 
 import numpy as np
 import pytest
+from test_train_loop import Flat, toy_data
 
 from cnnjax.train.config import TrainConfig
 from cnnjax.train.loop import train
 from cnnjax.train.metrics import read_metrics
 from cnnjax.train.optim import make_schedule
-
-from test_train_loop import Flat, toy_data
 
 CONFIG = TrainConfig(
     model="flat",

@@ -235,7 +235,9 @@ def test_resume_equals_uninterrupted_and_skips_partial_checkpoints(full_run, tmp
       else x,
       t,
   )
-  for a, b in zip(resumed.state, full_run.state):  # params, BatchNorm stats, RNG, optimizer
+  for a, b in zip(
+      resumed.state, full_run.state, strict=True
+  ):  # params, BatchNorm stats, RNG, optimizer
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(raw(a)), jax.device_get(raw(b)))
 
 

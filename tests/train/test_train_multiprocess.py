@@ -17,7 +17,6 @@ import time
 
 import jax
 import numpy as np
-import pytest
 
 from cnnjax.train.metrics import TIMING_KEYS, read_metrics
 
@@ -167,7 +166,7 @@ def test_two_processes_match_two_devices_and_survive_a_dead_rank(tmp_path):
   for epoch in ("2", "3"):
     a, b = (_load(os.path.join(d, "checkpoints", epoch, "default")) for d in (run, ref))
     assert jax.tree.structure(a) == jax.tree.structure(b)
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
       np.testing.assert_array_equal(x, y)
   history = [json.loads(line) for line in open(os.path.join(run, "config_history.jsonl"))]
   assert [h["epoch"] for h in history] == [1]  # resumed three times, never changed

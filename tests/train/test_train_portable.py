@@ -108,7 +108,7 @@ def test_predict_and_eval_of_the_moved_run(moved_run, tmp_path, capsys):
   lines = capsys.readouterr().out.strip().splitlines()
   assert len(lines) == 2
   names = ("circle", "square", "triangle")
-  for path, line in zip(paths, lines):
+  for path, line in zip(paths, lines, strict=True):
     head, rest = line.split(": ", 1)
     pairs = [p.rsplit(" ", 1) for p in rest.split(", ")]
     assert head == path and len(pairs) == 2 and all(n in names for n, _ in pairs)

@@ -65,7 +65,7 @@ def test_eight_devices_match_one(tmp_path):
   assert out["devices"] == 8  # parameters replicated over all eight
   assert out["all_reduce"]
   assert out["max_abs_diff"] < 1e-5, out
-  for a, b in zip(out["one"], out["eight"]):
+  for a, b in zip(out["one"], out["eight"], strict=True):
     assert a == pytest.approx(b, rel=1e-5, abs=1e-6), out
 
 
