@@ -1,9 +1,9 @@
 """Per-layer CPU convolution times: cnnjax's lowering vs lax vs PyTorch (by hand, not CI).
 
 For seed-cnn's two 5×5 VALID convolutions and resnet20's first convolution and its
-three 3×3 SAME stride-1 shapes (batch 128, channels-last, float32), times the forward pass, the input gradient
-(dx), the weight gradient (dw) and a training layer's work ("train": forward + the
-gradients training needs; the first layer has no dx) for
+three 3×3 SAME stride-1 shapes (batch 128, channels-last, float32), times the forward
+pass, the input gradient (dx), the weight gradient (dw) and a training layer's work
+("train": forward + the gradients training needs; the first layer has no dx) for
 
 - **cnnjax**: :func:`cnnjax.cross_correlate`, i.e. cnnjax's CPU lowering;
 - **lax**: one plain ``lax.conv_general_dilated`` (the anchor of every ratio);
@@ -17,7 +17,8 @@ gradients training needs; the first layer has no dx) for
 Every JAX function is compiled ahead of time (compile excluded) and all contenders are
 timed in alternating rounds, in a new random order each round (PyTorch's threads spin
 for a while after each call and would slow whichever job always followed them), so a
-shared machine's noise hits them alike; medians over ``--rounds`` rounds, ratios to lax measured in the same run. The
+shared machine's noise hits them alike; medians over ``--rounds`` rounds, ratios to lax
+measured in the same run. The
 "seed-cnn" line sums the two seed-cnn layers' train medians (the convolutions of one
 seed-cnn train step). Prints a markdown table.
 

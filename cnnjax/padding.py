@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Union, cast
+from typing import cast
 
 import jax
 import jax.numpy as jnp
@@ -24,9 +24,9 @@ from cnnjax._checks import INT64_MAX
 from cnnjax._checks import ArgumentTypeError as _ArgumentTypeError
 from cnnjax._checks import is_int as _is_int
 
-PaddingLike = Union[str, int, Sequence[int], Sequence[tuple[int, int]]]
+PaddingLike = str | int | Sequence[int] | Sequence[tuple[int, int]]
 
-PADDING_STRINGS = ("VALID", "SAME", "FULL")
+PADDING_STRINGS = ("VALID", "SAME", "SAME_LOWER", "FULL", "CAUSAL")
 PADDING_MODES = ("zeros", "circular", "reflect", "edge")
 _NUMPY_PAD_MODE = {"circular": "wrap", "reflect": "reflect", "edge": "edge"}
 # Sequences that are not sequences of ints (b"2" would be the stride 50).
@@ -127,8 +127,12 @@ def resolve_padding(
 
   Args:
     padding: ``"VALID"`` (none), ``"SAME"`` (as lax: output ``ceil(n / stride)``, the
-      extra pixel on the high side), ``"FULL"`` (``r̂ − 1`` on each side), an int, a
-      tuple of ints (one per dim), or a tuple of ``(low, high)`` pairs.
+      extra pixel on the high side), ``"SAME_LOWER"`` (the same total, the extra
+      pixel on the low side: lax's and Equinox's ``"SAME_LOWER"``), ``"FULL"``
+      (``r̂ − 1`` on each side), ``"CAUSAL"`` (1 spatial dim only: ``r̂ − 1`` on the low
+      side, none on the high side, as Flax: output ``y[t]`` reads ``x[≤ t]``), an
+      int, a tuple of ints (one per dim), or a tuple of ``(low, high)`` pairs.
+      Strings are case-insensitive.
     in_spatial: the unpadded spatial shape.
     kernel_eff: the effective (dilated) kernel size per dim.
     stride: the stride per dim.
@@ -136,6 +140,19 @@ def resolve_padding(
 
   Returns:
     A tuple of ``(low, high)`` pairs of non-negative ints.
+
+  Raises:
+    ValueError: an unknown string, ``"CAUSAL"`` for other than 1 spatial dim, or
+      negative or too large pads (a wrong type is an
+      :class:`~cnnjax._checks.ArgumentTypeError`, also a ``TypeError``).
+
+  Example:
+    >>> resolve_padding("SAME", (5,), (2,), (1,), op="f")
+    ((0, 1),)
+    >>> resolve_padding("SAME_LOWER", (5,), (2,), (1,), op="f")
+    ((1, 0),)
+    >>> resolve_padding("CAUSAL", (5,), (3,), (1,), op="f")
+    ((2, 0),)
   """
   n = len(in_spatial)
   expected = (
@@ -148,12 +165,21 @@ def resolve_padding(
       return ((0, 0),) * n
     if mode == "FULL":
       return tuple((r - 1, r - 1) for r in kernel_eff)
-    if mode == "SAME":
+    if mode == "CAUSAL":
+      if n != 1:
+        raise ValueError(
+            f"{op}: padding got {padding!r}, which is for 1 spatial dim, but the input "
+            f"has {n}; expected 'CAUSAL' only for 1-D inputs, or another padding (e.g. "
+            "(low, high) pairs)."
+        )
+      return ((kernel_eff[0] - 1, 0),)
+    if mode in ("SAME", "SAME_LOWER"):
       pads = []
       for size, r, s in zip(in_spatial, kernel_eff, stride, strict=True):
         out = -(-size // s)
         total = max((out - 1) * s + r - size, 0)
-        pads.append((total // 2, total - total // 2))
+        small, large = total // 2, total - total // 2
+        pads.append((small, large) if mode == "SAME" else (large, small))
       return tuple(pads)
     raise ValueError(f"{op}: padding got {padding!r}; expected {expected}.")
   if _is_int(padding):

@@ -140,7 +140,10 @@ def main(argv=None) -> str:
               "(A --quick smoke run on generated shapes, placed anywhere, with a barely trained "
               "network: not comparable.)"
               if args.quick
-              else "Here too: the centre, where CIFAR-10's objects are, matters more than the border."
+              else (
+                  "Here too: the centre, where CIFAR-10's objects are, matters more than the "
+                  "border."
+              )
           )
           if centre_drop > border_drop
           else "**Not reproduced here: the border matters as much as the centre** — "

@@ -389,9 +389,11 @@ class TestIntegerPools:
     sizes, output_size = sizes_and_outputs
     x = _extreme((batch, *sizes, 3), s)
     y = _run(s, lambda x: cnnjax.adaptive_max_pool(x, output_size), x)
-    with jax.enable_x64(s["x64"]):
-      with pytest.raises(TypeError, match="adaptive_avg_pool: x has dtype"):
-        cnnjax.adaptive_avg_pool(x, output_size)  # floating only: says so
+    with (
+        jax.enable_x64(s["x64"]),
+        pytest.raises(TypeError, match="adaptive_avg_pool: x has dtype"),
+    ):
+      cnnjax.adaptive_avg_pool(x, output_size)  # floating only: says so
     _equal(y, ref_int_adaptive_max_pool(x, output_size))
 
   @_SETTINGS

@@ -1,7 +1,7 @@
 """How cnnjax's ops are computed: the one place a platform-specific form is selected.
 
-The public op files (``conv.py``, ``local.py``, ``tiled.py``, ``pooling.py``) validate their arguments,
-state what they compute, and make one call in here. The forms:
+The public op files (``conv.py``, ``local.py``, ``tiled.py``, ``pooling.py``) validate their
+arguments, state what they compute, and make one call in here. The forms:
 
 - :mod:`~cnnjax._lowering.portable`: one ``lax.conv_general_dilated`` (never with
   negative padding), and the patch-matmul form that integer inputs take on every

@@ -76,7 +76,9 @@ def _adjoint_conv_jvp(spec: AdjointSpec, primals, tangents):
     forward = f._replace(preferred_element_type=None)
 
     def forward_weight_grad(g):  # g ↦ ∂_w <y, cross_correlate(g, w)>, linear in g
-      corr = lambda w_: conv(g, w_, forward, linear="x")
+      def corr(w_):
+        return conv(g, w_, forward, linear="x")
+
       return jax.vjp(corr, w)[1](y.astype(g.dtype))[0]
 
     (term,) = jax.linear_transpose(forward_weight_grad, x_struct)(w_dot)

@@ -6,7 +6,8 @@ convolution of the output gradient, about half of whose multiplies hit padding z
 for seed-cnn's conv2. The **row-stacked** form stacks the kernel's ``k_h`` rows into the
 channels,
 
-  X̂[n, i, j, (a, c)] = x̃[n, i + a, j, c],   y = conv_{1×k_w}(X̂, ŵ),   ŵ[0, b, (a, c), o] = w[a, b, c, o],
+  X̂[n, i, j, (a, c)] = x̃[n, i + a, j, c],   y = conv_{1×k_w}(X̂, ŵ),
+  ŵ[0, b, (a, c), o] = w[a, b, c, o],
 
 so its transpose (the input gradient) is FULL-padded in width only, followed by ``k_h``
 row-shifted adds. :func:`conv` is a ``jax.custom_jvp`` whose tangent is written in

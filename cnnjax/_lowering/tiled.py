@@ -145,7 +145,10 @@ def _adjoint(g: jax.Array, w: jax.Array, spec: TiledSpec, in_spatial) -> jax.Arr
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
 def tiled_conv(x: jax.Array, w: jax.Array, spec: TiledSpec) -> jax.Array:
-  """The tiled correlation of ``x`` (zero padded by ``spec.pads``) with ``w [*T, *K, C_in, C_out]``."""
+  """The tiled correlation of ``x`` (zero padded by ``spec.pads``) with ``w``.
+
+  ``w`` is ``[*T, *K, C_in, C_out]``.
+  """
   return _phase_convs(x, w, spec)
 
 

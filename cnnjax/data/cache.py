@@ -16,6 +16,7 @@ The cache directory is ``$CNNJAX_CACHE`` if set, else ``$XDG_CACHE_HOME/cnnjax``
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -147,10 +148,8 @@ def write_entry(
       os.fsync(f.fileno())
     os.replace(tmp, path)
   except BaseException:
-    try:
+    with contextlib.suppress(OSError):
       os.unlink(tmp)
-    except OSError:
-      pass
     raise
   return path
 

@@ -36,7 +36,6 @@ Example:
 """
 
 from cnnjax.equivariance.checks import (
-    Region,
     assert_equivariant,
     assert_invariant,
     default_tolerance,
@@ -48,7 +47,6 @@ from cnnjax.equivariance.group_actions import group_action, plane_action
 from cnnjax.equivariance.regions import interior_region, output_shift
 from cnnjax.equivariance.strategies import conv_problems, conv_settings, images, kernels
 from cnnjax.equivariance.transforms import (
-    TRANSLATE_MODES,
     Transform,
     compose,
     flip,

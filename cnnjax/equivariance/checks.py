@@ -12,7 +12,7 @@ import dataclasses
 import math
 import numbers
 from collections.abc import Callable
-from typing import Any, Union
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -28,7 +28,7 @@ __all__ = [
     "invariance_error",
 ]
 
-Region = Union[tuple[slice, ...], np.ndarray, jax.Array, None]
+Region = tuple[slice, ...] | np.ndarray | jax.Array | None
 
 
 def default_tolerance(dtype: DTypeLike) -> tuple[float, float]:

@@ -19,7 +19,10 @@ __all__ = ["shift_consistency"]
 def _shift_each(x: jax.Array, shifts: jax.Array, mode: str) -> jax.Array:
   """Translates image ``i`` of ``x`` (``[N, *spatial, C]``) by ``shifts[i]`` (``[N, d]``)."""
   axes = tuple(range(1, x.ndim - 1))
-  one = lambda image, shift: _translate_array(image[None], shift, axes=axes, mode=mode)[0]
+
+  def one(image, shift):
+    return _translate_array(image[None], shift, axes=axes, mode=mode)[0]
+
   return jax.vmap(one)(x, shifts)
 
 

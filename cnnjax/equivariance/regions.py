@@ -199,7 +199,7 @@ def interior_region(
   for dims_layer, pad in zip(
       zip(*(_dim_layers(layers, dim) for dim in range(d)), strict=True), paddings, strict=True
   ):
-    kernel, stride, dilation = zip(*((*l, 1)[:3] for l in dims_layer), strict=True)
+    kernel, stride, dilation = zip(*((*layer, 1)[:3] for layer in dims_layer), strict=True)
     geo = _padding.conv_geometry(
         sizes, kernel, stride=stride, padding=pad, dilation=dilation, op=op
     )

@@ -202,7 +202,10 @@ def conv_settings(
       raise ValueError(f"{op}: {name} got {options!r}; expected a non-empty sequence of options.")
   for mode in padding_mode:
     _padding.check_padding_mode(mode, op=op)
-  per_dim = lambda lo_hi: st.tuples(*(st.integers(*lo_hi) for _ in range(num_spatial)))
+
+  def per_dim(lo_hi):
+    return st.tuples(*(st.integers(*lo_hi) for _ in range(num_spatial)))
+
   return st.fixed_dictionaries(
       {
           "stride": per_dim(stride),

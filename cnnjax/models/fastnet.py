@@ -167,8 +167,9 @@ class FastNet(nnx.Module):
   learned bias → GELU → conv groups of widths 64, 256, 256 (see :class:`ConvGroup`) → global
   max pooling → fc(num_classes, no bias) × ``scale``. 1,971,352 trainable parameters on
   32×32×3 with 10 classes (plus the 288 frozen whitening weights); 118.5 M multiply-adds
-  (0.24 GFLOP) per image forward (:func:`cnnjax.summary.summary`). Train with ``cnnjax train --model fastnet --recipe fast`` (airbench94's
-  optimiser, augmentation and test-time augmentation; see ``cnnjax.train.config.RECIPES``).
+  (0.24 GFLOP) per image forward (:func:`cnnjax.summary.summary`). Train with
+  ``cnnjax train --model fastnet --recipe fast`` (airbench94's optimiser, augmentation
+  and test-time augmentation; see ``cnnjax.train.config.RECIPES``).
 
   Call :func:`whiten_init` (or :meth:`data_init`) with training images before training;
   until then the whitening kernel is random (and stays so: it is frozen).

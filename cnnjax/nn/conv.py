@@ -36,6 +36,8 @@ Initializer = Any  # (key, shape, dtype) -> jax.Array
 
 default_kernel_init: Initializer = nnx.initializers.lecun_normal()
 default_bias_init: Initializer = nnx.initializers.zeros_init()
+# ConvTranspose's kernel is [*kernel, out / groups, in]: its input axis is the last.
+default_transpose_kernel_init: Initializer = nnx.initializers.lecun_normal(in_axis=-1, out_axis=-2)
 
 
 def _positive(value, *, name: str, op: str) -> int:
@@ -236,7 +238,7 @@ class ConvTranspose(nnx.Module):
       dtype: Any = None,
       param_dtype: Any = jnp.float32,
       precision: lax.PrecisionLike = None,
-      kernel_init: Initializer = nnx.initializers.lecun_normal(in_axis=-1, out_axis=-2),
+      kernel_init: Initializer = default_transpose_kernel_init,
       bias_init: Initializer = default_bias_init,
       rngs: nnx.Rngs,
   ):

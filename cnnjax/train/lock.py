@@ -11,6 +11,7 @@ lock naming a running process on this host is held, any other is stale.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -132,10 +133,8 @@ class RunLock:
     """Releases the lock (the file stays, emptied, so no other writer's lock is unlinked)."""
     if self._fd is None:
       return
-    try:
+    with contextlib.suppress(OSError):
       os.ftruncate(self._fd, 0)
-    except OSError:
-      pass
     os.close(self._fd)  # closing the descriptor drops the flock
     self._fd = None
 

@@ -510,8 +510,8 @@ class _CompileLog:
   run), ``compile_seconds`` (XLA's compilation, or loading the executable from the
   persistent compilation cache, :mod:`cnnjax.train.compile_cache`) and
   ``compile_wait_seconds`` (how long the training loop waited for a background
-  compilation; absent for a program that was ready in time), each ``{program: seconds}`` summed over the
-  splits evaluated. Programs: ``train_step`` (the train functions an epoch calls),
+  compilation; absent for a program that was ready in time), each ``{program: seconds}``
+  summed over the splits evaluated. Programs: ``train_step`` (the train functions an epoch calls),
   ``eval_step`` (evaluation without test-time augmentation, when used) and ``tta`` (with
   it, when ``config.tta`` is not ``"none"``).
 

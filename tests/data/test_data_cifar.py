@@ -292,7 +292,10 @@ def test_malicious_batch_in_release_is_refused(tmp_path, protocol):
   marker = tmp_path / "pwned"
   batch = {b"data": np.zeros((1, 3072), np.uint8), b"labels": _Exec(marker)}
   (tmp_path / "data_batch_3").write_bytes(pickle.dumps(batch, protocol=protocol))
-  match = r"data_batch_3, near byte offset \d+: refusing to load the global (__builtin__|builtins)\.exec"
+  match = (
+      r"data_batch_3, near byte offset \d+: "
+      r"refusing to load the global (__builtin__|builtins)\.exec"
+  )
   with pytest.raises(pickle.UnpicklingError, match=match):
     read_cifar(tmp_path)
   assert not marker.exists()

@@ -59,9 +59,9 @@ def test_missing_tensorflow_for_preparation_says_so():
   with (
       tfds.testing.mock_data(num_examples=3),
       mock.patch(f"{_BUILDER}.download_and_prepare", side_effect=error),
+      pytest.raises(RuntimeError, match=r"needs TensorFlow, which is not installed.*--data-dir"),
   ):
-    with pytest.raises(RuntimeError, match=r"needs TensorFlow, which is not installed.*--data-dir"):
-      load("cifar10", cache=False, progress=False)
+    load("cifar10", cache=False, progress=False)
 
 
 def test_failed_download_suggests_data_dir():
@@ -78,18 +78,20 @@ def test_failed_download_suggests_data_dir():
 
 
 def test_not_prepared_without_download():
-  with tfds.testing.mock_data(num_examples=3):
-    with pytest.raises(FileNotFoundError, match=r"'cifar10' is not prepared .*download=False"):
-      load("cifar10", download=False, cache=False, progress=False)
+  with (
+      tfds.testing.mock_data(num_examples=3),
+      pytest.raises(FileNotFoundError, match=r"'cifar10' is not prepared .*download=False"),
+  ):
+    load("cifar10", download=False, cache=False, progress=False)
 
 
 def test_tfrecord_only_copy_is_explained():
   with (
       tfds.testing.mock_data(num_examples=3),
       mock.patch(f"{_BUILDER}.as_data_source", side_effect=NotImplementedError("TFRECORD")),
+      pytest.raises(RuntimeError, match="not in the array_record format"),
   ):
-    with pytest.raises(RuntimeError, match="not in the array_record format"):
-      load("cifar10", cache=False, progress=False)
+    load("cifar10", cache=False, progress=False)
 
 
 def test_tensorflow_datasets_is_imported_lazily(tmp_path):

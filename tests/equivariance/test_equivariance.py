@@ -356,7 +356,10 @@ class PlantedViolationTest(chex.TestCase):
     ident = lambda a: a
     with pytest.raises(
         ValueError,
-        match=r"f\(g_in\(x\)\) has shape \(1, 4, 4, 1\) but g_out\(f\(x\)\) has shape \(1, 2, 2, 1\)",
+        match=(
+            r"f\(g_in\(x\)\) has shape \(1, 4, 4, 1\) "
+            r"but g_out\(f\(x\)\) has shape \(1, 2, 2, 1\)"
+        ),
     ):
       assert_equivariant(ident, x, ident, lambda a: a[:, ::2, ::2])
     with pytest.raises(ValueError, match="region got"):
@@ -403,7 +406,7 @@ def _stacks(draw, num_spatial):
 
 def _stack_fn(layers, paddings, weights):
   def f(x):
-    for i, ((k, s, t), pad, w) in enumerate(zip(layers, paddings, weights, strict=True)):
+    for i, ((_k, s, t), pad, w) in enumerate(zip(layers, paddings, weights, strict=True)):
       x = cross_correlate(x, w, stride=s, dilation=t, padding=pad)
       x = jnp.tanh(x) if i < len(layers) - 1 else x
     return x

@@ -2,6 +2,7 @@
 
 import json
 import os
+import pathlib
 
 import pytest
 
@@ -126,10 +127,13 @@ def test_search_writes_table_and_best_config(tmp_path, capsys):
       out,
   ]
   assert main(args) == 0
-  rows = [json.loads(line) for line in open(os.path.join(out, "results.jsonl"))]
+  rows = [
+      json.loads(line)
+      for line in pathlib.Path(os.path.join(out, "results.jsonl")).read_text().splitlines()
+  ]
   assert [r["trial"] for r in rows] == [0, 1]
   assert all(1e-3 <= r["params"]["lr"] <= 1e-1 for r in rows)
-  table = open(os.path.join(out, "results.md")).read()
+  table = pathlib.Path(os.path.join(out, "results.md")).read_text()
   assert table.count("\n") == 4  # header, rule, two trials
   best = TrainConfig.load(os.path.join(out, "best_config.json"))
   best_row = max(rows, key=lambda r: r["val_accuracy"])
@@ -150,7 +154,7 @@ def test_resume_refuses_a_new_seed_and_names_model_or_optimizer_changes(tmp_path
   run = str(tmp_path / "run")
   base = ["train", *TINY, "--cache-dir", str(tmp_path / "cache"), "--no-plots"]
   assert main([*base, "--epochs", "1", "--out", run]) == 0
-  saved = open(os.path.join(run, "config.json")).read()
+  saved = pathlib.Path(os.path.join(run, "config.json")).read_text()
   capsys.readouterr()
   for flags, expected in [
       (["--model", "mlp"], "changes model: 'linear' -> 'mlp'; expected the run's model"),
@@ -161,7 +165,7 @@ def test_resume_refuses_a_new_seed_and_names_model_or_optimizer_changes(tmp_path
     line = _one_line(capsys.readouterr().err)
     assert expected in line, line
     assert "PyTreeDef" not in line and "Tree" not in line
-  assert open(os.path.join(run, "config.json")).read() == saved
+  assert pathlib.Path(os.path.join(run, "config.json")).read_text() == saved
 
 
 def _cifar_python_with_a_bad_pickle(root):
@@ -287,7 +291,10 @@ def test_a_second_writer_and_orbax_errors_are_one_line(tmp_path, capsys):
         ),
         (
             ["--batch-size", "100"],
-            "--batch-size got 100; expected at most the 80 training images left after --val-size 40",
+            (
+                "--batch-size got 100; expected at most the 80 training images left "
+                "after --val-size 40"
+            ),
         ),
         (
             ["--data", "cifar10", "--data-option", "num_classes=3"],

@@ -409,7 +409,7 @@ def test_a_second_writer_fails_and_a_stale_lock_is_taken_over(tmp_path, capsys):
     f.write(f'{{"pid": {dead}, "host": "{socket.gethostname()}", "since": "then"}}')
   train(config, out_dir=tmp_path / "run", dataset=toy_data(), model_fn=TinyNet, plots=False)
   assert f"stale lock {tmp_path}/run/.lock of process {dead}" in capsys.readouterr().out
-  assert open(tmp_path / "run" / ".lock").read() == ""  # released
+  assert (tmp_path / "run" / ".lock").read_text() == ""  # released
 
 
 def test_resume_records_config_changes_only_after_an_epoch_and_refuses_a_new_seed(tmp_path):
@@ -449,7 +449,9 @@ def test_resume_records_config_changes_only_after_an_epoch_and_refuses_a_new_see
       model_fn=Flat,
   )
   assert TrainConfig.load(tmp_path / "config.json") == changed
-  history = [json.loads(line) for line in open(tmp_path / "config_history.jsonl")]
+  history = [
+      json.loads(line) for line in (tmp_path / "config_history.jsonl").read_text().splitlines()
+  ]
   assert [h["epoch"] for h in history] == [1, 2]
   assert TrainConfig.from_dict(history[0]["config"]) == config
   assert history[1]["changes"] == {"epochs": [1, 2], "lr": [0.1, 0.5]}
@@ -459,7 +461,7 @@ def test_resume_repairs_a_torn_metrics_line(full_run, tmp_path):
   out = tmp_path / "run"
   shutil.copytree(full_run.out_dir, out)
   shutil.rmtree(out / "checkpoints" / "2")  # killed while writing epoch 2's record
-  lines = open(out / "metrics.jsonl").read().splitlines()
+  lines = (out / "metrics.jsonl").read_text().splitlines()
   with open(out / "metrics.jsonl", "w") as f:
     f.write(lines[0] + "\n" + lines[1][:25])
   with pytest.raises(ValueError, match=rf"{out}/metrics.jsonl line 2 is not a metrics record"):

@@ -9,6 +9,7 @@ or one. Every process is a subprocess with a timeout.
 
 import json
 import os
+import pathlib
 import socket
 import subprocess
 import sys
@@ -168,7 +169,10 @@ def test_two_processes_match_two_devices_and_survive_a_dead_rank(tmp_path):
     assert jax.tree.structure(a) == jax.tree.structure(b)
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
       np.testing.assert_array_equal(x, y)
-  history = [json.loads(line) for line in open(os.path.join(run, "config_history.jsonl"))]
+  history = [
+      json.loads(line)
+      for line in pathlib.Path(os.path.join(run, "config_history.jsonl")).read_text().splitlines()
+  ]
   assert [h["epoch"] for h in history] == [1]  # resumed three times, never changed
 
 
