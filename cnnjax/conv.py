@@ -50,8 +50,11 @@ def cross_correlate(
     x: input, ``[N, *spatial, C_in]`` with 1, 2 or 3 spatial dims.
     w: kernel, ``[*kernel_spatial, C_in // groups, C_out]``.
     stride: an int, or one int per spatial dim.
-    padding: ``"VALID"``, ``"SAME"`` (output ``ceil(n / stride)``), ``"FULL"``
-      (``r̂ − 1`` each side), an int, a tuple of ints or a tuple of ``(low, high)``.
+    padding: ``"VALID"``, ``"SAME"`` (output ``ceil(n / stride)``, an odd total
+      padding's extra pixel high), ``"SAME_LOWER"`` (the same, the extra pixel low),
+      ``"FULL"`` (``r̂ − 1`` each side), ``"CAUSAL"`` (1-D only: ``r̂ − 1`` low, none
+      high), an int, a tuple of ints or a tuple of ``(low, high)``
+      (:func:`cnnjax.padding.resolve_padding`).
     dilation: kernel dilation (à trous), effective size ``r̂ = r + (r − 1)(t − 1)``.
     groups: feature groups; ``C_in`` and ``C_out`` must be divisible by it.
     padding_mode: ``"zeros"``, ``"circular"``, ``"reflect"`` or ``"edge"``.
@@ -91,6 +94,8 @@ def cross_correlate(
   )
   dtype = _checks.compute_dtype(x, w, op=op)
   out_dtype = _checks.result_dtype(dtype, preferred_element_type, op=op)
+  out_shape = (x.shape[0], *geo.out_spatial, w.shape[-1])
+  _checks.check_extent(out_shape, out_dtype, name="padding", value=padding, op=op)
   x, w = x.astype(dtype), w.astype(dtype)
   pads = geo.pads
   if padding_mode != "zeros":
@@ -179,7 +184,7 @@ def conv_transpose(
       :func:`cross_correlate`, resolved against the forward input's size).
     input_shape: the forward input's spatial shape. With a stride several input sizes
       give the same output size; by default the smallest is taken
-      (``(m − 1)·s + r̂ − lo − hi``), or ``m·s`` for ``"SAME"``.
+      (``(m − 1)·s + r̂ − lo − hi``), or ``m·s`` for ``"SAME"`` and ``"SAME_LOWER"``.
     precision, preferred_element_type: as in :func:`cross_correlate`.
 
   Returns:
@@ -215,7 +220,7 @@ def conv_transpose(
   )
   user_input_shape = input_shape is not None
   if input_shape is None:
-    if isinstance(padding, str) and padding.upper() == "SAME":
+    if isinstance(padding, str) and padding.upper() in ("SAME", "SAME_LOWER"):
       input_shape = tuple(m * s for m, s in zip(out_spatial, stride_t, strict=True))
     else:
       probe = _padding.resolve_padding(padding, (0,) * num_spatial, kernel_eff, stride_t, op=op)

@@ -110,12 +110,12 @@ def conv_matrix(
       isinstance(input_shape, str)
       or not isinstance(input_shape, Sequence)
       or len(input_shape) != num_spatial + 1
-      or not all(_checks.is_int(v) and v >= 1 for v in input_shape)
+      or not all(_checks.is_int(v) and 1 <= v <= _checks.INT64_MAX for v in input_shape)
   ):
     raise ValueError(
         f"{op}: input_shape got {input_shape!r}; expected {num_spatial + 1} positive "
-        f"ints (*spatial({num_spatial}), C_in), one example's shape, to match the kernel "
-        f"of shape {tuple(w.shape)}."
+        f"ints (*spatial({num_spatial}), C_in) of at most 2**63 - 1, one example's shape, "
+        f"to match the kernel of shape {tuple(w.shape)}."
     )
   input_shape = tuple(int(v) for v in input_shape)
   _padding.check_padding_mode(padding_mode, op=op)

@@ -97,6 +97,8 @@ def tiled_conv(
   )
   dtype = _checks.compute_dtype(x, w, op=op)
   out_dtype = _checks.result_dtype(dtype, preferred_element_type, op=op)
+  out_shape = (x.shape[0], *geo.out_spatial, w.shape[-1])
+  _checks.check_extent(out_shape, out_dtype, name="padding", value=padding, op=op)
   x, w = x.astype(dtype), w.astype(dtype)
   if all(t == 1 for t in tile):
     return cross_correlate(

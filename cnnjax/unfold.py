@@ -87,6 +87,11 @@ def unfold(
       dilation=dilation,
       op=op,
   )
+  for shape in (
+      (x.shape[0], *geo.padded_spatial, x.shape[-1]),
+      (x.shape[0], *geo.out_spatial, math.prod(kernel) * x.shape[-1]),
+  ):
+    _checks.check_extent(shape, x.dtype, name="padding", value=padding, op=op)
   patches = extract_patches(_padding.pad_spatial(x, geo.pads, padding_mode), geo)
   return patches.reshape(*patches.shape[:-2], math.prod(kernel) * x.shape[-1])
 
@@ -126,13 +131,13 @@ def fold(
       isinstance(output_shape, str)
       or not isinstance(output_shape, Sequence)
       or len(output_shape) != num_spatial + 2
-      or not all(_checks.is_int(v) and v >= 0 for v in output_shape)
+      or not all(_checks.is_int(v) and 0 <= v <= _checks.INT64_MAX for v in output_shape)
       or not all(v >= 1 for v in output_shape[1:])
   ):
     raise ValueError(
         f"{op}: output_shape got {output_shape!r}; expected {num_spatial + 2} ints "
-        f"(N, *spatial({num_spatial}), C), positive but for N, to match p of shape "
-        f"{tuple(p.shape)}."
+        f"(N, *spatial({num_spatial}), C), positive but for N and at most 2**63 - 1, to "
+        f"match p of shape {tuple(p.shape)}."
     )
   output_shape = tuple(int(v) for v in output_shape)
   kernel = _kernel_size(kernel_size, num_spatial, op=op)

@@ -66,11 +66,12 @@ def conv_weight_grad(
       isinstance(kernel_shape, str)
       or not isinstance(kernel_shape, Sequence)
       or len(kernel_shape) not in (3, 4, 5)
-      or not all(_checks.is_int(v) and v >= 1 for v in kernel_shape)
+      or not all(_checks.is_int(v) and 1 <= v <= _checks.INT64_MAX for v in kernel_shape)
   ):
     raise ValueError(
         f"{op}: kernel_shape got {kernel_shape!r}; expected 3, 4 or 5 positive ints, "
-        "(*kernel(d), C_in // groups, C_out) with d = 1, 2 or 3 spatial dims."
+        "(*kernel(d), C_in // groups, C_out) with d = 1, 2 or 3 spatial dims, each at most "
+        "2**63 - 1."
     )
   kernel_shape = tuple(int(v) for v in kernel_shape)
   num_spatial = len(kernel_shape) - 2

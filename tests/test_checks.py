@@ -260,3 +260,22 @@ def test_check_extent_refuses_what_xla_aborts_on():
       r"float32 elements \(18446744073709551616 bytes\)",
   ):
     _checks.check_extent((2**31, 2**31), jnp.float32, name="shape", value=7, op="op")
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda x, w, p: cnnjax.cross_correlate(x, w, padding=p),
+        lambda x, w, p: cnnjax.convolve(x, w, padding=p),
+        lambda x, w, p: cnnjax.tiled_conv(x, w[None, None], tile=(1, 1), padding=p),
+        lambda x, w, p: cnnjax.unfold(x, (3, 3), padding=p),
+    ],
+    ids=["cross_correlate", "convolve", "tiled_conv", "unfold"],
+)
+def test_a_padding_whose_result_overflows_int64_bytes_is_refused_naming_it(call):
+  # 6 + 2 * 2**30 - 2 outputs per side: 2**62 float32 elements, 2**64 bytes. XLA aborts
+  # the process on such a shape ("overflow in static extent product"), so it must not
+  # get there.
+  x, w = np.ones((1, 6, 6, 1), np.float32), np.ones((3, 3, 1, 1), np.float32)
+  with pytest.raises(ValueError, match=r"padding got 1073741824, a result of \d+ float32"):
+    call(x, w, 2**30)
