@@ -15,6 +15,7 @@ from cnnjax import arithmetic, equivariance, padding
 from cnnjax.adaptive_pool import adaptive_avg_pool, adaptive_max_pool
 from cnnjax.arithmetic import op_count, output_size, param_count, receptive_field
 from cnnjax.conv import conv_transpose, convolve, cross_correlate
+from cnnjax.deform import deform_conv
 from cnnjax.equivariance import (
     assert_equivariant,
     assert_invariant,
@@ -99,6 +100,7 @@ __all__ = [
     "cpu_forms",
     "cross_correlate",
     "data",
+    "deform_conv",
     "effective_kernel_size",
     "equivariance",
     "equivariance_error",

@@ -707,3 +707,76 @@ def ref_int_adaptive_max_pool(x, output_size):
         axis=tuple(range(1, len(spatial) + 1))
     )
   return y
+
+
+# ============================================================================
+# Issue 32: deformable convolution (Dai et al. 2017; modulated: Zhu et al. 2019).
+# ============================================================================
+
+
+def ref_bilinear(img, py, px):
+  """The papers' ``x(p) = Σ_q G(q, p) · x(q)`` over the integer positions ``q`` of
+  ``img`` (``[H, W, C]``), ``G(q, p) = g(q_y, p_y) · g(q_x, p_x)``,
+  ``g(a, b) = max(0, 1 − |a − b|)``; positions outside the image read nothing (zeros),
+  and neither do positions of weight 0 (cnnjax's documented rule: no ``0 · NaN``).
+  A NaN coordinate gives NaN weights everywhere, so a NaN sample."""
+  height, width, _ = img.shape
+  with np.errstate(invalid="ignore"):
+    gy = np.maximum(0.0, 1.0 - np.abs(np.arange(height) - py))
+    gx = np.maximum(0.0, 1.0 - np.abs(np.arange(width) - px))
+  if np.isnan(py) or np.isnan(px):
+    return np.full(img.shape[-1], np.nan)
+  out = np.zeros(img.shape[-1], img.dtype)
+  for qy in np.flatnonzero(gy):
+    for qx in np.flatnonzero(gx):
+      out = out + (gy[qy] * gx[qx]) * img[qy, qx]
+  return out
+
+
+def ref_deform_conv(
+    x,
+    w,
+    offsets,
+    mask=None,
+    *,
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups=1,
+    offset_groups=1,
+):
+  """``y[b, p, o] = Σ_k Σ_c w[k, c, o] · m[b, p, k] · x(b, p̂ + p_k + Δp_k, c)``, one
+  sample at a time (:func:`ref_bilinear`); torchvision's channel orders, channels-last:
+  ``offsets[b, i, j, (g·K + k)·2 + {0: Δy, 1: Δx}]``, ``mask[b, i, j, g·K + k]``, with
+  ``K`` the taps in row-major order and ``g`` the offset group of channel ``c``."""
+  x, w, offsets = _wide(x, w, offsets)
+  mask = None if mask is None else np.asarray(mask, np.float64)
+  kh, kw, cg_w, c_out = w.shape
+  batch, _, _, c_in = x.shape
+  s, t, pads, (h_out, w_out) = ref_geometry(
+      x.shape[1:3], (kh, kw), stride=stride, padding=padding, dilation=dilation
+  )
+  taps = kh * kw
+  cg_off = c_in // offset_groups
+  og_w = c_out // groups
+  cols = np.zeros((batch, h_out, w_out, taps, c_in), x.dtype)
+  for b, i, j in np.ndindex(batch, h_out, w_out):
+    for k in range(taps):
+      ki, kj = divmod(k, kw)
+      for g in range(offset_groups):
+        dy, dx = offsets[b, i, j, 2 * (g * taps + k) : 2 * (g * taps + k) + 2]
+        py = i * s[0] - pads[0][0] + ki * t[0] + dy
+        px = j * s[1] - pads[1][0] + kj * t[1] + dx
+        chans = slice(g * cg_off, (g + 1) * cg_off)
+        sample = ref_bilinear(x[b, :, :, chans], py, px)
+        if mask is not None:
+          sample = mask[b, i, j, g * taps + k] * sample
+        cols[b, i, j, k, chans] = sample
+  y = np.zeros((batch, h_out, w_out, c_out), x.dtype)
+  wk = w.reshape(taps, cg_w, c_out)
+  with np.errstate(invalid="ignore", over="ignore"):  # inf · w, inf − inf: as written
+    for grp in range(groups):
+      ins, outs = slice(grp * cg_w, (grp + 1) * cg_w), slice(grp * og_w, (grp + 1) * og_w)
+      for k in range(taps):
+        y[..., outs] += cols[:, :, :, k, ins] @ wk[k, :, outs]
+  return y
