@@ -323,6 +323,37 @@ def _tiled(m: cnn.TiledConv, in_shape, out_shape):
   return _name("tiled", _size(k, nd), m.out_features, *extras), params, ops
 
 
+@register_describer(cnn.DeformConv)
+def _deform_conv(m: cnn.DeformConv, in_shape, out_shape):
+  # The convolution it computes, plus its offset (and mask) convolution, plus the bilinear
+  # sampling: 4 multiply-adds per sample (output position, tap and input channel).
+  k, nd = m.kernel_size, 2
+  extras = _extras(m, nd, stride=m.stride, padding=m.padding, dilation=m.dilation, groups=m.groups)
+  if m.offset_groups != 1:
+    extras.append(f"og{m.offset_groups}")
+  if m.modulated:
+    extras.append("modulated")
+  predicted = m.offset_conv.out_features
+  params = arithmetic.param_count(
+      "conv",
+      kernel=k,
+      in_channels=m.in_features,
+      out_channels=m.out_features,
+      groups=m.groups,
+      use_bias=m.use_bias,
+  ) + arithmetic.param_count(
+      "conv", kernel=k, in_channels=m.in_features, out_channels=predicted, use_bias=True
+  )
+  ops = (
+      arithmetic.op_count("conv", in_shape=in_shape, out_shape=out_shape, kernel=k, groups=m.groups)
+      + arithmetic.op_count(
+          "conv", in_shape=in_shape, out_shape=(*out_shape[:-1], predicted), kernel=k
+      )
+      + 4 * math.prod(out_shape[:-1]) * math.prod(k) * m.in_features
+  )
+  return _name("dconv", _size(k, nd), m.out_features, *extras), params, ops
+
+
 def _pool_ops(in_shape) -> int:
   return arithmetic.op_count("pool", in_shape=in_shape)
 

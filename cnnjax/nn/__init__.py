@@ -7,6 +7,7 @@ only their configuration. Every ``__call__`` is one call into the cnnjax functio
 """
 
 from cnnjax.nn.conv import Conv, ConvTranspose, LocallyConnected, TiledConv
+from cnnjax.nn.deform import DeformConv
 from cnnjax.nn.group import GroupConv, GroupPool, LiftConv
 from cnnjax.nn.normalization import LocalResponseNorm
 from cnnjax.nn.pooling import (
@@ -25,6 +26,7 @@ __all__ = [
     "BlurPool",
     "Conv",
     "ConvTranspose",
+    "DeformConv",
     "GlobalAvgPool",
     "GlobalMaxPool",
     "GroupConv",
