@@ -7,8 +7,11 @@ imports cnnjax. Tolerances for comparing cnnjax against them live in :func:`tole
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
+from types import SimpleNamespace
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -780,3 +783,943 @@ def ref_deform_conv(
       for k in range(taps):
         y[..., outs] += cols[:, :, :, k, ins] @ wk[k, :, outs]
   return y
+
+
+# ============================================================================
+# Issue 32: the other libraries' documented formulas, for the migration guide
+# (docs/guides/migration.md, checked by tests/project/test_migration.py). Each in that
+# library's own layout and argument conventions; the guide's rows call them by the
+# other library's names through :func:`migration_namespace`.
+# ============================================================================
+
+
+class Uniform(NamedTuple):
+  """An initialiser's documented distribution: ``U(low, high)`` samples of ``shape``."""
+
+  low: float
+  high: float
+  shape: tuple
+
+
+class TruncatedNormal(NamedTuple):
+  """Samples of ``shape`` with standard deviation ``std`` (after truncation) and
+  ``|sample| <= bound``."""
+
+  std: float
+  bound: float
+  shape: tuple
+
+
+def _cf_correlate(x, w, stride, pads, dilation, groups=1):
+  """Cross-correlation of channels-first ``x [N, C, *spatial]`` with ``w [O, C / groups,
+  *kernel]`` over ``x`` zero-padded by ``pads`` (one ``(low, high)`` per spatial dim):
+  ``y[n, o, i] = Σ_c Σ_t w[o, c, t] · x̃[n, g·C/groups + c, i·s + t·d]`` for ``o`` in
+  group ``g``, as a loop over output positions."""
+  x, w = _wide(x, w)
+  nd = x.ndim - 2
+  kernel = w.shape[2:]
+  xp = np.pad(x, [(0, 0), (0, 0), *pads])
+  out = [
+      (n - (k - 1) * d - 1) // s + 1
+      for n, k, s, d in zip(xp.shape[2:], kernel, stride, dilation, strict=True)
+  ]
+  cg, og = x.shape[1] // groups, w.shape[0] // groups
+  y = np.zeros((x.shape[0], w.shape[0], *out), x.dtype)
+  axes = tuple(range(1, nd + 2))
+  for o in np.ndindex(*out):
+    taps = tuple(
+        slice(i * s, i * s + (k - 1) * d + 1, d)
+        for i, s, k, d in zip(o, stride, kernel, dilation, strict=True)
+    )
+    window = xp[(slice(None), slice(None), *taps)]
+    for g in range(groups):
+      part = window[:, g * cg : (g + 1) * cg]
+      y[(slice(None), slice(g * og, (g + 1) * og), *o)] = np.tensordot(
+          part, w[g * og : (g + 1) * og], axes=(axes, axes)
+      )
+  return y
+
+
+_NUMPY_PAD: dict[str, Any] = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+
+
+def _cl(a):
+  """Channels-last to channels-first (``[N, *spatial, C] -> [N, C, *spatial]``)."""
+  return np.moveaxis(np.asarray(a, np.float64), -1, 1)
+
+
+def _lc(a):
+  """Channels-first back to channels-last."""
+  return np.moveaxis(a, 1, -1)
+
+
+def _same_pads(sizes, kernel_eff, stride, *, lower=False):
+  """``lax.padtype_to_pads``' "SAME": output ``ceil(n / s)``, the odd pixel at the end
+  (at the start with ``lower``, Equinox's "SAME_LOWER")."""
+  pads = []
+  for n, k, s in zip(sizes, kernel_eff, stride, strict=True):
+    total = max((-(-n // s) - 1) * s + k - n, 0)
+    lo = (total + 1) // 2 if lower else total // 2
+    pads.append((lo, total - lo))
+  return pads
+
+
+def _window_pool(x, window, stride, pads, kind, *, divisor="valid"):
+  """Channels-first window pooling over the real (unpadded) positions of each window:
+  ``kind`` "max" or "avg", divided by the number of real positions (``divisor="valid"``)
+  or by the window size (``"window"``)."""
+  x = _lc(np.asarray(x, np.float64))
+  out = None
+  for o, slices, out_shape in pool_windows(x, window, stride, tuple(pads)):
+    if out is None:
+      out = np.zeros((x.shape[0], *out_shape, x.shape[-1]))
+    win = x[(slice(None), *slices, slice(None))]
+    axes = tuple(range(1, x.ndim - 1))
+    if kind == "max":
+      v = win.max(axis=axes)
+    else:
+      count = math.prod(window) if divisor == "window" else math.prod(win.shape[1:-1])
+      v = win.sum(axis=axes) / count
+    out[(slice(None), *o, slice(None))] = v
+  assert out is not None, "no window"
+  return np.moveaxis(out, -1, 1)
+
+
+# ----------------------------------------------- PyTorch (torch.nn.functional, NCHW/OIHW)
+
+
+def torch_conv(
+    input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros"
+):
+  """``F.conv{1,2,3}d`` (and ``nn.Conv{1,2,3}d``'s ``padding_mode``): ``out(N_i, C_out_j) =
+  bias(C_out_j) + Σ_k weight(C_out_j, k) ⋆ input(N_i, k)``, ⋆ the cross-correlation, on
+  NC* inputs and ``[C_out, C_in / groups, *kernel]`` weights. ``padding`` an int or one
+  per dim (both sides), ``"valid"``, or ``"same"`` (stride 1 only; an odd total's extra
+  pixel at the end); ``H_out = ⌊(H_in + 2p − d(k − 1) − 1) / s + 1⌋``."""
+  x = np.asarray(input, np.float64)
+  nd = x.ndim - 2
+  kernel = weight.shape[2:]
+  stride, dilation = per_dim(stride, nd), per_dim(dilation, nd)
+  if padding == "valid":
+    pads = [(0, 0)] * nd
+  elif padding == "same":
+    if any(s != 1 for s in stride):
+      raise ValueError("padding='same' is not supported for strided convolutions")
+    totals = [d * (k - 1) for k, d in zip(kernel, dilation, strict=True)]
+    pads = [(t // 2, t - t // 2) for t in totals]
+  else:
+    pads = [(p, p) for p in per_dim(padding, nd)]
+  if padding_mode != "zeros":
+    x = np.pad(x, [(0, 0), (0, 0), *pads], mode=_NUMPY_PAD[padding_mode])
+    pads = [(0, 0)] * nd
+  y = _cf_correlate(x, weight, stride, pads, dilation, groups)
+  if bias is not None:
+    y = y + np.asarray(bias, np.float64).reshape(-1, *(1,) * nd)
+  return y
+
+
+def torch_conv_transpose(
+    input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1
+):
+  """``F.conv_transpose{1,2,3}d``, "the gradient of Conv with respect to its input":
+  input ``i`` meets tap ``t`` at output ``i·s − p + t·d``, weights ``[C_in, C_out / groups,
+  *kernel]``, ``H_out = (H_in − 1)·s − 2p + d(k − 1) + output_padding + 1``."""
+  x, w = _wide(input, weight)
+  nd = x.ndim - 2
+  kernel = w.shape[2:]
+  s, p, a, d = (per_dim(v, nd) for v in (stride, padding, output_padding, dilation))
+  out = [
+      (n - 1) * si - 2 * pi + di * (k - 1) + ai + 1
+      for n, si, pi, di, k, ai in zip(x.shape[2:], s, p, d, kernel, a, strict=True)
+  ]
+  cg, og = x.shape[1] // groups, w.shape[1]
+  y = np.zeros((x.shape[0], og * groups, *out), x.dtype)
+  for i in np.ndindex(*x.shape[2:]):
+    for t in np.ndindex(*kernel):
+      j = [ii * si - pi + ti * di for ii, si, pi, ti, di in zip(i, s, p, t, d, strict=True)]
+      if all(0 <= jj < n for jj, n in zip(j, out, strict=True)):
+        for g in range(groups):
+          ins = slice(g * cg, (g + 1) * cg)
+          y[(slice(None), slice(g * og, (g + 1) * og), *j)] += (
+              x[(slice(None), ins, *i)] @ w[(ins, slice(None), *t)]
+          )
+  if bias is not None:
+    y = y + np.asarray(bias, np.float64).reshape(-1, *(1,) * nd)
+  return y
+
+
+def _torch_pool_out(n, k, p, s, d, ceil_mode):
+  """PyTorch's pooled size: ``⌊ or ⌈(n + 2p − d(k − 1) − 1) / s⌉ + 1``, less one when
+  ``ceil_mode`` would start the last window in the right padding."""
+  span = n + 2 * p - d * (k - 1) - 1
+  out = (span + (s - 1 if ceil_mode else 0)) // s + 1
+  if ceil_mode and (out - 1) * s >= n + p:
+    out -= 1
+  return out
+
+
+def _torch_pool_args(x, kernel_size, stride, padding, dilation, ceil_mode):
+  nd = x.ndim - 2
+  k = per_dim(kernel_size, nd)
+  s = k if stride is None else per_dim(stride, nd)
+  p, d = per_dim(padding, nd), per_dim(dilation, nd)
+  out = [
+      _torch_pool_out(n, ki, pi, si, di, ceil_mode)
+      for n, ki, pi, si, di in zip(x.shape[2:], k, p, s, d, strict=True)
+  ]
+  return k, s, p, d, out
+
+
+def torch_max_pool(
+    input,
+    kernel_size,
+    stride=None,
+    padding=0,
+    dilation=1,
+    ceil_mode=False,
+    return_indices=False,
+):
+  """``F.max_pool{1,2,3}d``: the maximum over the taps ``o·s − p + t·d`` inside the input
+  (padding is ``−inf``); indices into the flattened spatial axes, the first maximum in
+  window order (a NaN wins)."""
+  x = np.asarray(input, np.float64)
+  k, s, p, d, out = _torch_pool_args(x, kernel_size, stride, padding, dilation, ceil_mode)
+  spatial = x.shape[2:]
+  y = np.full((*x.shape[:2], *out), -np.inf)
+  idx = np.full((*x.shape[:2], *out), -1, np.int64)
+  for o in np.ndindex(*out):
+    at = (slice(None), slice(None), *o)
+    for t in np.ndindex(*k):
+      pos = [oi * si - pi + ti * di for oi, si, pi, ti, di in zip(o, s, p, t, d, strict=True)]
+      if not all(0 <= q < n for q, n in zip(pos, spatial, strict=True)):
+        continue
+      v = x[(slice(None), slice(None), *pos)]
+      take = (v > y[at]) | np.isnan(v) | (idx[at] < 0)
+      y[at] = np.where(take, v, y[at])
+      idx[at] = np.where(take, np.ravel_multi_index(pos, spatial), idx[at])
+  return (y, idx) if return_indices else y
+
+
+def torch_avg_pool(
+    input,
+    kernel_size,
+    stride=None,
+    padding=0,
+    ceil_mode=False,
+    count_include_pad=True,
+    divisor_override=None,
+):
+  """``F.avg_pool{1,2,3}d``, ATen's divisor: a window ``[start, start + k)`` clipped to
+  ``[−p, n + p)`` counts that many positions with ``count_include_pad`` (padding in,
+  the ``ceil_mode`` overhang out), its real positions without; ``divisor_override``
+  replaces both."""
+  x = np.asarray(input, np.float64)
+  k, s, p, _, out = _torch_pool_args(x, kernel_size, stride, padding, 1, ceil_mode)
+  spatial = x.shape[2:]
+  y = np.zeros((*x.shape[:2], *out))
+  for o in np.ndindex(*out):
+    starts = [oi * si - pi for oi, si, pi in zip(o, s, p, strict=True)]
+    ends = [min(a + ki, n + pi) for a, ki, n, pi in zip(starts, k, spatial, p, strict=True)]
+    pool_size = math.prod(e - a for a, e in zip(starts, ends, strict=True))
+    lo = [max(a, 0) for a in starts]
+    hi = [min(e, n) for e, n in zip(ends, spatial, strict=True)]
+    win = x[(slice(None), slice(None), *(slice(a, b) for a, b in zip(lo, hi, strict=True)))]
+    if divisor_override:
+      divisor = divisor_override
+    elif count_include_pad:
+      divisor = pool_size
+    else:
+      divisor = math.prod(b - a for a, b in zip(lo, hi, strict=True))
+    y[(slice(None), slice(None), *o)] = win.sum(axis=tuple(range(2, x.ndim))) / divisor
+  return y
+
+
+def torch_lp_pool(input, norm_type, kernel_size, stride=None, ceil_mode=False):
+  """``F.lp_pool{1,2}d`` as torch/nn/functional.py computes it: ``(avg_pool(x^p) · k_h·k_w)
+  ^ (1/p)`` (no absolute value: for odd ``p`` negative sums give NaN)."""
+  x = np.asarray(input, np.float64)
+  k = per_dim(kernel_size, x.ndim - 2)
+  with np.errstate(invalid="ignore"):
+    avg = torch_avg_pool(x**norm_type, k, stride, 0, ceil_mode)
+    return (avg * math.prod(k)) ** (1.0 / norm_type)
+
+
+def torch_adaptive_pool(input, output_size, kind):
+  """``F.adaptive_{avg,max}_pool{1,2,3}d``: bin ``i`` of ``n → o`` covers
+  ``[⌊i·n/o⌋, ⌈(i + 1)·n/o⌉)``."""
+  x = np.asarray(input, np.float64)
+  spatial = x.shape[2:]
+  sizes = per_dim(output_size, len(spatial)) if output_size is not None else spatial
+  y = np.zeros((*x.shape[:2], *sizes))
+  for o in np.ndindex(*sizes):
+    bins = tuple(
+        slice(i * n // m, -(-(i + 1) * n // m)) for i, n, m in zip(o, spatial, sizes, strict=True)
+    )
+    win = x[(slice(None), slice(None), *bins)]
+    axes = tuple(range(2, x.ndim))
+    y[(slice(None), slice(None), *o)] = win.mean(axes) if kind == "avg" else win.max(axes)
+  return y
+
+
+def torch_max_unpool(input, indices, kernel_size, stride=None, padding=0, output_size=None):
+  """``F.max_unpool{1,2,3}d``: ``out.view(N, C, -1)[n, c, indices[n, c]] = input[n, c]``,
+  output ``(H_in − 1)·s − 2p + k`` by default."""
+  y = np.asarray(input, np.float64)
+  nd = y.ndim - 2
+  k = per_dim(kernel_size, nd)
+  s = k if stride is None else per_dim(stride, nd)
+  p = per_dim(padding, nd)
+  if output_size is None:
+    out = [(n - 1) * si - 2 * pi + ki for n, si, pi, ki in zip(y.shape[2:], s, p, k, strict=True)]
+  else:
+    out = list(output_size)[-nd:]
+  flat = np.zeros((*y.shape[:2], math.prod(out)))
+  for n, c in np.ndindex(*y.shape[:2]):
+    flat[n, c, np.asarray(indices)[n, c].reshape(-1)] = y[n, c].reshape(-1)
+  return flat.reshape(*y.shape[:2], *out)
+
+
+def torch_unfold(input, kernel_size, dilation=1, padding=0, stride=1):
+  """``F.unfold`` (4-D input): ``[N, C·k_h·k_w, L]``, row ``c·k_h·k_w + i·k_w + j`` the tap
+  ``(i, j)`` of channel ``c`` and ``L`` the output positions in row-major order."""
+  x = np.asarray(input, np.float64)
+  k, d, p, s = (per_dim(v, 2) for v in (kernel_size, dilation, padding, stride))
+  xp = np.pad(x, [(0, 0), (0, 0), *((q, q) for q in p)])
+  out = [
+      (n - di * (ki - 1) - 1) // si + 1 for n, di, ki, si in zip(xp.shape[2:], d, k, s, strict=True)
+  ]
+  cols = np.zeros((x.shape[0], x.shape[1] * k[0] * k[1], out[0] * out[1]))
+  for col, (oi, oj) in enumerate(np.ndindex(*out)):
+    for c, i, j in np.ndindex(x.shape[1], *k):
+      row = (c * k[0] + i) * k[1] + j
+      cols[:, row, col] = xp[:, c, oi * s[0] + i * d[0], oj * s[1] + j * d[1]]
+  return cols
+
+
+def torch_local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0):
+  """``F.local_response_norm``: ``b_c = a_c · (k + α/n · Σ_{c'} a_{c'}²)^(−β)`` over the
+  channels ``c − ⌊n/2⌋ … c + ⌊(n − 1)/2⌋`` that exist."""
+  x = np.asarray(input, np.float64)
+  channels = x.shape[1]
+  y = np.zeros_like(x)
+  for c in range(channels):
+    lo, hi = max(c - size // 2, 0), min(c + (size - 1) // 2, channels - 1)
+    sq = (x[:, lo : hi + 1] ** 2).sum(axis=1)
+    y[:, c] = x[:, c] * (k + alpha / size * sq) ** (-beta)
+  return y
+
+
+def torch_deform_conv2d(
+    input, offset, weight, bias=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), mask=None
+):
+  """``torchvision.ops.deform_conv2d``: ``input [N, C_in, H, W]``, ``offset [N, 2·G·k_h·k_w,
+  H_out, W_out]`` (per offset group, per tap in row-major order, the pair ``(Δy, Δx)``),
+  ``weight [C_out, C_in / groups, k_h, k_w]``, ``mask [N, G·k_h·k_w, H_out, W_out]``; the
+  sampling formula is :func:`ref_deform_conv`'s, in channels-last."""
+  w = np.asarray(weight, np.float64)
+  pads: Any = tuple((p, p) for p in per_dim(padding, 2))
+  groups = np.asarray(input).shape[1] // w.shape[1]
+  offset_groups = np.asarray(offset).shape[1] // (2 * w.shape[2] * w.shape[3])
+  y = ref_deform_conv(
+      _lc(np.asarray(input, np.float64)),
+      np.moveaxis(w, (0, 1), (-1, -2)),
+      _lc(np.asarray(offset, np.float64)),
+      None if mask is None else _lc(np.asarray(mask, np.float64)),
+      stride=stride,
+      padding=pads,
+      dilation=dilation,
+      groups=groups,
+      offset_groups=offset_groups,
+  )
+  y = _cl(y)
+  if bias is not None:
+    y = y + np.asarray(bias, np.float64).reshape(-1, 1, 1)
+  return y
+
+
+def torch_conv_init(in_channels, out_channels, kernel_size, groups=1, nd=2):
+  """``nn.Conv{n}d``'s documented initialisation: weight and bias ``U(−√k, √k)``,
+  ``k = groups / (C_in · Π kernel_size)``."""
+  kernel = per_dim(kernel_size, nd)
+  bound = math.sqrt(groups / (in_channels * math.prod(kernel)))
+  weight = Uniform(-bound, bound, (out_channels, in_channels // groups, *kernel))
+  return weight, Uniform(-bound, bound, (out_channels,))
+
+
+# ------------------------------------------------------- Keras 3 (keras.ops, channels-last)
+
+
+def keras_conv(inputs, kernel, strides=1, padding="valid", data_format=None, dilation_rate=1):
+  """``keras.ops.conv``: ``[N, *spatial, C]`` inputs, ``[*kernel, C / groups, C_out]`` kernels
+  (``groups = C / kernel.shape[-2]``); ``"same"`` pads to ``ceil(n / s)`` outputs, the odd
+  pixel at the end."""
+  assert data_format in (None, "channels_last")
+  x = _cl(inputs)
+  w = np.moveaxis(np.asarray(kernel, np.float64), (-1, -2), (0, 1))
+  nd = x.ndim - 2
+  s, d = per_dim(strides, nd), per_dim(dilation_rate, nd)
+  kernel_eff = [(k - 1) * di + 1 for k, di in zip(w.shape[2:], d, strict=True)]
+  pads = _same_pads(x.shape[2:], kernel_eff, s) if padding == "same" else [(0, 0)] * nd
+  return _lc(_cf_correlate(x, w, s, pads, d, x.shape[1] // w.shape[1]))
+
+
+def keras_depthwise_conv(
+    inputs, kernel, strides=1, padding="valid", data_format=None, dilation_rate=1
+):
+  """``keras.ops.depthwise_conv`` (``tf.nn.depthwise_conv2d``'s definition): kernel
+  ``[*kernel, C, M]``, ``out[..., c·M + m] = Σ_t x[..., c] · kernel[t, c, m]``."""
+  *k, c, m = np.shape(kernel)
+  flat = np.asarray(kernel, np.float64).reshape(*k, 1, c * m)
+  return keras_conv(inputs, flat, strides, padding, data_format, dilation_rate)
+
+
+def keras_separable_conv(
+    inputs,
+    depthwise_kernel,
+    pointwise_kernel,
+    strides=1,
+    padding="valid",
+    data_format=None,
+    dilation_rate=1,
+):
+  """``keras.ops.separable_conv``: the depthwise convolution, then a 1×1 ``conv`` with
+  ``pointwise_kernel [1, 1, C·M, C_out]``."""
+  depthwise = keras_depthwise_conv(
+      inputs, depthwise_kernel, strides, padding, data_format, dilation_rate
+  )
+  return keras_conv(depthwise, pointwise_kernel)
+
+
+def keras_conv_transpose(
+    inputs,
+    kernel,
+    strides=1,
+    padding="valid",
+    output_padding=None,
+    data_format=None,
+    dilation_rate=1,
+):
+  """``keras.ops.conv_transpose``, kernel ``[*kernel, C_out, C_in]``, keras/src/backend/
+  common/backend_utils.py's geometry: the output length is ``(n − 1)·s + max(k̂, s)``
+  ("valid"), ``n·s`` ("same"), or with ``output_padding`` ``(n − 1)·s + k̂ + a``
+  ("valid") and ``(n − 1)·s + k̂ mod 2 + a`` ("same"); input ``i`` meets tap ``t`` at
+  ``i·s + t·d − (k̂ − 1 − left)``, ``left`` that file's left padding."""
+  assert data_format in (None, "channels_last")
+  x = _cl(inputs)
+  w = np.asarray(kernel, np.float64)
+  nd = x.ndim - 2
+  s, d = per_dim(strides, nd), per_dim(dilation_rate, nd)
+  a = [None] * nd if output_padding is None else per_dim(output_padding, nd)
+  shifts, out = [], []
+  for n, k, si, di, ai in zip(x.shape[2:], w.shape[:-2], s, d, a, strict=True):
+    ke = (k - 1) * di + 1
+    if padding == "valid":
+      ai = max(ke, si) - ke if ai is None else ai
+      left, right = ke - 1, ke - 1 + ai
+    else:
+      pad_len = si + ke - 2 if ai is None else ke + ke % 2 - 2 + ai
+      left = min(pad_len // 2 + pad_len % 2, ke - 1)
+      right = pad_len - left
+    shifts.append(ke - 1 - left)
+    out.append((n - 1) * si + 1 + left + right - (ke - 1))
+  y = np.zeros((x.shape[0], w.shape[-2], *out))
+  for i in np.ndindex(*x.shape[2:]):
+    for t in np.ndindex(*w.shape[:-2]):
+      j = [ii * si + ti * di - sh for ii, si, ti, di, sh in zip(i, s, t, d, shifts, strict=True)]
+      if all(0 <= jj < m for jj, m in zip(j, out, strict=True)):
+        y[(slice(None), slice(None), *j)] += x[(slice(None), slice(None), *i)] @ w[t].T
+  return _lc(y)
+
+
+def keras_pool(inputs, pool_size, strides=None, padding="valid", data_format=None, *, kind):
+  """``keras.ops.max_pool`` / ``average_pool``: strides default to ``pool_size``;
+  ``"same"`` as for the convolutions, and an average divides by the window's real
+  (unpadded) positions."""
+  assert data_format in (None, "channels_last")
+  x = _cl(inputs)
+  nd = x.ndim - 2
+  k = per_dim(pool_size, nd)
+  s = k if strides is None else per_dim(strides, nd)
+  pads = _same_pads(x.shape[2:], k, s) if padding == "same" else [(0, 0)] * nd
+  return _lc(_window_pool(x, k, s, pads, kind))
+
+
+def keras_glorot_uniform(shape):
+  """``keras.initializers.GlorotUniform``: ``U(−l, l)``, ``l = √(6 / (fan_in + fan_out))``,
+  ``fan_in = Π shape[:-2] · shape[-2]``, ``fan_out = Π shape[:-2] · shape[-1]``."""
+  receptive = math.prod(shape[:-2])
+  limit = math.sqrt(6 / (receptive * (shape[-2] + shape[-1])))
+  return Uniform(-limit, limit, tuple(shape))
+
+
+# ---------------------------------------------------------- Flax NNX (channels-last, HWIO)
+
+
+def flax_conv(
+    inputs,
+    kernel,
+    strides=1,
+    padding="SAME",
+    input_dilation=1,
+    kernel_dilation=1,
+    feature_group_count=1,
+    mask=None,
+):
+  """``nnx.Conv``: ``lax.conv_general_dilated`` on NHWC/HWIO, after ``"CIRCULAR"`` /
+  ``"REFLECT"`` padding by ``((k̂ − 1) // 2, k̂ // 2)`` whatever the stride, and
+  ``"CAUSAL"`` (1-D) by ``(k̂ − 1, 0)``; ``mask`` multiplies the kernel."""
+  x = _cl(inputs)
+  w = np.asarray(kernel, np.float64)
+  if mask is not None:
+    w = w * np.asarray(mask, np.float64)
+  w = np.moveaxis(w, (-1, -2), (0, 1))
+  nd = x.ndim - 2
+  s, d, ld = (per_dim(v, nd) for v in (strides, kernel_dilation, input_dilation))
+  if any(v != 1 for v in ld):
+    raise NotImplementedError("input_dilation")
+  kernel_eff = [(k - 1) * di + 1 for k, di in zip(w.shape[2:], d, strict=True)]
+  if padding in ("CIRCULAR", "REFLECT"):
+    pads = [((k - 1) // 2, k // 2) for k in kernel_eff]
+    mode: Any = "wrap" if padding == "CIRCULAR" else "reflect"
+    x = np.pad(x, [(0, 0), (0, 0), *pads], mode=mode)
+    pads = [(0, 0)] * nd
+  elif padding == "CAUSAL":
+    assert nd == 1, "Causal padding is only implemented for 1D convolutions."
+    pads = [(kernel_eff[0] - 1, 0)]
+  elif padding == "SAME":
+    pads = _same_pads(x.shape[2:], kernel_eff, s)
+  elif padding == "VALID":
+    pads = [(0, 0)] * nd
+  elif np.ndim(padding) == 0:
+    pads = [(int(padding), int(padding))] * nd
+  else:
+    pads = [(p, p) if np.ndim(p) == 0 else tuple(p) for p in padding]
+  return _lc(_cf_correlate(x, w, s, pads, d, feature_group_count))
+
+
+def flax_conv_transpose(
+    inputs,
+    kernel,
+    strides=1,
+    padding: Any = "SAME",
+    kernel_dilation=1,
+    mask=None,
+    transpose_kernel=False,
+):
+  """``nnx.ConvTranspose``, i.e. ``lax.conv_transpose``: the input dilated by the stride,
+  padded by lax's ``_conv_transpose_padding`` (``"SAME"``: ``k̂ + s − 2`` in all, the start
+  ``k̂ − 1`` if ``s > k̂ − 1`` else ``⌈(k̂ + s − 2)/2⌉``; ``"VALID"``: ``k̂ − 1`` and
+  ``k̂ − 1 + max(s − k̂, 0)``; pairs as given), then cross-correlated with the kernel
+  ``[*kernel, C_in, C_out]`` as it is, or flipped with its channel axes swapped
+  (``transpose_kernel``: kernel ``[*kernel, C_out, C_in]``)."""
+  x = np.asarray(inputs, np.float64)
+  w = np.asarray(kernel, np.float64)
+  if mask is not None:
+    w = w * np.asarray(mask, np.float64)
+  nd = x.ndim - 2
+  if transpose_kernel:
+    w = np.flip(w, tuple(range(nd))).swapaxes(-1, -2)
+  s, d = per_dim(strides, nd), per_dim(kernel_dilation, nd)
+  pads = []
+  for i, (k, si, di) in enumerate(zip(w.shape[:nd], s, d, strict=True)):
+    ke = (k - 1) * di + 1
+    if padding == "SAME":
+      pad_len = ke + si - 2
+      pad_a = ke - 1 if si > ke - 1 else -(-pad_len // 2)
+    elif padding == "VALID":
+      pad_len = ke + si - 2 + max(ke - si, 0)
+      pad_a = ke - 1
+    else:
+      pad_a, pad_len = padding[i][0], sum(padding[i])
+    pads.append((pad_a, pad_len - pad_a))
+  dilated = np.zeros(
+      (x.shape[0], *((n - 1) * si + 1 for n, si in zip(x.shape[1:-1], s, strict=True)), x.shape[-1])
+  )
+  dilated[(slice(None), *(slice(None, None, si) for si in s), slice(None))] = x
+  return _lc(_cf_correlate(_cl(dilated), np.moveaxis(w, (-1, -2), (0, 1)), (1,) * nd, pads, d))
+
+
+def flax_pool(inputs, window_shape, strides=None, padding="VALID", count_include_pad=True, *, kind):
+  """``nnx.max_pool`` / ``nnx.avg_pool`` (flax.linen.pooling): strides default to 1;
+  ``"SAME"`` as lax; an average divides by the window size (``count_include_pad=True``,
+  the default) or by its real positions."""
+  x = _cl(inputs)
+  nd = x.ndim - 2
+  k = tuple(window_shape)
+  s = (1,) * nd if strides is None else tuple(strides)
+  if padding == "SAME":
+    pads = _same_pads(x.shape[2:], k, s)
+  elif padding == "VALID":
+    pads = [(0, 0)] * nd
+  else:
+    pads = [tuple(p) for p in padding]
+  divisor = "window" if count_include_pad else "valid"
+  return _lc(_window_pool(x, k, s, pads, kind, divisor=divisor))
+
+
+def flax_lecun_normal(shape):
+  """``nnx.initializers.lecun_normal()`` (``variance_scaling(1, "fan_in",
+  "truncated_normal")``): standard deviation ``√(1 / fan_in)`` after truncation at two
+  standard deviations of the untruncated normal, ``fan_in = Π shape[:-1]``."""
+  std = math.sqrt(1 / math.prod(shape[:-1]))
+  return TruncatedNormal(std, 2 * std / 0.87962566103423978, tuple(shape))
+
+
+# -------------------------------------------------- Equinox (unbatched [C, *spatial], OIHW)
+
+
+def _eqx_pads(padding, sizes, kernel_eff, stride):
+  nd = len(sizes)
+  if isinstance(padding, str):
+    if padding.upper() == "VALID":
+      return [(0, 0)] * nd
+    return _same_pads(sizes, kernel_eff, stride, lower=padding.upper() == "SAME_LOWER")
+  if np.ndim(padding) == 0:
+    return [(int(padding), int(padding))] * nd
+  return [(p, p) if np.ndim(p) == 0 else tuple(p) for p in padding]
+
+
+def eqx_conv(x, weight, stride=1, padding=0, dilation=1, groups=1, padding_mode="ZEROS"):
+  """``eqx.nn.Conv``: ``lax.conv_general_dilated`` on one ``[C, *spatial]`` example with an
+  ``[O, C / groups, *kernel]`` weight; ``"SAME"`` / ``"SAME_LOWER"`` pad to ``ceil(n / s)``
+  outputs with an odd total's extra pixel at the end / at the start; ``padding_mode``
+  ``"REFLECT"``, ``"REPLICATE"`` or ``"CIRCULAR"`` pads by ``jnp.pad``."""
+  x = np.asarray(x, np.float64)[None]
+  w = np.asarray(weight, np.float64)
+  nd = x.ndim - 2
+  s, d = per_dim(stride, nd), per_dim(dilation, nd)
+  kernel_eff = [(k - 1) * di + 1 for k, di in zip(w.shape[2:], d, strict=True)]
+  pads = _eqx_pads(padding, x.shape[2:], kernel_eff, s)
+  if padding_mode.upper() != "ZEROS":
+    x = np.pad(x, [(0, 0), (0, 0), *pads], mode=_NUMPY_PAD[padding_mode.lower()])
+    pads = [(0, 0)] * nd
+  return _cf_correlate(x, w, s, pads, d, groups)[0]
+
+
+def eqx_conv_transpose(x, weight, stride=1, padding=0, output_padding=0, dilation=1, groups=1):
+  """``eqx.nn.ConvTranspose``: ``[O, C / groups, *kernel]`` weight cross-correlated, as it
+  is, with the input dilated by the stride and padded by ``d(k − 1) − p_lo`` and
+  ``d(k − 1) − p_hi + output_padding`` (Dumoulin & Visin's relationship 14)."""
+  x = np.asarray(x, np.float64)
+  w = np.asarray(weight, np.float64)
+  nd = x.ndim - 1
+  k = np.asarray(w.shape[2:])
+  s, a, d = (np.asarray(per_dim(v, nd)) for v in (stride, output_padding, dilation))
+  if isinstance(padding, str):
+    if padding.upper() == "VALID":
+      p0 = p1 = np.zeros(nd, np.int64)
+    else:
+      p_sum = d * (k - 1) - s + a + 1
+      a = np.where(p_sum < 0, -p_sum, 0)
+      p_sum = np.maximum(p_sum, 0)
+      p0 = (p_sum + (padding.upper() == "SAME_LOWER")) // 2
+      p1 = p_sum - p0
+  else:
+    pairs = np.asarray(_eqx_pads(padding, x.shape[1:], list(k), list(s)))
+    p0, p1 = pairs[:, 0], pairs[:, 1]
+  pads = [
+      (int(di * (ki - 1) - q0), int(di * (ki - 1) - q1 + ai))
+      for di, ki, q0, q1, ai in zip(d, k, p0, p1, a, strict=True)
+  ]
+  dilated = np.zeros(
+      (x.shape[0], *((n - 1) * si + 1 for n, si in zip(x.shape[1:], s, strict=True)))
+  )
+  dilated[(slice(None), *(slice(None, None, int(si)) for si in s))] = x
+  return _cf_correlate(dilated[None], w, (1,) * nd, pads, tuple(int(v) for v in d), groups)[0]
+
+
+def eqx_pool(x, kernel_size, stride=1, padding=0, use_ceil=False, *, kind):
+  """``eqx.nn.MaxPool{n}d`` / ``AvgPool{n}d``: stride 1 by default; ``use_ceil`` adds
+  ``stride`` to the high padding where the windows do not tile exactly; an average
+  divides by the window size, padding included."""
+  x = np.asarray(x, np.float64)[None]
+  nd = x.ndim - 2
+  k, s = per_dim(kernel_size, nd), per_dim(stride, nd)
+  pads = _eqx_pads(padding, x.shape[2:], k, s)
+  if use_ceil:
+    pads = [
+        (lo, hi) if (n + lo + hi - ki) % si == 0 else (lo, hi + si)
+        for n, (lo, hi), ki, si in zip(x.shape[2:], pads, k, s, strict=True)
+    ]
+  return _window_pool(x, k, s, pads, kind, divisor="window")[0]
+
+
+def eqx_conv_init(in_channels, out_channels, kernel_size, groups=1, nd=2):
+  """``eqx.nn.Conv``'s initialisation: weight and bias ``U(−l, l)``, ``l = 1 / √fan_in``,
+  ``fan_in = C_in / groups · Π kernel_size``."""
+  kernel = per_dim(kernel_size, nd)
+  lim = 1 / math.sqrt(in_channels // groups * math.prod(kernel))
+  weight = Uniform(-lim, lim, (out_channels, in_channels // groups, *kernel))
+  return weight, Uniform(-lim, lim, (out_channels, *(1,) * nd))
+
+
+# ------------------------------------------------- the names the migration guide's rows use
+
+
+def _module_weights(names, op):
+  if "w" not in names:
+    raise ValueError(f"{op}: a module's row takes its weights from the row's `w`")
+  return names["w"]
+
+
+def migration_namespace(library, names):
+  """The names a migration row's call uses, as references: ``F``, ``nn``, ``torch`` and
+  ``torchvision`` for "PyTorch"; ``keras`` for "Keras"; ``nnx`` and ``rngs`` for "Flax";
+  ``eqx`` and ``key`` for "Equinox". A module applies the row's ``w`` (its weights) and
+  no bias; its ``weight`` / ``bias`` / ``kernel`` attributes are its documented
+  initial distributions (:class:`Uniform`, :class:`TruncatedNormal`)."""
+
+  def no_bias(use_bias, op):
+    if use_bias:
+      raise ValueError(f"{op}: a module's row has no bias (pass bias=False/use_bias=False)")
+
+  if library == "PyTorch":
+
+    class TorchConv:
+
+      def __init__(
+          self,
+          in_channels,
+          out_channels,
+          kernel_size,
+          stride=1,
+          padding=0,
+          dilation=1,
+          groups=1,
+          bias=True,
+          padding_mode="zeros",
+          *,
+          nd,
+      ):
+        self.settings: dict[str, Any] = dict(
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            groups=groups,
+            padding_mode=padding_mode,
+        )
+        self.use_bias = bias
+        self.weight, self.bias = torch_conv_init(in_channels, out_channels, kernel_size, groups, nd)
+
+      def __call__(self, x):
+        no_bias(self.use_bias, "nn.Conv")
+        return torch_conv(x, _module_weights(names, "nn.Conv"), **self.settings)
+
+    functional = {}
+    for nd in (1, 2, 3):
+      functional.update(
+          {
+              f"conv{nd}d": torch_conv,
+              f"conv_transpose{nd}d": torch_conv_transpose,
+              f"max_pool{nd}d": torch_max_pool,
+              f"avg_pool{nd}d": torch_avg_pool,
+              f"adaptive_avg_pool{nd}d": functools.partial(torch_adaptive_pool, kind="avg"),
+              f"adaptive_max_pool{nd}d": functools.partial(torch_adaptive_pool, kind="max"),
+              f"max_unpool{nd}d": torch_max_unpool,
+          }
+      )
+    functional.update(
+        lp_pool1d=torch_lp_pool,
+        lp_pool2d=torch_lp_pool,
+        unfold=torch_unfold,
+        local_response_norm=torch_local_response_norm,
+    )
+    modules = {f"Conv{nd}d": functools.partial(TorchConv, nd=nd) for nd in (1, 2, 3)}
+    return {
+        "F": SimpleNamespace(**functional),
+        "nn": SimpleNamespace(**modules),
+        "torch": SimpleNamespace(flip=np.flip),
+        "torchvision": SimpleNamespace(ops=SimpleNamespace(deform_conv2d=torch_deform_conv2d)),
+    }
+
+  if library == "Keras":
+
+    def glorot_uniform(seed=None):
+      del seed
+      return lambda shape, dtype=None: keras_glorot_uniform(shape)
+
+    ops = SimpleNamespace(
+        conv=keras_conv,
+        conv_transpose=keras_conv_transpose,
+        depthwise_conv=keras_depthwise_conv,
+        separable_conv=keras_separable_conv,
+        max_pool=functools.partial(keras_pool, kind="max"),
+        average_pool=functools.partial(keras_pool, kind="avg"),
+    )
+    initializers = SimpleNamespace(GlorotUniform=glorot_uniform)
+    return {"keras": SimpleNamespace(ops=ops, initializers=initializers)}
+
+  if library == "Flax":
+
+    def kernel_tuple(kernel_size):
+      return (kernel_size,) if np.ndim(kernel_size) == 0 else tuple(kernel_size)
+
+    class FlaxConv:
+
+      def __init__(
+          self,
+          in_features,
+          out_features,
+          kernel_size,
+          strides=1,
+          *,
+          padding="SAME",
+          input_dilation=1,
+          kernel_dilation=1,
+          feature_group_count=1,
+          use_bias=True,
+          mask=None,
+          rngs,
+      ):
+        del rngs
+        shape = (*kernel_tuple(kernel_size), in_features // feature_group_count, out_features)
+        self.kernel = flax_lecun_normal(shape)
+        self.use_bias = use_bias
+        self.settings: dict[str, Any] = dict(
+            strides=strides,
+            padding=padding,
+            input_dilation=input_dilation,
+            kernel_dilation=kernel_dilation,
+            feature_group_count=feature_group_count,
+            mask=mask,
+        )
+
+      def __call__(self, inputs):
+        no_bias(self.use_bias, "nnx.Conv")
+        return flax_conv(inputs, _module_weights(names, "nnx.Conv"), **self.settings)
+
+    class FlaxConvTranspose:
+
+      def __init__(
+          self,
+          in_features,
+          out_features,
+          kernel_size,
+          strides=None,
+          *,
+          padding="SAME",
+          kernel_dilation=None,
+          use_bias=True,
+          mask=None,
+          transpose_kernel=False,
+          rngs,
+      ):
+        del in_features, out_features, kernel_size, rngs
+        self.use_bias = use_bias
+        self.settings: dict[str, Any] = dict(
+            strides=1 if strides is None else strides,
+            padding=padding,
+            kernel_dilation=1 if kernel_dilation is None else kernel_dilation,
+            mask=mask,
+            transpose_kernel=transpose_kernel,
+        )
+
+      def __call__(self, inputs):
+        no_bias(self.use_bias, "nnx.ConvTranspose")
+        w = _module_weights(names, "nnx.ConvTranspose")
+        return flax_conv_transpose(inputs, w, **self.settings)
+
+    def lecun_normal():
+      return lambda key, shape, dtype=None: flax_lecun_normal(shape)
+
+    nnx = SimpleNamespace(
+        Conv=FlaxConv,
+        ConvTranspose=FlaxConvTranspose,
+        max_pool=functools.partial(flax_pool, kind="max"),
+        avg_pool=functools.partial(flax_pool, kind="avg"),
+        initializers=SimpleNamespace(lecun_normal=lecun_normal),
+    )
+    return {"nnx": nnx, "rngs": SimpleNamespace(params=lambda: None)}
+
+  if library == "Equinox":
+
+    class EqxConv:
+
+      def __init__(
+          self,
+          in_channels,
+          out_channels,
+          kernel_size,
+          stride=1,
+          padding=0,
+          dilation=1,
+          groups=1,
+          use_bias=True,
+          padding_mode="ZEROS",
+          dtype=None,
+          *,
+          key,
+          nd,
+      ):
+        del dtype, key
+        self.settings: dict[str, Any] = dict(
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            groups=groups,
+            padding_mode=padding_mode,
+        )
+        self.use_bias = use_bias
+        self.weight, self.bias = eqx_conv_init(in_channels, out_channels, kernel_size, groups, nd)
+
+      def __call__(self, x, *, key=None):
+        no_bias(self.use_bias, "eqx.nn.Conv")
+        return eqx_conv(x, _module_weights(names, "eqx.nn.Conv"), **self.settings)
+
+    class EqxConvTranspose:
+
+      def __init__(
+          self,
+          in_channels,
+          out_channels,
+          kernel_size,
+          stride=1,
+          output_padding=0,
+          padding=0,
+          dilation=1,
+          groups=1,
+          use_bias=True,
+          padding_mode="ZEROS",
+          dtype=None,
+          *,
+          key,
+      ):
+        del in_channels, out_channels, kernel_size, dtype, key
+        if padding_mode.upper() != "ZEROS":
+          raise NotImplementedError("padding_mode")
+        self.settings: dict[str, Any] = dict(
+            stride=stride,
+            padding=padding,
+            output_padding=output_padding,
+            dilation=dilation,
+            groups=groups,
+        )
+        self.use_bias = use_bias
+
+      def __call__(self, x, *, key=None):
+        no_bias(self.use_bias, "eqx.nn.ConvTranspose")
+        w = _module_weights(names, "eqx.nn.ConvTranspose")
+        return eqx_conv_transpose(x, w, **self.settings)
+
+    def pool(kind):
+      def make(kernel_size, stride=1, padding=0, use_ceil=False):
+        def apply(x, *, key=None):
+          return eqx_pool(x, kernel_size, stride, padding, use_ceil, kind=kind)
+
+        return apply
+
+      return make
+
+    layers = {}
+    for nd in (1, 2, 3):
+      layers.update(
+          {
+              f"Conv{nd}d": functools.partial(EqxConv, nd=nd),
+              f"ConvTranspose{nd}d": EqxConvTranspose,
+              f"MaxPool{nd}d": pool("max"),
+              f"AvgPool{nd}d": pool("avg"),
+          }
+      )
+    return {"eqx": SimpleNamespace(nn=SimpleNamespace(**layers)), "key": None}
+
+  raise ValueError(f"migration_namespace: unknown library {library!r}")
