@@ -1,9 +1,12 @@
 """cnnjax.summary: the lecture's seed-cnn table exactly, published totals, inception
-rows, every layer kind against independent counts, exports, the CLI."""
+rows, every layer kind against independent counts, exports, the CLI; the symmetry
+column's notation and its strings for every layer kind (tests/test_summary_symmetry.py
+checks the claims numerically)."""
 
 import csv
 import io
 import math
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +16,7 @@ from flax import nnx
 
 from cnnjax import arithmetic, cli, models
 from cnnjax import nn as cnn
-from cnnjax.summary import Row, Summary, summary
+from cnnjax.summary import Row, Summary, Symmetry, register_describer, summary
 
 # The lecture's table for the seed CNN on 32×32×3: name, params, ops, output.
 SEED_CNN = [
@@ -23,6 +26,18 @@ SEED_CNN = [
     ("pool(2)", 0, 6_400, (5, 5, 64)),
     ("fc(100)", 160_100, 160_100, (100,)),
     ("fc(10)", 1_010, 1_010, (10,)),
+]
+
+
+# The network up to each row (the lecture's seed CNN, valid padding): translations by
+# multiples of the cumulative stride, on the interior; nothing after the flatten.
+SEED_CNN_SYMMETRY = [
+    "shift ℤ (interior)",
+    "shift 2ℤ (interior)",
+    "shift 2ℤ (interior)",
+    "shift 4ℤ (interior)",
+    "none",
+    "none",
 ]
 
 
@@ -39,6 +54,8 @@ class SeedCnnTableTest(parameterized.TestCase):
   def test_by_name_reproduces_the_lecture(self):
     s = summary("seed-cnn", (32, 32, 3))
     self.assertEqual(_rows(s), SEED_CNN)
+    self.assertEqual([str(r.symmetry) for r in s.rows], SEED_CNN_SYMMETRY)
+    self.assertEqual(s.rows[3].symmetry, Symmetry("interior", period=(4, 4), step=(1, 1)))
     self.assertEqual(s.total_params, 214_806)
     self.assertEqual(s.total_ops, sum(r[2] for r in SEED_CNN))
     self.assertEqual(s.input_shape, (32, 32, 3))
@@ -55,17 +72,27 @@ class SeedCnnTableTest(parameterized.TestCase):
     lines = text.splitlines()
     self.assertIn("seed-cnn on 32×32×3", lines[0])
     conv = next(line for line in lines if line.startswith("conv(5, 32)"))
-    self.assertEqual(conv.split()[-3:], ["2,432", "1,906,688", "28×28×32"])
+    self.assertEqual(conv.split()[2:5], ["2,432", "1,906,688", "28×28×32"])
+    self.assertTrue(conv.endswith("  28×28×32  shift ℤ (interior)"), conv)
+    self.assertEqual(lines[1].split(), ["layer", "params", "ops", "output", "symmetry"])
+    self.assertEqual(len(lines[2]), max(len(line) for line in lines))  # the rule spans it
+    fc = next(line for line in lines if line.startswith("fc(100)"))
+    self.assertTrue(fc.endswith("100       none"), fc)  # the output column padded
     total = next(line for line in lines if line.startswith("total"))
     self.assertEqual(total.split()[1:], ["214,806", "7,225,686"])
     md = s.to_markdown().splitlines()
-    self.assertEqual(md[0], "| layer | params | ops | output |")
-    self.assertIn("| conv(5, 64) | 51,264 | 5,126,400 | 10×10×64 |", md)
-    self.assertIn("| **total** | **214,806** | **7,225,686** |  |", md)
+    self.assertEqual(md[0], "| layer | params | ops | output | symmetry |")
+    self.assertEqual(md[1], "|:--|--:|--:|:--|:--|")
+    self.assertIn("| input |  |  | 32×32×3 |  |", md)
+    self.assertIn("| conv(5, 64) | 51,264 | 5,126,400 | 10×10×64 | shift 2ℤ (interior) |", md)
+    self.assertIn("| **total** | **214,806** | **7,225,686** |  |  |", md)
     rows = list(csv.DictReader(io.StringIO(s.to_csv())))
     self.assertEqual(
-        [(r["layer"], int(r["params"]), int(r["ops"]), r["output"]) for r in rows],
-        [(n, p, o, "x".join(map(str, sh))) for n, p, o, sh in SEED_CNN],
+        [(r["layer"], int(r["params"]), int(r["ops"]), r["output"], r["symmetry"]) for r in rows],
+        [
+            (n, p, o, "x".join(map(str, sh)), sym)
+            for (n, p, o, sh), sym in zip(SEED_CNN, SEED_CNN_SYMMETRY, strict=True)
+        ],
     )
 
   def test_tiled_and_local_variants(self):
@@ -214,6 +241,21 @@ class EveryLayerTest(parameterized.TestCase):
     self.assertEqual(by_name["maxout(2)"].ops, 14 * 12 * 8)
     self.assertEqual(by_name["fc(3)"].params, 15)
 
+  def test_symmetry_of_every_layer(self):
+    model = nnx.eval_shape(lambda: _every_layer(nnx.Rngs(0)))
+    s = summary(model, (32, 28, 3))  # not square: no rotation group
+    got = [str(r.symmetry) for r in s.rows]
+    self.assertEqual(
+        got[:4],
+        [
+            "shift 2ℤ (interior)",  # stride 2, zero padding
+            "shift 2ℤ (interior)",  # circular padding cannot undo the zero padding before it
+            "shift 2ℤ→2ℤ (interior)",  # upsampled by 2: input shifts by 2k move it by 2k
+            "none",  # unshared weights
+        ],
+    )
+    self.assertEqual(set(got[4:]), {"none"})  # nothing comes back after unshared weights
+
   def test_leaves_the_model_and_classes_untouched(self):
     rngs = nnx.Rngs(0)
     model = nnx.Sequential(nnx.BatchNorm(2, rngs=rngs), cnn.MaxPool(2))
@@ -255,14 +297,201 @@ class EveryLayerTest(parameterized.TestCase):
     self.assertNotIn(" on ", str(s).splitlines()[0])
 
 
+def _stack(*layers):
+  return nnx.Sequential(*layers)  # (small: built for real)
+
+
+def _symmetries(model, shape):
+  return [str(r.symmetry) for r in summary(model, shape).rows]
+
+
+class SymmetryColumnTest(parameterized.TestCase):
+
+  @parameterized.named_parameters(
+      ("equivariant", Symmetry("equivariant", (4, 4), (1, 1)), "shift 4ℤ"),
+      ("every_shift", Symmetry("equivariant", (1,), (1,)), "shift ℤ"),
+      ("interior", Symmetry("interior", (2, 4), (1, 1)), "shift 2ℤ×4ℤ (interior)"),
+      ("upsampled", Symmetry("interior", (2, 2), (2, 2)), "shift 2ℤ→2ℤ (interior)"),
+      ("adaptive", Symmetry("adaptive", (1, 1)), "shift ℤ (adaptive)"),
+      ("invariant", Symmetry("invariant", (8, 8)), "invariant 8ℤ"),
+      ("none", Symmetry(), "none"),
+      ("group_map", Symmetry("interior", (1, 1), (1, 1), "p4", "map"), "shift ℤ (interior), p4"),
+      ("group_only", Symmetry("none", group="p4m", group_action="invariant"), "invariant p4m"),
+      ("both_invariant", Symmetry("invariant", (4, 4), (), "p4", "invariant"), "invariant 4ℤ, p4"),
+      (
+          "invariant_shift_equivariant_group",
+          Symmetry("invariant", (1, 1), (), "p4", "plane"),
+          "invariant ℤ, equivariant p4",
+      ),
+  )
+  def test_notation(self, symmetry, text):
+    self.assertEqual(str(symmetry), text)
+
+  def test_rows_by_hand_have_no_symmetry(self):
+    row = Row("fc(10)", 1_010, 1_010, (10,))
+    self.assertIsNone(row.symmetry)
+    s = Summary((row,), (100,))
+    self.assertIn("| fc(10) | 1,010 | 1,010 | 10 |  |", s.to_markdown().splitlines())
+    self.assertEqual(s.to_csv().splitlines()[1], "fc(10),1010,1010,10,")
+
+  def test_circular_stack(self):
+    r = nnx.Rngs(0)
+    circular: dict[str, Any] = dict(padding="SAME", padding_mode="circular", rngs=r)
+    model = _stack(
+        cnn.Conv(3, 4, 3, **circular),
+        cnn.MaxPool(2),
+        cnn.Conv(4, 4, 3, stride=2, **circular),
+        cnn.BlurPool(stride=2, padding_mode="circular"),
+        cnn.PolyphaseDownsample(stride=2),
+        cnn.Conv(4, 4, 3, **circular),
+        cnn.GlobalAvgPool(),
+        nnx.Linear(4, 2, rngs=r),
+    )
+    self.assertEqual(
+        _symmetries(model, (32, 32, 3)),
+        [
+            "shift ℤ",
+            "shift 2ℤ",  # 2×2 windows, stride 2, 32 even: the whole map
+            "shift 4ℤ",
+            "shift 8ℤ",
+            "shift 8ℤ (adaptive)",
+            "shift 8ℤ (adaptive)",
+            "invariant 8ℤ",
+            "invariant 8ℤ",  # a function of an invariant stays invariant
+        ],
+    )
+    # An odd size: stride 2 cannot keep the whole map; a 3×3 window at stride 2 neither.
+    odd = _stack(cnn.Conv(3, 4, 3, **circular), cnn.MaxPool(2))
+    self.assertEqual(_symmetries(odd, (31, 31, 3)), ["shift ℤ", "shift 2ℤ (interior)"])
+    pool3 = _stack(cnn.Conv(3, 4, 3, **circular), cnn.MaxPool(3, stride=2), cnn.GlobalMaxPool())
+    self.assertEqual(_symmetries(pool3, (32, 32, 3)), ["shift ℤ", "shift 2ℤ (interior)", "none"])
+    # Adaptive sampling needs the whole map: after zero padding it promises nothing.
+    zero = _stack(cnn.Conv(3, 4, 3, padding="SAME", rngs=r), cnn.PolyphaseDownsample(stride=2))
+    self.assertEqual(_symmetries(zero, (8, 8, 3)), ["shift ℤ (interior)", "none"])
+
+  def test_group_rows(self):
+    r = nnx.Rngs(0)
+    model = _stack(
+        cnn.MaxPool(2),
+        cnn.LiftConv(3, 4, 3, group="p4", rngs=r),
+        cnn.MaxPool((2, 2, 1)),
+        cnn.GroupConv(4, 4, 3, group="p4", rngs=r),
+        cnn.GroupPool(),
+        cnn.BlurPool(stride=2, padding_mode="reflect"),
+        cnn.GlobalMaxPool(),
+        nnx.Linear(4, 2, rngs=r),
+    )
+    self.assertEqual(
+        _symmetries(model, (20, 20, 3)),
+        [
+            "shift 2ℤ, p4m",  # 20 → 10: the whole map; windows symmetric about the centre
+            "shift 2ℤ (interior), p4",  # "SAME", odd kernel, stride 1: zero padding
+            "shift 4ℤ (interior), p4",  # 10 → 5, the group axis untouched
+            "p4",  # a 3×3 conv on 5×5 after 20 → 5: every position reaches the border
+            "p4",  # an image again, moved by the plane action
+            "p4",  # 5 → 3, pads (1, 1): symmetric
+            "invariant p4",
+            "invariant p4",
+        ],
+    )
+    # 9 → 4 at stride 2: windows over 0..7 of 0..8, not symmetric about the centre.
+    self.assertEqual(
+        _symmetries(model, (18, 18, 3))[:4],
+        ["shift 2ℤ, p4m", "shift 2ℤ (interior), p4", "shift 4ℤ (interior)", "none"],
+    )
+    strided = _stack(cnn.LiftConv(3, 4, 3, group="p4m", stride=2, rngs=r))
+    self.assertEqual(_symmetries(strided, (20, 20, 3)), ["shift 2ℤ (interior)"])
+    self.assertEqual(_symmetries(strided, (21, 21, 3)), ["shift 2ℤ (interior), p4m"])
+    # A learned kernel ends the group; a 1×1 convolution does not.
+    plain = _stack(cnn.Conv(3, 3, 1, rngs=r), nnx.Conv(3, 3, (3, 3), rngs=r))
+    self.assertEqual(_symmetries(plain, (8, 8, 3)), ["shift ℤ, p4m", "shift ℤ (interior)"])
+
+  def test_flatten_and_global_pooling(self):
+    r = nnx.Rngs(0)
+
+    class Net(nnx.Module):
+
+      def __init__(self, keepdims):
+        self.conv = cnn.Conv(3, 4, 3, padding="SAME", padding_mode="circular", rngs=r)
+        self.pool = cnn.GlobalAvgPool(keepdims=keepdims)
+        self.fc = nnx.Linear(4 if keepdims else 4 * 8 * 8, 2, rngs=r)
+        self.keepdims = keepdims
+
+      def __call__(self, x):
+        x = self.conv(x)
+        x = self.pool(x) if self.keepdims else x
+        return self.fc(x.reshape(x.shape[0], -1))
+
+    flat = Net(False)
+    self.assertEqual(_symmetries(flat, (8, 8, 3)), ["shift ℤ", "none"])  # a flatten, then fc
+    pooled = Net(True)
+    self.assertEqual(
+        _symmetries(pooled, (8, 8, 3)), ["shift ℤ", "invariant ℤ", "invariant ℤ"]
+    )  # the flatten of an invariant map stays invariant
+    per_position = _stack(
+        cnn.Conv(3, 4, 3, padding="SAME", padding_mode="circular", rngs=r),
+        nnx.Linear(4, 5, rngs=r),  # on the channels of each position
+        nnx.BatchNorm(5, rngs=r),
+        cnn.Maxout(5),
+        cnn.LocalResponseNorm(size=1),
+    )
+    self.assertEqual(set(_symmetries(per_position, (8, 8, 3))), {"shift ℤ"})
+
+  def test_residual_and_inception_rows_combine_their_children(self):
+    for shortcut in ("A", "B"):
+      model = models.abstract("resnet20", input_shape=(96, 96, 3), shortcut=shortcut)
+      rows = summary(model).rows
+      self.assertEqual(
+          [str(r.symmetry) for r in rows[2:11]],
+          ["shift ℤ (interior)"] * 3 + ["shift 2ℤ (interior)"] * 3 + ["shift 4ℤ (interior)"] * 3,
+      )
+      self.assertEqual(str(rows[5].children[0].symmetry), "shift 2ℤ (interior)")  # conv1, s2
+      self.assertEqual([str(r.symmetry) for r in rows[11:]], ["none", "none"])  # zero padding
+    s = summary("googlenet", (224, 224, 3))
+    inc = [r for r in s.rows if r.name.startswith("inc(")]
+    self.assertEqual(str(inc[0].symmetry), "shift 8ℤ (interior)")
+    # Every branch of the module: the 1×1s, the 3×3 and 5×5 after their reductions, the pool.
+    self.assertEqual({str(c.symmetry) for c in inc[0].children}, {"shift 8ℤ (interior)"})
+
+  def test_register_describer_symmetry(self):
+    class Scale(nnx.Module):
+
+      def __call__(self, x):
+        return 2 * x
+
+    class Total(nnx.Module):
+
+      def __call__(self, x):
+        return x.sum(axis=(1, 2))
+
+    register_describer(Scale, symmetry="pointwise")(lambda m, i, o: ("scale", 0, 0))
+    register_describer(Total, symmetry="global")(lambda m, i, o: ("total", 0, 0))
+    r = nnx.Rngs(0)
+    conv = cnn.Conv(3, 3, 3, padding="SAME", padding_mode="circular", rngs=r)
+    model = _stack(Scale(), conv, Total())
+    self.assertEqual(_symmetries(model, (6, 6, 3)), ["shift ℤ, p4m", "shift ℤ", "invariant ℤ"])
+
+    class Opaque(nnx.Module):
+
+      def __call__(self, x):
+        return x
+
+    register_describer(Opaque)(lambda m, i, o: ("opaque", 0, 0))  # no claim by default
+    self.assertEqual(_symmetries(_stack(Opaque()), (6, 6, 3)), ["none"])
+    with pytest.raises(ValueError, match="register_describer: symmetry got 'shift'"):
+      register_describer(Opaque, symmetry="shift")
+
+
 def test_cli_summary(capsys):
   assert cli.main(["summary", "--model", "seed-cnn", "--input", "32,32,3"]) == 0
   out = capsys.readouterr().out
   assert "1,906,688" in out and "28×28×32" in out and "214,806" in out
   assert cli.main(["summary", "--model", "seed-cnn", "--format", "csv", "--conv", "tiled"]) == 0
   rows = list(csv.reader(io.StringIO(capsys.readouterr().out)))
-  assert rows[0] == ["layer", "params", "ops", "output"]
-  assert rows[1] == ["tiled(5, 32, t2)", "9632", "1906688", "28x28x32"]
+  assert rows[0] == ["layer", "params", "ops", "output", "symmetry"]
+  # A tile of 2 at stride 1: shifts by 2 move the output by 2, a multiple of the tile.
+  assert rows[1] == ["tiled(5, 32, t2)", "9632", "1906688", "28x28x32", "shift 2ℤ→2ℤ (interior)"]
+  assert "shift 4ℤ (interior)" in out
 
 
 @pytest.mark.parametrize(
