@@ -1,7 +1,7 @@
 """Differential fuzzing of every public op: float32 and bfloat16 against float64 and NumPy.
 
 For each public op (the convolution family with the weight gradient and the p4/p4m
-group convolutions, the matrix view, the pools with adaptive pools, unpooling and group
+group convolutions, deformable convolution, the matrix view, the pools with adaptive pools, unpooling and group
 pooling, APS, LRN) hypothesis draws a setting (rank, sizes, kernel, stride, tile,
 dilation, every padding form and mode, groups, odd sizes, batch 0–3). One jitted program
 per dtype computes the op and its VJP (the gradients of every floating input); then
@@ -47,6 +47,7 @@ from references import (
     ref_correlate,
     ref_correlate_adjoint,
     ref_correlate_weight_grad,
+    ref_deform_conv,
     ref_fold,
     ref_geometry,
     ref_group_conv,
@@ -235,9 +236,17 @@ def _normal(shape, seed):
 
 
 @st.composite
-def geometry(draw, *, max_kernel=3, dilation=True, modes=MODES, strings=("VALID", "SAME", "FULL")):
+def geometry(
+    draw,
+    *,
+    max_kernel=3,
+    dilation=True,
+    modes=MODES,
+    strings=("VALID", "SAME", "FULL"),
+    ranks=(1, 2, 2, 3),  # 2-D, what most users run, twice as often
+):
   """Rank, input sizes (odd ones too), kernel, stride, dilation, padding and mode."""
-  nd = draw(st.sampled_from([1, 2, 2, 3]))  # 2-D, what most users run, twice as often
+  nd = draw(st.sampled_from(ranks))
   sizes = [draw(st.integers(1, {1: 9, 2: 8, 3: 4}[nd])) for _ in range(nd)]
   kernel = [draw(st.integers(1, max_kernel)) for _ in range(nd)]
   stride = [draw(st.integers(1, 3)) for _ in range(nd)]
@@ -429,6 +438,36 @@ class TestConvolutionFamily:
         functools.partial(ref, group=group, **settings),
         forms=True,
     )
+
+
+# ------------------------------------------------------ deformable convolution
+
+
+class TestDeformable:
+
+  @_SETTINGS
+  @given(
+      geometry(modes=("zeros",), ranks=(2,)),
+      st.sampled_from([1, 2]),
+      st.sampled_from([1, 2, 4]),
+      st.booleans(),
+  )
+  def test_deform_conv(self, g, groups, offset_groups, modulated):
+    # Offsets of a few pixels: samples inside, across the border and outside the input.
+    _, _, _, out = ref_geometry(g["sizes"], g["kernel"], **g["config"])
+    taps = math.prod(g["kernel"])
+    x = _normal((g["batch"], *g["sizes"], 4), 0)
+    w = _normal((*g["kernel"], 4 // groups, 2 * groups), 1)
+    offsets = 2 * _normal((g["batch"], *out, offset_groups * taps * 2), 2)
+    inputs = [x, w, offsets]
+    if modulated:
+      inputs.append(_normal((g["batch"], *out, offset_groups * taps), 3))
+    config = dict(g["config"], groups=groups, offset_groups=offset_groups)
+
+    def op(x, w, offsets, mask=None):
+      return cnnjax.deform_conv(x, w, offsets, mask=mask, **config)
+
+    check_op(op, inputs, functools.partial(ref_deform_conv, **config))
 
 
 # -------------------------------------------------------------- the matrix view
