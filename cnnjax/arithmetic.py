@@ -102,6 +102,7 @@ def output_size(
     padding: int | tuple[int, int] | str = 0,
     dilation: int = 1,
     strict: bool = False,
+    ceil_mode: bool = False,
 ) -> int:
   """The output size of a sliding-window op along one spatial dim.
 
@@ -114,11 +115,16 @@ def output_size(
     kernel: the kernel (window) size r.
     stride: the stride s.
     padding: an int p (``p`` on each side, so ``n + 2p``), a ``(low, high)`` pair, or
-      ``"VALID"``, ``"SAME"`` (output ``ceil(n / s)``, as lax) or ``"FULL"``
-      (``r̂ − 1`` on each side).
+      ``"VALID"``, ``"SAME"`` (output ``ceil(n / s)``, as lax; an odd total padding
+      has its extra pixel high), ``"SAME_LOWER"`` (the same size, the extra pixel
+      low), ``"FULL"`` (``r̂ − 1`` on each side) or ``"CAUSAL"`` (``r̂ − 1`` low, as
+      Flax).
     dilation: the dilation t.
     strict: if True, raise when ``(n + lo + hi − r̂)`` is not divisible by the stride
       (the hyperparameters "do not click" and trailing inputs would be dropped).
+    ceil_mode: PyTorch's pooling ``ceil_mode``: ``⌈(n + lo + hi − r̂) / s⌉ + 1``, less
+      one if that last window would start in the high padding (the size
+      :func:`cnnjax.max_pool` and the other pools return with ``ceil_mode=True``).
 
   Returns:
     The output size.
@@ -134,6 +140,10 @@ def output_size(
     16
     >>> output_size(7, 3, stride=2, padding=(1, 0), dilation=2)
     2
+    >>> output_size(112, 3, stride=2), output_size(112, 3, stride=2, ceil_mode=True)
+    (55, 56)
+    >>> output_size(16, 4, padding="CAUSAL")
+    16
   """
   op = "output_size"
   check_positive_int(n, name="n", op=op)  # (int64, as the ops: the size they return)
@@ -160,6 +170,7 @@ def output_size(
       padding=pads,
       dilation=dilation,
       strict=strict,
+      ceil_mode=ceil_mode,
       op=op,
       kernel_name="kernel",
   )

@@ -225,7 +225,8 @@ class Geometry:
     stride: the stride per dim.
     dilation: the dilation per dim.
     kernel_eff: the effective kernel size r̂ per dim.
-    pads: one ``(low, high)`` padding pair per dim.
+    pads: one ``(low, high)`` padding pair per dim (with ``ceil_mode``, the high
+      padding that the last window reaches, which can differ from the one asked for).
     out_spatial: the output spatial shape ``⌊(n + lo + hi − r̂) / s⌋ + 1``.
   """
 
@@ -250,6 +251,7 @@ def conv_geometry(
     padding: PaddingLike = "VALID",
     dilation: int | Sequence[int] = 1,
     strict: bool = False,
+    ceil_mode: bool = False,
     op: str,
     kernel_name: str = "w",
 ) -> Geometry:
@@ -264,6 +266,11 @@ def conv_geometry(
     strict: if True, refuse settings that "do not click": where
       ``(n + lo + hi − r̂)`` is not divisible by the stride, so trailing input pixels
       would be dropped silently. A bool (a truthy string is refused).
+    ceil_mode: PyTorch's pooling ``ceil_mode``: ``⌈(n + lo + hi − r̂) / s⌉ + 1``
+      outputs, less one if the last window would start in the high padding
+      (``(m − 1)·s >= n + lo``). The last window may overhang the padding; the
+      geometry's high padding is then extended to reach it. With ``strict``, only a
+      setting that still drops trailing input is refused.
     op: the calling function's name, for error messages.
     kernel_name: the argument the kernel's shape comes from, for error messages.
 
@@ -280,6 +287,7 @@ def conv_geometry(
   kernel = tuple(int(k) for k in kernel)
   nd = len(in_spatial)
   strict = _checks.check_bool(strict, name="strict", op=op)
+  ceil_mode = _checks.check_bool(ceil_mode, name="ceil_mode", op=op)
   stride = normalize_ints(stride, nd, name="stride", op=op)
   dilation = normalize_ints(dilation, nd, name="dilation", op=op)
   for d, k in enumerate(kernel):
@@ -299,6 +307,8 @@ def conv_geometry(
           "lax takes)."
       )
   pads = resolve_padding(padding, in_spatial, kernel_eff, stride, op=op)
+  if ceil_mode:
+    pads = _ceil_mode_pads(in_spatial, kernel_eff, stride, pads)
   padded = tuple(n + lo + hi for n, (lo, hi) in zip(in_spatial, pads, strict=True))
   positions = 1
   for size in padded:
@@ -333,6 +343,32 @@ def conv_geometry(
       )
     out.append(span // s + 1)
   return Geometry(in_spatial, kernel, stride, dilation, kernel_eff, pads, tuple(out))
+
+
+def _ceil_mode_pads(
+    in_spatial: Sequence[int],
+    kernel_eff: Sequence[int],
+    stride: Sequence[int],
+    pads: Sequence[tuple[int, int]],
+) -> tuple[tuple[int, int], ...]:
+  """The pads whose floor output size is PyTorch's ``ceil_mode`` output size.
+
+  PyTorch (``pooling_output_shape``): ``m = ⌈(n + lo + hi − r̂) / s⌉ + 1``, less one if
+  ``(m − 1)·s >= n + lo`` (a window may not start in the high padding). The high side
+  becomes ``(m − 1)·s + r̂ − n − lo`` (at least 0), for which ``⌊(n + lo + hi − r̂) / s⌋
+  + 1 = m``. A kernel larger than the padded input is left to the caller's check.
+  """
+  out = []
+  for n, r, s, (lo, hi) in zip(in_spatial, kernel_eff, stride, pads, strict=True):
+    span = n + lo + hi - r
+    if span < 0:
+      out.append((lo, hi))
+      continue
+    m = -(-span // s) + 1
+    if m > 1 and (m - 1) * s >= n + lo:
+      m -= 1
+    out.append((lo, max((m - 1) * s + r - n - lo, 0)))
+  return tuple(out)
 
 
 def check_spatial_rank(x: jax.Array, num_spatial: int, *, name: str, op: str) -> None:

@@ -33,10 +33,15 @@ def ref_pads(padding, sizes, kernel_eff, stride):
       return [(0, 0)] * nd
     if padding.upper() == "FULL":
       return [(r - 1, r - 1) for r in kernel_eff]
+    if padding.upper() == "CAUSAL":  # Flax: r̂ − 1 on the left (1-D)
+      return [(r - 1, 0) for r in kernel_eff]
     pads = []
     for n, r, s in zip(sizes, kernel_eff, stride, strict=True):
       total = max((-(-n // s) - 1) * s + r - n, 0)
-      pads.append((total // 2, total - total // 2))
+      if padding.upper() == "SAME_LOWER":  # lax: the odd pixel before
+        pads.append((total - total // 2, total // 2))
+      else:
+        pads.append((total // 2, total - total // 2))
     return pads
   if np.ndim(padding) == 0:
     return [(int(padding), int(padding))] * nd
@@ -226,6 +231,134 @@ def ref_max_grad(x, g, window, stride, padding):
         pos = tuple(sl.start + i for sl, i in zip(slices, local, strict=True))
         dx[(b, *pos, c)] += g[(b, *o, c)]
   return dx
+
+
+# PyTorch's pooling options (issue 32): ceil_mode, dilation, divisor_override. Written
+# from PyTorch's documented formulas (torch.nn.MaxPool2d / AvgPool2d: the output size
+# ⌊(n + 2p − d(k − 1) − 1 + (s − 1 if ceil_mode)) / s⌋ + 1, less one if the last window
+# would start in the right padding; AvgPool2d's divisor: the window clipped to the
+# padded input with count_include_pad, to the input without, or divisor_override),
+# with (low, high) pads for 2p, one window and one tap at a time.
+
+
+def ref_torch_out_size(n, k, s, lo, hi, *, dilation=1, ceil_mode=False):
+  """PyTorch's pooling output size along one dim (pads ``lo`` before, ``hi`` after)."""
+  out = (n + lo + hi - dilation * (k - 1) - 1 + (s - 1 if ceil_mode else 0)) // s + 1
+  if ceil_mode and (out - 1) * s >= n + lo:  # the last window must start before n
+    out -= 1
+  return out
+
+
+def _torch_windows(x_spatial, window, stride, pads, dilation, ceil_mode):
+  """Yields (output index, [per dim: (start, in-bounds tap positions)], out shape)."""
+  out = [
+      ref_torch_out_size(n, k, s, lo, hi, dilation=t, ceil_mode=ceil_mode)
+      for n, k, s, (lo, hi), t in zip(x_spatial, window, stride, pads, dilation, strict=True)
+  ]
+  for o in np.ndindex(*out):
+    dims = []
+    for oi, n, k, s, (lo, _), t in zip(o, x_spatial, window, stride, pads, dilation, strict=True):
+      start = oi * s - lo
+      dims.append((start, [start + j * t for j in range(k) if 0 <= start + j * t < n]))
+    yield o, dims, out
+
+
+def ref_torch_pool(
+    x,
+    window,
+    kind,
+    *,
+    stride=None,
+    padding=0,
+    dilation=1,
+    ceil_mode=False,
+    count_include_pad=False,
+    divisor_override=None,
+    p=2,
+):
+  """max / avg / lp pooling with PyTorch's options, in float64.
+
+  ``padding``: a padding string (resolved by :func:`ref_pads`), an int or one int or
+  ``(low, high)`` pair per dim. max: the maximum of the in-bounds taps (NaN if one is
+  NaN, as PyTorch's ``val > max || isnan(val)``); avg: the in-bounds sum over the
+  divisor (``divisor_override``; with ``count_include_pad`` the window clipped to the
+  padded input, ``min(start + k, n + hi) − start`` per dim, positions a ceil_mode
+  window reaches beyond the padding left out; else its in-bounds positions); lp:
+  ``(Σ |x|^p)^(1/p)`` over the in-bounds taps (cnnjax's definition).
+  """
+  x = np.asarray(x, np.float64)
+  nd = x.ndim - 2
+  window = per_dim(window, nd)
+  stride = window if stride is None else per_dim(stride, nd)
+  dilation = per_dim(dilation, nd)
+  spatial = x.shape[1:-1]
+  r_eff = [(k - 1) * t + 1 for k, t in zip(window, dilation, strict=True)]
+  pads = ref_pads(padding, spatial, r_eff, stride)
+  y = None
+  for o, dims, out in _torch_windows(spatial, window, stride, pads, dilation, ceil_mode):
+    if y is None:
+      y = np.zeros((x.shape[0], *out, x.shape[-1]))
+    taps = list(itertools.product(*(positions for _, positions in dims)))
+    vals = np.stack([x[(slice(None), *tap, slice(None))] for tap in taps])  # [T, N, C]
+    if kind == "max":
+      v = vals.max(axis=0)
+    elif kind == "avg":
+      if divisor_override is not None:
+        divisor = divisor_override
+      elif count_include_pad:
+        divisor = math.prod(
+            min(start + k, n + hi) - start
+            for (start, _), k, n, (_, hi) in zip(dims, window, spatial, pads, strict=True)
+        )
+      else:
+        divisor = len(taps)
+      v = vals.sum(axis=0) / divisor
+    else:
+      v = (np.abs(vals) ** p).sum(axis=0) ** (1 / p)
+    y[(slice(None), *o, slice(None))] = v
+  return y
+
+
+def ref_torch_max_grad(x, g, window, *, stride=None, padding=0, dilation=1, ceil_mode=False):
+  """Each window sends its gradient to its first maximum among its in-bounds taps
+  (row-major; the first NaN), PyTorch's ``maxindex``."""
+  x, g = np.asarray(x, np.float64), np.asarray(g, np.float64)
+  nd = x.ndim - 2
+  window = per_dim(window, nd)
+  stride = window if stride is None else per_dim(stride, nd)
+  dilation = per_dim(dilation, nd)
+  r_eff = [(k - 1) * t + 1 for k, t in zip(window, dilation, strict=True)]
+  pads = ref_pads(padding, x.shape[1:-1], r_eff, stride)
+  dx = np.zeros_like(x)
+  for o, dims, _ in _torch_windows(x.shape[1:-1], window, stride, pads, dilation, ceil_mode):
+    taps = list(itertools.product(*(positions for _, positions in dims)))
+    for b in range(x.shape[0]):
+      for c in range(x.shape[-1]):
+        first = int(np.argmax([x[(b, *tap, c)] for tap in taps]))  # first max / NaN
+        dx[(b, *taps[first], c)] += g[(b, *o, c)]
+  return dx
+
+
+def ref_torch_max_indices(x, window, *, stride=None, padding=0, dilation=1, ceil_mode=False):
+  """PyTorch's max-pool indices with dilation and ceil_mode: each window's first
+  maximum among its in-bounds taps, flattened row-major over the input's spatial axes."""
+  x = np.asarray(x)
+  nd = x.ndim - 2
+  window = per_dim(window, nd)
+  stride = window if stride is None else per_dim(stride, nd)
+  dilation = per_dim(dilation, nd)
+  r_eff = [(k - 1) * t + 1 for k, t in zip(window, dilation, strict=True)]
+  pads = ref_pads(padding, x.shape[1:-1], r_eff, stride)
+  idx = None
+  for o, dims, out in _torch_windows(x.shape[1:-1], window, stride, pads, dilation, ceil_mode):
+    if idx is None:
+      idx = np.zeros((x.shape[0], *out, x.shape[-1]), np.int64)
+    taps = list(itertools.product(*(positions for _, positions in dims)))
+    for b in range(x.shape[0]):
+      for c in range(x.shape[-1]):
+        first = int(np.argmax([x[(b, *tap, c)] for tap in taps]))
+        idx[(b, *o, c)] = np.ravel_multi_index(taps[first], x.shape[1:-1])
+  return idx
 
 
 def ref_binomial_blur(x, stride, k, mode="reflect"):

@@ -9,7 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jax import lax
+from references import ref_torch_out_size
 
+import cnnjax
 from cnnjax import arithmetic
 from cnnjax.arithmetic import (
     jump,
@@ -62,8 +64,10 @@ def _lax_pads(padding, n, r_eff, s):
     return (0, 0)
   if padding == "FULL":
     return (r_eff - 1, r_eff - 1)
-  if padding == "SAME":
-    return tuple(lax.padtype_to_pads((n,), (r_eff,), (s,), "SAME")[0])
+  if padding in ("SAME", "SAME_LOWER"):
+    return tuple(lax.padtype_to_pads((n,), (r_eff,), (s,), padding)[0])
+  if padding == "CAUSAL":  # Flax: dilation · (kernel − 1) before
+    return (r_eff - 1, 0)
   if isinstance(padding, int):
     return (padding, padding)
   return tuple(padding)
@@ -76,7 +80,7 @@ def _lax_pads(padding, n, r_eff, s):
     stride=st.integers(1, 3),
     dilation=st.integers(1, 3),
     padding=st.one_of(
-        st.sampled_from(["VALID", "SAME", "FULL"]),
+        st.sampled_from(["VALID", "SAME", "SAME_LOWER", "FULL", "CAUSAL"]),
         st.integers(0, 3),
         st.tuples(st.integers(0, 3), st.integers(0, 3)),
     ),
@@ -92,7 +96,7 @@ def test_output_size_matches_formula_and_op(n, kernel, stride, dilation, padding
     return
   expected = span // stride + 1
   assert output_size(n, kernel, **kwargs) == expected
-  if padding == "SAME":
+  if padding in ("SAME", "SAME_LOWER"):
     assert expected == -(-n // stride)
   # The op returns exactly this size.
   op_padding = (tuple(padding),) if isinstance(padding, tuple) else padding
@@ -108,6 +112,44 @@ def test_output_size_matches_formula_and_op(n, kernel, stride, dilation, padding
       output_size(n, kernel, strict=True, **kwargs)
   else:
     assert output_size(n, kernel, strict=True, **kwargs) == expected
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    n=st.integers(1, 12),
+    kernel=st.integers(1, 4),
+    stride=st.integers(1, 3),
+    dilation=st.integers(1, 3),
+    pads=st.tuples(st.integers(0, 3), st.integers(0, 3)),
+)
+def test_output_size_ceil_mode_is_pytorch_s_and_the_pools(n, kernel, stride, dilation, pads):
+  lo, hi = pads
+  if n + lo + hi < kernel + (kernel - 1) * (dilation - 1):
+    return
+  m = output_size(n, kernel, stride=stride, padding=pads, dilation=dilation, ceil_mode=True)
+  assert m == ref_torch_out_size(n, kernel, stride, lo, hi, dilation=dilation, ceil_mode=True)
+  # max_pool returns this size wherever every window reads the input.
+  reads = all(any(0 <= o * stride - lo + j * dilation < n for j in range(kernel)) for o in range(m))
+  if reads:
+    shape = jax.eval_shape(
+        lambda x: cnnjax.max_pool(
+            x, kernel, stride=stride, padding=(pads,), dilation=dilation, ceil_mode=True
+        ),
+        jax.ShapeDtypeStruct((1, n, 1), jnp.float32),
+    ).shape
+    assert shape == (1, m, 1)
+
+
+def test_output_size_ceil_mode_and_new_paddings():
+  assert output_size(112, 3, stride=2, ceil_mode=True) == 56  # GoogLeNet's pools
+  assert output_size(112, 3, stride=2) == 55
+  assert output_size(5, 2, stride=3, padding=1, ceil_mode=True) == 2  # not from the padding
+  assert output_size(6, 2, padding="SAME_LOWER") == 6
+  assert output_size(6, 3, padding="CAUSAL", dilation=2) == 6
+  with pytest.raises(ValueError, match="output_size: ceil_mode got 'yes'; expected a bool"):
+    output_size(6, 2, ceil_mode="yes")
+  with pytest.raises(ValueError, match=r"output_size: padding got 'HALF'; .*'SAME_LOWER'"):
+    output_size(6, 2, padding="HALF")
 
 
 def test_output_size_strict():

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jax import lax
+from references import ref_torch_out_size
 
 from cnnjax.padding import (
     PADDING_MODES,
@@ -133,6 +134,37 @@ def test_same_padding_matches_lax(sizes):
   assert resolve_padding("same", n, r, s, op="f") == pads
 
 
+@settings(max_examples=25, deadline=None)
+@given(
+    sizes=st.lists(
+        st.tuples(st.integers(1, 12), st.integers(1, 7), st.integers(1, 4)),
+        min_size=1,
+        max_size=3,
+    )
+)
+def test_same_lower_padding_matches_lax(sizes):
+  # lax's (and Equinox's) SAME_LOWER: SAME's total, the odd pixel before.
+  n, r, s = (tuple(v) for v in zip(*sizes, strict=True))
+  pads = resolve_padding("SAME_LOWER", n, r, s, op="f")
+  assert pads == tuple(tuple(p) for p in lax.padtype_to_pads(n, r, s, "SAME_LOWER"))
+  same = resolve_padding("SAME", n, r, s, op="f")
+  assert pads == tuple((hi, lo) for lo, hi in same)
+  assert resolve_padding("same_lower", n, r, s, op="f") == pads
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 12), k=st.integers(1, 5), t=st.integers(1, 3), s=st.integers(1, 3))
+def test_causal_padding_is_flax_s(n, k, t, s):
+  # Flax: pad (dilation · (kernel − 1), 0), so output t reads inputs t and before only.
+  r = k + (k - 1) * (t - 1)
+  assert resolve_padding("CAUSAL", (n,), (r,), (s,), op="f") == ((t * (k - 1), 0),)
+  geo = conv_geometry((n,), (k,), stride=s, padding="Causal", dilation=t, op="f")
+  assert geo.pads == ((t * (k - 1), 0),)
+  assert geo.out_spatial == ((n - 1) // s + 1,)
+  for o in range(geo.out_spatial[0]):  # the last tap of output o is input o·s
+    assert o * s - geo.pads[0][0] + (k - 1) * t == o * s
+
+
 def test_resolve_padding_forms():
   n, r, s = (5, 6), (3, 4), (1, 2)
   assert resolve_padding("VALID", n, r, s, op="f") == ((0, 0), (0, 0))
@@ -152,12 +184,28 @@ def test_resolve_padding_forms():
   assert resolve_padding("SAME", (5,), (2,), (1,), op="f") == ((0, 1),)
   # SAME with a stride larger than the kernel needs no padding.
   assert resolve_padding("SAME", (6,), (1,), (3,), op="f") == ((0, 0),)
+  # SAME_LOWER puts the extra pixel low; CAUSAL all of r̂ − 1 (1-D).
+  assert resolve_padding("SAME_LOWER", n, r, s, op="f") == ((1, 1), (1, 1))
+  assert resolve_padding("SAME_LOWER", (5,), (2,), (1,), op="f") == ((1, 0),)
+  assert resolve_padding("CAUSAL", (5,), (3,), (2,), op="f") == ((2, 0),)
 
 
 @pytest.mark.parametrize(
     "padding, error, match",
     [
-        ("HALF", ValueError, r"f: padding got 'HALF'; expected one of \('VALID', 'SAME', 'FULL'\)"),
+        (
+            "HALF",
+            ValueError,
+            r"f: padding got 'HALF'; expected one of \('VALID', 'SAME', 'SAME_LOWER', 'FULL', "
+            r"'CAUSAL'\)",
+        ),
+        (
+            "CAUSAL",
+            ValueError,
+            r"f: padding got 'CAUSAL', which is for 1 spatial dim, but the input has 2; "
+            r"expected 'CAUSAL' only for 1-D inputs",
+        ),
+        ("causal", ValueError, r"f: padding got 'causal', which is for 1 spatial dim"),
         ("", ValueError, r"f: padding got ''"),
         (-1, ValueError, r"f: padding got -1"),
         ((1, -1), ValueError, r"f: padding got \(1, -1\)"),
@@ -237,6 +285,65 @@ def test_conv_geometry_output_matches_lax_shape(dims):
       conv_geometry(n, k, stride=s, padding=pads, dilation=t, strict=True, op="f")
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(1, 12),
+    k=st.integers(1, 4),
+    s=st.integers(1, 4),
+    t=st.integers(1, 3),
+    lo=st.integers(0, 3),
+    hi=st.integers(0, 3),
+)
+def test_ceil_mode_output_size_is_pytorch_s(n, k, s, t, lo, hi):
+  r = k + (k - 1) * (t - 1)
+  if n + lo + hi < r:
+    with pytest.raises(ValueError, match="larger than the padded input"):
+      conv_geometry((n,), (k,), stride=s, padding=((lo, hi),), dilation=t, ceil_mode=True, op="f")
+    return
+  geo = conv_geometry((n,), (k,), stride=s, padding=((lo, hi),), dilation=t, ceil_mode=True, op="f")
+  (m,) = geo.out_spatial
+  assert m == ref_torch_out_size(n, k, s, lo, hi, dilation=t, ceil_mode=True)
+  floor = conv_geometry((n,), (k,), stride=s, padding=((lo, hi),), dilation=t, op="f")
+  assert floor.out_spatial == (ref_torch_out_size(n, k, s, lo, hi, dilation=t),)
+  # The geometry is consistent: the low padding as asked, the high padding reaching the
+  # last window (so the floor formula gives m), and the lowering needs nothing else.
+  ((lo2, hi2),) = geo.pads
+  assert lo2 == lo and hi2 >= 0
+  assert (n + lo + hi2 - r) // s + 1 == m
+  assert geo.kernel_eff == (r,) and geo.stride == (s,)
+  # strict refuses exactly the settings that still drop trailing input: the last
+  # window ends before the last input position.
+  drops = (m - 1) * s - lo + r - 1 < n - 1
+  if drops:
+    with pytest.raises(ValueError, match="does not click"):
+      conv_geometry(
+          (n,), (k,), stride=s, padding=((lo, hi),), dilation=t, ceil_mode=True, strict=True, op="f"
+      )
+  else:
+    strict = conv_geometry(
+        (n,), (k,), stride=s, padding=((lo, hi),), dilation=t, ceil_mode=True, strict=True, op="f"
+    )
+    assert strict == geo
+
+
+def test_ceil_mode_known_sizes():
+  # GoogLeNet's stride-2 3×3 pools (torchvision: MaxPool2d(3, 2, ceil_mode=True)).
+  for n, m in [(112, 56), (56, 28), (28, 14), (14, 7)]:
+    assert conv_geometry((n,), (3,), stride=2, ceil_mode=True, op="f").out_spatial == (m,)
+    assert conv_geometry((n,), (3,), stride=2, op="f").out_spatial == (m - 1,)
+  # n = 4, k = 3, s = 2, p = 1: ⌈3 / 2⌉ + 1 = 3 windows (floor: 2), starting at −1, 1
+  # and 3; the last covers 3, 4 and 5, one position beyond the padding.
+  geo = conv_geometry((4,), (3,), stride=2, padding=1, ceil_mode=True, op="f")
+  assert geo.out_spatial == (3,) and geo.pads == ((1, 2),)
+  # A window may not start in the high padding: n = 5, k = 2, s = 3, p = 1 gives
+  # ⌈5 / 3⌉ + 1 = 3, but the third would start at 6 − 1 = 5 = n: less one.
+  geo = conv_geometry((5,), (2,), stride=3, padding=1, ceil_mode=True, op="f")
+  assert geo.out_spatial == (2,)
+  # A ceil window overhanging the padding extends the geometry's high side.
+  geo = conv_geometry((6, 5), (3, 3), stride=2, ceil_mode=True, op="f")
+  assert geo.out_spatial == (3, 2) and geo.pads == ((0, 1), (0, 0))
+
+
 def test_strict_mode():
   # A 7-wide input, 3-wide kernel and stride 3: (7 - 3) / 3 does not divide.
   assert conv_geometry((7,), (3,), stride=3, op="f").out_spatial == (2,)
@@ -289,6 +396,9 @@ def test_strict_mode():
         ({"strict": "no"}, ValueError, r"g: strict got 'no'; expected a bool"),
         ({"strict": 1}, ValueError, r"g: strict got 1; expected a bool"),
         ({"strict": None}, ValueError, r"g: strict got None; expected a bool"),
+        ({"ceil_mode": "yes"}, ValueError, r"g: ceil_mode got 'yes'; expected a bool"),
+        ({"ceil_mode": 1}, ValueError, r"g: ceil_mode got 1; expected a bool"),
+        ({"padding": "causal"}, ValueError, r"g: padding got 'causal', which is for 1 spatial"),
     ],
 )
 def test_conv_geometry_errors(kwargs, error, match):
