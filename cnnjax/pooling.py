@@ -3,8 +3,9 @@
 Inputs are batched and channels-last, ``[N, *spatial, C]`` with 1, 2 or 3 spatial
 dims; every pool acts on each channel separately. Window, stride and padding are
 canonicalised by :func:`cnnjax.padding.conv_geometry` with the window as the kernel
-(dilation 1), so the rules, output sizes and error messages are the convolutions'.
-``stride`` defaults to the window (non-overlapping windows).
+(and max pooling's dilation), so the rules, output sizes and error messages are the
+convolutions'. ``stride`` defaults to the window (non-overlapping windows).
+``ceil_mode=True`` sizes the output as PyTorch does (:func:`cnnjax.output_size`).
 
 The pools validate here and compute in :mod:`cnnjax._lowering.pooling` (one generic
 window pool, a max or a sum over every window; max pooling's gradient goes to the
@@ -63,8 +64,17 @@ def _check_input(x: jax.Array, *, op: str, name: str = "x") -> int:
   return x.ndim - 2
 
 
-def _pool_geometry(x: jax.Array, window, stride, padding: PaddingLike, *, op: str) -> Geometry:
-  """Canonical geometry of a pool; refuses windows that lie entirely in the padding."""
+def _pool_geometry(
+    x: jax.Array,
+    window,
+    stride,
+    padding: PaddingLike,
+    *,
+    op: str,
+    dilation: int | Sequence[int] = 1,
+    ceil_mode: bool = False,
+) -> Geometry:
+  """Canonical geometry of a pool; refuses windows that read only padding."""
   num_spatial = x.ndim - 2
   window = _padding.normalize_ints(window, num_spatial, name="window", op=op)
   geo = _padding.conv_geometry(
@@ -72,19 +82,55 @@ def _pool_geometry(x: jax.Array, window, stride, padding: PaddingLike, *, op: st
       window,
       stride=window if stride is None else stride,
       padding=padding,
+      dilation=dilation,
+      ceil_mode=ceil_mode,
       op=op,
       kernel_name="window",
   )
-  for d, (n, k, s, m, (lo, hi)) in enumerate(
-      zip(geo.in_spatial, geo.kernel, geo.stride, geo.out_spatial, geo.pads, strict=True)
+  for d, (n, k, t, r, s, m, (lo, hi)) in enumerate(
+      zip(
+          geo.in_spatial,
+          geo.kernel,
+          geo.dilation,
+          geo.kernel_eff,
+          geo.stride,
+          geo.out_spatial,
+          geo.pads,
+          strict=True,
+      )
   ):
-    if lo >= k or (m - 1) * s - lo >= n:
+    if lo >= r or (m - 1) * s - lo >= n or not _taps_reach_input(n, k, t, s, m, lo):
+      dilated = f", dilation {t}" if t > 1 else ""
       raise ValueError(
           f"{op}: padding got {padding!r}, which puts a whole window in the padding in "
-          f"spatial dim {d} (input {n}, padding {(lo, hi)}, window {k}, stride {s}); "
-          "expected every window to overlap the input (padding smaller than the window)."
+          f"spatial dim {d} (input {n}, padding {(lo, hi)}, window {k}{dilated}, stride "
+          f"{s}); expected every window to read the input (padding smaller than the "
+          "window)."
       )
   return geo
+
+
+def _taps_reach_input(n: int, k: int, t: int, s: int, m: int, lo: int) -> bool:
+  """Whether every window that spans the whole input reads it with one of its taps.
+
+  Window ``o`` reads ``o·s − lo + j·t`` for ``j < k``. A window that starts in the
+  input, or ends in it, reads it; one that starts below 0 and ends at or beyond ``n``
+  reads it iff its first tap at or above 0, ``(o·s − lo) mod t``, is below ``n``. Those
+  residues repeat with period ``t / gcd(s, t)`` in ``o``.
+  """
+  if t == 1 or n >= t:
+    return True
+  first = max(-(-(n + lo - (k - 1) * t) // s), 0)  # ends at or beyond n
+  last = min(m, -(-lo // s))  # starts below 0 (exclusive bound)
+  period = t // math.gcd(s, t)
+  if last - first >= period:  # every residue ≡ −lo (mod gcd) occurs: the largest too
+    g = math.gcd(s, t)
+    return t - g + (-lo) % g < n
+  for begin in range(first, last, 1 << 20):
+    o = np.arange(begin, min(last, begin + (1 << 20)), dtype=object)
+    if np.any((o * s - lo) % t >= n):
+      return False
+  return True
 
 
 def _check_int_count(x: jax.Array, count: int, *, name: str, value, op: str) -> None:
@@ -107,6 +153,8 @@ def max_pool(
     *,
     stride: int | Sequence[int] | None = None,
     padding: PaddingLike = "VALID",
+    dilation: int | Sequence[int] = 1,
+    ceil_mode: bool = False,
     return_indices: Literal[False] = False,
 ) -> jax.Array:
   ...
@@ -119,6 +167,8 @@ def max_pool(
     *,
     stride: int | Sequence[int] | None = None,
     padding: PaddingLike = "VALID",
+    dilation: int | Sequence[int] = 1,
+    ceil_mode: bool = False,
     return_indices: Literal[True],
 ) -> tuple[jax.Array, jax.Array]:
   ...
@@ -131,6 +181,8 @@ def max_pool(
     *,
     stride: int | Sequence[int] | None = None,
     padding: PaddingLike = "VALID",
+    dilation: int | Sequence[int] = 1,
+    ceil_mode: bool = False,
     return_indices: bool = False,
 ) -> jax.Array | tuple[jax.Array, jax.Array]:
   ...
@@ -142,12 +194,14 @@ def max_pool(
     *,
     stride: int | Sequence[int] | None = None,
     padding: PaddingLike = "VALID",
+    dilation: int | Sequence[int] = 1,
+    ceil_mode: bool = False,
     return_indices: bool = False,
 ) -> jax.Array | tuple[jax.Array, jax.Array]:
   """Max pooling: the maximum of each window, per channel.
 
-  ``y[b, o, c] = max_k x̃[b, o·s + k, c]`` over the input padded with ``-inf`` (the
-  dtype's minimum for integers), so padding never wins.
+  ``y[b, o, c] = max_k x̃[b, o·s + k·t, c]`` (``t`` the dilation) over the input padded
+  with ``-inf`` (the dtype's minimum for integers), so padding never wins.
 
   Gradient: each window passes its gradient to exactly one input, its first maximum
   in row-major window order (on a tie, the earliest position; a NaN beats any
@@ -158,26 +212,40 @@ def max_pool(
     window: the window size, an int or one int per spatial dim.
     stride: an int or one int per spatial dim; defaults to ``window``.
     padding: as for the convolutions: ``"VALID"``, ``"SAME"`` (output
-      ``ceil(n / stride)``), ``"FULL"``, an int, a tuple of ints or of
-      ``(low, high)`` pairs. Every window must overlap the input.
+      ``ceil(n / stride)``), ``"SAME_LOWER"``, ``"FULL"``, ``"CAUSAL"`` (1-D), an
+      int, a tuple of ints or of ``(low, high)`` pairs
+      (:func:`cnnjax.padding.resolve_padding`). Every window must read the input.
+    dilation: the spacing ``t`` of the window's taps (PyTorch's ``dilation``), an
+      int or one int per spatial dim; the window spans ``k + (k − 1)(t − 1)``
+      positions.
+    ceil_mode: PyTorch's ``ceil_mode``: ``out = ⌈(n + lo + hi − k̂) / s⌉ + 1``, less
+      one where that last window would start in the high padding; a last window
+      that overhangs the padding takes the maximum of what it covers.
     return_indices: also return where each maximum is, for
       :func:`cnnjax.max_unpool`.
 
   Returns:
-    ``[N, *out_spatial, C]`` in ``x``'s dtype, ``out = ⌊(n + lo + hi − k) / s⌋ + 1``.
-    With ``return_indices``, ``(y, indices)``: ``indices`` is int32, shaped like ``y``,
-    the position of each window's first maximum in the flattened spatial axes of
-    ``x`` (row-major, per example and channel: PyTorch's convention).
+    ``[N, *out_spatial, C]`` in ``x``'s dtype, ``out = ⌊(n + lo + hi − k̂) / s⌋ + 1``
+    (``k̂`` the dilated window). With ``return_indices``, ``(y, indices)``:
+    ``indices`` is int32, shaped like ``y``, the position of each window's first
+    maximum in the flattened spatial axes of ``x`` (row-major, per example and
+    channel: PyTorch's convention; a window whose inputs all equal the padding value
+    points at its first tap in the input).
 
   Example:
     >>> x = jnp.array([[1., 4, 3, 6], [2, 1, 0, 9], [2, 2, 7, 7], [5, 3, 3, 6]])
     >>> max_pool(x[None, :, :, None], 2)[0, :, :, 0].tolist()
     [[4.0, 9.0], [5.0, 7.0]]
+    >>> x = jnp.array([3., 1, 4, 1, 5]).reshape(1, 5, 1)
+    >>> max_pool(x, 2, dilation=2, stride=1)[0, :, 0].tolist()
+    [4.0, 1.0, 5.0]
+    >>> max_pool(x, 2, ceil_mode=True)[0, :, 0].tolist()
+    [3.0, 4.0, 5.0]
   """
   op = "max_pool"
   x = jnp.asarray(x)
   _check_input(x, op=op)
-  geo = _pool_geometry(x, window, stride, padding, op=op)
+  geo = _pool_geometry(x, window, stride, padding, op=op, dilation=dilation, ceil_mode=ceil_mode)
   return_indices = _checks.check_bool(return_indices, name="return_indices", op=op)
   y = window_pool(x, geo, "max")
   return (y, max_pool_indices(x, geo)) if return_indices else y
@@ -189,20 +257,31 @@ def avg_pool(
     *,
     stride: int | Sequence[int] | None = None,
     padding: PaddingLike = "VALID",
+    ceil_mode: bool = False,
     count_include_pad: bool = False,
+    divisor_override: int | None = None,
 ) -> jax.Array:
   """Average pooling: the mean of each window, per channel.
 
   Padding is with zeros; by default each window is divided by the number of real
   (unpadded) input pixels it covers, with ``count_include_pad=True`` by the window
-  size. The gradient is ``1 / divisor`` to every input of a window.
+  size, with ``divisor_override`` by that number. The gradient is ``1 / divisor`` to
+  every input of a window.
 
   Args:
     x: input, ``[N, *spatial, C]`` with 1, 2 or 3 spatial dims, floating or integer.
     window: the window size, an int or one int per spatial dim.
     stride: an int or one int per spatial dim; defaults to ``window``.
     padding: as in :func:`max_pool`.
-    count_include_pad: divide by the full window size, padding included.
+    ceil_mode: PyTorch's ``ceil_mode``, as in :func:`max_pool`. A last window that
+      overhangs the padding sums what it covers; with ``count_include_pad`` it is
+      divided by its positions in the padded input, those beyond the padding left
+      out (as PyTorch).
+    count_include_pad: divide by the window's positions in the padded input (the
+      window size, unless ``ceil_mode`` makes it overhang). cnnjax's default is
+      False, PyTorch's True.
+    divisor_override: divide every window by this positive int instead (PyTorch's
+      ``divisor_override``); at most 2**30 − 1 for integer inputs.
 
   Returns:
     ``[N, *out_spatial, C]`` in ``x``'s dtype (half precision sums in float32); for
@@ -214,14 +293,30 @@ def avg_pool(
     >>> x = jnp.arange(4.).reshape(1, 4, 1)
     >>> avg_pool(x, 3, stride=1, padding=1)[0, :, 0].tolist()
     [0.5, 1.0, 2.0, 2.5]
+    >>> avg_pool(x, 3, stride=2, ceil_mode=True)[0, :, 0].tolist()
+    [1.0, 2.5]
+    >>> avg_pool(x, 2, divisor_override=1)[0, :, 0].tolist()
+    [1.0, 5.0]
   """
   op = "avg_pool"
   x = jnp.asarray(x)
   _check_input(x, op=op)
-  geo = _pool_geometry(x, window, stride, padding, op=op)
+  geo = _pool_geometry(x, window, stride, padding, op=op, ceil_mode=ceil_mode)
   count_include_pad = _checks.check_bool(count_include_pad, name="count_include_pad", op=op)
   _check_int_count(x, math.prod(geo.kernel), name="window", value=window, op=op)
-  return avg_pool_core(x, geo, count_include_pad)
+  if divisor_override is not None:
+    divisor_override = _checks.check_positive_int(divisor_override, name="divisor_override", op=op)
+    if jnp.issubdtype(x.dtype, jnp.integer) and divisor_override > _MAX_INT_COUNT:
+      raise ValueError(
+          f"{op}: divisor_override got {divisor_override!r}; expected at most "
+          f"{_MAX_INT_COUNT} for integer inputs (an exact division, one rounding), or a "
+          "floating x."
+      )
+  high = None
+  if count_include_pad and ceil_mode and divisor_override is None:
+    asked = _padding.resolve_padding(padding, geo.in_spatial, geo.kernel_eff, geo.stride, op=op)
+    high = tuple(hi for _, hi in asked)
+  return avg_pool_core(x, geo, count_include_pad, divisor_override, high)
 
 
 def lp_pool(
@@ -231,6 +326,7 @@ def lp_pool(
     p: float = 2,
     stride: int | Sequence[int] | None = None,
     padding: PaddingLike = "VALID",
+    ceil_mode: bool = False,
 ) -> jax.Array:
   """L^p pooling: ``(Σ_window |x|^p)^(1/p)`` per channel (L2 pooling is ``p=2``).
 
@@ -243,6 +339,10 @@ def lp_pool(
     p: the exponent, a positive number or ``inf``.
     stride: an int or one int per spatial dim; defaults to ``window``.
     padding: as in :func:`max_pool`.
+    ceil_mode: PyTorch's ``ceil_mode``, as in :func:`max_pool`: a last window that
+      overhangs the input sums what it covers. (PyTorch's ``lp_pool`` is an average
+      pool times the window size, so it scales such a window's sum by ``window /
+      covered``; it also takes ``x^p``, not ``|x|^p``, for odd ``p``.)
 
   Returns:
     ``[N, *out_spatial, C]`` in ``x``'s dtype (float32 for integer inputs).
@@ -255,7 +355,7 @@ def lp_pool(
   op = "lp_pool"
   x = jnp.asarray(x)
   _check_input(x, op=op)
-  geo = _pool_geometry(x, window, stride, padding, op=op)
+  geo = _pool_geometry(x, window, stride, padding, op=op, ceil_mode=ceil_mode)
   if (
       isinstance(p, (bool, np.bool_))
       or not isinstance(p, (int, float, np.integer, np.floating))

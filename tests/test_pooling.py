@@ -24,6 +24,10 @@ from references import (
     ref_max_pool_indices,
     ref_pads,
     ref_pool,
+    ref_torch_max_grad,
+    ref_torch_max_indices,
+    ref_torch_out_size,
+    ref_torch_pool,
     round_float32,
 )
 
@@ -798,3 +802,302 @@ def test_a_stride_beyond_the_input_gives_one_window(stride):
   y, idx = max_pool(x, 2, stride=(1, stride), return_indices=True)
   np.testing.assert_array_equal(y, ref_pool(x, 2, (1, int(stride)), "VALID", "max"))
   np.testing.assert_array_equal(idx, ref_max_pool_indices(x, 2, (1, int(stride)), "VALID"))
+
+
+# ------------------------------------------ PyTorch's options: ceil_mode, dilation, divisor
+
+# name, x shape, window, stride, padding, dilation (max_pool only), ceil_mode
+TORCH_CASES = [
+    ("1d_ceil", (2, 7, 3), 3, 2, 1, 1, True),
+    ("1d_ceil_drops_padding_start", (2, 5, 2), 2, 3, 1, 1, True),
+    ("1d_dilated", (2, 9, 2), 3, 1, 0, 2, False),
+    ("1d_dilated_ceil_pairs", (2, 8, 2), 2, 3, ((1, 2),), 3, True),
+    ("1d_causal", (2, 6, 2), 3, 1, "CAUSAL", 2, False),
+    ("2d_ceil_googlenet", (1, 14, 14, 2), 3, 2, "VALID", 1, True),
+    ("2d_ceil_pad", (2, 6, 5, 2), 3, 2, 1, 1, True),
+    ("2d_same_lower", (1, 6, 5, 2), (2, 3), (2, 2), "SAME_LOWER", (1, 2), False),
+    ("2d_dilated_pairs_ceil", (1, 7, 6, 2), (2, 3), (2, 1), ((1, 0), (0, 2)), (2, 1), True),
+    ("3d_ceil_dilated", (1, 5, 4, 6, 2), (2, 2, 3), (2, 3, 2), 1, (2, 1, 1), True),
+]
+
+
+def _torch_kw(stride, padding, ceil_mode, dilation=None):
+  kw = dict(stride=stride, padding=padding, ceil_mode=ceil_mode)
+  return kw if dilation is None else dict(kw, dilation=dilation)
+
+
+class TorchOptionsTest(parameterized.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.named_parameters(*TORCH_CASES)
+  def test_max_pool_values_indices_and_gradient(
+      self, shape, window, stride, padding, dilation, ceil_mode
+  ):
+    rng = np.random.default_rng(20)
+    x = _tied(rng, shape, levels=4)  # ties: the first maximum's rule matters
+    kw = _torch_kw(stride, padding, ceil_mode, dilation)
+    f = functools.partial(max_pool, window=window, **kw)
+    y, idx = self.variant(functools.partial(f, return_indices=True))(x)
+    np.testing.assert_array_equal(y, ref_torch_pool(x, window, "max", **kw))
+    np.testing.assert_array_equal(idx, ref_torch_max_indices(x, window, **kw))
+    g = rng.normal(size=y.shape)
+    dx = self.variant(jax.grad(lambda x, g: jnp.vdot(f(x), g)))(x, g)
+    np.testing.assert_allclose(dx, ref_torch_max_grad(x, g, window, **kw), rtol=1e-12)
+    t = rng.normal(size=shape)  # forward mode: the same linear map
+    _, y_dot = self.variant(lambda x, t: jax.jvp(f, (x,), (t,)))(x, t)
+    np.testing.assert_allclose(np.vdot(y_dot, g), np.vdot(t, dx), rtol=1e-10)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.named_parameters(*TORCH_CASES)
+  def test_avg_and_lp_pool(self, shape, window, stride, padding, dilation, ceil_mode):
+    del dilation  # (max pooling's)
+    x = np.random.default_rng(21).normal(size=shape)
+    kw = _torch_kw(stride, padding, ceil_mode)
+    for include, override in itertools.product((False, True), (None, 1, 5)):
+      f = functools.partial(
+          avg_pool, window=window, count_include_pad=include, divisor_override=override, **kw
+      )
+      want = ref_torch_pool(
+          x, window, "avg", count_include_pad=include, divisor_override=override, **kw
+      )
+      np.testing.assert_allclose(self.variant(f)(x), want, rtol=1e-12, atol=1e-12)
+      # The gradient: 1 / divisor to every input of a window (the divisors' sum).
+      g = np.random.default_rng(22).normal(size=want.shape)
+      dx = self.variant(jax.grad(lambda x, g, f=f: jnp.vdot(f(x), g)))(x, g)
+      _, vjp = jax.vjp(lambda x: ref_torch_pool_jax(x, window, include, override, **kw), x)
+      np.testing.assert_allclose(dx, vjp(g)[0], rtol=1e-10, atol=1e-12)
+    for p in (1, 3, 2.5):
+      f = functools.partial(lp_pool, window=window, p=p, **kw)
+      want = ref_torch_pool(x, window, "lp", p=p, **kw)
+      np.testing.assert_allclose(self.variant(f)(x), want, rtol=1e-10)
+
+
+def ref_torch_pool_jax(x, window, include, override, *, stride, padding, ceil_mode):
+  """The average pool as the documented sum over a divisor, through jnp: the window sum
+  is a 0/1 matrix of the windows' taps (from ``ref_torch_pool`` of one-hot inputs) times
+  ``x``, so ``jax.vjp`` of it is the reference gradient."""
+  x = jnp.asarray(x)
+  nd = x.ndim - 2
+  flat = np.eye(math.prod(x.shape[1:-1])).reshape(-1, *x.shape[1:-1], 1)
+  kw = dict(stride=stride, padding=padding, ceil_mode=ceil_mode)
+  # [positions, *out, 1]: window averages of each one-hot input (the divisor included).
+  weights = ref_torch_pool(
+      flat, window, "avg", count_include_pad=include, divisor_override=override, **kw
+  )
+  out = weights.shape[1 : nd + 1]
+  cols = x.reshape(x.shape[0], -1, x.shape[-1])  # [N, positions, C]
+  y = jnp.einsum("pq,npc->nqc", weights.reshape(weights.shape[0], -1), cols)
+  return y.reshape(x.shape[0], *out, x.shape[-1])
+
+
+def test_ceil_mode_average_divisor_by_hand():
+  # PyTorch's AvgPool1d(3, stride=2, padding=1, ceil_mode=True) on [1, 2, 3, 4]: windows
+  # start at −1, 1 and 3; the last covers input 3, padding 4 and position 5 beyond the
+  # padding. count_include_pad divides it by 2 (input and padding), not 3; else by 1.
+  x = np.array([1.0, 2.0, 3.0, 4.0]).reshape(1, 4, 1)
+  kw = dict(stride=2, padding=1, ceil_mode=True)
+  incl = avg_pool(x, 3, count_include_pad=True, **kw)
+  np.testing.assert_allclose(incl[0, :, 0], [3 / 3, 9 / 3, 4 / 2], rtol=1e-15)
+  excl = avg_pool(x, 3, **kw)
+  np.testing.assert_allclose(excl[0, :, 0], [3 / 2, 9 / 3, 4 / 1], rtol=1e-15)
+  np.testing.assert_allclose(avg_pool(x, 3, divisor_override=4, **kw)[0, :, 0], [0.75, 2.25, 1])
+  np.testing.assert_array_equal(max_pool(x, 3, **kw)[0, :, 0], [2, 4, 4])
+  np.testing.assert_allclose(lp_pool(x, 3, p=1, **kw)[0, :, 0], [3, 9, 4])
+  # Without ceil_mode the last window is not there.
+  assert avg_pool(x, 3, stride=2, padding=1).shape == (1, 2, 1)
+
+
+def test_dilated_max_pool_reads_only_its_taps():
+  # A NaN between two taps of a dilated window does not reach it; one on a tap does,
+  # and takes its gradient.
+  x = np.array([0.0, np.nan, 2.0, 3.0, 1.0, -1.0]).reshape(1, 6, 1)
+  y = max_pool(x, 2, stride=1, dilation=2)  # windows (0, 2), (1, 3), (2, 4), (3, 5)
+  np.testing.assert_array_equal(y[0, :, 0], [2.0, np.nan, 2.0, 3.0])
+  dx = jax.grad(lambda x: max_pool(x, 2, stride=1, dilation=2).sum())(x)
+  np.testing.assert_array_equal(dx[0, :, 0], [0, 1, 2, 1, 0, 0])
+  _, idx = max_pool(x, 2, stride=1, dilation=2, return_indices=True)
+  np.testing.assert_array_equal(idx[0, :, 0], [2, 1, 2, 3])
+
+
+def test_ceil_mode_nan_and_inf_reach_only_the_windows_that_read_them():
+  x = np.arange(7.0).reshape(1, 7, 1)
+  x[0, 6, 0] = np.nan  # only in the ceil window [6, 7, 8)
+  x[0, 0, 0] = np.inf
+  for op in (max_pool, avg_pool, functools.partial(lp_pool, p=2)):
+    y = op(x, 3, stride=3, ceil_mode=True)[0, :, 0]
+    assert y.shape == (3,)
+    assert np.isposinf(y[0]) and np.isfinite(y[1]) and np.isnan(y[2]), (op, y)
+    # Without ceil_mode the NaN is dropped with its window.
+    y = op(x, 3, stride=3)[0, :, 0]
+    assert y.shape == (2,) and not np.isnan(y).any()
+  dx = jax.grad(lambda x: avg_pool(x, 3, stride=3, ceil_mode=True, count_include_pad=True).sum())(
+      np.arange(7.0).reshape(1, 7, 1)
+  )
+  np.testing.assert_allclose(dx[0, :, 0], [1 / 3] * 6 + [1.0])  # the last window divides by 1
+
+
+@pytest.mark.parametrize("x64", [False, True])
+@pytest.mark.parametrize("dtype", [np.int8, np.int32, np.uint16])
+def test_integer_averages_with_the_new_divisors(dtype, x64):
+  # Per-window divisors (ceil_mode with count_include_pad) and divisor_override go through
+  # the exact integer mean: small values, so the float64 reference is exact before its
+  # one rounding to float32 (a period of 1/c in binary is below float64's extra bits).
+  rng = np.random.default_rng(23)
+  info = np.iinfo(dtype)
+  x = rng.integers(max(info.min, -100), min(info.max, 100), (2, 7, 6, 2)).astype(dtype)
+  with jax.enable_x64(x64):
+    for include, override in [(True, None), (False, None), (True, 3), (False, 7)]:
+      kw = dict(stride=2, padding=1, ceil_mode=True, count_include_pad=include)
+      y = avg_pool(x, (3, 2), divisor_override=override, **kw)
+      assert y.dtype == jnp.float32
+      want = ref_torch_pool(x, (3, 2), "avg", divisor_override=override, **kw)
+      np.testing.assert_array_equal(y, want.astype(np.float32), err_msg=str((include, override)))
+
+
+def test_torch_options_reach_the_modules():
+  from cnnjax import nn as cnn
+
+  x = np.random.default_rng(24).normal(size=(2, 9, 8, 3))
+  kw = dict(stride=2, padding=1, ceil_mode=True)
+  np.testing.assert_array_equal(
+      cnn.MaxPool(3, dilation=2, **kw)(x), max_pool(x, 3, dilation=2, **kw)
+  )
+  np.testing.assert_array_equal(
+      cnn.AvgPool(3, count_include_pad=True, divisor_override=4, **kw)(x),
+      avg_pool(x, 3, count_include_pad=True, divisor_override=4, **kw),
+  )
+  np.testing.assert_array_equal(cnn.LpPool(3, p=3, **kw)(x), lp_pool(x, 3, p=3, **kw))
+
+
+@st.composite
+def torch_pool_settings(draw):
+  """Every option at once, on windows that all read the input (PyTorch's sizes)."""
+  nd = draw(st.integers(1, 3))
+  window = tuple(draw(st.integers(1, 3)) for _ in range(nd))
+  stride = tuple(draw(st.integers(1, 3)) for _ in range(nd))
+  dilation = tuple(draw(st.integers(1, 3)) for _ in range(nd))
+  ceil_mode = draw(st.booleans())
+  kind = draw(st.sampled_from(["VALID", "SAME", "SAME_LOWER", "CAUSAL", "pairs"]))
+  hypothesis.assume(kind != "CAUSAL" or nd == 1)
+  if kind == "pairs":
+    padding = tuple((draw(st.integers(0, 2)), draw(st.integers(0, 2))) for _ in window)
+  else:
+    padding = kind
+  spatial = tuple(draw(st.integers(1, 7)) for _ in range(nd))
+  for pool_dilation in (dilation, (1,) * nd):
+    r_eff = [(k - 1) * t + 1 for k, t in zip(window, pool_dilation, strict=True)]
+    pads = ref_pads(padding, spatial, r_eff, stride)
+    for n, k, s, t, r, (lo, hi) in zip(
+        spatial, window, stride, pool_dilation, r_eff, pads, strict=True
+    ):
+      hypothesis.assume(n + lo + hi >= r)
+      m = ref_torch_out_size(n, k, s, lo, hi, dilation=t, ceil_mode=ceil_mode)
+      hypothesis.assume(  # every window reads the input
+          all(any(0 <= o * s - lo + j * t < n for j in range(k)) for o in range(m))
+      )
+  return (2, *spatial, 2), window, stride, padding, dilation, ceil_mode
+
+
+@hypothesis.settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[hypothesis.HealthCheck.filter_too_much],
+)
+@hypothesis.given(settings=torch_pool_settings(), seed=st.integers(0, 2**16))
+def test_torch_options_match_references_hypothesis(settings, seed):
+  shape, window, stride, padding, dilation, ceil_mode = settings
+  rng = np.random.default_rng(seed)
+  x = _tied(rng, shape, levels=4)
+  kw = dict(stride=stride, padding=padding, ceil_mode=ceil_mode)
+  g = rng.normal(size=ref_torch_pool(x, window, "max", dilation=dilation, **kw).shape)
+
+  @jax.jit  # one compilation per example
+  def run(x, g):
+    y, vjp = jax.vjp(lambda x: max_pool(x, window, dilation=dilation, **kw), x)
+    return (
+        y,
+        vjp(g)[0],
+        avg_pool(x, window, count_include_pad=True, **kw),
+        avg_pool(x, window, divisor_override=3, **kw),
+        lp_pool(x + 1, window, p=3, **kw),
+    )
+
+  y, dx, avg_incl, avg_div, lp = run(x, g)
+  np.testing.assert_array_equal(y, ref_torch_pool(x, window, "max", dilation=dilation, **kw))
+  np.testing.assert_allclose(
+      dx, ref_torch_max_grad(x, g, window, dilation=dilation, **kw), rtol=1e-12
+  )
+  np.testing.assert_allclose(
+      avg_incl, ref_torch_pool(x, window, "avg", count_include_pad=True, **kw), rtol=1e-12
+  )
+  np.testing.assert_allclose(
+      avg_div, ref_torch_pool(x, window, "avg", divisor_override=3, **kw), rtol=1e-12
+  )
+  np.testing.assert_allclose(lp, ref_torch_pool(x + 1, window, "lp", p=3, **kw), rtol=1e-10)
+
+
+@pytest.mark.parametrize(
+    "call,error,match",
+    [
+        (
+            lambda: max_pool(np.ones((1, 6, 1)), 2, dilation=0),
+            ValueError,
+            r"max_pool: dilation got 0; expected a positive int",
+        ),
+        (
+            lambda: max_pool(np.ones((1, 6, 6, 1)), 2, dilation=(1, 2, 3)),
+            ValueError,
+            r"max_pool: dilation got \(1, 2, 3\) \(3 values\) for 2 spatial dim",
+        ),
+        (
+            lambda: max_pool(np.ones((1, 6, 1)), 2, ceil_mode="yes"),
+            ValueError,
+            r"max_pool: ceil_mode got 'yes'; expected a bool",
+        ),
+        (
+            lambda: lp_pool(np.ones((1, 6, 1)), 2, ceil_mode=1),
+            ValueError,
+            r"lp_pool: ceil_mode got 1; expected a bool",
+        ),
+        (
+            lambda: avg_pool(np.ones((1, 6, 1)), 2, divisor_override=0),
+            ValueError,
+            r"avg_pool: divisor_override got 0; expected a positive int",
+        ),
+        (
+            lambda: avg_pool(np.ones((1, 6, 1)), 2, divisor_override=1.5),
+            ValueError,
+            r"avg_pool: divisor_override got 1.5; expected a positive int",
+        ),
+        (
+            lambda: avg_pool(np.ones((1, 6, 1)), 2, divisor_override=True),
+            ValueError,
+            r"avg_pool: divisor_override got True; expected a positive int",
+        ),
+        (
+            lambda: avg_pool(np.ones((1, 6, 1), np.int32), 2, divisor_override=2**30),
+            ValueError,
+            r"avg_pool: divisor_override got 1073741824; expected at most 1073741823 for "
+            r"integer inputs",
+        ),
+        (
+            lambda: max_pool(np.ones((1, 4, 4, 1)), 2, padding="CAUSAL"),
+            ValueError,
+            r"max_pool: padding got 'CAUSAL', which is for 1 spatial dim, but the input has 2",
+        ),
+        (  # taps at −1 and 2 of an input of 2: the window reads only padding
+            lambda: max_pool(np.ones((1, 2, 1)), 2, dilation=3, padding=1),
+            ValueError,
+            r"max_pool: padding got 1, which puts a whole window in the padding in spatial "
+            r"dim 0 \(input 2, padding \(1, 1\), window 2, dilation 3, stride 2\)",
+        ),
+        (
+            lambda: avg_pool(np.ones((1, 4, 1)), 2, padding=((0, 3),), ceil_mode=True),
+            ValueError,
+            r"avg_pool: padding got \(\(0, 3\),\), which puts a whole window in the padding",
+        ),
+    ],
+)
+def test_torch_option_errors_name_the_argument(call, error, match):
+  with pytest.raises(error, match=match):
+    call()

@@ -70,21 +70,30 @@ def _lowest(dtype) -> np.ndarray:
 
 
 def _overlaps(geo: Geometry) -> bool:
-  return any(k > s for k, s in zip(geo.kernel, geo.stride, strict=True))
+  """Windows that share positions, or dilated ones: neither is a block of a reshape."""
+  return any(
+      k > s or (t > 1 and k > 1)
+      for k, s, t in zip(geo.kernel, geo.stride, geo.dilation, strict=True)
+  )
+
+
+def _dilated(geo: Geometry) -> bool:
+  return any(t > 1 and k > 1 for k, t in zip(geo.kernel, geo.dilation, strict=True))
 
 
 def _one_window(geo: Geometry) -> Geometry:
   """``geo`` with the stride and high padding of each dim of one output position cut.
 
-  There the one window reads padded positions ``[0, k)`` only, so any stride above
-  ``padded − k`` and any high padding that reaches ``k`` give the same pool; but the
+  There the one window reads padded positions ``[0, r̂)`` only (``r̂`` the dilated
+  window), so any stride above ``padded − r̂`` and any high padding that reaches ``r̂``
+  give the same pool; but the
   polyphase view pads each dim to a multiple of the stride: a stride of 2**40 padded a
   5-pixel input to 2**40 positions (a segfault in 2-D). A stride that was at least the
   window stays at least the window, so the same lowering is taken.
   """
   stride, pads = list(geo.stride), list(geo.pads)
   for d, (s, k, m, n, (lo, hi)) in enumerate(
-      zip(geo.stride, geo.kernel, geo.out_spatial, geo.in_spatial, geo.pads, strict=True)
+      zip(geo.stride, geo.kernel_eff, geo.out_spatial, geo.in_spatial, geo.pads, strict=True)
   ):
     if m == 1:
       hi = min(hi, max(k - lo - n, 0))
@@ -100,14 +109,14 @@ def _phase_view(a: jax.Array, geo: Geometry, fill) -> jax.Array:
   """``a`` padded and viewed as ``[N, Q_1, S_1, …, Q_d, S_d, C]`` (position q·S + r).
 
   The padded input is padded (by ``fill``) or cropped at the high end to
-  ``Q·S`` with ``Q = m + ⌈K / S⌉ − 1``, so window ``o``'s offset ``k = j·S + r``
-  reads ``[…, o + j, r, …]``: every window offset is a contiguous slice of one
-  polyphase component.
+  ``Q·S`` with ``Q = m + ⌈K̂ / S⌉ − 1`` (``K̂`` the dilated window), so window ``o``'s
+  position ``k·t = j·S + r`` (tap ``k``, dilation ``t``) reads ``[…, o + j, r, …]``:
+  every window offset is a contiguous slice of one polyphase component.
   """
   config = [(0, 0, 0)]
   view = [a.shape[0]]
   for n, k, s, m, (lo, _) in zip(
-      geo.in_spatial, geo.kernel, geo.stride, geo.out_spatial, geo.pads, strict=True
+      geo.in_spatial, geo.kernel_eff, geo.stride, geo.out_spatial, geo.pads, strict=True
   ):
     q = m + -(-k // s) - 1
     config.append((lo, q * s - n - lo, 0))
@@ -120,15 +129,15 @@ def _phase_view(a: jax.Array, geo: Geometry, fill) -> jax.Array:
 def _window_terms(a: jax.Array, geo: Geometry, fill) -> list[jax.Array]:
   """The padded input at each window offset, ``prod(window)`` arrays ``[N, *out, C]``.
 
-  Offsets in row-major window order; term ``k`` holds ``ã[b, o·S + k, c]``.
+  Offsets in row-major window order; term ``k`` holds ``ã[b, o·S + k·t, c]``.
   """
   view = _phase_view(a, geo, fill)
   n, c = a.shape[0], a.shape[-1]
   terms = []
   for offset in itertools.product(*(range(k) for k in geo.kernel)):
     start, limit = [0], [n]
-    for k, s, m in zip(offset, geo.stride, geo.out_spatial, strict=True):
-      j, r = divmod(k, s)
+    for k, s, t, m in zip(offset, geo.stride, geo.dilation, geo.out_spatial, strict=True):
+      j, r = divmod(k * t, s)
       start += [j, r]
       limit += [j + m, r + 1]
     start.append(0)
@@ -174,6 +183,7 @@ def _max_primal(x: jax.Array, geo: Geometry) -> jax.Array:
         (1, *geo.kernel, 1),
         (1, *geo.stride, 1),
         ((0, 0), *geo.pads, (0, 0)),
+        window_dilation=(1, *geo.dilation, 1),
     )
   blocks, axes = _window_blocks(x, geo, _lowest(x.dtype))
   return jnp.max(blocks, axis=axes)
@@ -233,9 +243,10 @@ def _max_pool_geo(x: jax.Array, geo: Geometry) -> jax.Array:
   """Max over every window, gradient to the first maximum (see the module docstring)."""
   if not jnp.issubdtype(x.dtype, jnp.floating):
     return _max_primal(x, geo)
-  if _overlaps(geo) and math.prod(geo.kernel) > _UNROLL_LIMIT:
+  if _overlaps(geo) and not _dilated(geo) and math.prod(geo.kernel) > _UNROLL_LIMIT:
     # Large overlapping windows: reduce_window's own gradient (select_and_scatter
     # with a >= select, which also keeps the first maximum in row-major order).
+    # lax has no reverse mode for dilated windows: those keep the unrolled chain.
     return _max_primal(x, geo)
   return _max_pool_float(x, geo)
 
@@ -247,14 +258,16 @@ def max_pool_indices(x: jax.Array, geo: Geometry) -> jax.Array:
   _, idx = _max_and_argmax(lax.stop_gradient(x), geo)
   idx = idx.astype(jnp.int32)
   flat = jnp.zeros(idx.shape, jnp.int32)
-  for d, (n, k, s, (lo, _)) in enumerate(
-      zip(geo.in_spatial, geo.kernel, geo.stride, geo.pads, strict=True)
+  for d, (n, k, s, t, (lo, _)) in enumerate(
+      zip(geo.in_spatial, geo.kernel, geo.stride, geo.dilation, geo.pads, strict=True)
   ):
     offset = (idx // math.prod(geo.kernel[d + 1 :])) % k
     out = lax.broadcasted_iota(jnp.int32, idx.shape, d + 1)
     # A window's first maximum is in the padding only when every input value it covers
-    # equals the padding value; clipping then picks one of those (equal) inputs.
-    pos = jnp.clip(out * s + offset - lo, 0, n - 1)
+    # equals the padding value: it is then the window's first tap, in the low padding;
+    # its first tap inside the input (PyTorch's index there) is ``pos mod t``.
+    pos = out * s + offset * t - lo
+    pos = jnp.clip(jnp.where(pos < 0, pos % t, pos), 0, n - 1)
     flat = flat * n + pos
   return flat
 
@@ -285,33 +298,58 @@ def window_pool(x: jax.Array, geo: Geometry, kind: str) -> jax.Array:
   return _max_pool_geo(x, geo) if kind == "max" else _sum_pool_geo(x, geo)
 
 
-def _window_counts(geo: Geometry) -> np.ndarray:
-  """The input positions each window covers (padding excluded), ``[1, *out, 1]`` int64."""
+def _window_counts(geo: Geometry, high: tuple[int, ...] | None = None) -> np.ndarray:
+  """The positions each window covers, ``[1, *out, 1]`` int64.
+
+  By default the input positions (padding excluded); with ``high``, the positions of
+  the input padded by ``lo`` below and ``high`` above (PyTorch's ``count_include_pad``
+  divisor, which leaves out what a ``ceil_mode`` window reaches beyond the padding).
+  """
   counts = np.ones((1,) * (len(geo.kernel) + 2), np.int64)
   for d, (n, k, s, m, (lo, _)) in enumerate(
       zip(geo.in_spatial, geo.kernel, geo.stride, geo.out_spatial, geo.pads, strict=True)
   ):
     start = np.arange(m, dtype=np.int64) * s - lo
-    count = np.minimum(start + k, n) - np.maximum(start, 0)
+    if high is None:
+      count = np.minimum(start + k, n) - np.maximum(start, 0)
+    else:
+      count = np.minimum(start + k, n + high[d]) - start
     shape = [1] * counts.ndim
     shape[d + 1] = m
     counts = counts * count.reshape(shape)
   return counts
 
 
-@functools.partial(jax.jit, static_argnames=("geo", "count_include_pad"))
-def avg_pool_core(x: jax.Array, geo: Geometry, count_include_pad: bool) -> jax.Array:
+@functools.partial(
+    jax.jit, static_argnames=("geo", "count_include_pad", "divisor_override", "high")
+)
+def avg_pool_core(
+    x: jax.Array,
+    geo: Geometry,
+    count_include_pad: bool,
+    divisor_override: int | None = None,
+    high: tuple[int, ...] | None = None,
+) -> jax.Array:
+  """Window sums over a divisor: ``divisor_override``, the window size (or with
+  ``high``, the user's high padding under ``ceil_mode``, the positions in the padded
+  input) with ``count_include_pad``, else the input positions."""
   size = math.prod(geo.kernel)
+  if divisor_override is not None:
+    divisor, max_divisor = divisor_override, divisor_override
+  elif count_include_pad:
+    counts = None if high is None else _window_counts(geo, high)
+    full = counts is None or bool(np.all(counts == size))
+    divisor, max_divisor = (size if full else counts), size
+  else:
+    divisor, max_divisor = _window_counts(geo), size
   if jnp.issubdtype(x.dtype, jnp.integer):
     # The exact window sums, divided once (see exact_mean): an int32 sum wrapped.
     planes = exact_mean.sum_planes(exact_mean.split(x), size, lambda a: window_pool(a, geo, "sum"))
-    divisor = size if count_include_pad else _window_counts(geo)
-    return exact_mean.quotient_float32(planes, divisor, size)
+    return exact_mean.quotient_float32(planes, divisor, max_divisor)
   out = _checks.mean_dtype(x.dtype)
   total = window_pool(x.astype(_checks.accumulation_dtype(x.dtype)), geo, "sum")
   total = total.astype(_checks.accumulation_dtype(out))
-  divisor = np.float64(size) if count_include_pad else _window_counts(geo).astype(np.float64)
-  return (total / divisor.astype(total.dtype)).astype(out)
+  return (total / np.asarray(divisor, np.float64).astype(total.dtype)).astype(out)
 
 
 @functools.partial(jax.jit, static_argnames=("keepdims",))

@@ -47,12 +47,16 @@ class MaxPool(nnx.Module):
     window: the window size, an int (every spatial dim) or one int per dim.
     stride: the stride; default the window (non-overlapping windows).
     padding: as :func:`cnnjax.pooling.max_pool`.
+    dilation: the spacing of the window's taps, as :func:`cnnjax.pooling.max_pool`.
+    ceil_mode: PyTorch's ``ceil_mode`` output size, as :func:`cnnjax.pooling.max_pool`.
     dtype: the computation dtype: the input is cast to it (None: left as it is).
     param_dtype: accepted for a uniform interface (Flax's); this layer has no parameters.
 
   Example:
     >>> MaxPool(2)(jnp.ones((1, 28, 28, 32))).shape
     (1, 14, 14, 32)
+    >>> MaxPool(3, stride=2, ceil_mode=True)(jnp.ones((1, 112, 112, 64))).shape
+    (1, 56, 56, 64)
   """
 
   def __init__(
@@ -61,6 +65,8 @@ class MaxPool(nnx.Module):
       *,
       stride: int | Sequence[int] | None = None,
       padding: PaddingLike = "VALID",
+      dilation: int | Sequence[int] = 1,
+      ceil_mode: bool = False,
       dtype: Any = None,
       param_dtype: Any = jnp.float32,
   ):
@@ -70,10 +76,19 @@ class MaxPool(nnx.Module):
     self.window = window
     self.stride = stride
     self.padding = padding
+    self.dilation = dilation
+    self.ceil_mode = ceil_mode
 
   def __call__(self, x: ArrayLike) -> jax.Array:
     """``[N, *spatial, C]`` → ``[N, *out_spatial, C]``."""
-    return max_pool(compute(x, self.dtype), self.window, stride=self.stride, padding=self.padding)
+    return max_pool(
+        compute(x, self.dtype),
+        self.window,
+        stride=self.stride,
+        padding=self.padding,
+        dilation=self.dilation,
+        ceil_mode=self.ceil_mode,
+    )
 
 
 class AvgPool(nnx.Module):
@@ -83,13 +98,18 @@ class AvgPool(nnx.Module):
     window: the window size, an int or one int per spatial dim.
     stride: the stride; default the window.
     padding: as :func:`cnnjax.pooling.avg_pool`.
-    count_include_pad: whether padded positions count in the average's divisor.
+    ceil_mode: PyTorch's ``ceil_mode`` output size, as :func:`cnnjax.pooling.avg_pool`.
+    count_include_pad: whether padded positions count in the average's divisor
+      (cnnjax's default False, PyTorch's True).
+    divisor_override: divide every window by this positive int instead.
     dtype: the computation dtype: the input is cast to it (None: left as it is).
     param_dtype: accepted for a uniform interface (Flax's); this layer has no parameters.
 
   Example:
     >>> AvgPool(2)(jnp.ones((1, 28, 28, 6))).shape
     (1, 14, 14, 6)
+    >>> AvgPool(2, divisor_override=1)(jnp.ones((1, 4, 4, 1)))[0, :, :, 0].tolist()
+    [[4.0, 4.0], [4.0, 4.0]]
   """
 
   def __init__(
@@ -98,7 +118,9 @@ class AvgPool(nnx.Module):
       *,
       stride: int | Sequence[int] | None = None,
       padding: PaddingLike = "VALID",
+      ceil_mode: bool = False,
       count_include_pad: bool = False,
+      divisor_override: int | None = None,
       dtype: Any = None,
       param_dtype: Any = jnp.float32,
   ):
@@ -108,7 +130,9 @@ class AvgPool(nnx.Module):
     self.window = window
     self.stride = stride
     self.padding = padding
+    self.ceil_mode = ceil_mode
     self.count_include_pad = count_include_pad
+    self.divisor_override = divisor_override
 
   def __call__(self, x: ArrayLike) -> jax.Array:
     """``[N, *spatial, C]`` → ``[N, *out_spatial, C]``."""
@@ -117,7 +141,9 @@ class AvgPool(nnx.Module):
         self.window,
         stride=self.stride,
         padding=self.padding,
+        ceil_mode=self.ceil_mode,
         count_include_pad=self.count_include_pad,
+        divisor_override=self.divisor_override,
     )
 
 
@@ -129,6 +155,7 @@ class LpPool(nnx.Module):
     p: the exponent (``p=2`` is L2 pooling).
     stride: the stride; default the window.
     padding: as :func:`cnnjax.pooling.lp_pool`.
+    ceil_mode: PyTorch's ``ceil_mode`` output size, as :func:`cnnjax.pooling.lp_pool`.
     dtype: the computation dtype: the input is cast to it (None: left as it is).
     param_dtype: accepted for a uniform interface (Flax's); this layer has no parameters.
 
@@ -144,6 +171,7 @@ class LpPool(nnx.Module):
       p: float = 2,
       stride: int | Sequence[int] | None = None,
       padding: PaddingLike = "VALID",
+      ceil_mode: bool = False,
       dtype: Any = None,
       param_dtype: Any = jnp.float32,
   ):
@@ -154,11 +182,17 @@ class LpPool(nnx.Module):
     self.p = p
     self.stride = stride
     self.padding = padding
+    self.ceil_mode = ceil_mode
 
   def __call__(self, x: ArrayLike) -> jax.Array:
     """``[N, *spatial, C]`` → ``[N, *out_spatial, C]``."""
     return lp_pool(
-        compute(x, self.dtype), self.window, p=self.p, stride=self.stride, padding=self.padding
+        compute(x, self.dtype),
+        self.window,
+        p=self.p,
+        stride=self.stride,
+        padding=self.padding,
+        ceil_mode=self.ceil_mode,
     )
 
 
