@@ -131,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
   from cnnjax.train.cli import add_subcommands as add_train_subcommands
 
   add_train_subcommands(sub)  # train, eval, predict, search
+  from cnnjax.equivariance.cli import add_subcommand as add_equivariance_subcommand
+
+  add_equivariance_subcommand(sub)  # equivariance
   return parser
 
 

@@ -21,10 +21,16 @@ output transform ``g'`` (often ``g`` itself), and *invariant* when ``f(g(x)) = f
 * :func:`shift_consistency` is Zhang (2019)'s classification consistency.
 * :func:`plane_action` and :func:`group_action` are the actions of the groups p4 and
   p4m (:mod:`cnnjax.group`) on images and on maps over the group.
+* :func:`report` says where a (trained) network loses its symmetry: the equivariance
+  error of each layer under each transform, split into the interior and the border,
+  and what the transforms do to its predictions. Transforms can be written as specs
+  (:func:`parse_transforms`: ``"shift:1,2,4"``, ``"rot90+flip"``) or drawn at random
+  (:func:`random_elements`).
 
 The package has one module per concern: ``transforms``, ``checks`` (errors and
-assertions), ``regions``, ``consistency``, ``strategies`` and ``group_actions``; every
-public name is re-exported here.
+assertions), ``regions``, ``consistency``, ``strategies``, ``group_actions``, ``specs``
+(transform specs and random elements) and ``report`` (the layer-by-layer report, which
+imports Flax only when called); every public name is re-exported here.
 
 Example:
   >>> import jax.numpy as jnp
@@ -45,9 +51,22 @@ from cnnjax.equivariance.checks import (
 from cnnjax.equivariance.consistency import shift_consistency
 from cnnjax.equivariance.group_actions import group_action, plane_action
 from cnnjax.equivariance.regions import interior_region, output_shift
+from cnnjax.equivariance.report import (
+    EquivarianceReport,
+    LayerError,
+    LogitsError,
+    TransformReport,
+    report,
+)
+from cnnjax.equivariance.specs import parse_transforms, random_elements
 from cnnjax.equivariance.strategies import conv_problems, conv_settings, images, kernels
 from cnnjax.equivariance.transforms import (
+    Reflection,
+    Rotation,
+    Step,
     Transform,
+    Translation,
+    Transposition,
     compose,
     flip,
     rot90,
@@ -56,7 +75,16 @@ from cnnjax.equivariance.transforms import (
 )
 
 __all__ = [
+    "EquivarianceReport",
+    "LayerError",
+    "LogitsError",
+    "Reflection",
+    "Rotation",
+    "Step",
     "Transform",
+    "TransformReport",
+    "Translation",
+    "Transposition",
     "assert_equivariant",
     "assert_invariant",
     "compose",
@@ -71,7 +99,10 @@ __all__ = [
     "invariance_error",
     "kernels",
     "output_shift",
+    "parse_transforms",
     "plane_action",
+    "random_elements",
+    "report",
     "rot90",
     "shift_consistency",
     "translate",

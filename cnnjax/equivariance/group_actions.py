@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from cnnjax import group as _group
 from cnnjax._checks import is_int
-from cnnjax.equivariance.transforms import Transform
+from cnnjax.equivariance.transforms import Reflection, Rotation, Step, Transform
 
 __all__ = ["group_action", "plane_action"]
 
@@ -51,7 +51,7 @@ def plane_action(element: int, *, group: str) -> Transform:
 
   Returns:
     A :class:`Transform`; on a kernel ``[k, k, ...]`` it applies ``T_h`` to the first
-    two axes.
+    two axes. Its steps are ``r`` quarter turns, then (``m = 1``) a reflection of W.
 
   Example:
     >>> from cnnjax.equivariance import rot90
@@ -67,7 +67,9 @@ def plane_action(element: int, *, group: str) -> Transform:
     _check_plane(x, axes, name=name)
     return _group.transform_plane(x, element, group=group, axes=(axes[0], axes[1]))
 
-  return Transform(name, spatial, spatial)
+  m, r = divmod(element, 4)
+  steps: tuple[Step, ...] = (Rotation(r),) + ((Reflection(1),) if m else ())
+  return Transform(name, spatial, spatial, steps)
 
 
 def group_action(element: int, *, group: str) -> Transform:

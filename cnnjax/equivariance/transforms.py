@@ -1,7 +1,10 @@
 """Spatial transforms of batched, channels-last arrays, with their kernel counterparts.
 
 :class:`Transform` and its factories :func:`translate`, :func:`flip`, :func:`rot90`,
-:func:`transpose` and :func:`compose`; pure and jit-able.
+:func:`transpose` and :func:`compose`; pure and jit-able. A transform made by the
+factories also says what it is, as a tuple of typed steps (:class:`Translation`,
+:class:`Reflection`, :class:`Rotation`, :class:`Transposition`): what
+:func:`cnnjax.equivariance.report` reads to move a layer's output the way the input moved.
 """
 
 from __future__ import annotations
@@ -17,9 +20,66 @@ from jax.typing import ArrayLike
 
 from cnnjax._checks import is_int
 
-__all__ = ["TRANSLATE_MODES", "Transform", "compose", "flip", "rot90", "translate", "transpose"]
+__all__ = [
+    "TRANSLATE_MODES",
+    "Reflection",
+    "Rotation",
+    "Step",
+    "Transform",
+    "Translation",
+    "Transposition",
+    "compose",
+    "flip",
+    "rot90",
+    "translate",
+    "transpose",
+]
 
 TRANSLATE_MODES = ("circular", "zeros")
+
+
+@dataclasses.dataclass(frozen=True)
+class Translation:
+  """A translation step: ``g(x)[n] = x[n − shift]`` (see :func:`translate`).
+
+  Attributes:
+    shift: an int (every spatial dim) or one int per spatial dim.
+    mode: ``"circular"`` or ``"zeros"``.
+  """
+
+  shift: int | tuple[int, ...]
+  mode: str = "circular"
+
+
+@dataclasses.dataclass(frozen=True)
+class Reflection:
+  """A reflection step: the reversal of one spatial axis (see :func:`flip`).
+
+  Attributes:
+    axis: the spatial axis (0 is the first spatial axis; negative counts from the last).
+  """
+
+  axis: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Rotation:
+  """A rotation step: ``k`` quarter turns of the first two spatial axes (see :func:`rot90`).
+
+  Attributes:
+    k: the number of quarter turns (negative turns clockwise).
+  """
+
+  k: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Transposition:
+  """A transposition step: the first two spatial axes swapped (see :func:`transpose`)."""
+
+
+Step = Translation | Reflection | Rotation | Transposition
+"""One typed step of a :class:`Transform` (``Transform.steps``)."""
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -41,11 +101,15 @@ class Transform:
 
   Attributes:
     name: a readable description, e.g. ``"translate((1, 0), mode='zeros')"``.
+    steps: what the transform is, as typed steps applied first to last (a
+      :func:`compose` of factory-made transforms concatenates theirs); None for a
+      transform that composes plain callables.
   """
 
   name: str
   _spatial: Callable[[jax.Array, tuple[int, ...]], jax.Array]
   _kernel: Callable[[jax.Array, tuple[int, ...]], jax.Array] | None
+  steps: tuple[Step, ...] | None = None
 
   def __call__(self, x: ArrayLike) -> jax.Array:
     x = jnp.asarray(x)
@@ -105,7 +169,9 @@ def translate(shift: int | Sequence[int], *, mode: str = "circular") -> Transfor
     shifts = _per_dim(shift, len(axes), name="shift", op=op)
     return _translate_jit(x, jnp.asarray(shifts, jnp.int32), axes=axes, mode=mode)
 
-  return Transform(f"translate({shift!r}, mode={mode!r})", spatial, None)
+  return Transform(
+      f"translate({shift!r}, mode={mode!r})", spatial, None, (Translation(shift, mode),)
+  )
 
 
 def _translate_array(
@@ -176,7 +242,7 @@ def flip(axis: int) -> Transform:
   def spatial(x: jax.Array, axes: tuple[int, ...]) -> jax.Array:
     return jnp.flip(x, axis=axes[_spatial_axis(axis, len(axes), op=op)])
 
-  return Transform(f"flip({axis})", spatial, spatial)
+  return Transform(f"flip({axis})", spatial, spatial, (Reflection(axis),))
 
 
 def _first_two(axes: tuple[int, ...], *, op: str) -> tuple[int, int]:
@@ -215,7 +281,7 @@ def rot90(k: int = 1) -> Transform:
   def spatial(x: jax.Array, axes: tuple[int, ...]) -> jax.Array:
     return jnp.rot90(x, k, axes=_first_two(axes, op=op))
 
-  return Transform(f"rot90({k})", spatial, spatial)
+  return Transform(f"rot90({k})", spatial, spatial, (Rotation(k),))
 
 
 def transpose() -> Transform:
@@ -236,7 +302,7 @@ def transpose() -> Transform:
     a, b = _first_two(axes, op=op)
     return jnp.swapaxes(x, a, b)
 
-  return Transform(f"{op}()", spatial, spatial)
+  return Transform(f"{op}()", spatial, spatial, (Transposition(),))
 
 
 def compose(*gs: Callable[[jax.Array], jax.Array]) -> Transform:
@@ -279,7 +345,11 @@ def compose(*gs: Callable[[jax.Array], jax.Array]) -> Transform:
     return w
 
   parts = (repr(g) if isinstance(g, Transform) else getattr(g, "__name__", repr(g)) for g in gs)
-  return Transform(f"compose({', '.join(parts)})", spatial, kernel)
+  steps: tuple[Step, ...] | None = ()
+  for g in gs:
+    own = g.steps if isinstance(g, Transform) else None
+    steps = None if steps is None or own is None else steps + own
+  return Transform(f"compose({', '.join(parts)})", spatial, kernel, steps)
 
 
 def _shift_spec(shift, *, op: str) -> int | tuple[int, ...]:
