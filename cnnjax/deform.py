@@ -234,16 +234,22 @@ def _samples(
   y0 = jnp.floor(jnp.where(jnp.isnan(py), 0, py))
   x0 = jnp.floor(jnp.where(jnp.isnan(px), 0, px))
   fy, fx = py - y0, px - x0  # in [0, 1); NaN for a NaN position
-  wy = jnp.stack([1 - fy, fy], axis=-1)  # [..., 2]: rows ⌊P⌋ and ⌊P⌋ + 1
-  wx = jnp.stack([1 - fx, fx], axis=-1)
-  weights = wy[..., :, None] * wx[..., None, :]  # [N, H_out, W_out, G, K, 2, 2]
+  rows, cols = (1 - fy, fy), (1 - fx, fx)  # rows ⌊P_h⌋ and ⌊P_h⌋ + 1; columns likewise
   # The 2×2 window at (⌊P_h⌋, ⌊P_w⌋) of the input padded by 1 below and 2 above: rows
   # −1 … H + 1 (⌊P⌋ ∈ [−1, H]), the padding zeros.
   xp = jnp.pad(x, ((0, 0), (1, 2), (1, 2), (0, 0))).reshape(n, height + 3, width + 3, og, cg)
   start = jnp.stack([y0.astype(jnp.int32) + 1, x0.astype(jnp.int32) + 1], axis=-1)
   windows = _gather_windows(xp, start)  # [N, H_out, W_out, G, K, 2, 2, cg]
-  weighed = _weigh(weights[..., None], windows.astype(pos_dtype))
-  samples = weighed.sum(axis=(-3, -2))  # [N, H_out, W_out, G, K, cg]
+  # The four corners added one by one, elementwise. (Not a sum over the window's axes,
+  # `(weights[..., None] * windows).sum(axis=(-3, -2))`: XLA:CPU segfaults running its
+  # offset gradient from batch 2 at 32×32×64, in a YNNPACK fusion's transpose; jaxlib
+  # 0.10.2, not reported upstream. tests/test_deform.py runs that size.)
+  top, bottom = (
+      _weigh((rows[i] * cols[0])[..., None], windows[..., i, 0, :].astype(pos_dtype))
+      + _weigh((rows[i] * cols[1])[..., None], windows[..., i, 1, :].astype(pos_dtype))
+      for i in (0, 1)
+  )
+  samples = top + bottom  # [N, H_out, W_out, G, K, cg]
   if mask is not None:
     samples = samples * mask.reshape(n, h_out, w_out, og, kh * kw, 1)
   return samples

@@ -319,3 +319,21 @@ def test_errors():
     deform_conv(x, w, off.astype(bool))
   with pytest.raises(TypeError, match="deform_conv: mask has dtype complex"):
     deform_conv(x, w, off, mask=np.ones((1, 3, 3, 9), np.complex64))
+
+
+def test_gradients_at_a_layers_size():
+  # A layer's size in float32 against float64 (a sum over the 2×2 window's axes crashed
+  # XLA:CPU here, jaxlib 0.10.2: see cnnjax/deform.py's _samples).
+  rng = np.random.default_rng(8)
+  x, w = rng.normal(size=(2, 32, 32, 64)), rng.normal(size=(3, 3, 64, 8)) / 24
+  offsets, mask = rng.normal(size=(2, 32, 32, 18)), rng.uniform(size=(2, 32, 32, 9))
+  ct = rng.normal(size=(2, 32, 32, 8))
+
+  def grads(dtype):
+    f = lambda *a: jnp.vdot(deform_conv(*a[:3], mask=a[3], padding=1), ct.astype(dtype))
+    args = [jnp.asarray(a, dtype) for a in (x, w, offsets, mask)]
+    return jax.jit(jax.grad(f, argnums=(0, 1, 2, 3)))(*args)
+
+  for got, want in zip(grads(jnp.float32), grads(jnp.float64), strict=True):
+    assert got.dtype == jnp.float32
+    assert_close(got, want, np.float32)
