@@ -128,17 +128,8 @@ def _run(args: argparse.Namespace) -> int:
     _write_new(stem + ".json", json.dumps(record, indent=1) + "\n")
     print(f"wrote {stem}.json")
     if not args.no_plot:
-      import matplotlib
-
-      matplotlib.use("Agg")
-      import matplotlib.pyplot as plt
-
-      fig = result.figure()
-      try:
-        with open(stem + ".png", "xb") as f:
-          fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
-      finally:
-        plt.close(fig)
+      with open(stem + ".png", "xb") as f:
+        result.figure().savefig(f, format="png", dpi=110)
       print(f"wrote {stem}.png")
   except Exception as e:
     if not _known(e):

@@ -292,33 +292,28 @@ class EquivarianceReport:
 
   def figure(self, *, max_maps: int = 8) -> Any:
     """A matplotlib figure: the error per layer for each transform (whole output and
-    interior), and where in the image the error sits (each transform's error maps).
+    interior), and where in the image the error sits (each transform's error maps, on
+    one colour scale).
 
     Args:
       max_maps: at most this many layers' error maps per transform (evenly chosen among
         the layers with spatial axes).
 
     Returns:
-      A ``matplotlib.figure.Figure`` (matplotlib is imported only here).
+      A ``matplotlib.figure.Figure``, made without pyplot (no backend or global state is
+      touched; ``fig.savefig(path)`` writes it). matplotlib is imported only here.
     """
-    import matplotlib
-
-    if matplotlib.get_backend().lower() not in ("agg", "pdf", "svg", "ps", "cairo"):
-      matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # noqa: PLC0415
 
     names = [n for n, _, _ in self._layer_names()]
-    spatial = (
-        [i for i, ly in enumerate(self.transforms[0].layers) if ly.error_map is not None]
-        if (self.transforms)
-        else []
-    )
+    first = self.transforms[0].layers if self.transforms else ()
+    spatial = [i for i, ly in enumerate(first) if ly.error_map is not None]
     if len(spatial) > max_maps:
       spatial = [spatial[round(j * (len(spatial) - 1) / (max_maps - 1))] for j in range(max_maps)]
     n_t = max(1, len(self.transforms))
     rows = 1 + (n_t if spatial else 0)
     cols = max(1, len(spatial))
-    fig = plt.figure(figsize=(max(7.0, 1.45 * cols), 3.4 + 1.45 * (rows - 1)))
+    fig = Figure(figsize=(max(7.0, 1.5 * cols + 1), 3.4 + 1.45 * (rows - 1)), layout="constrained")
     grid = fig.add_gridspec(rows, cols, height_ratios=[2.4] + [1.0] * (rows - 1))
     ax = fig.add_subplot(grid[0, :])
     xs = np.arange(len(names))
@@ -329,6 +324,7 @@ class EquivarianceReport:
       ax.plot(xs, inner, "x--", color=color, ms=4, alpha=0.7)
     ax.set_xticks(xs, names, rotation=30, ha="right", fontsize=8)
     ax.set_yscale("symlog", linthresh=1e-4)
+    ax.set_ylim(bottom=0)
     ax.set_ylabel("relative error")
     ax.grid(alpha=0.3)
     ax.set_title(
@@ -338,23 +334,33 @@ class EquivarianceReport:
     )
     if self.transforms:
       ax.legend(fontsize=7, ncol=min(4, n_t))
+    maps = {}
     for r, t in enumerate(self.transforms if spatial else ()):
       for c, i in enumerate(spatial):
-        sub = fig.add_subplot(grid[1 + r, c])
-        layer = t.layers[i]
-        emap = np.asarray(layer.error_map, np.float64)
+        emap = np.asarray(t.layers[i].error_map, np.float64)
         if emap.ndim == 1:
           emap = emap[None, :]
-        elif emap.ndim > 2:
+        elif emap.ndim > 2:  # 3-D maps: the root mean square over the further axes
           emap = np.sqrt(np.mean(np.square(emap), axis=tuple(range(2, emap.ndim))))
-        sub.imshow(emap, cmap="magma", vmin=0)
-        sub.set_xticks([])
-        sub.set_yticks([])
-        if r == 0:
-          sub.set_title(layer.name, fontsize=7)
-        if c == 0:
-          sub.set_ylabel(t.transform, fontsize=7)
-    fig.tight_layout()
+        maps[r, c] = emap
+    finite = [m[np.isfinite(m)] for m in maps.values()]
+    finite = [m for m in finite if m.size]
+    vmax = max((float(np.percentile(m, 99)) for m in finite), default=1.0) or 1.0
+    image = None
+    axes = []
+    for (r, c), emap in maps.items():
+      sub = fig.add_subplot(grid[1 + r, c])
+      axes.append(sub)
+      image = sub.imshow(emap, cmap="magma", vmin=0, vmax=vmax)
+      sub.set_xticks([])
+      sub.set_yticks([])
+      if r == 0:
+        sub.set_title(self.transforms[r].layers[spatial[c]].name, fontsize=7)
+      if c == 0:
+        sub.set_ylabel(self.transforms[r].transform, fontsize=7)
+    if image is not None:
+      bar = fig.colorbar(image, ax=axes, shrink=0.6, pad=0.02)
+      bar.set_label("error at each position (relative to the mean scale)", fontsize=7)
     return fig
 
 

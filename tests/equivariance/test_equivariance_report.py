@@ -382,10 +382,9 @@ def test_report_exports_table_json_and_figure():
   first = d["transforms"][0]["layers"][0]
   assert first["name"] == "conv1" and len(first["error_map"]) == 28 * 28
   fig = r.figure()
-  assert len(fig.axes) == 1 + 2 * 4  # the error curves, then 4 spatial layers' maps each
-  import matplotlib.pyplot as plt
-
-  plt.close(fig)
+  # The error curves, 4 spatial layers' maps for each transform, and the maps' colour bar.
+  assert len(fig.axes) == 1 + 2 * 4 + 1
+  assert fig.axes[0].get_legend_handles_labels()[1] == ["shift:1", "rot90:1"]
 
 
 def test_bad_arguments_fail_in_one_line():
