@@ -18,18 +18,6 @@ Example:
   >>> model.eval()  # BatchNorm running averages, dropout off
 """
 
-# The families, imported for their registrations (the registry's order is this order).
-from cnnjax.models import (
-    alexnet,  # noqa: E402,F401  alexnet, zfnet
-    fastnet,  # noqa: E402,F401  fastnet (airbench94)
-    gcnn,  # noqa: E402,F401  p4-cnn
-    googlenet,  # noqa: E402,F401  googlenet
-    lenet,  # noqa: E402,F401  lenet5
-    nin,  # noqa: E402,F401  nin
-    resnet,  # noqa: E402,F401  resnet20, 32, 44, 56, 110
-    simple,  # noqa: E402,F401  linear, mlp, seed-cnn
-    vgg,  # noqa: E402,F401  vgg11, vgg11-lrn, vgg13, vgg16, vgg19
-)
 from cnnjax.models.registry import (
     abstract,
     default_input_shape,
@@ -39,6 +27,20 @@ from cnnjax.models.registry import (
     names,
     register,
 )
+
+# The families, imported for their registrations: the registry's order (names()) is
+# this order, so the import sorter leaves these lines as they are.
+# isort: off
+from cnnjax.models import simple  # noqa: F401  linear, mlp, seed-cnn
+from cnnjax.models import lenet  # noqa: F401  lenet5
+from cnnjax.models import alexnet  # noqa: F401  alexnet, zfnet
+from cnnjax.models import vgg  # noqa: F401  vgg11, vgg11-lrn, vgg13, vgg16, vgg19
+from cnnjax.models import nin  # noqa: F401  nin
+from cnnjax.models import googlenet  # noqa: F401  googlenet
+from cnnjax.models import resnet  # noqa: F401  resnet20, 32, 44, 56, 110
+from cnnjax.models import fastnet  # noqa: F401  fastnet (airbench94)
+from cnnjax.models import gcnn  # noqa: F401  p4-cnn
+# isort: on
 
 __all__ = [
     "abstract",
