@@ -1095,44 +1095,12 @@ def report(
       acts.append(_action(steps, d=d, jump=lay.jump(in_plane), group=lay.group_map(d)))
     actions.append(acts)
 
-  def compare(t: Transform, acts: list[_Action]):
-    @jax.jit
-    def program(state, xb, w, yb, refs, ref_logits):
-      outs, logits = forward(state, t(xb))
-      outs = tuple(outs[i] for i in select)
-      sums = []
-      for out, ref, act, lay in zip(outs, refs, acts, chosen, strict=True):
-        moved = act.fn(jnp, ref)
-        if moved.shape != out.shape:
-          raise ValueError(
-              f"{op}: transform {t.name!r} acting on layer {lay.name!r} as {act.text!r} "
-              f"gives shape {tuple(moved.shape)}, but the layer's output on the "
-              f"transformed images has shape {tuple(out.shape)}; expected equal shapes."
-          )
-        dt = jnp.promote_types(jnp.promote_types(out.dtype, moved.dtype), jnp.float32)
-        diff2 = jnp.square(out.astype(dt) - moved.astype(dt))
-        ref2 = jnp.square(moved.astype(dt))
-        wb = w.astype(dt).reshape((-1,) + (1,) * (out.ndim - 1))
-        spatial = lay.jump(in_plane) is not None
-        axes = (0, *range(1 + d, out.ndim)) if spatial else tuple(range(out.ndim))
-        sums.append((jnp.sum(diff2 * wb, axis=axes), jnp.sum(ref2 * wb, axis=axes)))
-      extra = None
-      if has_logits:
-        dt = jnp.promote_types(logits.dtype, jnp.float32)
-        lt, lr = logits.astype(dt), ref_logits.astype(dt)
-        wl = w.astype(dt)
-        same = jnp.argmax(lt, -1) == jnp.argmax(lr, -1)
-        extra = {
-            "d2": jnp.sum(wl[:, None] * jnp.square(lt - lr)),
-            "r2": jnp.sum(wl[:, None] * jnp.square(lr)),
-            "same": jnp.sum(jnp.where(same, wl, 0)),
-            "correct": None if yb is None else jnp.sum(jnp.where(jnp.argmax(lt, -1) == yb, wl, 0)),
-        }
-      return sums, extra
-
-    return program
-
-  programs = [compare(t, acts) for t, acts in zip(ts, actions, strict=True)]
+  programs = [
+      _compare_program(
+          forward, t, acts, chosen, select=select, d=d, in_plane=in_plane, has_logits=has_logits
+      )
+      for t, acts in zip(ts, actions, strict=True)
+  ]
   totals: list[list[list[np.ndarray]]] = [[[] for _ in chosen] for _ in ts]
   logit_totals = [dict(d2=0.0, r2=0.0, same=0.0, correct=0.0) for _ in ts]
   base_correct = 0.0
@@ -1164,41 +1132,10 @@ def report(
 
   results = []
   for k, t in enumerate(ts):
-    steps = t.steps or ()
-    rows = []
-    for j, lay in enumerate(chosen):
-      d2, r2 = totals[k][j]
-      act = actions[k][j]
-      jump = lay.jump(in_plane)
-      error = _ratio(float(d2.sum()), float(r2.sum()))
-      inner = outer = fraction = None
-      emap = None
-      if jump is not None:
-        mean_r2 = float(r2.sum()) / max(1, r2.size)
-        emap = np.sqrt(d2 / mean_r2) if mean_r2 > 0 else np.where(d2 > 0, np.inf, 0.0)
-        plane = tuple(lay.shape[:d])
-        mask = _interior_mask(steps, lay.geometry, in_plane, plane)
-        if mask is not None and mask.shape == d2.shape:
-          fraction = float(mask.mean())
-          if mask.any():
-            inner = _ratio(float(d2[mask].sum()), float(r2[mask].sum()))
-          if (~mask).any():
-            outer = _ratio(float(d2[~mask].sum()), float(r2[~mask].sum()))
-      rows.append(
-          LayerError(
-              name=lay.name,
-              kind=lay.kind,
-              shape=lay.shape,
-              stride=jump,
-              action=act.text,
-              approximate=act.approximate,
-              error=error,
-              interior_error=inner,
-              boundary_error=outer,
-              interior_fraction=fraction,
-              error_map=emap,
-          )
-      )
+    rows = [
+        _layer_error(lay, actions[k][j], *totals[k][j], steps=t.steps or (), in_plane=in_plane)
+        for j, lay in enumerate(chosen)
+    ]
     logits = None
     if has_logits:
       lt = logit_totals[k]
@@ -1259,3 +1196,96 @@ def _forward(
       if c.out is not None
   ]
   return forward, found
+
+
+def _compare_program(
+    forward: Callable,
+    t: Transform,
+    acts: list[_Action],
+    chosen: list[_Layer],
+    *,
+    select: tuple[int, ...],
+    d: int,
+    in_plane: tuple[int, ...],
+    has_logits: bool,
+) -> Callable:
+  """The compiled program of one transform: the model on the transformed batch, each
+  layer's output against the action on the reference output, summed over the batch
+  (and the channel and group axes): ``[*plane]`` maps of ``Σ diff²`` and ``Σ ref²``;
+  and at the logits the sums behind the invariance error, unchanged predictions and
+  accuracy. Padded images (weight 0) count for nothing."""
+  op = "report"
+
+  @jax.jit
+  def program(state, xb, w, yb, refs, ref_logits):
+    outs, logits = forward(state, t(xb))
+    outs = tuple(outs[i] for i in select)
+    sums = []
+    for out, ref, act, lay in zip(outs, refs, acts, chosen, strict=True):
+      moved = act.fn(jnp, ref)
+      if moved.shape != out.shape:
+        raise ValueError(
+            f"{op}: transform {t.name!r} acting on layer {lay.name!r} as {act.text!r} "
+            f"gives shape {tuple(moved.shape)}, but the layer's output on the "
+            f"transformed images has shape {tuple(out.shape)}; expected equal shapes."
+        )
+      dt = jnp.promote_types(jnp.promote_types(out.dtype, moved.dtype), jnp.float32)
+      diff2 = jnp.square(out.astype(dt) - moved.astype(dt))
+      ref2 = jnp.square(moved.astype(dt))
+      wb = w.astype(dt).reshape((-1,) + (1,) * (out.ndim - 1))
+      spatial = lay.jump(in_plane) is not None
+      axes = (0, *range(1 + d, out.ndim)) if spatial else tuple(range(out.ndim))
+      sums.append((jnp.sum(diff2 * wb, axis=axes), jnp.sum(ref2 * wb, axis=axes)))
+    extra = None
+    if has_logits:
+      dt = jnp.promote_types(logits.dtype, jnp.float32)
+      lt, lr = logits.astype(dt), ref_logits.astype(dt)
+      wl = w.astype(dt)
+      predicted = jnp.argmax(lt, -1)
+      extra = {
+          "d2": jnp.sum(wl[:, None] * jnp.square(lt - lr)),
+          "r2": jnp.sum(wl[:, None] * jnp.square(lr)),
+          "same": jnp.sum(jnp.where(predicted == jnp.argmax(lr, -1), wl, 0)),
+          "correct": None if yb is None else jnp.sum(jnp.where(predicted == yb, wl, 0)),
+      }
+    return sums, extra
+
+  return program
+
+
+def _layer_error(
+    lay: _Layer,
+    act: _Action,
+    d2: np.ndarray,
+    r2: np.ndarray,
+    *,
+    steps: Sequence[Step],
+    in_plane: tuple[int, ...],
+) -> LayerError:
+  """A layer's figures from its summed maps ``d2`` (``Σ diff²``) and ``r2`` (``Σ ref²``)."""
+  jump = lay.jump(in_plane)
+  inner = outer = fraction = None
+  emap = None
+  if jump is not None:
+    mean_r2 = float(r2.sum()) / max(1, r2.size)
+    emap = np.sqrt(d2 / mean_r2) if mean_r2 > 0 else np.where(d2 > 0, np.inf, 0.0)
+    mask = _interior_mask(steps, lay.geometry, in_plane, tuple(lay.shape[: len(in_plane)]))
+    if mask is not None and mask.shape == d2.shape:
+      fraction = float(mask.mean())
+      if mask.any():
+        inner = _ratio(float(d2[mask].sum()), float(r2[mask].sum()))
+      if (~mask).any():
+        outer = _ratio(float(d2[~mask].sum()), float(r2[~mask].sum()))
+  return LayerError(
+      name=lay.name,
+      kind=lay.kind,
+      shape=lay.shape,
+      stride=jump,
+      action=act.text,
+      approximate=act.approximate,
+      error=_ratio(float(d2.sum()), float(r2.sum())),
+      interior_error=inner,
+      boundary_error=outer,
+      interior_fraction=fraction,
+      error_map=emap,
+  )
