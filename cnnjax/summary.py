@@ -421,14 +421,20 @@ def _extras(
   return extras
 
 
-def _pool_name(kind: str, window, stride, padding, num_dims: int) -> str:
+def _pool_name(kind: str, window, stride, padding, num_dims: int, m: Any = None) -> str:
   w = _size(window, num_dims)
   s = (
       None
       if stride is None or _ints(stride, num_dims) == _ints(window, num_dims)
       else _size(stride, num_dims)
   )
-  return _name(kind, w, s, _padding(padding, num_dims))
+  # PyTorch's options of the pooling modules: d2, ceil, ÷4.
+  dilation = getattr(m, "dilation", 1)
+  extras = [] if _ints(dilation, num_dims) == (1,) * num_dims else [f"d{_size(dilation, num_dims)}"]
+  extras += ["ceil"] if getattr(m, "ceil_mode", False) else []
+  divisor = getattr(m, "divisor_override", None)
+  extras += [] if divisor is None else [f"÷{divisor}"]
+  return _name(kind, w, s, _padding(padding, num_dims), *extras)
 
 
 # -------------------------------------------------------------------- describers
@@ -440,6 +446,8 @@ def _conv(m: cnn.Conv, in_shape, out_shape):
   extras = _extras(m, nd, stride=m.stride, padding=m.padding, dilation=m.dilation, groups=m.groups)
   if m.flip_kernel:
     extras.append("flipped")
+  if getattr(m, "mask", None) is not None:
+    extras.append("masked")
   if m.connections is not None:
     links = sum(sum(row) for row in m.connections)
     extras.append(f"{links} links")
@@ -458,6 +466,38 @@ def _conv(m: cnn.Conv, in_shape, out_shape):
         "conv", in_shape=in_shape, out_shape=out_shape, kernel=k, groups=m.groups
     )
   return _name("conv", _size(k, nd), m.out_features, *extras), params, ops
+
+
+@register_describer(cnn.DepthwiseConv)
+def _depthwise(m: cnn.DepthwiseConv, in_shape, out_shape):
+  k, nd, cin = m.kernel_size, len(m.kernel_size), m.in_features
+  extras = _extras(m, nd, stride=m.stride, padding=m.padding, dilation=m.dilation)
+  params = arithmetic.param_count(
+      "conv",
+      kernel=k,
+      in_channels=cin,
+      out_channels=m.out_features,
+      groups=cin,
+      use_bias=m.use_bias,
+  )
+  ops = arithmetic.op_count("conv", in_shape=in_shape, out_shape=out_shape, kernel=k, groups=cin)
+  return _name("dwconv", _size(k, nd), m.out_features, *extras), params, ops
+
+
+@register_describer(cnn.SeparableConv)
+def _separable(m: cnn.SeparableConv, in_shape, out_shape):
+  # The depthwise step (no bias: one multiply-add per weight and output), then 1×1.
+  k, nd = m.kernel_size, len(m.kernel_size)
+  mid = m.in_features * m.depth_multiplier
+  extras = _extras(m, nd, stride=m.stride, padding=m.padding, dilation=m.dilation)
+  extras += [f"×{m.depth_multiplier}"] if m.depth_multiplier != 1 else []
+  params = math.prod(k) * mid + arithmetic.param_count(
+      "conv", kernel=(1,) * nd, in_channels=mid, out_channels=m.out_features, use_bias=m.use_bias
+  )
+  ops = math.prod(out_shape[:-1]) * mid * math.prod(k) + arithmetic.op_count(
+      "conv", in_shape=(*out_shape[:-1], mid), out_shape=out_shape, kernel=(1,) * nd
+  )
+  return _name("sepconv", _size(k, nd), m.out_features, *extras), params, ops
 
 
 @register_describer(cnn.ConvTranspose)
@@ -585,7 +625,7 @@ def _group_pool(m, in_shape, out_shape):
 @register_describer(cnn.MaxPool)
 def _max_pool(m, in_shape, out_shape):
   return (
-      _pool_name("pool", m.window, m.stride, m.padding, len(in_shape) - 1),
+      _pool_name("pool", m.window, m.stride, m.padding, len(in_shape) - 1, m),
       0,
       _pool_ops(in_shape),
   )
@@ -593,12 +633,13 @@ def _max_pool(m, in_shape, out_shape):
 
 @register_describer(cnn.AvgPool)
 def _avg_pool(m, in_shape, out_shape):
-  return _pool_name("avg", m.window, m.stride, m.padding, len(in_shape) - 1), 0, _pool_ops(in_shape)
+  name = _pool_name("avg", m.window, m.stride, m.padding, len(in_shape) - 1, m)
+  return name, 0, _pool_ops(in_shape)
 
 
 @register_describer(cnn.LpPool)
 def _lp_pool(m, in_shape, out_shape):
-  name = _pool_name(f"lp{m.p:g}", m.window, m.stride, m.padding, len(in_shape) - 1)
+  name = _pool_name(f"lp{m.p:g}", m.window, m.stride, m.padding, len(in_shape) - 1, m)
   return name, 0, _pool_ops(in_shape)
 
 
@@ -980,19 +1021,30 @@ def _effect(m: Any, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> _E
   return _OPAQUE
 
 
-def _geometry(spatial, kernel, *, stride: Any = 1, padding: Any = "VALID", dilation: Any = 1):
+def _geometry(
+    spatial,
+    kernel,
+    *,
+    stride: Any = 1,
+    padding: Any = "VALID",
+    dilation: Any = 1,
+    ceil_mode: bool = False,
+):
   return conv_geometry(
       tuple(spatial),
       tuple(kernel),
       stride=stride,
       padding=padding,
       dilation=dilation,
+      ceil_mode=ceil_mode,
       op="summary",
   )
 
 
-@_rule(cnn.Conv)
-def _conv_effect(m: cnn.Conv, in_shape, out_shape) -> _Effect:
+@_rule(cnn.Conv, cnn.DepthwiseConv, cnn.SeparableConv)
+def _conv_effect(
+    m: cnn.Conv | cnn.DepthwiseConv | cnn.SeparableConv, in_shape, out_shape
+) -> _Effect:
   geo = _geometry(
       in_shape[:-1], m.kernel_size, stride=m.stride, padding=m.padding, dilation=m.dilation
   )
@@ -1030,7 +1082,15 @@ def _pool_effect(m, in_shape, out_shape) -> _Effect:
   nd = len(in_shape) - 1
   window = _ints(m.window, nd)
   stride = window if m.stride is None else m.stride
-  return _Window(_geometry(in_shape[:-1], window, stride=stride, padding=m.padding), kind="pool")
+  geo = _geometry(
+      in_shape[:-1],
+      window,
+      stride=stride,
+      padding=m.padding,
+      dilation=getattr(m, "dilation", 1),
+      ceil_mode=getattr(m, "ceil_mode", False),
+  )
+  return _Window(geo, kind="pool")
 
 
 @_rule(cnn.BlurPool)

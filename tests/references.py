@@ -361,6 +361,35 @@ def ref_torch_max_indices(x, window, *, stride=None, padding=0, dilation=1, ceil
   return idx
 
 
+def ref_depthwise_keras(x, kernel, *, stride=1, padding="VALID", dilation=1):
+  """Keras ``DepthwiseConv2D``: ``y[b, n, c·M + m] = Σ_k x̃[b, n·s + k·t, c] ·
+  kernel[k, c, m]`` with Keras' kernel ``[*kernel_size, C_in, M]`` (M the depth
+  multiplier), zero padding; one output channel at a time."""
+  x, kernel = np.asarray(x, np.float64), np.asarray(kernel, np.float64)
+  nd = kernel.ndim - 2
+  size, (c_in, mult) = kernel.shape[:nd], kernel.shape[nd:]
+  s, t, pads, out = ref_geometry(
+      x.shape[1:-1], size, stride=stride, padding=padding, dilation=dilation
+  )
+  xp = np.pad(x, [(0, 0), *pads, (0, 0)])
+  y = np.zeros((x.shape[0], *out, c_in * mult))
+  for n in np.ndindex(*out):
+    for k in np.ndindex(*size):
+      idx = tuple(n[d] * s[d] + k[d] * t[d] for d in range(nd))
+      for c in range(c_in):
+        for m in range(mult):
+          y[(slice(None), *n, c * mult + m)] += xp[(slice(None), *idx, c)] * kernel[(*k, c, m)]
+  return y
+
+
+def ref_separable_keras(x, depthwise, pointwise, **settings):
+  """Keras ``SeparableConv2D``: the depthwise step, then ``pointwise`` ``[1, …, 1,
+  C_in · M, C_out]`` at each position (no bias)."""
+  h = ref_depthwise_keras(x, depthwise, **settings)
+  p = np.asarray(pointwise, np.float64)
+  return np.einsum("...c,co->...o", h, p.reshape(p.shape[-2:]))
+
+
 def ref_binomial_blur(x, stride, k, mode="reflect"):
   """Binomial low-pass (numpy pad + loops), then subsampling."""
   x = np.asarray(x, np.float64)

@@ -6,7 +6,14 @@ with weights as ``nnx.Param``; parameter-free layers (pooling, normalisation) ta
 only their configuration. Every ``__call__`` is one call into the cnnjax function.
 """
 
-from cnnjax.nn.conv import Conv, ConvTranspose, LocallyConnected, TiledConv
+from cnnjax.nn.conv import (
+    Conv,
+    ConvTranspose,
+    DepthwiseConv,
+    LocallyConnected,
+    SeparableConv,
+    TiledConv,
+)
 from cnnjax.nn.deform import DeformConv
 from cnnjax.nn.group import GroupConv, GroupPool, LiftConv
 from cnnjax.nn.normalization import LocalResponseNorm
@@ -27,6 +34,7 @@ __all__ = [
     "Conv",
     "ConvTranspose",
     "DeformConv",
+    "DepthwiseConv",
     "GlobalAvgPool",
     "GlobalMaxPool",
     "GroupConv",
@@ -38,5 +46,6 @@ __all__ = [
     "MaxPool",
     "Maxout",
     "PolyphaseDownsample",
+    "SeparableConv",
     "TiledConv",
 ]
