@@ -4,9 +4,10 @@ Along a spatial axis of length ``n`` pooled to ``o`` bins, bin ``i`` covers the 
 positions ``[floor(i·n/o), ceil((i+1)·n/o))`` (PyTorch's rule): the bins tile the axis,
 neighbouring bins overlap by one position where ``o`` does not divide ``n``, and
 ``o = n`` is the identity. A bin of a multi-dimensional input is the product of its
-per-axis bins, so both pools are computed one axis at a time: the average as a
-matrix product along each axis, the maximum by gathering each bin (padded to the
-longest bin with a repeat of its last position) and reducing.
+per-axis bins, so both pools are computed one axis at a time, by gathering each bin
+(padded to the longest bin with a repeat of its last position) and reducing: the
+average sums the bin's own positions (the padding is selected out, not multiplied by
+zero, so a NaN or inf reaches only the bins that hold it) and divides by its size.
 
 Gradients: the average passes ``1 / bin size`` to every position of a bin; the
 maximum passes its gradient to the bin's first maximum in row-major order (as
@@ -94,12 +95,9 @@ def _bin_indices(n: int, o: int) -> np.ndarray:
   )
 
 
-def _bin_means(n: int, o: int) -> np.ndarray:
-  """``[o, n]``: row ``i`` averages bin ``i``."""
-  a = np.zeros((o, n))
-  for i, (start, end) in enumerate(adaptive_bins(n, o)):
-    a[i, start:end] = 1.0 / (end - start)
-  return a
+def _bin_sizes(n: int, o: int) -> np.ndarray:
+  """``[o]``: how many positions bin ``i`` covers."""
+  return np.array([end - start for start, end in adaptive_bins(n, o)])
 
 
 @functools.partial(jax.jit, static_argnames=("output_size",))
@@ -107,11 +105,13 @@ def _avg_core(x: jax.Array, output_size: tuple[int, ...]) -> jax.Array:
   acc = _checks.accumulation_dtype(x.dtype)
   y = x.astype(acc)
   for d, o in enumerate(output_size):
-    axis = d + 1
-    a = jnp.asarray(_bin_means(x.shape[axis], o), acc)
-    y = jnp.moveaxis(
-        jnp.tensordot(a, y, axes=((1,), (axis,)), precision=lax.Precision.HIGHEST), 0, axis
-    )
+    axis, n = d + 1, x.shape[d + 1]
+    idx, sizes = _bin_indices(n, o), _bin_sizes(n, o)
+    own = np.arange(idx.shape[1])[None, :] < sizes[:, None]  # [o, L]: not padding
+    vals = jnp.take(y, jnp.asarray(idx), axis=axis)  # [..., o, L, ...]
+    own = own.reshape((1,) * axis + own.shape + (1,) * (y.ndim - 1 - axis))
+    total = jnp.sum(jnp.where(own, vals, 0), axis=axis + 1)
+    y = total / jnp.asarray(sizes, acc).reshape((1,) * axis + (o,) + (1,) * (y.ndim - 1 - axis))
   return y.astype(x.dtype)
 
 

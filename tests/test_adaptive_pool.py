@@ -126,3 +126,28 @@ class ErrorTest(parameterized.TestCase):
     with pytest.raises(TypeError, match="adaptive_max_pool: x has dtype bool"):
       adaptive_max_pool(jnp.ones((1, 4, 1), bool), 2)
     assert adaptive_max_pool(jnp.ones((1, 4, 1)), np.int64(2)).shape == (1, 2, 1)
+
+
+@pytest.mark.parametrize(
+    "spatial, output_size",
+    [((2,), (None,)), ((5,), 3), ((3,), 7), ((1, 2), (None, None)), ((4, 5), (3, 2)), ((3, 3), 3)],
+)
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("op, kind", [(adaptive_avg_pool, "avg"), (adaptive_max_pool, "max")])
+def test_a_nonfinite_input_reaches_only_the_bins_that_hold_it(
+    spatial, output_size, value, op, kind
+):
+  # The average was a matrix product with the bins' 0/1 weights: 0 * nan = nan reached
+  # every bin of the row (adaptive_avg_pool of [nan, 1] gave [nan, nan]).
+  sizes = output_size if isinstance(output_size, tuple) else (output_size,) * len(spatial)
+  for flat in range(int(np.prod(spatial))):
+    x = np.ones((1, *spatial, 2))
+    x[(0, *np.unravel_index(flat, spatial), 0)] = value
+    want = ref_adaptive_pool(x, sizes, kind)
+    for dtype in (np.float64, np.float32):
+      with jax.enable_x64(dtype == np.float64):
+        got = np.asarray(op(x.astype(dtype), output_size), np.float64)
+      np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=f"{flat} {dtype}")
+      np.testing.assert_array_equal(got[np.isinf(want)], want[np.isinf(want)])
+      finite = np.isfinite(want)
+      np.testing.assert_allclose(got[finite], want[finite], rtol=1e-6)
