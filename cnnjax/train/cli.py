@@ -443,19 +443,31 @@ def _default_out(config: TrainConfig) -> str:
 
 
 def _train(args: argparse.Namespace) -> int:
+  import jax
+
   from cnnjax.train import sharding
   from cnnjax.train.compile_cache import enable_compile_cache
   from cnnjax.train.loop import NonFiniteLossError, train
 
   out = args.out
   try:
-    enable_compile_cache(args.compile_cache)  # before anything compiles
+    cache = enable_compile_cache(args.compile_cache)  # before anything compiles
     sharding.initialize_distributed(
         getattr(args, "distributed", None),
         coordinator_address=args.coordinator_address,
         num_processes=args.num_processes,
         process_id=args.process_id,
     )
+    if cache is not None and jax.process_count() > 1 and jax.default_backend() == "cpu":
+      # jaxlib 0.12.1: ranks that load their programs from the persistent cache hang in
+      # the first train step's Gloo collectives (0.10.2 did not). CPU programs compile in
+      # seconds, so a multi-process CPU run compiles them.
+      enable_compile_cache("off")
+      print(
+          "compile cache: off for a multi-process CPU run (cached programs can hang in "
+          "their collectives)",
+          file=sys.stderr,
+      )
     base, base_flag = None, "--resume"
     if args.resume:
       if args.out is None:
