@@ -102,7 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
   demo = sub.add_parser("demo", help="a short demo of the functional ops (no download)")
   demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
   demo.set_defaults(func=_demo)
-  summ = sub.add_parser("summary", help="a model's layer table: params, ops, output shapes")
+  summ = sub.add_parser(
+      "summary", help="a model's layer table: params, ops, output shapes, symmetry"
+  )
   summ.add_argument("--model", required=True, help="a zoo name, e.g. seed-cnn, vgg16, resnet20")
   summ.add_argument(
       "--input",

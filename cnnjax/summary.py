@@ -21,16 +21,14 @@ How a layer describes itself:
 Recording works by wrapping the ``__call__`` of the describable classes found in the
 model for the duration of the trace (restored afterwards).
 
-The symmetry column
--------------------
-
-Each row also says what the network *from its input up to that row's output* is exactly
-equivariant or invariant to, in eval mode, for every input and every value of the
-weights (a :class:`Symmetry`, ``Row.symmetry``). It is derived from the arithmetic of
-the layers (strides, padding, kernel and window geometry; :mod:`cnnjax.arithmetic`,
-:func:`cnnjax.padding.conv_geometry`), never from the weights, and it claims nothing it
-cannot derive exactly. The notation, per spatial axis ``P`` an integer and ``Pℤ`` its
-multiples (``ℤ``: every integer; ``2ℤ×4ℤ`` when the axes differ):
+**The symmetry column.** Each row also says what the network *from its input up to that
+row's output* is exactly equivariant or invariant to, in eval mode, for every input and
+every value of the weights (a :class:`Symmetry`, ``Row.symmetry``). It is derived from
+the arithmetic of the layers (strides, padding, kernel and window geometry;
+:mod:`cnnjax.arithmetic`, :func:`cnnjax.padding.conv_geometry`), never from the
+weights, and it claims nothing it cannot derive exactly. The notation, per spatial axis
+``P`` an integer and ``Pℤ`` its multiples (``ℤ``: every integer; ``2ℤ×4ℤ`` when the
+axes differ):
 
 =========================  ==========================================================
 ``shift 4ℤ``               circular shifts of the input by multiples of 4 shift the
