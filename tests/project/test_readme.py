@@ -20,8 +20,14 @@ from cnnjax.train import cli as train_cli
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 GUIDES = sorted((ROOT / "docs" / "guides").glob("*.md"))
-# The pages with Python examples (the tutorials are executed by the docs build instead).
-DOCS = [p for p in (ROOT / "docs" / "index.md", *GUIDES) if "```python" in p.read_text()]
+# The pages with Python examples (the tutorials are executed by the docs build instead;
+# the migration guide by tests/project/test_migration.py, which runs it the same way and
+# checks each row's result).
+DOCS = [
+    p
+    for p in (ROOT / "docs" / "index.md", *GUIDES)
+    if "```python" in p.read_text() and p.name != "migration.md"
+]
 # Where a page's examples run from: the repository root, except an experiment script's.
 DOCS_CWD = {"experiments.md": ROOT / "experiments"}
 
