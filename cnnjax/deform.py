@@ -24,6 +24,7 @@ from jax.typing import ArrayLike
 
 from cnnjax import _checks
 from cnnjax import padding as _padding
+from cnnjax._lowering.cpu_barrier import barrier
 from cnnjax.padding import PaddingLike
 
 __all__ = ["deform_conv"]
@@ -215,11 +216,50 @@ def _samples(
   offset groups, ``K`` the taps, row-major), in ``offsets``' dtype."""
   n, height, width, c_in = x.shape
   og, cg = offset_groups, c_in // offset_groups
+  h_out, w_out = geo.out_spatial
+  taps = geo.kernel[0] * geo.kernel[1]
+  start, weights = _corners(offsets.reshape(n, h_out, w_out, og, taps, 2), geo, (height, width))
+  # The 2×2 windows of the input padded by 1 below and 2 above: rows −1 … H + 1
+  # (⌊P⌋ ∈ [−1, H]), the padding zeros.
+  xp = jnp.pad(x, ((0, 0), (1, 2), (1, 2), (0, 0))).reshape(n, height + 3, width + 3, og, cg)
+  windows = _gather_windows(xp, start)  # [2, 2, N, H_out, W_out, G, K, cg]
+  pos_dtype = offsets.dtype
+  # The four corners added one by one, elementwise. (Not a sum over the window's axes,
+  # `(weights[..., None] * windows).sum(axis=(-3, -2))`: XLA:CPU segfaults running its
+  # offset gradient from batch 2 at 32×32×64, in a YNNPACK fusion's transpose; jaxlib
+  # 0.10.2, not reported upstream. tests/test_deform.py runs that size.)
+  top, bottom = (
+      _weigh(weights[2 * i][..., None], windows[i, 0].astype(pos_dtype))
+      + _weigh(weights[2 * i + 1][..., None], windows[i, 1].astype(pos_dtype))
+      for i in (0, 1)
+  )
+  samples = top + bottom  # [N, H_out, W_out, G, K, cg]
+  if mask is not None:
+    samples = samples * mask.reshape(n, h_out, w_out, og, taps, 1)
+  return samples
+
+
+def _corners(
+    off: jax.Array, geo: _padding.Geometry, size: tuple[int, int]
+) -> tuple[jax.Array, jax.Array]:
+  """Where each sample reads, and with which weights.
+
+  Args:
+    off: the offsets, ``[N, H_out, W_out, G, K, 2]``.
+    geo: the op's geometry.
+    size: the input's ``(H, W)``.
+
+  Returns:
+    ``start``, ``[N, H_out, W_out, G, K, 2]`` int32: the sample's 2×2 window in the input
+    padded by 1 below (``⌊P⌋ + 1``); and the corners' bilinear weights,
+    ``[4, N, H_out, W_out, G, K]`` in ``off``'s dtype (rows ``⌊P_h⌋``, ``⌊P_h⌋ + 1``
+    outer, columns inner).
+  """
+  height, width = size
   (kh, kw), (sh, sw), (th, tw) = geo.kernel, geo.stride, geo.dilation
   (lo_h, _), (lo_w, _) = geo.pads
   h_out, w_out = geo.out_spatial
-  pos_dtype = offsets.dtype
-  off = offsets.reshape(n, h_out, w_out, og, kh * kw, 2)
+  pos_dtype = off.dtype
   # Window origins plus tap positions, [H_out, K] and [W_out, K] (exact integers).
   ki, kj = jnp.divmod(jnp.arange(kh * kw), kw)
   base_y = (jnp.arange(h_out) * sh - lo_h)[:, None] + (ki * th)[None, :]
@@ -234,37 +274,33 @@ def _samples(
   y0 = jnp.floor(jnp.where(jnp.isnan(py), 0, py))
   x0 = jnp.floor(jnp.where(jnp.isnan(px), 0, px))
   fy, fx = py - y0, px - x0  # in [0, 1); NaN for a NaN position
-  rows, cols = (1 - fy, fy), (1 - fx, fx)  # rows ⌊P_h⌋ and ⌊P_h⌋ + 1; columns likewise
-  # The 2×2 window at (⌊P_h⌋, ⌊P_w⌋) of the input padded by 1 below and 2 above: rows
-  # −1 … H + 1 (⌊P⌋ ∈ [−1, H]), the padding zeros.
-  xp = jnp.pad(x, ((0, 0), (1, 2), (1, 2), (0, 0))).reshape(n, height + 3, width + 3, og, cg)
+  rows, cols = (1 - fy, fy), (1 - fx, fx)
   start = jnp.stack([y0.astype(jnp.int32) + 1, x0.astype(jnp.int32) + 1], axis=-1)
-  windows = _gather_windows(xp, start)  # [N, H_out, W_out, G, K, 2, 2, cg]
-  # The four corners added one by one, elementwise. (Not a sum over the window's axes,
-  # `(weights[..., None] * windows).sum(axis=(-3, -2))`: XLA:CPU segfaults running its
-  # offset gradient from batch 2 at 32×32×64, in a YNNPACK fusion's transpose; jaxlib
-  # 0.10.2, not reported upstream. tests/test_deform.py runs that size.)
-  top, bottom = (
-      _weigh((rows[i] * cols[0])[..., None], windows[..., i, 0, :].astype(pos_dtype))
-      + _weigh((rows[i] * cols[1])[..., None], windows[..., i, 1, :].astype(pos_dtype))
-      for i in (0, 1)
-  )
-  samples = top + bottom  # [N, H_out, W_out, G, K, cg]
-  if mask is not None:
-    samples = samples * mask.reshape(n, h_out, w_out, og, kh * kw, 1)
-  return samples
+  # Computed once per sample and stored (on CPU, where XLA would recompute them for every
+  # channel in each consumer: the samples and, in reverse mode, the scatter's cotangent;
+  # 1.5x the time of forward+backward at 8×32×32×64).
+  weights = _stored(jnp.stack([rows[i] * cols[j] for i in (0, 1) for j in (0, 1)]), off)
+  return start, weights
+
+
+def _stored(a: jax.Array, source: jax.Array) -> jax.Array:
+  """``a``, stored where XLA:CPU would fuse (recompute) it into its consumers; as is on
+  other platforms (:func:`cnnjax._lowering.cpu_barrier.barrier`: the identity in value
+  and derivative)."""
+  return lax.platform_dependent(a, source, cpu=barrier, default=lambda a, source: a)
 
 
 def _gather_windows(xp: jax.Array, start: jax.Array) -> jax.Array:
   """``xp[b, h:h+2, w:w+2, g, :]`` for each ``(h, w) = start[b, i, j, g, k]``.
 
   ``xp`` is ``[N, Hp, Wp, G, cg]``, ``start`` ``[N, H_out, W_out, G, K, 2]`` (in bounds);
-  the result ``[N, H_out, W_out, G, K, 2, 2, cg]``: one gather of 2×2×cg windows, batched
+  the result ``[2, 2, N, H_out, W_out, G, K, cg]`` (the corners first, so that each is a
+  contiguous slice): one gather of 2×2×cg windows, batched
   over the images and the offset groups.
   """
-  batch = start.ndim - 1  # the output's leading (index) dims
+  rank = start.ndim - 1 + 3  # the index dims, between the window's row/column and channels
   dnums = lax.GatherDimensionNumbers(
-      offset_dims=(batch, batch + 1, batch + 2),
+      offset_dims=(0, 1, rank - 1),
       collapsed_slice_dims=(),
       start_index_map=(1, 2),
       operand_batching_dims=(0, 3),
