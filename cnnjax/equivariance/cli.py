@@ -36,11 +36,15 @@ def _fail(error: BaseException, args: argparse.Namespace) -> int:
 
 
 def _known(error: BaseException) -> bool:
-  """Failures reported in one line: bad arguments and files, unreadable checkpoints."""
+  """Failures reported in one line: bad arguments and files, unreadable checkpoints, data
+  that cannot be read (``cnnjax.data``'s RuntimeError for a dataset it cannot fetch), XLA
+  runtime errors (out of memory)."""
   import pickle
   import zipfile
 
-  if isinstance(error, (ValueError, TypeError, OSError, EOFError, pickle.UnpicklingError)):
+  if isinstance(
+      error, (ValueError, TypeError, OSError, EOFError, RuntimeError, pickle.UnpicklingError)
+  ):
     return True
   if isinstance(error, zipfile.BadZipFile):
     return True
