@@ -1,10 +1,11 @@
 """Differential fuzzing of every public op: float32 and bfloat16 against float64 and NumPy.
 
 For each public op (the convolution family with the weight gradient and the p4/p4m
-group convolutions, deformable convolution, the matrix view, the pools with adaptive pools, unpooling and group
-pooling, APS, LRN) hypothesis draws a setting (rank, sizes, kernel, stride, tile,
-dilation, every padding form and mode, groups, odd sizes, batch 0–3). One jitted program
-per dtype computes the op and its VJP (the gradients of every floating input); then
+group convolutions, deformable convolution, the matrix view, the pools with PyTorch's
+options, adaptive pools, unpooling and group pooling, APS, LRN) hypothesis draws a
+setting (rank, sizes, kernel, stride, tile, dilation, every padding form and mode,
+groups, ceil_mode, divisors, odd sizes, batch 0–3). One jitted program per dtype
+computes the op and its VJP (the gradients of every floating input); then
 
 - the float64 result equals the independent NumPy reference (``references.py``);
 - the float32 and bfloat16 results (and gradients) keep their dtype and are within that
@@ -56,8 +57,11 @@ from references import (
     ref_lrn,
     ref_max_pool_indices,
     ref_max_unpool,
+    ref_pads,
     ref_pool,
     ref_tiled,
+    ref_torch_out_size,
+    ref_torch_pool,
     ref_unfold,
 )
 
@@ -242,10 +246,11 @@ def geometry(
     max_kernel=3,
     dilation=True,
     modes=MODES,
-    strings=("VALID", "SAME", "FULL"),
+    strings=("VALID", "SAME", "SAME_LOWER", "FULL", "CAUSAL"),
     ranks=(1, 2, 2, 3),  # 2-D, what most users run, twice as often
 ):
-  """Rank, input sizes (odd ones too), kernel, stride, dilation, padding and mode."""
+  """Rank, input sizes (odd ones too), kernel, stride, dilation, padding and mode
+  ("CAUSAL" padding only in 1-D, where it is defined)."""
   nd = draw(st.sampled_from(ranks))
   sizes = [draw(st.integers(1, {1: 9, 2: 8, 3: 4}[nd])) for _ in range(nd)]
   kernel = [draw(st.integers(1, max_kernel)) for _ in range(nd)]
@@ -254,6 +259,7 @@ def geometry(
   form = draw(st.sampled_from(["string", "int", "ints", "pairs"]))
   if form == "string":
     padding = draw(st.sampled_from(strings))
+    assume(padding != "CAUSAL" or nd == 1)
   elif form == "int":
     padding = draw(st.integers(0, 2))
   elif form == "ints":
@@ -548,6 +554,36 @@ def pool_geometry(draw):
   return dict(g, stride=stride)
 
 
+@st.composite
+def torch_pool_geometry(draw):
+  """A pool with PyTorch's options: ceil_mode, max pooling's dilation, average pooling's
+  count_include_pad and divisor_override; every padding form; every window reads the
+  input (the pools refuse the others)."""
+  g = draw(geometry(modes=("zeros",)))
+  nd = g["nd"]
+  kind = draw(st.sampled_from(["max", "avg", "lp"]))
+  stride = draw(st.sampled_from([None, g["config"]["stride"]]))
+  s = g["kernel"] if stride is None else stride
+  ceil_mode = draw(st.booleans())
+  options = dict(ceil_mode=ceil_mode)
+  dilation = (1,) * nd
+  if kind == "max":
+    dilation = g["config"]["dilation"]
+    options["dilation"] = dilation
+  elif kind == "avg":
+    options["count_include_pad"] = draw(st.booleans())
+    options["divisor_override"] = draw(st.sampled_from([None, None, 1, 3]))
+  r_eff = [(k - 1) * t + 1 for k, t in zip(g["kernel"], dilation, strict=True)]
+  pads = ref_pads(g["config"]["padding"], g["sizes"], r_eff, s)
+  for n, k, si, t, r, (lo, hi) in zip(
+      g["sizes"], g["kernel"], s, dilation, r_eff, pads, strict=True
+  ):
+    assume(n + lo + hi >= r)
+    m = ref_torch_out_size(n, k, si, lo, hi, dilation=t, ceil_mode=ceil_mode)
+    assume(all(any(0 <= o * si - lo + j * t < n for j in range(k)) for o in range(m)))
+  return dict(g, kind=kind, stride=stride, options=options)
+
+
 class TestPools:
 
   @_SETTINGS
@@ -564,6 +600,23 @@ class TestPools:
         lambda x: op(x, window, stride=stride, padding=padding),
         [x],
         lambda x: ref_pool(x, window, stride, padding, kind),
+    )
+
+  @_SETTINGS
+  @given(torch_pool_geometry())
+  def test_window_pools_with_pytorch_options(self, g):
+    x = _normal((g["batch"], *g["sizes"], 3), 0)
+    window, kind = tuple(g["kernel"]), g["kind"]
+    kw = dict(stride=g["stride"], padding=g["config"]["padding"], **g["options"])
+    op = {
+        "max": cnnjax.max_pool,
+        "avg": cnnjax.avg_pool,
+        "lp": functools.partial(cnnjax.lp_pool, p=2),
+    }[kind]
+    check_op(
+        lambda x: op(x, window, **kw),
+        [x],
+        lambda x: ref_torch_pool(x, window, kind, p=2, **kw),
     )
 
   @_SETTINGS
