@@ -1101,3 +1101,25 @@ def test_torch_options_match_references_hypothesis(settings, seed):
 def test_torch_option_errors_name_the_argument(call, error, match):
   with pytest.raises(error, match=match):
     call()
+
+
+def test_large_dilated_windows_have_a_gradient():
+  # 81 taps: beyond the unrolled limit, where undilated windows take reduce_window's
+  # gradient; lax has no reverse mode for a dilated max pool, so these keep the chain.
+  rng = np.random.default_rng(25)
+  x = _tied(rng, (1, 20, 19, 2), levels=3)
+  kw = dict(stride=1, dilation=2)
+  g = rng.normal(size=ref_torch_pool(x, 9, "max", **kw).shape)
+  dx = jax.jit(jax.grad(lambda x: jnp.vdot(max_pool(x, 9, **kw), g)))(x)
+  np.testing.assert_allclose(dx, ref_torch_max_grad(x, g, 9, **kw), rtol=1e-12)
+
+
+@pytest.mark.parametrize("stride", [2**40, 2**63 - 1])
+def test_a_dilated_window_with_a_stride_beyond_the_input(stride):
+  x = np.random.default_rng(26).normal(size=(2, 5, 6, 3))
+  kw = dict(dilation=(2, 3), stride=stride)
+  y, idx = max_pool(x, 2, return_indices=True, **kw)
+  np.testing.assert_array_equal(y, ref_torch_pool(x, 2, "max", **kw))
+  np.testing.assert_array_equal(idx, ref_torch_max_indices(x, 2, **kw))
+  kw = dict(kw, ceil_mode=True, padding=((0, 2**39), (1, 0)))
+  np.testing.assert_array_equal(max_pool(x, 2, **kw), ref_torch_pool(x, 2, "max", **kw))
