@@ -10,7 +10,10 @@ channels-last layout (see :func:`deform_conv`).
 
 Computed in two parts: the samples, gathered as 2×2 windows of the input (one
 ``lax.gather``) and combined with their bilinear weights, and one contraction
-(``dot_general``) of the samples with the kernel.
+(``dot_general``) of the samples with the kernel. On XLA:CPU the corners' weights and the
+samples are stored between the steps (:func:`cnnjax._lowering.cpu_barrier.barrier`), where
+XLA would otherwise recompute them inside their consumers
+(``benchmarks/deform_conv.py``; figures in ``benchmarks/README.md``).
 """
 
 from __future__ import annotations
@@ -33,21 +36,40 @@ _OP = "deform_conv"
 
 
 @jax.custom_jvp
-def _weigh(weight: jax.Array, value: jax.Array) -> jax.Array:
-  """``weight · value``, exactly 0 where ``weight`` is 0 (the corner is not read).
+def _combine(weights: jax.Array, windows: jax.Array) -> jax.Array:
+  """The bilinear samples ``Σ_q w_q · v_q`` over the four corners ``q``, where a corner
+  of weight 0 is not read (its term is exactly 0, whatever its value).
 
-  The derivative is the product's, ``v·dw + w·dv``, also where ``w`` is 0: a sample at
-  an integer position is differentiated in its offset as torchvision does (the right
-  derivative, from the corner of weight 0), though that corner's value is not read.
+  Args:
+    weights: ``[4, *batch]``, the corners in row-major order.
+    windows: ``[2, 2, *batch, C]``, their values.
+
+  The derivative is the sum's, ``Σ_q v_q·dw_q + w_q·dv_q``, also where ``w_q`` is 0: a
+  sample at an integer position is differentiated in its offset as torchvision does
+  (the derivative from above, from the corner of weight 0), though that corner's value
+  is not read. Written as two contractions over the corners, which XLA:CPU runs as such
+  (reverse mode, added up corner by corner, took 1.7x the time at 32×32×32×64).
   """
-  return jnp.where(weight == 0, jnp.zeros((), value.dtype), weight * value)
+  terms = [
+      jnp.where(weights[q][..., None] == 0, 0, weights[q][..., None] * windows[q // 2, q % 2])
+      for q in range(4)
+  ]
+  # Corner by corner, elementwise. (Not a sum over the window's axes: XLA:CPU segfaulted
+  # running such a sum's gradient from batch 2 at 32×32×64, in a YNNPACK fusion's
+  # transpose; jaxlib 0.10.2, not reported upstream. tests/test_deform.py runs that size.)
+  return (terms[0] + terms[1]) + (terms[2] + terms[3])
 
 
-@_weigh.defjvp
-def _weigh_jvp(primals, tangents):
-  weight, value = primals
-  d_weight, d_value = tangents
-  return _weigh(weight, value), d_weight * value + weight * d_value
+@_combine.defjvp
+def _combine_jvp(primals, tangents):
+  weights, windows = primals
+  d_weights, d_windows = tangents
+  values = windows.reshape(4, *windows.shape[2:])
+  d_values = d_windows.reshape(4, *windows.shape[2:])
+  tangent = jnp.einsum("q...,q...c->...c", d_weights, values) + jnp.einsum(
+      "q...,q...c->...c", weights, d_values
+  )
+  return _combine(weights, windows), tangent
 
 
 def _check_rank(a: jax.Array, *, name: str, expected: str) -> None:
@@ -201,6 +223,9 @@ def deform_conv(
       geo,
       offset_groups=og,
   ).astype(dtype)
+  # Stored on CPU, where XLA would fuse the sampling into the matmul's operand (the
+  # forward took 2.3x the time at 32×32×32×64).
+  cols = _stored(cols, offsets)
   return _contract(cols, w, groups=groups, offset_groups=og, precision=precision)
 
 
@@ -224,16 +249,7 @@ def _samples(
   xp = jnp.pad(x, ((0, 0), (1, 2), (1, 2), (0, 0))).reshape(n, height + 3, width + 3, og, cg)
   windows = _gather_windows(xp, start)  # [2, 2, N, H_out, W_out, G, K, cg]
   pos_dtype = offsets.dtype
-  # The four corners added one by one, elementwise. (Not a sum over the window's axes,
-  # `(weights[..., None] * windows).sum(axis=(-3, -2))`: XLA:CPU segfaults running its
-  # offset gradient from batch 2 at 32×32×64, in a YNNPACK fusion's transpose; jaxlib
-  # 0.10.2, not reported upstream. tests/test_deform.py runs that size.)
-  top, bottom = (
-      _weigh(weights[2 * i][..., None], windows[i, 0].astype(pos_dtype))
-      + _weigh(weights[2 * i + 1][..., None], windows[i, 1].astype(pos_dtype))
-      for i in (0, 1)
-  )
-  samples = top + bottom  # [N, H_out, W_out, G, K, cg]
+  samples = _combine(weights, windows.astype(pos_dtype))  # [N, H_out, W_out, G, K, cg]
   if mask is not None:
     samples = samples * mask.reshape(n, h_out, w_out, og, taps, 1)
   return samples
@@ -326,9 +342,11 @@ def _contract(
   kh, kw, c_in_g, c_out = w.shape
   acc = _checks.accumulation_dtype(w.dtype)
   if groups == 1:
-    # Contract over (G, K, cg) in cols' own layout: the kernel is reordered instead.
-    wk = w.reshape(taps, og, cg, c_out).transpose(1, 0, 2, 3)
-    y = jnp.einsum("nijgkc,gkco->nijo", cols, wk, precision=precision, preferred_element_type=acc)
+    # One matmul over (G, K, cg) in cols' own order (the kernel is reordered instead),
+    # flattened: XLA:CPU ran the 6-D contraction at half the speed.
+    wk = w.reshape(taps, og, cg, c_out).transpose(1, 0, 2, 3).reshape(og * taps * cg, c_out)
+    flat = cols.reshape(n, h_out, w_out, og * taps * cg)
+    y = jnp.einsum("nijc,co->nijo", flat, wk, precision=precision, preferred_element_type=acc)
     return y.astype(w.dtype)
   if og > 1:
     cols = cols.transpose(0, 1, 2, 4, 3, 5)  # [..., K, G, cg]: channels in order
