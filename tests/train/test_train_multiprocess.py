@@ -45,14 +45,17 @@ RUN = [
     "--no-plots",
 ]
 
-# `cnnjax` whose rank dies (os._exit) right after writing the checkpoint of epoch $DIE_AFTER.
+# `cnnjax` whose rank dies (os._exit) right after writing the checkpoint of epoch $DIE_AFTER
+# (never without it). Both ranks of a pair start this way: ranks started differently
+# (`python -m cnnjax.cli` beside `python -c ...`) hang in their first all-reduce on jaxlib
+# 0.12.1, as a real job's would, so a pair must be launched alike.
 DYING = textwrap.dedent("""
     import os, sys
     from cnnjax.train import checkpoint
     save = checkpoint.Checkpointer.save
     def dying_save(self, epoch, state):
       save(self, epoch, state)
-      if epoch == int(os.environ["DIE_AFTER"]):
+      if epoch == int(os.environ.get("DIE_AFTER", 0)):
         os._exit(9)
     checkpoint.Checkpointer.save = dying_save
     from cnnjax.cli import main
@@ -99,14 +102,14 @@ def _pair(out, *args, die_after: int):
       "2",
   ]
   ranks = [
-      _cnnjax("train", *args, *flags, "--process-id", "0"),
       subprocess.Popen(
-          [sys.executable, "-c", DYING, "train", *args, *flags, "--process-id", "1"],
-          env=_env(DIE_AFTER=str(die_after)),
+          [sys.executable, "-c", DYING, "train", *args, *flags, "--process-id", str(rank)],
+          env=_env(**({"DIE_AFTER": str(die_after)} if rank == 1 else {})),
           stdout=subprocess.PIPE,
           stderr=subprocess.PIPE,
           text=True,
-      ),
+      )
+      for rank in (0, 1)
   ]
   ended = [None, None]
   deadline = time.monotonic() + TIMEOUT
