@@ -8,8 +8,9 @@ them alike); it prints median wall and process-CPU times and the ratios to
 cross_correlate. The breakdown times deform_conv's two parts on their own, on the same
 shapes, each forward and forward+backward:
 
-- ``gather``: the 2×2-window gather of the input alone, at the same samples' windows
-  (its backward a scatter-add);
+- ``gather``: the 2×2-window gather of the input alone, at the same samples' windows,
+  written out (the sampling fuses it with the weighting instead, so forward this is not
+  a part of the sampling's time; backward, its scatter-add is);
 - ``sampling``: the samples, the gather with the positions, bilinear weights and the
   weighted sum (``cnnjax.deform._samples``);
 - ``contraction``: the samples with the kernel, one ``dot_general``
@@ -166,12 +167,12 @@ def main(argv=None):
       )
   for phase in ("fwd", "fwd+bwd"):
     total = med_w[("deform_conv", phase)]
-    parts = {n: med_w[(f"  {n}", phase)] for n in ("gather", "sampling", "contraction")}
+    sampling, contraction = (med_w[(f"  {n}", phase)] for n in ("sampling", "contraction"))
     print(
         f"\n  {phase}: deform_conv / cross_correlate = "
-        f"{total / med_w[('cross_correlate', phase)]:.1f}×; of deform_conv's "
-        f"{total:.1f} ms, sampling {parts['sampling'] / total:.0%} (the gather alone "
-        f"{parts['gather'] / total:.0%}), contraction {parts['contraction'] / total:.0%}"
+        f"{total / med_w[('cross_correlate', phase)]:.1f}×; deform_conv {total:.1f} ms, its "
+        f"sampling alone {sampling:.1f} ms ({sampling / total:.0%}), its contraction alone "
+        f"{contraction:.1f} ms ({contraction / total:.0%})"
     )
 
 
