@@ -494,10 +494,7 @@ def _downsampling_net(x, ws, down):
 
 
 def _net_weights(seed, channels=(3, 6, 6, 5)):
-  return [
-      _normal(seed + i, 3, 3, a, b)
-      for i, (a, b) in enumerate(itertools.pairwise(channels))
-  ]
+  return [_normal(seed + i, 3, 3, a, b) for i, (a, b) in enumerate(itertools.pairwise(channels))]
 
 
 class DownsamplingInvarianceTest(chex.TestCase):

@@ -153,9 +153,8 @@ def read_tfds(
       for split, source in zip(splits, sources, strict=True)
   }
   # (TFDS types features as an optional FeatureConnector; it is a FeaturesDict here)
-  label = builder.info.features[
-      "label"
-  ]  # pyright: ignore[reportIndexIssue, reportOptionalSubscript]
+  features: Any = builder.info.features
+  label = features["label"]
   class_names = tuple(label.names)
   test = arrays.get("test", (None, None))
   return RawSplits(arrays["train"][0], arrays["train"][1], test[0], test[1], class_names)

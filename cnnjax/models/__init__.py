@@ -40,6 +40,7 @@ from cnnjax.models import googlenet  # noqa: F401  googlenet
 from cnnjax.models import resnet  # noqa: F401  resnet20, 32, 44, 56, 110
 from cnnjax.models import fastnet  # noqa: F401  fastnet (airbench94)
 from cnnjax.models import gcnn  # noqa: F401  p4-cnn
+
 # isort: on
 
 __all__ = [

@@ -48,6 +48,7 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from cnnjax.train.jsonfiles import read_json
@@ -162,10 +163,7 @@ def _check_checksums(value) -> str | None:
 
 
 def _is_key(x) -> bool:
-  # (jax/dtypes.py imports issubdtype without marking it re-exported; it is public)
-  return isinstance(x, jax.Array) and jax.dtypes.issubdtype(
-      x.dtype, jax.dtypes.prng_key
-  )  # pyright: ignore[reportPrivateImportUsage]
+  return isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
 
 
 def _to_savable(tree):

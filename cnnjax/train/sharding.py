@@ -15,6 +15,7 @@ import os
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -203,10 +204,7 @@ def put_global(tree: Any, sharding: NamedSharding) -> Any:
     return jax.device_put(tree, sharding)
 
   def put(x):
-    # (jax/dtypes.py imports issubdtype without marking it re-exported; it is public)
-    if isinstance(x, jax.Array) and jax.dtypes.issubdtype(
-        x.dtype, jax.dtypes.prng_key
-    ):  # pyright: ignore[reportPrivateImportUsage]
+    if isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
       return jax.random.wrap_key_data(put(jax.random.key_data(x)), impl=jax.random.key_impl(x))
     x = np.asarray(x)
     return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
