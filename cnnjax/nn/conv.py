@@ -52,11 +52,11 @@ def _positive(value, *, name: str, op: str) -> int:
   return _checks.check_positive_int(value, name=name, op=op)
 
 
-def kernel_shape(kernel_size, *, op: str) -> tuple[int, ...]:
+def kernel_shape(kernel_size: int | Sequence[int], *, op: str) -> tuple[int, ...]:
   """``kernel_size`` as a tuple: an int is a square 2-D kernel."""
   if _checks.is_int(kernel_size):
     _positive(kernel_size, name="kernel_size", op=op)  # (the message names the int given)
-    kernel_size = (kernel_size, kernel_size)
+    kernel_size = (int(kernel_size), int(kernel_size))
   if isinstance(kernel_size, Sequence) and not isinstance(kernel_size, str):
     num_spatial = len(kernel_size)
   else:
