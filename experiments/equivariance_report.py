@@ -88,6 +88,7 @@ class Model:
   epochs: int
   val_accuracy: float
   seconds: float  # training seconds (a kept run's: the sum of its epochs' train_seconds)
+  loaded: bool = False  # a run kept under --runs by an earlier invocation
 
   def normalize(self, images: np.ndarray) -> Any:
     return data.normalize(jnp.asarray(images), self.mean, self.std)
@@ -149,6 +150,7 @@ def train_or_load(args, ds, label: str, name: str, epochs: int) -> Model:
         len(history),
         float(history[-1]["val_accuracy"]),
         float(sum(r.get("train_seconds", 0.0) for r in history)),
+        loaded=True,
     )
   run = common.train_model(
       f"downsample-{name}" if downsample else name,
@@ -210,6 +212,14 @@ def main(argv=None) -> str:
           for m in models
       ],
   )
+  if any(m.loaded for m in models):
+    page.text(
+        "Trained by an earlier invocation of the same command and kept under `--runs`, "
+        "loaded here: "
+        + ", ".join(m.label for m in models if m.loaded)
+        + " (their training time: the sum of their epochs' training seconds, on a machine "
+        "shared with other jobs)."
+    )
   page.heading("At the logits: how often the prediction survives the transform")
   page.text(
       f"Share of the {n} validation images whose predicted class is unchanged "
@@ -297,12 +307,88 @@ def _findings(reports: dict[str, equivariance.EquivarianceReport]) -> str:
     lines.append(
         "APS: prediction unchanged for "
         + ", ".join(f"{_unchanged(aps, t)} ({t})" for t in shifts)
-        + ". Its downsampling keeps the polyphase component of largest norm, so its output "
-        "moves by a phase that depends on the image: the report compares every layer with "
-        "one fixed action (the nearest shift), so APS's layers show an error under shifts "
-        "that are not multiples of their stride even where its logits do not move."
+        + ". Its guarantee (Chaman & Dokmanić 2021) is for circular shifts: a crop brings "
+        "new content in. Its downsampling keeps the polyphase component of largest norm, so "
+        "its output moves by a phase that depends on the image, while the report compares "
+        "every layer with one fixed action (the nearest shift): APS's layers show an error "
+        "under shifts that are not multiples of their stride even where its logits do not "
+        "move."
     )
+  lines += _comparisons(reports)
   return "\n".join(lines[: len(reports)]) + "\n\n" + "\n\n".join(lines[len(reports) :])
+
+
+def _logits_error(r: equivariance.EquivarianceReport, transform: str) -> float | None:
+  logits = r[transform].logits
+  return None if logits is None else logits.invariance_error
+
+
+def _comparisons(reports: dict[str, equivariance.EquivarianceReport]) -> list[str]:
+  """Comparisons across layers and models, each only where its figures were measured."""
+  lines = []
+  seed = reports.get("seed-cnn")
+  names = [t.transform for t in seed.transforms] if seed is not None else []
+  if seed is not None and {"rot90:1", "flip:1"} <= set(names):
+    first = seed["rot90:1"].layers[0], seed["flip:1"].layers[0]
+    lines.append(
+        f"Flips were in the training augmentation, quarter turns were not. seed-cnn's "
+        f"first layer is as far from either ({first[0].error:.2f} under rot90:1, "
+        f"{first[1].error:.2f} under flip:1: learned kernels are neither rotation- nor "
+        f"mirror-symmetric), but its logits move {_logits_error(seed, 'flip:1'):.2f} under "
+        f"the mirror against {_logits_error(seed, 'rot90:1'):.2f} under the quarter turn"
+        + (
+            ": the invariance to mirrors is learned by the later layers, not to rotations."
+            if (_logits_error(seed, "flip:1") or 0) < 0.5 * (_logits_error(seed, "rot90:1") or 0)
+            else "."
+        )
+    )
+  resnet = reports.get("resnet20")
+  if resnet is not None and "shift:4" in [t.transform for t in resnet.transforms]:
+    gone = next(
+        (ly for ly in resnet["shift:4"].layers if ly.stride and not ly.interior_fraction), None
+    )
+    if gone is not None:
+      exact = [
+          ly.name
+          for ly in (seed["shift:4"].layers if seed is not None and "shift:4" in names else ())
+          if ly.interior_error is not None and ly.interior_error <= 1e-5
+      ]
+      lines.append(
+          f"resnet20 pads with zeros before every convolution: from `{gone.name}` "
+          f"({gone.kind}) on, no output position is out of the border's reach of a 4-pixel "
+          "shift (the receptive field covers the image), so all of its error there is the "
+          "border's"
+          + (
+              f"; seed-cnn's valid convolutions keep an exact interior up to `{exact[-1]}`."
+              if exact
+              else "."
+          )
+      )
+  mx, blur = reports.get("max"), reports.get("blur")
+  if mx is not None and blur is not None and "shift:1" in [t.transform for t in mx.transforms]:
+    down = [
+        next((ly for ly in r["shift:1"].layers if ly.name.startswith("down")), None)
+        for r in (mx, blur)
+    ]
+    d_max, d_blur = down
+    if (
+        d_max is not None
+        and d_blur is not None
+        and d_max.interior_error is not None
+        and d_blur.interior_error is not None
+    ):
+      lines.append(
+          f"Blur pool against max pool (the same network): under a one-pixel shift the "
+          f"first downsampling's interior error is {d_blur.interior_error:.2f} against "
+          f"{d_max.interior_error:.2f}, and the prediction is unchanged for "
+          f"{_unchanged(blur, 'shift:1')} of the images against {_unchanged(mx, 'shift:1')}"
+          + (
+              " (a low-pass before subsampling aliases less: Zhang 2019)."
+              if d_blur.interior_error < d_max.interior_error
+              else " — **blur does not alias less here**."
+          )
+      )
+  return lines
 
 
 if __name__ == "__main__":
