@@ -27,6 +27,9 @@ _POSITIONAL_BY_DESIGN = {
     "cnnjax.equivariance.equivariance_error": ["g_out"],
     "cnnjax.equivariance.assert_equivariant": ["g_out"],
     "cnnjax.equivariance.rot90": ["k"],
+    # ``summary(model, (32, 32, 3))``: the input's shape is what the table is of, as in
+    # torchinfo's ``summary(model, input_size)``; None only for a zoo model's default.
+    "cnnjax.summary": ["input_shape"],
 }
 
 
