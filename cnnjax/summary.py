@@ -91,6 +91,8 @@ import dataclasses
 import functools
 import io
 import math
+import sys
+import types
 from collections.abc import Callable, Sequence
 from fractions import Fraction
 from typing import Any
@@ -1363,3 +1365,20 @@ def summary(
     finally:
       _ACTIVE.pop()
   return Summary(tuple(recorder.frames[0].rows), input_shape, title)
+
+
+class _CallableModule(types.ModuleType):
+  """This module, callable as its :func:`summary`.
+
+  ``cnnjax.summary`` is the function (``cnnjax``'s lazy attribute), but Python's import
+  system binds the package attribute to this module whenever the module is first imported
+  before that attribute was read (``import cnnjax.summary``, or a helper importing it), and
+  ``cnnjax.summary(model, shape)`` then called a module. Calling the module calls the
+  function, so both spellings work in any import order.
+  """
+
+  def __call__(self, *args: Any, **kwargs: Any) -> Summary:
+    return summary(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -6,6 +6,9 @@ checks the claims numerically)."""
 import csv
 import io
 import math
+import os
+import subprocess
+import sys
 from typing import Any
 
 import jax
@@ -505,3 +508,21 @@ def test_cli_summary(capsys):
 def test_cli_summary_errors(capsys, argv, message):
   assert cli.main(argv) == 2
   assert message in capsys.readouterr().err
+
+
+def test_cnnjax_summary_is_callable_in_any_import_order():
+  # Importing the submodule before reading the package attribute made ``cnnjax.summary``
+  # the module ("'module' object is not callable"), depending on import order.
+  script = (
+      "import cnnjax.summary, cnnjax\n"
+      "from cnnjax import summary\n"
+      "assert len(cnnjax.summary('seed-cnn').rows) == len(summary('seed-cnn').rows) == 6\n"
+  )
+  proc = subprocess.run(
+      [sys.executable, "-c", script],
+      capture_output=True,
+      text=True,
+      timeout=300,
+      env=dict(os.environ, JAX_PLATFORMS="cpu"),
+  )
+  assert proc.returncode == 0, proc.stderr[-2000:]
