@@ -234,7 +234,7 @@ def test_gradients_in_every_argument(config):
   x, w, _, mask = _case(*config)
   offsets = _off_integer(np.random.default_rng(5), _case(*config)[2].shape)
   kwargs = dict(settings, groups=groups, offset_groups=og)
-  f = lambda x, w, offsets, mask: deform_conv(x, w, offsets, mask=mask, **kwargs)
+  f = jax.jit(lambda x, w, offsets, mask: deform_conv(x, w, offsets, mask=mask, **kwargs))
   check_grads(f, (x, w, offsets, mask), order=1, modes=("fwd", "rev"))
   check_grads(lambda x, w, o: f(x, w, o, None), (x, w, offsets), order=1, modes=("rev",))
 
