@@ -10,6 +10,8 @@ import re
 import subprocess
 import sys
 
+from experiment_env import experiment_env
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EXPERIMENTS = os.path.join(ROOT, "experiments")
 MODELS = ["seed-cnn", "resnet20", "p4-cnn", "max", "blur", "aps"]
@@ -34,12 +36,7 @@ def _rows(page: str, first_header: str) -> tuple[list[str], list[list[str]]]:
 
 
 def test_quick_run_writes_its_page_and_plots(tmp_path):
-  env = {
-      k: v
-      for k, v in os.environ.items()
-      if not k.startswith(("JAX_", "XLA_")) or k == "JAX_DISABLE_MOST_OPTIMIZATIONS"
-  }
-  env["MPLBACKEND"] = "Agg"
+  env = experiment_env(MPLBACKEND="Agg")
   committed = os.path.join(EXPERIMENTS, "results", "equivariance_report.md")
   before = os.stat(committed).st_mtime_ns if os.path.exists(committed) else None
   out, runs = tmp_path / "out", tmp_path / "runs"

@@ -16,6 +16,7 @@ import sys
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from experiment_env import experiment_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EXPERIMENTS = os.path.join(ROOT, "experiments")
@@ -56,12 +57,8 @@ def table_with(page: str, column: str):
 
 def run_quick(name: str, out) -> str:
   """Runs ``python experiments/NAME.py --quick --out OUT``; returns the page."""
-  # JAX's defaults, except that the suite's compile setting (tests/conftest.py) carries over.
-  env = {
-      k: v
-      for k, v in os.environ.items()
-      if not k.startswith(("JAX_", "XLA_")) or k == "JAX_DISABLE_MOST_OPTIMIZATIONS"
-  }
+  # JAX's defaults, except the suite's compile settings (tests/conftest.py): experiment_env.py.
+  env = experiment_env()
   proc = subprocess.run(
       [sys.executable, os.path.join("experiments", f"{name}.py"), "--quick", "--out", str(out)],
       cwd=ROOT,
