@@ -19,8 +19,9 @@ what users run, even where the rest of the suite compiles with most optimization
 with ``CNNJAX_XLA_FLAGS=0`` (cnnjax's XLA:CPU flag off), since XLA:CPU picks other
 convolution kernels either way.
 
-Budget: ``CNNJAX_FUZZ_EXAMPLES`` examples per op (default 3, which keeps both runs
-under two minutes on 2 cores); set it higher for a nightly-style run, e.g.
+Budget: ``CNNJAX_FUZZ_EXAMPLES`` examples per op (default 3), and a third of that
+(at least one, besides each test's explicit examples) in the flag-off run; set it
+higher for a nightly-style run, e.g.
 ``CNNJAX_FUZZ_EXAMPLES=200 python -m pytest -q tests/test_fuzz.py``.
 """
 
@@ -744,7 +745,12 @@ def test_the_convolutions_again_with_the_xla_cpu_flag_off():
           "-k",
           "not locally_connected",
       ],
-      env=dict(os.environ, CNNJAX_XLA_FLAGS="0", XLA_FLAGS=""),
+      env=dict(
+          os.environ,
+          CNNJAX_XLA_FLAGS="0",
+          XLA_FLAGS="",
+          CNNJAX_FUZZ_EXAMPLES=str(max(1, EXAMPLES // 3)),
+      ),
       capture_output=True,
       text=True,
       timeout=600,
