@@ -23,6 +23,14 @@ CONFIGS = [
 ]
 
 
+# deform_conv and cross_correlate jitted: one program per shape and setting instead of
+# op-by-op dispatch, which compiled each primitive (~5x the time). The eager path is
+# test_jit's reference and test_errors'.
+_STATIC = ("stride", "padding", "dilation", "groups", "offset_groups")
+_deform = jax.jit(deform_conv, static_argnames=_STATIC)
+_cross_correlate = jax.jit(cnnjax.cross_correlate, static_argnames=_STATIC[:4])
+
+
 def _out_shape(x_shape, kernel, settings):
   _, _, _, out = ref_geometry(x_shape[1:3], kernel, **settings)
   return (x_shape[0], *out)
@@ -51,7 +59,7 @@ def test_float64_equals_the_papers_formula(config, modulated):
   x, w, offsets, mask = _case(*config)
   mask = mask if modulated else None
   kwargs = dict(settings, groups=groups, offset_groups=og)
-  got = deform_conv(x, w, offsets, mask=mask, **kwargs)
+  got = _deform(x, w, offsets, mask=mask, **kwargs)
   assert got.dtype == jnp.float64
   assert_close(got, ref_deform_conv(x, w, offsets, mask, **kwargs), np.float64)
 
@@ -61,15 +69,15 @@ def test_zero_offsets_and_unit_mask_are_cross_correlate(config):
   x_shape, kernel, groups, og, settings = config
   x, w, offsets, mask = _case(*config)
   kwargs = dict(settings, groups=groups)
-  want = cnnjax.cross_correlate(x, w, **kwargs)
+  want = _cross_correlate(x, w, **kwargs)
   zeros, ones = np.zeros_like(offsets), np.ones_like(mask)
-  assert_close(deform_conv(x, w, zeros, offset_groups=og, **kwargs), want, np.float64)
-  assert_close(deform_conv(x, w, zeros, mask=ones, offset_groups=og, **kwargs), want, np.float64)
+  assert_close(_deform(x, w, zeros, offset_groups=og, **kwargs), want, np.float64)
+  assert_close(_deform(x, w, zeros, mask=ones, offset_groups=og, **kwargs), want, np.float64)
   # NaN/inf too: at integer positions a sample reads one pixel, as a tap of the conv does.
   x = x.copy()
   x[0, 1, 2, 0], x[0, -1, -1, -1], x[-1, 0, 0, 1] = np.nan, np.inf, -np.inf
-  got = np.asarray(deform_conv(x, w, zeros, offset_groups=og, **kwargs))
-  want = np.asarray(cnnjax.cross_correlate(x, w, **kwargs))
+  got = np.asarray(_deform(x, w, zeros, offset_groups=og, **kwargs))
+  want = np.asarray(_cross_correlate(x, w, **kwargs))
   np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
   np.testing.assert_array_equal(np.isposinf(got), np.isposinf(want))
   np.testing.assert_array_equal(np.isneginf(got), np.isneginf(want))
@@ -84,7 +92,7 @@ def test_an_integer_shift_is_a_shifted_cross_correlate():
   offsets = np.tile(np.array([1.0, -2.0]), (2, 5, 6, 9))
   shifted = np.zeros_like(x)
   shifted[:, :-1, 2:] = x[:, 1:, :-2]
-  assert_close(deform_conv(x, w, offsets), cnnjax.cross_correlate(shifted, w), np.float64)
+  assert_close(_deform(x, w, offsets), _cross_correlate(shifted, w), np.float64)
 
 
 def test_taps_are_row_major_and_offset_groups_come_first():
@@ -93,11 +101,11 @@ def test_taps_are_row_major_and_offset_groups_come_first():
   offsets = np.zeros((1, 5, 5, 2, 4, 2))
   # Offset group 1 (channels 2, 3): tap 1 = (0, 1) moves by (1, -1) onto tap 2 = (1, 0).
   offsets[..., 1, 1, :] = (1.0, -1.0)
-  got = deform_conv(x, w, offsets.reshape(1, 5, 5, 16), offset_groups=2)
+  got = _deform(x, w, offsets.reshape(1, 5, 5, 16), offset_groups=2)
   moved = w.copy()
   moved[1, 0, 2:] += moved[0, 1, 2:]
   moved[0, 1, 2:] = 0
-  assert_close(got, cnnjax.cross_correlate(x, moved), np.float64)
+  assert_close(got, _cross_correlate(x, moved), np.float64)
 
 
 def test_the_mask_scales_its_tap():
@@ -107,15 +115,15 @@ def test_the_mask_scales_its_tap():
   mask[..., 4] = 0.25  # the centre tap
   scaled = w.copy()
   scaled[1, 1] *= 0.25
-  got = deform_conv(x, w, np.zeros((1, 3, 3, 18)), mask=mask)
-  assert_close(got, cnnjax.cross_correlate(x, scaled), np.float64)
+  got = _deform(x, w, np.zeros((1, 3, 3, 18)), mask=mask)
+  assert_close(got, _cross_correlate(x, scaled), np.float64)
 
 
 def _one_sample(x, dy, dx):
   """deform_conv of a 1×1 identity kernel at output (0, 0) with offset (dy, dx)."""
   offsets = np.zeros((1, *x.shape[1:3], 2))
   offsets[0, 0, 0] = (dy, dx)
-  return np.asarray(deform_conv(x, np.ones((1, 1, 1, 1)), offsets))[0, 0, 0, 0]
+  return np.asarray(_deform(x, np.ones((1, 1, 1, 1)), offsets))[0, 0, 0, 0]
 
 
 def test_the_boundary_rule_is_torchvisions():
@@ -136,7 +144,7 @@ def test_the_boundary_rule_is_torchvisions():
 
 def test_batch_zero():
   x, w, offsets, mask = _case((0, 5, 5, 2), (3, 3), 1, 1, {})
-  assert deform_conv(x, w, offsets, mask=mask).shape == (0, 3, 3, 4)
+  assert _deform(x, w, offsets, mask=mask).shape == (0, 3, 3, 4)
 
 
 # --------------------------------------------------------- non-finite values
@@ -148,7 +156,7 @@ def test_a_nan_input_reaches_the_outputs_that_weigh_it_nonzero():
   w = np.ones((3, 3, 1, 1))
   for shift in (0.0, 0.5, 0.25, -1.0):
     offsets = np.full((1, 4, 4, 18), shift)
-    got = np.asarray(deform_conv(x, w, offsets))[0, :, :, 0]
+    got = np.asarray(_deform(x, w, offsets))[0, :, :, 0]
     want = ref_deform_conv(x, w, offsets)[0, :, :, 0]
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=f"shift {shift}")
     np.testing.assert_array_equal(got[~np.isnan(got)], want[~np.isnan(want)])
@@ -156,7 +164,7 @@ def test_a_nan_input_reaches_the_outputs_that_weigh_it_nonzero():
   # with window origin + tap position b reads b and b + 1 with weight ½ each, so pixel
   # (3, 2) reaches the outputs (i, j) with i + k_h ∈ {2, 3} and j + k_w ∈ {1, 2}: 4 rows
   # (i = 0…3) and 3 columns (j = 0…2) of the 4×4 output.
-  nan_at = lambda shift: np.isnan(deform_conv(x, w, np.full((1, 4, 4, 18), shift))).sum()
+  nan_at = lambda shift: np.isnan(_deform(x, w, np.full((1, 4, 4, 18), shift))).sum()
   assert (nan_at(0.0), nan_at(0.5)) == (9, 12)
 
 
@@ -173,7 +181,7 @@ def test_nonfinite_offsets_and_mask(dtype):
   mask[0, 1, 1, 3] = np.inf
   kwargs = dict(groups=2, offset_groups=2)
   args = [a.astype(dtype) for a in (x, w, offsets, mask)]
-  got = np.asarray(deform_conv(*args[:3], mask=args[3], **kwargs), np.float64)
+  got = np.asarray(_deform(*args[:3], mask=args[3], **kwargs), np.float64)
   want = np.asarray(
       ref_deform_conv(*[np.asarray(a, np.float64) for a in args], **kwargs), np.float64
   )
@@ -196,10 +204,10 @@ def test_low_precision_is_float64_rounded(dtype):
   x, w, offsets, mask = _case(*CONFIGS[2])
   kwargs = dict(settings, groups=groups, offset_groups=og)
   low = [jnp.asarray(a, dtype) for a in (x, w, offsets, mask)]
-  got = deform_conv(*low[:3], mask=low[3], **kwargs)
+  got = _deform(*low[:3], mask=low[3], **kwargs)
   assert got.dtype == dtype
   high = [np.asarray(a, np.float64) for a in low]
-  want = deform_conv(*high[:3], mask=high[3], **kwargs)
+  want = _deform(*high[:3], mask=high[3], **kwargs)
   assert_close(got, want, dtype)
 
 
@@ -207,7 +215,7 @@ def test_integer_input_takes_the_kernels_dtype():
   x = np.arange(2 * 5 * 5 * 2).reshape(2, 5, 5, 2).astype(np.int32)
   w = np.ones((3, 3, 2, 1), np.float32)
   offsets = np.full((2, 3, 3, 18), 0.5, np.float32)
-  got = deform_conv(x, w, offsets)
+  got = _deform(x, w, offsets)
   assert got.dtype == jnp.float32
   assert_close(got, ref_deform_conv(x, w, offsets), np.float32)
 
@@ -245,10 +253,12 @@ def test_gradients_against_finite_differences_of_the_reference():
   rng = np.random.default_rng(6)
   offsets = _off_integer(rng, _case(*CONFIGS[1])[2].shape)
   kwargs = dict(settings, groups=groups, offset_groups=og)
-  ct = rng.normal(size=deform_conv(x, w, offsets, mask=mask, **kwargs).shape)
+  ct = rng.normal(size=_deform(x, w, offsets, mask=mask, **kwargs).shape)
   args = [x, w, offsets, mask]
-  grads = jax.grad(
-      lambda *a: jnp.sum(deform_conv(*a[:3], mask=a[3], **kwargs) * ct), argnums=(0, 1, 2, 3)
+  grads = jax.jit(
+      jax.grad(
+          lambda *a: jnp.sum(deform_conv(*a[:3], mask=a[3], **kwargs) * ct), argnums=(0, 1, 2, 3)
+      )
   )(*args)
   loss = lambda a: float(np.sum(ref_deform_conv(*a, **kwargs) * ct))
   eps = 1e-6
@@ -268,7 +278,7 @@ def test_the_offset_gradient_at_integer_positions_is_the_derivative_from_above()
   x, w = rng.normal(size=(1, 5, 6, 2)), rng.normal(size=(3, 3, 2, 3))
   offsets = np.zeros((1, 5, 6, 18))
   ct = rng.normal(size=(1, 5, 6, 3))
-  g = jax.grad(lambda o: jnp.sum(deform_conv(x, w, o, padding=1) * ct))(offsets)
+  g = jax.jit(jax.grad(lambda o: jnp.sum(deform_conv(x, w, o, padding=1) * ct)))(offsets)
   loss = lambda o: np.sum(ref_deform_conv(x, w, o, padding=1) * ct)
   eps = 1e-7
   for flat in rng.choice(offsets.size, size=12, replace=False):
