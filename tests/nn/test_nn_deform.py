@@ -23,6 +23,15 @@ def _init(key, shape, dtype):
   return jnp.asarray(np.random.default_rng(seed).standard_normal(shape) * 0.3, dtype)
 
 
+# The layer, deform_conv and cross_correlate are called jitted: one program each instead of
+# op-by-op dispatch, which compiles every primitive (the same code traced, ~4x faster).
+_call = nnx.jit(lambda layer, x: layer(x))
+_deform_conv = jax.jit(
+    deform_conv, static_argnames=("stride", "padding", "groups", "offset_groups")
+)
+_cross_correlate = jax.jit(cross_correlate, static_argnames=("stride", "padding"))
+
+
 def _x(shape, seed=0):
   return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), jnp.float32)
 
@@ -40,14 +49,14 @@ def test_the_module_is_the_function_with_its_predictions(modulated):
   conv.bias[...] = _x(conv.bias.shape, 3)
   layer.bias[...] = _x((6,), 2)
   x = _x((2, 7, 8, 4), 1)
-  predicted = cross_correlate(x, conv.kernel[...], stride=2, padding="SAME") + conv.bias[
+  predicted = _cross_correlate(x, conv.kernel[...], stride=2, padding="SAME") + conv.bias[
       ...
   ].reshape(1, 1, 1, -1)
   assert predicted.shape[-1] == 2 * 6 * (3 if modulated else 2)
   offsets = predicted[..., :24]
   mask = jax.nn.sigmoid(predicted[..., 24:]) if modulated else None
-  want = deform_conv(x, layer.kernel[...], offsets, mask=mask, **settings)
-  assert_close(layer(x), want + layer.bias[...].reshape(1, 1, 1, -1), np.float32)
+  want = _deform_conv(x, layer.kernel[...], offsets, mask=mask, **settings)
+  assert_close(_call(layer, x), want + layer.bias[...].reshape(1, 1, 1, -1), np.float32)
   assert layer.kernel.shape == (3, 2, 2, 6)
 
 
@@ -58,10 +67,10 @@ def test_a_new_layer_is_a_plain_convolution(modulated):
   layer.bias[...] = _x((5,), 2)
   x = _x((2, 6, 6, 3))
   scale = 0.5 if modulated else 1.0  # the papers' initial mask, sigmoid(0)
-  want = cross_correlate(x, scale * layer.kernel[...], padding=1) + layer.bias[...].reshape(
+  want = _cross_correlate(x, scale * layer.kernel[...], padding=1) + layer.bias[...].reshape(
       1, 1, 1, 5
   )
-  assert_close(layer(x), want, np.float32)
+  assert_close(_call(layer, x), want, np.float32)
   assert not np.any(layer.offset_conv.kernel[...]) and not np.any(layer.offset_conv.bias[...])
 
 
@@ -74,7 +83,7 @@ def test_gradients_reach_the_offset_convolution_at_initialisation():
   def loss(layer):
     return jnp.sum(layer(x) ** 2)
 
-  grads = nnx.grad(loss)(layer)
+  grads = nnx.jit(nnx.grad(loss))(layer)
   g = grads.offset_conv.kernel[...]
   taps = 9
   assert np.any(np.asarray(g[..., : 2 * taps]))  # the offsets'
