@@ -85,12 +85,11 @@ class PoolReferenceTest(parameterized.TestCase):
   @parameterized.named_parameters(*CASES)
   def test_avg_pool(self, shape, window, stride, padding):
     x = np.random.default_rng(1).normal(size=shape)
-    for include in (False, True):
-      y = self.variant(
-          functools.partial(
-              avg_pool, window=window, stride=stride, padding=padding, count_include_pad=include
-          )
-      )(x)
+    kw = dict(window=window, stride=stride, padding=padding)
+    ys = self.variant(  # with jit: one compilation for both
+        lambda x: [avg_pool(x, count_include_pad=include, **kw) for include in (False, True)]
+    )(x)
+    for include, y in zip((False, True), ys, strict=True):
       np.testing.assert_allclose(
           y,
           ref_pool(x, window, stride, padding, "avg", count_include_pad=include),
@@ -102,13 +101,13 @@ class PoolReferenceTest(parameterized.TestCase):
   @parameterized.named_parameters(*CASES)
   def test_lp_pool(self, shape, window, stride, padding):
     x = np.random.default_rng(2).normal(size=shape)
-    for p in (1, 3, 0.5):
-      f = functools.partial(lp_pool, window=window, p=p, stride=stride, padding=padding)
-      y = self.variant(f)(x)
+    kw = dict(window=window, stride=stride, padding=padding)
+    *ys, y_inf = self.variant(  # with jit: one compilation for every p
+        lambda x: [lp_pool(x, p=p, **kw) for p in (1, 3, 0.5, np.inf)]
+    )(x)
+    for p, y in zip((1, 3, 0.5), ys, strict=True):
       np.testing.assert_allclose(y, ref_pool(x, window, stride, padding, "lp", p=p), rtol=1e-10)
-    f = functools.partial(lp_pool, window=window, p=np.inf, stride=stride, padding=padding)
-    y = self.variant(f)(x)
-    np.testing.assert_array_equal(y, ref_pool(np.abs(x), window, stride, padding, "max"))
+    np.testing.assert_array_equal(y_inf, ref_pool(np.abs(x), window, stride, padding, "max"))
 
   @chex.variants(with_jit=True)
   @parameterized.named_parameters(*CASES)
@@ -117,22 +116,26 @@ class PoolReferenceTest(parameterized.TestCase):
     x = _tied(rng, shape)
     f = functools.partial(max_pool, window=window, stride=stride, padding=padding)
     g = rng.normal(size=jax.eval_shape(f, jnp.asarray(x)).shape)
-    dx = self.variant(jax.grad(lambda x, g: jnp.vdot(f(x), g)))(x, g)
+    t = rng.normal(size=shape)
+    dx, (_, y_dot) = self.variant(  # one compilation for both modes
+        lambda x, g, t: (jax.grad(lambda x: jnp.vdot(f(x), g))(x), jax.jvp(f, (x,), (t,)))
+    )(x, g, t)
     np.testing.assert_allclose(dx, ref_max_grad(x, g, window, stride, padding), rtol=1e-12)
     # Forward mode gives the same linear map: <jvp(t), g> == <t, vjp(g)>.
-    t = rng.normal(size=shape)
-    _, y_dot = self.variant(lambda x, t: jax.jvp(f, (x,), (t,)))(x, t)
     np.testing.assert_allclose(np.vdot(y_dot, g), np.vdot(t, dx), rtol=1e-10)
 
   @chex.variants(with_jit=True)
   @parameterized.named_parameters(*CASES)
   def test_avg_grad(self, shape, window, stride, padding):
     x = np.random.default_rng(4).normal(size=shape)
-    for include in (False, True):
-      f = functools.partial(
-          avg_pool, window=window, stride=stride, padding=padding, count_include_pad=include
-      )
-      dx = self.variant(jax.grad(lambda x: jnp.sum(f(x))))(x)
+    kw = dict(window=window, stride=stride, padding=padding)
+    dxs = self.variant(  # one compilation for both
+        lambda x: [
+            jax.grad(lambda x, i=include: jnp.sum(avg_pool(x, count_include_pad=i, **kw)))(x)
+            for include in (False, True)
+        ]
+    )(x)
+    for include, dx in zip((False, True), dxs, strict=True):
       # Reference: every window adds 1 / divisor to each input it covers.
       win = per_dim(window, len(shape) - 2)
       strd = win if stride is None else per_dim(stride, len(shape) - 2)
@@ -248,13 +251,21 @@ def test_integer_averages_are_exact_at_the_extremes(dtype, x64):
   # 2**31 to 0). Now the sum is exact and divided once: the float32 nearest the mean.
   x = _extreme_ints((4, 5, 6, 2), dtype, 17)
   with jax.enable_x64(x64):
-    for window, stride, padding, incl in _INT_AVG_CASES:
-      y = avg_pool(x, window, stride=stride, padding=padding, count_include_pad=incl)
+
+    @jax.jit  # one compilation for every case (eagerly, each op compiles op by op)
+    def run(x):
+      avgs = [
+          avg_pool(x, window, stride=stride, padding=padding, count_include_pad=incl)
+          for window, stride, padding, incl in _INT_AVG_CASES
+      ]
+      return avgs, [global_avg_pool(x, keepdims=keepdims) for keepdims in (False, True)]
+
+    avgs, global_avgs = run(x)
+    for y, (window, stride, padding, incl) in zip(avgs, _INT_AVG_CASES, strict=True):
       assert y.dtype == jnp.float32
       want = ref_int_avg_pool(x, window, stride, padding, count_include_pad=incl)
       np.testing.assert_array_equal(y, want, err_msg=str((window, stride, padding, incl)))
-    for keepdims in (False, True):
-      y = global_avg_pool(x, keepdims=keepdims)
+    for keepdims, y in zip((False, True), global_avgs, strict=True):
       totals = x.astype(object).sum(axis=(1, 2))
       want = np.array([[round_float32(Fraction(int(t), 30)) for t in row] for row in totals])
       np.testing.assert_array_equal(y.reshape(want.shape), want)
@@ -308,20 +319,29 @@ def test_integer_averages_over_many_positions_and_near_ties(x64):
       np.int32,
   ).reshape(6, 2, 1)
   with jax.enable_x64(x64):
-    for count_include_pad in (False, True):
-      y = avg_pool(
-          x, 40000, stride=30000, padding=((0, 10000),), count_include_pad=count_include_pad
+
+    @jax.jit  # one compilation for every case (eagerly, each op compiles op by op)
+    def run(x, ties):
+      return (
+          [
+              avg_pool(x, 40000, stride=30000, padding=((0, 10000),), count_include_pad=incl)
+              for incl in (False, True)
+          ],
+          global_avg_pool(x),
+          [avg_pool(ties, 2, count_include_pad=incl) for incl in (False, True)],
+          avg_pool(ties[:, :1], 1),
       )
+
+    windows, global_avg, tie_avgs, ones = run(x, ties)
+    for count_include_pad, y in zip((False, True), windows, strict=True):
       want = ref_int_avg_pool(x, 40000, 30000, ((0, 10000),), count_include_pad=count_include_pad)
       np.testing.assert_array_equal(y, want)
-    y = global_avg_pool(x)
     want = [[round_float32(Fraction(int(x[b].astype(object).sum()), 70000))] for b in range(3)]
-    np.testing.assert_array_equal(y, np.array(want, np.float32))
-    for incl in (False, True):
-      y = avg_pool(ties, 2, count_include_pad=incl)
+    np.testing.assert_array_equal(global_avg, np.array(want, np.float32))
+    for y in tie_avgs:  # (count_include_pad False, True)
       np.testing.assert_array_equal(y, ref_int_avg_pool(ties, 2, None, "VALID"))
-    y = avg_pool(ties[:, :1], 1)  # count 1: the float32 of the integer itself
-    np.testing.assert_array_equal(y, ties[:, :1].astype(np.float32))
+    # count 1: the float32 of the integer itself
+    np.testing.assert_array_equal(ones, ties[:, :1].astype(np.float32))
 
 
 def test_integer_means_over_too_many_positions_are_refused():
@@ -522,9 +542,15 @@ class BlurPoolTest(parameterized.TestCase):
 
   def test_constant_image_stays_constant(self):
     x = np.full((1, 9, 8, 2), 3.5)
-    np.testing.assert_allclose(blur_pool(x), 3.5, rtol=1e-12)  # reflect: everywhere
-    np.testing.assert_allclose(blur_pool(x, kernel_size=5, stride=3), 3.5, rtol=1e-12)
-    yz = blur_pool(x, kernel_size=3, padding_mode="zeros")
+    y, y53, yz = jax.jit(  # one compilation (eagerly, each op compiles op by op)
+        lambda x: (
+            blur_pool(x),
+            blur_pool(x, kernel_size=5, stride=3),
+            blur_pool(x, kernel_size=3, padding_mode="zeros"),
+        )
+    )(x)
+    np.testing.assert_allclose(y, 3.5, rtol=1e-12)  # reflect: everywhere
+    np.testing.assert_allclose(y53, 3.5, rtol=1e-12)
     np.testing.assert_allclose(yz[:, 1:4, 1:], 3.5, rtol=1e-12)  # away from the border
     assert not np.allclose(yz[:, 0, 0], 3.5)
 
@@ -794,12 +820,21 @@ def test_a_stride_beyond_the_input_gives_one_window(stride):
   # padded each dim to a multiple of it (2**40 in 2-D: a segfault).
   x = np.random.default_rng(16).normal(size=(2, 5, 6, 3))
   cases = [(max_pool, "max", {}), (avg_pool, "avg", {}), (lp_pool, "lp", {"p": 2})]
-  for op, kind, kw in cases:
-    for window, padding in [((2, 3), "VALID"), ((3, 3), ((0, 2**39), (1, 0)))]:
-      y = op(x, window, stride=stride, padding=padding, **kw)
-      want = ref_pool(x, window, (int(stride),) * 2, padding, kind)
-      np.testing.assert_allclose(y, want, rtol=1e-12)
-  y, idx = max_pool(x, 2, stride=(1, stride), return_indices=True)
+  windows = [((2, 3), "VALID"), ((3, 3), ((0, 2**39), (1, 0)))]
+  cases = list(itertools.product(cases, windows))
+
+  @jax.jit  # one compilation for every case (eagerly, each op compiles op by op)
+  def run(x):
+    ys = [
+        op(x, window, stride=stride, padding=padding, **kw)
+        for (op, _, kw), (window, padding) in cases
+    ]
+    return ys, max_pool(x, 2, stride=(1, stride), return_indices=True)
+
+  ys, (y, idx) = run(x)
+  for ((_, kind, _), (window, padding)), y_case in zip(cases, ys, strict=True):
+    want = ref_pool(x, window, (int(stride),) * 2, padding, kind)
+    np.testing.assert_allclose(y_case, want, rtol=1e-12)
   np.testing.assert_array_equal(y, ref_pool(x, 2, (1, int(stride)), "VALID", "max"))
   np.testing.assert_array_equal(idx, ref_max_pool_indices(x, 2, (1, int(stride)), "VALID"))
 
@@ -837,14 +872,21 @@ class TorchOptionsTest(parameterized.TestCase):
     x = _tied(rng, shape, levels=4)  # ties: the first maximum's rule matters
     kw = _torch_kw(stride, padding, ceil_mode, dilation)
     f = functools.partial(max_pool, window=window, **kw)
-    y, idx = self.variant(functools.partial(f, return_indices=True))(x)
-    np.testing.assert_array_equal(y, ref_torch_pool(x, window, "max", **kw))
-    np.testing.assert_array_equal(idx, ref_torch_max_indices(x, window, **kw))
-    g = rng.normal(size=y.shape)
-    dx = self.variant(jax.grad(lambda x, g: jnp.vdot(f(x), g)))(x, g)
-    np.testing.assert_allclose(dx, ref_torch_max_grad(x, g, window, **kw), rtol=1e-12)
+    want = ref_torch_pool(x, window, "max", **kw)
+    g = rng.normal(size=want.shape)
     t = rng.normal(size=shape)  # forward mode: the same linear map
-    _, y_dot = self.variant(lambda x, t: jax.jvp(f, (x,), (t,)))(x, t)
+
+    def run(x, g, t):  # with jit: one compilation for all three
+      return (
+          f(x, return_indices=True),
+          jax.grad(lambda x: jnp.vdot(f(x), g))(x),
+          jax.jvp(f, (x,), (t,)),
+      )
+
+    (y, idx), dx, (_, y_dot) = self.variant(run)(x, g, t)
+    np.testing.assert_array_equal(y, want)
+    np.testing.assert_array_equal(idx, ref_torch_max_indices(x, window, **kw))
+    np.testing.assert_allclose(dx, ref_torch_max_grad(x, g, window, **kw), rtol=1e-12)
     np.testing.assert_allclose(np.vdot(y_dot, g), np.vdot(t, dx), rtol=1e-10)
 
   @chex.variants(with_jit=True, without_jit=True)
@@ -853,41 +895,50 @@ class TorchOptionsTest(parameterized.TestCase):
     del dilation  # (max pooling's)
     x = np.random.default_rng(21).normal(size=shape)
     kw = _torch_kw(stride, padding, ceil_mode)
-    for include, override in itertools.product((False, True), (None, 1, 5)):
-      f = functools.partial(
-          avg_pool, window=window, count_include_pad=include, divisor_override=override, **kw
-      )
+    avg_cases = list(itertools.product((False, True), (None, 1, 5)))
+    lp_cases = (1, 3, 2.5)
+
+    def run(x, g):  # with jit: one compilation for every case
+      avgs, grads = [], []
+      for include, override in avg_cases:
+        f = functools.partial(
+            avg_pool, window=window, count_include_pad=include, divisor_override=override, **kw
+        )
+        avgs.append(f(x))
+        grads.append(jax.grad(lambda x, g, f=f: jnp.vdot(f(x), g))(x, g))
+      return avgs, grads, [lp_pool(x, window, p=p, **kw) for p in lp_cases]
+
+    want_shape = ref_torch_pool(x, window, "avg", **kw).shape
+    g = np.random.default_rng(22).normal(size=want_shape)
+    avgs, grads, lps = self.variant(run)(x, g)
+    for (include, override), y, dx in zip(avg_cases, avgs, grads, strict=True):
       want = ref_torch_pool(
           x, window, "avg", count_include_pad=include, divisor_override=override, **kw
       )
-      np.testing.assert_allclose(self.variant(f)(x), want, rtol=1e-12, atol=1e-12)
+      np.testing.assert_allclose(y, want, rtol=1e-12, atol=1e-12)
       # The gradient: 1 / divisor to every input of a window (the divisors' sum).
-      g = np.random.default_rng(22).normal(size=want.shape)
-      dx = self.variant(jax.grad(lambda x, g, f=f: jnp.vdot(f(x), g)))(x, g)
-      _, vjp = jax.vjp(lambda x: ref_torch_pool_jax(x, window, include, override, **kw), x)
-      np.testing.assert_allclose(dx, vjp(g)[0], rtol=1e-10, atol=1e-12)
-    for p in (1, 3, 2.5):
-      f = functools.partial(lp_pool, window=window, p=p, **kw)
+      ref_dx = ref_torch_avg_grad(shape, g, window, include, override, **kw)
+      np.testing.assert_allclose(dx, ref_dx, rtol=1e-10, atol=1e-12)
+    for p, y in zip(lp_cases, lps, strict=True):
       want = ref_torch_pool(x, window, "lp", p=p, **kw)
-      np.testing.assert_allclose(self.variant(f)(x), want, rtol=1e-10)
+      np.testing.assert_allclose(y, want, rtol=1e-10)
 
 
-def ref_torch_pool_jax(x, window, include, override, *, stride, padding, ceil_mode):
-  """The average pool as the documented sum over a divisor, through jnp: the window sum
-  is a 0/1 matrix of the windows' taps (from ``ref_torch_pool`` of one-hot inputs) times
-  ``x``, so ``jax.vjp`` of it is the reference gradient."""
-  x = jnp.asarray(x)
-  nd = x.ndim - 2
-  flat = np.eye(math.prod(x.shape[1:-1])).reshape(-1, *x.shape[1:-1], 1)
+def ref_torch_avg_grad(x_shape, g, window, include, override, *, stride, padding, ceil_mode):
+  """The average pool's gradient from the documented sum over a divisor: the pool is
+  ``y = Wᵀ x`` per example and channel, W the [positions, outputs] matrix of the windows'
+  taps over their divisors (``ref_torch_pool`` of one-hot inputs), so ``dx = W g``."""
+  nd = len(x_shape) - 2
+  flat = np.eye(math.prod(x_shape[1:-1])).reshape(-1, *x_shape[1:-1], 1)
   kw = dict(stride=stride, padding=padding, ceil_mode=ceil_mode)
   # [positions, *out, 1]: window averages of each one-hot input (the divisor included).
   weights = ref_torch_pool(
       flat, window, "avg", count_include_pad=include, divisor_override=override, **kw
   )
-  out = weights.shape[1 : nd + 1]
-  cols = x.reshape(x.shape[0], -1, x.shape[-1])  # [N, positions, C]
-  y = jnp.einsum("pq,npc->nqc", weights.reshape(weights.shape[0], -1), cols)
-  return y.reshape(x.shape[0], *out, x.shape[-1])
+  assert weights.shape[1 : nd + 1] == g.shape[1:-1]
+  g_cols = np.asarray(g).reshape(g.shape[0], -1, g.shape[-1])  # [N, outputs, C]
+  dx = np.einsum("pq,nqc->npc", weights.reshape(weights.shape[0], -1), g_cols)
+  return dx.reshape(x_shape)
 
 
 def test_ceil_mode_average_divisor_by_hand():
@@ -945,10 +996,17 @@ def test_integer_averages_with_the_new_divisors(dtype, x64):
   rng = np.random.default_rng(23)
   info = np.iinfo(dtype)
   x = rng.integers(max(info.min, -100), min(info.max, 100), (2, 7, 6, 2)).astype(dtype)
+  cases = [(True, None), (False, None), (True, 3), (False, 7)]
+  kws = [dict(stride=2, padding=1, ceil_mode=True, count_include_pad=incl) for incl, _ in cases]
   with jax.enable_x64(x64):
-    for include, override in [(True, None), (False, None), (True, 3), (False, 7)]:
-      kw = dict(stride=2, padding=1, ceil_mode=True, count_include_pad=include)
-      y = avg_pool(x, (3, 2), divisor_override=override, **kw)
+    # One compilation for every case (eagerly, each op compiles op by op).
+    ys = jax.jit(
+        lambda x: [
+            avg_pool(x, (3, 2), divisor_override=override, **kw)
+            for (_, override), kw in zip(cases, kws, strict=True)
+        ]
+    )(x)
+    for (include, override), kw, y in zip(cases, kws, ys, strict=True):
       assert y.dtype == jnp.float32
       want = ref_torch_pool(x, (3, 2), "avg", divisor_override=override, **kw)
       np.testing.assert_array_equal(y, want.astype(np.float32), err_msg=str((include, override)))
