@@ -73,30 +73,30 @@ def test_integer_conv_family_is_exact(dtype):
   x = _ints((2, 7, 6, 4), 0, dtype, lo, 4)
   w = _ints((3, 2, 2, 4), 1, dtype, lo, 4)
   cfg = dict(stride=(2, 1), padding="SAME", dilation=(1, 2), groups=2)
-  cases = [
-      (cnnjax.cross_correlate(x, w, **cfg), ref_correlate(x, w, **cfg)),
-      (
-          cnnjax.convolve(x, w, padding_mode="circular", padding=1, groups=2),
-          ref_correlate(x, w, padding_mode="circular", padding=1, groups=2, flip=True),
-      ),
-  ]
-  y = cnnjax.cross_correlate(x, w, **cfg)
-  cases.append(
-      (
-          cnnjax.conv_transpose(y, w, input_shape=(7, 6), **cfg),
-          ref_correlate_adjoint(y, w, x.shape, **cfg),
-      )
-  )
   wl = _ints((5, 5, 3, 2, 4, 3), 2, dtype, lo, 4)
-  cases.append((cnnjax.locally_connected(x, wl), ref_local(x, wl)))
   wt = _ints((2, 3, 3, 2, 4, 3), 3, dtype, lo, 4)
-  cases.append(
-      (
-          cnnjax.tiled_conv(x, wt, tile=(2, 3), padding="SAME"),
-          ref_tiled(x, wt, tile=(2, 3), padding="SAME"),
-      )
-  )
-  for got, want in cases:
+
+  @jax.jit  # one compilation for every op (eagerly, each op compiles op by op)
+  def run(x, w, wl, wt):
+    y = cnnjax.cross_correlate(x, w, **cfg)
+    return [
+        y,
+        cnnjax.convolve(x, w, padding_mode="circular", padding=1, groups=2),
+        cnnjax.conv_transpose(y, w, input_shape=(7, 6), **cfg),
+        cnnjax.locally_connected(x, wl),
+        cnnjax.tiled_conv(x, wt, tile=(2, 3), padding="SAME"),
+    ]
+
+  gots = run(x, w, wl, wt)
+  y = np.asarray(gots[0])
+  wants = [
+      ref_correlate(x, w, **cfg),
+      ref_correlate(x, w, padding_mode="circular", padding=1, groups=2, flip=True),
+      ref_correlate_adjoint(y, w, x.shape, **cfg),
+      ref_local(x, wl),
+      ref_tiled(x, wt, tile=(2, 3), padding="SAME"),
+  ]
+  for got, want in zip(gots, wants, strict=True):
     assert got.dtype == dtype
     # The exact integer result, wrapped to the dtype as two's complement arithmetic does.
     np.testing.assert_array_equal(got, np.round(want).astype(np.int64).astype(dtype))
@@ -106,21 +106,37 @@ def test_integer_conv_family_is_exact(dtype):
 def test_integer_pools(dtype):
   x = _ints((2, 6, 6, 3), 4, dtype, 0, 50)
   xf = x.astype(np.float64)
-  np.testing.assert_array_equal(
-      cnnjax.max_pool(x, 2, padding="SAME"), ref_pool(xf, 2, None, "SAME", "max").astype(dtype)
+
+  @jax.jit  # one compilation for every pool (eagerly, each op compiles op by op)
+  def run(x):
+    means = [
+        cnnjax.avg_pool(x, 3, stride=2, padding="SAME"),
+        cnnjax.lp_pool(x, 2),
+        cnnjax.global_avg_pool(x),
+        cnnjax.blur_pool(x),
+    ]
+    return (
+        cnnjax.max_pool(x, 2, padding="SAME"),
+        means,
+        cnnjax.global_max_pool(x),
+        cnnjax.maxout(x, 3),
+        cnnjax.polyphase_downsample(x, stride=2),
+    )
+
+  max_pooled, means, global_max, maxed, aps = run(x)
+  np.testing.assert_array_equal(max_pooled, ref_pool(xf, 2, None, "SAME", "max").astype(dtype))
+  wants = (
+      ref_pool(xf, 3, 2, "SAME", "avg"),
+      ref_pool(xf, 2, None, "VALID", "lp"),
+      xf.mean(axis=(1, 2)),
+      ref_binomial_blur(xf, 2, 3),
   )
-  for got, want in (
-      (cnnjax.avg_pool(x, 3, stride=2, padding="SAME"), ref_pool(xf, 3, 2, "SAME", "avg")),
-      (cnnjax.lp_pool(x, 2), ref_pool(xf, 2, None, "VALID", "lp")),
-      (cnnjax.global_avg_pool(x), xf.mean(axis=(1, 2))),
-      (cnnjax.blur_pool(x), ref_binomial_blur(xf, 2, 3)),
-  ):
+  for got, want in zip(means, wants, strict=True):
     assert got.dtype == jnp.float32
     assert_close(got, want, np.float32)
-  assert cnnjax.global_max_pool(x).dtype == dtype
-  np.testing.assert_array_equal(cnnjax.global_max_pool(x), x.max(axis=(1, 2)))
-  np.testing.assert_array_equal(cnnjax.maxout(x, 3), x.max(axis=-1, keepdims=True))
-  aps = cnnjax.polyphase_downsample(x, stride=2)
+  assert global_max.dtype == dtype
+  np.testing.assert_array_equal(global_max, x.max(axis=(1, 2)))
+  np.testing.assert_array_equal(maxed, x.max(axis=-1, keepdims=True))
   assert aps.dtype == dtype
   np.testing.assert_array_equal(aps, ref_aps(xf, (2, 2)).astype(dtype))
 
@@ -149,20 +165,29 @@ _OPS = {
 def test_preferred_element_type(name):
   op, xs, ws, kw = _OPS[name]
   x, w = _ints(xs, 5, np.int8, -128, 128), _ints(ws, 6, np.int8, -128, 128)
-  wide = op(x, w, preferred_element_type=jnp.int32, **kw)
-  exact = np.asarray(op(x.astype(np.int64), w.astype(np.int64), **kw))
+  xb = jnp.asarray(np.random.default_rng(7).normal(size=xs), jnp.bfloat16)
+  wb = jnp.asarray(np.random.default_rng(8).normal(size=ws), jnp.bfloat16)
+  dtypes = (np.float32, np.float64)  # float64: np.dtype("float64") == None in NumPy
+
+  @jax.jit  # one compilation for every call (eagerly, each op compiles op by op)
+  def run(x, w, xb, wb):
+    return (
+        op(x, w, preferred_element_type=jnp.int32, **kw),
+        op(x.astype(np.int64), w.astype(np.int64), **kw),
+        op(xb.astype(np.float64), wb.astype(np.float64), **kw),
+        [op(xb, wb, preferred_element_type=dtype, **kw) for dtype in dtypes],
+        # Gradients flow through the wider result.
+        jax.grad(lambda w: jnp.sum(op(xb, w, preferred_element_type=jnp.float32, **kw)))(wb),
+    )
+
+  wide, exact, want, ys, g = run(x, w, xb, wb)
+  exact = np.asarray(exact)
   assert wide.dtype == jnp.int32
   np.testing.assert_array_equal(wide, exact)
   assert np.abs(exact).max() > 127  # the int8 result would have wrapped
-  xb = jnp.asarray(np.random.default_rng(7).normal(size=xs), jnp.bfloat16)
-  wb = jnp.asarray(np.random.default_rng(8).normal(size=ws), jnp.bfloat16)
-  want = op(np.asarray(xb, np.float64), np.asarray(wb, np.float64), **kw)
-  for dtype in (np.float32, np.float64):  # float64: np.dtype("float64") == None in NumPy
-    y = op(xb, wb, preferred_element_type=dtype, **kw)
+  for dtype, y in zip(dtypes, ys, strict=True):
     assert y.dtype == dtype
     assert_close(y, want, np.float32, scale=float(np.abs(want).max()) * 8)
-  # Gradients flow through the wider result.
-  g = jax.grad(lambda w: jnp.sum(op(xb, w, preferred_element_type=jnp.float32, **kw)))(wb)
   assert g.dtype == jnp.bfloat16
   with pytest.raises(TypeError, match=f"{name}: preferred_element_type got float32"):
     op(x, w, preferred_element_type=jnp.float32, **kw)
@@ -177,28 +202,32 @@ def test_complex_conv_family(dtype):
   c = lambda shape: (rng.normal(size=shape) + 1j * rng.normal(size=shape)).astype(dtype)
   x, w = c((2, 6, 5, 2)), c((3, 2, 2, 3))
   cfg = dict(stride=(2, 1), padding="SAME")
-  cases = [
-      (cnnjax.cross_correlate(x, w, **cfg), ref_correlate(x, w, **cfg)),
-      (cnnjax.convolve(x, w, padding="FULL"), ref_correlate(x, w, padding="FULL", flip=True)),
-  ]
   y = c((2, 3, 5, 3))
-  cases.append(
-      (
-          cnnjax.conv_transpose(y, w, input_shape=(6, 5), **cfg),
-          ref_correlate_adjoint(y, w, x.shape, **cfg),
-      )
-  )
   wl = c((4, 4, 3, 2, 2, 3))
-  cases.append((cnnjax.locally_connected(x, wl), ref_local(x, wl)))
   wt = c((2, 2, 3, 2, 2, 3))
-  cases.append(
-      (cnnjax.tiled_conv(x, wt, tile=2, padding="SAME"), ref_tiled(x, wt, tile=2, padding="SAME"))
-  )
-  for got, want in cases:
+
+  @jax.jit  # one compilation for every op (eagerly, each op compiles op by op)
+  def run(x, w, y, wl, wt):
+    return [
+        cnnjax.cross_correlate(x, w, **cfg),
+        cnnjax.convolve(x, w, padding="FULL"),
+        cnnjax.conv_transpose(y, w, input_shape=(6, 5), **cfg),
+        cnnjax.locally_connected(x, wl),
+        cnnjax.tiled_conv(x, wt, tile=2, padding="SAME"),
+    ]
+
+  wants = [
+      ref_correlate(x, w, **cfg),
+      ref_correlate(x, w, padding="FULL", flip=True),
+      ref_correlate_adjoint(y, w, x.shape, **cfg),
+      ref_local(x, wl),
+      ref_tiled(x, wt, tile=2, padding="SAME"),
+  ]
+  for got, want in zip(run(x, w, y, wl, wt), wants, strict=True):
     assert got.dtype == dtype
     assert_close(got, want, dtype)
   # A real input with a complex kernel computes in complex.
-  assert cnnjax.cross_correlate(x.real, w).dtype == dtype
+  assert jax.eval_shape(cnnjax.cross_correlate, x.real, w).dtype == dtype
 
 
 def test_dtype_rules():
