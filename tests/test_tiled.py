@@ -217,7 +217,8 @@ class PropertyTest(chex.TestCase):
     shared = _random((*kernel, x_shape[-1], 2), 6)
     w = shared.reshape((1,) * len(kernel) + shared.shape)
     got = self.variant(functools.partial(tiled_conv, tile=1, **config))(x, w)
-    np.testing.assert_allclose(got, cross_correlate(x, shared, **config), atol=1e-10)
+    want = jax.jit(functools.partial(cross_correlate, **config))(x, shared)  # (the reference)
+    np.testing.assert_allclose(got, want, atol=1e-10)
 
   @chex.variants(with_jit=True, without_jit=True)
   @parameterized.parameters(
@@ -240,7 +241,8 @@ class PropertyTest(chex.TestCase):
     ).shape[1:-1]
     w = _random((*out, *kernel, x_shape[-1], 2), 8)
     got = self.variant(functools.partial(tiled_conv, tile=out, **config))(x, w)
-    np.testing.assert_allclose(got, locally_connected(x, w, **config), atol=1e-10)
+    want = jax.jit(functools.partial(locally_connected, **config))(x, w)  # (the reference)
+    np.testing.assert_allclose(got, want, atol=1e-10)
 
   def test_each_tile_position_uses_its_own_kernel(self):
     # Only kernel (1, 0) is non-zero: outputs with n mod 2 == (1, 0) alone respond.
@@ -280,8 +282,8 @@ class PropertyTest(chex.TestCase):
       gx, gw = grad(x, w)
       assert gx.dtype == dtype and gw.dtype == dtype
       # d(sum y)/dx[i] = Σ over the kernels that read x[i]: compare with the formula.
-      ref_gx = jax.grad(
-          lambda x: jnp_tiled(x, w.astype(jnp.float64), tile=(2, 3), padding="SAME").sum()
+      ref_gx = jax.jit(
+          jax.grad(lambda x: jnp_tiled(x, w.astype(jnp.float64), tile=(2, 3), padding="SAME").sum())
       )(x.astype(jnp.float64))
       np.testing.assert_allclose(np.asarray(gx, np.float64), ref_gx, rtol=0.1, atol=0.1)
 
@@ -289,12 +291,13 @@ class PropertyTest(chex.TestCase):
     x = _random((3, 2, 5, 4, 2), 12)  # a leading vmapped axis over [N, H, W, C]
     w = _random((2, 2, 2, 2, 2, 3), 13)
     f = functools.partial(tiled_conv, tile=2, padding="SAME", stride=(2, 1))
-    got = jax.vmap(f, in_axes=(0, None))(x, w)
-    np.testing.assert_allclose(got, np.stack([f(xi, w) for xi in x]), atol=1e-12)
+    # Jitted: one compilation each, instead of op-by-op dispatch (the same batching rules).
+    got = jax.jit(jax.vmap(f, in_axes=(0, None)))(x, w)
+    np.testing.assert_allclose(got, np.stack([jax.jit(f)(xi, w) for xi in x]), atol=1e-12)
     # Per-example weight gradients: vmap of grad through the custom JVP.
-    per_example = jax.vmap(jax.grad(lambda x, w: f(x[None], w).sum(), 1), (0, None))
-    got = per_example(x[0], w)
-    expected = [jax.grad(lambda w: f(xi[None], w).sum())(w) for xi in x[0]]
+    grad_w = jax.grad(lambda x, w: f(x[None], w).sum(), 1)
+    got = jax.jit(jax.vmap(grad_w, (0, None)))(x[0], w)
+    expected = [jax.jit(grad_w)(xi, w) for xi in x[0]]
     np.testing.assert_allclose(got, np.stack(expected), atol=1e-12)
 
 
