@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import shutil
 
 import pytest
 
@@ -32,6 +33,23 @@ TINY = [
 ]
 
 
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+  """A tiny run (linear on 3-class shapes, one epoch), trained once; tests take a copy."""
+  root = tmp_path_factory.mktemp("cli")
+  run = root / "run"
+  args = ["train", *TINY, "--cache-dir", str(root / "cache"), "--epochs", "1", "--no-plots"]
+  assert main([*args, "--out", str(run)]) == 0
+  return run
+
+
+@pytest.fixture
+def run_copy(tiny_run, tmp_path):
+  copy = tmp_path / "run"
+  shutil.copytree(tiny_run, copy)
+  return copy
+
+
 @pytest.mark.parametrize("command", ["train", "search"])
 def test_help_documents_every_flag_and_default(command, capsys):
   with pytest.raises(SystemExit) as exit_info:
@@ -59,10 +77,8 @@ def test_bad_flag_value_exits_with_a_message(tmp_path, capsys):
   assert "--out" in capsys.readouterr().err
 
 
-def test_train_resume_and_eval(tmp_path, capsys):
-  run = str(tmp_path / "run")
-  cache = ["--cache-dir", str(tmp_path / "cache")]
-  assert main(["train", *TINY, *cache, "--epochs", "1", "--out", run, "--no-plots"]) == 0
+def test_train_resume_and_eval(run_copy, tmp_path, capsys):
+  run = str(run_copy)  # `train *TINY --epochs 1 --no-plots`
   records = read_metrics(os.path.join(run, "metrics.jsonl"))
   assert len(records) == 1 and 0.0 <= records[0]["test_accuracy"] <= 1.0
   # A longer cosine schedule would make the rate jump where the run resumes: refused.
@@ -150,10 +166,8 @@ def _one_line(err: str) -> str:
   return lines[0]
 
 
-def test_resume_refuses_a_new_seed_and_names_model_or_optimizer_changes(tmp_path, capsys):
-  run = str(tmp_path / "run")
-  base = ["train", *TINY, "--cache-dir", str(tmp_path / "cache"), "--no-plots"]
-  assert main([*base, "--epochs", "1", "--out", run]) == 0
+def test_resume_refuses_a_new_seed_and_names_model_or_optimizer_changes(run_copy, capsys):
+  run = str(run_copy)  # linear, sgd, seed 0, one epoch
   saved = pathlib.Path(os.path.join(run, "config.json")).read_text()
   capsys.readouterr()
   for flags, expected in [
@@ -208,29 +222,13 @@ def test_known_failures_are_one_line_with_exit_code_2(tmp_path, capsys, monkeypa
   assert "without coordinator_address, process_id" in _one_line(capsys.readouterr().err)
 
 
-def test_a_second_writer_and_orbax_errors_are_one_line(tmp_path, capsys):
+def test_a_second_writer_and_orbax_errors_are_one_line(run_copy, capsys):
   import subprocess
   import sys
 
   from cnnjax.train.checkpoint import CHECKSUM_FILE
 
-  run = str(tmp_path / "run")
-  assert (
-      main(
-          [
-              "train",
-              *TINY,
-              "--cache-dir",
-              str(tmp_path / "cache"),
-              "--epochs",
-              "1",
-              "--no-plots",
-              "--out",
-              run,
-          ]
-      )
-      == 0
-  )
+  run = str(run_copy)
   capsys.readouterr()
   # Another process holds the run.
   holder = subprocess.Popen(
