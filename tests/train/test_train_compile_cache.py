@@ -66,11 +66,13 @@ def test_second_run_loads_its_programs_from_the_default_cache(tmp_path):
   first = _train(tmp_path, "run1", home)
   cache = home / "jax"
   assert cache.is_dir() and any(p.name.startswith("jit_train_one") for p in cache.iterdir())
+  written = {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
   second = _train(tmp_path, "run2", home)
   assert set(first["compile_seconds"]) == set(second["compile_seconds"]) == _PROGRAMS
   assert set(first["trace_seconds"]) == _PROGRAMS
-  cold, warm = sum(first["compile_seconds"].values()), sum(second["compile_seconds"].values())
-  assert warm < 0.1 * cold, (first["compile_seconds"], second["compile_seconds"])
+  # Every program was loaded: a program compiled again (its key changed, or its entry
+  # could not be read) is written anew. (Not timed: compile seconds vary with the load.)
+  assert {p.name: p.stat().st_mtime_ns for p in cache.iterdir()} == written
   assert first["val_accuracy"] == second["val_accuracy"]  # the same programs, loaded
 
 
