@@ -156,7 +156,7 @@ class EquivarianceTest(parameterized.TestCase):
   @parameterized.product(group=GROUPS, dtype=(np.float64, np.float32))
   def test_layers_are_equivariant(self, group, dtype):
     x = jnp.asarray(_random((2, 9, 9, 2), 7), dtype)
-    f = _stack(group)
+    f = jax.jit(_stack(group))  # one program for every f call (eagerly: op by op)
     for h in range(group_order(group)):
       eq.assert_equivariant(f, x, eq.plane_action(h, group=group), eq.group_action(h, group=group))
 
@@ -164,7 +164,7 @@ class EquivarianceTest(parameterized.TestCase):
   def test_group_conv_alone_is_equivariant(self, group):
     n = group_order(group)
     y, w = _random((1, 7, 7, n, 3), 8), _random((3, 3, n, 3, 2), 9)
-    f = functools.partial(group_conv, w=w, group=group)
+    f = jax.jit(functools.partial(group_conv, w=w, group=group))  # one program for every call
     for h in range(n):
       g = eq.group_action(h, group=group)
       eq.assert_equivariant(f, y, g, g)
@@ -172,14 +172,14 @@ class EquivarianceTest(parameterized.TestCase):
   @parameterized.parameters(*GROUPS)
   def test_pooled_network_is_invariant(self, group):
     f = _stack(group)
-    net = lambda x: cnnjax.global_avg_pool(group_pool(jax.nn.relu(f(x))))
+    net = jax.jit(lambda x: cnnjax.global_avg_pool(group_pool(jax.nn.relu(f(x)))))  # one program
     x = _random((3, 11, 11, 2), 10)
     for h in range(group_order(group)):
       eq.assert_invariant(net, x, eq.plane_action(h, group=group))
 
   def test_the_checks_can_fail(self):
     x = _random((2, 9, 9, 2), 11)
-    f = _stack("p4")
+    f = jax.jit(_stack("p4"))  # one program for every f call (eagerly: op by op)
     rot = eq.plane_action(1, group="p4")
     # Rotating space without permuting the group axis is not the output's action.
     assert eq.equivariance_error(f, x, rot, rot) > 0.1
