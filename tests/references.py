@@ -14,6 +14,7 @@ from types import SimpleNamespace
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 MODES = ("zeros", "circular", "reflect", "edge")
@@ -537,22 +538,25 @@ def lax_correlate(x, w, *, stride=1, padding="VALID", dilation=1, groups=1, padd
 
 def ref_conv_matrix(w, input_shape, **settings):
   """``jax.jacfwd`` of :func:`lax_correlate` on one example: ``[P_out·C_out, P_in·C_in]``."""
-  import jax.numpy as jnp
+  m = _conv_jacobian(jnp.asarray(w), tuple(input_shape), tuple(sorted(settings.items())))
+  return np.asarray(m).reshape(-1, math.prod(input_shape))
 
-  w = jnp.asarray(w)
-  x0 = jnp.zeros(input_shape, w.dtype)
-  f = lambda x: lax_correlate(x[None], w, **settings)[0].reshape(-1)
-  return np.asarray(jax.jacfwd(f, holomorphic=np.iscomplexobj(w))(x0)).reshape(
-      -1, math.prod(input_shape)
-  )
+
+@functools.partial(jax.jit, static_argnums=(1, 2))  # one program, not op-by-op dispatch
+def _conv_jacobian(w, input_shape, settings):
+  f = lambda x: lax_correlate(x[None], w, **dict(settings))[0].reshape(-1)
+  return jax.jacfwd(f, holomorphic=jnp.iscomplexobj(w))(jnp.zeros(input_shape, w.dtype))
 
 
 def ref_weight_grad(x, g, w_shape, **settings):
   """``jax.grad`` of ``Σ g · lax_correlate(x, w)`` with respect to ``w``."""
-  import jax.numpy as jnp
+  return np.asarray(_weight_grad(x, g, tuple(w_shape), tuple(sorted(settings.items()))))
 
-  w0 = jnp.zeros(w_shape, np.result_type(x, g))
-  return np.asarray(jax.grad(lambda w: jnp.sum(lax_correlate(x, w, **settings) * g))(w0))
+
+@functools.partial(jax.jit, static_argnums=(2, 3))  # one program, not op-by-op dispatch
+def _weight_grad(x, g, w_shape, settings):
+  w0 = jnp.zeros(w_shape, jnp.result_type(x, g))
+  return jax.grad(lambda w: jnp.sum(lax_correlate(x, w, **dict(settings)) * g))(w0)
 
 
 def ref_unfold(x, kernel, *, stride=1, padding="VALID", dilation=1, padding_mode="zeros"):

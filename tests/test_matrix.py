@@ -6,7 +6,6 @@ the 1-D and 2-D structure, and the NumPy adjoint loop for the transpose.
 """
 
 import functools
-import math
 
 import chex
 import jax
@@ -21,7 +20,7 @@ from tests.references import (
     assert_close,
     circulant_1d,
     doubly_block_toeplitz,
-    lax_correlate,
+    ref_conv_matrix,
     ref_correlate,
     ref_correlate_adjoint,
     toeplitz_1d,
@@ -64,20 +63,6 @@ _CASES = (
     ),
     dict(testcase_name="3d", x=(3, 4, 3, 2), w=(2, 2, 2, 2, 2), config=dict(padding=1)),
 )
-
-
-@functools.partial(jax.jit, static_argnums=(1, 2))
-def _jacobian(w, input_shape, settings):
-  f = lambda x: lax_correlate(x[None], w, **dict(settings))[0].reshape(-1)
-  return jax.jacfwd(f, holomorphic=jnp.iscomplexobj(w))(jnp.zeros(input_shape, w.dtype))
-
-
-def ref_conv_matrix(w, input_shape, **settings):
-  """references.ref_conv_matrix (``jax.jacfwd`` of :func:`lax_correlate` on one example,
-  ``[P_out·C_out, P_in·C_in]``), the same computation jitted: one program instead of
-  op-by-op eager dispatch of the forward-mode Jacobian."""
-  m = _jacobian(jnp.asarray(w), tuple(input_shape), tuple(sorted(settings.items())))
-  return np.asarray(m).reshape(-1, math.prod(input_shape))
 
 
 def _random(shape, seed, dtype=np.float64):

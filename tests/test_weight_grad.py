@@ -4,14 +4,13 @@
 import functools
 
 import chex
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from absl.testing import parameterized
 
 from cnnjax.weight_grad import conv_weight_grad
-from tests.references import assert_close, lax_correlate, ref_geometry, ref_unfold
+from tests.references import assert_close, ref_geometry, ref_unfold, ref_weight_grad
 
 _CASES = (
     dict(testcase_name="1d", x=(2, 9, 3), w=(3, 3, 2), config={}),
@@ -56,18 +55,6 @@ _CASES = (
         config=dict(padding="SAME", padding_mode="edge"),
     ),
 )
-
-
-@functools.partial(jax.jit, static_argnums=(2, 3))
-def _grad(x, g, w_shape, settings):
-  w0 = jnp.zeros(w_shape, jnp.result_type(x, g))
-  return jax.grad(lambda w: jnp.sum(lax_correlate(x, w, **dict(settings)) * g))(w0)
-
-
-def ref_weight_grad(x, g, w_shape, **settings):
-  """references.ref_weight_grad (``jax.grad`` of ``Σ g · lax_correlate(x, w)`` with respect
-  to ``w``), the same computation jitted: one program instead of op-by-op eager dispatch."""
-  return np.asarray(_grad(x, g, tuple(w_shape), tuple(sorted(settings.items()))))
 
 
 def _random(shape, seed):
