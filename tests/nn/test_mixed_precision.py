@@ -16,6 +16,11 @@ from cnnjax.models.builder import LayerBuilder
 BF16 = jnp.bfloat16
 
 
+@nnx.jit
+def _call(module, x):  # one compilation instead of one per eager primitive
+  return module(x)
+
+
 def _params(model):
   return jax.tree.leaves(nnx.state(model, nnx.Param))
 
@@ -48,10 +53,12 @@ def test_every_zoo_model_computes_in_bf16_with_float32_params_and_logits(name):
   assert {p.dtype for p in _params(model)} == {jnp.dtype(jnp.float32)}
   model.eval()
   x = jax.ShapeDtypeStruct((2, *shape), jnp.float32)
-  out = nnx.eval_shape(lambda m, x: m(x), model, x)
-  assert out.dtype == jnp.float32  # logits (and so the softmax and loss) in float32
   graph, state = nnx.split(model)
-  jaxpr = jax.make_jaxpr(lambda s, x: nnx.merge(graph, s)(x))(state, x).jaxpr
+  closed, out = jax.make_jaxpr(  # one trace for the output dtype and the operands
+      lambda s, x: nnx.merge(graph, s)(x), return_shape=True
+  )(state, x)
+  assert out.dtype == jnp.float32  # logits (and so the softmax and loss) in float32
+  jaxpr = closed.jaxpr
   operands = _contraction_inputs(jaxpr)
   assert operands and all(set(ops) == {"bfloat16"} for ops in operands), operands
   # param_dtype sets the parameters' dtype; the default computation follows it.
@@ -65,9 +72,9 @@ def test_seed_cnn_bf16_matches_float32_within_bf16_tolerance():
   bf16 = models.get("seed-cnn", rngs=nnx.Rngs(0), dtype="bfloat16")
   h = bf16.conv1(x)
   assert h.dtype == BF16 and bf16.pool1(h).dtype == BF16  # activations in bf16
-  got = bf16(x)
+  got = _call(bf16, x)
   assert got.dtype == jnp.float32
-  assert_close(got, f32(x), BF16, scale=10.0)  # 4 layers of bf16 rounding
+  assert_close(got, _call(f32, x), BF16, scale=10.0)  # 4 layers of bf16 rounding
 
 
 def _same_weights(make, **kw):
@@ -95,9 +102,9 @@ def test_conv_modules_in_bf16_match_float32(name, make, shape):
   f32, bf16 = _same_weights(make)
   assert bf16.kernel.dtype == jnp.float32 and bf16.dtype == BF16
   x = jax.random.normal(jax.random.key(2), shape, jnp.float32)
-  got = bf16(x)
+  got = _call(bf16, x)
   assert got.dtype == BF16
-  assert_close(got.astype(jnp.float32), f32(x), BF16)
+  assert_close(got.astype(jnp.float32), _call(f32, x), BF16)
   low = make(rngs=nnx.Rngs(0), param_dtype=BF16)
   assert low.kernel.dtype == BF16 and low.bias.dtype == BF16
 
@@ -118,8 +125,8 @@ PARAMETER_FREE = [
 @pytest.mark.parametrize("name,make", PARAMETER_FREE, ids=[c[0] for c in PARAMETER_FREE])
 def test_parameter_free_modules_compute_in_their_dtype(name, make):
   x = jax.random.normal(jax.random.key(3), (1, 8, 8, 4), jnp.float32)
-  want = make()(x)
-  got = make(dtype="bfloat16", param_dtype="bfloat16")(x)
+  want = _call(make(), x)
+  got = _call(make(dtype="bfloat16", param_dtype="bfloat16"), x)
   assert want.dtype == jnp.float32 and got.dtype == BF16
   assert_close(got.astype(jnp.float32), want, BF16)
 
@@ -148,8 +155,8 @@ def test_batch_norm_in_bf16_keeps_float32_statistics():
   norm, ref = b.batch_norm(), LayerBuilder((4, 4, 8), rngs=nnx.Rngs(0)).batch_norm()
   x = 3.0 + 2.0 * jax.random.normal(jax.random.key(4), (16, 4, 4, 8), jnp.float32)
   x = x.astype(BF16)
-  y = norm(x)
-  ref(x.astype(jnp.float32))  # the same (exactly representable) input in float32
+  y = _call(norm, x)
+  _call(ref, x.astype(jnp.float32))  # the same (exactly representable) input in float32
   assert y.dtype == BF16
   assert norm.mean.dtype == jnp.float32 and norm.var.dtype == jnp.float32
   # Reductions in float32: the running averages match float32's to float32 rounding.
