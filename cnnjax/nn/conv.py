@@ -407,7 +407,7 @@ class DepthwiseConv(nnx.Module):
     _check_stride_dilation(stride, dilation, len(self.kernel_size), op=op)
     self.in_features = cin
     self.depth_multiplier = multiplier
-    self.out_features = cin * multiplier
+    self.out_features: int = cin * multiplier
     self.stride = stride
     self.padding = padding
     self.dilation = dilation

@@ -117,7 +117,7 @@ class DeformConv(nnx.Module):
     self.dilation = dilation
     self.groups = groups
     self.offset_groups = offset_groups
-    self.modulated = _checks.check_bool(modulated, name="modulated", op=op)
+    self.modulated: bool = _checks.check_bool(modulated, name="modulated", op=op)
     self.use_bias = use_bias
     self.dtype: jnp.dtype | None
     self.param_dtype: jnp.dtype
@@ -131,7 +131,7 @@ class DeformConv(nnx.Module):
         nnx.Param(bias_init(rngs.params(), (out_features,), self.param_dtype)) if use_bias else None
     )
     taps = kernel[0] * kernel[1]
-    self.offset_conv = Conv(
+    self.offset_conv: Conv = Conv(
         in_features,
         offset_groups * taps * (3 if self.modulated else 2),
         kernel,
