@@ -41,11 +41,11 @@ if jax.default_backend() == "cpu" and "JAX_DISABLE_MOST_OPTIMIZATIONS" not in os
   jax.config.update("jax_disable_most_optimizations", True)
 
 # The subprocesses the tests start (the experiments' --quick runs, scripts; not `cnnjax
-# train`, whose cache the line above turns off) share one persistent compilation cache per
-# test run: a program one of them compiled, the next loads (the experiments' smoke runs:
-# 197 -> 148 s on 2 cores). It is made by the first process that reads this file (xdist's
-# workers inherit it) and removed at the end. The suite's own processes keep jax's
-# in-memory cache only, whatever their environment says.
+# train`, whose cache CNNJAX_COMPILE_CACHE above turns off) share one persistent
+# compilation cache per test run: a program one of them compiled, the next loads (the
+# experiments' smoke runs: 197 -> 148 s on 2 cores). It is made by the first process that
+# reads this file (xdist's workers inherit it) and removed at the end. The suite's own
+# processes keep jax's in-memory cache only, whatever their environment says.
 _SHARED_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
 if _SHARED_CACHE:
   os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="cnnjax-tests-jax-cache-")
