@@ -3,7 +3,6 @@
 import json
 import os
 import pathlib
-import shutil
 
 import pytest
 
@@ -31,23 +30,6 @@ TINY = [
     "40",
     "--quiet",
 ]
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-  """A tiny run (linear on 3-class shapes, one epoch), trained once; tests take a copy."""
-  root = tmp_path_factory.mktemp("cli")
-  run = root / "run"
-  args = ["train", *TINY, "--cache-dir", str(root / "cache"), "--epochs", "1", "--no-plots"]
-  assert main([*args, "--out", str(run)]) == 0
-  return run
-
-
-@pytest.fixture
-def run_copy(tiny_run, tmp_path):
-  copy = tmp_path / "run"
-  shutil.copytree(tiny_run, copy)
-  return copy
 
 
 @pytest.mark.parametrize("command", ["train", "search"])

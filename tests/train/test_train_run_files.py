@@ -10,7 +10,6 @@ the tests that damage it.
 import errno
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -22,36 +21,6 @@ from test_train_cli import TINY, _one_line
 from cnnjax.cli import main
 from cnnjax.train import cli as train_cli
 from cnnjax.train.checkpoint import CHECKSUM_FILE, Checkpointer
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-  root = tmp_path_factory.mktemp("files")
-  run = root / "run"
-  assert (
-      main(
-          [
-              "train",
-              *TINY,
-              "--cache-dir",
-              str(root / "cache"),
-              "--epochs",
-              "1",
-              "--no-plots",
-              "--out",
-              str(run),
-          ]
-      )
-      == 0
-  )
-  return run
-
-
-@pytest.fixture
-def run_copy(tiny_run, tmp_path):
-  copy = tmp_path / "run"
-  shutil.copytree(tiny_run, copy)
-  return copy
 
 
 def _edit_json(path, change):
