@@ -367,13 +367,13 @@ class TestConvolutionFamily:
       dict(
           nd=2,
           batch=2,
-          sizes=[8, 8],
+          sizes=[6, 6],
           kernel=[3, 3],
-          tile=(4, 4),
+          tile=(3, 3),
           mode="zeros",
           config=dict(stride=(1, 1), padding="SAME", dilation=(1, 1)),
       )
-  )  # issue 18
+  )  # issue 18's defect (3x3 phases, some cropping): fails with the crop workaround off
   def test_tiled_conv(self, g):
     x = _normal((g["batch"], *g["sizes"], 2), 0)
     w = _normal((*g["tile"], *g["kernel"], 2, 3), 1)
